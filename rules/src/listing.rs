@@ -1,0 +1,111 @@
+//! `Listing`: one walk over the workspace that finds every package (a directory holding a `BUILD`
+//! file) and assigns every file to its nearest enclosing package. `glob()` answers from it, so a
+//! workspace is walked once per evaluation, however many `glob()` calls its BUILD files make.
+//!
+//! Skipped: `.git/`, `.flow/`, `flow-out/`, the directories listed in `EvalOptions::skip_dirs`
+//! (the cache directory), nested workspaces (a directory with its own `flow.toml`) and everything
+//! the workspace's `.gitignore` files exclude.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The name of the file that makes a directory a package.
+pub const BUILD_FILE: &str = "BUILD";
+
+/// Directory names never walked, wherever they are.
+pub const ALWAYS_SKIPPED: &[&str] = &[".git", ".flow", "flow-out"];
+
+#[derive(Debug, Default, Clone)]
+pub struct Listing {
+    /// Package name → its files, relative to the package directory, sorted. Files of
+    /// sub-packages belong to the sub-package only.
+    pub packages: BTreeMap<String, Vec<String>>,
+}
+
+impl Listing {
+    /// Walks `root`; `skip` holds absolute directories not to enter.
+    pub fn scan(root: &Path, skip: &[PathBuf]) -> std::io::Result<Listing> {
+        let root_owned = root.to_path_buf();
+        let skip = skip.to_vec();
+        let walker = ignore::WalkBuilder::new(root)
+            .hidden(false)
+            .git_global(false)
+            .git_exclude(false)
+            .require_git(false)
+            .parents(false)
+            .sort_by_file_name(|a, b| a.cmp(b))
+            .filter_entry(move |entry| {
+                if entry.depth() == 0 {
+                    return true;
+                }
+                let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+                if !is_dir {
+                    return true;
+                }
+                let name = entry.file_name().to_string_lossy();
+                if ALWAYS_SKIPPED.contains(&name.as_ref()) {
+                    return false;
+                }
+                if skip.iter().any(|s| s == entry.path()) {
+                    return false;
+                }
+                // A nested workspace is not part of this one.
+                !(entry.path() != root_owned && entry.path().join("flow.toml").is_file())
+            })
+            .build();
+        let mut files: Vec<String> = Vec::new();
+        for entry in walker {
+            let entry = entry.map_err(|e| match e.into_io_error() {
+                Some(io) => io,
+                None => std::io::Error::other("cannot walk the workspace"),
+            })?;
+            if !entry.file_type().is_some_and(|t| t.is_file() || t.is_symlink()) {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(root) else {
+                continue;
+            };
+            let Some(rel) = rel.to_str() else {
+                continue; // Non-UTF-8 names cannot be named in a BUILD file.
+            };
+            files.push(rel.replace('\\', "/"));
+        }
+        let mut packages: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in &files {
+            let (dir, name) = f.rsplit_once('/').unwrap_or(("", f));
+            if name == BUILD_FILE {
+                packages.entry(dir.to_owned()).or_default();
+            }
+        }
+        for f in files {
+            let mut dir = f.rsplit_once('/').map_or("", |(d, _)| d);
+            loop {
+                if let Some(list) = packages.get_mut(dir) {
+                    let rel = if dir.is_empty() { &f[..] } else { &f[dir.len() + 1..] };
+                    list.push(rel.to_owned());
+                    break;
+                }
+                if dir.is_empty() {
+                    break;
+                }
+                dir = dir.rsplit_once('/').map_or("", |(d, _)| d);
+            }
+        }
+        for list in packages.values_mut() {
+            list.sort();
+        }
+        Ok(Listing { packages })
+    }
+
+    /// The sub-packages strictly below `package`, relative to it (`a/b` for `//pkg/a/b`).
+    pub fn subpackages_of<'a>(&'a self, package: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.packages.keys().filter_map(move |p| {
+            if package.is_empty() {
+                (!p.is_empty()).then_some(p.as_str())
+            } else {
+                p.strip_prefix(package)
+                    .and_then(|rest| rest.strip_prefix('/'))
+            }
+        })
+    }
+}
