@@ -1,1 +1,11 @@
-fn main(){}
+//! flow's integration tests: one binary (as ripgrep does it) that drives the real `flow`
+//! executable on fixture workspaces written into temporary directories.
+
+mod support;
+
+mod example;
+mod golden;
+mod layout;
+mod query;
+mod robustness;
+mod workspace;

@@ -58,6 +58,8 @@ pub struct Evaluation {
     pub listing: Listing,
     /// Each `.star` module's direct loads (for watchers: which packages a `.star` edit affects).
     pub module_loads: BTreeMap<String, Vec<String>>,
+    /// How many `.star` modules were evaluated (each at most once per evaluation).
+    pub modules_evaluated: usize,
 }
 
 fn globals() -> &'static Globals {
@@ -124,6 +126,7 @@ fn parse_file(
     from: Option<&ModuleId>,
     package: &str,
 ) -> Result<ParsedFile, AnalysisError> {
+    check_nesting(path_for_errors, source)?;
     let ast = AstModule::parse(path_for_errors, source.to_string(), dialect)
         .map_err(starlark_error)?;
     let loads = ast
@@ -144,6 +147,34 @@ fn parse_file(
         })
         .collect();
     Ok(ParsedFile { ast, loads })
+}
+
+/// Deepest bracket nesting accepted. The parser is recursive: refusing absurd nesting up front
+/// keeps hostile input from overflowing the stack. Real BUILD files nest a handful of levels.
+const MAX_NESTING: usize = 200;
+
+fn check_nesting(file: &str, source: &Arc<str>) -> Result<(), AnalysisError> {
+    let mut depth = 0usize;
+    for (i, b) in source.bytes().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(AnalysisError::new(
+                        K::Starlark {
+                            message: format!(
+                                "brackets nested too deeply (more than {MAX_NESTING} levels)"
+                            ),
+                        },
+                        Some(SourceSpan::new(file, source.clone(), i, i + 1)),
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Converts an error of the interpreter into an `AnalysisError`, keeping its location and, for an
@@ -338,6 +369,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
     let vars = Arc::new(opts.vars.clone());
     let mut frozen: HashMap<ModuleId, FrozenModule> = HashMap::new();
     let mut module_loads = BTreeMap::new();
+    let mut modules_evaluated = 0;
     for id in order {
         let Some(ModState::Parsed(file)) = modules.remove(&id) else {
             continue;
@@ -381,6 +413,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
                 })
         });
         errors.extend(ctx.errors.into_inner());
+        modules_evaluated += 1;
         match result {
             Ok(m) => {
                 frozen.insert(id, m);
@@ -462,6 +495,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
         failed_packages,
         listing,
         module_loads,
+        modules_evaluated,
     }
 }
 
@@ -571,4 +605,71 @@ fn order_modules(
     // A module that loads a module on a cycle cannot be evaluated either; `loader_for` sees to
     // that because cyclic modules are never frozen.
     (order, in_cycle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(files: &[(&str, &str)]) -> (tempfile::TempDir, Evaluation) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let mut vars = BTreeMap::new();
+        vars.insert("python_versions".to_owned(), serde_json::json!(["3.10", "3.11"]));
+        let opts = EvalOptions {
+            root: dir.path().to_path_buf(),
+            vars,
+            skip_dirs: Vec::new(),
+        };
+        let evaluation = evaluate_workspace(&opts).unwrap();
+        (dir, evaluation)
+    }
+
+    #[test]
+    fn a_module_loaded_by_many_packages_is_evaluated_once() {
+        let mut files = vec![
+            ("tools/defs.star", "load(\":util.star\", \"u\")\nX = u + 1\n"),
+            ("tools/util.star", "u = 41\n"),
+        ];
+        let builds: Vec<String> = (0..8).map(|i| format!("p{i}/BUILD")).collect();
+        for b in &builds {
+            files.push((b, "load(\"//tools:defs.star\", \"X\")\ntask(name = \"t\", cmd = \"echo %d\" % X)\n"));
+        }
+        let (_, e) = workspace(&files);
+        assert!(e.errors.is_empty(), "{:?}", e.errors);
+        assert_eq!(e.packages.len(), 8);
+        assert_eq!(e.modules_evaluated, 2);
+        assert_eq!(e.packages[3].targets[0].cmd.as_deref(), Some("echo 42"));
+    }
+
+    #[test]
+    fn macro_targets_point_at_the_macro_call_and_name_the_macro() {
+        let (_, e) = workspace(&[(
+            "app/BUILD",
+            "load(\"@flow//rules:python.star\", \"py_test\")\n\npy_test(name = \"t\")\n",
+        )]);
+        assert!(e.errors.is_empty(), "{:?}", e.errors);
+        let targets = &e.packages[0].targets;
+        let names: Vec<&str> = targets.iter().map(|t| t.label.name()).collect();
+        assert_eq!(names, ["t_py3_10", "t_py3_11", "t"]);
+        for t in targets {
+            assert_eq!(t.generator.as_deref(), Some("py_test"));
+            assert_eq!(t.at.to_string(), "app/BUILD:3:1");
+        }
+    }
+
+    #[test]
+    fn errors_in_one_package_do_not_stop_the_others() {
+        let (_, e) = workspace(&[
+            ("bad/BUILD", "task(name = \"x\",\n"),
+            ("good/BUILD", "task(name = \"y\", cmd = \"true\")\n"),
+        ]);
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.packages.len(), 1);
+        assert!(e.failed_packages.contains("bad"));
+    }
 }

@@ -1,0 +1,21 @@
+//! `flow query EXPR`: evaluates the workspace, then a query expression over its target graph.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::analysis::load_graph;
+use crate::error::Error;
+use crate::query::{self, OutputFormat};
+
+pub fn run(start: &Path, expr: &str, output: OutputFormat) -> Result<i32, Error> {
+    let (_, graph) = load_graph(start)?;
+    let set = query::evaluate(&graph, expr).map_err(|error| Error::Query {
+        expr: expr.to_owned(),
+        error,
+    })?;
+    let text = query::render(&graph, &set, output);
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`flow query ... | head`) is not an error worth reporting.
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    Ok(0)
+}

@@ -1,0 +1,231 @@
+//! `flow.toml`: the workspace's configuration, parsed with serde. Every table rejects unknown keys,
+//! and every error names the file, the line and the key.
+//!
+//! ```toml
+//! [workspace]
+//! default_visibility = ["//visibility:public"]   # for targets without `visibility`
+//!
+//! [build]
+//! jobs = 4                                       # default: the number of cores
+//!
+//! [vars]                                         # free-form values, read with config("key")
+//! python_versions = ["3.11", "3.12"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flow_rules::VisibilityRule;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The file name that marks a workspace root.
+pub const CONFIG_FILE: &str = "flow.toml";
+
+/// What `flow init` writes.
+pub const TEMPLATE: &str = r#"# flow workspace configuration; see docs/configuration.md.
+
+[workspace]
+# Visibility of targets that do not set `visibility`.
+default_visibility = ["//visibility:public"]
+
+[build]
+# Parallel actions; default: the number of cores.
+# jobs = 4
+
+[vars]
+# Values BUILD files read with config("name"), e.g. a Python test matrix.
+# python_versions = ["3.11", "3.12"]
+"#;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    workspace: RawWorkspace,
+    #[serde(default)]
+    build: RawBuild,
+    #[serde(default)]
+    vars: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkspace {
+    name: Option<String>,
+    default_visibility: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    jobs: Option<Spanned<i64>>,
+}
+
+/// The parsed and validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of `flow.toml`.
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub default_visibility: Vec<VisibilityRule>,
+    pub jobs: Option<usize>,
+    /// `[vars]`, as JSON values (what Starlark's `config()` returns).
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// A problem in `flow.toml`, with the span of the offending key or value when known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// The file as the user should see it (relative to the current directory when possible).
+    pub file: String,
+    pub text: Arc<str>,
+    pub span: Option<Range<usize>>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path, display: &str) -> Result<Config, crate::error::Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| crate::error::Error::Io {
+            path: path.to_path_buf(),
+            action: "read",
+            error: e.to_string(),
+        })?;
+        Config::parse(path, display, &text).map_err(crate::error::Error::Config)
+    }
+
+    /// Parses the text of a `flow.toml`.
+    pub fn parse(path: &Path, display: &str, text: &str) -> Result<Config, ConfigError> {
+        let source: Arc<str> = Arc::from(text);
+        let err = |span: Option<Range<usize>>, message: String, help: Option<String>| ConfigError {
+            file: display.to_owned(),
+            text: source.clone(),
+            span,
+            message,
+            help,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (message, help) = explain_toml_error(e.message());
+            err(e.span(), message, help)
+        })?;
+        let mut default_visibility = Vec::new();
+        match raw.workspace.default_visibility {
+            None => default_visibility.push(VisibilityRule::Public),
+            Some(list) => {
+                for v in list {
+                    let rule = VisibilityRule::parse(v.get_ref()).map_err(|e| {
+                        err(
+                            Some(v.span()),
+                            format!(
+                                "invalid value for key `workspace.default_visibility`: `{}`: {}",
+                                v.get_ref(),
+                                e.kind
+                            ),
+                            Some("use `//visibility:public`, `//visibility:private` or a package pattern such as `//src/...`".into()),
+                        )
+                    })?;
+                    default_visibility.push(rule);
+                }
+            }
+        }
+        let jobs = match raw.build.jobs {
+            None => None,
+            Some(j) if *j.get_ref() >= 1 && *j.get_ref() <= 4096 => Some(*j.get_ref() as usize),
+            Some(j) => {
+                return Err(err(
+                    Some(j.span()),
+                    format!("invalid value for key `build.jobs`: {} (must be between 1 and 4096)", j.get_ref()),
+                    None,
+                ))
+            }
+        };
+        let vars = raw
+            .vars
+            .into_iter()
+            .map(|(k, v)| (k, toml_to_json(v)))
+            .collect();
+        Ok(Config {
+            path: path.to_path_buf(),
+            name: raw.workspace.name,
+            default_visibility,
+            jobs,
+            vars,
+        })
+    }
+}
+
+/// Turns serde's wording into flow's house style and adds a hint for unknown keys.
+fn explain_toml_error(message: &str) -> (String, Option<String>) {
+    let message = message.trim().to_owned();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        // "unknown field `x`, expected one of `a`, `b`"
+        let (field, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+        let candidates: Vec<&str> = expected
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, s)| s)
+            .collect();
+        let field_name = field.trim_matches('`');
+        let help = match flow_rules::suggest::closest(field_name, candidates.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("expected{expected}"),
+        };
+        return (format!("unknown key {field}"), Some(help));
+    }
+    (message, None)
+}
+
+fn toml_to_json(v: toml::Value) -> serde_json::Value {
+    match v {
+        toml::Value::String(s) => serde_json::Value::String(s),
+        toml::Value::Integer(i) => serde_json::Value::from(i),
+        toml::Value::Float(f) => serde_json::Value::from(f),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            serde_json::Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/w/flow.toml"), "flow.toml", text)
+    }
+
+    #[test]
+    fn defaults_and_vars() {
+        let c = parse("[vars]\npython_versions = [\"3.11\"]\n").unwrap();
+        assert_eq!(c.default_visibility, vec![VisibilityRule::Public]);
+        assert_eq!(c.vars["python_versions"], serde_json::json!(["3.11"]));
+        assert!(parse(TEMPLATE).is_ok());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_suggests() {
+        let e = parse("[build]\njbos = 3\n").unwrap_err();
+        assert_eq!(e.message, "unknown key `jbos`");
+        assert_eq!(e.help.as_deref(), Some("did you mean `jobs`?"));
+        assert_eq!(e.span, Some(8..12));
+    }
+
+    #[test]
+    fn wrong_type_and_bad_value() {
+        let e = parse("[build]\njobs = \"many\"\n").unwrap_err();
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+        let e = parse("[build]\njobs = 0\n").unwrap_err();
+        assert!(e.message.contains("`build.jobs`"));
+        let e = parse("[workspace]\ndefault_visibility = [\"//a/../b\"]\n").unwrap_err();
+        assert!(e.message.contains("default_visibility"));
+    }
+}

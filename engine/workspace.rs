@@ -1,0 +1,50 @@
+//! Finding the workspace: the nearest ancestor of the starting directory (the current directory,
+//! or `-C DIR`) that holds a `flow.toml`.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, CONFIG_FILE};
+use crate::error::Error;
+
+/// A workspace root and its configuration.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub root: PathBuf,
+    pub config: Config,
+}
+
+impl Workspace {
+    /// Walks up from `start` to the first directory holding `flow.toml` and loads it.
+    pub fn discover(start: &Path) -> Result<Workspace, Error> {
+        let start = std::fs::canonicalize(start).map_err(|e| Error::Io {
+            path: start.to_path_buf(),
+            action: "open directory",
+            error: e.to_string(),
+        })?;
+        let mut dir = start.as_path();
+        loop {
+            let candidate = dir.join(CONFIG_FILE);
+            if candidate.is_file() {
+                let display = display_path(&candidate);
+                let config = Config::load(&candidate, &display)?;
+                return Ok(Workspace {
+                    root: dir.to_path_buf(),
+                    config,
+                });
+            }
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => return Err(Error::NoWorkspace { start }),
+            }
+        }
+    }
+}
+
+/// `path` relative to the current directory when it is below it, else absolute.
+pub fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok().and_then(|c| std::fs::canonicalize(c).ok());
+    match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
+        Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}

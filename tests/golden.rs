@@ -1,0 +1,384 @@
+//! Golden tests: every kind of bad input, with the exact message flow prints (location, code
+//! frame, hint). Expected output is in `tests/golden/NAME.txt`.
+
+use crate::support::{golden, Ws};
+
+/// Writes `files` into a fresh workspace (with an empty `flow.toml` unless given), runs
+/// `flow ARGS`, expects exit 2 and compares stderr with the golden file `name`.
+fn case(name: &str, files: &[(&str, &str)], args: &[&str]) {
+    let mut ws = Ws::bare();
+    if !files.iter().any(|(p, _)| *p == "flow.toml") {
+        ws = ws.file("flow.toml", "");
+    }
+    for (path, contents) in files {
+        ws = ws.file(path, contents);
+    }
+    let run = ws.run(args);
+    golden(name, run.bad_input());
+}
+
+fn query_all(name: &str, files: &[(&str, &str)]) {
+    case(name, files, &["query", "//..."]);
+}
+
+#[test]
+fn syntax_error() {
+    query_all("syntax_error", &[("app/BUILD", "task(\n    name = \"x\",\n    srcs = [\"a.txt\",\n    cmd = \"true\",\n)\n")]);
+}
+
+#[test]
+fn unknown_attribute_suggests() {
+    query_all(
+        "unknown_attribute",
+        &[("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    srcz = [],\n)\n")],
+    );
+}
+
+#[test]
+fn wrong_attribute_type() {
+    query_all(
+        "wrong_attribute_type",
+        &[("app/a.txt", ""), ("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    srcs = \"a.txt\",\n)\n")],
+    );
+}
+
+#[test]
+fn missing_required_attribute() {
+    query_all("missing_attribute", &[("app/BUILD", "task(name = \"x\")\n")]);
+}
+
+#[test]
+fn duplicate_target() {
+    query_all(
+        "duplicate_target",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\ntask(name = \"y\", cmd = \"true\")\ntask(name = \"x\", cmd = \"false\")\n")],
+    );
+}
+
+#[test]
+fn unknown_dep_suggests_closest() {
+    query_all(
+        "unknown_dep",
+        &[
+            ("lib/BUILD", "task(name = \"lint\", cmd = \"true\")\ntask(name = \"test\", cmd = \"true\")\n"),
+            ("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    deps = [\"//lib:tset\"],\n)\n"),
+        ],
+    );
+}
+
+#[test]
+fn unknown_dep_package() {
+    query_all(
+        "unknown_dep_package",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//nowhere:lint\"])\n")],
+    );
+}
+
+#[test]
+fn invalid_label() {
+    query_all(
+        "invalid_label",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//lib/../etc:passwd\"])\n")],
+    );
+}
+
+#[test]
+fn invalid_target_name() {
+    query_all("invalid_target_name", &[("app/BUILD", "task(name = \"a b\", cmd = \"true\")\n")]);
+}
+
+#[test]
+fn missing_source_suggests() {
+    query_all(
+        "missing_source",
+        &[("app/main.py", ""), ("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = [\"mian.py\"])\n")],
+    );
+}
+
+#[test]
+fn source_in_subpackage() {
+    query_all(
+        "source_in_subpackage",
+        &[
+            ("app/sub/BUILD", ""),
+            ("app/sub/a.py", ""),
+            ("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = [\"sub/a.py\"])\n"),
+        ],
+    );
+}
+
+#[test]
+fn output_absolute() {
+    query_all("output_absolute", &[("app/BUILD", "task(name = \"x\", cmd = \"true\", outs = [\"/etc/passwd\"])\n")]);
+}
+
+#[test]
+fn output_escapes_package() {
+    query_all("output_escapes", &[("app/BUILD", "task(name = \"x\", cmd = \"true\", outs = [\"../other/out.txt\"])\n")]);
+}
+
+#[test]
+fn output_collides_with_source() {
+    query_all(
+        "output_is_source",
+        &[("app/a.txt", ""), ("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = [\"a.txt\"], outs = [\"a.txt\"])\n")],
+    );
+}
+
+#[test]
+fn output_declared_by_two_targets() {
+    query_all(
+        "duplicate_output",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", outs = [\"out/r.txt\"])\ntask(name = \"y\", cmd = \"true\", outs = [\"out/r.txt\"])\n")],
+    );
+}
+
+#[test]
+fn not_visible() {
+    query_all(
+        "not_visible",
+        &[
+            (
+                "src/billing/BUILD",
+                "task(name = \"core\", cmd = \"true\", visibility = [\"//src/billing/...\"])\n",
+            ),
+            ("src/shipping/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//src/billing:core\"])\n"),
+        ],
+    );
+}
+
+#[test]
+fn private_default_visibility_from_config() {
+    case(
+        "default_visibility_private",
+        &[
+            ("flow.toml", "[workspace]\ndefault_visibility = [\"//visibility:private\"]\n"),
+            ("lib/BUILD", "task(name = \"lib\", cmd = \"true\")\n"),
+            ("app/BUILD", "task(name = \"app\", cmd = \"true\", deps = [\"//lib\"])\n"),
+        ],
+        &["query", "//..."],
+    );
+}
+
+#[test]
+fn dependency_cycle() {
+    query_all(
+        "cycle",
+        &[
+            ("a/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//b:y\"])\n"),
+            ("b/BUILD", "task(name = \"y\", cmd = \"true\", deps = [\"//c:z\"])\n"),
+            ("c/BUILD", "task(name = \"z\", cmd = \"true\", deps = [\"//a:x\"])\n"),
+        ],
+    );
+}
+
+#[test]
+fn self_dependency() {
+    query_all("self_dependency", &[("a/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\":x\"])\n")]);
+}
+
+#[test]
+fn load_cycle() {
+    query_all(
+        "load_cycle",
+        &[
+            ("tools/a.star", "load(\":b.star\", \"b\")\na = 1\n"),
+            ("tools/b.star", "load(\":a.star\", \"a\")\nb = 2\n"),
+            ("app/BUILD", "load(\"//tools:a.star\", \"a\")\n"),
+        ],
+    );
+}
+
+#[test]
+fn self_loading_file() {
+    query_all(
+        "self_load",
+        &[("tools/a.star", "load(\"//tools:a.star\", \"a\")\na = 1\n"), ("app/BUILD", "load(\"//tools:a.star\", \"a\")\n")],
+    );
+}
+
+#[test]
+fn load_missing_file() {
+    query_all(
+        "load_missing_file",
+        &[
+            ("app/BUILD", "load(\"//tools:defs.star\", \"x\")\n"),
+            ("lib/BUILD", "load(\"//tools:defs.star\", \"x\")\n"),
+        ],
+    );
+}
+
+#[test]
+fn load_missing_symbol() {
+    query_all(
+        "load_missing_symbol",
+        &[("tools/defs.star", "def helper():\n    pass\n"), ("app/BUILD", "load(\"//tools:defs.star\", \"helpr\")\n")],
+    );
+}
+
+#[test]
+fn load_bad_label() {
+    query_all("load_bad_label", &[("app/BUILD", "load(\"tools/defs.star\", \"x\")\n")]);
+}
+
+#[test]
+fn load_unknown_prelude_file() {
+    query_all("load_unknown_prelude", &[("app/BUILD", "load(\"@flow//rules:pyhton.star\", \"py_test\")\n")]);
+}
+
+#[test]
+fn undefined_variable() {
+    query_all("undefined_variable", &[("app/BUILD", "nme = \"x\"\ntask(name = name, cmd = \"true\")\n")]);
+}
+
+#[test]
+fn def_in_build_file() {
+    query_all("def_in_build", &[("app/BUILD", "def f():\n    pass\n")]);
+}
+
+#[test]
+fn bad_glob() {
+    query_all("bad_glob", &[("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = glob([\"../**/*.py\"]))\n")]);
+}
+
+#[test]
+fn macro_error_points_at_caller() {
+    query_all(
+        "macro_wrong_parameter",
+        &[(
+            "app/BUILD",
+            "load(\"@flow//rules:python.star\", \"py_test\")\n\npy_test(\n    name = \"t\",\n    pyhton = [\"3.11\"],\n)\n",
+        )],
+    );
+}
+
+#[test]
+fn macro_bad_attribute_value_points_at_caller() {
+    query_all(
+        "macro_bad_value",
+        &[(
+            "app/BUILD",
+            "load(\"@flow//rules:python.star\", \"py_test\")\n\npy_test(\n    name = \"t\",\n    deps = [\"//nowhere:x\"],\n)\n",
+        )],
+    );
+}
+
+#[test]
+fn task_at_top_level_of_star_file() {
+    query_all(
+        "native_outside_build",
+        &[("tools/defs.star", "task(name = \"x\", cmd = \"true\")\n"), ("app/BUILD", "load(\"//tools:defs.star\", \"task\")\n")],
+    );
+}
+
+#[test]
+fn unknown_config_value() {
+    case(
+        "unknown_config_value",
+        &[
+            ("flow.toml", "[vars]\npython_versions = [\"3.11\"]\n"),
+            ("app/BUILD", "v = config(\"python_version\")\n"),
+        ],
+        &["query", "//..."],
+    );
+}
+
+#[test]
+fn bad_timeout_and_env() {
+    query_all(
+        "bad_timeout_and_env",
+        &[("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    timeout = \"5 parsecs\",\n    env = {\"1BAD\": \"v\"},\n)\n")],
+    );
+}
+
+#[test]
+fn bad_visibility_value() {
+    query_all(
+        "bad_visibility",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", visibility = [\"src/billing\"])\n")],
+    );
+}
+
+#[test]
+fn random_bytes_build_file() {
+    let ws = Ws::new();
+    ws.write("app/BUILD", &[0xff, 0xfe, 0x00, 0x41, 0x80]);
+    golden("random_bytes", ws.run(&["query", "//..."]).bad_input());
+}
+
+#[test]
+fn many_errors_are_sorted_and_reported_together() {
+    query_all(
+        "many_errors",
+        &[
+            ("b/BUILD", "task(name = \"y\", cmd = \"true\", deps = [\"//a:nope\"])\ntask(name = \"z\", cmd = 3)\n"),
+            ("a/BUILD", "task(name = \"x\", cmd = \"true\", srcz = [])\n"),
+            ("c/BUILD", "task(name = \"w\" cmd = \"true\")\n"),
+        ],
+    );
+}
+
+#[test]
+fn config_unknown_key() {
+    case("config_unknown_key", &[("flow.toml", "[build]\njbos = 4\n")], &["query", "//..."]);
+}
+
+#[test]
+fn config_unknown_table() {
+    case("config_unknown_table", &[("flow.toml", "[biuld]\njobs = 4\n")], &["query", "//..."]);
+}
+
+#[test]
+fn config_wrong_type() {
+    case("config_wrong_type", &[("flow.toml", "[build]\njobs = \"four\"\n")], &["query", "//..."]);
+}
+
+#[test]
+fn config_bad_value() {
+    case("config_bad_value", &[("flow.toml", "[build]\njobs = 0\n")], &["query", "//..."]);
+}
+
+#[test]
+fn config_syntax_error() {
+    case("config_syntax_error", &[("flow.toml", "[build\njobs = 4\n")], &["query", "//..."]);
+}
+
+#[test]
+fn no_workspace() {
+    let ws = Ws::bare();
+    golden("no_workspace", ws.run(&["query", "//..."]).bad_input());
+}
+
+#[test]
+fn bad_pattern() {
+    case("bad_pattern", &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")], &["query", "//app/../x:y"]);
+}
+
+#[test]
+fn pattern_matches_nothing() {
+    case("pattern_no_target", &[("app/BUILD", "task(name = \"lint\", cmd = \"true\")\n")], &["query", "//app:lnit"]);
+}
+
+#[test]
+fn pattern_no_package() {
+    case("pattern_no_package", &[("app/BUILD", "task(name = \"lint\", cmd = \"true\")\n")], &["query", "//ap/..."]);
+}
+
+#[test]
+fn pattern_only_manual_targets() {
+    case(
+        "pattern_only_manual",
+        &[("deploy/BUILD", "task(name = \"prod\", cmd = \"true\", tags = [\"manual\"])\n")],
+        &["query", "//deploy:all"],
+    );
+}
+
+#[test]
+fn query_syntax_error() {
+    case("query_syntax_error", &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")], &["query", "deps(//app:x"]);
+}
+
+#[test]
+fn query_unknown_function() {
+    case("query_unknown_function", &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")], &["query", "dpes(//app:x)"]);
+}

@@ -1,0 +1,140 @@
+//! Malformed input never makes flow panic or hang: random bytes as BUILD files, truncated and
+//! mangled BUILD files, deep nesting, a 10,000-deep load chain, a self-loading file.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{flow_bin, Ws};
+
+/// Runs `flow query //...` in `ws`, failing the test on a crash, a panic or a run over 60 s.
+fn run_bounded(ws: &Ws) -> (i32, String) {
+    let mut child = Command::new(flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws.path())
+        .args(["query", "//..."])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            let code = status.code().unwrap_or(-1);
+            assert!(
+                !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+                "flow panicked:\n{stderr}"
+            );
+            assert!(code == 0 || code == 2, "flow crashed with {status}:\n{stderr}");
+            return (code, stderr);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("flow hung for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const VALID: &str = "load(\"@flow//rules:python.star\", \"py_test\")\n\ntask(\n    name = \"lint\",\n    srcs = glob([\"**/*.py\"]),\n    cmd = \"ruff $(SRCS)\",\n    outs = [\"report.txt\"],\n    env = {\"A\": \"b\"},\n    deps = [\":gen\", \"//lib:x\"],\n)\n\ngroup(name = \"all\", deps = [\":lint\"])\npy_test(name = \"t\", python = [\"3.11\"])\n";
+
+#[test]
+fn random_bytes_never_crash() {
+    let mut rng = Rng(0x5eed_f10e);
+    for _ in 0..12 {
+        let ws = Ws::new();
+        let len = rng.below(400);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        ws.write("app/BUILD", &bytes);
+        ws.write("lib/BUILD", b"task(name = \"x\", cmd = \"true\")\n");
+        let (code, _) = run_bounded(&ws);
+        assert_eq!(code, 2, "random bytes should be rejected");
+    }
+}
+
+#[test]
+fn mangled_build_files_never_crash() {
+    let mut rng = Rng(0xdead_beef);
+    let valid = VALID.as_bytes();
+    for _ in 0..16 {
+        let ws = Ws::new();
+        let mut text = valid.to_vec();
+        match rng.below(3) {
+            0 => text.truncate(rng.below(valid.len())),
+            1 => {
+                for _ in 0..1 + rng.below(4) {
+                    let i = rng.below(text.len());
+                    text[i] = b"()[]{},=\":\n #\\'"[rng.below(16)];
+                }
+            }
+            _ => {
+                let i = rng.below(text.len());
+                let j = rng.below(text.len());
+                let (a, b) = (i.min(j), i.max(j));
+                text.drain(a..b);
+            }
+        }
+        ws.write("app/BUILD", &text);
+        ws.write("lib/BUILD", b"task(name = \"x\", cmd = \"true\")\n");
+        run_bounded(&ws);
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let ws = Ws::new();
+    let depth = 100_000;
+    let text = format!("x = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    ws.write("app/BUILD", text.as_bytes());
+    let (code, stderr) = run_bounded(&ws);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("nested too deeply"), "{stderr}");
+}
+
+#[test]
+fn ten_thousand_deep_load_chain() {
+    let ws = Ws::new();
+    let n = 10_000;
+    for i in 0..n {
+        let text = if i + 1 < n {
+            format!("load(\":m{}.star\", \"v\")\n", i + 1)
+        } else {
+            "v = 0\n".to_owned()
+        };
+        ws.write(&format!("tools/m{i}.star"), text.as_bytes());
+    }
+    ws.write("app/BUILD", b"load(\"//tools:m0.star\", \"v\")\ntask(name = \"x\", cmd = \"echo %d\" % v)\n");
+    let (code, stderr) = run_bounded(&ws);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn long_load_cycle_is_reported_whole() {
+    let ws = Ws::new();
+    let n = 50;
+    for i in 0..n {
+        ws.write(&format!("tools/m{i}.star"), format!("load(\":m{}.star\", \"v\")\n", (i + 1) % n).as_bytes());
+    }
+    ws.write("app/BUILD", b"load(\"//tools:m0.star\", \"v\")\n");
+    let (code, stderr) = run_bounded(&ws);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("`load()` cycle: //tools:m0.star -> //tools:m1.star"), "{stderr}");
+    assert!(stderr.contains("//tools:m49.star -> //tools:m0.star"), "{stderr}");
+}

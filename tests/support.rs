@@ -1,0 +1,123 @@
+//! The one small builder every integration test uses: write a workspace, run `flow` in it,
+//! assert on exit code and output. Golden files live in `tests/golden/`; run with
+//! `UPDATE_GOLDEN=1` to rewrite them after an intended change (and review the diff).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary workspace.
+pub struct Ws {
+    dir: tempfile::TempDir,
+}
+
+/// The result of one run of `flow`.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ws {
+    /// An empty workspace with a minimal `flow.toml`.
+    pub fn new() -> Ws {
+        Ws::bare().file("flow.toml", "")
+    }
+
+    /// A temporary directory without `flow.toml`.
+    pub fn bare() -> Ws {
+        Ws {
+            dir: tempfile::Builder::new().prefix("flow-test").tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` to `rel`, creating parent directories.
+    pub fn file(self, rel: &str, contents: &str) -> Ws {
+        self.write(rel, contents.as_bytes());
+        self
+    }
+
+    pub fn write(&self, rel: &str, contents: &[u8]) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+    }
+
+    /// Runs `flow -C <ws> ARGS` with colors off.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_in(self.dir.path(), args)
+    }
+
+    /// Runs `flow ARGS` with `dir` as the current directory.
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
+        let out = Command::new(flow_bin())
+            .current_dir(dir)
+            .args(["--color", "never"])
+            .args(args)
+            .env_remove("FLOW_CACHE_DIR")
+            .output()
+            .expect("run flow");
+        Run::from(out, self.dir.path())
+    }
+}
+
+pub fn flow_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flow"))
+}
+
+impl Run {
+    fn from(out: Output, root: &Path) -> Run {
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let clean = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .replace(&root.display().to_string(), "$WS")
+                .replace(&std::env::temp_dir().display().to_string(), "$TMP")
+        };
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: clean(&out.stdout),
+            stderr: clean(&out.stderr),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "flow failed:\n{}", self.stderr);
+        &self.stdout
+    }
+
+    /// Asserts exit code 2 (bad input) and returns stderr.
+    #[track_caller]
+    pub fn bad_input(&self) -> &str {
+        assert_eq!(self.code, 2, "expected exit 2; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        &self.stderr
+    }
+
+    /// stdout as sorted lines.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+}
+
+/// Compares `actual` with `tests/golden/NAME.txt` (or rewrites it under `UPDATE_GOLDEN=1`).
+#[track_caller]
+pub fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("missing golden file {}; run with UPDATE_GOLDEN=1 to create it. Actual:\n{actual}", path.display())
+    });
+    if expected != actual {
+        panic!(
+            "golden mismatch for {name} ({}); run with UPDATE_GOLDEN=1 to accept.\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        );
+    }
+}
