@@ -139,7 +139,10 @@ impl Config {
             Some(j) => {
                 return Err(err(
                     Some(j.span()),
-                    format!("invalid value for key `build.jobs`: {} (must be between 1 and 4096)", j.get_ref()),
+                    format!(
+                        "invalid value for key `build.jobs`: {} (must be between 1 and 4096)",
+                        j.get_ref()
+                    ),
                     None,
                 ))
             }
@@ -161,7 +164,7 @@ impl Config {
 
 /// Turns serde's wording into flow's house style and adds a hint for unknown keys.
 fn explain_toml_error(message: &str) -> (String, Option<String>) {
-    let message = message.trim().to_owned();
+    let message = message.trim().replace('\n', "; ");
     if let Some(rest) = message.strip_prefix("unknown field ") {
         // "unknown field `x`, expected one of `a`, `b`"
         let (field, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
@@ -188,7 +191,9 @@ fn toml_to_json(v: toml::Value) -> serde_json::Value {
         toml::Value::Float(f) => serde_json::Value::from(f),
         toml::Value::Boolean(b) => serde_json::Value::Bool(b),
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
-        toml::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(toml_to_json).collect())
+        }
         toml::Value::Table(t) => {
             serde_json::Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
         }

@@ -31,7 +31,9 @@ impl ColorMode {
         match self {
             ColorMode::Always => true,
             ColorMode::Never => false,
-            ColorMode::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ColorMode::Auto => {
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -50,7 +52,11 @@ impl Report {
         Report {
             files: SimpleFiles::new(),
             ids: Vec::new(),
-            out: if colors { Buffer::ansi() } else { Buffer::no_color() },
+            out: if colors {
+                Buffer::ansi()
+            } else {
+                Buffer::no_color()
+            },
             config: TermConfig::default(),
         }
     }
@@ -131,13 +137,14 @@ pub fn render(err: &Error, colors: bool) -> String {
             }
             let n = errors.len();
             let d = Diagnostic::error().with_message(format!(
-                "{n} error{} in BUILD files; nothing was run",
+                "found {n} error{} in BUILD files",
                 if n == 1 { "" } else { "s" }
             ));
             report.emit(&d);
         }
         Error::Config(c) => {
-            let mut d = Diagnostic::error().with_message(format!("invalid `{}`: {}", c.file, c.message));
+            let mut d =
+                Diagnostic::error().with_message(format!("invalid `{}`: {}", c.file, c.message));
             if let Some(span) = &c.span {
                 let id = report.file(&c.file, &c.text);
                 d = d.with_labels(vec![CsLabel::primary(id, span.clone())]);

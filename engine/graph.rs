@@ -38,9 +38,15 @@ pub struct TargetGraph {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatternMatchError {
     /// `//a:b` where the package exists but has no target `b`.
-    NoSuchTarget { label: Label, suggestions: Vec<Label> },
+    NoSuchTarget {
+        label: Label,
+        suggestions: Vec<Label>,
+    },
     /// The package named by the pattern does not exist.
-    NoSuchPackage { package: String, suggestions: Vec<String> },
+    NoSuchPackage {
+        package: String,
+        suggestions: Vec<String>,
+    },
     /// The pattern is valid but selects no targets (e.g. only `manual` ones, or all excluded).
     NothingMatched { pattern: String },
 }
@@ -49,7 +55,12 @@ impl std::fmt::Display for PatternMatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PatternMatchError::NoSuchTarget { label, .. } => {
-                write!(f, "no target `{label}`: package `//{}` has no target `{}`", label.package(), label.name())
+                write!(
+                    f,
+                    "no target `{label}`: package `//{}` has no target `{}`",
+                    label.package(),
+                    label.name()
+                )
             }
             PatternMatchError::NoSuchPackage { package, .. } => {
                 write!(f, "no package `//{package}` (no `BUILD` file there)")
@@ -65,17 +76,29 @@ impl PatternMatchError {
     /// "Did you mean" and other hints.
     pub fn help(&self) -> Option<String> {
         match self {
-            PatternMatchError::NoSuchTarget { suggestions, .. } if !suggestions.is_empty() => Some(format!(
-                "did you mean {}?",
-                suggestions.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(" or ")
-            )),
-            PatternMatchError::NoSuchPackage { suggestions, .. } if !suggestions.is_empty() => Some(format!(
-                "did you mean {}?",
-                suggestions.iter().map(|p| format!("`//{p}`")).collect::<Vec<_>>().join(" or ")
-            )),
-            PatternMatchError::NothingMatched { .. } => Some(
-                "targets tagged `manual` are only matched when named exactly".into(),
-            ),
+            PatternMatchError::NoSuchTarget { suggestions, .. } if !suggestions.is_empty() => {
+                Some(format!(
+                    "did you mean {}?",
+                    suggestions
+                        .iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))
+            }
+            PatternMatchError::NoSuchPackage { suggestions, .. } if !suggestions.is_empty() => {
+                Some(format!(
+                    "did you mean {}?",
+                    suggestions
+                        .iter()
+                        .map(|p| format!("`//{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))
+            }
+            PatternMatchError::NothingMatched { .. } => {
+                Some("targets tagged `manual` are only matched when named exactly".into())
+            }
             _ => None,
         }
     }
@@ -115,13 +138,18 @@ impl TargetGraph {
         }
         let mut labels_by_package: BTreeMap<&str, Vec<&Label>> = BTreeMap::new();
         for t in &targets {
-            labels_by_package.entry(t.label.package()).or_default().push(&t.label);
+            labels_by_package
+                .entry(t.label.package())
+                .or_default()
+                .push(&t.label);
         }
         for (i, t) in targets.iter().enumerate() {
             for (dep, at) in t.deps.iter().zip(&t.dep_spans) {
                 if dep == &t.label {
                     errors.push(AnalysisError::new(
-                        K::SelfDependency { label: t.label.clone() },
+                        K::SelfDependency {
+                            label: t.label.clone(),
+                        },
                         Some(at.clone()),
                     ));
                     continue;
@@ -139,14 +167,11 @@ impl TargetGraph {
                     } else {
                         targets.iter().map(|t| t.label.to_string()).collect()
                     };
-                    let suggestions = closest_n(
-                        &dep.to_string(),
-                        candidates.iter().map(|s| s.as_str()),
-                        3,
-                    )
-                    .into_iter()
-                    .filter_map(|s| Label::parse(&s, None).ok())
-                    .collect();
+                    let suggestions =
+                        closest_n(&dep.to_string(), candidates.iter().map(|s| s.as_str()), 3)
+                            .into_iter()
+                            .filter_map(|s| Label::parse(&s, None).ok())
+                            .collect();
                     errors.push(AnalysisError::new(
                         K::UnknownDep {
                             label: t.label.clone(),
@@ -244,7 +269,10 @@ impl TargetGraph {
     }
 
     /// The targets one pattern selects; an error when it selects none.
-    pub fn resolve_pattern(&self, pattern: &TargetPattern) -> Result<BTreeSet<usize>, PatternMatchError> {
+    pub fn resolve_pattern(
+        &self,
+        pattern: &TargetPattern,
+    ) -> Result<BTreeSet<usize>, PatternMatchError> {
         if let TargetPattern::Label(label) = pattern {
             return match self.index_of(label) {
                 Some(i) => Ok(BTreeSet::from([i])),
@@ -308,7 +336,11 @@ impl TargetGraph {
             }
         }
         if errors.is_empty() && selected.is_empty() {
-            let pattern = terms.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
+            let pattern = terms
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
             if let Some(first) = terms.first() {
                 errors.push((first.clone(), PatternMatchError::NothingMatched { pattern }));
             }
@@ -324,7 +356,11 @@ impl TargetGraph {
         if !self.packages.contains(label.package()) {
             return PatternMatchError::NoSuchPackage {
                 package: label.package().to_owned(),
-                suggestions: closest_n(label.package(), self.packages.iter().map(|s| s.as_str()), 3),
+                suggestions: closest_n(
+                    label.package(),
+                    self.packages.iter().map(|s| s.as_str()),
+                    3,
+                ),
             };
         }
         let in_package: Vec<String> = self
@@ -348,10 +384,11 @@ fn check_outputs(targets: &[Target], errors: &mut Vec<AnalysisError>) {
     let mut by_package: BTreeMap<&str, Vec<(&str, &Target, usize)>> = BTreeMap::new();
     for t in targets {
         for (k, out) in t.outs.iter().enumerate() {
-            by_package
-                .entry(t.label.package())
-                .or_default()
-                .push((out.trim_end_matches('/'), t, k));
+            by_package.entry(t.label.package()).or_default().push((
+                out.trim_end_matches('/'),
+                t,
+                k,
+            ));
         }
     }
     for outs in by_package.values_mut() {
@@ -449,7 +486,10 @@ fn check_cycles(targets: &[Target], graph: &DiGraph<(), ()>, errors: &mut Vec<An
         for w in path.windows(2).take(last - 1) {
             err = err.with_related(
                 edge_span(w[0], w[1]),
-                format!("`{}` depends on `{}`", targets[w[0]].label, targets[w[1]].label),
+                format!(
+                    "`{}` depends on `{}`",
+                    targets[w[0]].label, targets[w[1]].label
+                ),
             );
         }
         errors.push(err);

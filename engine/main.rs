@@ -7,7 +7,10 @@ fn main() {
     let code = match cli.run() {
         Ok(code) => code,
         Err(e) => {
-            eprint!("{}", flow::diagnostics::render(&e, cli.color.stderr_colors()));
+            eprint!(
+                "{}",
+                flow::diagnostics::render(&e, cli.color.stderr_colors())
+            );
             e.exit_code()
         }
     };

@@ -42,7 +42,9 @@ impl Workspace {
 
 /// `path` relative to the current directory when it is below it, else absolute.
 pub fn display_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok().and_then(|c| std::fs::canonicalize(c).ok());
+    let cwd = std::env::current_dir()
+        .ok()
+        .and_then(|c| std::fs::canonicalize(c).ok());
     match cwd.as_deref().and_then(|c| path.strip_prefix(c).ok()) {
         Some(rel) if !rel.as_os_str().is_empty() => rel.display().to_string(),
         _ => path.display().to_string(),

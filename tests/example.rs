@@ -15,7 +15,12 @@ fn example_monorepo_evaluates() {
     let dir = repo("examples/monorepo");
     let run = ws.run_in(ws.path(), &["-C", dir.to_str().unwrap(), "query", "//..."]);
     let out = run.ok();
-    for package in ["data_quality", "machine_learning", "mlops", "anomaly_detection"] {
+    for package in [
+        "data_quality",
+        "machine_learning",
+        "mlops",
+        "anomaly_detection",
+    ] {
         assert!(
             out.contains(&format!("//src/packages/{package}:")),
             "no targets of `{package}` in:\n{out}"
@@ -25,7 +30,12 @@ fn example_monorepo_evaluates() {
     assert!(!out.contains("deploy_production"), "{out}");
     let named = ws.run_in(
         ws.path(),
-        &["-C", dir.to_str().unwrap(), "query", "//src/packages/deployment:deploy_production"],
+        &[
+            "-C",
+            dir.to_str().unwrap(),
+            "query",
+            "//src/packages/deployment:deploy_production",
+        ],
     );
     named.ok();
 }
@@ -34,13 +44,23 @@ fn example_monorepo_evaluates() {
 fn build_example_evaluates() {
     let text = std::fs::read_to_string(repo("BUILD.example")).unwrap();
     let ws = Ws::new()
-        .file("flow.toml", "[vars]\npython_versions = [\"3.9\", \"3.10\", \"3.11\"]\n")
+        .file(
+            "flow.toml",
+            "[vars]\npython_versions = [\"3.9\", \"3.10\", \"3.11\"]\n",
+        )
         .file("BUILD", &text);
     let run = ws.run(&["query", "//..."]);
     let targets = run.ok().lines().count();
-    assert!(targets >= 20, "BUILD.example should declare the whole pipeline; got {targets} targets");
+    assert!(
+        targets >= 20,
+        "BUILD.example should declare the whole pipeline; got {targets} targets"
+    );
     for v in ["3.9", "3.10", "3.11"] {
         let suffix = format!("py{}", v.replace('.', "_"));
-        assert!(run.stdout.contains(&suffix), "no test target for Python {v}:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(&suffix),
+            "no test target for Python {v}:\n{}",
+            run.stdout
+        );
     }
 }

@@ -23,14 +23,23 @@ fn query_all(name: &str, files: &[(&str, &str)]) {
 
 #[test]
 fn syntax_error() {
-    query_all("syntax_error", &[("app/BUILD", "task(\n    name = \"x\",\n    srcs = [\"a.txt\",\n    cmd = \"true\",\n)\n")]);
+    query_all(
+        "syntax_error",
+        &[(
+            "app/BUILD",
+            "task(\n    name = \"x\",\n    srcs = [\"a.txt\",\n    cmd = \"true\",\n)\n",
+        )],
+    );
 }
 
 #[test]
 fn unknown_attribute_suggests() {
     query_all(
         "unknown_attribute",
-        &[("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    srcz = [],\n)\n")],
+        &[(
+            "app/BUILD",
+            "task(\n    name = \"x\",\n    cmd = \"true\",\n    srcz = [],\n)\n",
+        )],
     );
 }
 
@@ -38,13 +47,22 @@ fn unknown_attribute_suggests() {
 fn wrong_attribute_type() {
     query_all(
         "wrong_attribute_type",
-        &[("app/a.txt", ""), ("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    srcs = \"a.txt\",\n)\n")],
+        &[
+            ("app/a.txt", ""),
+            (
+                "app/BUILD",
+                "task(\n    name = \"x\",\n    cmd = \"true\",\n    srcs = \"a.txt\",\n)\n",
+            ),
+        ],
     );
 }
 
 #[test]
 fn missing_required_attribute() {
-    query_all("missing_attribute", &[("app/BUILD", "task(name = \"x\")\n")]);
+    query_all(
+        "missing_attribute",
+        &[("app/BUILD", "task(name = \"x\")\n")],
+    );
 }
 
 #[test]
@@ -60,8 +78,14 @@ fn unknown_dep_suggests_closest() {
     query_all(
         "unknown_dep",
         &[
-            ("lib/BUILD", "task(name = \"lint\", cmd = \"true\")\ntask(name = \"test\", cmd = \"true\")\n"),
-            ("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"true\",\n    deps = [\"//lib:tset\"],\n)\n"),
+            (
+                "lib/BUILD",
+                "task(name = \"lint\", cmd = \"true\")\ntask(name = \"test\", cmd = \"true\")\n",
+            ),
+            (
+                "app/BUILD",
+                "task(\n    name = \"x\",\n    cmd = \"true\",\n    deps = [\"//lib:tset\"],\n)\n",
+            ),
         ],
     );
 }
@@ -70,7 +94,10 @@ fn unknown_dep_suggests_closest() {
 fn unknown_dep_package() {
     query_all(
         "unknown_dep_package",
-        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//nowhere:lint\"])\n")],
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", deps = [\"//nowhere:lint\"])\n",
+        )],
     );
 }
 
@@ -78,20 +105,32 @@ fn unknown_dep_package() {
 fn invalid_label() {
     query_all(
         "invalid_label",
-        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//lib/../etc:passwd\"])\n")],
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", deps = [\"//lib/../etc:passwd\"])\n",
+        )],
     );
 }
 
 #[test]
 fn invalid_target_name() {
-    query_all("invalid_target_name", &[("app/BUILD", "task(name = \"a b\", cmd = \"true\")\n")]);
+    query_all(
+        "invalid_target_name",
+        &[("app/BUILD", "task(name = \"a b\", cmd = \"true\")\n")],
+    );
 }
 
 #[test]
 fn missing_source_suggests() {
     query_all(
         "missing_source",
-        &[("app/main.py", ""), ("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = [\"mian.py\"])\n")],
+        &[
+            ("app/main.py", ""),
+            (
+                "app/BUILD",
+                "task(name = \"x\", cmd = \"true\", srcs = [\"mian.py\"])\n",
+            ),
+        ],
     );
 }
 
@@ -102,26 +141,61 @@ fn source_in_subpackage() {
         &[
             ("app/sub/BUILD", ""),
             ("app/sub/a.py", ""),
-            ("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = [\"sub/a.py\"])\n"),
+            (
+                "app/BUILD",
+                "task(name = \"x\", cmd = \"true\", srcs = [\"sub/a.py\"])\n",
+            ),
         ],
     );
 }
 
 #[test]
 fn output_absolute() {
-    query_all("output_absolute", &[("app/BUILD", "task(name = \"x\", cmd = \"true\", outs = [\"/etc/passwd\"])\n")]);
+    query_all(
+        "output_absolute",
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", outs = [\"/etc/passwd\"])\n",
+        )],
+    );
 }
 
 #[test]
 fn output_escapes_package() {
-    query_all("output_escapes", &[("app/BUILD", "task(name = \"x\", cmd = \"true\", outs = [\"../other/out.txt\"])\n")]);
+    query_all(
+        "output_escapes",
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", outs = [\"../other/out.txt\"])\n",
+        )],
+    );
 }
 
 #[test]
 fn output_collides_with_source() {
     query_all(
         "output_is_source",
-        &[("app/a.txt", ""), ("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = [\"a.txt\"], outs = [\"a.txt\"])\n")],
+        &[
+            ("app/a.txt", ""),
+            (
+                "app/BUILD",
+                "task(name = \"x\", cmd = \"true\", srcs = [\"a.txt\"], outs = [\"a.txt\"])\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn output_collides_with_a_package_file() {
+    query_all(
+        "output_is_package_file",
+        &[
+            ("app/README.md", ""),
+            (
+                "app/BUILD",
+                "task(name = \"x\", cmd = \"true\", outs = [\"README.md\"])\n",
+            ),
+        ],
     );
 }
 
@@ -142,7 +216,10 @@ fn not_visible() {
                 "src/billing/BUILD",
                 "task(name = \"core\", cmd = \"true\", visibility = [\"//src/billing/...\"])\n",
             ),
-            ("src/shipping/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//src/billing:core\"])\n"),
+            (
+                "src/shipping/BUILD",
+                "task(name = \"x\", cmd = \"true\", deps = [\"//src/billing:core\"])\n",
+            ),
         ],
     );
 }
@@ -152,9 +229,15 @@ fn private_default_visibility_from_config() {
     case(
         "default_visibility_private",
         &[
-            ("flow.toml", "[workspace]\ndefault_visibility = [\"//visibility:private\"]\n"),
+            (
+                "flow.toml",
+                "[workspace]\ndefault_visibility = [\"//visibility:private\"]\n",
+            ),
             ("lib/BUILD", "task(name = \"lib\", cmd = \"true\")\n"),
-            ("app/BUILD", "task(name = \"app\", cmd = \"true\", deps = [\"//lib\"])\n"),
+            (
+                "app/BUILD",
+                "task(name = \"app\", cmd = \"true\", deps = [\"//lib\"])\n",
+            ),
         ],
         &["query", "//..."],
     );
@@ -165,16 +248,31 @@ fn dependency_cycle() {
     query_all(
         "cycle",
         &[
-            ("a/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\"//b:y\"])\n"),
-            ("b/BUILD", "task(name = \"y\", cmd = \"true\", deps = [\"//c:z\"])\n"),
-            ("c/BUILD", "task(name = \"z\", cmd = \"true\", deps = [\"//a:x\"])\n"),
+            (
+                "a/BUILD",
+                "task(name = \"x\", cmd = \"true\", deps = [\"//b:y\"])\n",
+            ),
+            (
+                "b/BUILD",
+                "task(name = \"y\", cmd = \"true\", deps = [\"//c:z\"])\n",
+            ),
+            (
+                "c/BUILD",
+                "task(name = \"z\", cmd = \"true\", deps = [\"//a:x\"])\n",
+            ),
         ],
     );
 }
 
 #[test]
 fn self_dependency() {
-    query_all("self_dependency", &[("a/BUILD", "task(name = \"x\", cmd = \"true\", deps = [\":x\"])\n")]);
+    query_all(
+        "self_dependency",
+        &[(
+            "a/BUILD",
+            "task(name = \"x\", cmd = \"true\", deps = [\":x\"])\n",
+        )],
+    );
 }
 
 #[test]
@@ -193,7 +291,10 @@ fn load_cycle() {
 fn self_loading_file() {
     query_all(
         "self_load",
-        &[("tools/a.star", "load(\"//tools:a.star\", \"a\")\na = 1\n"), ("app/BUILD", "load(\"//tools:a.star\", \"a\")\n")],
+        &[
+            ("tools/a.star", "load(\"//tools:a.star\", \"a\")\na = 1\n"),
+            ("app/BUILD", "load(\"//tools:a.star\", \"a\")\n"),
+        ],
     );
 }
 
@@ -212,23 +313,41 @@ fn load_missing_file() {
 fn load_missing_symbol() {
     query_all(
         "load_missing_symbol",
-        &[("tools/defs.star", "def helper():\n    pass\n"), ("app/BUILD", "load(\"//tools:defs.star\", \"helpr\")\n")],
+        &[
+            ("tools/defs.star", "def helper():\n    pass\n"),
+            ("app/BUILD", "load(\"//tools:defs.star\", \"helpr\")\n"),
+        ],
     );
 }
 
 #[test]
 fn load_bad_label() {
-    query_all("load_bad_label", &[("app/BUILD", "load(\"tools/defs.star\", \"x\")\n")]);
+    query_all(
+        "load_bad_label",
+        &[("app/BUILD", "load(\"tools/defs.star\", \"x\")\n")],
+    );
 }
 
 #[test]
 fn load_unknown_prelude_file() {
-    query_all("load_unknown_prelude", &[("app/BUILD", "load(\"@flow//rules:pyhton.star\", \"py_test\")\n")]);
+    query_all(
+        "load_unknown_prelude",
+        &[(
+            "app/BUILD",
+            "load(\"@flow//rules:pyhton.star\", \"py_test\")\n",
+        )],
+    );
 }
 
 #[test]
 fn undefined_variable() {
-    query_all("undefined_variable", &[("app/BUILD", "nme = \"x\"\ntask(name = name, cmd = \"true\")\n")]);
+    query_all(
+        "undefined_variable",
+        &[(
+            "app/BUILD",
+            "nme = \"x\"\ntask(name = name, cmd = \"true\")\n",
+        )],
+    );
 }
 
 #[test]
@@ -238,7 +357,13 @@ fn def_in_build_file() {
 
 #[test]
 fn bad_glob() {
-    query_all("bad_glob", &[("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = glob([\"../**/*.py\"]))\n")]);
+    query_all(
+        "bad_glob",
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", srcs = glob([\"../**/*.py\"]))\n",
+        )],
+    );
 }
 
 #[test]
@@ -267,7 +392,10 @@ fn macro_bad_attribute_value_points_at_caller() {
 fn task_at_top_level_of_star_file() {
     query_all(
         "native_outside_build",
-        &[("tools/defs.star", "task(name = \"x\", cmd = \"true\")\n"), ("app/BUILD", "load(\"//tools:defs.star\", \"task\")\n")],
+        &[
+            ("tools/defs.star", "task(name = \"x\", cmd = \"true\")\n"),
+            ("app/BUILD", "load(\"//tools:defs.star\", \"task\")\n"),
+        ],
     );
 }
 
@@ -295,7 +423,10 @@ fn bad_timeout_and_env() {
 fn bad_visibility_value() {
     query_all(
         "bad_visibility",
-        &[("app/BUILD", "task(name = \"x\", cmd = \"true\", visibility = [\"src/billing\"])\n")],
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", visibility = [\"src/billing\"])\n",
+        )],
     );
 }
 
@@ -320,27 +451,47 @@ fn many_errors_are_sorted_and_reported_together() {
 
 #[test]
 fn config_unknown_key() {
-    case("config_unknown_key", &[("flow.toml", "[build]\njbos = 4\n")], &["query", "//..."]);
+    case(
+        "config_unknown_key",
+        &[("flow.toml", "[build]\njbos = 4\n")],
+        &["query", "//..."],
+    );
 }
 
 #[test]
 fn config_unknown_table() {
-    case("config_unknown_table", &[("flow.toml", "[biuld]\njobs = 4\n")], &["query", "//..."]);
+    case(
+        "config_unknown_table",
+        &[("flow.toml", "[biuld]\njobs = 4\n")],
+        &["query", "//..."],
+    );
 }
 
 #[test]
 fn config_wrong_type() {
-    case("config_wrong_type", &[("flow.toml", "[build]\njobs = \"four\"\n")], &["query", "//..."]);
+    case(
+        "config_wrong_type",
+        &[("flow.toml", "[build]\njobs = \"four\"\n")],
+        &["query", "//..."],
+    );
 }
 
 #[test]
 fn config_bad_value() {
-    case("config_bad_value", &[("flow.toml", "[build]\njobs = 0\n")], &["query", "//..."]);
+    case(
+        "config_bad_value",
+        &[("flow.toml", "[build]\njobs = 0\n")],
+        &["query", "//..."],
+    );
 }
 
 #[test]
 fn config_syntax_error() {
-    case("config_syntax_error", &[("flow.toml", "[build\njobs = 4\n")], &["query", "//..."]);
+    case(
+        "config_syntax_error",
+        &[("flow.toml", "[build\njobs = 4\n")],
+        &["query", "//..."],
+    );
 }
 
 #[test]
@@ -351,34 +502,57 @@ fn no_workspace() {
 
 #[test]
 fn bad_pattern() {
-    case("bad_pattern", &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")], &["query", "//app/../x:y"]);
+    case(
+        "bad_pattern",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        &["query", "//app/../x:y"],
+    );
 }
 
 #[test]
 fn pattern_matches_nothing() {
-    case("pattern_no_target", &[("app/BUILD", "task(name = \"lint\", cmd = \"true\")\n")], &["query", "//app:lnit"]);
+    case(
+        "pattern_no_target",
+        &[("app/BUILD", "task(name = \"lint\", cmd = \"true\")\n")],
+        &["query", "//app:lnit"],
+    );
 }
 
 #[test]
 fn pattern_no_package() {
-    case("pattern_no_package", &[("app/BUILD", "task(name = \"lint\", cmd = \"true\")\n")], &["query", "//ap/..."]);
+    case(
+        "pattern_no_package",
+        &[("app/BUILD", "task(name = \"lint\", cmd = \"true\")\n")],
+        &["query", "//ap/..."],
+    );
 }
 
 #[test]
 fn pattern_only_manual_targets() {
     case(
         "pattern_only_manual",
-        &[("deploy/BUILD", "task(name = \"prod\", cmd = \"true\", tags = [\"manual\"])\n")],
+        &[(
+            "deploy/BUILD",
+            "task(name = \"prod\", cmd = \"true\", tags = [\"manual\"])\n",
+        )],
         &["query", "//deploy:all"],
     );
 }
 
 #[test]
 fn query_syntax_error() {
-    case("query_syntax_error", &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")], &["query", "deps(//app:x"]);
+    case(
+        "query_syntax_error",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        &["query", "deps(//app:x"],
+    );
 }
 
 #[test]
 fn query_unknown_function() {
-    case("query_unknown_function", &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")], &["query", "dpes(//app:x)"]);
+    case(
+        "query_unknown_function",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        &["query", "dpes(//app:x)"],
+    );
 }

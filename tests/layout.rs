@@ -24,15 +24,24 @@ fn dependencies(manifest: &str) -> Vec<String> {
 
 fn assert_no(manifest: &str, forbidden: &[&str]) {
     let deps = dependencies(manifest);
-    assert!(!deps.is_empty(), "{manifest} lists no dependencies: is the test reading the right file?");
+    assert!(
+        !deps.is_empty(),
+        "{manifest} lists no dependencies: is the test reading the right file?"
+    );
     for f in forbidden {
-        assert!(!deps.iter().any(|d| d == f), "{manifest} must not depend on `{f}` (deps: {deps:?})");
+        assert!(
+            !deps.iter().any(|d| d == f),
+            "{manifest} must not depend on `{f}` (deps: {deps:?})"
+        );
     }
 }
 
 #[test]
 fn rules_depends_on_neither_engine_nor_runtime() {
-    assert_no("rules/Cargo.toml", &["flow", "flow-cache", "tokio", "rusqlite"]);
+    assert_no(
+        "rules/Cargo.toml",
+        &["flow", "flow-cache", "tokio", "rusqlite"],
+    );
 }
 
 #[test]

@@ -16,18 +16,27 @@ fn run_bounded(ws: &Ws) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drain stderr while waiting, so a long message cannot block the child on a full pipe.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+        stderr
+    });
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            let stderr = reader.join().unwrap();
             let code = status.code().unwrap_or(-1);
             assert!(
                 !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
                 "flow panicked:\n{stderr}"
             );
-            assert!(code == 0 || code == 2, "flow crashed with {status}:\n{stderr}");
+            assert!(
+                code == 0 || code == 2,
+                "flow crashed with {status}:\n{stderr}"
+            );
             return (code, stderr);
         }
         if start.elapsed() > Duration::from_secs(60) {
@@ -81,7 +90,8 @@ fn mangled_build_files_never_crash() {
             1 => {
                 for _ in 0..1 + rng.below(4) {
                     let i = rng.below(text.len());
-                    text[i] = b"()[]{},=\":\n #\\'"[rng.below(16)];
+                    let alphabet = b"()[]{},=\":\n #\\'";
+                    text[i] = alphabet[rng.below(alphabet.len())];
                 }
             }
             _ => {
@@ -120,7 +130,10 @@ fn ten_thousand_deep_load_chain() {
         };
         ws.write(&format!("tools/m{i}.star"), text.as_bytes());
     }
-    ws.write("app/BUILD", b"load(\"//tools:m0.star\", \"v\")\ntask(name = \"x\", cmd = \"echo %d\" % v)\n");
+    ws.write(
+        "app/BUILD",
+        b"load(\"//tools:m0.star\", \"v\")\ntask(name = \"x\", cmd = \"echo %d\" % v)\n",
+    );
     let (code, stderr) = run_bounded(&ws);
     assert_eq!(code, 0, "{stderr}");
 }
@@ -130,11 +143,20 @@ fn long_load_cycle_is_reported_whole() {
     let ws = Ws::new();
     let n = 50;
     for i in 0..n {
-        ws.write(&format!("tools/m{i}.star"), format!("load(\":m{}.star\", \"v\")\n", (i + 1) % n).as_bytes());
+        ws.write(
+            &format!("tools/m{i}.star"),
+            format!("load(\":m{}.star\", \"v\")\n", (i + 1) % n).as_bytes(),
+        );
     }
     ws.write("app/BUILD", b"load(\"//tools:m0.star\", \"v\")\n");
     let (code, stderr) = run_bounded(&ws);
     assert_eq!(code, 2);
-    assert!(stderr.contains("`load()` cycle: //tools:m0.star -> //tools:m1.star"), "{stderr}");
-    assert!(stderr.contains("//tools:m49.star -> //tools:m0.star"), "{stderr}");
+    assert!(
+        stderr.contains("`load()` cycle: //tools:m0.star -> //tools:m1.star"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("//tools:m49.star -> //tools:m0.star"),
+        "{stderr}"
+    );
 }

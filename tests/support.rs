@@ -26,7 +26,10 @@ impl Ws {
     /// A temporary directory without `flow.toml`.
     pub fn bare() -> Ws {
         Ws {
-            dir: tempfile::Builder::new().prefix("flow-test").tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix("flow-test")
+                .tempdir()
+                .expect("temp dir"),
         }
     }
 
@@ -93,26 +96,30 @@ impl Run {
     /// Asserts exit code 2 (bad input) and returns stderr.
     #[track_caller]
     pub fn bad_input(&self) -> &str {
-        assert_eq!(self.code, 2, "expected exit 2; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 2,
+            "expected exit 2; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         &self.stderr
-    }
-
-    /// stdout as sorted lines.
-    pub fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
     }
 }
 
 /// Compares `actual` with `tests/golden/NAME.txt` (or rewrites it under `UPDATE_GOLDEN=1`).
 #[track_caller]
 pub fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.txt"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.txt"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!("missing golden file {}; run with UPDATE_GOLDEN=1 to create it. Actual:\n{actual}", path.display())
+        panic!(
+            "missing golden file {}; run with UPDATE_GOLDEN=1 to create it. Actual:\n{actual}",
+            path.display()
+        )
     });
     if expected != actual {
         panic!(

@@ -4,7 +4,9 @@ use crate::support::{golden, Ws};
 
 #[test]
 fn found_by_walking_up_from_a_subdirectory() {
-    let ws = Ws::new().file("app/BUILD", "task(name = \"x\", cmd = \"true\")\n").file("app/deep/dir/f.txt", "");
+    let ws = Ws::new()
+        .file("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")
+        .file("app/deep/dir/f.txt", "");
     let run = ws.run_in(&ws.path().join("app/deep/dir"), &["query", "//..."]);
     assert_eq!(run.ok(), "//app:x\n");
 }
@@ -14,7 +16,10 @@ fn dash_c_names_the_start_directory() {
     let ws = Ws::new().file("app/BUILD", "task(name = \"x\", cmd = \"true\")\n");
     let elsewhere = Ws::bare();
     let dir = ws.path().join("app");
-    let run = elsewhere.run_in(elsewhere.path(), &["-C", dir.to_str().unwrap(), "query", "//..."]);
+    let run = elsewhere.run_in(
+        elsewhere.path(),
+        &["-C", dir.to_str().unwrap(), "query", "//..."],
+    );
     assert_eq!(run.ok(), "//app:x\n");
 }
 
@@ -23,7 +28,10 @@ fn nested_workspace_is_not_part_of_the_outer_one() {
     let ws = Ws::new()
         .file("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")
         .file("vendor/other/flow.toml", "")
-        .file("vendor/other/lib/BUILD", "task(name = \"y\", cmd = \"true\")\n");
+        .file(
+            "vendor/other/lib/BUILD",
+            "task(name = \"y\", cmd = \"true\")\n",
+        );
     assert_eq!(ws.run(&["query", "//..."]).ok(), "//app:x\n");
     let inner = ws.run_in(&ws.path().join("vendor/other"), &["query", "//..."]);
     assert_eq!(inner.ok(), "//lib:y\n");
@@ -35,7 +43,11 @@ fn init_creates_a_workspace_and_refuses_to_overwrite() {
     let run = ws.run(&["init"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(ws.path().join("flow.toml").is_file());
-    std::fs::write(ws.path().join("BUILD"), "task(name = \"x\", cmd = \"true\")\n").unwrap();
+    std::fs::write(
+        ws.path().join("BUILD"),
+        "task(name = \"x\", cmd = \"true\")\n",
+    )
+    .unwrap();
     assert_eq!(ws.run(&["query", "//..."]).ok(), "//:x\n");
     golden("init_exists", ws.run(&["init"]).bad_input());
 }
@@ -56,18 +68,27 @@ fn config_vars_feed_a_matrix() {
             "app/BUILD",
             "for v in config(\"python_versions\"):\n    task(name = \"test_py\" + v, cmd = \"python\" + v + \" -m pytest\")\n",
         );
-    assert_eq!(ws.run(&["query", "//..."]).ok(), "//app:test_py3.10\n//app:test_py3.11\n");
+    assert_eq!(
+        ws.run(&["query", "//..."]).ok(),
+        "//app:test_py3.10\n//app:test_py3.11\n"
+    );
 }
 
 #[test]
 fn gitignored_and_flow_dirs_are_not_packages() {
     let ws = Ws::new()
         .file(".gitignore", "build/\n")
-        .file("app/BUILD", "task(name = \"x\", cmd = \"true\", srcs = glob([\"**/*.py\"]))\n")
+        .file(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"true\", srcs = glob([\"**/*.py\"]))\n",
+        )
         .file("app/a.py", "")
         .file("app/build/gen.py", "")
         .file("build/BUILD", "task(name = \"ignored\", cmd = \"true\")\n")
-        .file("flow-out/app/BUILD", "task(name = \"ignored\", cmd = \"true\")\n")
+        .file(
+            "flow-out/app/BUILD",
+            "task(name = \"ignored\", cmd = \"true\")\n",
+        )
         .file(".flow/BUILD", "task(name = \"ignored\", cmd = \"true\")\n");
     assert_eq!(ws.run(&["query", "//..."]).ok(), "//app:x\n");
     let json = ws.run(&["query", "//app:x", "--output", "json"]);

@@ -17,6 +17,9 @@ pub fn run(dir: &Path) -> Result<i32, Error> {
             action: "write",
             error: e.to_string(),
         })?;
-    eprintln!("created `{}`; declare targets in `BUILD` files next to your code", path.display());
+    eprintln!(
+        "created `{}`; declare targets in `BUILD` files next to your code",
+        path.display()
+    );
     Ok(0)
 }

@@ -42,4 +42,3 @@ pub(crate) struct Declared {
     /// again as an unknown target.
     pub broken: Vec<Label>,
 }
-

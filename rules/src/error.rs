@@ -75,7 +75,7 @@ impl fmt::Display for SourceSpan {
 /// One error found while evaluating or validating BUILD files.
 #[derive(Clone, Debug)]
 pub struct AnalysisError {
-    pub kind: AnalysisErrorKind,
+    pub kind: Box<AnalysisErrorKind>,
     /// Where the problem is; `None` when it has no place in a file.
     pub at: Option<SourceSpan>,
     /// Other places worth showing (the first definition of a duplicate, each edge of a cycle,
@@ -87,7 +87,11 @@ pub struct AnalysisError {
 pub enum AnalysisErrorKind {
     /// Syntax, name or type errors reported by the Starlark interpreter.
     #[error("{message}")]
-    Starlark { message: String },
+    Starlark {
+        message: String,
+        /// A hint flow adds to the interpreter's message ("did you mean", how to fix it).
+        hint: Option<String>,
+    },
     #[error("cannot read `{path}`: {error}")]
     Io { path: String, error: String },
     #[error("unknown attribute `{attr}` for `{rule}`")]
@@ -105,7 +109,10 @@ pub enum AnalysisErrorKind {
         got: String,
     },
     #[error("`{rule}` requires the attribute `{attr}`")]
-    MissingAttribute { rule: &'static str, attr: &'static str },
+    MissingAttribute {
+        rule: &'static str,
+        attr: &'static str,
+    },
     #[error("invalid value for attribute `{attr}`: {reason}")]
     BadValue { attr: String, reason: String },
     #[error("invalid label `{}`: {error}", error.input)]
@@ -171,7 +178,7 @@ pub enum AnalysisErrorKind {
 impl AnalysisError {
     pub fn new(kind: AnalysisErrorKind, at: Option<SourceSpan>) -> Self {
         AnalysisError {
-            kind,
+            kind: Box::new(kind),
             at,
             related: Vec::new(),
         }
@@ -185,7 +192,7 @@ impl AnalysisError {
     /// A short label for the caret under the primary span.
     pub fn caret(&self) -> String {
         use AnalysisErrorKind::*;
-        match &self.kind {
+        match &*self.kind {
             UnknownAttribute { .. } => "unknown attribute".into(),
             AttributeType { expected, .. } => format!("expected {expected}"),
             MissingAttribute { attr, .. } => format!("`{attr}` missing here"),
@@ -205,7 +212,7 @@ impl AnalysisError {
     pub fn help(&self) -> Vec<String> {
         use AnalysisErrorKind::*;
         let mut out = Vec::new();
-        match &self.kind {
+        match &*self.kind {
             UnknownAttribute {
                 suggestion,
                 allowed,
@@ -216,14 +223,17 @@ impl AnalysisError {
                 }
                 out.push(format!(
                     "allowed attributes: {}",
-                    allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+                    allowed
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
-            MissingSource { suggestion, .. } => {
-                if let Some(s) = suggestion {
-                    out.push(format!("did you mean `{s}`?"));
-                }
-            }
+            MissingSource {
+                suggestion: Some(s),
+                ..
+            } => out.push(format!("did you mean `{s}`?")),
             UnknownDep {
                 suggestions,
                 package_exists,
@@ -243,7 +253,11 @@ impl AnalysisError {
                     out.push(format!(
                         "there is no package `//{}` (no `BUILD` file in `{}`)",
                         dep.package(),
-                        if dep.package().is_empty() { "." } else { dep.package() }
+                        if dep.package().is_empty() {
+                            "."
+                        } else {
+                            dep.package()
+                        }
                     ));
                 }
             }
@@ -252,7 +266,11 @@ impl AnalysisError {
             } => {
                 out.push(format!(
                     "`{dep}` has visibility [{}]",
-                    visibility.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
+                    visibility
+                        .iter()
+                        .map(|v| format!("`{v}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
                 out.push(format!(
                     "to allow it, add the depending package to `visibility` of `{dep}`"
@@ -267,10 +285,13 @@ impl AnalysisError {
                         .into(),
                 );
             }
+            Starlark { hint: Some(h), .. } => out.push(h.clone()),
             BadLabel { .. } => {
                 out.push("labels look like `//path/to/pkg:name`, `//path/to/pkg` or `:name`".into())
             }
-            Cycle { .. } => out.push("break the cycle by removing one of these dependencies".into()),
+            Cycle { .. } => {
+                out.push("break the cycle by removing one of these dependencies".into())
+            }
             _ => {}
         }
         out

@@ -127,8 +127,8 @@ fn parse_file(
     package: &str,
 ) -> Result<ParsedFile, AnalysisError> {
     check_nesting(path_for_errors, source)?;
-    let ast = AstModule::parse(path_for_errors, source.to_string(), dialect)
-        .map_err(starlark_error)?;
+    let ast =
+        AstModule::parse(path_for_errors, source.to_string(), dialect).map_err(starlark_error)?;
     let loads = ast
         .loads()
         .into_iter()
@@ -165,6 +165,7 @@ fn check_nesting(file: &str, source: &Arc<str>) -> Result<(), AnalysisError> {
                             message: format!(
                                 "brackets nested too deeply (more than {MAX_NESTING} levels)"
                             ),
+                            hint: None,
                         },
                         Some(SourceSpan::new(file, source.clone(), i, i + 1)),
                     ));
@@ -189,7 +190,8 @@ pub(crate) fn starlark_error(e: starlark::Error) -> AnalysisError {
             s.span.end().get() as usize,
         )
     });
-    let mut err = AnalysisError::new(K::Starlark { message }, at);
+    let hint = hint_for(&message);
+    let mut err = AnalysisError::new(K::Starlark { message, hint }, at);
     for frame in &e.call_stack().frames {
         if let Some(loc) = &frame.location {
             let span = SourceSpan::new(
@@ -198,13 +200,114 @@ pub(crate) fn starlark_error(e: starlark::Error) -> AnalysisError {
                 loc.span.begin().get() as usize,
                 loc.span.end().get() as usize,
             );
-            if err.at.as_ref().is_some_and(|a| a.file == span.file && a.start == span.start) {
+            if err
+                .at
+                .as_ref()
+                .is_some_and(|a| a.file == span.file && a.start == span.start)
+            {
                 continue;
             }
-            err.related.push((span, format!("in a call to `{}`", frame.name)));
+            err.related
+                .push((span, format!("in a call to `{}`", frame.name)));
         }
     }
     err
+}
+
+/// Hints for interpreter messages that users meet most.
+fn hint_for(message: &str) -> Option<String> {
+    if message.contains("`def` is not allowed") || message.contains("`lambda` is not allowed") {
+        return Some(
+            "BUILD files cannot define functions: put the `def` in a `.star` file and `load()` it"
+                .into(),
+        );
+    }
+    None
+}
+
+/// For "Found `x` extra named parameter(s) for call to MODULE.f": the closest parameter of `f`,
+/// read from the `def` in the module's source.
+fn suggest_parameter(err: &mut AnalysisError, sources: &HashMap<String, Arc<str>>) {
+    let K::Starlark { message, hint } = &mut *err.kind else {
+        return;
+    };
+    let Some(rest) = message.strip_prefix("Found `") else {
+        return;
+    };
+    let Some((bad, rest)) = rest.split_once('`') else {
+        return;
+    };
+    let bad_owned = bad.to_owned();
+    let bad = bad_owned.as_str();
+    let Some(callee) = rest.split("for call to ").nth(1) else {
+        return;
+    };
+    let Some((module, function)) = callee.trim().rsplit_once('.') else {
+        return;
+    };
+    let Some(source) = sources.get(module) else {
+        return;
+    };
+    let params = def_parameters(source, function);
+    if let Some(s) = crate::suggest::closest(bad, params.iter().map(|p| p.as_str())) {
+        *hint = Some(format!("did you mean `{s}`?"));
+    } else if !params.is_empty() {
+        *hint = Some(format!(
+            "`{function}` takes {}",
+            params
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    *message = format!("unknown parameter `{bad}` in a call to `{function}` (from `{module}`)");
+    // Narrow the span from the whole call to the offending keyword.
+    if let Some(at) = &mut err.at {
+        let text = at.text();
+        let found = text.match_indices(bad).find(|(i, _)| {
+            let before = text[..*i].chars().next_back();
+            let after = text[i + bad.len()..].trim_start();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                && after.starts_with('=')
+                && !after.starts_with("==")
+        });
+        if let Some((i, _)) = found {
+            *at = at.sub(i, i + bad.len());
+        }
+    }
+}
+
+/// The parameter names of `def function(...)` in `source`.
+fn def_parameters(source: &str, function: &str) -> Vec<String> {
+    let needle = format!("def {function}(");
+    let Some(start) = source.find(&needle) else {
+        return Vec::new();
+    };
+    let mut depth = 0usize;
+    let mut params = Vec::new();
+    let mut current = String::new();
+    let mut in_default = false;
+    for c in source[start + needle.len()..].chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth > 0 => depth -= 1,
+            ')' => break,
+            ',' if depth == 0 => {
+                params.push(std::mem::take(&mut current));
+                in_default = false;
+                continue;
+            }
+            '=' if depth == 0 => in_default = true,
+            _ => {}
+        }
+        if depth == 0 && !in_default && (c.is_alphanumeric() || c == '_') {
+            current.push(c);
+        }
+    }
+    params.push(current);
+    params.retain(|p| !p.is_empty());
+    params
 }
 
 struct MapLoader<'a> {
@@ -221,6 +324,14 @@ impl FileLoader for MapLoader<'_> {
     }
 }
 
+/// A BUILD file after reading and parsing: package, path, and the parse (or why it failed).
+type ParsedBuild = (
+    String,
+    String,
+    Result<(Arc<str>, ParsedFile), AnalysisError>,
+);
+
+#[allow(clippy::large_enum_variant)] // One per module; boxing would only add indirection.
 enum ModState {
     /// Could not be read or parsed; the reason, reported at each load site (once).
     Missing(String),
@@ -242,7 +353,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
 
     // 2. Read and parse every BUILD file in parallel.
     let dialect = build_dialect();
-    let parsed: Vec<(String, String, Result<(Arc<str>, ParsedFile), AnalysisError>)> = listing
+    let parsed: Vec<ParsedBuild> = listing
         .packages
         .keys()
         .collect::<Vec<_>>()
@@ -263,7 +374,9 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
     // 3. Find and parse every reachable `.star` module, breadth first.
     let mut modules: HashMap<ModuleId, ModState> = HashMap::new();
     let mut queue: VecDeque<ModuleId> = VecDeque::new();
-    let enqueue = |loads: &[LoadSite], modules: &HashMap<ModuleId, ModState>, queue: &mut VecDeque<ModuleId>| {
+    let enqueue = |loads: &[LoadSite],
+                   modules: &HashMap<ModuleId, ModState>,
+                   queue: &mut VecDeque<ModuleId>| {
         for l in loads {
             if let Ok(id) = &l.target {
                 if !modules.contains_key(id) && !queue.contains(id) {
@@ -278,6 +391,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
         }
     }
     let star = star_dialect();
+    let mut star_sources: HashMap<String, Arc<str>> = HashMap::new();
     while let Some(id) = queue.pop_front() {
         if modules.contains_key(&id) {
             continue;
@@ -301,6 +415,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
         let state = match source {
             Err(reason) => ModState::Missing(reason),
             Ok(source) => {
+                star_sources.insert(id.display_path(), source.clone());
                 let package = match &id {
                     ModuleId::Workspace(p) => p.rsplit_once('/').map_or("", |(d, _)| d).to_owned(),
                     ModuleId::Prelude(_) => String::new(),
@@ -399,7 +514,8 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
                 eval.set_loader(&loader);
                 eval.set_print_handler(&StderrPrint);
                 eval.extra = Some(&ctx);
-                eval.eval_module(file.ast, globals()).map_err(starlark_error)?;
+                eval.eval_module(file.ast, globals())
+                    .map_err(starlark_error)?;
             }
             module
                 .freeze_named(FrozenHeapName::User(Box::new(name.clone())))
@@ -407,6 +523,7 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
                     AnalysisError::new(
                         K::Starlark {
                             message: format!("cannot freeze `{name}`: {e:?}"),
+                            hint: None,
                         },
                         None,
                     )
@@ -459,7 +576,10 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
                 eval.eval_module(file.ast, globals()).map(|_| ())
             });
             let mut errs = ctx.errors.into_inner();
-            let declared = ctx.build.map(|b| b.declared.into_inner()).unwrap_or_default();
+            let declared = ctx
+                .build
+                .map(|b| b.declared.into_inner())
+                .unwrap_or_default();
             if let Err(e) = result {
                 errs.push(starlark_error(e));
                 return (pkg, None, errs);
@@ -479,7 +599,10 @@ pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
 
     let mut packages = Vec::new();
     for (pkg, package, errs) in results {
-        errors.extend(errs);
+        for mut e in errs {
+            suggest_parameter(&mut e, &star_sources);
+            errors.push(e);
+        }
         match package {
             Some(p) => packages.push(p),
             None => {
@@ -582,11 +705,13 @@ fn order_modules(
                         let mut cycle: Vec<String> =
                             stack[start..].iter().map(|(m, _)| m.to_string()).collect();
                         cycle.push(child.to_string());
-                        let mut err = AnalysisError::new(K::LoadCycle { cycle }, Some(site.at.clone()));
+                        let mut err =
+                            AnalysisError::new(K::LoadCycle { cycle }, Some(site.at.clone()));
                         for (m, n) in &stack[start..stack.len() - 1] {
                             if let Some(ModState::Parsed(p)) = modules.get(*m) {
                                 let s = &p.loads[n - 1];
-                                err.related.push((s.at.clone(), format!("`{m}` loads `{}`", s.text)));
+                                err.related
+                                    .push((s.at.clone(), format!("`{m}` loads `{}`", s.text)));
                             }
                             in_cycle.insert((*m).clone());
                         }
@@ -619,7 +744,10 @@ mod tests {
             std::fs::write(p, text).unwrap();
         }
         let mut vars = BTreeMap::new();
-        vars.insert("python_versions".to_owned(), serde_json::json!(["3.10", "3.11"]));
+        vars.insert(
+            "python_versions".to_owned(),
+            serde_json::json!(["3.10", "3.11"]),
+        );
         let opts = EvalOptions {
             root: dir.path().to_path_buf(),
             vars,
@@ -632,12 +760,18 @@ mod tests {
     #[test]
     fn a_module_loaded_by_many_packages_is_evaluated_once() {
         let mut files = vec![
-            ("tools/defs.star", "load(\":util.star\", \"u\")\nX = u + 1\n"),
+            (
+                "tools/defs.star",
+                "load(\":util.star\", \"u\")\nX = u + 1\n",
+            ),
             ("tools/util.star", "u = 41\n"),
         ];
         let builds: Vec<String> = (0..8).map(|i| format!("p{i}/BUILD")).collect();
         for b in &builds {
-            files.push((b, "load(\"//tools:defs.star\", \"X\")\ntask(name = \"t\", cmd = \"echo %d\" % X)\n"));
+            files.push((
+                b,
+                "load(\"//tools:defs.star\", \"X\")\ntask(name = \"t\", cmd = \"echo %d\" % X)\n",
+            ));
         }
         let (_, e) = workspace(&files);
         assert!(e.errors.is_empty(), "{:?}", e.errors);

@@ -13,7 +13,11 @@ pub struct GlobError {
 }
 
 /// The files of `files` (package-relative, sorted) matched by `include` and not by `exclude`.
-pub fn glob(files: &[String], include: &[String], exclude: &[String]) -> Result<Vec<String>, GlobError> {
+pub fn glob(
+    files: &[String],
+    include: &[String],
+    exclude: &[String],
+) -> Result<Vec<String>, GlobError> {
     let include = compile(include)?;
     let exclude = compile(exclude)?;
     Ok(files
@@ -43,7 +47,9 @@ fn compile_one(pattern: &str) -> Result<Glob, GlobError> {
         return Err(err("a pattern cannot be empty"));
     }
     if pattern.starts_with('/') {
-        return Err(err("patterns are relative to the package; an absolute path is not allowed"));
+        return Err(err(
+            "patterns are relative to the package; an absolute path is not allowed",
+        ));
     }
     if pattern.split('/').any(|s| s == "..") {
         return Err(err("`..` is not allowed: a glob cannot leave its package"));
@@ -66,10 +72,18 @@ mod tests {
     use super::*;
 
     fn files() -> Vec<String> {
-        ["a.py", "b.py", "b_test.py", "gen/x.py", "util/c.py", "util/deep/d.py", "README.md"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
+        [
+            "a.py",
+            "b.py",
+            "b_test.py",
+            "gen/x.py",
+            "util/c.py",
+            "util/deep/d.py",
+            "README.md",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -208,7 +208,12 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for text in ["//a/b:c", "//:root", "//a:b/c.txt", "//src/packages/x-y:lint_py3.11"] {
+        for text in [
+            "//a/b:c",
+            "//:root",
+            "//a:b/c.txt",
+            "//src/packages/x-y:lint_py3.11",
+        ] {
             let label = Label::parse(text, None).unwrap();
             assert_eq!(label.to_string(), text);
             assert_eq!(Label::parse(&label.to_string(), None).unwrap(), label);
@@ -218,7 +223,10 @@ mod tests {
     #[test]
     fn short_forms() {
         assert_eq!(Label::parse("//a/b", None).unwrap().to_string(), "//a/b:b");
-        assert_eq!(Label::parse(":x", Some("p/q")).unwrap().to_string(), "//p/q:x");
+        assert_eq!(
+            Label::parse(":x", Some("p/q")).unwrap().to_string(),
+            "//p/q:x"
+        );
         assert_eq!(Label::parse("x", Some("p")).unwrap().to_string(), "//p:x");
         assert_eq!(Label::parse(":x", Some("")).unwrap().to_string(), "//:x");
     }
@@ -229,15 +237,38 @@ mod tests {
             ("", 0, LabelErrorKind::Empty),
             ("//", 0, LabelErrorKind::RootWithoutName),
             ("//a:", 4, LabelErrorKind::EmptyName),
-            ("//a//b:c", 4, LabelErrorKind::EmptySegment { what: "a package path" }),
+            (
+                "//a//b:c",
+                4,
+                LabelErrorKind::EmptySegment {
+                    what: "a package path",
+                },
+            ),
             (
                 "//a/../b:c",
                 4,
-                LabelErrorKind::DotSegment { segment: "..".into(), what: "a package path" },
+                LabelErrorKind::DotSegment {
+                    segment: "..".into(),
+                    what: "a package path",
+                },
             ),
             ("//a:b:c", 5, LabelErrorKind::ExtraColon),
-            ("//a b:c", 3, LabelErrorKind::InvalidChar { ch: ' ', what: "a package path" }),
-            ("//a:b$", 5, LabelErrorKind::InvalidChar { ch: '$', what: "a target name" }),
+            (
+                "//a b:c",
+                3,
+                LabelErrorKind::InvalidChar {
+                    ch: ' ',
+                    what: "a package path",
+                },
+            ),
+            (
+                "//a:b$",
+                5,
+                LabelErrorKind::InvalidChar {
+                    ch: '$',
+                    what: "a target name",
+                },
+            ),
             ("a:b", 0, LabelErrorKind::NotALabel),
             (":b", 0, LabelErrorKind::RelativeOutsidePackage),
             ("@x//a:b", 0, LabelErrorKind::ExternalRepo),

@@ -59,7 +59,10 @@ impl Listing {
                 Some(io) => io,
                 None => std::io::Error::other("cannot walk the workspace"),
             })?;
-            if !entry.file_type().is_some_and(|t| t.is_file() || t.is_symlink()) {
+            if !entry
+                .file_type()
+                .is_some_and(|t| t.is_file() || t.is_symlink())
+            {
                 continue;
             }
             let Ok(rel) = entry.path().strip_prefix(root) else {
@@ -81,7 +84,11 @@ impl Listing {
             let mut dir = f.rsplit_once('/').map_or("", |(d, _)| d);
             loop {
                 if let Some(list) = packages.get_mut(dir) {
-                    let rel = if dir.is_empty() { &f[..] } else { &f[dir.len() + 1..] };
+                    let rel = if dir.is_empty() {
+                        &f[..]
+                    } else {
+                        &f[dir.len() + 1..]
+                    };
                     list.push(rel.to_owned());
                     break;
                 }

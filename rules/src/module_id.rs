@@ -42,13 +42,16 @@ impl ModuleId {
     pub fn resolve(text: &str, from: Option<&ModuleId>, package: &str) -> Result<ModuleId, String> {
         let (prelude, rest) = if let Some(rest) = text.strip_prefix("@flow//") {
             (true, Some(rest))
-        } else if text.starts_with('@') {
-            let repo = text[1..].split("//").next().unwrap_or("");
+        } else if let Some(rest) = text.strip_prefix('@') {
+            let repo = rest.split("//").next().unwrap_or("");
             return Err(format!(
                 "unknown repository `@{repo}`; only `@flow` (the embedded prelude) exists"
             ));
         } else {
-            (matches!(from, Some(ModuleId::Prelude(_))), text.strip_prefix("//"))
+            (
+                matches!(from, Some(ModuleId::Prelude(_))),
+                text.strip_prefix("//"),
+            )
         };
         let (dir, file) = match rest {
             Some(rest) => match rest.split_once(':') {
@@ -62,12 +65,10 @@ impl ModuleId {
             },
             None => match text.strip_prefix(':') {
                 Some(file) => (from.map_or(package, |m| m.dir()).to_owned(), file),
-                None => {
-                    return Err(
-                        "a load label starts with `//`, `:` or `@flow//` (as in `//tools:defs.star`)"
-                            .into(),
-                    )
-                }
+                None => return Err(
+                    "a load label starts with `//`, `:` or `@flow//` (as in `//tools:defs.star`)"
+                        .into(),
+                ),
             },
         };
         crate::label::check_package(&dir).map_err(|(_, k)| k.to_string())?;
@@ -107,15 +108,27 @@ mod tests {
     #[test]
     fn resolves_every_form() {
         let w = |s: &str| ModuleId::Workspace(s.into());
-        assert_eq!(ModuleId::resolve("//tools:defs.star", None, "a").unwrap(), w("tools/defs.star"));
-        assert_eq!(ModuleId::resolve(":defs.star", None, "a/b").unwrap(), w("a/b/defs.star"));
         assert_eq!(
-            ModuleId::resolve(":util.star", Some(&ModuleId::Prelude("rules/python.star".into())), "")
-                .unwrap(),
+            ModuleId::resolve("//tools:defs.star", None, "a").unwrap(),
+            w("tools/defs.star")
+        );
+        assert_eq!(
+            ModuleId::resolve(":defs.star", None, "a/b").unwrap(),
+            w("a/b/defs.star")
+        );
+        assert_eq!(
+            ModuleId::resolve(
+                ":util.star",
+                Some(&ModuleId::Prelude("rules/python.star".into())),
+                ""
+            )
+            .unwrap(),
             ModuleId::Prelude("rules/util.star".into())
         );
         assert_eq!(
-            ModuleId::resolve("@flow//rules:python.star", None, "").unwrap().to_string(),
+            ModuleId::resolve("@flow//rules:python.star", None, "")
+                .unwrap()
+                .to_string(),
             "@flow//rules:python.star"
         );
         assert!(ModuleId::resolve("//tools", None, "").is_err());

@@ -28,8 +28,20 @@ use crate::visibility::VisibilityRule;
 
 /// Attributes of `task`.
 pub const TASK_ATTRS: &[&str] = &[
-    "name", "cmd", "srcs", "deps", "outs", "env", "secrets", "tools", "timeout", "retries", "tags",
-    "visibility", "sandbox", "doc",
+    "name",
+    "cmd",
+    "srcs",
+    "deps",
+    "outs",
+    "env",
+    "secrets",
+    "tools",
+    "timeout",
+    "retries",
+    "tags",
+    "visibility",
+    "sandbox",
+    "doc",
 ];
 
 /// Attributes of `group`.
@@ -38,7 +50,9 @@ pub const GROUP_ATTRS: &[&str] = &["name", "deps", "tags", "visibility", "doc"];
 fn context<'a>(eval: &'a Evaluator<'_, '_, '_>) -> anyhow::Result<&'a EvalContext> {
     eval.extra
         .and_then(|e| e.downcast_ref::<EvalContext>())
-        .ok_or_else(|| anyhow::anyhow!("internal error: no evaluation context (this is a bug in flow)"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("internal error: no evaluation context (this is a bug in flow)")
+        })
 }
 
 fn build_state<'a>(
@@ -259,7 +273,9 @@ impl<'v> Attrs<'_, 'v> {
                 None => {
                     self.bad_value(
                         name,
-                        format!("`{s}` is not a duration; write seconds (`90`) or `30s`, `5m`, `1h`"),
+                        format!(
+                            "`{s}` is not a duration; write seconds (`90`) or `30s`, `5m`, `1h`"
+                        ),
                     );
                     None
                 }
@@ -329,18 +345,20 @@ fn declare<'v>(
             Some(call.clone()),
         ));
     }
-    let label = name.as_ref().and_then(|n| {
-        match Label::parse(&format!(":{n}"), Some(&build.package)) {
-            Ok(l) => Some(l),
-            Err(mut e) => {
-                e.input = n.clone();
-                e.offset = e.offset.saturating_sub(1);
-                let at = literal_span(&call, &a.span("name"), n);
-                a.errors.push(AnalysisError::new(K::BadLabel { error: e }, Some(at)));
-                None
-            }
-        }
-    });
+    let label =
+        name.as_ref().and_then(
+            |n| match Label::parse(&format!(":{n}"), Some(&build.package)) {
+                Ok(l) => Some(l),
+                Err(mut e) => {
+                    e.input = n.clone();
+                    e.offset = e.offset.saturating_sub(1);
+                    let at = literal_span(&call, &a.span("name"), n);
+                    a.errors
+                        .push(AnalysisError::new(K::BadLabel { error: e }, Some(at)));
+                    None
+                }
+            },
+        );
 
     let cmd = if kind == TargetKind::Task {
         let cmd = a.string("cmd");
@@ -370,7 +388,9 @@ fn declare<'v>(
                     dep_spans.push(at);
                 }
             }
-            Err(e) => a.errors.push(AnalysisError::new(K::BadLabel { error: e }, Some(at))),
+            Err(e) => a
+                .errors
+                .push(AnalysisError::new(K::BadLabel { error: e }, Some(at))),
         }
     }
 
@@ -382,7 +402,8 @@ fn declare<'v>(
                 Ok(r) => rules.push(r),
                 Err(e) => {
                     let at = literal_span(&call, &span, &v);
-                    a.errors.push(AnalysisError::new(K::BadLabel { error: e }, Some(at)));
+                    a.errors
+                        .push(AnalysisError::new(K::BadLabel { error: e }, Some(at)));
                 }
             }
         }
@@ -393,22 +414,30 @@ fn declare<'v>(
 
     let tags = a.strings("tags");
     let doc = a.string("doc");
-    let (srcs, outs, env, secrets, tools, timeout, retries, sandbox) = if kind == TargetKind::Task
-    {
+    let (srcs, outs, env, secrets, tools, timeout, retries, sandbox) = if kind == TargetKind::Task {
         let srcs = a.strings("srcs");
         let outs = a.strings("outs");
         let env = a.string_dict("env");
         for key in env.keys() {
             if !valid_env_name(key) {
-                a.bad_value("env", format!("`{key}` is not a valid environment variable name"));
+                a.bad_value(
+                    "env",
+                    format!("`{key}` is not a valid environment variable name"),
+                );
             }
         }
         let secrets = a.strings("secrets");
         for s in &secrets {
             if !valid_env_name(s) {
-                a.bad_value("secrets", format!("`{s}` is not a valid environment variable name"));
+                a.bad_value(
+                    "secrets",
+                    format!("`{s}` is not a valid environment variable name"),
+                );
             } else if env.contains_key(s) {
-                a.bad_value("secrets", format!("`{s}` is both in `env` and in `secrets`"));
+                a.bad_value(
+                    "secrets",
+                    format!("`{s}` is both in `env` and in `secrets`"),
+                );
             }
         }
         let tools = a.strings("tools");
@@ -423,7 +452,7 @@ fn declare<'v>(
     let mut errors = std::mem::take(&mut a.errors);
     if let Some(label) = &label {
         check_srcs(build, &call, label, &srcs, &mut errors);
-        check_outs(&call, label, &outs, &srcs, &mut errors);
+        check_outs(build, &call, label, &outs, &srcs, &mut errors);
     }
 
     let mut declared = build.declared.borrow_mut();
@@ -516,7 +545,9 @@ fn check_srcs(
             )
         };
         if src.starts_with("//") || src.starts_with(':') {
-            errors.push(bad("is a label: `srcs` holds files of the package; put targets in `deps`"));
+            errors.push(bad(
+                "is a label: `srcs` holds files of the package; put targets in `deps`",
+            ));
             continue;
         }
         if let Some(problem) = path_problem(src) {
@@ -554,6 +585,7 @@ fn check_srcs(
 }
 
 fn check_outs(
+    build: &BuildState,
     call: &SourceSpan,
     label: &Label,
     outs: &[String],
@@ -569,6 +601,8 @@ fn check_outs(
             Some(p.to_owned())
         } else if srcs.iter().any(|s| s == path) {
             Some("is also a source of the target; outputs must be new files".to_owned())
+        } else if build.files.binary_search(&path.to_owned()).is_ok() {
+            Some("collides with a source file of the package; outputs must be new files".to_owned())
         } else if seen.contains(&path) {
             Some("is declared twice".to_owned())
         } else {
@@ -616,9 +650,8 @@ pub(crate) fn natives(builder: &mut GlobalsBuilder) {
     /// The package's files matching `include` and none of `exclude`, sorted.
     fn glob<'v>(
         #[starlark(require = pos)] include: UnpackListOrTuple<String>,
-        #[starlark(require = named, default = UnpackListOrTuple::default())] exclude: UnpackListOrTuple<
-            String,
-        >,
+        #[starlark(require = named, default = UnpackListOrTuple::default())]
+        exclude: UnpackListOrTuple<String>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<Vec<String>> {
         let (ctx, build) = build_state(eval, "glob")?;

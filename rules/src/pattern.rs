@@ -45,7 +45,12 @@ impl TargetPattern {
         if let Some(prefix) = rest.strip_suffix("/...") {
             check_package(prefix).map_err(|(o, k)| err(2 + o, k))?;
             if prefix.is_empty() {
-                return Err(err(2, LabelErrorKind::EmptySegment { what: "a package path" }));
+                return Err(err(
+                    2,
+                    LabelErrorKind::EmptySegment {
+                        what: "a package path",
+                    },
+                ));
             }
             return Ok(TargetPattern::Recursive(prefix.to_owned()));
         }
@@ -63,7 +68,9 @@ impl TargetPattern {
         match self {
             TargetPattern::Label(l) => l == label,
             TargetPattern::Package(p) => !manual && label.package() == p,
-            TargetPattern::Recursive(prefix) => !manual && package_is_under(label.package(), prefix),
+            TargetPattern::Recursive(prefix) => {
+                !manual && package_is_under(label.package(), prefix)
+            }
         }
     }
 
@@ -132,11 +139,21 @@ mod tests {
 
     #[test]
     fn parse_and_display_round_trip() {
-        for text in ["//...", "//a/b/...", "//a:all", "//:all", "//a:b", "-//a/..."] {
+        for text in [
+            "//...",
+            "//a/b/...",
+            "//a:all",
+            "//:all",
+            "//a:b",
+            "-//a/...",
+        ] {
             let term = PatternTerm::parse(text).unwrap();
             assert_eq!(term.to_string(), text);
         }
-        assert_eq!(TargetPattern::parse("//a:*").unwrap().to_string(), "//a:all");
+        assert_eq!(
+            TargetPattern::parse("//a:*").unwrap().to_string(),
+            "//a:all"
+        );
         assert_eq!(TargetPattern::parse("//a").unwrap().to_string(), "//a:a");
     }
 
@@ -150,8 +167,12 @@ mod tests {
         assert!(sub.matches(&l("//a:y"), false));
         assert!(sub.matches(&l("//a/b:y"), false));
         assert!(!sub.matches(&l("//ab:y"), false));
-        assert!(TargetPattern::parse("//x:y").unwrap().matches(&l("//x:y"), true));
-        assert!(!TargetPattern::parse("//x:all").unwrap().matches(&l("//x:y"), true));
+        assert!(TargetPattern::parse("//x:y")
+            .unwrap()
+            .matches(&l("//x:y"), true));
+        assert!(!TargetPattern::parse("//x:all")
+            .unwrap()
+            .matches(&l("//x:y"), true));
     }
 
     #[test]

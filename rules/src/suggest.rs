@@ -21,7 +21,11 @@ where
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(n).map(|(_, c)| c.to_owned()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, c)| c.to_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -30,7 +34,10 @@ mod tests {
 
     #[test]
     fn suggests_typos_only() {
-        assert_eq!(closest("srcz", ["srcs", "deps", "outs"]), Some("srcs".into()));
+        assert_eq!(
+            closest("srcz", ["srcs", "deps", "outs"]),
+            Some("srcs".into())
+        );
         assert_eq!(closest("zzz", ["srcs", "deps"]), None);
     }
 }
