@@ -25,12 +25,51 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = ColorMode::Auto, global = true)]
     pub color: ColorMode,
 
+    /// The cache directory (default: `[cache] dir` of flow.toml, else `.flow` in the workspace;
+    /// the FLOW_CACHE_DIR environment variable overrides the default)
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build targets: run each action whose inputs changed, restore the rest from the cache
+    Build {
+        /// Target patterns (`//...`, `//pkg/...`, `//pkg:all`, `//pkg:name`, `-PATTERN` to
+        /// exclude); default `//...`
+        #[arg(allow_hyphen_values = true)]
+        patterns: Vec<String>,
+        /// Actions to run at once (default: `[build] jobs`, else the number of cores)
+        #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Keep going after a failure: run everything that does not depend on it
+        #[arg(short = 'k', long)]
+        keep_going: bool,
+    },
+    /// Print the logs of the last run of a target (cached or not)
+    Log {
+        /// The target, e.g. `//app:test`
+        label: String,
+    },
+    /// Say whether the next build would run a target, and which inputs changed
+    Explain {
+        /// The target, e.g. `//app:test`
+        label: String,
+    },
+    /// Inspect or trim the cache
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Remove the materialized outputs (`flow-out/`); with `--cache`, empty the cache too
+    Clean {
+        /// Also remove every cached result, blob, file state and history row
+        #[arg(long)]
+        cache: bool,
+    },
     /// Create a `flow.toml` in DIR (default: the current directory or `-C DIR`)
     Init {
         /// Where to create the workspace
@@ -44,6 +83,18 @@ pub enum Command {
         /// Output format
         #[arg(long, value_enum, default_value_t = OutputFormat::Label)]
         output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Sizes and counts
+    Stats,
+    /// Remove least recently used results until the cache fits in SIZE
+    Gc {
+        /// e.g. `500MiB`, `10GiB` (default: `[cache] max_size` of flow.toml)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
     },
 }
 
@@ -72,6 +123,38 @@ impl Cli {
             }
             Command::Query { expr, output } => {
                 crate::commands::query::run(&self.start_dir()?, expr, *output)
+            }
+            Command::Build {
+                patterns,
+                jobs,
+                keep_going,
+            } => crate::commands::build::run(
+                &self.start_dir()?,
+                crate::commands::build::BuildArgs {
+                    patterns,
+                    jobs: jobs.map(usize::from),
+                    keep_going: *keep_going,
+                    cache_dir: self.cache_dir.as_deref(),
+                },
+            ),
+            Command::Log { label } => {
+                crate::commands::log::run(&self.start_dir()?, label, self.cache_dir.as_deref())
+            }
+            Command::Explain { label } => {
+                crate::commands::explain::run(&self.start_dir()?, label, self.cache_dir.as_deref())
+            }
+            Command::Cache { command } => match command {
+                CacheCommand::Stats => {
+                    crate::commands::cache::stats(&self.start_dir()?, self.cache_dir.as_deref())
+                }
+                CacheCommand::Gc { max_size } => crate::commands::cache::gc(
+                    &self.start_dir()?,
+                    max_size.as_deref(),
+                    self.cache_dir.as_deref(),
+                ),
+            },
+            Command::Clean { cache } => {
+                crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }
         }
     }

@@ -34,6 +34,14 @@ default_visibility = ["//visibility:public"]
 [build]
 # Parallel actions; default: the number of cores.
 # jobs = 4
+# The PATH actions see (fixed, so that action keys are equal across machines).
+# action_path = ["/usr/local/bin", "/usr/bin", "/bin"]
+
+[cache]
+# Where results are cached; default `.flow` in the workspace root. FLOW_CACHE_DIR and
+# --cache-dir override it.
+# dir = ".flow"
+# max_size = "10GiB"
 
 [vars]
 # Values BUILD files read with config("name"), e.g. a Python test matrix.
@@ -47,6 +55,8 @@ struct RawConfig {
     workspace: RawWorkspace,
     #[serde(default)]
     build: RawBuild,
+    #[serde(default)]
+    cache: RawCache,
     #[serde(default)]
     vars: BTreeMap<String, toml::Value>,
 }
@@ -62,6 +72,15 @@ struct RawWorkspace {
 #[serde(deny_unknown_fields)]
 struct RawBuild {
     jobs: Option<Spanned<i64>>,
+    keep_going: Option<bool>,
+    action_path: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    dir: Option<String>,
+    max_size: Option<Spanned<String>>,
 }
 
 /// The parsed and validated configuration.
@@ -72,6 +91,13 @@ pub struct Config {
     pub name: Option<String>,
     pub default_visibility: Vec<VisibilityRule>,
     pub jobs: Option<usize>,
+    pub keep_going: bool,
+    /// The `PATH` every action sees: fixed, so that keys are equal across machines.
+    pub action_path: Vec<String>,
+    /// `[cache] dir`, relative to the workspace root unless absolute.
+    pub cache_dir: Option<PathBuf>,
+    /// `[cache] max_size` in bytes: the target of `flow cache gc` without `--max-size`.
+    pub cache_max_size: Option<u64>,
     /// `[vars]`, as JSON values (what Starlark's `config()` returns).
     pub vars: BTreeMap<String, serde_json::Value>,
 }
@@ -147,6 +173,35 @@ impl Config {
                 ))
             }
         };
+        let mut action_path = Vec::new();
+        for dir in raw.build.action_path.unwrap_or_else(|| {
+            DEFAULT_ACTION_PATH
+                .iter()
+                .map(|d| Spanned::new(0..0, (*d).to_owned()))
+                .collect()
+        }) {
+            if !dir.get_ref().starts_with('/') || dir.get_ref().contains(':') {
+                return Err(err(
+                    Some(dir.span()),
+                    format!(
+                        "invalid value for key `build.action_path`: `{}` (each entry is one absolute directory)",
+                        dir.get_ref()
+                    ),
+                    None,
+                ));
+            }
+            action_path.push(dir.into_inner());
+        }
+        let cache_max_size = match raw.cache.max_size {
+            None => None,
+            Some(s) => Some(parse_size(s.get_ref()).ok_or_else(|| {
+                err(
+                    Some(s.span()),
+                    format!("invalid value for key `cache.max_size`: `{}`", s.get_ref()),
+                    Some("write a size such as `500MiB`, `10GiB` or `2GB`".into()),
+                )
+            })?),
+        };
         let vars = raw
             .vars
             .into_iter()
@@ -157,9 +212,38 @@ impl Config {
             name: raw.workspace.name,
             default_visibility,
             jobs,
+            keep_going: raw.build.keep_going.unwrap_or(false),
+            action_path,
+            cache_dir: raw.cache.dir.map(PathBuf::from),
+            cache_max_size,
             vars,
         })
     }
+}
+
+/// The action `PATH` when `flow.toml` does not set `build.action_path`.
+pub const DEFAULT_ACTION_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// `10GiB`, `500MiB`, `2GB`, `1024` (bytes) → bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = n * mult;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
 }
 
 /// Turns serde's wording into flow's house style and adds a hint for unknown keys.
@@ -222,6 +306,15 @@ mod tests {
         assert_eq!(e.message, "unknown key `jbos`");
         assert_eq!(e.help.as_deref(), Some("did you mean `jobs`?"));
         assert_eq!(e.span, Some(8..12));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10GiB"), Some(10 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("1.5 MiB"), Some(1_572_864));
+        assert_eq!(parse_size("lots"), None);
     }
 
     #[test]

@@ -191,7 +191,13 @@ pub fn render(err: &Error, colors: bool) -> String {
             );
             report.emit(&d);
         }
-        Error::Io { .. } | Error::AlreadyInitialized { .. } => {
+        Error::Usage { message, help } => {
+            let d = Diagnostic::error()
+                .with_message(message.clone())
+                .with_notes(notes(help.clone()));
+            report.emit(&d);
+        }
+        Error::Io { .. } | Error::Cache { .. } | Error::AlreadyInitialized { .. } => {
             let d = Diagnostic::error().with_message(err.to_string());
             report.emit(&d);
         }

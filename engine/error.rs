@@ -33,6 +33,12 @@ pub enum Error {
     Unmatched(Vec<(PatternTerm, PatternMatchError)>),
     #[error("invalid query: {error}")]
     Query { expr: String, error: QueryError },
+    /// The cache directory cannot be used.
+    #[error("cannot use the cache at `{}`: {error}", path.display())]
+    Cache { path: PathBuf, error: String },
+    /// A command about one target named something that is not a single target.
+    #[error("{message}")]
+    Usage { message: String, help: Option<String> },
     /// `flow init` where a `flow.toml` exists already.
     #[error("`{}` already exists", path.display())]
     AlreadyInitialized { path: PathBuf },

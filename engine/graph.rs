@@ -213,6 +213,7 @@ impl TargetGraph {
             }
         }
 
+        check_expansions(&targets, &index, &mut errors);
         check_outputs(&targets, &mut errors);
         check_cycles(&targets, &graph, &mut errors);
         sort_errors(&mut errors);
@@ -375,6 +376,33 @@ impl TargetGraph {
                 .into_iter()
                 .filter_map(|s| Label::parse(&s, None).ok())
                 .collect(),
+        }
+    }
+}
+
+/// Every `$(...)` in a command must name something real (a dependency with outputs, ...).
+fn check_expansions(targets: &[Target], index: &HashMap<Label, usize>, errors: &mut Vec<AnalysisError>) {
+    for t in targets {
+        if t.cmd.is_none() {
+            continue;
+        }
+        let outs_of = |l: &Label| index.get(l).map(|&i| targets[i].outs.as_slice());
+        if let Err(e) = crate::expand::expand(t, crate::expand::Layout::Sandbox, outs_of) {
+            let cmd = t.cmd.as_deref().unwrap_or("");
+            let piece = &cmd[e.start.min(cmd.len())..e.end.min(cmd.len())];
+            let text = t.at.text();
+            let at = match text.find(piece) {
+                Some(i) if !piece.is_empty() => t.at.sub(i, i + piece.len()),
+                _ => t.at.clone(),
+            };
+            errors.push(AnalysisError::new(
+                K::Expansion {
+                    label: t.label.clone(),
+                    message: e.message,
+                    hint: e.help,
+                },
+                Some(at),
+            ));
         }
     }
 }

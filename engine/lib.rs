@@ -8,15 +8,26 @@
 //!
 //! This crate is the engine and the command line: it finds the workspace and reads `flow.toml`
 //! (`workspace`, `config`), evaluates BUILD files through `flow_rules`, builds and validates the
-//! target graph (`graph`), answers queries (`query`) and renders every user-facing error with a
-//! code frame (`diagnostics`). Execution, caching and watching arrive in later stages.
+//! target graph (`graph`), answers queries (`query`), turns the selected targets into a `plan`,
+//! keys each action (`action_key`, `hasher`), schedules (`scheduler`), decides hit or run
+//! (`rebuilder`), runs commands (`executor`) in one owner loop (`runner`) and reports
+//! (`reporter`). Every user-facing error is rendered once, with a code frame (`diagnostics`).
 
+pub mod action_key;
 pub mod analysis;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
+pub mod executor;
+pub mod expand;
 pub mod graph;
+pub mod hasher;
+pub mod plan;
 pub mod query;
+pub mod rebuilder;
+pub mod reporter;
+pub mod runner;
+pub mod scheduler;
 pub mod workspace;

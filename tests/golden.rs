@@ -556,3 +556,22 @@ fn query_unknown_function() {
         &["query", "dpes(//app:x)"],
     );
 }
+
+#[test]
+fn location_of_a_label_that_is_not_a_dependency() {
+    query_all(
+        "location_not_a_dep",
+        &[
+            ("lib/BUILD", "task(name = \"gen\", cmd = \"echo > out.txt\", outs = [\"out.txt\"])\n"),
+            ("app/BUILD", "task(\n    name = \"x\",\n    cmd = \"cat $(location //lib:gen) > r.txt\",\n    outs = [\"r.txt\"],\n)\n"),
+        ],
+    );
+}
+
+#[test]
+fn unknown_expansion() {
+    query_all(
+        "unknown_expansion",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"echo $(SRC) > $(OUTS)\", outs = [\"r.txt\"])\n")],
+    );
+}

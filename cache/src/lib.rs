@@ -1,11 +1,54 @@
-//! flow's cache: bytes and digests only. It never sees labels or Starlark.
+//! flow's cache: bytes and digests only. It never sees labels' meaning, Starlark or processes.
 //!
 //! Pipeline position: action key (input content digests) → rebuilder → **cache (CAS + SQLite)**.
 //!
-//! Today this crate holds `Digest`, the content digest every other part of the cache will be keyed
-//! by; the content-addressed store, the action cache and the file-state table arrive with
-//! `flow build`.
+//! One cache directory (`.flow/`, `--cache-dir` or `FLOW_CACHE_DIR`) holds:
+//! - `cas/`: the content-addressed store ([`Cas`]): files, tree manifests, logs, named by
+//!   [`Digest`] (blake3);
+//! - `flow.db`: SQLite in WAL mode ([`Cache`]) with the action cache (key → [`ActionResult`]),
+//!   the file-state table (path → [`FileState`]), and the history of builds and action runs;
+//! - `tmp/`: files on their way into `cas/`.
+//!
+//! How the engine uses it, per build:
+//! 1. hash inputs, skipping files whose [`FileState`] is unchanged; save new states;
+//! 2. compute action keys; look them all up at once ([`Cache::get_actions`]);
+//! 3. restore hits ([`Cas::materialize_file`], [`Cas::materialize_tree`]), run misses and store
+//!    their outputs ([`Cas::put_file`], [`Cas::put_tree`]) and result ([`Cache::put_action`]);
+//! 4. record the history ([`Cache::record_runs`]) and mark the hits as used
+//!    ([`Cache::touch_actions`]); now and then [`Cache::gc`].
+//!
+//! Invariants: a blob is named by the digest of its content and is never changed in place; every
+//! path read from the cache is checked before it is joined to a directory
+//! ([`check_relative_path`], tree manifest validation); every database write is one IMMEDIATE
+//! transaction; several processes may share one directory. The format is specified in
+//! `docs/cache-format.md` and, next to the code, in `db.rs`, `cas.rs` and `manifest.rs`.
 
+mod action_cache;
+mod cache;
+mod cas;
+mod db;
 mod digest;
+mod error;
+mod file_state;
+mod gc;
+mod history;
+mod manifest;
+mod paths;
+mod stats;
+mod tree;
 
-pub use digest::Digest;
+#[cfg(test)]
+mod tests;
+
+pub use action_cache::{ActionResult, OutputEntry, OutputKind, TOUCH_AFTER_MS};
+pub use cache::{Cache, DB_FILE};
+pub use cas::{Cas, REFRESH_AFTER};
+pub use db::{BUSY_TIMEOUT, MIGRATIONS};
+pub use digest::{Digest, LARGE_FILE};
+pub use error::CacheError;
+pub use file_state::FileState;
+pub use gc::{GcReport, GRACE, PROTECTED_RUNS, STALE_TEMP};
+pub use history::{ActionRun, BuildRow, BuildSummary, Outcome};
+pub use manifest::{TreeEntry, TreeEntryKind};
+pub use paths::{check_relative_path, MAX_PATH_BYTES};
+pub use stats::CacheStats;

@@ -1,4 +1,9 @@
 //! One module per subcommand.
 
+pub mod build;
+pub mod cache;
+pub mod clean;
+pub mod explain;
 pub mod init;
+pub mod log;
 pub mod query;

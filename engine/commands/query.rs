@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::query::{self, OutputFormat};
 
 pub fn run(start: &Path, expr: &str, output: OutputFormat) -> Result<i32, Error> {
-    let (_, graph) = load_graph(start)?;
+    let (_, graph, _) = load_graph(start, None)?;
     let set = query::evaluate(&graph, expr).map_err(|error| Error::Query {
         expr: expr.to_owned(),
         error,

@@ -167,6 +167,12 @@ pub enum AnalysisErrorKind {
     SelfDependency { label: Label },
     #[error("dependency cycle: {}", cycle.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(" -> "))]
     Cycle { cycle: Vec<Label> },
+    #[error("in the command of `{label}`: {message}")]
+    Expansion {
+        label: Label,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("output `{path}` is declared by both `{first}` and `{second}`")]
     DuplicateOutput {
         path: String,
@@ -285,7 +291,9 @@ impl AnalysisError {
                         .into(),
                 );
             }
-            Starlark { hint: Some(h), .. } => out.push(h.clone()),
+            Starlark { hint: Some(h), .. } | Expansion { hint: Some(h), .. } => {
+                out.push(h.clone())
+            }
             BadLabel { .. } => {
                 out.push("labels look like `//path/to/pkg:name`, `//path/to/pkg` or `:name`".into())
             }

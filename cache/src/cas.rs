@@ -1,0 +1,356 @@
+//! `Cas`: the content-addressed store, one read-only file per blob under `<cache>/cas/`.
+//!
+//! Layout: the blob with digest `abcdef…` (64 hex characters) lives at `cas/ab/cdef…` (the first
+//! two hex characters name a shard directory, the other 62 the file). Blobs are mode 0444 and
+//! never modified in place.
+//!
+//! Storing a blob:
+//! 1. hash the content; if `cas/ab/cdef…` already exists, stop (and refresh its mtime when it is
+//!    older than [`REFRESH_AFTER`], so that `gc` sees it as fresh while a build may be about to
+//!    record a result that refers to it);
+//! 2. otherwise write the content to `tmp/<pid>-<counter>-<random>` (or move the caller's file
+//!    there, for `take`), and
+//! 3. `rename` it into place. Rename is atomic, so a reader sees the whole blob or none; two
+//!    writers of the same blob write the same bytes, so the last rename wins harmlessly.
+//!
+//! Invariants: a file under `cas/` is complete and named by the digest of its content, unless the
+//! disk corrupted it; every read that matters re-hashes ([`Cas::read_verified`],
+//! [`Cas::materialize_file`]), and a blob that fails is removed so that the next store repairs it.
+//!
+//! Admitted limits: no `fsync` (a power cut can leave a renamed but empty or partial blob; reads
+//! detect it as `Corrupt`, and it is then rebuilt); the symlink check on a source file is `lstat`
+//! then `open`, so a process still running and swapping files under the caller could race it.
+
+use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::digest::LARGE_FILE;
+use crate::error::{io_err, CacheError};
+use crate::Digest;
+
+/// An existing blob that is stored again gets its mtime refreshed when older than this.
+pub const REFRESH_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// The content-addressed store. `Send + Sync`: every method takes `&self` and may run on many
+/// threads and in many processes at once.
+#[derive(Debug)]
+pub struct Cas {
+    root: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+impl Cas {
+    /// Opens (creating if needed) `cas/` and `tmp/` inside the cache directory `dir`.
+    pub fn open(dir: &Path) -> Result<Cas, CacheError> {
+        let cas = Cas {
+            root: dir.join("cas"),
+            tmp: dir.join("tmp"),
+            counter: AtomicU64::new(0),
+        };
+        for d in [&cas.root, &cas.tmp] {
+            fs::create_dir_all(d).map_err(io_err("create directory", d))?;
+        }
+        Ok(cas)
+    }
+
+    /// The `cas/` directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `tmp/` directory, for files on their way into the store.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// `<dir>/cas/ab/cdef…`: where the blob `d` lives.
+    pub fn path_of(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_string();
+        self.root.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Whether the blob exists (one `lstat`; its content is not checked).
+    pub fn contains(&self, d: &Digest) -> bool {
+        fs::symlink_metadata(self.path_of(d)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Stores `bytes`; a no-op if the blob exists.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
+        let d = Digest::of(bytes);
+        if !self.refresh_existing(&d) {
+            let tmp = self.temp_path();
+            write_new(&tmp, bytes, 0o444)?;
+            self.install(&tmp, &d)?;
+        }
+        Ok(d)
+    }
+
+    /// Stores the regular file `src` and returns its digest, size and executable bit. With
+    /// `take`, `src` is moved into the store when it is on the same filesystem and has no other
+    /// hard link (else copied), and is gone afterwards. A symlink is refused (`UnsafePath`).
+    pub fn put_file(&self, src: &Path, take: bool) -> Result<(Digest, u64, bool), CacheError> {
+        let meta = fs::symlink_metadata(src).map_err(io_err("stat", src))?;
+        if meta.file_type().is_symlink() {
+            return Err(CacheError::unsafe_path(
+                src.display().to_string(),
+                "is a symlink; the cache never follows symlinks",
+            ));
+        }
+        if !meta.is_file() {
+            return Err(CacheError::WrongFileType {
+                path: src.to_owned(),
+                expected: "a regular file",
+                found: file_kind(&meta),
+            });
+        }
+        let executable = meta.permissions().mode() & 0o111 != 0;
+        if take && meta.nlink() == 1 {
+            let tmp = self.temp_path();
+            // Fails across filesystems (EXDEV) or without permission: copy instead.
+            if fs::rename(src, &tmp).is_ok() {
+                let (d, size) = self.store_moved(&tmp)?;
+                return Ok((d, size, executable));
+            }
+        }
+        let (d, size) = self.store_copy(src, meta.len())?;
+        if take {
+            // Best effort: the caller no longer needs it, and the blob is safely stored.
+            let _ = fs::remove_file(src);
+        }
+        Ok((d, size, executable))
+    }
+
+    /// The blob's content, re-hashed. `Corrupt` if it is missing or hashes to something else (a
+    /// corrupt blob is removed, so the next store of that content repairs it).
+    pub fn read_verified(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
+        let path = self.path_of(d);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.corrupt(d)),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        if Digest::of(&bytes) != *d {
+            return Err(self.corrupt(d));
+        }
+        Ok(bytes)
+    }
+
+    /// Copies the blob to `dest` (mode 0755 if `executable`, else 0644) through a temp file in
+    /// `dest`'s directory and a rename, verifying the digest while copying: on `Corrupt`, `dest`
+    /// is untouched. Creates `dest`'s parent directories; replaces a directory at `dest`.
+    pub fn materialize_file(
+        &self,
+        d: &Digest,
+        executable: bool,
+        dest: &Path,
+    ) -> Result<(), CacheError> {
+        let (parent, name) = split_dest(dest)?;
+        fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        let tmp = parent.join(format!(".{name}.flow-tmp-{}", self.unique_name()));
+        self.copy_verified(d, &tmp, if executable { 0o755 } else { 0o644 })?;
+        replace_with(&tmp, dest)
+    }
+
+    /// Writes the blob to the new file `to` with `mode`, hashing while copying. On a digest
+    /// mismatch `to` is removed, the blob too, and the result is `Corrupt`.
+    pub(crate) fn copy_verified(&self, d: &Digest, to: &Path, mode: u32) -> Result<(), CacheError> {
+        let blob = self.path_of(d);
+        let mut src = match File::open(&blob) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.corrupt(d)),
+            Err(e) => return Err(io_err("open", &blob)(e)),
+        };
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(to)
+            .map_err(io_err("create", to))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let copied = (|| -> Result<(), CacheError> {
+            loop {
+                let n = src.read(&mut buf).map_err(io_err("read", &blob))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(io_err("write", to))?;
+            }
+            out.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io_err("chmod", to))
+        })();
+        drop(out);
+        let result = match copied {
+            Ok(()) if Digest::from_hasher(&hasher) == *d => return Ok(()),
+            Ok(()) => Err(self.corrupt(d)),
+            Err(e) => Err(e),
+        };
+        let _ = fs::remove_file(to);
+        result
+    }
+
+    /// A fresh temp path `tmp/<pid>-<counter>-<random>` (not created).
+    pub(crate) fn temp_path(&self) -> PathBuf {
+        self.tmp.join(self.unique_name())
+    }
+
+    /// `<pid>-<counter>-<random>`: unique among processes and threads sharing the directory.
+    pub(crate) fn unique_name(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos());
+        let random = std::collections::hash_map::RandomState::new().hash_one((n, nanos));
+        format!("{}-{n}-{random:016x}", std::process::id())
+    }
+
+    /// Moves a corrupt or missing blob out of the way and returns the error to report.
+    fn corrupt(&self, d: &Digest) -> CacheError {
+        let path = self.path_of(d);
+        let away = self.tmp.join(format!("corrupt-{}", self.unique_name()));
+        if fs::rename(&path, &away).is_ok() {
+            let _ = fs::remove_file(&away);
+        }
+        CacheError::Corrupt { digest: *d, path }
+    }
+
+    /// True if the blob exists; then refreshes its mtime if older than [`REFRESH_AFTER`].
+    fn refresh_existing(&self, d: &Digest) -> bool {
+        let path = self.path_of(d);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            return false;
+        };
+        let stale = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > REFRESH_AFTER);
+        if stale {
+            // Best effort: only the owner may set times on a read-only file.
+            if let Ok(f) = File::open(&path) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        }
+        meta.is_file()
+    }
+
+    /// Stores a file already moved to `tmp` (so no one else writes to it).
+    fn store_moved(&self, tmp: &Path) -> Result<(Digest, u64), CacheError> {
+        let stored = (|| {
+            let meta = fs::symlink_metadata(tmp).map_err(io_err("stat", tmp))?;
+            if !meta.is_file() {
+                return Err(CacheError::WrongFileType {
+                    path: tmp.to_owned(),
+                    expected: "a regular file",
+                    found: file_kind(&meta),
+                });
+            }
+            let (d, size) = Digest::of_file(tmp)?;
+            if self.refresh_existing(&d) {
+                let _ = fs::remove_file(tmp);
+            } else {
+                fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
+                    .map_err(io_err("chmod", tmp))?;
+                self.install(tmp, &d)?;
+            }
+            Ok((d, size))
+        })();
+        if stored.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        stored
+    }
+
+    /// Copies `src` (of about `len` bytes) into the store.
+    fn store_copy(&self, src: &Path, len: u64) -> Result<(Digest, u64), CacheError> {
+        if len < LARGE_FILE {
+            let bytes = fs::read(src).map_err(io_err("read", src))?;
+            let d = self.put_bytes(&bytes)?;
+            return Ok((d, bytes.len() as u64));
+        }
+        let (d, size) = Digest::of_file(src)?;
+        if self.refresh_existing(&d) {
+            return Ok((d, size));
+        }
+        // Copy first, then hash the copy: what is stored is exactly what is named, even if
+        // `src` changed meanwhile.
+        let tmp = self.temp_path();
+        fs::copy(src, &tmp).map_err(io_err("copy", src))?;
+        self.store_moved(&tmp)
+    }
+
+    /// Renames the complete file `tmp` to the blob path of `d`, creating the shard directory.
+    fn install(&self, tmp: &Path, d: &Digest) -> Result<(), CacheError> {
+        let dest = self.path_of(d);
+        let mut result = fs::rename(tmp, &dest);
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            let shard = dest.parent().expect("a blob path has a shard directory");
+            fs::create_dir_all(shard).map_err(io_err("create directory", shard))?;
+            result = fs::rename(tmp, &dest);
+        }
+        result.map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            io_err("store", &dest)(e)
+        })
+    }
+}
+
+/// Writes `bytes` to the new file `path` with `mode`.
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CacheError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    f.write_all(bytes).map_err(|e| {
+        let _ = fs::remove_file(path);
+        io_err("write", path)(e)
+    })
+}
+
+/// `dest`'s parent directory ("." for a bare name) and file name.
+pub(crate) fn split_dest(dest: &Path) -> Result<(&Path, &str), CacheError> {
+    let name = dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        CacheError::unsafe_path(dest.display().to_string(), "has no usable file name")
+    })?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
+}
+
+/// Renames `tmp` over `dest`; a directory at `dest` is removed first. On failure `tmp` is removed.
+pub(crate) fn replace_with(tmp: &Path, dest: &Path) -> Result<(), CacheError> {
+    let mut result = fs::rename(tmp, dest);
+    if result.is_err() && fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+        let _ = fs::remove_dir_all(dest);
+        result = fs::rename(tmp, dest);
+    }
+    result.map_err(|e| {
+        let _ = fs::remove_file(tmp);
+        io_err("replace", dest)(e)
+    })
+}
+
+/// A short name for what a non-regular file is, for errors.
+pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}

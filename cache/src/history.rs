@@ -1,0 +1,323 @@
+//! Build history: one `builds` row per build and one `action_runs` row per action outcome.
+//!
+//! 1. [`Cache::begin_build`] inserts the build (started now, not finished) and returns its id;
+//! 2. [`Cache::record_runs`] appends the build's action outcomes, in batches, one transaction each;
+//! 3. [`Cache::finish_build`] stores the summary and the finish time.
+//!
+//! Readers: `flow explain` and `flow log` ([`Cache::last_run`], [`Cache::last_successful_run`]),
+//! the scheduler's critical path ([`Cache::durations`]), `flow history` ([`Cache::recent_builds`]).
+//! A build killed before step 3 keeps `finished_at = NULL` and reads back with `summary: None`.
+//!
+//! Admitted limit: history is never pruned except by [`Cache::clear`]; `gc` bounds blobs, not rows.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::db::now_ms;
+use crate::error::sql_err;
+use crate::{Cache, CacheError, Digest};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ran,
+    Cached,
+    Failed,
+    Flaky,
+    TimedOut,
+    Skipped,
+    Cancelled,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Ran,
+        Outcome::Cached,
+        Outcome::Failed,
+        Outcome::Flaky,
+        Outcome::TimedOut,
+        Outcome::Skipped,
+        Outcome::Cancelled,
+    ];
+
+    /// The stored form: lowercase, `timedout` for `TimedOut`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ran => "ran",
+            Outcome::Cached => "cached",
+            Outcome::Failed => "failed",
+            Outcome::Flaky => "flaky",
+            Outcome::TimedOut => "timedout",
+            Outcome::Skipped => "skipped",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The action's command ran to an end (so its duration measures it).
+    pub fn executed(self) -> bool {
+        matches!(
+            self,
+            Outcome::Ran | Outcome::Failed | Outcome::Flaky | Outcome::TimedOut
+        )
+    }
+
+    /// The action's result is good (ran, restored from the cache, or passed on a retry).
+    pub fn succeeded(self) -> bool {
+        matches!(self, Outcome::Ran | Outcome::Cached | Outcome::Flaky)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionRun {
+    pub label: String,
+    pub key: Digest,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub exit_code: Option<i32>,
+    pub stdout: Option<Digest>,
+    pub stderr: Option<Digest>,
+    pub workspace: String,
+    /// Unix milliseconds; 0 when recording means "now".
+    pub finished_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildSummary {
+    pub outcome: String,
+    pub ran: u64,
+    pub cached: u64,
+    pub up_to_date: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub flaky: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildRow {
+    pub id: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub workspace: String,
+    pub args: String,
+    /// `None` while running, or when the build was killed before it finished.
+    pub summary: Option<BuildSummary>,
+}
+
+const RUN_COLUMNS: &str =
+    "label, key, outcome, duration_ms, exit_code, stdout, stderr, workspace, finished_at";
+
+impl Cache {
+    /// Records the start of a build; returns its id.
+    pub fn begin_build(&self, workspace: &str, args: &str) -> Result<i64, CacheError> {
+        self.write("begin build", |tx| {
+            tx.execute(
+                "INSERT INTO builds (started_at, workspace, args) VALUES (?1, ?2, ?3)",
+                params![now_ms(), workspace, args],
+            )
+            .map_err(sql_err("begin build"))?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    pub fn finish_build(&self, build_id: i64, s: &BuildSummary) -> Result<(), CacheError> {
+        self.write("finish build", |tx| {
+            tx.execute(
+                "UPDATE builds SET finished_at = ?2, outcome = ?3, ran = ?4, cached = ?5, \
+                 up_to_date = ?6, failed = ?7, skipped = ?8, flaky = ?9, duration_ms = ?10 \
+                 WHERE id = ?1",
+                params![
+                    build_id,
+                    now_ms(),
+                    s.outcome,
+                    s.ran as i64,
+                    s.cached as i64,
+                    s.up_to_date as i64,
+                    s.failed as i64,
+                    s.skipped as i64,
+                    s.flaky as i64,
+                    s.duration_ms as i64
+                ],
+            )
+            .map_err(sql_err("finish build"))?;
+            Ok(())
+        })
+    }
+
+    /// Appends `runs` to the build `build_id`, in one transaction; nothing for no runs.
+    pub fn record_runs(&self, build_id: i64, runs: &[ActionRun]) -> Result<(), CacheError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        self.write("record runs", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO action_runs (build_id, {RUN_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))
+                .map_err(sql_err("record runs"))?;
+            for r in runs {
+                let finished = if r.finished_at_ms == 0 {
+                    now
+                } else {
+                    r.finished_at_ms
+                };
+                stmt.execute(params![
+                    build_id,
+                    r.label,
+                    r.key,
+                    r.outcome.as_str(),
+                    r.duration_ms as i64,
+                    r.exit_code,
+                    r.stdout,
+                    r.stderr,
+                    r.workspace,
+                    finished
+                ])
+                .map_err(sql_err("record runs"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The most recent run of `label` in `workspace`, whatever its outcome.
+    pub fn last_run(&self, workspace: &str, label: &str) -> Result<Option<ActionRun>, CacheError> {
+        self.one_run(workspace, label, "")
+    }
+
+    /// The most recent run of `label` that ran, was cached or was flaky.
+    pub fn last_successful_run(
+        &self,
+        workspace: &str,
+        label: &str,
+    ) -> Result<Option<ActionRun>, CacheError> {
+        self.one_run(
+            workspace,
+            label,
+            "AND outcome IN ('ran', 'cached', 'flaky')",
+        )
+    }
+
+    fn one_run(
+        &self,
+        ws: &str,
+        label: &str,
+        filter: &str,
+    ) -> Result<Option<ActionRun>, CacheError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM action_runs WHERE workspace = ?1 AND label = ?2 {filter} \
+             ORDER BY id DESC LIMIT 1"
+        );
+        let conn = self.conn();
+        let raw = conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.query_row([ws, label], raw_run).optional())
+            .map_err(sql_err("read history"))?;
+        raw.map(RawRun::decode).transpose()
+    }
+
+    /// label → duration of its most recent run that executed (ran, failed, flaky, timed out);
+    /// cached runs, whose duration says nothing about the command, are left out.
+    pub fn durations(&self, workspace: &str) -> Result<HashMap<String, u64>, CacheError> {
+        let conn = self.conn();
+        // SQLite takes the bare column `duration_ms` from the row that holds max(id).
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT label, duration_ms, max(id) FROM action_runs WHERE workspace = ?1 \
+                 AND outcome IN ('ran', 'failed', 'flaky', 'timedout') GROUP BY label",
+            )
+            .map_err(sql_err("read durations"))?;
+        let rows = stmt
+            .query_map([workspace], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .map_err(sql_err("read durations"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql_err("read durations"))
+    }
+
+    /// The latest `limit` builds, newest first.
+    pub fn recent_builds(&self, limit: usize) -> Result<Vec<BuildRow>, CacheError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, started_at, finished_at, workspace, args, outcome, ran, cached, \
+                 up_to_date, failed, skipped, flaky, duration_ms FROM builds \
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(sql_err("read builds"))?;
+        let rows = stmt
+            .query_map([limit.min(i64::MAX as usize) as i64], |r| {
+                let finished_at_ms: Option<i64> = r.get(2)?;
+                let n = |i| {
+                    r.get::<_, Option<i64>>(i)
+                        .map(|v| v.unwrap_or(0).max(0) as u64)
+                };
+                let summary = match finished_at_ms {
+                    None => None,
+                    Some(_) => Some(BuildSummary {
+                        outcome: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        ran: n(6)?,
+                        cached: n(7)?,
+                        up_to_date: n(8)?,
+                        failed: n(9)?,
+                        skipped: n(10)?,
+                        flaky: n(11)?,
+                        duration_ms: n(12)?,
+                    }),
+                };
+                Ok(BuildRow {
+                    id: r.get(0)?,
+                    started_at_ms: r.get(1)?,
+                    finished_at_ms,
+                    workspace: r.get(3)?,
+                    args: r.get(4)?,
+                    summary,
+                })
+            })
+            .map_err(sql_err("read builds"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql_err("read builds"))
+    }
+}
+
+/// An `action_runs` row before its outcome text is checked.
+struct RawRun(ActionRun, String);
+
+fn raw_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRun> {
+    let run = ActionRun {
+        label: r.get(0)?,
+        key: r.get(1)?,
+        outcome: Outcome::Ran,
+        duration_ms: r.get::<_, i64>(3)?.max(0) as u64,
+        exit_code: r.get(4)?,
+        stdout: r.get(5)?,
+        stderr: r.get(6)?,
+        workspace: r.get(7)?,
+        finished_at_ms: r.get(8)?,
+    };
+    Ok(RawRun(run, r.get(2)?))
+}
+
+impl RawRun {
+    fn decode(self) -> Result<ActionRun, CacheError> {
+        let RawRun(mut run, outcome) = self;
+        run.outcome = Outcome::parse(&outcome).ok_or_else(|| CacheError::BadRow {
+            table: "action_runs",
+            reason: format!("unknown outcome `{outcome}`"),
+        })?;
+        Ok(run)
+    }
+}

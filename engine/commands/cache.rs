@@ -1,0 +1,70 @@
+//! `flow cache stats` and `flow cache gc [--max-size SIZE]`.
+
+use std::path::Path;
+
+use crate::analysis::{cache_dir, open_cache};
+use crate::config::parse_size;
+use crate::error::Error;
+use crate::workspace::Workspace;
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+pub fn stats(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Error> {
+    let ws = Workspace::discover(start)?;
+    let dir = cache_dir(&ws, cache_flag);
+    let cache = open_cache(&dir)?;
+    let s = cache.stats().map_err(|e| Error::Cache {
+        path: dir.clone(),
+        error: e.to_string(),
+    })?;
+    println!("cache:          {}", dir.display());
+    println!("blobs:          {} ({})", s.blobs, human(s.blob_bytes));
+    println!("action results: {}", s.action_results);
+    println!("file states:    {}", s.file_states);
+    println!("builds:         {}", s.builds);
+    println!("action runs:    {}", s.action_runs);
+    println!("database:       {}", human(s.db_bytes));
+    Ok(0)
+}
+
+pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Result<i32, Error> {
+    let ws = Workspace::discover(start)?;
+    let max = match max_size {
+        Some(text) => parse_size(text).ok_or_else(|| Error::Usage {
+            message: format!("invalid size `{text}`"),
+            help: Some("write a size such as `500MiB`, `10GiB` or `2GB`".into()),
+        })?,
+        None => ws.config.cache_max_size.ok_or_else(|| Error::Usage {
+            message: "no size limit given".into(),
+            help: Some("pass `--max-size SIZE` or set `max_size` in the `[cache]` table of `flow.toml`".into()),
+        })?,
+    };
+    let dir = cache_dir(&ws, cache_flag);
+    let cache = open_cache(&dir)?;
+    let r = cache.gc(max).map_err(|e| Error::Cache {
+        path: dir.clone(),
+        error: e.to_string(),
+    })?;
+    println!(
+        "flow: removed {} result(s) and {} blob(s) ({}); the cache now holds {} (limit {})",
+        r.removed_results,
+        r.removed_blobs,
+        human(r.removed_bytes),
+        human(r.remaining_bytes),
+        human(max)
+    );
+    Ok(0)
+}

@@ -1,0 +1,194 @@
+//! The executor: runs ONE action's command and reports what happened.
+//!
+//! The runner hands an [`ActionSpec`] (an already expanded command, its inputs, its declared
+//! outputs, its environment) to an [`Executor`] and gets an [`ExecResult`] back; it then collects
+//! the outputs from `result.exec_root/<package>/<out>` and calls [`Executor::cleanup`]. The
+//! executor never looks at the cache, the graph or the queue.
+//!
+//! Implementations:
+//! - [`SandboxExecutor`] (`sandbox.rs`) runs real processes, each action in a fresh private
+//!   directory holding only its declared inputs, or with `sandbox = false` in the real package
+//!   directory.
+//! - [`FakeExecutor`] (`fake.rs`) spawns nothing and touches no file system: scheduler tests
+//!   configure durations, exit codes and in-memory outputs and read back an event log.
+//!
+//! One run of [`SandboxExecutor`]:
+//! 1. check every path of the spec (relative, no `..`), create `<sandbox_root>/<pid>-<n>/` with
+//!    `exec/`, `home/` and `tmp/` (`sandbox.rs`);
+//! 2. stage each input at `exec/<dest>` and create the declared outputs' directories
+//!    (`stage.rs`), then snapshot the tree for the stray-write report (`tree.rs`);
+//! 3. run `/bin/sh -c cmd` in `exec/<package>` in its own process group with a clean environment,
+//!    capturing stdout and stderr concurrently (`process.rs`, `capture.rs`); on timeout or cancel
+//!    SIGTERM the group, after a 2 s grace SIGKILL it; after a normal exit SIGKILL whatever is left
+//!    of the group;
+//! 4. mask secret values in the captured output, check the declared outputs (`outputs.rs`) and
+//!    diff the tree against the snapshot (`tree.rs`).
+//!
+//! Invariants:
+//! - the child's environment is exactly `spec.env` + `spec.secrets` + `HOME` + `TMPDIR` (both
+//!   inside the action's private directory); nothing leaks from flow's own environment;
+//! - no process of the action's process group outlives [`Executor::run`] (processes that leave the
+//!   group, e.g. with `setsid`, are out of reach: see limits in `process.rs`);
+//! - no byte of a secret value (4 bytes or longer) is returned in `stdout`/`stderr`;
+//! - a staged input never shares an inode with a workspace source, so writing to it cannot change
+//!   the workspace (see `stage.rs` for the measurements behind "copy").
+//!
+//! Setup failures (a missing input, an unwritable sandbox root, a path that escapes) are reported
+//! as [`Status::SpawnFailed`] with a message: the action fails, the build goes on.
+
+mod cancel;
+mod capture;
+mod fake;
+mod outputs;
+mod process;
+mod sandbox;
+mod stage;
+mod tree;
+
+#[cfg(test)]
+mod staging_bench;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cancel::{Cancel, CancelHandle};
+pub use capture::OUTPUT_CAP;
+pub use fake::{FakeAction, FakeEvent, FakeExecutor};
+pub use process::KILL_GRACE;
+pub use sandbox::SandboxExecutor;
+
+/// One action to run. Every path in it is relative and free of `..`; the executor refuses
+/// (with [`Status::SpawnFailed`]) a spec whose paths are not.
+#[derive(Clone)]
+pub struct ActionSpec {
+    /// For messages, e.g. `//app:lint`.
+    pub label: String,
+    /// Run as `/bin/sh -c cmd`; already expanded.
+    pub cmd: String,
+    /// The package directory relative to the exec root (`""` = the root): the working directory.
+    pub package: String,
+    /// What the sandbox holds.
+    pub inputs: Vec<Input>,
+    /// Declared outputs, relative to the package directory; a trailing `/` means a directory.
+    pub outputs: Vec<String>,
+    /// The declared environment plus `PATH`. The executor adds `HOME` and `TMPDIR`.
+    pub env: BTreeMap<String, String>,
+    /// Name -> value: put in the environment, never hashed, masked in the captured output.
+    pub secrets: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    /// `false`: run in the real `<workspace_root>/<package>` (outputs are collected from there).
+    pub sandbox: bool,
+    /// Absolute; the working tree when `sandbox` is false.
+    pub workspace_root: PathBuf,
+}
+
+/// Secret values stay out of debug output.
+impl fmt::Debug for ActionSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionSpec")
+            .field("label", &self.label)
+            .field("cmd", &self.cmd)
+            .field("package", &self.package)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("env", &self.env)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("sandbox", &self.sandbox)
+            .field("workspace_root", &self.workspace_root)
+            .finish()
+    }
+}
+
+/// One input of an action, staged at `exec/<dest>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// Exec-root-relative path, e.g. `pkg/src/a.py` or `dep/out/x.txt`.
+    pub dest: String,
+    /// Absolute: a workspace file, or a read-only CAS blob.
+    pub source: PathBuf,
+    pub executable: bool,
+    /// A directory input (a dependency's tree output materialized elsewhere): linked as a whole.
+    pub is_dir: bool,
+}
+
+/// How the action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// The shell exited with this code.
+    Exited(i32),
+    /// The shell was killed by this signal (not by flow).
+    Signaled(i32),
+    /// `spec.timeout` elapsed; the process group was terminated.
+    TimedOut,
+    /// The cancel token fired; the process group was terminated.
+    Cancelled,
+    /// The action could not be set up or started (sandbox, staging, spawn); the message says why.
+    SpawnFailed(String),
+}
+
+impl Status {
+    /// `Exited(0)`.
+    pub fn success(&self) -> bool {
+        *self == Status::Exited(0)
+    }
+}
+
+/// What happened when an action ran.
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    pub status: Status,
+    /// Masked; at most [`OUTPUT_CAP`] bytes of the tail, after a one-line note when truncated.
+    pub stdout: Vec<u8>,
+    /// Masked and capped as `stdout`.
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+    /// Outputs live at `<exec_root>/<package>/<out>`; the workspace root for `sandbox = false`.
+    pub exec_root: PathBuf,
+    /// Declared outputs (as declared) that do not exist, or have the wrong kind, after the run.
+    pub missing_outputs: Vec<String>,
+    /// Human-readable, one per problem, e.g. "declared output `out/` is a file, not a directory".
+    pub output_problems: Vec<String>,
+    /// Exec-root-relative paths created or modified in the sandbox outside the declared outputs
+    /// (a new directory is listed once, with a trailing `/`); sandbox mode only. Never collected.
+    pub stray_writes: Vec<String>,
+    /// Outputs held in memory (keyed as declared); only [`FakeExecutor`] fills this.
+    pub fake_outputs: BTreeMap<String, Vec<u8>>,
+    /// The action's private directory, removed by [`Executor::cleanup`]; `None` when nothing is
+    /// left to remove (`sandbox = false`, the fake, or a setup failure that cleaned up already).
+    pub sandbox_dir: Option<PathBuf>,
+}
+
+impl ExecResult {
+    /// A result for an action that never started: `SpawnFailed`, or `Cancelled` before the start.
+    pub fn not_run(status: Status, exec_root: PathBuf) -> ExecResult {
+        ExecResult {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            duration: Duration::ZERO,
+            exec_root,
+            missing_outputs: Vec::new(),
+            output_problems: Vec::new(),
+            stray_writes: Vec::new(),
+            fake_outputs: BTreeMap::new(),
+            sandbox_dir: None,
+        }
+    }
+}
+
+/// Runs one action. The real one is [`SandboxExecutor`], the test double [`FakeExecutor`].
+pub trait Executor: Send + Sync + 'static {
+    /// Runs `spec` to completion, timeout or cancellation. Never panics on a failing action;
+    /// every failure is a [`Status`].
+    fn run(&self, spec: ActionSpec, cancel: Cancel) -> impl Future<Output = ExecResult> + Send;
+
+    /// Removes what `run` left for the runner to collect (the sandbox directory). Call it once,
+    /// after collecting the outputs.
+    fn cleanup(&self, result: &ExecResult);
+}

@@ -1,0 +1,533 @@
+//! Tests of the executor: `SandboxExecutor` with real `/bin/sh` processes on temporary
+//! workspaces, and `FakeExecutor` on tokio time (real time until the crate enables tokio's
+//! `test-util`; see `about`).
+//!
+//! Liveness of a background process is read from `/proc/<pid>/stat` (gone, or a zombie, counts as
+//! dead) rather than `kill -0`: where PID 1 does not reap orphans, as in this container, a killed
+//! orphan stays a zombie and `kill -0` keeps succeeding.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::*;
+
+/// A temporary workspace with package `app`, a sandbox root beside it, and a spec builder.
+struct Fixture {
+    _dir: TempDir,
+    ws: PathBuf,
+    executor: SandboxExecutor,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        fs::create_dir_all(ws.join("app")).unwrap();
+        fs::write(ws.join("app/input.txt"), "declared input\n").unwrap();
+        fs::write(ws.join("app/undeclared.txt"), "secret sauce\n").unwrap();
+        let executor = SandboxExecutor::new(dir.path().join("cache/sandbox"));
+        Fixture {
+            _dir: dir,
+            ws,
+            executor,
+        }
+    }
+
+    fn spec(&self, cmd: &str) -> ActionSpec {
+        ActionSpec {
+            label: "//app:t".into(),
+            cmd: cmd.into(),
+            package: "app".into(),
+            inputs: vec![Input {
+                dest: "app/input.txt".into(),
+                source: self.ws.join("app/input.txt"),
+                executable: false,
+                is_dir: false,
+            }],
+            outputs: Vec::new(),
+            env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
+            secrets: BTreeMap::new(),
+            timeout: None,
+            sandbox: true,
+            workspace_root: self.ws.clone(),
+        }
+    }
+
+    async fn run(&self, spec: ActionSpec) -> ExecResult {
+        self.executor.run(spec, Cancel::never()).await
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Alive: exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next());
+            !matches!(state, Some(Some('Z' | 'X')))
+        }
+        Err(_) => false,
+    }
+}
+
+async fn read_pid(path: &Path) -> i32 {
+    for _ in 0..100 {
+        if let Ok(s) = fs::read_to_string(path) {
+            if let Ok(pid) = s.trim().parse() {
+                return pid;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no pid in `{}`", path.display());
+}
+
+#[tokio::test]
+async fn output_is_collected_under_exec_root_and_package() {
+    let f = Fixture::new();
+    let mut spec = f.spec("mkdir -p gen && tr a-z A-Z < input.txt > gen/out.txt");
+    spec.outputs = vec!["gen/out.txt".into()];
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert!(r.missing_outputs.is_empty(), "{:?}", r.output_problems);
+    assert_eq!(
+        fs::read_to_string(r.exec_root.join("app/gen/out.txt")).unwrap(),
+        "DECLARED INPUT\n"
+    );
+    assert!(r.stray_writes.is_empty(), "{:?}", r.stray_writes);
+    let dir = r.sandbox_dir.clone().unwrap();
+    assert!(dir.starts_with(&f.executor.sandbox_root));
+    f.executor.cleanup(&r);
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn output_parent_directories_are_created_first() {
+    let f = Fixture::new();
+    let mut spec = f.spec("echo hi > a/b/out.txt");
+    spec.outputs = vec!["a/b/out.txt".into()];
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert!(r.missing_outputs.is_empty());
+    assert!(r.stray_writes.is_empty(), "{:?}", r.stray_writes);
+}
+
+#[tokio::test]
+async fn declared_input_is_readable_and_undeclared_file_is_not() {
+    let f = Fixture::new();
+    let r = f.run(f.spec("cat input.txt")).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout), "declared input\n");
+
+    let r = f.run(f.spec("cat undeclared.txt")).await;
+    assert_ne!(r.status, Status::Exited(0));
+    assert!(text(&r.stderr).contains("undeclared.txt"), "{}", text(&r.stderr));
+    assert!(!text(&r.stdout).contains("secret sauce"));
+}
+
+#[tokio::test]
+async fn writing_into_an_input_does_not_change_the_workspace_source() {
+    let f = Fixture::new();
+    let r = f
+        .run(f.spec("echo clobbered > input.txt; echo more >> input.txt; chmod 777 input.txt"))
+        .await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(
+        fs::read_to_string(f.ws.join("app/input.txt")).unwrap(),
+        "declared input\n"
+    );
+    // The edit of the private copy is reported.
+    assert_eq!(r.stray_writes, vec!["app/input.txt".to_string()]);
+}
+
+#[tokio::test]
+async fn executable_inputs_can_be_run() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.ws.join("tools")).unwrap();
+    fs::write(f.ws.join("tools/hello.sh"), "#!/bin/sh\necho hello from tool\n").unwrap();
+    let mut spec = f.spec("../tools/hello.sh");
+    spec.inputs.push(Input {
+        dest: "tools/hello.sh".into(),
+        source: f.ws.join("tools/hello.sh"),
+        executable: true,
+        is_dir: false,
+    });
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout), "hello from tool\n");
+}
+
+#[tokio::test]
+async fn directory_input_is_linked_whole() {
+    let f = Fixture::new();
+    let tree = f.ws.join("flow-out/dep/site");
+    fs::create_dir_all(tree.join("css")).unwrap();
+    fs::write(tree.join("index.html"), "<html>").unwrap();
+    fs::write(tree.join("css/a.css"), "body{}").unwrap();
+    let mut spec = f.spec("cat ../dep/site/index.html ../dep/site/css/a.css");
+    spec.inputs.push(Input {
+        dest: "dep/site".into(),
+        source: tree,
+        executable: false,
+        is_dir: true,
+    });
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout), "<html>body{}");
+}
+
+#[tokio::test]
+async fn missing_and_wrong_kind_outputs_are_reported() {
+    let f = Fixture::new();
+    // flow created `not_a_dir/` before the run; the command replaces it with a file.
+    let mut spec = f.spec("mkdir not_a_file && rmdir not_a_dir && echo x > not_a_dir");
+    spec.outputs = vec!["never.txt".into(), "not_a_file".into(), "not_a_dir/".into()];
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0));
+    assert_eq!(r.missing_outputs, vec!["never.txt", "not_a_file", "not_a_dir/"]);
+    let problems = r.output_problems.join("\n");
+    assert!(problems.contains("`never.txt` was not created"), "{problems}");
+    assert!(problems.contains("`not_a_file` is a directory"), "{problems}");
+    assert!(problems.contains("`not_a_dir/` is a file, not a directory"), "{problems}");
+}
+
+#[tokio::test]
+async fn directory_output_is_created_and_collected() {
+    let f = Fixture::new();
+    let mut spec = f.spec("echo a > site/a.html && mkdir site/sub && echo b > site/sub/b.html");
+    spec.outputs = vec!["site/".into()];
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert!(r.missing_outputs.is_empty(), "{:?}", r.output_problems);
+    assert_eq!(fs::read_to_string(r.exec_root.join("app/site/sub/b.html")).unwrap(), "b\n");
+    assert!(r.stray_writes.is_empty(), "{:?}", r.stray_writes);
+}
+
+#[tokio::test]
+async fn secrets_are_masked_in_stdout_and_stderr() {
+    let f = Fixture::new();
+    let mut spec = f.spec("echo token=$API_TOKEN; echo \"err $API_TOKEN$API_TOKEN\" >&2; echo pin=$PIN");
+    spec.secrets = BTreeMap::from([
+        ("API_TOKEN".into(), "s3cr3t-value".into()),
+        ("PIN".into(), "123".into()),
+    ]);
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0));
+    assert_eq!(text(&r.stdout), "token=***\npin=123\n");
+    assert_eq!(text(&r.stderr), "err ******\n");
+}
+
+#[tokio::test]
+async fn environment_is_exactly_the_declared_one() {
+    let f = Fixture::new();
+    let mut spec = f.spec("env");
+    spec.env.insert("MODE".into(), "ci".into());
+    spec.env.insert("HOME".into(), "/root".into());
+    spec.secrets.insert("TOKEN".into(), "abcdefgh".into());
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0));
+    let dir = r.sandbox_dir.clone().unwrap();
+    let vars: BTreeMap<String, String> = text(&r.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+    // `PWD` is set by the shell itself.
+    assert_eq!(names, ["HOME", "MODE", "PATH", "PWD", "TMPDIR", "TOKEN"]);
+    assert_eq!(vars["HOME"], dir.join("home").display().to_string());
+    assert_eq!(vars["TMPDIR"], dir.join("tmp").display().to_string());
+    assert_eq!(vars["TOKEN"], "***");
+    assert_eq!(vars["PWD"], dir.join("exec/app").display().to_string());
+}
+
+#[tokio::test]
+async fn home_and_tmpdir_are_writable_and_not_stray() {
+    let f = Fixture::new();
+    let r = f.run(f.spec("echo x > $HOME/.rc && echo y > $TMPDIR/scratch")).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert!(r.stray_writes.is_empty(), "{:?}", r.stray_writes);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let f = Fixture::new();
+    let mut spec = f.spec("sleep 30 & echo $! > $TMPDIR/bg.pid; sleep 30");
+    spec.timeout = Some(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let r = f.run(spec).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, Status::TimedOut);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let pid = read_pid(&r.sandbox_dir.clone().unwrap().join("tmp/bg.pid")).await;
+    assert!(!alive(pid), "background sleep {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn a_command_ignoring_sigterm_is_killed_after_the_grace() {
+    let f = Fixture::new();
+    let mut spec = f.spec("trap '' TERM; echo started; while :; do sleep 0.05; done");
+    spec.timeout = Some(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let r = f.run(spec).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, Status::TimedOut);
+    assert!(took >= KILL_GRACE, "took {took:?}");
+    assert!(took < KILL_GRACE + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(text(&r.stdout), "started\n");
+}
+
+#[tokio::test]
+async fn cancel_kills_the_whole_process_group() {
+    let f = Fixture::new();
+    let spec = f.spec("sleep 30 & echo $! > $TMPDIR/bg.pid; sleep 30");
+    let (handle, cancel) = Cancel::new();
+    let started = std::time::Instant::now();
+    let run = f.executor.run(spec, cancel);
+    let canceller = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        handle.cancel();
+    };
+    let (r, ()) = tokio::join!(run, canceller);
+    assert_eq!(r.status, Status::Cancelled);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let pid = read_pid(&r.sandbox_dir.clone().unwrap().join("tmp/bg.pid")).await;
+    assert!(!alive(pid), "background sleep {pid} survived the cancel");
+}
+
+#[tokio::test]
+async fn orphans_do_not_outlive_a_normal_exit() {
+    let f = Fixture::new();
+    let spec = f.spec("sleep 30 > /dev/null 2>&1 & echo $! > $TMPDIR/bg.pid; echo done");
+    let started = std::time::Instant::now();
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0));
+    assert_eq!(text(&r.stdout), "done\n");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let pid = read_pid(&r.sandbox_dir.clone().unwrap().join("tmp/bg.pid")).await;
+    assert!(!alive(pid), "orphan {pid} survived the action");
+}
+
+#[tokio::test]
+async fn an_orphan_holding_stdout_does_not_hang_the_run() {
+    let f = Fixture::new();
+    // The background sleep inherits stdout; killing the group closes the pipe.
+    let r = f.run(f.spec("sleep 30 & echo out")).await;
+    assert_eq!(r.status, Status::Exited(0));
+    assert_eq!(text(&r.stdout), "out\n");
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_are_reported() {
+    let f = Fixture::new();
+    assert_eq!(f.run(f.spec("exit 3")).await.status, Status::Exited(3));
+    assert_eq!(f.run(f.spec("kill -9 $$")).await.status, Status::Signaled(9));
+}
+
+#[tokio::test]
+async fn stray_writes_are_reported_but_outputs_and_inputs_are_not() {
+    let f = Fixture::new();
+    let mut spec = f.spec("echo o > out.txt; echo s > stray.txt; mkdir -p cache/x; echo c > cache/x/f; echo r > ../root.txt; cat input.txt");
+    spec.outputs = vec!["out.txt".into()];
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(r.stray_writes, vec!["app/cache/", "app/stray.txt", "root.txt"]);
+}
+
+#[tokio::test]
+async fn bad_paths_and_missing_inputs_fail_before_running() {
+    let f = Fixture::new();
+    let mut spec = f.spec("echo ran");
+    spec.outputs = vec!["../escape.txt".into()];
+    let r = f.run(spec).await;
+    assert!(
+        matches!(&r.status, Status::SpawnFailed(m) if m.contains("`../escape.txt`")),
+        "{:?}",
+        r.status
+    );
+
+    let mut spec = f.spec("echo ran");
+    spec.inputs[0].source = f.ws.join("app/absent.txt");
+    let r = f.run(spec).await;
+    assert!(
+        matches!(&r.status, Status::SpawnFailed(m) if m.contains("cannot stage input `app/input.txt`")),
+        "{:?}",
+        r.status
+    );
+    assert!(r.stdout.is_empty());
+    assert!(r.sandbox_dir.is_none());
+    // The failed sandbox was removed at once.
+    let left: Vec<_> = fs::read_dir(&f.executor.sandbox_root).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn without_sandbox_the_command_runs_in_the_real_package_dir() {
+    let f = Fixture::new();
+    fs::write(f.ws.join("app/stale.txt"), "from an earlier run").unwrap();
+    let mut spec = f.spec("cat undeclared.txt > out/copy.txt; pwd; test ! -e stale.txt && echo stale-gone");
+    spec.sandbox = false;
+    spec.outputs = vec!["out/copy.txt".into(), "stale.txt".into()];
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    assert_eq!(r.exec_root, f.ws);
+    assert_eq!(text(&r.stdout), format!("{}\nstale-gone\n", f.ws.join("app").display()));
+    assert_eq!(fs::read_to_string(f.ws.join("app/out/copy.txt")).unwrap(), "secret sauce\n");
+    assert_eq!(r.missing_outputs, vec!["stale.txt"]);
+    assert!(r.stray_writes.is_empty());
+    assert!(r.sandbox_dir.is_none());
+    // HOME and TMPDIR were private and are gone.
+    let left: Vec<_> = fs::read_dir(&f.executor.sandbox_root).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn concurrent_sandboxes_are_distinct() {
+    let f = Fixture::new();
+    let (a, b) = tokio::join!(f.run(f.spec("pwd")), f.run(f.spec("pwd")));
+    assert_ne!(a.sandbox_dir, b.sandbox_dir);
+    assert_ne!(a.stdout, b.stdout);
+}
+
+/// A spec for the fake: only the label, outputs and timeout matter.
+fn fake_spec(label: &str, outputs: &[&str]) -> ActionSpec {
+    ActionSpec {
+        label: label.into(),
+        cmd: String::new(),
+        package: String::new(),
+        inputs: Vec::new(),
+        outputs: outputs.iter().map(|o| o.to_string()).collect(),
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        timeout: None,
+        sandbox: true,
+        workspace_root: PathBuf::from("/nonexistent"),
+    }
+}
+
+/// Whether `actual` is `expected` give or take scheduling noise. With `tokio::time::pause()`
+/// (tokio's `test-util` feature, not enabled in this crate's dev-dependencies yet) the
+/// instants would be exact; on real time they are within a few milliseconds.
+fn about(actual: Duration, expected: Duration) -> bool {
+    actual >= expected && actual < expected + Duration::from_millis(150)
+}
+
+#[tokio::test]
+async fn fake_executor_records_start_and_finish_times() {
+    let ms = Duration::from_millis;
+    let fake = FakeExecutor::new()
+        .with(
+            "//a:slow",
+            FakeAction {
+                duration: ms(400),
+                outputs: BTreeMap::from([("out.txt".into(), b"A".to_vec())]),
+                ..FakeAction::default()
+            },
+        )
+        .with(
+            "//b:fails",
+            FakeAction {
+                duration: ms(200),
+                exit: 1,
+                stderr: b"boom".to_vec(),
+                ..FakeAction::default()
+            },
+        );
+    let log = fake.log();
+    let t0 = tokio::time::Instant::now();
+    let (slow, fails, instant) = tokio::join!(
+        fake.run(fake_spec("//a:slow", &["out.txt"]), Cancel::never()),
+        fake.run(fake_spec("//b:fails", &["x/"]), Cancel::never()),
+        fake.run(fake_spec("//c:unconfigured", &[]), Cancel::never()),
+    );
+    assert_eq!(slow.status, Status::Exited(0));
+    assert_eq!(slow.fake_outputs["out.txt"], b"A");
+    assert!(slow.missing_outputs.is_empty());
+    assert!(about(slow.duration, ms(400)), "{:?}", slow.duration);
+    assert_eq!(fails.status, Status::Exited(1));
+    assert_eq!(fails.stderr, b"boom");
+    assert_eq!(fails.missing_outputs, vec!["x/"]);
+    assert_eq!(instant.status, Status::Exited(0));
+    assert!(instant.fake_outputs.is_empty());
+
+    let events: Vec<(&str, String, Duration)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| match e {
+            FakeEvent::Started(l, at) => ("start", l.clone(), *at - t0),
+            FakeEvent::Finished(l, at) => ("end", l.clone(), *at - t0),
+        })
+        .collect();
+    let order: Vec<(&str, &str)> = events.iter().map(|(k, l, _)| (*k, l.as_str())).collect();
+    assert_eq!(
+        order,
+        [
+            ("start", "//a:slow"),
+            ("start", "//b:fails"),
+            ("start", "//c:unconfigured"),
+            ("end", "//c:unconfigured"),
+            ("end", "//b:fails"),
+            ("end", "//a:slow"),
+        ]
+    );
+    let expected = [0, 0, 0, 0, 200, 400];
+    for ((_, label, at), want) in events.iter().zip(expected) {
+        assert!(about(*at, ms(want)), "{label} at {at:?}, expected {want} ms");
+    }
+    assert_eq!(fake.specs().len(), 3);
+}
+
+#[tokio::test]
+async fn fake_executor_honours_cancel_and_timeout() {
+    let ms = Duration::from_millis;
+    let fake = FakeExecutor::new().with(
+        "//a:long",
+        FakeAction {
+            duration: Duration::from_secs(60),
+            ..FakeAction::default()
+        },
+    );
+    let (handle, cancel) = Cancel::new();
+    let canceller = async {
+        tokio::time::sleep(ms(100)).await;
+        handle.cancel();
+    };
+    let (r, ()) = tokio::join!(fake.run(fake_spec("//a:long", &[]), cancel), canceller);
+    assert_eq!(r.status, Status::Cancelled);
+    assert!(about(r.duration, ms(100)), "{:?}", r.duration);
+
+    let mut spec = fake_spec("//a:long", &[]);
+    spec.timeout = Some(ms(100));
+    let r = fake.run(spec, Cancel::never()).await;
+    assert_eq!(r.status, Status::TimedOut);
+    assert!(about(r.duration, ms(100)), "{:?}", r.duration);
+    assert_eq!(fake.events().len(), 4);
+}
+
+#[test]
+fn cancel_is_sticky_and_seen_by_late_tokens() {
+    let (handle, token) = Cancel::new();
+    let late = handle.token();
+    assert!(!token.is_cancelled());
+    handle.cancel();
+    assert!(token.is_cancelled() && late.is_cancelled() && handle.token().is_cancelled());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(late.cancelled());
+}
+
+#[test]
+fn debug_output_hides_secret_values() {
+    let f = Fixture::new();
+    let mut spec = f.spec("true");
+    spec.secrets.insert("TOKEN".into(), "hunter2-hunter2".into());
+    let debug = format!("{spec:?}");
+    assert!(debug.contains("TOKEN") && !debug.contains("hunter2"), "{debug}");
+}

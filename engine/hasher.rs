@@ -1,0 +1,204 @@
+//! `FileHasher`: content digests of input files without re-reading unchanged ones.
+//!
+//! A file-state table (absolute path → size, mtime, inode, digest, when recorded) answers for a
+//! file whose metadata is unchanged. The "racy" case — a file rewritten within the same
+//! timestamp tick as it was hashed, keeping size and mtime — is guarded as git does: a state is
+//! trusted only if the file's mtime is at least `RACY_WINDOW` older than the moment the digest was
+//! recorded; otherwise the file is read again (and recorded anew, so it is trusted next time).
+//!
+//! Files are hashed in parallel (rayon); files of 1 MiB and more are memory-mapped and hashed
+//! with blake3's multi-threaded mode. New or changed states are collected for one batched write.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flow_cache::{Digest, FileState};
+use rayon::prelude::*;
+
+/// How much older than its recording a file's mtime must be for its recorded digest to be
+/// trusted. Covers coarse timestamp granularity (ext4/tmpfs ticks; 1–2 s on some filesystems).
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// Files at least this large are hashed through mmap with rayon.
+const MMAP_THRESHOLD: u64 = 1 << 20;
+
+pub struct FileHasher {
+    known: HashMap<String, FileState>,
+    changed: Mutex<Vec<(String, FileState)>>,
+}
+
+/// The result of hashing one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hashed {
+    pub digest: Digest,
+    pub size: u64,
+    pub executable: bool,
+    /// Whether the file had to be read (its recorded state was missing, stale or racy).
+    pub read: bool,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl FileHasher {
+    pub fn new(known: HashMap<String, FileState>) -> FileHasher {
+        FileHasher {
+            known,
+            changed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The digest of the file at `path` (absolute), from the table when its state is trusted.
+    pub fn digest(&self, path: &Path) -> std::io::Result<Hashed> {
+        let meta = std::fs::metadata(path)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other(format!(
+                "`{}` is not a regular file",
+                path.display()
+            )));
+        }
+        let key = path.to_string_lossy().into_owned();
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let executable = meta.mode() & 0o111 != 0;
+        if let Some(s) = self.known.get(&key) {
+            if s.size == meta.len()
+                && s.mtime_ns == mtime_ns
+                && s.ino == meta.ino()
+                && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns
+            {
+                return Ok(Hashed {
+                    digest: s.digest,
+                    size: s.size,
+                    executable,
+                    read: false,
+                });
+            }
+        }
+        let recorded_at_ns = now_ns();
+        let digest = hash_file(path, meta.len())?;
+        let state = FileState {
+            size: meta.len(),
+            mtime_ns,
+            ino: meta.ino(),
+            digest,
+            recorded_at_ns,
+        };
+        self.changed
+            .lock()
+            .expect("hasher lock poisoned")
+            .push((key, state));
+        Ok(Hashed {
+            digest,
+            size: meta.len(),
+            executable,
+            read: true,
+        })
+    }
+
+    /// Digests of many files, in parallel, in the order given.
+    pub fn digest_many<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<std::io::Result<Hashed>> {
+        paths.par_iter().map(|p| self.digest(p.as_ref())).collect()
+    }
+
+    /// Records a state for a file flow itself just wrote with known content (a materialized
+    /// output), so the next build trusts it without reading it.
+    pub fn record(&self, path: &Path, digest: Digest) {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let state = FileState {
+                size: meta.len(),
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                ino: meta.ino(),
+                digest,
+                recorded_at_ns: now_ns(),
+            };
+            self.changed
+                .lock()
+                .expect("hasher lock poisoned")
+                .push((path.to_string_lossy().into_owned(), state));
+        }
+    }
+
+    /// The recorded state of `path` if its metadata still matches and is trusted (no read).
+    pub fn trusted(&self, path: &Path) -> Option<Digest> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let s = self.known.get(path.to_str()?)?;
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        (s.size == meta.len()
+            && s.mtime_ns == mtime_ns
+            && s.ino == meta.ino()
+            && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns)
+            .then_some(s.digest)
+    }
+
+    /// Like `trusted`, without the racy-window guard: for files only flow writes (outputs it
+    /// materialized under `flow-out/`), whose recorded state was taken right after writing them.
+    pub fn trusted_output(&self, path: &Path) -> Option<Digest> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let s = self.known.get(path.to_str()?)?;
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        (s.size == meta.len() && s.mtime_ns == mtime_ns && s.ino == meta.ino()).then_some(s.digest)
+    }
+
+    /// States recorded during this build, to be saved in one transaction.
+    pub fn take_changed(&self) -> Vec<(String, FileState)> {
+        std::mem::take(&mut *self.changed.lock().expect("hasher lock poisoned"))
+    }
+}
+
+/// Reads and hashes one file.
+pub fn hash_file(path: &Path, size: u64) -> std::io::Result<Digest> {
+    if size >= MMAP_THRESHOLD {
+        let mut h = blake3::Hasher::new();
+        h.update_mmap_rayon(path)?;
+        return Ok(Digest::from_bytes(*h.finalize().as_bytes()));
+    }
+    let bytes = std::fs::read(path)?;
+    Ok(Digest::of(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_states_are_not_read_and_racy_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "one").unwrap();
+        let h = FileHasher::new(HashMap::new());
+        let first = h.digest(&p).unwrap();
+        assert!(first.read);
+        assert_eq!(first.digest, Digest::of(b"one"));
+        let mut states: HashMap<String, FileState> = h.take_changed().into_iter().collect();
+        // Just recorded: the mtime is within the racy window, so it is read again.
+        let h2 = FileHasher::new(states.clone());
+        assert!(h2.digest(&p).unwrap().read);
+        // Recorded long after the last write: trusted without reading.
+        for s in states.values_mut() {
+            s.recorded_at_ns += 10 * RACY_WINDOW_NS;
+        }
+        let h3 = FileHasher::new(states.clone());
+        let third = h3.digest(&p).unwrap();
+        assert!(!third.read);
+        assert!(h3.take_changed().is_empty());
+        // A content change with the same size is seen through the mtime.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, "two").unwrap();
+        let h4 = FileHasher::new(states);
+        let fourth = h4.digest(&p).unwrap();
+        assert!(fourth.read);
+        assert_eq!(fourth.digest, Digest::of(b"two"));
+    }
+}

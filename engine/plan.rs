@@ -1,0 +1,139 @@
+//! `Plan`: the action graph of one build — the targets the patterns select plus everything they
+//! depend on, each task turned into an `Action` (command expanded, inputs as workspace-relative
+//! paths, environment fixed), each group kept as an ordering node.
+//!
+//! Built once per build from the validated `TargetGraph`; nothing here touches the cache or runs
+//! anything. Node indices are positions in `Plan::nodes`, in label order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flow_rules::{Label, TargetKind};
+
+use crate::expand::{expand, join_path, Layout};
+use crate::graph::TargetGraph;
+
+/// One node of the build: a task to run, or a group that only orders and forwards.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub label: Label,
+    pub package: String,
+    pub is_group: bool,
+    /// The command after expansion.
+    pub cmd: String,
+    /// Sources, workspace-relative.
+    pub srcs: Vec<String>,
+    /// Declared outputs, package-relative (a trailing `/` marks a directory output).
+    pub outs: Vec<String>,
+    /// Declared env plus the fixed `PATH`.
+    pub env: BTreeMap<String, String>,
+    pub secrets: Vec<String>,
+    pub tools: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub sandbox: bool,
+    /// Node indices of direct dependencies.
+    pub deps: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub nodes: Vec<Action>,
+    /// Nodes the user asked for (the rest are there because these depend on them).
+    pub requested: BTreeSet<usize>,
+    pub index: HashMap<Label, usize>,
+}
+
+impl Plan {
+    /// The closure of `selected` (target indices of `graph`) under `deps`.
+    pub fn new(graph: &TargetGraph, selected: &BTreeSet<usize>, action_path: &[String]) -> Plan {
+        let mut closure: BTreeSet<usize> = BTreeSet::new();
+        let mut stack: Vec<usize> = selected.iter().copied().collect();
+        while let Some(i) = stack.pop() {
+            if closure.insert(i) {
+                stack.extend(graph.deps(i));
+            }
+        }
+        let order: Vec<usize> = closure.iter().copied().collect();
+        let node_of: HashMap<usize, usize> = order.iter().enumerate().map(|(n, &t)| (t, n)).collect();
+        let path = action_path.join(":");
+        let nodes = order
+            .iter()
+            .map(|&t| {
+                let target = graph.target(t);
+                let layout = if target.sandbox {
+                    Layout::Sandbox
+                } else {
+                    Layout::RealTree
+                };
+                let outs_of = |l: &Label| graph.get(l).map(|t| t.outs.as_slice());
+                let cmd = match target.kind {
+                    // Validated at analysis: expansion cannot fail here.
+                    TargetKind::Task => expand(target, layout, outs_of).unwrap_or_default(),
+                    TargetKind::Group => String::new(),
+                };
+                let mut env = target.env.clone();
+                env.insert("PATH".into(), path.clone());
+                let mut deps: Vec<usize> = graph.deps(t).map(|d| node_of[&d]).collect();
+                deps.sort_unstable();
+                Action {
+                    label: target.label.clone(),
+                    package: target.label.package().to_owned(),
+                    is_group: target.kind == TargetKind::Group,
+                    cmd,
+                    srcs: target
+                        .srcs
+                        .iter()
+                        .map(|s| join_path(target.label.package(), s))
+                        .collect(),
+                    outs: target.outs.clone(),
+                    env,
+                    secrets: target.secrets.clone(),
+                    tools: target.tools.clone(),
+                    timeout: target.timeout,
+                    retries: target.retries,
+                    sandbox: target.sandbox,
+                    deps,
+                }
+            })
+            .collect::<Vec<_>>();
+        let index = nodes.iter().enumerate().map(|(i, a)| (a.label.clone(), i)).collect();
+        Plan {
+            requested: selected.iter().map(|t| node_of[t]).collect(),
+            nodes,
+            index,
+        }
+    }
+
+    /// Every source file of every task, workspace-relative, deduplicated and sorted.
+    pub fn all_sources(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.nodes.iter().flat_map(|a| a.srcs.iter()).collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// The dependency lists, for the scheduler.
+    pub fn deps(&self) -> Vec<Vec<usize>> {
+        self.nodes.iter().map(|a| a.deps.clone()).collect()
+    }
+}
+
+/// Resolves each tool name to its identity on the action `PATH`: `path@digest-prefix`.
+pub fn resolve_tool(name: &str, action_path: &[String], hasher: &crate::hasher::FileHasher) -> Option<(PathBuf, String)> {
+    if name.contains('/') {
+        return None;
+    }
+    for dir in action_path {
+        let candidate = Path::new(dir).join(name);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        use std::os::unix::fs::PermissionsExt;
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            let canonical = std::fs::canonicalize(&candidate).unwrap_or(candidate.clone());
+            let digest = hasher.digest(&canonical).ok()?.digest;
+            return Some((candidate.clone(), format!("{}@{}", candidate.display(), digest)));
+        }
+    }
+    None
+}

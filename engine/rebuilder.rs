@@ -1,0 +1,296 @@
+//! `Rebuilder`: for one action whose dependencies are done, decides hit or run, and does the
+//! cache side of each — a constructive-trace rebuilder in the sense of "Build Systems à la Carte".
+//! It never looks at the ready queue (the scheduler's) and never spawns a process (the
+//! executor's).
+//!
+//! 1. `key`: the `ActionKey` from source digests (file-state table), dependency output digests
+//!    and tool identities.
+//! 2. `lookup`: a successful cached result for that key, if any.
+//! 3. Hit: `is_materialized` (stat only: every output under `flow-out/` still has the recorded
+//!    state of what flow wrote) → up to date, nothing to do; else `restore` from the CAS,
+//!    verifying every blob and refusing any path that would leave `flow-out/`.
+//! 4. Miss: the runner executes the action; `store` then checks every declared output exists,
+//!    stores the outputs and both log streams in the CAS, and only then records the result. A run
+//!    killed at any point leaves either nothing or a complete entry. Failures are not cached.
+//!    Outputs are then materialized under `flow-out/<package>/`.
+//!
+//! Early cutoff needs no code: a dependency that re-runs and produces identical bytes gives its
+//! dependents identical keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flow_cache::{check_relative_path, ActionResult, Cache, CacheError, Digest, OutputEntry, OutputKind};
+
+use crate::action_key::{ActionKey, KEY_FORMAT_VERSION};
+use crate::executor::{ActionSpec, ExecResult, Input};
+use crate::expand::join_path;
+use crate::hasher::{FileHasher, Hashed};
+use crate::plan::Action;
+
+/// One output of a finished action as its dependents see it: where it is staged
+/// (workspace-relative) and what it is.
+#[derive(Clone, Debug)]
+pub struct StagedOutput {
+    pub path: String,
+    pub kind: OutputKind,
+}
+
+/// Why a finished run could not be stored.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The command succeeded but declared outputs are missing or of the wrong type.
+    Outputs(Vec<String>),
+    Cache(CacheError),
+}
+
+pub struct Rebuilder {
+    pub cache: Arc<Cache>,
+    pub hasher: Arc<FileHasher>,
+    /// `<workspace>/flow-out`.
+    pub out_root: PathBuf,
+    pub workspace_root: PathBuf,
+}
+
+impl Rebuilder {
+    /// The key of `action`. `sources` holds the digests of every source (workspace-relative);
+    /// `deps` the outputs of its direct dependencies; `tools` the identities of resolved tools.
+    pub fn key(
+        &self,
+        action: &Action,
+        sources: &HashMap<String, Hashed>,
+        deps: &[StagedOutput],
+        tools: &HashMap<String, String>,
+    ) -> Result<ActionKey, String> {
+        let mut inputs = BTreeMap::new();
+        for s in &action.srcs {
+            let h = sources
+                .get(s)
+                .ok_or_else(|| format!("cannot read source `{s}`"))?;
+            inputs.insert(s.clone(), h.digest);
+        }
+        let dep_outputs = deps
+            .iter()
+            .map(|o| (o.path.clone(), *o.kind.digest()))
+            .collect();
+        let mut tool_ids = BTreeMap::new();
+        for t in &action.tools {
+            let id = tools
+                .get(t)
+                .ok_or_else(|| format!("tool `{t}` is not on the action PATH"))?;
+            tool_ids.insert(t.clone(), id.clone());
+        }
+        let mut secrets = action.secrets.clone();
+        secrets.sort();
+        Ok(ActionKey {
+            version: KEY_FORMAT_VERSION,
+            platform: ActionKey::this_platform(),
+            package: action.package.clone(),
+            cmd: action.cmd.clone(),
+            env: action.env.clone(),
+            secrets,
+            inputs,
+            dep_outputs,
+            tools: tool_ids,
+            outs: action.outs.clone(),
+            sandbox: action.sandbox,
+        })
+    }
+
+    /// A successful cached result for `key`.
+    pub fn lookup(&self, key: &Digest) -> Result<Option<ActionResult>, CacheError> {
+        Ok(self.cache.get_actions(std::slice::from_ref(key))?.remove(key))
+    }
+
+    /// Where output `out` of a package lives under `flow-out/`, refusing escaping paths.
+    pub fn out_path(&self, package: &str, out: &str) -> Result<PathBuf, CacheError> {
+        check_relative_path(out)?;
+        if !package.is_empty() {
+            check_relative_path(package)?;
+        }
+        Ok(self.out_root.join(join_path(package, out)))
+    }
+
+    /// Whether every output of `result` is in `flow-out/` exactly as flow last wrote it
+    /// (judged by file state, without reading).
+    pub fn is_materialized(&self, action: &Action, result: &ActionResult) -> bool {
+        result.outputs.iter().all(|o| {
+            let Ok(path) = self.out_path(&action.package, &o.path) else {
+                return false;
+            };
+            match &o.kind {
+                OutputKind::File { digest, .. } => self.hasher.trusted_output(&path) == Some(*digest),
+                OutputKind::Tree { digest, .. } => {
+                    let marker = tree_marker(&path);
+                    self.hasher.trusted_output(&marker) == Some(*digest)
+                        && std::fs::read(&marker).ok().as_deref() == Some(digest.to_string().as_bytes())
+                }
+            }
+        })
+    }
+
+    /// Copies every output of `result` from the CAS into `flow-out/`, verifying digests.
+    pub fn restore(&self, action: &Action, result: &ActionResult) -> Result<(), CacheError> {
+        let cas = self.cache.cas();
+        for o in &result.outputs {
+            let path = self.out_path(&action.package, &o.path)?;
+            match &o.kind {
+                OutputKind::File {
+                    digest, executable, ..
+                } => {
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(&path).ok();
+                    }
+                    cas.materialize_file(digest, *executable, &path)?;
+                    self.hasher.record(&path, *digest);
+                }
+                OutputKind::Tree { digest, .. } => {
+                    cas.materialize_tree(digest, &path)?;
+                    let marker = tree_marker(&path);
+                    std::fs::write(&marker, digest.to_string()).map_err(|e| CacheError::Io {
+                        path: marker.clone(),
+                        op: "write",
+                        source: e,
+                    })?;
+                    self.hasher.record(&marker, *digest);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the executor needs to run `action`: its sources and its dependencies' outputs as
+    /// inputs, its declared outputs, its environment and secrets.
+    pub fn spec(
+        &self,
+        action: &Action,
+        deps: &[StagedOutput],
+        secrets: BTreeMap<String, String>,
+    ) -> ActionSpec {
+        let mut inputs: Vec<Input> = action
+            .srcs
+            .iter()
+            .map(|s| Input {
+                dest: s.clone(),
+                source: self.workspace_root.join(s),
+                executable: false,
+                is_dir: false,
+            })
+            .collect();
+        for o in deps {
+            match &o.kind {
+                OutputKind::File {
+                    digest, executable, ..
+                } => inputs.push(Input {
+                    dest: o.path.clone(),
+                    source: self.cache.cas().path_of(digest),
+                    executable: *executable,
+                    is_dir: false,
+                }),
+                OutputKind::Tree { .. } => inputs.push(Input {
+                    dest: o.path.clone(),
+                    source: self.out_root.join(&o.path),
+                    executable: false,
+                    is_dir: true,
+                }),
+            }
+        }
+        ActionSpec {
+            label: action.label.to_string(),
+            cmd: action.cmd.clone(),
+            package: action.package.clone(),
+            inputs,
+            outputs: action.outs.clone(),
+            env: action.env.clone(),
+            secrets,
+            timeout: action.timeout,
+            sandbox: action.sandbox,
+            workspace_root: self.workspace_root.clone(),
+        }
+    }
+
+    /// Stores both log streams; empty streams are not stored.
+    pub fn store_logs(&self, exec: &ExecResult) -> (Option<Digest>, Option<Digest>) {
+        let put = |b: &[u8]| {
+            if b.is_empty() {
+                None
+            } else {
+                self.cache.cas().put_bytes(b).ok()
+            }
+        };
+        (put(&exec.stdout), put(&exec.stderr))
+    }
+
+    /// After a successful run: stores outputs and logs in the CAS, then records the result under
+    /// `key`, then materializes the outputs under `flow-out/`.
+    pub fn store(&self, action: &Action, key: &Digest, exec: &ExecResult) -> Result<ActionResult, StoreError> {
+        if !exec.missing_outputs.is_empty() || !exec.output_problems.is_empty() {
+            let mut problems: Vec<String> = exec
+                .missing_outputs
+                .iter()
+                .map(|o| format!("declared output `{o}` was not created"))
+                .collect();
+            problems.extend(exec.output_problems.iter().cloned());
+            return Err(StoreError::Outputs(problems));
+        }
+        let cas = self.cache.cas();
+        let mut outputs = Vec::with_capacity(action.outs.len());
+        for out in &action.outs {
+            let is_dir = out.ends_with('/');
+            let rel = out.trim_end_matches('/').to_owned();
+            let kind = if let Some(bytes) = exec.fake_outputs.get(&rel) {
+                let digest = cas.put_bytes(bytes).map_err(StoreError::Cache)?;
+                OutputKind::File {
+                    digest,
+                    size: bytes.len() as u64,
+                    executable: false,
+                }
+            } else {
+                let produced = exec.exec_root.join(join_path(&action.package, &rel));
+                if is_dir {
+                    let (digest, size) = cas.put_tree(&produced, true).map_err(StoreError::Cache)?;
+                    OutputKind::Tree { digest, size }
+                } else {
+                    let (digest, size, executable) =
+                        cas.put_file(&produced, true).map_err(StoreError::Cache)?;
+                    OutputKind::File {
+                        digest,
+                        size,
+                        executable,
+                    }
+                }
+            };
+            outputs.push(OutputEntry { path: rel, kind });
+        }
+        let (stdout, stderr) = self.store_logs(exec);
+        let result = ActionResult {
+            exit_code: 0,
+            outputs,
+            stdout,
+            stderr,
+            duration_ms: exec.duration.as_millis() as u64,
+        };
+        self.cache.put_action(key, &result).map_err(StoreError::Cache)?;
+        self.restore(action, &result).map_err(StoreError::Cache)?;
+        Ok(result)
+    }
+}
+
+/// The file beside a materialized directory output that records which tree it holds.
+fn tree_marker(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir.with_file_name(format!(".{name}.flow-tree"))
+}
+
+/// The outputs of a finished action as its dependents stage them.
+pub fn staged(action: &Action, result: &ActionResult) -> Vec<StagedOutput> {
+    result
+        .outputs
+        .iter()
+        .map(|o| StagedOutput {
+            path: join_path(&action.package, &o.path),
+            kind: o.kind.clone(),
+        })
+        .collect()
+}

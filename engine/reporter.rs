@@ -1,0 +1,174 @@
+//! `Reporter`: everything a build prints. Only the runner's owner loop calls it.
+//!
+//! Not on a terminal (or with `CI` set): stable lines a script or a test can follow, one per
+//! action, `[RAN] //a:x (1.20s)`, `[CACHED] //a:y`, `[FAILED] //a:z (exit 1, 0.30s)` followed by
+//! the tail of its log, `[FLAKY] //a:t (passed on attempt 2, 0.50s)`, `[SKIPPED] //a:w
+//! (dependency failed)`, then a summary line. On a terminal: the same lines except `[CACHED]`,
+//! above an indicatif progress bar (done/total, cache hits, the running actions and their time).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Lines of a failed action's log shown under `[FAILED]`.
+pub const LOG_TAIL_LINES: usize = 20;
+
+/// Counts for the summary line and the exit code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub ran: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub flaky: usize,
+    pub not_started: usize,
+    pub interrupted: bool,
+}
+
+pub struct Reporter {
+    bar: Option<ProgressBar>,
+    total: usize,
+    done: usize,
+    cached: usize,
+    running: BTreeMap<String, Instant>,
+}
+
+impl Reporter {
+    /// `total` is the number of actions (groups excluded).
+    pub fn new(total: usize) -> Reporter {
+        let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        let bar = interactive.then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Reporter {
+            bar,
+            total,
+            done: 0,
+            cached: 0,
+            running: BTreeMap::new(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    fn refresh(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done as u64);
+            let running: Vec<String> = self
+                .running
+                .iter()
+                .take(3)
+                .map(|(l, t)| format!("{l} {:.0}s", t.elapsed().as_secs_f64()))
+                .collect();
+            let more = self.running.len().saturating_sub(3);
+            bar.set_message(format!(
+                "{} cached, running: {}{}",
+                self.cached,
+                running.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            ));
+        }
+    }
+
+    pub fn started(&mut self, label: &str) {
+        self.running.insert(label.to_owned(), Instant::now());
+        self.refresh();
+    }
+
+    fn finished(&mut self, label: &str) {
+        self.running.remove(label);
+        self.done += 1;
+        self.refresh();
+    }
+
+    pub fn ran(&mut self, label: &str, took: Duration) {
+        self.finished(label);
+        self.line(&format!("[RAN] {label} ({})", secs(took)));
+    }
+
+    pub fn cached(&mut self, label: &str) {
+        self.finished(label);
+        self.cached += 1;
+        if self.bar.is_none() {
+            self.line(&format!("[CACHED] {label}"));
+        }
+    }
+
+    pub fn flaky(&mut self, label: &str, attempts: u32, took: Duration) {
+        self.finished(label);
+        self.line(&format!("[FLAKY] {label} (passed on attempt {attempts}, {})", secs(took)));
+    }
+
+    /// A failed action: `why` is the short reason, `log` what it printed (both streams).
+    pub fn failed(&mut self, label: &str, why: &str, log: &[u8]) {
+        self.finished(label);
+        let mut text = format!("[FAILED] {label} ({why})");
+        let log = String::from_utf8_lossy(log);
+        let lines: Vec<&str> = log.lines().collect();
+        if !lines.is_empty() {
+            let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+            if start > 0 {
+                text.push_str(&format!("\n    ... {start} earlier line(s); `flow log {label}` shows all"));
+            }
+            for l in &lines[start..] {
+                text.push_str("\n    ");
+                text.push_str(l);
+            }
+        }
+        self.line(&text);
+    }
+
+    pub fn skipped(&mut self, label: &str, reason: &str) {
+        self.finished(label);
+        self.line(&format!("[SKIPPED] {label} ({reason})"));
+    }
+
+    /// A warning that does not fail the action (stray writes, a corrupt cache entry).
+    pub fn warn(&self, text: &str) {
+        self.line(&format!("warning: {text}"));
+    }
+
+    pub fn summary(&mut self, s: &Summary, took: Duration) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let mut parts = vec![
+            format!("{} ran", s.ran),
+            format!("{} cached", s.cached),
+            format!("{} failed", s.failed),
+            format!("{} skipped", s.skipped),
+            format!("{} flaky", s.flaky),
+        ];
+        if s.not_started > 0 {
+            parts.push(format!("{} not started", s.not_started));
+        }
+        let head = if s.interrupted {
+            "flow: interrupted"
+        } else if s.failed > 0 {
+            "flow: FAILED"
+        } else {
+            "flow: ok"
+        };
+        self.line(&format!("{head}: {} in {} ({} actions)", parts.join(", "), secs(took), self.total));
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}

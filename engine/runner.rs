@@ -1,0 +1,425 @@
+//! `Runner`: the owner loop of a build. It alone holds the plan's state, mutates it and prints;
+//! actions run as tokio tasks that report back through a channel (ninja's `Builder::Build`,
+//! cargo's `DrainState`).
+//!
+//! Loop:
+//! 1. while a job slot is free, pop the most urgent ready node from the `Scheduler`;
+//!    - a group completes at once, forwarding its dependencies' outputs;
+//!    - a task gets its key from the `Rebuilder`: a cached result is reported `[CACHED]` (and
+//!      restored if `flow-out/` does not hold it), otherwise the task is handed to the executor
+//!      in a tokio task (retried up to `retries` times) that stores its outputs on success;
+//! 2. wait for a completion (or Ctrl-C), report it, tell the scheduler, which releases dependents
+//!    or skips them; after a failure without `-k`, start nothing new;
+//! 3. when nothing runs and nothing is ready: save file states, history and LRU stamps in a few
+//!    batched transactions.
+//!
+//! Ctrl-C cancels every running action (the executor kills their process groups); a cancelled
+//! action records nothing. Exit code: 0 all passed, 1 a target failed, 130 interrupted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flow_cache::{ActionResult, ActionRun, BuildSummary, Cache, Digest, Outcome};
+use tokio::sync::mpsc;
+
+use crate::executor::{Cancel, ExecResult, Executor, Status};
+use crate::hasher::Hashed;
+use crate::plan::Plan;
+use crate::rebuilder::{staged, Rebuilder, StagedOutput, StoreError};
+use crate::reporter::{Reporter, Summary};
+use crate::scheduler::{NodeState, Scheduler};
+
+/// Settings of one build.
+pub struct BuildOptions {
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// The workspace root as text: history rows are per workspace.
+    pub workspace: String,
+}
+
+/// How an executed action ended, as the worker reports it.
+enum Done {
+    Ran {
+        result: ActionResult,
+        attempts: u32,
+        took: Duration,
+        stray: Vec<String>,
+    },
+    Failed {
+        why: String,
+        log: Vec<u8>,
+        stdout: Option<Digest>,
+        stderr: Option<Digest>,
+        exit: Option<i32>,
+        timed_out: bool,
+        took: Duration,
+    },
+    Cancelled,
+}
+
+struct Completion {
+    node: usize,
+    key: Digest,
+    done: Done,
+}
+
+/// Inputs resolved before the loop starts.
+pub struct Resolved {
+    /// Workspace-relative source path → digest (missing: unreadable).
+    pub sources: HashMap<String, Hashed>,
+    /// Tool name → identity (missing: not found on the action PATH).
+    pub tools: HashMap<String, String>,
+    /// Label → expected duration in ms, from history.
+    pub durations: HashMap<String, u64>,
+}
+
+pub struct Runner<E: Executor> {
+    pub plan: Arc<Plan>,
+    pub rebuilder: Arc<Rebuilder>,
+    pub executor: Arc<E>,
+    pub options: BuildOptions,
+}
+
+impl<E: Executor> Runner<E> {
+    /// Runs the build to the end; returns the summary (the exit code follows from it).
+    pub async fn run(&self, resolved: &Resolved, reporter: &mut Reporter) -> Summary {
+        let started = Instant::now();
+        let plan = &self.plan;
+        let n = plan.nodes.len();
+        let cache: &Cache = &self.rebuilder.cache;
+        let build_id = cache
+            .begin_build(&self.options.workspace, &std::env::args().collect::<Vec<_>>().join(" "))
+            .map_err(|e| reporter.warn(&format!("cannot record this build in the history: {e}")))
+            .ok();
+        let costs: Vec<u64> = plan
+            .nodes
+            .iter()
+            .map(|a| {
+                if a.is_group {
+                    0
+                } else {
+                    resolved
+                        .durations
+                        .get(&a.label.to_string())
+                        .copied()
+                        .unwrap_or(100)
+                        .max(1)
+                }
+            })
+            .collect();
+        let mut sched = Scheduler::new(&plan.deps(), &costs);
+        let mut outputs: Vec<Option<Vec<StagedOutput>>> = vec![None; n];
+        let mut summary = Summary::default();
+        let mut runs: Vec<ActionRun> = Vec::new();
+        let mut hits: Vec<Digest> = Vec::new();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        let (cancel_all, _) = Cancel::new();
+        let mut running = 0usize;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let workspace = self.options.workspace.clone();
+        let run_row = |label: String, key: Digest, outcome: Outcome, ms: u64, exit: Option<i32>, out: Option<Digest>, err: Option<Digest>| ActionRun {
+            label,
+            key,
+            outcome,
+            duration_ms: ms,
+            exit_code: exit,
+            stdout: out,
+            stderr: err,
+            workspace: workspace.clone(),
+            finished_at_ms: now_ms(),
+        };
+
+        loop {
+            while running < self.options.jobs.max(1) {
+                let Some(i) = sched.pop_ready() else { break };
+                let action = &plan.nodes[i];
+                let deps: Vec<StagedOutput> = action
+                    .deps
+                    .iter()
+                    .flat_map(|&d| outputs[d].clone().unwrap_or_default())
+                    .collect();
+                if action.is_group {
+                    outputs[i] = Some(deps);
+                    sched.finish(i, true);
+                    continue;
+                }
+                let label = action.label.to_string();
+                let key = match self.rebuilder.key(action, &resolved.sources, &deps, &resolved.tools) {
+                    Ok(k) => k,
+                    Err(why) => {
+                        reporter.failed(&label, &why, b"");
+                        summary.failed += 1;
+                        self.skip_dependents(&mut sched, i, reporter, &mut summary);
+                        continue;
+                    }
+                };
+                let digest = key.digest();
+                match self.rebuilder.lookup(&digest) {
+                    Ok(Some(result)) => {
+                        let ready = if self.rebuilder.is_materialized(action, &result) {
+                            true
+                        } else {
+                            match self.rebuilder.restore(action, &result) {
+                                Ok(()) => {
+                                    runs.push(run_row(label.clone(), digest, Outcome::Cached, 0, Some(0), result.stdout, result.stderr));
+                                    true
+                                }
+                                Err(e) => {
+                                    reporter.warn(&format!("the cached result of `{label}` cannot be restored ({e}); running it again"));
+                                    false
+                                }
+                            }
+                        };
+                        if ready {
+                            hits.push(digest);
+                            outputs[i] = Some(staged(action, &result));
+                            summary.cached += 1;
+                            reporter.cached(&label);
+                            sched.finish(i, true);
+                            continue;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => reporter.warn(&format!("cannot read the action cache ({e}); running `{label}`")),
+                }
+                // A miss: gather secrets, then run.
+                let mut secrets = BTreeMap::new();
+                let mut missing = Vec::new();
+                for s in &action.secrets {
+                    match std::env::var(s) {
+                        Ok(v) => {
+                            secrets.insert(s.clone(), v);
+                        }
+                        Err(_) => missing.push(format!("`{s}`")),
+                    }
+                }
+                if !missing.is_empty() {
+                    reporter.failed(&label, &format!("secret(s) {} not set in flow's environment", missing.join(", ")), b"");
+                    summary.failed += 1;
+                    runs.push(run_row(label, digest, Outcome::Failed, 0, None, None, None));
+                    self.skip_dependents(&mut sched, i, reporter, &mut summary);
+                    continue;
+                }
+                // The key's JSON goes into the CAS under its own digest, for `flow explain`.
+                let _ = cache.cas().put_bytes(&key.to_json());
+                let spec = self.rebuilder.spec(action, &deps, secrets);
+                reporter.started(&label);
+                running += 1;
+                let executor = self.executor.clone();
+                let rebuilder = self.rebuilder.clone();
+                let plan = self.plan.clone();
+                let tx = tx.clone();
+                let cancel = cancel_all.token();
+                let retries = action.retries;
+                tokio::spawn(async move {
+                    let begun = Instant::now();
+                    let mut attempts = 0;
+                    let exec = loop {
+                        attempts += 1;
+                        let r = executor.run(spec.clone(), cancel.clone()).await;
+                        let retry = !r.status.success()
+                            && attempts <= retries
+                            && r.status != Status::Cancelled
+                            && !cancel.is_cancelled();
+                        if !retry {
+                            break r;
+                        }
+                        executor.cleanup(&r);
+                    };
+                    let took = begun.elapsed();
+                    let done = tokio::task::spawn_blocking(move || {
+                        let done = finish_run(&rebuilder, &plan, i, &digest, &exec, attempts, took);
+                        executor.cleanup(&exec);
+                        done
+                    })
+                    .await
+                    .unwrap_or_else(|e| Done::Failed {
+                        why: format!("internal error while storing results: {e} (this is a bug in flow)"),
+                        log: Vec::new(),
+                        stdout: None,
+                        stderr: None,
+                        exit: None,
+                        timed_out: false,
+                        took,
+                    });
+                    let _ = tx.send(Completion { node: i, key: digest, done });
+                });
+            }
+            if running == 0 && (sched.is_finished() || sched.is_stopped()) {
+                break;
+            }
+            if running == 0 {
+                continue;
+            }
+            tokio::select! {
+                Some(c) = rx.recv() => {
+                    running -= 1;
+                    let action = &plan.nodes[c.node];
+                    let label = action.label.to_string();
+                    match c.done {
+                        Done::Ran { result, attempts, took, stray } => {
+                            if !stray.is_empty() {
+                                reporter.warn(&format!(
+                                    "`{label}` wrote files outside its declared outputs (not kept): {}",
+                                    stray.iter().take(5).map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                                ));
+                            }
+                            let outcome = if attempts > 1 {
+                                summary.flaky += 1;
+                                reporter.flaky(&label, attempts, took);
+                                Outcome::Flaky
+                            } else {
+                                summary.ran += 1;
+                                reporter.ran(&label, took);
+                                Outcome::Ran
+                            };
+                            runs.push(run_row(label, c.key, outcome, took.as_millis() as u64, Some(0), result.stdout, result.stderr));
+                            outputs[c.node] = Some(staged(action, &result));
+                            sched.finish(c.node, true);
+                        }
+                        Done::Failed { why, log, stdout, stderr, exit, timed_out, took } => {
+                            reporter.failed(&label, &why, &log);
+                            summary.failed += 1;
+                            let outcome = if timed_out { Outcome::TimedOut } else { Outcome::Failed };
+                            runs.push(run_row(label, c.key, outcome, took.as_millis() as u64, exit, stdout, stderr));
+                            self.skip_dependents(&mut sched, c.node, reporter, &mut summary);
+                        }
+                        Done::Cancelled => {
+                            // Nothing recorded: the action is simply not done.
+                            sched.finish(c.node, false);
+                        }
+                    }
+                }
+                _ = &mut ctrl_c, if !summary.interrupted => {
+                    summary.interrupted = true;
+                    sched.stop();
+                    cancel_all.cancel();
+                }
+            }
+        }
+
+        summary.not_started = (0..n)
+            .filter(|&i| !plan.nodes[i].is_group && sched.state(i) == NodeState::NotStarted)
+            .count();
+        // Batched writes: file states, history, LRU stamps. A no-op writes (almost) nothing.
+        if let Err(e) = cache.save_file_states(&self.rebuilder.hasher.take_changed()) {
+            reporter.warn(&format!("cannot save file states: {e}"));
+        }
+        if let Err(e) = cache.record_runs(build_id.unwrap_or(0), &runs) {
+            reporter.warn(&format!("cannot record action history: {e}"));
+        }
+        if let Err(e) = cache.touch_actions(&hits) {
+            reporter.warn(&format!("cannot update cache use times: {e}"));
+        }
+        let took = started.elapsed();
+        if let Some(id) = build_id {
+            let outcome = if summary.interrupted {
+                "interrupted"
+            } else if summary.failed > 0 {
+                "failed"
+            } else {
+                "ok"
+            };
+            let _ = cache.finish_build(
+                id,
+                &BuildSummary {
+                    outcome: outcome.into(),
+                    ran: summary.ran as u64,
+                    cached: summary.cached as u64,
+                    up_to_date: 0,
+                    failed: summary.failed as u64,
+                    skipped: summary.skipped as u64,
+                    flaky: summary.flaky as u64,
+                    duration_ms: took.as_millis() as u64,
+                },
+            );
+        }
+        reporter.summary(&summary, took);
+        summary
+    }
+
+    /// After a failure: skip and list the dependents; without `-k`, start nothing new.
+    fn skip_dependents(&self, sched: &mut Scheduler, i: usize, reporter: &mut Reporter, summary: &mut Summary) {
+        if sched.state(i) == NodeState::Running {
+            for s in sched.finish(i, false) {
+                let a = &self.plan.nodes[s];
+                if !a.is_group {
+                    summary.skipped += 1;
+                    reporter.skipped(&a.label.to_string(), "dependency failed");
+                }
+            }
+        }
+        if !self.options.keep_going {
+            sched.stop();
+        }
+    }
+}
+
+/// In a blocking thread after the executor returns: store a success, or describe a failure.
+fn finish_run(
+    rebuilder: &Rebuilder,
+    plan: &Plan,
+    node: usize,
+    key: &Digest,
+    exec: &ExecResult,
+    attempts: u32,
+    took: Duration,
+) -> Done {
+    let action = &plan.nodes[node];
+    let mut log = exec.stdout.clone();
+    log.extend_from_slice(&exec.stderr);
+    let failed = |why: String, log: Vec<u8>, timed_out: bool| {
+        let (stdout, stderr) = rebuilder.store_logs(exec);
+        let exit = match exec.status {
+            Status::Exited(c) => Some(c),
+            _ => None,
+        };
+        Done::Failed {
+            why,
+            log,
+            stdout,
+            stderr,
+            exit,
+            timed_out,
+            took,
+        }
+    };
+    match &exec.status {
+        Status::Exited(0) => {}
+        Status::Cancelled => return Done::Cancelled,
+        Status::Exited(code) => return failed(format!("exit {code}, {:.2}s", took.as_secs_f64()), log, false),
+        Status::Signaled(sig) => return failed(format!("killed by signal {sig}"), log, false),
+        Status::TimedOut => {
+            let limit = action.timeout.map_or(0.0, |t| t.as_secs_f64());
+            return failed(format!("timed out after {limit:.1}s; its process group was killed"), log, true);
+        }
+        Status::SpawnFailed(why) => return failed(format!("could not start: {why}"), log, false),
+    }
+    match rebuilder.store(action, key, exec) {
+        Ok(result) => Done::Ran {
+            result,
+            attempts,
+            took,
+            stray: exec.stray_writes.clone(),
+        },
+        Err(StoreError::Outputs(problems)) => {
+            let mut log = log;
+            for p in &problems {
+                log.extend_from_slice(format!("flow: {p}\n").as_bytes());
+            }
+            failed("declared outputs missing".into(), log, false)
+        }
+        Err(StoreError::Cache(e)) => failed(format!("cannot store its outputs: {e}"), log, false),
+    }
+}
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

@@ -1,0 +1,1 @@
+"""Anomaly detection: flags observations far from what a forecaster expects."""

@@ -1,0 +1,18 @@
+"""Use case: compare a series with a forecast and report the anomalies."""
+
+from typing import List, Protocol, Sequence
+
+from anomaly_detection.domain.detector import Anomaly, find_anomalies
+
+
+class Forecaster(Protocol):
+    """Port: a trained model from the machine_learning domain, or a fake in tests."""
+
+    def predict(self, x: float) -> float: ...
+
+
+def detect(
+    series: Sequence[float], forecaster: Forecaster, threshold: float = 3.0
+) -> List[Anomaly]:
+    residuals = [y - forecaster.predict(float(x)) for x, y in enumerate(series)]
+    return find_anomalies(residuals, threshold)

@@ -1,0 +1,22 @@
+"""Z-score detection over forecast residuals: pure arithmetic."""
+
+from dataclasses import dataclass
+from statistics import mean, pstdev
+from typing import List, Sequence
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    index: int
+    residual: float
+    score: float
+
+
+def find_anomalies(residuals: Sequence[float], threshold: float = 3.0) -> List[Anomaly]:
+    if len(residuals) < 2:
+        return []
+    center, spread = mean(residuals), pstdev(residuals)
+    if spread == 0:
+        return []
+    scored = [(i, r, abs(r - center) / spread) for i, r in enumerate(residuals)]
+    return [Anomaly(i, r, s) for i, r, s in scored if s >= threshold]

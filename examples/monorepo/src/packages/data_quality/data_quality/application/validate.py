@@ -1,0 +1,32 @@
+"""Use case: validate a batch of records against a set of rules."""
+
+from dataclasses import dataclass, field
+from typing import Iterable, List, Sequence
+
+from data_quality.domain.rules import Record, Rule, Violation
+
+
+@dataclass
+class Report:
+    rows: int = 0
+    violations: List[Violation] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    @property
+    def pass_rate(self) -> float:
+        bad_rows = {v.row for v in self.violations}
+        return 1.0 if self.rows == 0 else (self.rows - len(bad_rows)) / self.rows
+
+
+def validate(records: Iterable[Record], rules: Sequence[Rule]) -> Report:
+    report = Report()
+    for row, record in enumerate(records):
+        report.rows += 1
+        for rule in rules:
+            violation = rule.apply(row, record)
+            if violation:
+                report.violations.append(violation)
+    return report

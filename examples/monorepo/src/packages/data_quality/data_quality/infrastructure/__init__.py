@@ -1,0 +1,1 @@
+"""Infrastructure layer: adapters to files, HTTP and other packages."""

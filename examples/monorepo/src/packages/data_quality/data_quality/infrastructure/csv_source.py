@@ -1,0 +1,10 @@
+"""Adapter: records from a CSV file (the header row names the columns)."""
+
+import csv
+from pathlib import Path
+from typing import Dict, Iterator
+
+
+def read_records(path: Path) -> Iterator[Dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)

@@ -1,0 +1,1 @@
+"""Deployment: blue-green releases, health checks and rollback."""

@@ -1,0 +1,1 @@
+"""Machine learning: training and prediction behind ports (hexagonal architecture)."""

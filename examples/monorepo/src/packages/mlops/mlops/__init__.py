@@ -1,0 +1,1 @@
+"""MLOps: a model registry with stages, and the promotion policy between them."""

@@ -1,0 +1,19 @@
+"""Adapter: a registry persisted as one JSON document."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from mlops.domain.registry import ModelVersion, Registry
+
+
+def dump(registry: Registry, path: Path) -> None:
+    models = [asdict(m) for m in registry.all()]
+    path.write_text(json.dumps(models, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def restore(path: Path) -> Registry:
+    registry = Registry()
+    for data in json.loads(path.read_text(encoding="utf-8")):
+        registry.add(ModelVersion(**data))
+    return registry
