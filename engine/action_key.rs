@@ -60,29 +60,56 @@ impl ActionKey {
     pub fn diff(&self, old: &ActionKey) -> Vec<String> {
         let mut out = Vec::new();
         if self.version != old.version {
-            out.push(format!("flow's key format changed ({} -> {})", old.version, self.version));
+            out.push(format!(
+                "flow's key format changed ({} -> {})",
+                old.version, self.version
+            ));
         }
         if self.platform != old.platform {
-            out.push(format!("platform changed: `{}` -> `{}`", old.platform, self.platform));
+            out.push(format!(
+                "platform changed: `{}` -> `{}`",
+                old.platform, self.platform
+            ));
         }
         if self.cmd != old.cmd {
-            out.push(format!("command changed:\n    was: {}\n    now: {}", old.cmd, self.cmd));
+            out.push(format!(
+                "command changed:\n    was: {}\n    now: {}",
+                old.cmd, self.cmd
+            ));
         }
         if self.package != old.package {
-            out.push(format!("package changed: `{}` -> `{}`", old.package, self.package));
+            out.push(format!(
+                "package changed: `{}` -> `{}`",
+                old.package, self.package
+            ));
         }
         diff_maps("env", &old.env, &self.env, &mut out, true);
         if self.secrets != old.secrets {
-            out.push(format!("secret names changed: {:?} -> {:?}", old.secrets, self.secrets));
+            out.push(format!(
+                "secret names changed: {:?} -> {:?}",
+                old.secrets, self.secrets
+            ));
         }
         diff_maps("input", &old.inputs, &self.inputs, &mut out, false);
-        diff_maps("dependency output", &old.dep_outputs, &self.dep_outputs, &mut out, false);
+        diff_maps(
+            "dependency output",
+            &old.dep_outputs,
+            &self.dep_outputs,
+            &mut out,
+            false,
+        );
         diff_maps("tool", &old.tools, &self.tools, &mut out, true);
         if self.outs != old.outs {
-            out.push(format!("declared outputs changed: {:?} -> {:?}", old.outs, self.outs));
+            out.push(format!(
+                "declared outputs changed: {:?} -> {:?}",
+                old.outs, self.outs
+            ));
         }
         if self.sandbox != old.sandbox {
-            out.push(format!("sandbox changed: {} -> {}", old.sandbox, self.sandbox));
+            out.push(format!(
+                "sandbox changed: {} -> {}",
+                old.sandbox, self.sandbox
+            ));
         }
         out
     }
@@ -151,10 +178,14 @@ mod tests {
         let mut new = key();
         new.env.insert("MODE".into(), "fast".into());
         new.cmd = "true".into();
-        new.dep_outputs.insert("lib/out.txt".into(), Digest::of(b"x"));
+        new.dep_outputs
+            .insert("lib/out.txt".into(), Digest::of(b"x"));
         let d = new.diff(&old);
         assert!(d.iter().any(|l| l.starts_with("command changed")), "{d:?}");
         assert!(d.contains(&"env added: `MODE`".to_string()), "{d:?}");
-        assert!(d.contains(&"dependency output added: `lib/out.txt`".to_string()), "{d:?}");
+        assert!(
+            d.contains(&"dependency output added: `lib/out.txt`".to_string()),
+            "{d:?}"
+        );
     }
 }

@@ -16,7 +16,11 @@ use crate::workspace::Workspace;
 pub fn cache_dir(ws: &Workspace, flag: Option<&Path>) -> PathBuf {
     let chosen = flag
         .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("FLOW_CACHE_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("FLOW_CACHE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .or_else(|| ws.config.cache_dir.clone());
     match chosen {
         Some(p) if p.is_absolute() => p,
@@ -29,7 +33,10 @@ pub fn cache_dir(ws: &Workspace, flag: Option<&Path>) -> PathBuf {
 }
 
 /// Discovers the workspace above `start` and analyses it; also returns the cache directory.
-pub fn load_graph(start: &Path, cache_flag: Option<&Path>) -> Result<(Workspace, TargetGraph, PathBuf), Error> {
+pub fn load_graph(
+    start: &Path,
+    cache_flag: Option<&Path>,
+) -> Result<(Workspace, TargetGraph, PathBuf), Error> {
     let ws = Workspace::discover(start)?;
     let cache = cache_dir(&ws, cache_flag);
     let opts = EvalOptions {

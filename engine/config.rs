@@ -227,7 +227,9 @@ pub const DEFAULT_ACTION_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"]
 /// `10GiB`, `500MiB`, `2GB`, `1024` (bytes) → bytes.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {

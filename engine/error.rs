@@ -38,7 +38,10 @@ pub enum Error {
     Cache { path: PathBuf, error: String },
     /// A command about one target named something that is not a single target.
     #[error("{message}")]
-    Usage { message: String, help: Option<String> },
+    Usage {
+        message: String,
+        help: Option<String>,
+    },
     /// `flow init` where a `flow.toml` exists already.
     #[error("`{}` already exists", path.display())]
     AlreadyInitialized { path: PathBuf },

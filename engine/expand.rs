@@ -81,15 +81,22 @@ pub fn expand<'a>(
         };
         match (func, arg.is_empty()) {
             ("SRCS", true) => out.push_str(&join(target.srcs.iter().map(|s| s.as_str()))),
-            ("OUTS", true) => out.push_str(&join(
-                target.outs.iter().map(|s| s.trim_end_matches('/')),
-            )),
+            ("OUTS", true) => {
+                out.push_str(&join(target.outs.iter().map(|s| s.trim_end_matches('/'))))
+            }
             ("location" | "locations", false) => {
-                let label = Label::parse(arg, Some(package))
-                    .map_err(|e| err(format!("invalid label `{arg}` in `$({func} ...)`: {}", e.kind), None))?;
+                let label = Label::parse(arg, Some(package)).map_err(|e| {
+                    err(
+                        format!("invalid label `{arg}` in `$({func} ...)`: {}", e.kind),
+                        None,
+                    )
+                })?;
                 if !target.deps.contains(&label) {
                     return Err(err(
-                        format!("`$({func} {arg})` names `{label}`, which is not a dependency of `{}`", target.label),
+                        format!(
+                            "`$({func} {arg})` names `{label}`, which is not a dependency of `{}`",
+                            target.label
+                        ),
                         Some(format!("add `{}` to `deps`", label.relative_to(package))),
                     ));
                 }
@@ -102,7 +109,10 @@ pub fn expand<'a>(
                 }
                 if func == "location" && outs.len() > 1 {
                     return Err(err(
-                        format!("`{label}` declares {} outputs; `$(location ...)` needs exactly one", outs.len()),
+                        format!(
+                            "`{label}` declares {} outputs; `$(location ...)` needs exactly one",
+                            outs.len()
+                        ),
                         Some(format!("use `$(locations {arg})` for all of them")),
                     ));
                 }
@@ -117,10 +127,13 @@ pub fn expand<'a>(
                 out.push_str(&join_owned(paths));
             }
             _ => {
-                return Err(err(
-                    format!("unknown expansion `$({inner})`"),
-                    Some("known: `$(SRCS)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`; write `$$` for a literal `$`".into()),
-                ))
+                let known = ["SRCS", "OUTS", "location", "locations"];
+                let help = match flow_rules::suggest::closest(func, known) {
+                    Some(s) if s.starts_with("location") => format!("did you mean `$({s} {arg})`?"),
+                    Some(s) => format!("did you mean `$({s})`?"),
+                    None => "known: `$(SRCS)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`; write `$$` for a literal `$`".into(),
+                };
+                return Err(err(format!("unknown expansion `$({inner})`"), Some(help)));
             }
         }
         offset = end;
@@ -143,7 +156,11 @@ pub fn join_path(dir: &str, rel: &str) -> String {
 pub fn relative(from: &str, to: &str) -> String {
     let from: Vec<&str> = from.split('/').filter(|s| !s.is_empty()).collect();
     let to_parts: Vec<&str> = to.split('/').filter(|s| !s.is_empty()).collect();
-    let common = from.iter().zip(&to_parts).take_while(|(a, b)| a == b).count();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
     let mut parts: Vec<&str> = vec![".."; from.len() - common];
     parts.extend(&to_parts[common..]);
     parts.join("/")
@@ -172,7 +189,10 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative("packages/p5", "packages/p3/out/t.txt"), "../p3/out/t.txt");
+        assert_eq!(
+            relative("packages/p5", "packages/p3/out/t.txt"),
+            "../p3/out/t.txt"
+        );
         assert_eq!(relative("a", "a/out/x"), "out/x");
         assert_eq!(relative("", "a/x"), "a/x");
         assert_eq!(relative("a/b", "c"), "../../c");

@@ -381,7 +381,11 @@ impl TargetGraph {
 }
 
 /// Every `$(...)` in a command must name something real (a dependency with outputs, ...).
-fn check_expansions(targets: &[Target], index: &HashMap<Label, usize>, errors: &mut Vec<AnalysisError>) {
+fn check_expansions(
+    targets: &[Target],
+    index: &HashMap<Label, usize>,
+    errors: &mut Vec<AnalysisError>,
+) {
     for t in targets {
         if t.cmd.is_none() {
             continue;

@@ -56,7 +56,8 @@ impl Plan {
             }
         }
         let order: Vec<usize> = closure.iter().copied().collect();
-        let node_of: HashMap<usize, usize> = order.iter().enumerate().map(|(n, &t)| (t, n)).collect();
+        let node_of: HashMap<usize, usize> =
+            order.iter().enumerate().map(|(n, &t)| (t, n)).collect();
         let path = action_path.join(":");
         let nodes = order
             .iter()
@@ -98,7 +99,11 @@ impl Plan {
                 }
             })
             .collect::<Vec<_>>();
-        let index = nodes.iter().enumerate().map(|(i, a)| (a.label.clone(), i)).collect();
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.label.clone(), i))
+            .collect();
         Plan {
             requested: selected.iter().map(|t| node_of[t]).collect(),
             nodes,
@@ -119,7 +124,11 @@ impl Plan {
 }
 
 /// Resolves each tool name to its identity on the action `PATH`: `path@digest-prefix`.
-pub fn resolve_tool(name: &str, action_path: &[String], hasher: &crate::hasher::FileHasher) -> Option<(PathBuf, String)> {
+pub fn resolve_tool(
+    name: &str,
+    action_path: &[String],
+    hasher: &crate::hasher::FileHasher,
+) -> Option<(PathBuf, String)> {
     if name.contains('/') {
         return None;
     }
@@ -132,7 +141,10 @@ pub fn resolve_tool(name: &str, action_path: &[String], hasher: &crate::hasher::
         if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
             let canonical = std::fs::canonicalize(&candidate).unwrap_or(candidate.clone());
             let digest = hasher.digest(&canonical).ok()?.digest;
-            return Some((candidate.clone(), format!("{}@{}", candidate.display(), digest)));
+            return Some((
+                candidate.clone(),
+                format!("{}@{}", candidate.display(), digest),
+            ));
         }
     }
     None

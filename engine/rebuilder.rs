@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flow_cache::{check_relative_path, ActionResult, Cache, CacheError, Digest, OutputEntry, OutputKind};
+use flow_cache::{
+    check_relative_path, ActionResult, Cache, CacheError, Digest, OutputEntry, OutputKind,
+};
 
 use crate::action_key::{ActionKey, KEY_FORMAT_VERSION};
 use crate::executor::{ActionSpec, ExecResult, Input};
@@ -100,7 +102,10 @@ impl Rebuilder {
 
     /// A successful cached result for `key`.
     pub fn lookup(&self, key: &Digest) -> Result<Option<ActionResult>, CacheError> {
-        Ok(self.cache.get_actions(std::slice::from_ref(key))?.remove(key))
+        Ok(self
+            .cache
+            .get_actions(std::slice::from_ref(key))?
+            .remove(key))
     }
 
     /// Where output `out` of a package lives under `flow-out/`, refusing escaping paths.
@@ -120,11 +125,14 @@ impl Rebuilder {
                 return false;
             };
             match &o.kind {
-                OutputKind::File { digest, .. } => self.hasher.trusted_output(&path) == Some(*digest),
+                OutputKind::File { digest, .. } => {
+                    self.hasher.trusted_output(&path) == Some(*digest)
+                }
                 OutputKind::Tree { digest, .. } => {
                     let marker = tree_marker(&path);
                     self.hasher.trusted_output(&marker) == Some(*digest)
-                        && std::fs::read(&marker).ok().as_deref() == Some(digest.to_string().as_bytes())
+                        && std::fs::read(&marker).ok().as_deref()
+                            == Some(digest.to_string().as_bytes())
                 }
             }
         })
@@ -224,14 +232,23 @@ impl Rebuilder {
 
     /// After a successful run: stores outputs and logs in the CAS, then records the result under
     /// `key`, then materializes the outputs under `flow-out/`.
-    pub fn store(&self, action: &Action, key: &Digest, exec: &ExecResult) -> Result<ActionResult, StoreError> {
+    pub fn store(
+        &self,
+        action: &Action,
+        key: &Digest,
+        exec: &ExecResult,
+    ) -> Result<ActionResult, StoreError> {
         if !exec.missing_outputs.is_empty() || !exec.output_problems.is_empty() {
             let mut problems: Vec<String> = exec
                 .missing_outputs
                 .iter()
                 .map(|o| format!("declared output `{o}` was not created"))
                 .collect();
-            problems.extend(exec.output_problems.iter().cloned());
+            for p in &exec.output_problems {
+                if !problems.contains(p) {
+                    problems.push(p.clone());
+                }
+            }
             return Err(StoreError::Outputs(problems));
         }
         let cas = self.cache.cas();
@@ -249,7 +266,8 @@ impl Rebuilder {
             } else {
                 let produced = exec.exec_root.join(join_path(&action.package, &rel));
                 if is_dir {
-                    let (digest, size) = cas.put_tree(&produced, true).map_err(StoreError::Cache)?;
+                    let (digest, size) =
+                        cas.put_tree(&produced, true).map_err(StoreError::Cache)?;
                     OutputKind::Tree { digest, size }
                 } else {
                     let (digest, size, executable) =
@@ -271,7 +289,9 @@ impl Rebuilder {
             stderr,
             duration_ms: exec.duration.as_millis() as u64,
         };
-        self.cache.put_action(key, &result).map_err(StoreError::Cache)?;
+        self.cache
+            .put_action(key, &result)
+            .map_err(StoreError::Cache)?;
         self.restore(action, &result).map_err(StoreError::Cache)?;
         Ok(result)
     }
@@ -279,7 +299,10 @@ impl Rebuilder {
 
 /// The file beside a materialized directory output that records which tree it holds.
 fn tree_marker(dir: &Path) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dir.with_file_name(format!(".{name}.flow-tree"))
 }
 

@@ -81,7 +81,11 @@ impl Reporter {
                 "{} cached, running: {}{}",
                 self.cached,
                 running.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             ));
         }
     }
@@ -112,7 +116,10 @@ impl Reporter {
 
     pub fn flaky(&mut self, label: &str, attempts: u32, took: Duration) {
         self.finished(label);
-        self.line(&format!("[FLAKY] {label} (passed on attempt {attempts}, {})", secs(took)));
+        self.line(&format!(
+            "[FLAKY] {label} (passed on attempt {attempts}, {})",
+            secs(took)
+        ));
     }
 
     /// A failed action: `why` is the short reason, `log` what it printed (both streams).
@@ -124,7 +131,9 @@ impl Reporter {
         if !lines.is_empty() {
             let start = lines.len().saturating_sub(LOG_TAIL_LINES);
             if start > 0 {
-                text.push_str(&format!("\n    ... {start} earlier line(s); `flow log {label}` shows all"));
+                text.push_str(&format!(
+                    "\n    ... {start} earlier line(s); `flow log {label}` shows all"
+                ));
             }
             for l in &lines[start..] {
                 text.push_str("\n    ");
@@ -165,7 +174,12 @@ impl Reporter {
         } else {
             "flow: ok"
         };
-        self.line(&format!("{head}: {} in {} ({} actions)", parts.join(", "), secs(took), self.total));
+        self.line(&format!(
+            "{head}: {} in {} ({} actions)",
+            parts.join(", "),
+            secs(took),
+            self.total
+        ));
     }
 }
 

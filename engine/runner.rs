@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_cache::{ActionResult, ActionRun, BuildSummary, Cache, Digest, Outcome};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::executor::{Cancel, ExecResult, Executor, Status};
@@ -83,13 +84,24 @@ pub struct Runner<E: Executor> {
 
 impl<E: Executor> Runner<E> {
     /// Runs the build to the end; returns the summary (the exit code follows from it).
-    pub async fn run(&self, resolved: &Resolved, reporter: &mut Reporter) -> Summary {
+    ///
+    /// `sigint` is the Ctrl-C stream, registered by the caller as early as possible (before
+    /// analysis), so an early Ctrl-C is not lost; `None` registers one here.
+    pub async fn run(
+        &self,
+        resolved: &Resolved,
+        reporter: &mut Reporter,
+        sigint: Option<Signal>,
+    ) -> Summary {
         let started = Instant::now();
         let plan = &self.plan;
         let n = plan.nodes.len();
         let cache: &Cache = &self.rebuilder.cache;
         let build_id = cache
-            .begin_build(&self.options.workspace, &std::env::args().collect::<Vec<_>>().join(" "))
+            .begin_build(
+                &self.options.workspace,
+                &std::env::args().collect::<Vec<_>>().join(" "),
+            )
             .map_err(|e| reporter.warn(&format!("cannot record this build in the history: {e}")))
             .ok();
         let costs: Vec<u64> = plan
@@ -116,15 +128,24 @@ impl<E: Executor> Runner<E> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
         let (cancel_all, _) = Cancel::new();
         let mut running = 0usize;
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
+        let mut sigint = match sigint {
+            Some(s) => Some(s),
+            None => signal(SignalKind::interrupt()).ok(),
+        };
+        let last_keys = cache.last_keys(&self.options.workspace).unwrap_or_default();
         let now_ms = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         };
         let workspace = self.options.workspace.clone();
-        let run_row = |label: String, key: Digest, outcome: Outcome, ms: u64, exit: Option<i32>, out: Option<Digest>, err: Option<Digest>| ActionRun {
+        let run_row = |label: String,
+                       key: Digest,
+                       outcome: Outcome,
+                       ms: u64,
+                       exit: Option<i32>,
+                       out: Option<Digest>,
+                       err: Option<Digest>| ActionRun {
             label,
             key,
             outcome,
@@ -151,15 +172,19 @@ impl<E: Executor> Runner<E> {
                     continue;
                 }
                 let label = action.label.to_string();
-                let key = match self.rebuilder.key(action, &resolved.sources, &deps, &resolved.tools) {
-                    Ok(k) => k,
-                    Err(why) => {
-                        reporter.failed(&label, &why, b"");
-                        summary.failed += 1;
-                        self.skip_dependents(&mut sched, i, reporter, &mut summary);
-                        continue;
-                    }
-                };
+                let key =
+                    match self
+                        .rebuilder
+                        .key(action, &resolved.sources, &deps, &resolved.tools)
+                    {
+                        Ok(k) => k,
+                        Err(why) => {
+                            reporter.failed(&label, &why, b"");
+                            summary.failed += 1;
+                            self.skip_dependents(&mut sched, i, reporter, &mut summary);
+                            continue;
+                        }
+                    };
                 let digest = key.digest();
                 match self.rebuilder.lookup(&digest) {
                     Ok(Some(result)) => {
@@ -168,7 +193,15 @@ impl<E: Executor> Runner<E> {
                         } else {
                             match self.rebuilder.restore(action, &result) {
                                 Ok(()) => {
-                                    runs.push(run_row(label.clone(), digest, Outcome::Cached, 0, Some(0), result.stdout, result.stderr));
+                                    runs.push(run_row(
+                                        label.clone(),
+                                        digest,
+                                        Outcome::Cached,
+                                        0,
+                                        Some(0),
+                                        result.stdout,
+                                        result.stderr,
+                                    ));
                                     true
                                 }
                                 Err(e) => {
@@ -178,6 +211,20 @@ impl<E: Executor> Runner<E> {
                             }
                         };
                         if ready {
+                            if last_keys.get(&label) != Some(&digest)
+                                && !runs.iter().any(|r| r.label == label)
+                            {
+                                // History says another key ran last: record which result was used.
+                                runs.push(run_row(
+                                    label.clone(),
+                                    digest,
+                                    Outcome::Cached,
+                                    0,
+                                    Some(0),
+                                    result.stdout,
+                                    result.stderr,
+                                ));
+                            }
                             hits.push(digest);
                             outputs[i] = Some(staged(action, &result));
                             summary.cached += 1;
@@ -187,7 +234,9 @@ impl<E: Executor> Runner<E> {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => reporter.warn(&format!("cannot read the action cache ({e}); running `{label}`")),
+                    Err(e) => reporter.warn(&format!(
+                        "cannot read the action cache ({e}); running `{label}`"
+                    )),
                 }
                 // A miss: gather secrets, then run.
                 let mut secrets = BTreeMap::new();
@@ -201,7 +250,14 @@ impl<E: Executor> Runner<E> {
                     }
                 }
                 if !missing.is_empty() {
-                    reporter.failed(&label, &format!("secret(s) {} not set in flow's environment", missing.join(", ")), b"");
+                    reporter.failed(
+                        &label,
+                        &format!(
+                            "secret(s) {} not set in flow's environment",
+                            missing.join(", ")
+                        ),
+                        b"",
+                    );
                     summary.failed += 1;
                     runs.push(run_row(label, digest, Outcome::Failed, 0, None, None, None));
                     self.skip_dependents(&mut sched, i, reporter, &mut summary);
@@ -241,7 +297,9 @@ impl<E: Executor> Runner<E> {
                     })
                     .await
                     .unwrap_or_else(|e| Done::Failed {
-                        why: format!("internal error while storing results: {e} (this is a bug in flow)"),
+                        why: format!(
+                            "internal error while storing results: {e} (this is a bug in flow)"
+                        ),
                         log: Vec::new(),
                         stdout: None,
                         stderr: None,
@@ -249,7 +307,11 @@ impl<E: Executor> Runner<E> {
                         timed_out: false,
                         took,
                     });
-                    let _ = tx.send(Completion { node: i, key: digest, done });
+                    let _ = tx.send(Completion {
+                        node: i,
+                        key: digest,
+                        done,
+                    });
                 });
             }
             if running == 0 && (sched.is_finished() || sched.is_stopped()) {
@@ -297,7 +359,7 @@ impl<E: Executor> Runner<E> {
                         }
                     }
                 }
-                _ = &mut ctrl_c, if !summary.interrupted => {
+                _ = interrupted(&mut sigint), if !summary.interrupted => {
                     summary.interrupted = true;
                     sched.stop();
                     cancel_all.cancel();
@@ -312,8 +374,10 @@ impl<E: Executor> Runner<E> {
         if let Err(e) = cache.save_file_states(&self.rebuilder.hasher.take_changed()) {
             reporter.warn(&format!("cannot save file states: {e}"));
         }
-        if let Err(e) = cache.record_runs(build_id.unwrap_or(0), &runs) {
-            reporter.warn(&format!("cannot record action history: {e}"));
+        if let Some(id) = build_id {
+            if let Err(e) = cache.record_runs(id, &runs) {
+                reporter.warn(&format!("cannot record action history: {e}"));
+            }
         }
         if let Err(e) = cache.touch_actions(&hits) {
             reporter.warn(&format!("cannot update cache use times: {e}"));
@@ -346,7 +410,13 @@ impl<E: Executor> Runner<E> {
     }
 
     /// After a failure: skip and list the dependents; without `-k`, start nothing new.
-    fn skip_dependents(&self, sched: &mut Scheduler, i: usize, reporter: &mut Reporter, summary: &mut Summary) {
+    fn skip_dependents(
+        &self,
+        sched: &mut Scheduler,
+        i: usize,
+        reporter: &mut Reporter,
+        summary: &mut Summary,
+    ) {
         if sched.state(i) == NodeState::Running {
             for s in sched.finish(i, false) {
                 let a = &self.plan.nodes[s];
@@ -359,6 +429,16 @@ impl<E: Executor> Runner<E> {
         if !self.options.keep_going {
             sched.stop();
         }
+    }
+}
+
+/// Resolves on SIGINT; never when there is no signal stream.
+async fn interrupted(sigint: &mut Option<Signal>) {
+    match sigint {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -394,11 +474,21 @@ fn finish_run(
     match &exec.status {
         Status::Exited(0) => {}
         Status::Cancelled => return Done::Cancelled,
-        Status::Exited(code) => return failed(format!("exit {code}, {:.2}s", took.as_secs_f64()), log, false),
+        Status::Exited(code) => {
+            return failed(
+                format!("exit {code}, {:.2}s", took.as_secs_f64()),
+                log,
+                false,
+            )
+        }
         Status::Signaled(sig) => return failed(format!("killed by signal {sig}"), log, false),
         Status::TimedOut => {
             let limit = action.timeout.map_or(0.0, |t| t.as_secs_f64());
-            return failed(format!("timed out after {limit:.1}s; its process group was killed"), log, true);
+            return failed(
+                format!("timed out after {limit:.1}s; its process group was killed"),
+                log,
+                true,
+            );
         }
         Status::SpawnFailed(why) => return failed(format!("could not start: {why}"), log, false),
     }

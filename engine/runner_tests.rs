@@ -48,7 +48,13 @@ fn fixture(build: &str) -> Fixture {
     }
 }
 
-async fn build(f: &Fixture, exec: &FakeExecutor, jobs: usize, keep_going: bool, durations: &[(&str, u64)]) -> Summary {
+async fn build(
+    f: &Fixture,
+    exec: &FakeExecutor,
+    jobs: usize,
+    keep_going: bool,
+    durations: &[(&str, u64)],
+) -> Summary {
     let rebuilder = Arc::new(Rebuilder {
         cache: f.cache.clone(),
         hasher: Arc::new(FileHasher::new(HashMap::new())),
@@ -71,7 +77,7 @@ async fn build(f: &Fixture, exec: &FakeExecutor, jobs: usize, keep_going: bool, 
         durations: durations.iter().map(|(l, d)| (l.to_string(), *d)).collect(),
     };
     let mut reporter = Reporter::new(f.plan.nodes.len());
-    runner.run(&resolved, &mut reporter).await
+    runner.run(&resolved, &mut reporter, None).await
 }
 
 fn secs(n: u64) -> FakeAction {
@@ -155,7 +161,11 @@ async fn jobs_bound_concurrency() {
     assert_eq!(s.ran, 4);
     let sp = spans(&exec.events());
     let end = sp.values().map(|s| s.1).max().unwrap();
-    assert_eq!(end, Duration::from_secs(20), "4 tasks of 10 s on 2 slots take 20 s: {sp:?}");
+    assert_eq!(
+        end,
+        Duration::from_secs(20),
+        "4 tasks of 10 s on 2 slots take 20 s: {sp:?}"
+    );
     for t in [0u64, 5, 10, 15] {
         let at = Duration::from_secs(t) + Duration::from_millis(1);
         let concurrent = sp.values().filter(|(s, e)| *s < at && at < *e).count();
@@ -192,7 +202,19 @@ async fn critical_path_from_history_goes_first() {
         .with("//p:a", outputs("a"))
         .with("//p:b", outputs("b"));
     // History says `solo` is slow (60 s) and the chain is quick: `solo` starts first.
-    let s = build(&f, &exec, 1, false, &[("//p:solo", 60_000), ("//p:a", 10), ("//p:b", 10), ("//p:c", 10)]).await;
+    let s = build(
+        &f,
+        &exec,
+        1,
+        false,
+        &[
+            ("//p:solo", 60_000),
+            ("//p:a", 10),
+            ("//p:b", 10),
+            ("//p:c", 10),
+        ],
+    )
+    .await;
     assert_eq!(s.ran, 4);
     assert_eq!(started(&exec.events())[0], "//p:solo");
     // And the other way round: a slow chain starts before a quick `solo`.
@@ -200,7 +222,19 @@ async fn critical_path_from_history_goes_first() {
     let exec = FakeExecutor::new()
         .with("//p:a", outputs("a"))
         .with("//p:b", outputs("b"));
-    build(&f, &exec, 1, false, &[("//p:solo", 10), ("//p:a", 5_000), ("//p:b", 5_000), ("//p:c", 5_000)]).await;
+    build(
+        &f,
+        &exec,
+        1,
+        false,
+        &[
+            ("//p:solo", 10),
+            ("//p:a", 5_000),
+            ("//p:b", 5_000),
+            ("//p:c", 5_000),
+        ],
+    )
+    .await;
     assert_eq!(started(&exec.events())[0], "//p:a");
 }
 

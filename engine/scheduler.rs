@@ -113,7 +113,8 @@ impl Scheduler {
         }
         if !skipped.is_empty() {
             let st = &self.state;
-            self.ready.retain(|(_, Reverse(r))| st[*r] == NodeState::Ready);
+            self.ready
+                .retain(|(_, Reverse(r))| st[*r] == NodeState::Ready);
         }
         skipped.sort_unstable();
         skipped
@@ -161,7 +162,11 @@ fn critical_path(deps: &[Vec<usize>], dependents: &[Vec<usize>], cost: &[u64]) -
     let mut stack: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
     let mut priority = vec![0u64; n];
     while let Some(i) = stack.pop() {
-        let tail = dependents[i].iter().map(|&d| priority[d]).max().unwrap_or(0);
+        let tail = dependents[i]
+            .iter()
+            .map(|&d| priority[d])
+            .max()
+            .unwrap_or(0);
         priority[i] = cost.get(i).copied().unwrap_or(1).saturating_add(tail);
         for &d in &deps[i] {
             remaining[d] -= 1;

@@ -572,6 +572,9 @@ fn location_of_a_label_that_is_not_a_dependency() {
 fn unknown_expansion() {
     query_all(
         "unknown_expansion",
-        &[("app/BUILD", "task(name = \"x\", cmd = \"echo $(SRC) > $(OUTS)\", outs = [\"r.txt\"])\n")],
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", cmd = \"echo $(SRC) > $(OUTS)\", outs = [\"r.txt\"])\n",
+        )],
     );
 }

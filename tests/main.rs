@@ -3,6 +3,7 @@
 
 mod support;
 
+mod build;
 mod example;
 mod golden;
 mod layout;

@@ -11,72 +11,12 @@
 //! Admitted limit: history is never pruned except by [`Cache::clear`]; `gc` bounds blobs, not rows.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use rusqlite::{params, OptionalExtension};
 
 use crate::db::now_ms;
 use crate::error::sql_err;
-use crate::{Cache, CacheError, Digest};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Ran,
-    Cached,
-    Failed,
-    Flaky,
-    TimedOut,
-    Skipped,
-    Cancelled,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 7] = [
-        Outcome::Ran,
-        Outcome::Cached,
-        Outcome::Failed,
-        Outcome::Flaky,
-        Outcome::TimedOut,
-        Outcome::Skipped,
-        Outcome::Cancelled,
-    ];
-
-    /// The stored form: lowercase, `timedout` for `TimedOut`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ran => "ran",
-            Outcome::Cached => "cached",
-            Outcome::Failed => "failed",
-            Outcome::Flaky => "flaky",
-            Outcome::TimedOut => "timedout",
-            Outcome::Skipped => "skipped",
-            Outcome::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
-    }
-
-    /// The action's command ran to an end (so its duration measures it).
-    pub fn executed(self) -> bool {
-        matches!(
-            self,
-            Outcome::Ran | Outcome::Failed | Outcome::Flaky | Outcome::TimedOut
-        )
-    }
-
-    /// The action's result is good (ran, restored from the cache, or passed on a retry).
-    pub fn succeeded(self) -> bool {
-        matches!(self, Outcome::Ran | Outcome::Cached | Outcome::Flaky)
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::{Cache, CacheError, Digest, Outcome};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionRun {
@@ -246,6 +186,31 @@ impl Cache {
             .map_err(sql_err("read durations"))?;
         rows.collect::<Result<_, _>>()
             .map_err(sql_err("read durations"))
+    }
+
+    /// label → key of its most recent recorded run (any outcome). A build uses it to record a
+    /// cache hit only when it differs from what the history already says, so that `flow log`
+    /// replays the result actually used while a no-op build writes no rows.
+    pub fn last_keys(&self, workspace: &str) -> Result<HashMap<String, Digest>, CacheError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT label, key, max(id) FROM action_runs WHERE workspace = ?1 GROUP BY label",
+            )
+            .map_err(sql_err("read history"))?;
+        let rows = stmt
+            .query_map([workspace], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql_err("read history"))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (label, key) = row.map_err(sql_err("read history"))?;
+            if let Some(d) = Digest::from_slice(&key) {
+                out.insert(label, d);
+            }
+        }
+        Ok(out)
     }
 
     /// The latest `limit` builds, newest first.

@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::cas::{file_kind, split_dest};
+use crate::cas::file_kind;
 use crate::error::io_err;
 use crate::manifest::{decode, encode, validate, TreeEntry, TreeEntryKind};
+use crate::materialize::split_dest;
 use crate::{CacheError, Cas, Digest};
 
 enum Found {

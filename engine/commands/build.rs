@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use flow_rules::PatternTerm;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::analysis::{load_graph, open_cache, parse_patterns};
 use crate::error::Error;
@@ -24,6 +25,20 @@ pub struct BuildArgs<'a> {
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            path: start.to_path_buf(),
+            action: "start the async runtime in",
+            error: e.to_string(),
+        })?;
+    // Registered before anything else, so that Ctrl-C at any moment is handled by the runner
+    // (or, before it starts, simply ends the process: nothing is recorded before the runner).
+    let sigint = runtime
+        .block_on(async { signal(SignalKind::interrupt()) })
+        .ok();
     let terms: Vec<PatternTerm> = parse_patterns(args.patterns)?;
     let (ws, graph, cache_dir) = load_graph(start, args.cache_dir)?;
     let selected: BTreeSet<usize> = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
@@ -84,16 +99,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     };
     let actions = plan.nodes.iter().filter(|a| !a.is_group).count();
     let mut reporter = Reporter::new(actions);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.clamp(1, 8))
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Io {
-            path: ws.root.clone(),
-            action: "start the async runtime for",
-            error: e.to_string(),
-        })?;
-    let summary = runtime.block_on(runner.run(&resolved, &mut reporter));
+    let summary = runtime.block_on(runner.run(&resolved, &mut reporter, sigint));
     Ok(if summary.interrupted {
         130
     } else if summary.failed > 0 {

@@ -49,7 +49,10 @@ pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Re
         })?,
         None => ws.config.cache_max_size.ok_or_else(|| Error::Usage {
             message: "no size limit given".into(),
-            help: Some("pass `--max-size SIZE` or set `max_size` in the `[cache]` table of `flow.toml`".into()),
+            help: Some(
+                "pass `--max-size SIZE` or set `max_size` in the `[cache]` table of `flow.toml`"
+                    .into(),
+            ),
         })?,
     };
     let dir = cache_dir(&ws, cache_flag);

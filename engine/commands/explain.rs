@@ -80,7 +80,11 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
         let verdict = if let Some(&d) = blocked {
             Verdict::AfterDep(plan.nodes[d].label.to_string())
         } else {
-            let deps: Vec<StagedOutput> = a.deps.iter().flat_map(|&d| outputs[d].clone().unwrap_or_default()).collect();
+            let deps: Vec<StagedOutput> = a
+                .deps
+                .iter()
+                .flat_map(|&d| outputs[d].clone().unwrap_or_default())
+                .collect();
             if a.is_group {
                 outputs[i] = Some(deps);
                 Verdict::Cached(Digest::of(b""), true)
@@ -112,9 +116,14 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
     match verdicts[node].take().expect("every node has a verdict") {
         Verdict::Cached(digest, fresh) => {
             if plan.nodes[node].is_group {
-                println!("{name} is a group: it runs nothing itself; all of its dependencies are cached");
+                println!(
+                    "{name} is a group: it runs nothing itself; all of its dependencies are cached"
+                );
             } else if fresh {
-                println!("{name} is up to date: the next build would not run it (key {})", short(&digest));
+                println!(
+                    "{name} is up to date: the next build would not run it (key {})",
+                    short(&digest)
+                );
             } else {
                 println!(
                     "{name} would be restored from the cache without running (key {}): its outputs under flow-out/ are missing or changed",
@@ -126,7 +135,10 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
         Verdict::AfterDep(dep) => {
             println!("{name} would run after `{dep}`, which would run first; its key depends on that output:");
             let mut cur = dep;
-            while let Some(&i) = plan.index.get(&flow_rules::Label::parse(&cur, None).expect("a label")) {
+            while let Some(&i) = plan
+                .index
+                .get(&flow_rules::Label::parse(&cur, None).expect("a label"))
+            {
                 match &verdicts[i] {
                     Some(Verdict::AfterDep(next)) => {
                         println!("  `{cur}` waits on `{next}`");
@@ -154,7 +166,13 @@ fn short(d: &Digest) -> String {
 }
 
 /// Prints which fields of `key` differ from the key of the last successful run.
-fn explain_change(cache: &flow_cache::Cache, workspace: &str, label: &str, key: &ActionKey, indent: &str) -> Result<(), Error> {
+fn explain_change(
+    cache: &flow_cache::Cache,
+    workspace: &str,
+    label: &str,
+    key: &ActionKey,
+    indent: &str,
+) -> Result<(), Error> {
     let err = |e: flow_cache::CacheError| Error::Cache {
         path: cache.dir().to_path_buf(),
         error: e.to_string(),

@@ -34,7 +34,10 @@ pub fn run(start: &Path, label: &str, cache_dir: Option<&Path>) -> Result<i32, E
         path: dir.clone(),
         error: e.to_string(),
     };
-    let Some(run) = cache.last_run(&workspace, &label.to_string()).map_err(cache_err)? else {
+    let Some(run) = cache
+        .last_run(&workspace, &label.to_string())
+        .map_err(cache_err)?
+    else {
         return Err(Error::Usage {
             message: format!("`{label}` has no recorded run in this workspace"),
             help: Some(format!("run `flow build {label}` first")),

@@ -115,9 +115,17 @@ impl Executor for FakeExecutor {
             };
             let present = |declared: &String| {
                 fake_outputs.contains_key(declared)
-                    || (declared.ends_with('/') && fake_outputs.keys().any(|k| k.starts_with(declared.as_str())))
+                    || (declared.ends_with('/')
+                        && fake_outputs
+                            .keys()
+                            .any(|k| k.starts_with(declared.as_str())))
             };
-            let missing_outputs: Vec<String> = spec.outputs.iter().filter(|o| !present(o)).cloned().collect();
+            let missing_outputs: Vec<String> = spec
+                .outputs
+                .iter()
+                .filter(|o| !present(o))
+                .cloned()
+                .collect();
             let output_problems = missing_outputs
                 .iter()
                 .map(|o| format!("declared output `{o}` was not created"))

@@ -22,9 +22,9 @@ pub(super) fn check(package_dir: &Path, outputs: &[String]) -> (Vec<String>, Vec
         let want_dir = out.ends_with('/');
         let path = package_dir.join(out.trim_end_matches('/'));
         let problem = match fs::metadata(&path) {
-            Ok(meta) if want_dir && !meta.is_dir() => {
-                Some(format!("declared output `{out}` is a file, not a directory"))
-            }
+            Ok(meta) if want_dir && !meta.is_dir() => Some(format!(
+                "declared output `{out}` is a file, not a directory"
+            )),
             Ok(meta) if !want_dir && meta.is_dir() => Some(format!(
                 "declared output `{out}` is a directory; declare it as `{out}/` to collect a tree"
             )),

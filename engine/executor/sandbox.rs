@@ -279,11 +279,16 @@ pub(super) fn remove_tree(dir: &Path) -> io::Result<()> {
 }
 
 fn make_dirs_writable(dir: &Path) {
-    let Ok(meta) = fs::symlink_metadata(dir) else { return };
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
     if !meta.is_dir() {
         return;
     }
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(meta.permissions().mode() | 0o700));
+    let _ = fs::set_permissions(
+        dir,
+        fs::Permissions::from_mode(meta.permissions().mode() | 0o700),
+    );
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             make_dirs_writable(&entry.path());

@@ -9,26 +9,26 @@
 //!    themselves, so commands may write `out/x.txt` without `mkdir -p`.
 //!
 //! Why copies. Measured by `staging_bench.rs` (`cargo test -p flow --release --lib
-//! staging_bench -- --ignored --nocapture`): 1,000 files in 20 directories, µs per file
-//! including its share of directory creation, on the project's 2-core ext4 machine, as a range
-//! over runs from a quiet moment to others compiling beside it (load 2.5):
+//! staging_bench -- --ignored --nocapture`): 1,000 files in 20 directories (20 files for 4 MiB),
+//! median µs per file including its share of directory creation, on the project's 2-core ext4
+//! machine, once with load ~1 (best of 5), once at load ~2.8, twice at load ~5 (others compiling):
 //!
-//! | method   | 1 KiB files | 64 KiB files | 4 MiB files  | teardown (`remove_dir_all`) |
-//! |----------|-------------|--------------|--------------|-----------------------------|
-//! | hardlink | 3–8         | 3–9          | ~0           | 4–8                         |
-//! | symlink  | 5–26 (≤150) | 5–53 (≤115)  | ~0           | 5–11                        |
-//! | copy     | 14–45 (≤190)| 39–105 (≤180)| ~650 per MiB | 7–15                        |
+//! | method   | 1 KiB           | 64 KiB         | 4 MiB           | teardown, 1 KiB |
+//! |----------|-----------------|----------------|-----------------|-----------------|
+//! | hardlink | 3.9 / 4.7 / 7–13| 3.4 / 4.6 / 6–8| ~25             | 4 / 4 / 66–74   |
+//! | symlink  | 4.8 / 15 / 250–320 | 4.5 / 11 / 50–260 | ~25      | 13 / 6 / 65–76  |
+//! | copy     | 14 / 36 / 280–360 | 47 / 48 / 110–350 | 2,000–2,700 | 7 / 8 / 74–79 |
 //!
-//! Hardlinks are flat (no new inode); symlinks and copies create an inode, and that is what slows
-//! down when the file system is busy. Copying costs ~10–40 µs more per small file than linking:
-//! 10–40 ms for a 1,000-input action, less than one Python start-up, and nothing for the usual
-//! tens of inputs. Only copies meet the requirements for workspace sources: a hardlink lets the
+//! Hardlinks are flat (no new inode); symlinks and copies both create an inode, and that is what
+//! slows down when the file system is busy, so under load a copy costs little more than a symlink.
+//! Copying costs ~10–90 µs more per small file than symlinking: 10–90 ms for a 1,000-input
+//! action, about one Python start-up, and nothing for the usual tens of inputs. Only copies meet the requirements for workspace sources: a hardlink lets the
 //! action rewrite the source in place; a symlink does too, and it leads to the real tree,
 //! where Python (whose `sys.path[0]` is the script's resolved directory) imports undeclared
 //! siblings. For CAS blobs a link would be allowed, but flow runs as root in CI containers,
 //! where a blob's read-only mode stops no write, and one `>>` into an input would corrupt the
 //! cache for every later build. So every file input is copied. The price is on large dependency
-//! outputs (~0.65 ms per MiB on ext4; a clone on btrfs/XFS); if it ever matters, symlinking
+//! outputs (~0.5–0.7 ms per MiB on ext4; a clone on btrfs/XFS); if it ever matters, symlinking
 //! blobs when not running as root is the measured alternative.
 //! Directory inputs are symlinked: copying a tree per action costs what it holds, and the tree is
 //! a dependency's materialized output, not a source.
@@ -60,14 +60,20 @@ pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Res
 
 /// `path` as a relative path of normal components (`.` components dropped); `what` names it in
 /// the error. An empty path is allowed only if `allow_empty` (the root package).
-pub(super) fn checked_relative(path: &str, what: &str, allow_empty: bool) -> Result<PathBuf, String> {
+pub(super) fn checked_relative(
+    path: &str,
+    what: &str,
+    allow_empty: bool,
+) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
     for component in Path::new(path).components() {
         match component {
             Component::Normal(part) => out.push(part),
             Component::CurDir => {}
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("{what} `{path}` must be a relative path without `..`"));
+                return Err(format!(
+                    "{what} `{path}` must be a relative path without `..`"
+                ));
             }
         }
     }
@@ -90,7 +96,11 @@ pub(super) struct Layout {
 }
 
 /// Checks every path of an action and how they overlap; collects every problem, sorted.
-pub(super) fn check_layout(package: &str, inputs: &[Input], outputs: &[String]) -> Result<Layout, String> {
+pub(super) fn check_layout(
+    package: &str,
+    inputs: &[Input],
+    outputs: &[String],
+) -> Result<Layout, String> {
     let mut problems = Vec::new();
     let mut layout = Layout::default();
     match checked_relative(package, "package", true) {
@@ -113,7 +123,10 @@ pub(super) fn check_layout(package: &str, inputs: &[Input], outputs: &[String]) 
     }
     for dest in layout.inputs.keys() {
         if dest.ancestors().skip(1).any(|a| dir_inputs.contains(a)) {
-            problems.push(format!("input `{}` lies inside a directory input", dest.display()));
+            problems.push(format!(
+                "input `{}` lies inside a directory input",
+                dest.display()
+            ));
         }
     }
     for out in outputs {
@@ -176,9 +189,18 @@ impl DirMaker {
 }
 
 /// Stages every input of `layout` under `exec`, and creates the package directory.
-pub(super) fn stage_inputs(exec: &Path, layout: &Layout, inputs: &[Input], dirs: &mut DirMaker) -> Result<(), String> {
-    dirs.make(&layout.package)
-        .map_err(|e| format!("cannot create `{}`: {e}", exec.join(&layout.package).display()))?;
+pub(super) fn stage_inputs(
+    exec: &Path,
+    layout: &Layout,
+    inputs: &[Input],
+    dirs: &mut DirMaker,
+) -> Result<(), String> {
+    dirs.make(&layout.package).map_err(|e| {
+        format!(
+            "cannot create `{}`: {e}",
+            exec.join(&layout.package).display()
+        )
+    })?;
     for (dest, &i) in &layout.inputs {
         let input = &inputs[i];
         if let Some(parent) = dest.parent() {
@@ -207,11 +229,19 @@ pub(super) fn stage_inputs(exec: &Path, layout: &Layout, inputs: &[Input], dirs:
 }
 
 /// Creates the parents of file outputs and the directory outputs themselves, under `root`.
-pub(super) fn create_output_dirs(root: &Path, layout: &Layout, dirs: &mut DirMaker) -> Result<(), String> {
+pub(super) fn create_output_dirs(
+    root: &Path,
+    layout: &Layout,
+    dirs: &mut DirMaker,
+) -> Result<(), String> {
     let parents = layout.file_outputs.iter().filter_map(|f| f.parent());
     for dir in parents.chain(layout.dir_outputs.iter().map(PathBuf::as_path)) {
-        dirs.make(dir)
-            .map_err(|e| format!("cannot create output directory `{}`: {e}", root.join(dir).display()))?;
+        dirs.make(dir).map_err(|e| {
+            format!(
+                "cannot create output directory `{}`: {e}",
+                root.join(dir).display()
+            )
+        })?;
     }
     Ok(())
 }

@@ -70,7 +70,9 @@ fn text(bytes: &[u8]) -> String {
 fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next());
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next());
             !matches!(state, Some(Some('Z' | 'X')))
         }
         Err(_) => false,
@@ -128,7 +130,11 @@ async fn declared_input_is_readable_and_undeclared_file_is_not() {
 
     let r = f.run(f.spec("cat undeclared.txt")).await;
     assert_ne!(r.status, Status::Exited(0));
-    assert!(text(&r.stderr).contains("undeclared.txt"), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stderr).contains("undeclared.txt"),
+        "{}",
+        text(&r.stderr)
+    );
     assert!(!text(&r.stdout).contains("secret sauce"));
 }
 
@@ -151,7 +157,11 @@ async fn writing_into_an_input_does_not_change_the_workspace_source() {
 async fn executable_inputs_can_be_run() {
     let f = Fixture::new();
     fs::create_dir_all(f.ws.join("tools")).unwrap();
-    fs::write(f.ws.join("tools/hello.sh"), "#!/bin/sh\necho hello from tool\n").unwrap();
+    fs::write(
+        f.ws.join("tools/hello.sh"),
+        "#!/bin/sh\necho hello from tool\n",
+    )
+    .unwrap();
     let mut spec = f.spec("../tools/hello.sh");
     spec.inputs.push(Input {
         dest: "tools/hello.sh".into(),
@@ -191,11 +201,23 @@ async fn missing_and_wrong_kind_outputs_are_reported() {
     spec.outputs = vec!["never.txt".into(), "not_a_file".into(), "not_a_dir/".into()];
     let r = f.run(spec).await;
     assert_eq!(r.status, Status::Exited(0));
-    assert_eq!(r.missing_outputs, vec!["never.txt", "not_a_file", "not_a_dir/"]);
+    assert_eq!(
+        r.missing_outputs,
+        vec!["never.txt", "not_a_file", "not_a_dir/"]
+    );
     let problems = r.output_problems.join("\n");
-    assert!(problems.contains("`never.txt` was not created"), "{problems}");
-    assert!(problems.contains("`not_a_file` is a directory"), "{problems}");
-    assert!(problems.contains("`not_a_dir/` is a file, not a directory"), "{problems}");
+    assert!(
+        problems.contains("`never.txt` was not created"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("`not_a_file` is a directory"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("`not_a_dir/` is a file, not a directory"),
+        "{problems}"
+    );
 }
 
 #[tokio::test]
@@ -206,14 +228,18 @@ async fn directory_output_is_created_and_collected() {
     let r = f.run(spec).await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
     assert!(r.missing_outputs.is_empty(), "{:?}", r.output_problems);
-    assert_eq!(fs::read_to_string(r.exec_root.join("app/site/sub/b.html")).unwrap(), "b\n");
+    assert_eq!(
+        fs::read_to_string(r.exec_root.join("app/site/sub/b.html")).unwrap(),
+        "b\n"
+    );
     assert!(r.stray_writes.is_empty(), "{:?}", r.stray_writes);
 }
 
 #[tokio::test]
 async fn secrets_are_masked_in_stdout_and_stderr() {
     let f = Fixture::new();
-    let mut spec = f.spec("echo token=$API_TOKEN; echo \"err $API_TOKEN$API_TOKEN\" >&2; echo pin=$PIN");
+    let mut spec =
+        f.spec("echo token=$API_TOKEN; echo \"err $API_TOKEN$API_TOKEN\" >&2; echo pin=$PIN");
     spec.secrets = BTreeMap::from([
         ("API_TOKEN".into(), "s3cr3t-value".into()),
         ("PIN".into(), "123".into()),
@@ -251,7 +277,9 @@ async fn environment_is_exactly_the_declared_one() {
 #[tokio::test]
 async fn home_and_tmpdir_are_writable_and_not_stray() {
     let f = Fixture::new();
-    let r = f.run(f.spec("echo x > $HOME/.rc && echo y > $TMPDIR/scratch")).await;
+    let r = f
+        .run(f.spec("echo x > $HOME/.rc && echo y > $TMPDIR/scratch"))
+        .await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
     assert!(r.stray_writes.is_empty(), "{:?}", r.stray_writes);
 }
@@ -328,7 +356,10 @@ async fn an_orphan_holding_stdout_does_not_hang_the_run() {
 async fn exit_codes_and_signals_are_reported() {
     let f = Fixture::new();
     assert_eq!(f.run(f.spec("exit 3")).await.status, Status::Exited(3));
-    assert_eq!(f.run(f.spec("kill -9 $$")).await.status, Status::Signaled(9));
+    assert_eq!(
+        f.run(f.spec("kill -9 $$")).await.status,
+        Status::Signaled(9)
+    );
 }
 
 #[tokio::test]
@@ -338,7 +369,10 @@ async fn stray_writes_are_reported_but_outputs_and_inputs_are_not() {
     spec.outputs = vec!["out.txt".into()];
     let r = f.run(spec).await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
-    assert_eq!(r.stray_writes, vec!["app/cache/", "app/stray.txt", "root.txt"]);
+    assert_eq!(
+        r.stray_writes,
+        vec!["app/cache/", "app/stray.txt", "root.txt"]
+    );
 }
 
 #[tokio::test]
@@ -372,14 +406,21 @@ async fn bad_paths_and_missing_inputs_fail_before_running() {
 async fn without_sandbox_the_command_runs_in_the_real_package_dir() {
     let f = Fixture::new();
     fs::write(f.ws.join("app/stale.txt"), "from an earlier run").unwrap();
-    let mut spec = f.spec("cat undeclared.txt > out/copy.txt; pwd; test ! -e stale.txt && echo stale-gone");
+    let mut spec =
+        f.spec("cat undeclared.txt > out/copy.txt; pwd; test ! -e stale.txt && echo stale-gone");
     spec.sandbox = false;
     spec.outputs = vec!["out/copy.txt".into(), "stale.txt".into()];
     let r = f.run(spec).await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
     assert_eq!(r.exec_root, f.ws);
-    assert_eq!(text(&r.stdout), format!("{}\nstale-gone\n", f.ws.join("app").display()));
-    assert_eq!(fs::read_to_string(f.ws.join("app/out/copy.txt")).unwrap(), "secret sauce\n");
+    assert_eq!(
+        text(&r.stdout),
+        format!("{}\nstale-gone\n", f.ws.join("app").display())
+    );
+    assert_eq!(
+        fs::read_to_string(f.ws.join("app/out/copy.txt")).unwrap(),
+        "secret sauce\n"
+    );
     assert_eq!(r.missing_outputs, vec!["stale.txt"]);
     assert!(r.stray_writes.is_empty());
     assert!(r.sandbox_dir.is_none());
@@ -480,7 +521,10 @@ async fn fake_executor_records_start_and_finish_times() {
     );
     let expected = [0, 0, 0, 0, 200, 400];
     for ((_, label, at), want) in events.iter().zip(expected) {
-        assert!(about(*at, ms(want)), "{label} at {at:?}, expected {want} ms");
+        assert!(
+            about(*at, ms(want)),
+            "{label} at {at:?}, expected {want} ms"
+        );
     }
     assert_eq!(fake.specs().len(), 3);
 }
@@ -519,7 +563,10 @@ fn cancel_is_sticky_and_seen_by_late_tokens() {
     assert!(!token.is_cancelled());
     handle.cancel();
     assert!(token.is_cancelled() && late.is_cancelled() && handle.token().is_cancelled());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(late.cancelled());
 }
 
@@ -527,7 +574,11 @@ fn cancel_is_sticky_and_seen_by_late_tokens() {
 fn debug_output_hides_secret_values() {
     let f = Fixture::new();
     let mut spec = f.spec("true");
-    spec.secrets.insert("TOKEN".into(), "hunter2-hunter2".into());
+    spec.secrets
+        .insert("TOKEN".into(), "hunter2-hunter2".into());
     let debug = format!("{spec:?}");
-    assert!(debug.contains("TOKEN") && !debug.contains("hunter2"), "{debug}");
+    assert!(
+        debug.contains("TOKEN") && !debug.contains("hunter2"),
+        "{debug}"
+    );
 }

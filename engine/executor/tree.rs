@@ -110,7 +110,9 @@ fn walk(root: &Path, rel: &Path, visit: &mut dyn FnMut(&Path, Entry) -> bool) {
         return;
     };
     for dirent in entries.flatten() {
-        let Ok(meta) = dirent.metadata() else { continue };
+        let Ok(meta) = dirent.metadata() else {
+            continue;
+        };
         let child = rel.join(dirent.file_name());
         let entry = Entry::of(&meta);
         if visit(&child, entry) && entry.kind == Kind::Dir {

@@ -291,9 +291,7 @@ impl AnalysisError {
                         .into(),
                 );
             }
-            Starlark { hint: Some(h), .. } | Expansion { hint: Some(h), .. } => {
-                out.push(h.clone())
-            }
+            Starlark { hint: Some(h), .. } | Expansion { hint: Some(h), .. } => out.push(h.clone()),
             BadLabel { .. } => {
                 out.push("labels look like `//path/to/pkg:name`, `//path/to/pkg` or `:name`".into())
             }

@@ -191,6 +191,12 @@ pub(crate) fn starlark_error(e: starlark::Error) -> AnalysisError {
         )
     });
     let hint = hint_for(&message);
+    let message = match (&hint, message.split_once("; ")) {
+        (Some(_), Some((head, _))) if message.starts_with("unknown configuration value") => {
+            head.to_owned()
+        }
+        _ => message,
+    };
     let mut err = AnalysisError::new(K::Starlark { message, hint }, at);
     for frame in &e.call_stack().frames {
         if let Some(loc) = &frame.location {
@@ -216,6 +222,11 @@ pub(crate) fn starlark_error(e: starlark::Error) -> AnalysisError {
 
 /// Hints for interpreter messages that users meet most.
 fn hint_for(message: &str) -> Option<String> {
+    if message.starts_with("unknown configuration value") {
+        if let Some((_, hint)) = message.split_once("; ") {
+            return Some(hint.to_owned());
+        }
+    }
     if message.contains("`def` is not allowed") || message.contains("`lambda` is not allowed") {
         return Some(
             "BUILD files cannot define functions: put the `def` in a `.star` file and `load()` it"

@@ -56,6 +56,8 @@ pub enum LabelErrorKind {
     ExtraColon,
     #[error("external repositories (`@repo//`) are only allowed in `load()`")]
     ExternalRepo,
+    #[error("visibility names packages, not targets: write `//pkg:__pkg__` (that package) or `//pkg/...` (it and its sub-packages)")]
+    VisibilityNamesTarget,
 }
 
 impl Label {

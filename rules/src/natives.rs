@@ -446,7 +446,8 @@ fn declare<'v>(
         let sandbox = a.bool("sandbox", true);
         (srcs, outs, env, secrets, tools, timeout, retries, sandbox)
     } else {
-        Default::default()
+        let (srcs, outs, env, secrets, tools, timeout, retries) = Default::default();
+        (srcs, outs, env, secrets, tools, timeout, retries, true)
     };
 
     let mut errors = std::mem::take(&mut a.errors);
@@ -594,8 +595,18 @@ fn check_outs(
 ) {
     let span = attr_span(call, "outs");
     let mut seen: Vec<&str> = Vec::new();
-    for out in outs {
-        let at = literal_span(call, &span, out);
+    for (k, out) in outs.iter().enumerate() {
+        // Point at this occurrence, also when the same path is written twice.
+        let nth = outs[..k].iter().filter(|o| *o == out).count();
+        let mut at = literal_span(call, &span, out);
+        for _ in 0..nth {
+            let after = SourceSpan::new(at.file.clone(), at.source.clone(), at.end, call.end);
+            let next = literal_span(call, &after, out);
+            if next.start <= at.start {
+                break;
+            }
+            at = next;
+        }
         let path = out.strip_suffix('/').unwrap_or(out);
         let reason = if let Some(p) = path_problem(path) {
             Some(p.to_owned())

@@ -44,6 +44,9 @@ impl VisibilityRule {
         } else {
             (rest, false)
         };
+        if let Some(colon) = package.find(':') {
+            return Err(err(2 + colon, LabelErrorKind::VisibilityNamesTarget));
+        }
         check_package(package).map_err(|(o, k)| err(2 + o, k))?;
         Ok(if recursive {
             VisibilityRule::Subpackages(package.to_owned())

@@ -1,3 +1,5 @@
+//! Action cache: round trips, failures not served, bulk lookup, `touch_actions` writing nothing when fresh.
+
 use rusqlite::Connection;
 
 use super::{file_result, key, open, temp};

@@ -1,3 +1,5 @@
+//! The CAS: bytes and files in and out, modes, take vs copy, corruption detection and repair.
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -210,4 +212,27 @@ fn materializing_replaces_a_directory_in_the_way() {
     fs::create_dir_all(dest.join("was/a/dir")).unwrap();
     cache.cas().materialize_file(&d, false, &dest).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), b"file now");
+}
+
+#[test]
+fn taking_across_filesystems_copies_then_removes() {
+    let dir = temp();
+    let cache = open(&dir);
+    // /dev/shm is a tmpfs on Linux; where it is missing or on the same device, nothing to test.
+    let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+        return;
+    };
+    let dev = |p: &std::path::Path| fs::metadata(p).unwrap().dev();
+    if dev(other.path()) == dev(cache.dir()) {
+        return;
+    }
+    let src = other.path().join("out.bin");
+    fs::write(&src, "from another filesystem").unwrap();
+    let (d, _, _) = cache.cas().put_file(&src, true).unwrap();
+    assert!(!src.exists());
+    assert_eq!(
+        cache.cas().read_verified(&d).unwrap(),
+        b"from another filesystem"
+    );
+    assert_eq!(mode(&cache.cas().path_of(&d)), 0o444);
 }

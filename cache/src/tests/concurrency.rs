@@ -1,3 +1,5 @@
+//! Two handles on one cache directory, as two flow processes would share it.
+
 use std::sync::{Arc, Barrier};
 use std::thread;
 

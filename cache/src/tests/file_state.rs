@@ -1,3 +1,5 @@
+//! The file-state table: prefix loading per workspace, replace, empty saves.
+
 use super::{open, temp};
 use crate::{Digest, FileState};
 

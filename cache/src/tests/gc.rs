@@ -1,3 +1,5 @@
+//! Garbage collection (LRU order, pinned and shared blobs, temp files), stats and clear.
+
 use std::fs;
 
 use super::{age, key, names, open, temp};

@@ -1,3 +1,5 @@
+//! Build history: outcomes, last runs, durations, recent builds.
+
 use super::{key, open, temp};
 use crate::{ActionRun, BuildSummary, Digest, Outcome};
 

@@ -1,3 +1,5 @@
+//! Opening, pragmas and migrations; a newer schema is refused.
+
 use rusqlite::Connection;
 
 use super::temp;
@@ -66,17 +68,4 @@ fn an_empty_database_file_is_migrated() {
     drop(Connection::open(dir.path().join(DB_FILE)).unwrap());
     let cache = Cache::open(dir.path()).unwrap();
     assert_eq!(cache.stats().unwrap().action_results, 0);
-}
-
-#[test]
-fn locked_errors_say_so() {
-    let err = CacheError::Sqlite {
-        op: "put action",
-        source: rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            None,
-        ),
-    };
-    assert!(err.is_locked());
-    assert!(err.to_string().contains("database is locked"), "{err}");
 }

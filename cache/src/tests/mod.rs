@@ -3,6 +3,7 @@
 mod action_cache;
 mod cas;
 mod concurrency;
+mod errors;
 mod file_state;
 mod gc;
 mod history;

@@ -1,3 +1,5 @@
+//! Path safety: relative output paths, symlinks followed through a tree, range bounds.
+
 use std::collections::HashMap;
 
 use crate::file_state::upper_bound;

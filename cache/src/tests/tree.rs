@@ -1,3 +1,5 @@
+//! Trees: round trips, refused symlinks, hostile manifests, corrupt entries.
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
@@ -90,6 +92,23 @@ fn trees_round_trip_with_dirs_symlinks_and_modes() {
     sample_tree(&copy);
     assert_eq!(cas.put_tree(&copy, true).unwrap(), (manifest, size));
     assert!(!copy.exists());
+}
+
+#[test]
+fn an_empty_tree_round_trips() {
+    let dir = temp();
+    let cache = open(&dir);
+    let src = dir.path().join("empty");
+    fs::create_dir(&src).unwrap();
+    let (manifest, size) = cache.cas().put_tree(&src, false).unwrap();
+    assert_eq!(size, 0);
+    assert_eq!(
+        cache.cas().read_verified(&manifest).unwrap(),
+        br#"{"entries":[]}"#
+    );
+    let dest = dir.path().join("out/empty");
+    cache.cas().materialize_tree(&manifest, &dest).unwrap();
+    assert!(dest.is_dir() && names(&dest).is_empty());
 }
 
 #[test]
