@@ -31,6 +31,9 @@ pub struct ActionKey {
     pub secrets: Vec<String>,
     /// Workspace-relative path of each source → its content digest.
     pub inputs: BTreeMap<String, Digest>,
+    /// Sources whose executable bit is set (sorted): a script run as `./x.sh` behaves differently
+    /// without it.
+    pub executable: Vec<String>,
     /// Workspace-relative path where each dependency output is staged → its digest (for a
     /// directory output, the digest of its tree manifest).
     pub dep_outputs: BTreeMap<String, Digest>,
@@ -91,6 +94,12 @@ impl ActionKey {
             ));
         }
         diff_maps("input", &old.inputs, &self.inputs, &mut out, false);
+        if self.executable != old.executable {
+            out.push(format!(
+                "executable sources changed: {:?} -> {:?}",
+                old.executable, self.executable
+            ));
+        }
         diff_maps(
             "dependency output",
             &old.dep_outputs,
@@ -155,6 +164,7 @@ mod tests {
             env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
             secrets: vec!["TOKEN".into()],
             inputs: BTreeMap::from([("app/a.txt".into(), Digest::of(b"a"))]),
+            executable: Vec::new(),
             dep_outputs: BTreeMap::new(),
             tools: BTreeMap::new(),
             outs: vec!["out.txt".into()],

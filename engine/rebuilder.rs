@@ -66,12 +66,18 @@ impl Rebuilder {
         tools: &HashMap<String, String>,
     ) -> Result<ActionKey, String> {
         let mut inputs = BTreeMap::new();
+        let mut executable = Vec::new();
         for s in &action.srcs {
             let h = sources
                 .get(s)
                 .ok_or_else(|| format!("cannot read source `{s}`"))?;
             inputs.insert(s.clone(), h.digest);
+            if h.executable {
+                executable.push(s.clone());
+            }
         }
+        executable.sort();
+        executable.dedup();
         let dep_outputs = deps
             .iter()
             .map(|o| (o.path.clone(), *o.kind.digest()))
@@ -93,6 +99,7 @@ impl Rebuilder {
             env: action.env.clone(),
             secrets,
             inputs,
+            executable,
             dep_outputs,
             tools: tool_ids,
             outs: action.outs.clone(),
@@ -173,6 +180,7 @@ impl Rebuilder {
     pub fn spec(
         &self,
         action: &Action,
+        sources: &HashMap<String, Hashed>,
         deps: &[StagedOutput],
         secrets: BTreeMap<String, String>,
     ) -> ActionSpec {
@@ -182,7 +190,7 @@ impl Rebuilder {
             .map(|s| Input {
                 dest: s.clone(),
                 source: self.workspace_root.join(s),
-                executable: false,
+                executable: sources.get(s).is_some_and(|h| h.executable),
                 is_dir: false,
             })
             .collect();
@@ -239,16 +247,16 @@ impl Rebuilder {
         exec: &ExecResult,
     ) -> Result<ActionResult, StoreError> {
         if !exec.missing_outputs.is_empty() || !exec.output_problems.is_empty() {
-            let mut problems: Vec<String> = exec
-                .missing_outputs
-                .iter()
-                .map(|o| format!("declared output `{o}` was not created"))
-                .collect();
-            for p in &exec.output_problems {
-                if !problems.contains(p) {
-                    problems.push(p.clone());
-                }
-            }
+            // The executor's own descriptions are the precise ones (a file where a directory
+            // was declared, ...); the generic sentence is only a fallback.
+            let problems = if exec.output_problems.is_empty() {
+                exec.missing_outputs
+                    .iter()
+                    .map(|o| format!("declared output `{o}` was not created"))
+                    .collect()
+            } else {
+                exec.output_problems.clone()
+            };
             return Err(StoreError::Outputs(problems));
         }
         let cas = self.cache.cas();

@@ -265,7 +265,9 @@ impl<E: Executor> Runner<E> {
                 }
                 // The key's JSON goes into the CAS under its own digest, for `flow explain`.
                 let _ = cache.cas().put_bytes(&key.to_json());
-                let spec = self.rebuilder.spec(action, &deps, secrets);
+                let spec = self
+                    .rebuilder
+                    .spec(action, &resolved.sources, &deps, secrets);
                 reporter.started(&label);
                 running += 1;
                 let executor = self.executor.clone();

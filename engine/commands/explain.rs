@@ -21,7 +21,7 @@ enum Verdict {
     /// A cached result exists for its key; outputs known.
     Cached(Digest, bool),
     /// Its key has no result: it would run.
-    Runs(ActionKey),
+    Runs(Box<ActionKey>),
     /// It cannot be keyed before a dependency runs.
     AfterDep(String),
     /// Its key cannot be computed (unreadable source, missing tool).
@@ -97,7 +97,7 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
                             outputs[i] = Some(staged(a, &result));
                             Verdict::Cached(key.digest(), fresh)
                         }
-                        None => Verdict::Runs(key),
+                        None => Verdict::Runs(Box::new(key)),
                     },
                 }
             }

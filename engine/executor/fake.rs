@@ -9,7 +9,8 @@
 //!    (`Cancelled`) and `spec.timeout` (`TimedOut` when shorter than the duration);
 //! 3. records `Finished(label, now)` and returns the configured outputs in
 //!    `ExecResult::fake_outputs`, with `missing_outputs` computed against the declared ones as the
-//!    real executor would (a directory output `d/` is present if some output key starts with it).
+//!    real executor would (a directory output `d/` is present under the key `d/` or `d`, or if
+//!    some key starts with `d/`).
 //!
 //! The log is shared (`Arc<Mutex<..>>`), so a test keeps a handle while the runner owns the
 //! executor, and asserts order and concurrency from the recorded virtual instants.
@@ -113,8 +114,12 @@ impl Executor for FakeExecutor {
                 Status::Exited(_) => (action.outputs, action.stdout, action.stderr),
                 _ => Default::default(),
             };
+            // A key names an output as declared, or without the `/` of a directory output, or
+            // a file inside a directory output.
             let present = |declared: &String| {
+                let trimmed = declared.trim_end_matches('/');
                 fake_outputs.contains_key(declared)
+                    || fake_outputs.contains_key(trimmed)
                     || (declared.ends_with('/')
                         && fake_outputs
                             .keys()

@@ -29,7 +29,8 @@
 //!   inside the action's private directory); nothing leaks from flow's own environment;
 //! - no process of the action's process group outlives [`Executor::run`] (processes that leave the
 //!   group, e.g. with `setsid`, are out of reach: see limits in `process.rs`);
-//! - no byte of a secret value (4 bytes or longer) is returned in `stdout`/`stderr`;
+//! - no complete occurrence of a secret value (4 bytes or longer) is returned in `stdout`/`stderr`,
+//!   not even one cut by the 16 MiB truncation;
 //! - a staged input never shares an inode with a workspace source, so writing to it cannot change
 //!   the workspace (see `stage.rs` for the measurements behind "copy").
 //!

@@ -70,7 +70,10 @@ impl Executor for SandboxExecutor {
 
     fn cleanup(&self, result: &ExecResult) {
         if let Some(dir) = &result.sandbox_dir {
-            if dir.starts_with(&self.sandbox_root) && dir != &self.sandbox_root {
+            let Ok(root) = std::path::absolute(&self.sandbox_root) else {
+                return;
+            };
+            if dir.starts_with(&root) && dir != &root {
                 let _ = remove_tree(dir);
             }
         }
@@ -82,6 +85,8 @@ static NEXT_SANDBOX: AtomicU64 = AtomicU64::new(0);
 /// Creates a fresh `<root>/<pid>-<n>/` with `home/` and `tmp/`.
 fn private_dir(root: &Path) -> Result<PathBuf, String> {
     let fail = |e: io::Error| format!("cannot create a sandbox under `{}`: {e}", root.display());
+    // Absolute, so HOME and TMPDIR stay valid in the command's working directory.
+    let root = &std::path::absolute(root).map_err(fail)?;
     fs::create_dir_all(root).map_err(fail)?;
     let pid = std::process::id();
     let dir = loop {

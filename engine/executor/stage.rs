@@ -4,51 +4,54 @@
 //!    place, an input inside a directory input, and an output that overlaps an input (creating
 //!    the output's directory would then write through a link into someone else's tree).
 //! 2. [`stage_inputs`] creates each destination's parent directories once, then a file input is
-//!    COPIED (mode 0755 if executable, else 0644) and a directory input is SYMLINKED as a whole.
+//!    COPIED (mode 0755 if declared executable or if the source has an x bit, else 0644) and a
+//!    directory input is SYMLINKED as a whole.
 //! 3. [`create_output_dirs`] creates the parents of file outputs and directory outputs
 //!    themselves, so commands may write `out/x.txt` without `mkdir -p`.
 //!
 //! Why copies. Measured by `staging_bench.rs` (`cargo test -p flow --release --lib
-//! staging_bench -- --ignored --nocapture`): 1,000 files in 20 directories (20 files for 4 MiB),
-//! median µs per file including its share of directory creation, on the project's 2-core ext4
-//! machine, once with load ~1 (best of 5), once at load ~2.8, twice at load ~5 (others compiling):
+//! staging_bench -- --ignored --nocapture`): 1,000 files in 20 directories (20 files of 4 MiB),
+//! µs per file including its share of directory creation, medians of the rounds, on the
+//! project's 2-core ext4 machine. Nine runs (the 4 MiB size in the last three), from a quiet
+//! moment to others compiling beside it (load 5); the range is quietest … busiest:
 //!
-//! | method   | 1 KiB           | 64 KiB         | 4 MiB           | teardown, 1 KiB |
-//! |----------|-----------------|----------------|-----------------|-----------------|
-//! | hardlink | 3.9 / 4.7 / 7–13| 3.4 / 4.6 / 6–8| ~25             | 4 / 4 / 66–74   |
-//! | symlink  | 4.8 / 15 / 250–320 | 4.5 / 11 / 50–260 | ~25      | 13 / 6 / 65–76  |
-//! | copy     | 14 / 36 / 280–360 | 47 / 48 / 110–350 | 2,000–2,700 | 7 / 8 / 74–79 |
+//! | method   | 1 KiB      | 64 KiB     | 4 MiB         | teardown of 1 KiB |
+//! |----------|------------|------------|---------------|-------------------|
+//! | hardlink | 3.4 … 13   | 3.4 … 9    | 12 … 37       | 4 … 74            |
+//! | symlink  | 4.8 … 316  | 4.5 … 265  | 13 … 31       | 5 … 76            |
+//! | copy     | 14 … 362   | 40 … 362   | 1,700 … 2,700 | 7 … 79            |
 //!
-//! Hardlinks are flat (no new inode); symlinks and copies both create an inode, and that is what
-//! slows down when the file system is busy, so under load a copy costs little more than a symlink.
-//! Copying costs ~10–90 µs more per small file than symlinking: 10–90 ms for a 1,000-input
-//! action, about one Python start-up, and nothing for the usual tens of inputs. Only copies meet the requirements for workspace sources: a hardlink lets the
-//! action rewrite the source in place; a symlink does too, and it leads to the real tree,
-//! where Python (whose `sys.path[0]` is the script's resolved directory) imports undeclared
-//! siblings. For CAS blobs a link would be allowed, but flow runs as root in CI containers,
-//! where a blob's read-only mode stops no write, and one `>>` into an input would corrupt the
-//! cache for every later build. So every file input is copied. The price is on large dependency
-//! outputs (~0.5–0.7 ms per MiB on ext4; a clone on btrfs/XFS); if it ever matters, symlinking
-//! blobs when not running as root is the measured alternative.
+//! Hardlinks stay flat (no new inode). Symlinks and copies both create an inode, and that is
+//! what slows down when the file system is busy, so a copy costs only ~10–100 µs more per small
+//! file than a symlink: 10–100 ms for a 1,000-input action, about one Python start-up, and
+//! nothing for the usual tens of inputs. Only copies meet the requirements for workspace
+//! sources: a hardlink lets the action rewrite the source in place; a symlink does too, and it
+//! leads into the real tree, where Python (`sys.path[0]` is the script's resolved directory)
+//! imports undeclared siblings. For CAS blobs a link would be allowed, but flow runs as root in
+//! CI containers (and here), where a blob's read-only mode stops no write, and one `>>` into an
+//! input would corrupt the cache for every later build. So every file input is copied. The
+//! price falls on large dependency outputs (~0.4–0.7 ms per MiB on ext4; a clone on btrfs/XFS);
+//! if it ever matters, symlinking blobs when not running as root is the measured alternative.
 //! Directory inputs are symlinked: copying a tree per action costs what it holds, and the tree is
 //! a dependency's materialized output, not a source.
 //!
-//! Limits: files only (a symlinked input is copied through); a directory input is not protected
-//! from writes through its link (it is reported as a stray write only if its top entry changes).
+//! Limits: a symlinked file input is copied through (its target's content); writes through a
+//! directory input's link are neither prevented nor reported as stray writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::Input;
 
-/// Copies `source` to `dest` (which must not exist; its parent must) with mode 0755 or 0644.
-/// `io::copy` between files uses `copy_file_range` on Linux: an in-kernel copy, a clone on
-/// file systems with reflinks (btrfs, XFS).
+/// Copies `source` to `dest` (which must not exist; its parent must) with mode 0755 if
+/// `executable` or if the source has an executable bit, else 0644. `io::copy` between files uses
+/// `copy_file_range` on Linux: an in-kernel copy, a clone on file systems with reflinks.
 pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
     let mut from = File::open(source)?;
+    let executable = executable || from.metadata()?.permissions().mode() & 0o111 != 0;
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1,6 +1,5 @@
 //! Tests of the executor: `SandboxExecutor` with real `/bin/sh` processes on temporary
-//! workspaces, and `FakeExecutor` on tokio time (real time until the crate enables tokio's
-//! `test-util`; see `about`).
+//! workspaces, and `FakeExecutor` on paused (virtual) tokio time.
 //!
 //! Liveness of a background process is read from `/proc/<pid>/stat` (gone, or a zombie, counts as
 //! dead) rather than `kill -0`: where PID 1 does not reap orphans, as in this container, a killed
@@ -169,9 +168,18 @@ async fn executable_inputs_can_be_run() {
         executable: true,
         is_dir: false,
     });
-    let r = f.run(spec).await;
+    let r = f.run(spec.clone()).await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
     assert_eq!(text(&r.stdout), "hello from tool\n");
+
+    // Not declared executable: the source's own x bit decides.
+    spec.inputs[1].executable = false;
+    let r = f.run(spec.clone()).await;
+    assert_eq!(r.status, Status::Exited(126), "{}", text(&r.stderr));
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    fs::set_permissions(f.ws.join("tools/hello.sh"), mode).unwrap();
+    let r = f.run(spec).await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
 }
 
 #[tokio::test]
@@ -453,21 +461,14 @@ fn fake_spec(label: &str, outputs: &[&str]) -> ActionSpec {
     }
 }
 
-/// Whether `actual` is `expected` give or take scheduling noise. With `tokio::time::pause()`
-/// (tokio's `test-util` feature, not enabled in this crate's dev-dependencies yet) the
-/// instants would be exact; on real time they are within a few milliseconds.
-fn about(actual: Duration, expected: Duration) -> bool {
-    actual >= expected && actual < expected + Duration::from_millis(150)
-}
-
-#[tokio::test]
-async fn fake_executor_records_start_and_finish_times() {
-    let ms = Duration::from_millis;
+#[tokio::test(start_paused = true)]
+async fn fake_executor_records_virtual_start_and_finish_times() {
+    let secs = Duration::from_secs;
     let fake = FakeExecutor::new()
         .with(
             "//a:slow",
             FakeAction {
-                duration: ms(400),
+                duration: secs(10),
                 outputs: BTreeMap::from([("out.txt".into(), b"A".to_vec())]),
                 ..FakeAction::default()
             },
@@ -475,28 +476,42 @@ async fn fake_executor_records_start_and_finish_times() {
         .with(
             "//b:fails",
             FakeAction {
-                duration: ms(200),
+                duration: secs(3),
                 exit: 1,
                 stderr: b"boom".to_vec(),
+                ..FakeAction::default()
+            },
+        )
+        .with(
+            "//d:tree",
+            FakeAction {
+                outputs: BTreeMap::from([("site".into(), b"tree".to_vec())]),
                 ..FakeAction::default()
             },
         );
     let log = fake.log();
     let t0 = tokio::time::Instant::now();
-    let (slow, fails, instant) = tokio::join!(
+    let (slow, fails, instant, tree) = tokio::join!(
         fake.run(fake_spec("//a:slow", &["out.txt"]), Cancel::never()),
         fake.run(fake_spec("//b:fails", &["x/"]), Cancel::never()),
         fake.run(fake_spec("//c:unconfigured", &[]), Cancel::never()),
+        fake.run(fake_spec("//d:tree", &["site/"]), Cancel::never()),
     );
+    assert_eq!(t0.elapsed(), secs(10));
     assert_eq!(slow.status, Status::Exited(0));
     assert_eq!(slow.fake_outputs["out.txt"], b"A");
     assert!(slow.missing_outputs.is_empty());
-    assert!(about(slow.duration, ms(400)), "{:?}", slow.duration);
+    assert_eq!(slow.duration, secs(10));
     assert_eq!(fails.status, Status::Exited(1));
     assert_eq!(fails.stderr, b"boom");
     assert_eq!(fails.missing_outputs, vec!["x/"]);
     assert_eq!(instant.status, Status::Exited(0));
     assert!(instant.fake_outputs.is_empty());
+    assert!(
+        tree.missing_outputs.is_empty(),
+        "{:?}",
+        tree.output_problems
+    );
 
     let events: Vec<(&str, String, Duration)> = log
         .lock()
@@ -507,52 +522,47 @@ async fn fake_executor_records_start_and_finish_times() {
             FakeEvent::Finished(l, at) => ("end", l.clone(), *at - t0),
         })
         .collect();
-    let order: Vec<(&str, &str)> = events.iter().map(|(k, l, _)| (*k, l.as_str())).collect();
+    let e = |kind, label: &str, at| (kind, label.to_string(), secs(at));
     assert_eq!(
-        order,
+        events,
         [
-            ("start", "//a:slow"),
-            ("start", "//b:fails"),
-            ("start", "//c:unconfigured"),
-            ("end", "//c:unconfigured"),
-            ("end", "//b:fails"),
-            ("end", "//a:slow"),
+            e("start", "//a:slow", 0),
+            e("start", "//b:fails", 0),
+            e("start", "//c:unconfigured", 0),
+            e("end", "//c:unconfigured", 0),
+            e("start", "//d:tree", 0),
+            e("end", "//d:tree", 0),
+            e("end", "//b:fails", 3),
+            e("end", "//a:slow", 10),
         ]
     );
-    let expected = [0, 0, 0, 0, 200, 400];
-    for ((_, label, at), want) in events.iter().zip(expected) {
-        assert!(
-            about(*at, ms(want)),
-            "{label} at {at:?}, expected {want} ms"
-        );
-    }
-    assert_eq!(fake.specs().len(), 3);
+    assert_eq!(fake.specs().len(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fake_executor_honours_cancel_and_timeout() {
-    let ms = Duration::from_millis;
+    let secs = Duration::from_secs;
     let fake = FakeExecutor::new().with(
         "//a:long",
         FakeAction {
-            duration: Duration::from_secs(60),
+            duration: secs(60),
             ..FakeAction::default()
         },
     );
     let (handle, cancel) = Cancel::new();
     let canceller = async {
-        tokio::time::sleep(ms(100)).await;
+        tokio::time::sleep(secs(5)).await;
         handle.cancel();
     };
     let (r, ()) = tokio::join!(fake.run(fake_spec("//a:long", &[]), cancel), canceller);
     assert_eq!(r.status, Status::Cancelled);
-    assert!(about(r.duration, ms(100)), "{:?}", r.duration);
+    assert_eq!(r.duration, secs(5));
 
     let mut spec = fake_spec("//a:long", &[]);
-    spec.timeout = Some(ms(100));
+    spec.timeout = Some(secs(2));
     let r = fake.run(spec, Cancel::never()).await;
     assert_eq!(r.status, Status::TimedOut);
-    assert!(about(r.duration, ms(100)), "{:?}", r.duration);
+    assert_eq!(r.duration, secs(2));
     assert_eq!(fake.events().len(), 4);
 }
 

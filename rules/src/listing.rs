@@ -105,14 +105,26 @@ impl Listing {
     }
 
     /// The sub-packages strictly below `package`, relative to it (`a/b` for `//pkg/a/b`).
-    pub fn subpackages_of<'a>(&'a self, package: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.packages.keys().filter_map(move |p| {
-            if package.is_empty() {
-                (!p.is_empty()).then_some(p.as_str())
-            } else {
-                p.strip_prefix(package)
-                    .and_then(|rest| rest.strip_prefix('/'))
-            }
-        })
+    pub fn subpackages_of<'a>(
+        &'a self,
+        package: &'a str,
+    ) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+        if package.is_empty() {
+            return Box::new(
+                self.packages
+                    .keys()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.as_str()),
+            );
+        }
+        // Sub-packages sort right after `package/`: a range, not a scan of every package.
+        let prefix = format!("{package}/");
+        Box::new(
+            self.packages
+                .range(prefix.clone()..)
+                .map(|(p, _)| p.as_str())
+                .take_while(move |p| p.starts_with(&prefix))
+                .map(move |p| &p[package.len() + 1..]),
+        )
     }
 }

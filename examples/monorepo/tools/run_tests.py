@@ -195,8 +195,13 @@ def _failure_text(exc, test_file):
         (i for i, f in enumerate(frames) if Path(f.filename).resolve() == test_file),
         0,
     )
+    cwd = os.getcwd() + os.sep
     for frame in frames:
-        if frame.locals:
+        if frame.filename.startswith(cwd):  # sandbox paths are long and change every run
+            frame.filename = frame.filename[len(cwd):]
+        if frame.name == "<module>":  # a module's globals are not worth printing
+            frame.locals = None
+        elif frame.locals:
             frame.locals = {k: v[:200] for k, v in frame.locals.items()}
     text = "".join(traceback.StackSummary.from_list(frames[start:]).format())
     message = "".join(traceback.format_exception_only(type(exc), exc)).rstrip()
