@@ -33,6 +33,7 @@ pub struct ActionKey {
     pub inputs: BTreeMap<String, Digest>,
     /// Sources whose executable bit is set (sorted): a script run as `./x.sh` behaves differently
     /// without it.
+    #[serde(default)]
     pub executable: Vec<String>,
     /// Workspace-relative path where each dependency output is staged → its digest (for a
     /// directory output, the digest of its tree manifest).

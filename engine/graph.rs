@@ -159,19 +159,20 @@ impl TargetGraph {
                         continue; // Reported where it is declared.
                     }
                     let package_exists = all_packages.contains(dep.package());
-                    let candidates: Vec<String> = if package_exists {
-                        labels_by_package
+                    let suggestions = if package_exists {
+                        let in_package = labels_by_package
                             .get(dep.package())
-                            .map(|v| v.iter().map(|l| l.to_string()).collect())
-                            .unwrap_or_default()
+                            .map(|v| v.as_slice())
+                            .unwrap_or(&[]);
+                        closest_in_package(dep, in_package.iter().copied())
                     } else {
-                        targets.iter().map(|t| t.label.to_string()).collect()
-                    };
-                    let suggestions =
-                        closest_n(&dep.to_string(), candidates.iter().map(|s| s.as_str()), 3)
+                        let all: Vec<String> =
+                            targets.iter().map(|t| t.label.to_string()).collect();
+                        closest_n(&dep.to_string(), all.iter().map(|s| s.as_str()), 3)
                             .into_iter()
                             .filter_map(|s| Label::parse(&s, None).ok())
-                            .collect();
+                            .collect()
+                    };
                     errors.push(AnalysisError::new(
                         K::UnknownDep {
                             label: t.label.clone(),
@@ -364,18 +365,14 @@ impl TargetGraph {
                 ),
             };
         }
-        let in_package: Vec<String> = self
+        let in_package = self
             .targets
             .iter()
             .filter(|t| t.label.package() == label.package())
-            .map(|t| t.label.to_string())
-            .collect();
+            .map(|t| &t.label);
         PatternMatchError::NoSuchTarget {
             label: label.clone(),
-            suggestions: closest_n(&label.to_string(), in_package.iter().map(|s| s.as_str()), 3)
-                .into_iter()
-                .filter_map(|s| Label::parse(&s, None).ok())
-                .collect(),
+            suggestions: closest_in_package(label, in_package),
         }
     }
 }
@@ -409,6 +406,24 @@ fn check_expansions(
             ));
         }
     }
+}
+
+/// Targets of `wanted`'s package whose names are close to its name (the package part is equal,
+/// so comparing whole labels would make every name look close).
+fn closest_in_package<'a>(
+    wanted: &Label,
+    candidates: impl Iterator<Item = &'a Label>,
+) -> Vec<Label> {
+    let candidates: Vec<&Label> = candidates.collect();
+    closest_n(wanted.name(), candidates.iter().map(|l| l.name()), 3)
+        .into_iter()
+        .filter_map(|name| {
+            candidates
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| (*l).clone())
+        })
+        .collect()
 }
 
 /// Two targets of one package must not write the same output, or one inside the other.

@@ -123,29 +123,62 @@ impl Plan {
     }
 }
 
-/// Resolves each tool name to its identity on the action `PATH`: `path@digest-prefix`.
-pub fn resolve_tool(
-    name: &str,
-    action_path: &[String],
-    hasher: &crate::hasher::FileHasher,
-) -> Option<(PathBuf, String)> {
-    if name.contains('/') {
+/// Where tool `name` is on the action `PATH`: the first executable file of that name, as
+/// written (`/usr/bin/python3`) and resolved through symlinks (`/usr/bin/python3.11`).
+pub fn find_tool(name: &str, action_path: &[String]) -> Option<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') || name.is_empty() {
         return None;
     }
-    for dir in action_path {
+    action_path.iter().find_map(|dir| {
         let candidate = Path::new(dir).join(name);
-        let Ok(meta) = std::fs::metadata(&candidate) else {
-            continue;
-        };
-        use std::os::unix::fs::PermissionsExt;
-        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-            let canonical = std::fs::canonicalize(&candidate).unwrap_or(candidate.clone());
-            let digest = hasher.digest(&canonical).ok()?.digest;
-            return Some((
-                candidate.clone(),
-                format!("{}@{}", candidate.display(), digest),
-            ));
+        let meta = std::fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then(|| {
+            let canonical = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
+            (candidate, canonical)
+        })
+    })
+}
+
+/// Each tool's identity: `path@digest` of the binary it resolves to. Unresolvable tools are
+/// left out (the actions that need them fail with a message naming the tool).
+pub fn tool_identities(
+    plan: &Plan,
+    action_path: &[String],
+    hasher: &crate::hasher::FileHasher,
+) -> HashMap<String, String> {
+    let names: BTreeSet<&String> = plan.nodes.iter().flat_map(|a| a.tools.iter()).collect();
+    let mut out = HashMap::new();
+    for name in names {
+        if let Some((path, canonical)) = find_tool(name, action_path) {
+            if let Ok(h) = hasher.digest(&canonical) {
+                out.insert(name.clone(), format!("{}@{}", path.display(), h.digest));
+            }
         }
     }
-    None
+    out
+}
+
+/// The file-state rows a build needs: the workspace's, plus those of the tool binaries (which
+/// live outside it), so that neither is read again while unchanged.
+pub fn known_states(
+    cache: &flow_cache::Cache,
+    root: &Path,
+    plan: &Plan,
+    action_path: &[String],
+) -> Result<HashMap<String, flow_cache::FileState>, flow_cache::CacheError> {
+    let mut known = cache.load_file_states(&format!("{}/", root.display()))?;
+    let names: BTreeSet<&String> = plan.nodes.iter().flat_map(|a| a.tools.iter()).collect();
+    for name in names {
+        if let Some((_, canonical)) = find_tool(name, action_path) {
+            if let Some(p) = canonical.to_str() {
+                for (k, v) in cache.load_file_states(p)? {
+                    if k == p {
+                        known.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    Ok(known)
 }

@@ -12,7 +12,7 @@ use crate::analysis::{load_graph, open_cache, parse_patterns};
 use crate::error::Error;
 use crate::executor::SandboxExecutor;
 use crate::hasher::FileHasher;
-use crate::plan::{resolve_tool, Plan};
+use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::Rebuilder;
 use crate::reporter::Reporter;
 use crate::runner::{BuildOptions, Resolved, Runner};
@@ -46,10 +46,11 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     drop(graph);
     let cache = Arc::new(open_cache(&cache_dir)?);
 
-    let prefix = format!("{}/", ws.root.display());
-    let known = cache.load_file_states(&prefix).map_err(|e| Error::Cache {
-        path: cache_dir.clone(),
-        error: e.to_string(),
+    let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(|e| {
+        Error::Cache {
+            path: cache_dir.clone(),
+            error: e.to_string(),
+        }
     })?;
     let hasher = Arc::new(FileHasher::new(known));
 
@@ -62,13 +63,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
             digests.insert(s.clone(), h);
         }
     }
-    let tool_names: BTreeSet<&String> = plan.nodes.iter().flat_map(|a| a.tools.iter()).collect();
-    let mut tools = HashMap::new();
-    for t in tool_names {
-        if let Some((_, id)) = resolve_tool(t, &ws.config.action_path, &hasher) {
-            tools.insert(t.clone(), id);
-        }
-    }
+    let tools = tool_identities(&plan, &ws.config.action_path, &hasher);
     let workspace = ws.root.display().to_string();
     let durations = cache.durations(&workspace).unwrap_or_default();
     let resolved = Resolved {

@@ -13,7 +13,7 @@ use crate::analysis::{load_graph, open_cache};
 use crate::commands::log::single_label;
 use crate::error::Error;
 use crate::hasher::FileHasher;
-use crate::plan::{resolve_tool, Plan};
+use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::{staged, Rebuilder, StagedOutput};
 
 /// What the next build would do with one node.
@@ -38,9 +38,7 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
         path: dir.clone(),
         error: e.to_string(),
     };
-    let known = cache
-        .load_file_states(&format!("{}/", ws.root.display()))
-        .map_err(cache_err)?;
+    let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(cache_err)?;
     let hasher = Arc::new(FileHasher::new(known));
     let sources = plan.all_sources();
     let paths: Vec<_> = sources.iter().map(|s| ws.root.join(s)).collect();
@@ -49,12 +47,7 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
         .zip(hasher.digest_many(&paths))
         .filter_map(|(s, h)| h.ok().map(|h| (s.clone(), h)))
         .collect();
-    let mut tools = HashMap::new();
-    for t in plan.nodes.iter().flat_map(|a| a.tools.iter()) {
-        if let Some((_, id)) = resolve_tool(t, &ws.config.action_path, &hasher) {
-            tools.insert(t.clone(), id);
-        }
-    }
+    let tools = tool_identities(&plan, &ws.config.action_path, &hasher);
     let rebuilder = Rebuilder {
         cache: cache.clone(),
         hasher,
@@ -133,7 +126,11 @@ pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, 
         }
         Verdict::Broken(why) => println!("{name} cannot run: {why}"),
         Verdict::AfterDep(dep) => {
-            println!("{name} would run after `{dep}`, which would run first; its key depends on that output:");
+            if plan.nodes[node].is_group {
+                println!("{name} is a group: it runs nothing itself, but its dependency `{dep}` would run:");
+            } else {
+                println!("{name} would run after `{dep}`, which would run first; its key depends on that output:");
+            }
             let mut cur = dep;
             while let Some(&i) = plan
                 .index
