@@ -38,9 +38,9 @@ pub struct Cli {
 pub enum Command {
     /// Build targets: run each action whose inputs changed, restore the rest from the cache
     Build {
-        /// Target patterns (`//...`, `//pkg/...`, `//pkg:all`, `//pkg:name`, `-PATTERN` to
-        /// exclude); default `//...`
-        #[arg(allow_hyphen_values = true)]
+        /// Target patterns (`//...`, `//pkg/...`, `//pkg:all`, `//pkg:name`); default `//...`.
+        /// To exclude with `-PATTERN`, put the patterns after `--`, as in Bazel:
+        /// `flow build -- //... -//deploy/...`
         patterns: Vec<String>,
         /// Actions to run at once (default: `[build] jobs`, else the number of cores)
         #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]

@@ -927,3 +927,20 @@ fn building_a_missing_package_is_bad_input() {
     golden("build_no_package", run.bad_input());
     assert!(!ws.path().join("flow-out").exists());
 }
+
+/// Regression: `-j 2` after the patterns was taken for a pattern (patterns accepted hyphen
+/// values). Exclusions now go after `--`, as in Bazel.
+#[test]
+fn options_after_patterns_and_exclusions_after_double_dash() {
+    let ws = Ws::new()
+        .file("a/BUILD", "task(name = \"x\", cmd = \"true\")\n")
+        .file("b/BUILD", "task(name = \"y\", cmd = \"true\")\n");
+    let run = ws.run(&["build", "//...", "-j", "2"]);
+    assert!(run.ok().contains("[RAN] //a:x"), "{}", run.stdout);
+    let ws = Ws::new()
+        .file("a/BUILD", "task(name = \"x\", cmd = \"true\")\n")
+        .file("b/BUILD", "task(name = \"y\", cmd = \"true\")\n");
+    let run = ws.run(&["build", "-j", "1", "--", "//...", "-//b/..."]);
+    let out = run.ok();
+    assert!(out.contains("[RAN] //a:x") && !out.contains("//b:y"), "{out}");
+}
