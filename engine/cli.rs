@@ -49,6 +49,23 @@ pub enum Command {
         #[arg(short = 'k', long)]
         keep_going: bool,
     },
+    /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
+    Watch {
+        /// Target patterns, as for `build`; default `//...`
+        patterns: Vec<String>,
+        /// Actions to run at once (default: `[build] jobs`, else the number of cores)
+        #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Keep going after a failure within a cycle
+        #[arg(short = 'k', long)]
+        keep_going: bool,
+        /// How long to collect file events after the first one before acting, in milliseconds
+        #[arg(long, value_name = "MS", default_value_t = 30)]
+        debounce: u64,
+        /// Clear the terminal before each cycle
+        #[arg(long)]
+        clear: bool,
+    },
     /// Print the logs of the last run of a target (cached or not)
     Log {
         /// The target, e.g. `//app:test`
@@ -96,6 +113,12 @@ pub enum CacheCommand {
         #[arg(long, value_name = "SIZE")]
         max_size: Option<String>,
     },
+    /// Check every cached result, blob and leftover; exit 1 if anything is wrong
+    Verify {
+        /// Remove bad results (they become misses), corrupt blobs and what dead processes left
+        #[arg(long)]
+        fix: bool,
+    },
 }
 
 impl Cli {
@@ -137,6 +160,24 @@ impl Cli {
                     cache_dir: self.cache_dir.as_deref(),
                 },
             ),
+            Command::Watch {
+                patterns,
+                jobs,
+                keep_going,
+                debounce,
+                clear,
+            } => crate::watch::run(
+                &self.start_dir()?,
+                crate::watch::WatchArgs {
+                    patterns,
+                    jobs: jobs.map(usize::from),
+                    keep_going: *keep_going,
+                    debounce: std::time::Duration::from_millis(*debounce),
+                    clear: *clear,
+                    cache_dir: self.cache_dir.as_deref(),
+                    colors: self.color.stderr_colors(),
+                },
+            ),
             Command::Log { label } => {
                 crate::commands::log::run(&self.start_dir()?, label, self.cache_dir.as_deref())
             }
@@ -150,6 +191,11 @@ impl Cli {
                 CacheCommand::Gc { max_size } => crate::commands::cache::gc(
                     &self.start_dir()?,
                     max_size.as_deref(),
+                    self.cache_dir.as_deref(),
+                ),
+                CacheCommand::Verify { fix } => crate::commands::cache::verify(
+                    &self.start_dir()?,
+                    *fix,
                     self.cache_dir.as_deref(),
                 ),
             },

@@ -28,6 +28,8 @@ const MMAP_THRESHOLD: u64 = 1 << 20;
 pub struct FileHasher {
     known: HashMap<String, FileState>,
     changed: Mutex<Vec<(String, FileState)>>,
+    /// States already handed out by `take_changed` (kept for `snapshot`).
+    saved: Mutex<Vec<(String, FileState)>>,
 }
 
 /// The result of hashing one file.
@@ -51,6 +53,7 @@ impl FileHasher {
         FileHasher {
             known,
             changed: Mutex::new(Vec::new()),
+            saved: Mutex::new(Vec::new()),
         }
     }
 
@@ -151,9 +154,26 @@ impl FileHasher {
         (s.size == meta.len() && s.mtime_ns == mtime_ns && s.ino == meta.ino()).then_some(s.digest)
     }
 
+    /// Every state this hasher knows: the ones it started with, updated by the ones it recorded
+    /// (a watch loop starts its next cycle from these without reading the database).
+    pub fn snapshot(&self) -> HashMap<String, FileState> {
+        let mut all = self.known.clone();
+        let saved = self.saved.lock().expect("hasher lock poisoned");
+        let changed = self.changed.lock().expect("hasher lock poisoned");
+        for (k, v) in saved.iter().chain(changed.iter()) {
+            all.insert(k.clone(), v.clone());
+        }
+        all
+    }
+
     /// States recorded during this build, to be saved in one transaction.
     pub fn take_changed(&self) -> Vec<(String, FileState)> {
-        std::mem::take(&mut *self.changed.lock().expect("hasher lock poisoned"))
+        let taken = std::mem::take(&mut *self.changed.lock().expect("hasher lock poisoned"));
+        self.saved
+            .lock()
+            .expect("hasher lock poisoned")
+            .extend(taken.iter().cloned());
+        taken
     }
 }
 

@@ -30,4 +30,5 @@ pub mod rebuilder;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
+pub mod watch;
 pub mod workspace;

@@ -158,10 +158,12 @@ impl Rebuilder {
                         std::fs::remove_dir_all(&path).ok();
                     }
                     cas.materialize_file(digest, *executable, &path)?;
+                    flow_cache::failpoint("mid-materialize");
                     self.hasher.record(&path, *digest);
                 }
                 OutputKind::Tree { digest, .. } => {
                     cas.materialize_tree(digest, &path)?;
+                    flow_cache::failpoint("mid-materialize");
                     let marker = tree_marker(&path);
                     std::fs::write(&marker, digest.to_string()).map_err(|e| CacheError::Io {
                         path: marker.clone(),

@@ -25,9 +25,17 @@ pub struct Summary {
     pub flaky: usize,
     pub not_started: usize,
     pub interrupted: bool,
+    /// A watch cycle cut short because files changed under it.
+    pub superseded: bool,
 }
 
 pub struct Reporter {
+    /// Printed before the first line, if any (a watch cycle's "what changed").
+    header: Option<String>,
+    /// Lines printed so far.
+    printed: std::cell::Cell<usize>,
+    /// Print no summary when nothing was printed (a watch cycle that had nothing to do).
+    quiet_when_idle: bool,
     bar: Option<ProgressBar>,
     total: usize,
     done: usize,
@@ -49,6 +57,9 @@ impl Reporter {
             bar
         });
         Reporter {
+            header: None,
+            printed: std::cell::Cell::new(0),
+            quiet_when_idle: false,
             bar,
             total,
             done: 0,
@@ -57,7 +68,26 @@ impl Reporter {
         }
     }
 
+    /// A reporter for one watch cycle: `header` is printed before the first line, and a cycle
+    /// that printed nothing prints no summary either.
+    pub fn for_watch_cycle(total: usize, header: String) -> Reporter {
+        let mut r = Reporter::new(total);
+        r.header = Some(header);
+        r.quiet_when_idle = true;
+        r
+    }
+
     fn line(&self, text: &str) {
+        if self.printed.get() == 0 {
+            if let Some(h) = &self.header {
+                self.raw_line(h);
+            }
+        }
+        self.printed.set(self.printed.get() + 1);
+        self.raw_line(text);
+    }
+
+    fn raw_line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
             None => {
@@ -114,6 +144,12 @@ impl Reporter {
         }
     }
 
+    /// A cached action that was already up to date, reported silently (watch cycles).
+    pub fn up_to_date(&mut self, label: &str) {
+        self.finished(label);
+        self.cached += 1;
+    }
+
     pub fn flaky(&mut self, label: &str, attempts: u32, took: Duration) {
         self.finished(label);
         self.line(&format!(
@@ -157,6 +193,9 @@ impl Reporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        if self.quiet_when_idle && self.printed.get() == 0 && !s.interrupted && !s.superseded {
+            return;
+        }
         let mut parts = vec![
             format!("{} ran", s.ran),
             format!("{} cached", s.cached),
@@ -169,6 +208,8 @@ impl Reporter {
         }
         let head = if s.interrupted {
             "flow: interrupted"
+        } else if s.superseded {
+            "flow: superseded by new changes"
         } else if s.failed > 0 {
             "flow: FAILED"
         } else {

@@ -16,7 +16,7 @@
 //! Ctrl-C cancels every running action (the executor kills their process groups); a cancelled
 //! action records nothing. Exit code: 0 all passed, 1 a target failed, 130 interrupted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use flow_cache::{ActionResult, ActionRun, BuildSummary, Cache, Digest, Outcome};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::executor::{Cancel, ExecResult, Executor, Status};
+use crate::executor::{Cancel, CancelHandle, ExecResult, Executor, Status};
 use crate::hasher::Hashed;
 use crate::plan::Plan;
 use crate::rebuilder::{staged, Rebuilder, StagedOutput, StoreError};
@@ -35,6 +35,9 @@ use crate::scheduler::{NodeState, Scheduler};
 pub struct BuildOptions {
     pub jobs: usize,
     pub keep_going: bool,
+    /// Print `[CACHED]` for actions that were already up to date (a build), or only for those
+    /// restored from the cache (a watch cycle, where "unchanged" is the normal case).
+    pub report_up_to_date: bool,
     /// The workspace root as text: history rows are per workspace.
     pub workspace: String,
 }
@@ -93,6 +96,21 @@ impl<E: Executor> Runner<E> {
         reporter: &mut Reporter,
         sigint: Option<Signal>,
     ) -> Summary {
+        let mut sigint = sigint;
+        self.run_with(resolved, reporter, &mut sigint, None).await
+    }
+
+    /// `run`, also listening to `control`: a watcher sends `Control::Supersede` when files
+    /// change under a running build; the runner then starts nothing new, cancels the running
+    /// actions whose inputs changed (recording nothing for them), lets the others finish, and
+    /// returns with `Summary::superseded` set so the caller starts the next cycle.
+    pub async fn run_with(
+        &self,
+        resolved: &Resolved,
+        reporter: &mut Reporter,
+        sigint: &mut Option<Signal>,
+        mut control: Option<mpsc::UnboundedReceiver<Control>>,
+    ) -> Summary {
         let started = Instant::now();
         let plan = &self.plan;
         let n = plan.nodes.len();
@@ -126,12 +144,11 @@ impl<E: Executor> Runner<E> {
         let mut runs: Vec<ActionRun> = Vec::new();
         let mut hits: Vec<Digest> = Vec::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
-        let (cancel_all, _) = Cancel::new();
+        let mut cancels: HashMap<usize, CancelHandle> = HashMap::new();
         let mut running = 0usize;
-        let mut sigint = match sigint {
-            Some(s) => Some(s),
-            None => signal(SignalKind::interrupt()).ok(),
-        };
+        if sigint.is_none() {
+            *sigint = signal(SignalKind::interrupt()).ok();
+        }
         let last_keys = cache.last_keys(&self.options.workspace).unwrap_or_default();
         let now_ms = || {
             std::time::SystemTime::now()
@@ -188,9 +205,11 @@ impl<E: Executor> Runner<E> {
                 let digest = key.digest();
                 match self.rebuilder.lookup(&digest) {
                     Ok(Some(result)) => {
+                        let mut restored = false;
                         let ready = if self.rebuilder.is_materialized(action, &result) {
                             true
                         } else {
+                            restored = true;
                             match self.rebuilder.restore(action, &result) {
                                 Ok(()) => {
                                     runs.push(run_row(
@@ -228,7 +247,11 @@ impl<E: Executor> Runner<E> {
                             hits.push(digest);
                             outputs[i] = Some(staged(action, &result));
                             summary.cached += 1;
-                            reporter.cached(&label);
+                            if restored || self.options.report_up_to_date {
+                                reporter.cached(&label);
+                            } else {
+                                reporter.up_to_date(&label);
+                            }
                             sched.finish(i, true);
                             continue;
                         }
@@ -274,7 +297,8 @@ impl<E: Executor> Runner<E> {
                 let rebuilder = self.rebuilder.clone();
                 let plan = self.plan.clone();
                 let tx = tx.clone();
-                let cancel = cancel_all.token();
+                let (handle, cancel) = Cancel::new();
+                cancels.insert(i, handle);
                 let retries = action.retries;
                 tokio::spawn(async move {
                     let begun = Instant::now();
@@ -325,6 +349,7 @@ impl<E: Executor> Runner<E> {
             tokio::select! {
                 Some(c) = rx.recv() => {
                     running -= 1;
+                    cancels.remove(&c.node);
                     let action = &plan.nodes[c.node];
                     let label = action.label.to_string();
                     match c.done {
@@ -361,10 +386,21 @@ impl<E: Executor> Runner<E> {
                         }
                     }
                 }
-                _ = interrupted(&mut sigint), if !summary.interrupted => {
+                _ = interrupted(sigint), if !summary.interrupted => {
                     summary.interrupted = true;
                     sched.stop();
-                    cancel_all.cancel();
+                    for h in cancels.values() {
+                        h.cancel();
+                    }
+                }
+                Some(Control::Supersede { affected }) = next_control(&mut control) => {
+                    summary.superseded = true;
+                    sched.stop();
+                    for (&node, h) in &cancels {
+                        if affected.contains(&plan.nodes[node].label.to_string()) {
+                            h.cancel();
+                        }
+                    }
                 }
             }
         }
@@ -434,8 +470,29 @@ impl<E: Executor> Runner<E> {
     }
 }
 
+/// A message from a watcher to a running build.
+#[derive(Clone, Debug)]
+pub enum Control {
+    /// Files changed: stop starting work; cancel running actions whose labels are in
+    /// `affected` (their inputs changed).
+    Supersede { affected: BTreeSet<String> },
+}
+
+async fn next_control(control: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
+    match control {
+        Some(rx) => match rx.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *control = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves on SIGINT; never when there is no signal stream.
-async fn interrupted(sigint: &mut Option<Signal>) {
+pub async fn interrupted(sigint: &mut Option<Signal>) {
     match sigint {
         Some(s) => {
             s.recv().await;
@@ -454,6 +511,7 @@ fn finish_run(
     attempts: u32,
     took: Duration,
 ) -> Done {
+    flow_cache::failpoint("after-run");
     let action = &plan.nodes[node];
     let mut log = exec.stdout.clone();
     log.extend_from_slice(&exec.stderr);

@@ -68,6 +68,7 @@ async fn build(
         options: BuildOptions {
             jobs,
             keep_going,
+            report_up_to_date: true,
             workspace: f.root.display().to_string(),
         },
     };

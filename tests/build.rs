@@ -942,5 +942,8 @@ fn options_after_patterns_and_exclusions_after_double_dash() {
         .file("b/BUILD", "task(name = \"y\", cmd = \"true\")\n");
     let run = ws.run(&["build", "-j", "1", "--", "//...", "-//b/..."]);
     let out = run.ok();
-    assert!(out.contains("[RAN] //a:x") && !out.contains("//b:y"), "{out}");
+    assert!(
+        out.contains("[RAN] //a:x") && !out.contains("//b:y"),
+        "{out}"
+    );
 }

@@ -4,9 +4,12 @@
 mod support;
 
 mod build;
+mod crash;
 mod example;
 mod golden;
+mod incremental;
 mod layout;
 mod query;
 mod robustness;
+mod watch;
 mod workspace;

@@ -148,6 +148,7 @@ impl Cache {
                 ])
             })
             .map_err(sql_err("put action"))?;
+            crate::failpoint("before-commit");
             Ok(())
         })
     }

@@ -5,9 +5,14 @@
 //! never modified in place.
 //!
 //! Storing a blob:
-//! 1. hash the content; if `cas/ab/cdef…` already exists, stop (and refresh its mtime when it is
-//!    older than [`REFRESH_AFTER`], so that `gc` sees it as fresh while a build may be about to
-//!    record a result that refers to it);
+//! 1. hash the content; if `cas/ab/cdef…` already exists and is sound, stop (and refresh its
+//!    mtime when it is older than [`REFRESH_AFTER`], so that `gc` sees it as fresh while a build
+//!    may be about to record a result that refers to it). Sound means: a regular file of the
+//!    content's size and, below [`VERIFY_EXISTING_BELOW`] bytes, hashing to its name (one read,
+//!    cheaper than the action that produced the content). A blob that is not sound is damaged:
+//!    it is removed and the good bytes are stored under its name again, so a result recorded
+//!    now never points at a blob known to be bad. (A large blob with the right size but flipped
+//!    bits is caught by the verified read of the next restore instead.)
 //! 2. otherwise write the content to `tmp/<pid>-<counter>-<random>` (or move the caller's file
 //!    there, for `take`), and
 //! 3. `rename` it into place. Rename is atomic, so a reader sees the whole blob or none; two
@@ -35,6 +40,10 @@ use crate::Digest;
 
 /// An existing blob that is stored again gets its mtime refreshed when older than this.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// An existing blob smaller than this that is stored again is re-hashed first (larger ones are
+/// only checked for their size); a damaged one is replaced.
+pub(crate) const VERIFY_EXISTING_BELOW: u64 = LARGE_FILE;
 
 /// The content-addressed store. `Send + Sync`: every method takes `&self` and may run on many
 /// threads and in many processes at once.
@@ -83,7 +92,7 @@ impl Cas {
     /// Stores `bytes`; a no-op if the blob exists.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
         let d = Digest::of(bytes);
-        if !self.refresh_existing(&d) {
+        if !self.refresh_existing(&d, bytes.len() as u64) {
             let tmp = self.temp_path();
             write_new(&tmp, bytes, 0o444)?;
             self.install(&tmp, &d)?;
@@ -166,12 +175,21 @@ impl Cas {
         CacheError::Corrupt { digest: *d, path }
     }
 
-    /// True if the blob exists; then refreshes its mtime if older than [`REFRESH_AFTER`].
-    fn refresh_existing(&self, d: &Digest) -> bool {
+    /// True if a sound blob `d` of `size` bytes exists (module docs); then refreshes its mtime
+    /// if older than [`REFRESH_AFTER`]. A damaged blob is removed, and the answer is false.
+    fn refresh_existing(&self, d: &Digest, size: u64) -> bool {
         let path = self.path_of(d);
         let Ok(meta) = fs::symlink_metadata(&path) else {
             return false;
         };
+        let sound = meta.is_file()
+            && meta.len() == size
+            && (size >= VERIFY_EXISTING_BELOW
+                || Digest::of_file(&path).is_ok_and(|(got, _)| got == *d));
+        if !sound {
+            let _ = self.corrupt(d);
+            return false;
+        }
         let stale = meta
             .modified()
             .ok()
@@ -183,7 +201,7 @@ impl Cas {
                 let _ = f.set_modified(SystemTime::now());
             }
         }
-        meta.is_file()
+        true
     }
 
     /// Stores a file already moved to `tmp` (so no one else writes to it).
@@ -198,7 +216,7 @@ impl Cas {
                 });
             }
             let (d, size) = Digest::of_file(tmp)?;
-            if self.refresh_existing(&d) {
+            if self.refresh_existing(&d, size) {
                 let _ = fs::remove_file(tmp);
             } else {
                 fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
@@ -221,13 +239,22 @@ impl Cas {
             return Ok((d, bytes.len() as u64));
         }
         let (d, size) = Digest::of_file(src)?;
-        if self.refresh_existing(&d) {
+        if self.refresh_existing(&d, size) {
             return Ok((d, size));
         }
         // Copy first, then hash the copy: what is stored is exactly what is named, even if
         // `src` changed meanwhile.
         let tmp = self.temp_path();
-        fs::copy(src, &tmp).map_err(io_err("copy", src))?;
+        if let Err(e) = fs::copy(src, &tmp) {
+            // A partial copy must not stay behind (on a full disk it is what fills it); a full
+            // disk is the one holding the copy, any other error most likely the source's.
+            let _ = fs::remove_file(&tmp);
+            let full = matches!(
+                e.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            );
+            return Err(io_err("copy", if full { &tmp } else { src })(e));
+        }
         self.store_moved(&tmp)
     }
 
@@ -255,10 +282,16 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Cach
         .mode(mode)
         .open(path)
         .map_err(io_err("create", path))?;
-    f.write_all(bytes).map_err(|e| {
-        let _ = fs::remove_file(path);
-        io_err("write", path)(e)
-    })
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    f.write_all(head)
+        .and_then(|()| {
+            crate::failpoint("mid-blob");
+            f.write_all(tail)
+        })
+        .map_err(|e| {
+            let _ = fs::remove_file(path);
+            io_err("write", path)(e)
+        })
 }
 
 /// A short name for what a non-regular file is, for errors.

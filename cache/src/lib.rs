@@ -9,6 +9,9 @@
 //!   the file-state table (path → [`FileState`]), and the history of builds and action runs;
 //! - `tmp/`: files on their way into `cas/`.
 //!
+//! [`Cache::verify`] checks all of it (`flow cache verify`), and [`failpoint`] lets the crash
+//! tests stop a process at the moments that matter.
+//!
 //! How the engine uses it, per build:
 //! 1. hash inputs, skipping files whose [`FileState`] is unchanged; save new states;
 //! 2. compute action keys; look them all up at once ([`Cache::get_actions`]);
@@ -29,6 +32,7 @@ mod cas;
 mod db;
 mod digest;
 mod error;
+mod failpoint;
 mod file_state;
 mod gc;
 mod history;
@@ -38,6 +42,7 @@ mod outcome;
 mod paths;
 mod stats;
 mod tree;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +53,7 @@ pub use cas::{Cas, REFRESH_AFTER};
 pub use db::{BUSY_TIMEOUT, MIGRATIONS};
 pub use digest::{Digest, LARGE_FILE};
 pub use error::CacheError;
+pub use failpoint::failpoint;
 pub use file_state::FileState;
 pub use gc::{GcReport, GRACE, PROTECTED_RUNS, STALE_TEMP};
 pub use history::{ActionRun, BuildRow, BuildSummary};
@@ -55,3 +61,4 @@ pub use manifest::{TreeEntry, TreeEntryKind};
 pub use outcome::Outcome;
 pub use paths::{check_relative_path, MAX_PATH_BYTES};
 pub use stats::CacheStats;
+pub use verify::{sweep_leftovers, Problem, ProblemKind, VerifyReport};

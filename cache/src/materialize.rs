@@ -1,24 +1,70 @@
 //! Restoring blobs as files: `Cas::materialize_file` and the verified copy it shares with
-//! `Cas::materialize_tree`.
+//! `Cas::materialize_tree`; `Cas::materialize_file_under` and `Cas::materialize_tree_under`, which
+//! the engine uses, add the path checks for a destination below an output root.
 //!
 //! 1. open the blob (missing: `Corrupt`);
-//! 2. copy it into a new temp file beside the destination, hashing while copying, and set the
-//!    mode (0644, or 0755 for executables) explicitly, whatever the umask;
+//! 2. copy it into a new temp file `.flow-tmp-<unique>` beside the destination (`O_EXCL`: never
+//!    through an existing file or symlink), hashing while copying, and set the mode (0644, or
+//!    0755 for executables) explicitly, whatever the umask;
 //! 3. if the hash differs: remove the temp file and the blob, `Corrupt` (the destination was
-//!    never touched); else rename the temp file over the destination.
+//!    never touched); else rename the temp file over the destination (a symlink there is
+//!    replaced, never followed).
 //!
 //! The copy is verified every time because the destination is what actions and users read:
 //! a flipped bit in the store must never reach them silently.
+//!
+//! Below an output root (`flow-out/`), the relative path comes from a cached result: it is
+//! checked ([`check_relative_path`]) and every directory between the root and the destination is
+//! made a real directory ([`real_dirs`]): a symlink found there (say `flow-out/pkg` swapped for a
+//! link to `/tmp/x`) or a file (the output of an earlier build that declared `gen` where this
+//! one declares `gen/a.txt`) is removed and replaced by an empty directory, so nothing is ever
+//! created through a link. The root itself may be a link: it is the caller's choice.
+//!
+//! Temp names do not contain the destination's name, so a 255-byte output name still leaves
+//! room for them (`.NAME.flow-tmp-<unique>` did not).
+//!
+//! Admitted limit: the directory checks are `lstat` then `mkdir`, not `openat`-relative, so a
+//! process swapping a directory for a link while a restore runs could still race them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::io_err;
-use crate::{CacheError, Cas, Digest};
+use crate::{check_relative_path, CacheError, Cas, Digest};
 
 impl Cas {
+    /// [`Cas::materialize_file`] at `root/rel`, where `rel` comes from a cached result: refuses
+    /// an unsafe `rel` and makes every directory between `root` and the file a real directory
+    /// (module docs) before writing. Returns the destination.
+    pub fn materialize_file_under(
+        &self,
+        root: &Path,
+        rel: &str,
+        d: &Digest,
+        executable: bool,
+    ) -> Result<PathBuf, CacheError> {
+        let dest = real_parent_dirs(root, rel)?;
+        self.materialize_file(d, executable, &dest)?;
+        Ok(dest)
+    }
+
+    /// [`Cas::materialize_tree`] at `root/rel`, with the checks of
+    /// [`Cas::materialize_file_under`]. Returns the destination.
+    pub fn materialize_tree_under(
+        &self,
+        root: &Path,
+        rel: &str,
+        manifest: &Digest,
+    ) -> Result<PathBuf, CacheError> {
+        // Validate the manifest before touching the output root at all.
+        self.tree_entries(manifest)?;
+        let dest = real_parent_dirs(root, rel)?;
+        self.materialize_tree(manifest, &dest)?;
+        Ok(dest)
+    }
+
     /// Copies the blob to `dest` (mode 0755 if `executable`, else 0644) through a temp file in
     /// `dest`'s directory and a rename, verifying the digest while copying: on `Corrupt`, `dest`
     /// is untouched. Creates `dest`'s parent directories; replaces a directory at `dest`.
@@ -28,9 +74,9 @@ impl Cas {
         executable: bool,
         dest: &Path,
     ) -> Result<(), CacheError> {
-        let (parent, name) = split_dest(dest)?;
+        let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
-        let tmp = parent.join(format!(".{name}.flow-tmp-{}", self.unique_name()));
+        let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
         self.copy_verified(d, &tmp, if executable { 0o755 } else { 0o644 })?;
         replace_with(&tmp, dest)
     }
@@ -73,6 +119,56 @@ impl Cas {
         let _ = fs::remove_file(to);
         result
     }
+}
+
+/// Checks `rel` and makes `root` (created if missing, followed if a link) and every directory
+/// between it and `root/rel` real directories; returns `root/rel`.
+pub(crate) fn real_parent_dirs(root: &Path, rel: &str) -> Result<PathBuf, CacheError> {
+    check_relative_path(rel)?;
+    fs::create_dir_all(root).map_err(io_err("create directory", root))?;
+    let parent = rel.rsplit_once('/').map_or("", |(parent, _)| parent);
+    real_dirs(root, parent, true)?;
+    Ok(root.join(rel))
+}
+
+/// Makes each of `root/a`, `root/a/b`, … for `rel = "a/b/…"` (already checked; may be empty) a
+/// directory without following a symlink in any of them. A symlink or other non-directory in
+/// the way is replaced by an empty directory when `replace`, else refused (`UnsafePath`).
+pub(crate) fn real_dirs(root: &Path, rel: &str, replace: bool) -> Result<(), CacheError> {
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let mut dir = root.to_path_buf();
+    for segment in rel.split('/') {
+        dir.push(segment);
+        // A few rounds at most: each either finds a directory, makes one, or clears the way;
+        // only a process fighting us over the same name could need more.
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => break,
+                Ok(m) if rounds > 3 || !replace => {
+                    return Err(CacheError::unsafe_path(
+                        dir.display().to_string(),
+                        format!(
+                            "is {} where a directory is needed; refusing to write through it",
+                            crate::cas::file_kind(&m)
+                        ),
+                    ))
+                }
+                // A symlink or a file where a directory belongs: unlink it (never follow).
+                Ok(_) => fs::remove_file(&dir).map_err(io_err("remove", &dir))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && rounds <= 3 => {}
+                    Err(e) => return Err(io_err("create directory", &dir)(e)),
+                },
+                Err(e) => return Err(io_err("stat", &dir)(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `dest`'s parent directory ("." for a bare name) and file name.

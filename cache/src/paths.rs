@@ -3,13 +3,19 @@
 //! A cached result is data that may have been written by another machine (a shared cache
 //! directory, later a remote cache), so nothing it names is trusted:
 //! 1. [`check_relative_path`] refuses a relative path that could leave the directory it is
-//!    joined to: absolute, `..`, `.`, empty segments, NUL, longer than [`MAX_PATH_BYTES`].
+//!    joined to: absolute, `..`, `.`, empty segments, NUL, longer than [`MAX_PATH_BYTES`], or a
+//!    segment longer than [`MAX_NAME_BYTES`] (no file system can hold it, so it is refused here
+//!    with a reason instead of failing later with `ENAMETOOLONG`).
 //! 2. [`check_symlink`] follows a symlink's target through the other symlinks of the same tree,
-//!    as the kernel would, and refuses it if any step climbs above the tree's root.
+//!    as the kernel would, and refuses it if any step climbs above the tree's root, or if the
+//!    resolution needs more than [`MAX_SYMLINK_HOPS`] hops (a loop, or a chain longer than the
+//!    kernel follows): such a link cannot be shown to stay inside, and a user-space resolver
+//!    without the kernel's limit (Python's `os.path.realpath`) would follow it further. No
+//!    real output needs one.
 //!
-//! Admitted limit: a symlink whose resolution needs more than [`MAX_SYMLINK_HOPS`] hops is
-//! accepted once the budget runs out, because the kernel gives up on it too (`ELOOP`) and so
-//! never leaves the tree through it.
+//! Writing through symlinks is prevented elsewhere: materializing makes every directory between
+//! the output root and a destination a real directory first (`materialize.rs`), and creates
+//! files with `O_EXCL`, which never follows a link.
 
 use std::collections::HashMap;
 
@@ -18,12 +24,15 @@ use crate::CacheError;
 /// The longest relative path accepted from the cache (Linux's `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// The longest segment (file or directory name) accepted from the cache (Linux's `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// How many symlinks one resolution may follow (Linux's `MAXSYMLINKS`).
 pub const MAX_SYMLINK_HOPS: u32 = 40;
 
 /// Checks a relative output path from the cache before it is joined to an output root:
 /// `Err(UnsafePath)` for an empty or absolute path, a `..`, `.` or empty segment (so no trailing
-/// slash either), a NUL byte, or more than 4096 bytes.
+/// slash either), a NUL byte, more than 4096 bytes, or a segment of more than 255 bytes.
 pub fn check_relative_path(path: &str) -> Result<(), CacheError> {
     let reason = if path.is_empty() {
         "is empty"
@@ -39,6 +48,8 @@ pub fn check_relative_path(path: &str) -> Result<(), CacheError> {
         "has an empty segment"
     } else if path.split('/').any(|s| s == ".") {
         "has a `.` segment"
+    } else if path.split('/').any(|s| s.len() > MAX_NAME_BYTES) {
+        "has a segment longer than 255 bytes"
     } else {
         return Ok(());
     };
@@ -68,34 +79,44 @@ pub(crate) fn check_symlink(
     parent.pop();
     let mut budget = MAX_SYMLINK_HOPS;
     match resolve(parent, target, links, &mut budget) {
-        Some(_) => Ok(()),
-        None => refuse("leads outside the tree"),
+        Ok(_) => Ok(()),
+        Err(Escape::Outside) => refuse("leads outside the tree"),
+        Err(Escape::TooManyHops) => refuse(&format!(
+            "loops or needs more than {MAX_SYMLINK_HOPS} symlink hops to resolve"
+        )),
     }
 }
 
-/// Follows `target` from the directory `at` (as segments below the root); `None` if a step
-/// climbs above the root or meets an absolute target.
+/// Why a resolution was refused.
+enum Escape {
+    /// A step climbed above the root or met an absolute target.
+    Outside,
+    /// The hop budget ran out (a loop, or a chain too long to prove anything about).
+    TooManyHops,
+}
+
+/// Follows `target` from the directory `at` (as segments below the root).
 fn resolve<'a>(
     mut at: Vec<&'a str>,
     target: &'a str,
     links: &HashMap<&str, &'a str>,
     budget: &mut u32,
-) -> Option<Vec<&'a str>> {
+) -> Result<Vec<&'a str>, Escape> {
     if target.starts_with('/') {
-        return None;
+        return Err(Escape::Outside);
     }
     for segment in target.split('/') {
         match segment {
             "" | "." => {}
             ".." => {
-                at.pop()?;
+                at.pop().ok_or(Escape::Outside)?;
             }
             name => {
                 at.push(name);
-                if *budget == 0 {
-                    continue;
-                }
                 if let Some(next) = links.get(at.join("/").as_str()) {
+                    if *budget == 0 {
+                        return Err(Escape::TooManyHops);
+                    }
                     *budget -= 1;
                     at.pop();
                     at = resolve(at, next, links, budget)?;
@@ -103,5 +124,5 @@ fn resolve<'a>(
             }
         }
     }
-    Some(at)
+    Ok(at)
 }

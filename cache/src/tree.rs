@@ -9,9 +9,14 @@
 //!
 //! `materialize_tree(manifest, dest)`:
 //! 1. read and verify the manifest, and validate every entry (nothing is written otherwise);
-//! 2. build the whole tree in `.<name>.flow-tmp-<unique>` beside `dest`, each file copied and
-//!    verified (any `Corrupt` blob aborts and removes the temp tree);
-//! 3. swap it in: rename the old `dest` aside, rename the new tree to `dest`, remove the old one.
+//! 2. build the whole tree in a fresh `.flow-tmp-<unique>` beside `dest`, each file copied and
+//!    verified (any `Corrupt` blob aborts and removes the temp tree). Nothing is written through
+//!    a symlink: directories are made one level at a time and must be real directories
+//!    (`real_dirs`), files are created with `O_EXCL` and symlinks with `symlink(2)`, neither of
+//!    which follows an existing link; validation already refused any entry below a symlink
+//!    entry, and directories are made before any symlink;
+//! 3. swap it in: rename the old `dest` aside (`.flow-old-<unique>`; a symlink at `dest` is
+//!    moved, not followed), rename the new tree to `dest`, remove the old one.
 //!
 //! Admitted limit: the swap is two renames, so a reader can briefly see no `dest` at all.
 
@@ -25,7 +30,7 @@ use rayon::prelude::*;
 use crate::cas::file_kind;
 use crate::error::io_err;
 use crate::manifest::{decode, encode, validate, TreeEntry, TreeEntryKind};
-use crate::materialize::split_dest;
+use crate::materialize::{real_dirs, split_dest};
 use crate::{CacheError, Cas, Digest};
 
 enum Found {
@@ -101,15 +106,15 @@ impl Cas {
     /// Replaces `dest` with the tree `manifest`, or leaves it untouched on any error.
     pub fn materialize_tree(&self, manifest: &Digest, dest: &Path) -> Result<(), CacheError> {
         let entries = self.tree_entries(manifest)?;
-        let (parent, name) = split_dest(dest)?;
+        let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
-        let tmp = parent.join(format!(".{name}.flow-tmp-{}", self.unique_name()));
+        let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
         fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
         if let Err(e) = self.fill(&tmp, &entries) {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        let old = parent.join(format!(".{name}.flow-old-{}", self.unique_name()));
+        let old = parent.join(format!(".flow-old-{}", self.unique_name()));
         let had_old = match fs::rename(dest, &old) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -144,8 +149,7 @@ impl Cas {
             };
         }
         for d in dirs {
-            let path = root.join(d);
-            fs::create_dir_all(&path).map_err(io_err("create directory", &path))?;
+            real_dirs(root, d, false)?;
         }
         entries.par_iter().try_for_each(|e| {
             let path = root.join(&e.path);

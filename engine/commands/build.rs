@@ -1,12 +1,40 @@
-//! `flow build [PATTERNS] [-j N] [-k]`: analyse, plan the closure of the selected targets, hash
-//! the sources, and run the owner loop.
+//! `flow build [PATTERNS] [-j N] [-k]`: analyse, plan the closure of the selected targets, take
+//! the workspace lock, hash the sources, and run the owner loop.
+//!
+//! The workspace lock: one build at a time per workspace, because all of them write one
+//! `flow-out/`. Each restored file is replaced atomically, but two builds of different edits
+//! restoring different results for the same targets would leave `flow-out/` a mix of both; in
+//! sequence it is always one build's result. So after analysis (bad input never waits) and
+//! before hashing the sources (a build that waited sees the files as they are when it starts),
+//! `flow build` takes an exclusive `flock` on `<workspace>/flow-out/.flow-lock` and holds it
+//! until it exits:
+//! 1. open (creating) the file and try the lock without blocking; if another build holds it,
+//!    print once `flow: waiting for another flow build in this workspace (pid N, started
+//!    HH:MM:SS UTC)` from what the holder wrote into the file, and retry every 50 ms (Ctrl-C
+//!    ends the wait with exit 130);
+//! 2. once locked, check that the path still names the locked file: a holder removes it when it
+//!    exits, so a waiter may have locked a file that is gone; then start over;
+//! 3. a file that already holds a pid was left by a build that died holding it (a clean exit
+//!    removes it): that build may have left temp files beside its outputs, which are swept;
+//! 4. write our pid and start time into it; on exit, remove it (then `flow-out/` if empty), and
+//!    unlock.
+//!
+//! Before building, what dead flow processes left in the cache's `tmp/` and `sandbox/` is
+//! removed too (`Cache::sweep_orphans`), so a killed build costs nothing but its lost work.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flow_rules::PatternTerm;
-use tokio::signal::unix::{signal, SignalKind};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::runtime::Runtime;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::analysis::{load_graph, open_cache, parse_patterns};
 use crate::error::Error;
@@ -36,7 +64,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         })?;
     // Registered before anything else, so that Ctrl-C at any moment is handled by the runner
     // (or, before it starts, simply ends the process: nothing is recorded before the runner).
-    let sigint = runtime
+    let mut sigint = runtime
         .block_on(async { signal(SignalKind::interrupt()) })
         .ok();
     let terms: Vec<PatternTerm> = parse_patterns(args.patterns)?;
@@ -45,6 +73,16 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let plan = Arc::new(Plan::new(&graph, &selected, &ws.config.action_path));
     drop(graph);
     let cache = Arc::new(open_cache(&cache_dir)?);
+    let out_root = ws.root.join("flow-out");
+    let Some(lock) = WorkspaceLock::acquire(&out_root, &runtime, &mut sigint)? else {
+        eprintln!("flow: interrupted while waiting for the other build");
+        return Ok(130);
+    };
+    if lock.previous_holder_died {
+        flow_cache::sweep_leftovers(&out_root, true);
+    }
+    // Best effort: a failure leaves them for `flow cache verify --fix`.
+    let _ = cache.sweep_orphans();
 
     let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(|e| {
         Error::Cache {
@@ -78,7 +116,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let rebuilder = Arc::new(Rebuilder {
         cache: cache.clone(),
         hasher,
-        out_root: ws.root.join("flow-out"),
+        out_root,
         workspace_root: ws.root.clone(),
     });
     let executor = Arc::new(SandboxExecutor::new(cache_dir.join("sandbox")));
@@ -89,17 +127,160 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         options: BuildOptions {
             jobs,
             keep_going: args.keep_going || ws.config.keep_going,
+            report_up_to_date: true,
             workspace,
         },
     };
     let actions = plan.nodes.iter().filter(|a| !a.is_group).count();
     let mut reporter = Reporter::new(actions);
     let summary = runtime.block_on(runner.run(&resolved, &mut reporter, sigint));
+    drop(lock);
     Ok(if summary.interrupted {
         130
     } else if summary.failed > 0 {
         1
     } else {
         0
+    })
+}
+
+/// The exclusive lock on `<workspace>/flow-out/.flow-lock` (see the module docs).
+struct WorkspaceLock {
+    file: Flock<File>,
+    path: PathBuf,
+    out_root: PathBuf,
+    /// The file held the pid of a build that died holding the lock.
+    previous_holder_died: bool,
+}
+
+/// How often a waiting build retries the lock.
+const LOCK_POLL: Duration = Duration::from_millis(50);
+
+impl WorkspaceLock {
+    /// Takes the lock, waiting for another build that holds it; `None` if Ctrl-C ended the wait.
+    fn acquire(
+        out_root: &Path,
+        runtime: &Runtime,
+        sigint: &mut Option<Signal>,
+    ) -> Result<Option<WorkspaceLock>, Error> {
+        let path = out_root.join(".flow-lock");
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |e: std::io::Error| Error::Io {
+                path,
+                action,
+                error: e.to_string(),
+            }
+        };
+        let mut told = false;
+        loop {
+            fs::create_dir_all(out_root).map_err(io("create", out_root))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io("open", &path))?;
+            let mut attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
+            let mut locked = loop {
+                match attempt {
+                    Ok(locked) => break locked,
+                    Err((file, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+                        if !told {
+                            told = true;
+                            eprintln!(
+                                "flow: waiting for another flow build in this workspace ({})",
+                                holder(&path)
+                            );
+                        }
+                        if wait_or_interrupt(runtime, sigint) {
+                            return Ok(None);
+                        }
+                        attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
+                    }
+                    Err((_, e)) => {
+                        return Err(io("lock", &path)(std::io::Error::from(e)));
+                    }
+                }
+            };
+            if !names_file(&path, &locked) {
+                continue; // its holder removed it on exit: lock the file now at `path`
+            }
+            let mut previous = String::new();
+            let _ = locked.read_to_string(&mut previous);
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let written = locked
+                .set_len(0)
+                .and_then(|()| locked.rewind())
+                .and_then(|()| write!(locked, "pid {}\nstarted {started}\n", std::process::id()));
+            written.map_err(io("write", &path))?;
+            return Ok(Some(WorkspaceLock {
+                file: locked,
+                path,
+                out_root: out_root.to_path_buf(),
+                previous_holder_died: !previous.trim().is_empty(),
+            }));
+        }
+    }
+}
+
+impl Drop for WorkspaceLock {
+    fn drop(&mut self) {
+        // Remove the file while still holding the lock, and only if it is still ours (`flow
+        // clean` may have removed it, and another build created a new one).
+        if names_file(&self.path, &self.file) {
+            let _ = fs::remove_file(&self.path);
+            let _ = fs::remove_dir(&self.out_root); // only if empty: no outputs were made
+        }
+    }
+}
+
+/// Whether `path` is the file open as `file` (same device and inode).
+fn names_file(path: &Path, file: &File) -> bool {
+    match (fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// `pid N, started HH:MM:SS UTC` from the lock file at `path`, as its holder wrote it (it
+/// writes just after locking, so an empty file is read again for a moment).
+fn holder(path: &Path) -> String {
+    for _ in 0..20 {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(pid), Some(started)) = (field("pid "), field("started ")) {
+            let day = started % 86_400;
+            return format!(
+                "pid {pid}, started {:02}:{:02}:{:02} UTC",
+                day / 3600,
+                day % 3600 / 60,
+                day % 60
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    "pid unknown".to_owned()
+}
+
+/// Sleeps [`LOCK_POLL`]; true if Ctrl-C came first.
+fn wait_or_interrupt(runtime: &Runtime, sigint: &mut Option<Signal>) -> bool {
+    runtime.block_on(async {
+        match sigint {
+            Some(s) => tokio::select! {
+                _ = s.recv() => true,
+                _ = tokio::time::sleep(LOCK_POLL) => false,
+            },
+            None => {
+                tokio::time::sleep(LOCK_POLL).await;
+                false
+            }
+        }
     })
 }

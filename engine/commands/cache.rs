@@ -1,4 +1,4 @@
-//! `flow cache stats` and `flow cache gc [--max-size SIZE]`.
+//! `flow cache stats`, `flow cache gc [--max-size SIZE]` and `flow cache verify [--fix]`.
 
 use std::path::Path;
 
@@ -70,4 +70,43 @@ pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Re
         human(max)
     );
     Ok(0)
+}
+
+/// Checks the cache (`Cache::verify`) and this workspace's `flow-out/` for leftovers of
+/// interrupted restores. One line per problem on stdout (`problem: …`, or `fixed: …` with
+/// `--fix`), then a summary. Exit 1 if anything is (still) wrong.
+pub fn verify(start: &Path, fix: bool, cache_flag: Option<&Path>) -> Result<i32, Error> {
+    let ws = Workspace::discover(start)?;
+    let dir = cache_dir(&ws, cache_flag);
+    let cache = open_cache(&dir)?;
+    let mut report = cache.verify(fix).map_err(|e| Error::Cache {
+        path: dir.clone(),
+        error: e.to_string(),
+    })?;
+    report
+        .problems
+        .extend(flow_cache::sweep_leftovers(&ws.root.join("flow-out"), fix));
+    for p in &report.problems {
+        println!("{}: {p}", if p.fixed { "fixed" } else { "problem" });
+    }
+    let left = report.problems.iter().filter(|p| !p.fixed).count();
+    let fixed = report.problems.len() - left;
+    let checked = format!(
+        "{} action result(s) and {} blob(s) in {}",
+        report.results,
+        report.blobs,
+        dir.display()
+    );
+    match (left, fixed) {
+        (0, 0) => println!("flow: verified {checked}: no problems"),
+        (0, _) => println!("flow: verified {checked}: {fixed} problem(s), all fixed"),
+        (_, 0) if fix => println!("flow: verified {checked}: {left} problem(s) could not be fixed"),
+        (_, 0) => println!(
+            "flow: verified {checked}: {left} problem(s); `flow cache verify --fix` repairs what it can"
+        ),
+        _ => println!(
+            "flow: verified {checked}: {fixed} problem(s) fixed, {left} could not be"
+        ),
+    }
+    Ok(if left == 0 { 0 } else { 1 })
 }
