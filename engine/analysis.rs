@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use flow_cache::Cache;
+use flow_rules::snapshot::{self, Snapshot};
 use flow_rules::{evaluate_workspace, EvalOptions, PatternTerm};
 
 use crate::error::Error;
@@ -44,11 +45,7 @@ pub fn load_graph(
         vars: ws.config.vars.clone(),
         skip_dirs: vec![cache.clone()],
     };
-    let evaluation = evaluate_workspace(&opts).map_err(|e| Error::Io {
-        path: ws.root.clone(),
-        action: "walk the workspace",
-        error: e.to_string(),
-    })?;
+    let evaluation = evaluate_cached(&ws, &opts, &cache)?;
     let (graph, errors) = TargetGraph::build(evaluation, &ws.config.default_visibility);
     if !errors.is_empty() {
         return Err(Error::Analysis(errors));
@@ -56,12 +53,54 @@ pub fn load_graph(
     Ok((ws, graph, cache))
 }
 
-/// Opens (creating) the cache directory.
+/// Where the evaluation snapshot of the workspace at `root` is kept.
+fn snapshot_path(cache: &Path, root: &Path) -> PathBuf {
+    let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
+    cache.join("analysis").join(format!("{}.json", &id[..32]))
+}
+
+/// The workspace's evaluation: from the snapshot of the last clean evaluation when nothing it
+/// depends on changed (stats only), else evaluated afresh (and, when clean, snapshotted).
+fn evaluate_cached(ws: &Workspace, opts: &EvalOptions, cache: &Path) -> Result<flow_rules::Evaluation, Error> {
+    let fingerprint = snapshot::fingerprint(&ws.config.vars);
+    let path = snapshot_path(cache, &ws.root);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(snap) = serde_json::from_slice::<Snapshot>(&bytes) {
+            if snap.is_valid(&ws.root, &fingerprint) {
+                if let Some(evaluation) = snap.into_evaluation() {
+                    return Ok(evaluation);
+                }
+            }
+        }
+    }
+    let evaluation = evaluate_workspace(opts).map_err(|e| Error::Io {
+        path: ws.root.clone(),
+        action: "walk the workspace",
+        error: e.to_string(),
+    })?;
+    if let Some(snap) = Snapshot::capture(&ws.root, &evaluation, fingerprint) {
+        // Best effort: a snapshot that cannot be written only costs the next run time.
+        if let (Some(dir), Ok(bytes)) = (path.parent(), serde_json::to_vec(&snap)) {
+            let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+            let _ = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&tmp, bytes))
+                .and_then(|_| std::fs::rename(&tmp, &path));
+        }
+    }
+    Ok(evaluation)
+}
+
+/// Opens (creating) the cache directory. What opening repaired (a damaged database moved
+/// aside, an unusable write-ahead log) is printed as one warning line each, on stderr.
 pub fn open_cache(dir: &Path) -> Result<Cache, Error> {
-    Cache::open(dir).map_err(|e| Error::Cache {
+    let cache = Cache::open(dir).map_err(|e| Error::Cache {
         path: dir.to_path_buf(),
         error: e.to_string(),
-    })
+    })?;
+    for notice in cache.notices() {
+        eprintln!("warning: {notice}");
+    }
+    Ok(cache)
 }
 
 /// Parses command-line target patterns (`//...` when none are given).

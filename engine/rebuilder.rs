@@ -8,7 +8,9 @@
 //! 2. `lookup`: a successful cached result for that key, if any.
 //! 3. Hit: `is_materialized` (stat only: every output under `flow-out/` still has the recorded
 //!    state of what flow wrote) → up to date, nothing to do; else `restore` from the CAS,
-//!    verifying every blob and refusing any path that would leave `flow-out/`.
+//!    verifying every blob and refusing any path that would leave `flow-out/`. A directory
+//!    output's `.NAME.flow-tree` marker is removed before the tree is replaced and written
+//!    after, so a crash in between leaves no marker vouching for the wrong tree.
 //! 4. Miss: the runner executes the action; `store` then checks every declared output exists,
 //!    stores the outputs and both log streams in the CAS, and only then records the result. A run
 //!    killed at any point leaves either nothing or a complete entry. Failures are not cached.
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flow_cache::{
-    check_relative_path, ActionResult, Cache, CacheError, Digest, OutputEntry, OutputKind,
+    check_relative_path, real_dest, ActionResult, Cache, CacheError, Digest, OutputEntry, OutputKind,
 };
 
 use crate::action_key::{ActionKey, KEY_FORMAT_VERSION};
@@ -146,30 +148,38 @@ impl Rebuilder {
     }
 
     /// Copies every output of `result` from the CAS into `flow-out/`, verifying digests.
+    ///
+    /// A result read from the cache is data, not trusted (the cache directory may be shared or
+    /// restored from elsewhere): its outputs must be exactly the action's declared ones, each
+    /// path is checked again, every directory between `flow-out/` and an output is made a real
+    /// directory (a symlink there, say `flow-out/pkg` -> `/tmp/x`, is replaced, never followed:
+    /// [`flow_cache::real_dest`]), and files, trees and tree markers are created without
+    /// following a symlink.
     pub fn restore(&self, action: &Action, result: &ActionResult) -> Result<(), CacheError> {
+        check_declared(action, result)?;
         let cas = self.cache.cas();
         for o in &result.outputs {
-            let path = self.out_path(&action.package, &o.path)?;
+            self.out_path(&action.package, &o.path)?;
+            let path = real_dest(&self.out_root, &join_path(&action.package, &o.path))?;
             match &o.kind {
                 OutputKind::File {
                     digest, executable, ..
                 } => {
-                    if path.is_dir() {
-                        std::fs::remove_dir_all(&path).ok();
-                    }
+                    // A directory (or symlink) at `path` is replaced, never followed.
                     cas.materialize_file(digest, *executable, &path)?;
                     flow_cache::failpoint("mid-materialize");
                     self.hasher.record(&path, *digest);
                 }
                 OutputKind::Tree { digest, .. } => {
+                    // The marker goes first: a crash between the swap and the new marker must
+                    // not leave the old marker vouching for the new tree.
+                    // (An error is harmless: a marker that is not a file is never trusted,
+                    // and one that cannot be removed means the tree cannot be replaced either.)
+                    let marker = tree_marker(&path);
+                    let _ = std::fs::remove_file(&marker);
                     cas.materialize_tree(digest, &path)?;
                     flow_cache::failpoint("mid-materialize");
-                    let marker = tree_marker(&path);
-                    std::fs::write(&marker, digest.to_string()).map_err(|e| CacheError::Io {
-                        path: marker.clone(),
-                        op: "write",
-                        source: e,
-                    })?;
+                    write_replacing(&marker, digest.to_string().as_bytes())?;
                     self.hasher.record(&marker, *digest);
                 }
             }
@@ -305,6 +315,73 @@ impl Rebuilder {
         self.restore(action, &result).map_err(StoreError::Cache)?;
         Ok(result)
     }
+}
+
+/// Refuses (`BadRow`) a cached result whose outputs are not exactly the action's declared ones,
+/// with their kinds (a declared `dir/` is a tree, anything else a file). The key holds the
+/// declared outputs, so flow never stores such a result: it is damaged or forged.
+fn check_declared(action: &Action, result: &ActionResult) -> Result<(), CacheError> {
+    let is_tree = |o: &OutputEntry| matches!(o.kind, OutputKind::Tree { .. });
+    let declared: BTreeMap<&str, bool> = action
+        .outs
+        .iter()
+        .map(|o| (o.trim_end_matches('/'), o.ends_with('/')))
+        .collect();
+    let found: BTreeMap<&str, bool> = result
+        .outputs
+        .iter()
+        .map(|o| (o.path.as_str(), is_tree(o)))
+        .collect();
+    if found == declared && found.len() == result.outputs.len() {
+        return Ok(());
+    }
+    // Paths from the cache are shown escaped and cut short: they may be 5,000 bytes long or
+    // hold a newline, and the warning must stay one line.
+    let show = |paths: &mut dyn Iterator<Item = (&str, bool)>| {
+        paths
+            .map(|(p, tree)| {
+                let full: String = p.escape_debug().collect();
+                let mut shown: String = full.chars().take(60).collect();
+                if shown.len() < full.len() {
+                    shown.push('…');
+                }
+                format!("`{shown}{}`", if tree { "/" } else { "" })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(CacheError::BadRow {
+        table: "action_results",
+        reason: format!(
+            "its outputs ({}) are not the declared ones ({})",
+            show(&mut result.outputs.iter().map(|o| (o.path.as_str(), is_tree(o)))),
+            show(&mut declared.into_iter()),
+        ),
+    })
+}
+
+/// Writes `bytes` to `path` as a new file, removing whatever was there first: a symlink is
+/// removed, never followed (and `O_EXCL` refuses one that appears in between).
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    use std::io::Write;
+    let io = |op: &'static str| {
+        move |source: std::io::Error| CacheError::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        }
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map_err(io("remove"))?,
+        Ok(_) => std::fs::remove_file(path).map_err(io("remove"))?,
+        Err(_) => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(io("write"))
 }
 
 /// The file beside a materialized directory output that records which tree it holds.

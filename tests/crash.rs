@@ -81,9 +81,13 @@ fn fix_after_crash(dir: &Path, cache: Option<&Path>) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     for line in stdout.lines().filter(|l| l.starts_with("problem: ")) {
         assert!(
-            ["orphaned temp file", "stale sandbox", "leftover of an interrupted restore"]
-                .iter()
-                .any(|k| line.contains(k)),
+            [
+                "orphaned temp file",
+                "stale sandbox",
+                "leftover of an interrupted restore"
+            ]
+            .iter()
+            .any(|k| line.contains(k)),
             "a crash damaged the cache: {line}\n{}",
             text(&out)
         );
@@ -137,10 +141,11 @@ fn workspace(files: &[(String, String)]) -> Ws {
     ws
 }
 
-/// `flow-out/` of a clean build of `files` in a fresh directory with a fresh cache.
+/// `flow-out/` of a clean build of `files` in a fresh directory with a fresh cache (`-j 8`:
+/// the tasks mostly sleep, and the number of jobs changes no output).
 fn clean_outputs(files: &[(String, String)]) -> BTreeMap<String, Vec<u8>> {
     let ws = workspace(files);
-    build_ok(ws.path(), None);
+    ok(&mut flow(ws.path(), None, None, &["build", "-j", "8"]));
     outputs(ws.path())
 }
 
@@ -203,10 +208,7 @@ fn pipeline(version: &str) -> Vec<(String, String)> {
                 .to_owned(),
         ),
     ];
-    files
-        .into_iter()
-        .map(|(p, c)| (p.to_owned(), c))
-        .collect()
+    files.into_iter().map(|(p, c)| (p.to_owned(), c)).collect()
 }
 
 /// Builds v1, edits to v2, and runs a build that must die at `name`.
@@ -289,7 +291,7 @@ fn tree_marker_is_cleared_before_its_tree_is_replaced() {
             (
                 "p/BUILD".to_owned(),
                 "task(name = \"t\", srcs = [\"in.txt\"], outs = [\"site/\"], \
-                 cmd = \"mkdir site && cp in.txt site/in.txt\")\n"
+                 cmd = \"mkdir -p site && cp in.txt site/in.txt\")\n"
                     .to_owned(),
             ),
         ]
@@ -349,7 +351,12 @@ fn verify_finds_and_fixes_a_corrupt_blob() {
         "{stdout}"
     );
 
-    let fixed = ok(&mut flow(ws.path(), None, None, &["cache", "verify", "--fix"]));
+    let fixed = ok(&mut flow(
+        ws.path(),
+        None,
+        None,
+        &["cache", "verify", "--fix"],
+    ));
     assert!(
         String::from_utf8_lossy(&fixed.stdout).contains("2 problem(s), all fixed"),
         "{}",
@@ -390,24 +397,47 @@ fn thirty_tasks(edit: u64) -> Vec<(String, String)> {
     files
 }
 
+/// Each round edits some sources, starts a build, waits until it holds the workspace lock
+/// (analysis is done: from there on it writes), lets it run for a seeded delay of 0–300 ms and
+/// kills it with SIGKILL. Odd rounds then check that `verify` finds only orphans; every round
+/// then builds, compares with a clean build and verifies.
 #[test]
 fn kill_dash_nine_at_random_moments() {
     let mut rng = Rng(0x6b69_6c6c_2d39);
     let ws = workspace(&thirty_tasks(0));
+    let lock = ws.path().join("flow-out/.flow-lock");
+    let mut killed_while_building = 0;
     for round in 1..=8u64 {
         let files = thirty_tasks(round);
         for (rel, contents) in &files {
             ws.write(rel, contents.as_bytes());
         }
-        let delay = Duration::from_millis(rng.below(301));
+        // Spread over 0–300 ms: one slice of ~37 ms per round, a seeded point in it.
+        let delay = Duration::from_millis((round - 1) * 37 + rng.below(38));
         let mut child = flow(ws.path(), None, None, &["build"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let holding = format!("pid {}\n", child.id());
+        let start = Instant::now();
+        while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&holding))
+            && child.try_wait().unwrap().is_none()
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_while_building += 1;
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        // SIGKILL gives flow no chance to stop its actions: let them (~20 ms each) finish.
+        std::thread::sleep(Duration::from_millis(50));
+        if round % 2 == 1 {
+            fix_after_crash(ws.path(), None);
+        }
         let out = build_ok(ws.path(), None);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -418,6 +448,10 @@ fn kill_dash_nine_at_random_moments() {
         assert_outputs_clean(ws.path(), &files);
         assert_verified(ws.path(), None);
     }
+    assert!(
+        killed_while_building >= 3,
+        "only {killed_while_building} of 8 builds were killed while building"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,9 +597,8 @@ fn a_second_build_in_the_same_workspace_waits_for_the_first() {
         .filter(|l| l.starts_with("flow: waiting for another flow build in this workspace"))
         .collect();
     assert_eq!(waiting.len(), 1, "{}", text(&second));
-    let prefix = format!(
-        "flow: waiting for another flow build in this workspace (pid {pid}, started "
-    );
+    let prefix =
+        format!("flow: waiting for another flow build in this workspace (pid {pid}, started ");
     assert!(waiting[0].starts_with(&prefix), "{}", waiting[0]);
     assert!(
         String::from_utf8_lossy(&second.stdout).contains("[CACHED] //p:slow"),

@@ -59,6 +59,9 @@ use crate::support::{flow_bin, Ws};
 /// The packages. `tools/gen` has no parent package; each may get a sub-package `d`.
 const PKGS: [&str; 3] = ["app", "lib", "tools/gen"];
 
+/// Task positions `t0`..`t39`.
+const MAX_TASKS: usize = 40;
+
 /// The contents of the `.gitignore` a `Gitignore` edit toggles in a package.
 const GITIGNORE: &str = "g0.in\nd/g1.in\n";
 
@@ -199,21 +202,34 @@ enum TouchHow {
     Replace,
 }
 
+/// A file named by an edit: the first file at or after this one in (package, path) order (the
+/// first file if none is after it). Edits name files and tasks by such hints, never by their
+/// rank among the files or tasks that exist, so that shrinking the workspace (fewer files or
+/// tasks) leaves the other edits pointing at the same things.
+#[derive(Clone, Copy, Debug)]
+struct FileRef {
+    pkg: usize,
+    name: Name,
+}
+
+/// Tasks are named by position `tN` (a hint, like `FileRef`: the first live task at or after
+/// `N`, else the last one), sources in `srcs` by number `sN.txt` (the first nameable file at or
+/// after it, else the first).
 #[derive(Clone, Debug)]
 enum Edit {
     Content {
-        file: Index,
+        file: FileRef,
         content: String,
     },
     Touch {
-        file: Index,
+        file: FileRef,
         how: TouchHow,
     },
     Delete {
-        file: Index,
+        file: FileRef,
     },
     Rename {
-        file: Index,
+        file: FileRef,
         to: Name,
     },
     Add {
@@ -222,42 +238,42 @@ enum Edit {
         content: String,
     },
     Chmod {
-        file: Index,
+        file: FileRef,
     },
     TouchBuild {
         pkg: usize,
         how: TouchHow,
     },
     Cmd {
-        task: Index,
+        task: usize,
         filter: Filter,
         check: char,
     },
     AddDep {
-        task: Index,
+        task: usize,
         dep: Index,
     },
     RemoveDep {
-        task: Index,
+        task: usize,
         dep: Index,
     },
     Env {
-        task: Index,
+        task: usize,
         value: Option<String>,
     },
     AddSrc {
-        task: Index,
-        file: Index,
+        task: usize,
+        src: u8,
     },
     SetGlob {
-        task: Index,
+        task: usize,
         glob: Glob,
     },
     RenameOut {
-        task: Index,
+        task: usize,
     },
     RemoveTask {
-        task: Index,
+        task: usize,
     },
     Subpackage {
         pkg: usize,
@@ -284,7 +300,7 @@ struct FileSpec {
 struct TaskSpec {
     pkg: usize,
     kind: Kind,
-    srcs: Vec<Index>,
+    srcs: Vec<u8>,
     glob: Glob,
     deps: Vec<Index>,
     filter: Filter,
@@ -292,11 +308,15 @@ struct TaskSpec {
     env: Option<String>,
 }
 
-/// One generated test case: the initial workspace and the edits.
+/// One generated test case: the initial workspace and the edits. Task `tN` is `slots[N]`, if
+/// `N < count` and the slot holds a task: shrinking drops tasks (`count`, or a slot becoming
+/// `None`) without renumbering the others. A dependency names a position: on an empty slot, it
+/// is left out.
 #[derive(Clone, Debug)]
 struct Case {
     files: Vec<FileSpec>,
-    tasks: Vec<TaskSpec>,
+    count: usize,
+    slots: Vec<Option<TaskSpec>>,
     edits: Vec<Edit>,
 }
 
@@ -318,22 +338,37 @@ impl Model {
             subpackage: [false; 3],
             gitignore: [false; 3],
         };
-        for (i, t) in case.tasks.iter().enumerate() {
-            let nameable = m.nameable_in(t.pkg);
-            let mut srcs: Vec<String> = if nameable.is_empty() {
-                Vec::new()
-            } else {
-                t.srcs
-                    .iter()
-                    .map(|ix| nameable[ix.index(nameable.len())].clone())
-                    .collect()
+        for (i, slot) in case.slots.iter().take(case.count).enumerate() {
+            let Some(t) = slot else {
+                m.tasks.push(Task {
+                    pkg: 0,
+                    kind: Kind::Check,
+                    srcs: Vec::new(),
+                    glob: Glob::None,
+                    deps: BTreeSet::new(),
+                    filter: Filter::Cat,
+                    check: 'x',
+                    env: None,
+                    out_gen: 0,
+                    removed: true,
+                });
+                continue;
             };
+            let mut srcs: Vec<String> = t
+                .srcs
+                .iter()
+                .filter_map(|&n| m.pick_src(t.pkg, n))
+                .collect();
             srcs.sort();
             srcs.dedup();
             let deps = if i == 0 {
                 BTreeSet::new()
             } else {
-                t.deps.iter().map(|ix| ix.index(i)).collect()
+                t.deps
+                    .iter()
+                    .map(|ix| ix.index(i))
+                    .filter(|&j| !m.tasks[j].removed)
+                    .collect()
             };
             m.tasks.push(Task {
                 pkg: t.pkg,
@@ -351,13 +386,17 @@ impl Model {
         m
     }
 
-    /// The sources of package `pkg` that `srcs` may name.
-    fn nameable_in(&self, pkg: usize) -> Vec<String> {
-        self.files
+    /// The source `sN.txt` of package `pkg`, or the first nameable one after it, or the first.
+    fn pick_src(&self, pkg: usize, n: u8) -> Option<String> {
+        let nameable: Vec<&String> = self
+            .files
             .keys()
             .filter(|(p, path)| *p == pkg && nameable(path))
-            .map(|(_, path)| path.clone())
-            .collect()
+            .map(|(_, path)| path)
+            .collect();
+        let hint = format!("s{n}.txt");
+        let found = nameable.iter().find(|p| ***p >= hint).or(nameable.first());
+        found.map(|p| (*p).clone())
     }
 
     fn live(&self) -> Vec<usize> {
@@ -366,16 +405,21 @@ impl Model {
             .collect()
     }
 
-    fn pick_task(&self, ix: &Index) -> Option<usize> {
+    fn pick_task(&self, hint: usize) -> Option<usize> {
         let live = self.live();
-        (!live.is_empty()).then(|| live[ix.index(live.len())])
+        live.iter()
+            .find(|&&i| i >= hint)
+            .or(live.last())
+            .copied()
     }
 
-    fn pick_file(&self, ix: &Index) -> Option<(usize, String)> {
-        if self.files.is_empty() {
-            return None;
-        }
-        self.files.keys().nth(ix.index(self.files.len())).cloned()
+    fn pick_file(&self, hint: FileRef) -> Option<(usize, String)> {
+        let key = (hint.pkg, hint.name.path());
+        self.files
+            .range(key..)
+            .next()
+            .or(self.files.iter().next())
+            .map(|(k, _)| k.clone())
     }
 
     fn label(&self, i: usize) -> String {
@@ -498,17 +542,17 @@ impl Model {
         let ws_path = |(p, path): &(usize, String)| format!("{}/{path}", PKGS[*p]);
         match edit {
             Edit::Content { file, content } => {
-                if let Some(k) = self.pick_file(file) {
+                if let Some(k) = self.pick_file(*file) {
                     self.files.get_mut(&k).unwrap().content = content.clone();
                 }
             }
             Edit::Touch { file, how } => {
-                if let Some(k) = self.pick_file(file) {
+                if let Some(k) = self.pick_file(*file) {
                     return vec![Op::Touch(ws_path(&k), *how)];
                 }
             }
             Edit::Delete { file } => {
-                if let Some(k) = self.pick_file(file) {
+                if let Some(k) = self.pick_file(*file) {
                     self.files.remove(&k);
                     for t in &mut self.tasks {
                         if t.pkg == k.0 {
@@ -518,7 +562,7 @@ impl Model {
                 }
             }
             Edit::Rename { file, to } => {
-                let Some(k) = self.pick_file(file) else {
+                let Some(k) = self.pick_file(*file) else {
                     return Vec::new();
                 };
                 let new = (k.0, to.path());
@@ -550,7 +594,7 @@ impl Model {
                 f.content = content.clone();
             }
             Edit::Chmod { file } => {
-                if let Some(k) = self.pick_file(file) {
+                if let Some(k) = self.pick_file(*file) {
                     let f = self.files.get_mut(&k).unwrap();
                     f.exec = !f.exec;
                 }
@@ -563,13 +607,13 @@ impl Model {
                 filter,
                 check,
             } => {
-                if let Some(i) = self.pick_task(task) {
+                if let Some(i) = self.pick_task(*task) {
                     self.tasks[i].filter = *filter;
                     self.tasks[i].check = *check;
                 }
             }
             Edit::AddDep { task, dep } => {
-                if let Some(i) = self.pick_task(task) {
+                if let Some(i) = self.pick_task(*task) {
                     let earlier: Vec<usize> = self.live().into_iter().filter(|&j| j < i).collect();
                     if !earlier.is_empty() {
                         let j = earlier[dep.index(earlier.len())];
@@ -578,7 +622,7 @@ impl Model {
                 }
             }
             Edit::RemoveDep { task, dep } => {
-                if let Some(i) = self.pick_task(task) {
+                if let Some(i) = self.pick_task(*task) {
                     let deps = &mut self.tasks[i].deps;
                     if !deps.is_empty() {
                         let j = *deps.iter().nth(dep.index(deps.len())).unwrap();
@@ -587,35 +631,34 @@ impl Model {
                 }
             }
             Edit::Env { task, value } => {
-                if let Some(i) = self.pick_task(task) {
+                if let Some(i) = self.pick_task(*task) {
                     self.tasks[i].env = value.clone();
                 }
             }
-            Edit::AddSrc { task, file } => {
-                if let Some(i) = self.pick_task(task) {
-                    let nameable = self.nameable_in(self.tasks[i].pkg);
-                    if !nameable.is_empty() {
+            Edit::AddSrc { task, src } => {
+                if let Some(i) = self.pick_task(*task) {
+                    if let Some(path) = self.pick_src(self.tasks[i].pkg, *src) {
                         let t = &mut self.tasks[i];
-                        t.srcs.push(nameable[file.index(nameable.len())].clone());
+                        t.srcs.push(path);
                         t.srcs.sort();
                         t.srcs.dedup();
                     }
                 }
             }
             Edit::SetGlob { task, glob } => {
-                if let Some(i) = self.pick_task(task) {
+                if let Some(i) = self.pick_task(*task) {
                     self.tasks[i].glob = *glob;
                 }
             }
             Edit::RenameOut { task } => {
-                if let Some(i) = self.pick_task(task) {
+                if let Some(i) = self.pick_task(*task) {
                     self.tasks[i].out_gen += 1;
                 }
             }
             Edit::RemoveTask { task } => {
                 // Keep one target: `//...` matching nothing is an error of its own.
                 if self.live().len() > 1 {
-                    if let Some(i) = self.pick_task(task) {
+                    if let Some(i) = self.pick_task(*task) {
                         self.tasks[i].removed = true;
                         for t in &mut self.tasks {
                             t.deps.remove(&i);
@@ -715,7 +758,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
     (
         pkg(),
         prop_oneof![6 => Just(Kind::File), 1 => Just(Kind::Dir), 2 => Just(Kind::Check)],
-        prop::collection::vec(any::<Index>(), 0..3),
+        prop::collection::vec(0u8..4, 0..3),
         glob(),
         prop::collection::vec(any::<Index>(), 0..4),
         filter(),
@@ -736,38 +779,47 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
         )
 }
 
+fn file_ref() -> impl Strategy<Value = FileRef> {
+    (pkg(), name()).prop_map(|(pkg, name)| FileRef { pkg, name })
+}
+
 fn edit() -> impl Strategy<Value = Edit> {
     let ix = any::<Index>;
+    let file = file_ref;
+    let task = || 0..MAX_TASKS;
     prop_oneof![
-        6 => (ix(), content()).prop_map(|(file, content)| Edit::Content { file, content }),
-        3 => (ix(), touch_how()).prop_map(|(file, how)| Edit::Touch { file, how }),
-        2 => ix().prop_map(|file| Edit::Delete { file }),
-        2 => (ix(), name()).prop_map(|(file, to)| Edit::Rename { file, to }),
+        6 => (file(), content()).prop_map(|(file, content)| Edit::Content { file, content }),
+        3 => (file(), touch_how()).prop_map(|(file, how)| Edit::Touch { file, how }),
+        2 => file().prop_map(|file| Edit::Delete { file }),
+        2 => (file(), name()).prop_map(|(file, to)| Edit::Rename { file, to }),
         3 => (pkg(), name(), content()).prop_map(|(pkg, name, content)| Edit::Add { pkg, name, content }),
-        1 => ix().prop_map(|file| Edit::Chmod { file }),
+        1 => file().prop_map(|file| Edit::Chmod { file }),
         1 => (pkg(), touch_how()).prop_map(|(pkg, how)| Edit::TouchBuild { pkg, how }),
-        3 => (ix(), filter(), poison()).prop_map(|(task, filter, check)| Edit::Cmd { task, filter, check }),
-        2 => (ix(), ix()).prop_map(|(task, dep)| Edit::AddDep { task, dep }),
-        2 => (ix(), ix()).prop_map(|(task, dep)| Edit::RemoveDep { task, dep }),
-        2 => (ix(), env_value()).prop_map(|(task, value)| Edit::Env { task, value }),
-        1 => (ix(), ix()).prop_map(|(task, file)| Edit::AddSrc { task, file }),
-        1 => (ix(), glob()).prop_map(|(task, glob)| Edit::SetGlob { task, glob }),
-        1 => ix().prop_map(|task| Edit::RenameOut { task }),
-        1 => ix().prop_map(|task| Edit::RemoveTask { task }),
+        3 => (task(), filter(), poison()).prop_map(|(task, filter, check)| Edit::Cmd { task, filter, check }),
+        2 => (task(), ix()).prop_map(|(task, dep)| Edit::AddDep { task, dep }),
+        2 => (task(), ix()).prop_map(|(task, dep)| Edit::RemoveDep { task, dep }),
+        2 => (task(), env_value()).prop_map(|(task, value)| Edit::Env { task, value }),
+        1 => (task(), 0u8..4).prop_map(|(task, src)| Edit::AddSrc { task, src }),
+        1 => (task(), glob()).prop_map(|(task, glob)| Edit::SetGlob { task, glob }),
+        1 => task().prop_map(|task| Edit::RenameOut { task }),
+        1 => task().prop_map(|task| Edit::RemoveTask { task }),
         1 => pkg().prop_map(|pkg| Edit::Subpackage { pkg }),
         1 => pkg().prop_map(|pkg| Edit::Gitignore { pkg }),
     ]
 }
 
 fn case(max_edits: usize) -> impl Strategy<Value = Case> {
+    // Shrunk in this order: the edits, the number of tasks, each task, the files.
     (
-        prop::collection::vec(file_spec(), 1..14),
-        prop::collection::vec(task_spec(), 5..=40),
         prop::collection::vec(edit(), 0..=max_edits),
+        5..=MAX_TASKS,
+        prop::collection::vec(prop::option::weighted(0.9, task_spec()), MAX_TASKS),
+        prop::collection::vec(file_spec(), 1..14),
     )
-        .prop_map(|(files, tasks, edits)| Case {
+        .prop_map(|(edits, count, slots, files)| Case {
             files,
-            tasks,
+            count,
+            slots,
             edits,
         })
 }
@@ -1029,7 +1081,15 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                 got.out.len()
             );
         }
-        if got.code == 2 || want.code == 2 {
+        if model.live().is_empty() {
+            // Shrinking can remove every task; `//...` then matches nothing, an error.
+            if (got.code, want.code) != (2, 2) {
+                return Err(TestCaseError::fail(format!(
+                    "with no targets, expected exit 2 twice, got {} and {}",
+                    got.code, want.code
+                )));
+            }
+        } else if got.code == 2 || want.code == 2 {
             // The model keeps every BUILD file valid; an analysis error is a harness bug.
             return Err(TestCaseError::fail(format!(
                 "analysis error at step {step} (incremental {}, clean {}):\n{}\n{}",
@@ -1083,14 +1143,25 @@ fn incremental_equals_clean() {
         cases,
         failure_persistence: None,
         max_shrink_time: shrink_secs.saturating_mul(1000),
-        max_shrink_iters: u32::MAX,
+        // (`u32::MAX` would mean `4 * cases`.)
+        max_shrink_iters: 1_000_000,
         ..Config::default()
     };
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
     let mut runner = TestRunner::new_with_rng(config, rng);
     match runner.run(&case(steps), |c| check_case(&c)) {
         Ok(()) => {}
-        Err(TestError::Fail(why, c)) => panic!("{why}\n=== minimal failing case\n{c:#?}"),
+        Err(TestError::Fail(why, c)) => {
+            let tasks: Vec<(usize, &TaskSpec)> = c.slots[..c.count]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| Some((i, t.as_ref()?)))
+                .collect();
+            panic!(
+                "{why}\n=== minimal failing case\nedits: {:#?}\ntasks (position, spec): {tasks:#?}\nfiles: {:#?}",
+                c.edits, c.files
+            )
+        }
         Err(TestError::Abort(why)) => panic!("proptest aborted: {why}"),
     }
 }

@@ -4,12 +4,16 @@
 mod support;
 
 mod build;
+mod corruption;
 mod crash;
 mod example;
+mod fuzz_smoke;
 mod golden;
+mod hostile;
 mod incremental;
 mod layout;
 mod query;
 mod robustness;
+mod secrets;
 mod watch;
 mod workspace;

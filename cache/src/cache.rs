@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::db::open_db;
+use crate::db::open_or_recover;
 use crate::error::{io_err, sql_err};
 use crate::{CacheError, Cas};
 
@@ -30,20 +30,29 @@ pub struct Cache {
     dir: PathBuf,
     cas: Cas,
     conn: Mutex<Connection>,
+    notices: Vec<String>,
 }
 
 impl Cache {
     /// Opens the cache directory `dir`, creating it, `cas/`, `tmp/` and the database as needed,
-    /// and migrating the schema (a database newer than this flow is refused).
+    /// and migrating the schema (a database newer than this flow is refused). A damaged database
+    /// is moved aside and replaced by an empty one ([`Cache::notices`] says so).
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let cas = Cas::open(dir)?;
-        let conn = open_db(&dir.join(DB_FILE))?;
+        let (conn, notices) = open_or_recover(dir, &dir.join(DB_FILE))?;
         Ok(Cache {
             dir: dir.to_owned(),
             cas,
             conn: Mutex::new(conn),
+            notices,
         })
+    }
+
+    /// What opening found damaged and repaired (a database moved aside, an unusable write-ahead
+    /// log), one sentence each, for the caller to print as warnings. Empty when all was well.
+    pub fn notices(&self) -> &[String] {
+        &self.notices
     }
 
     pub fn dir(&self) -> &Path {

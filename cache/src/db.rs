@@ -29,18 +29,35 @@
 //! 3. if older, in one IMMEDIATE transaction re-read it (another process may have just migrated)
 //!    and apply the missing migrations in order, then set `user_version` to their count.
 //!
+//! Damage (see `open_or_recover`): before opening, a non-empty `flow.db-wal` that does not start
+//! with a WAL header is reported (SQLite ignores such a log; what it held since the last
+//! checkpoint is lost, so those results simply run again). If SQLite then says the database is
+//! "not a database" or "malformed" while it is opened, configured and migrated, the process
+//! takes an exclusive `flock` on the cache directory (so two processes meeting the same damaged
+//! file repair it once), opens it again (another process may have repaired it meanwhile), and
+//! only if it is still damaged renames `flow.db` to `flow.db.corrupt-<unix ms>` (its WAL to
+//! `flow.db.corrupt-<unix ms>-wal`, kept for a post-mortem; the shared-memory index is removed)
+//! and starts an empty database. Cached results are lost, never wrong: their actions run again.
+//! Both repairs come back as one sentence each, which the engine prints as warnings. Only errors
+//! SQLite itself reports as corruption move a database aside: a size or header heuristic could
+//! misjudge a database another process is checkpointing, and moving a live database aside would
+//! split the processes sharing it. Damage in pages that opening does not read is met by the
+//! statement that reads them, which fails with "database disk image is malformed".
+//!
 //! Invariants: [`MIGRATIONS`] is append-only: entry *i* takes version *i* to *i + 1* and is never
 //! edited once released; a schema change is a new entry. Every write in this crate runs in a
 //! `TransactionBehavior::Immediate` transaction: a deferred one that reads then writes fails with
 //! "database is locked" under concurrency instead of waiting (stack findings §6).
 
-use std::path::Path;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::error::{sql_err, CacheError};
+use crate::error::{io_err, sql_err, CacheError};
 use crate::Digest;
 
 /// The schema, one migration per version. Append only; never edit a released entry.
@@ -100,6 +117,132 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rows per `SELECT … WHERE key IN (…)`, well under SQLite's bound-parameter limit.
 pub(crate) const IN_CHUNK: usize = 500;
+
+/// Opens the database `path` of the cache directory `dir` like [`open_db`], repairing damage (see
+/// the module docs). Returns the connection and what was repaired, one sentence each.
+pub(crate) fn open_or_recover(
+    dir: &Path,
+    path: &Path,
+) -> Result<(Connection, Vec<String>), CacheError> {
+    let mut notices: Vec<String> = check_wal(path).into_iter().collect();
+    match open_db(path) {
+        Ok(conn) => return Ok((conn, notices)),
+        Err(e) if is_damaged(&e) => {}
+        Err(e) => return Err(e),
+    }
+    // Repairs are serialized: without the lock, a second process that met the same damaged file
+    // could move aside the fresh database the first one just made.
+    let lock = File::open(dir).map_err(io_err("open", dir))?;
+    lock.lock().map_err(io_err("lock", dir))?;
+    let damage = match open_db(path) {
+        Ok(conn) => return Ok((conn, notices)),
+        Err(e) if is_damaged(&e) => e,
+        Err(e) => return Err(e),
+    };
+    let aside = move_aside(path)?;
+    notices.push(format!(
+        "the cache database `{}` is damaged ({}); moved it aside to `{}` and started an empty \
+         one: cached results are lost and their actions run again",
+        path.display(),
+        damage_reason(&damage),
+        aside.display()
+    ));
+    let conn = open_db(path)?;
+    drop(lock);
+    Ok((conn, notices))
+}
+
+/// Whether SQLite reported `e` as a damaged database file.
+fn is_damaged(e: &CacheError) -> bool {
+    matches!(
+        e,
+        CacheError::Sqlite { source, .. } if matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    )
+}
+
+/// SQLite's own words for the damage ("file is not a database", "database disk image is
+/// malformed").
+fn damage_reason(e: &CacheError) -> String {
+    match e {
+        CacheError::Sqlite { source, .. } => match source {
+            rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+            rusqlite::Error::SqliteFailure(code, None) => code.to_string(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// `<db><suffix>`: SQLite's companion files are named by appending to the database's name.
+fn companion(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Renames the damaged database to `<db>.corrupt-<unix ms>` (and its WAL beside it) and removes
+/// its shared-memory index; returns the new name. Called with the repair lock held.
+fn move_aside(db: &Path) -> Result<PathBuf, CacheError> {
+    let stamp = now_ms();
+    let mut aside = companion(db, &format!(".corrupt-{stamp}"));
+    let mut n = 0;
+    while fs::symlink_metadata(&aside).is_ok() {
+        n += 1;
+        aside = companion(db, &format!(".corrupt-{stamp}-{n}"));
+    }
+    fs::rename(db, &aside).map_err(io_err("move aside", db))?;
+    // The log belongs to the damaged file: replayed into the new one it would mix them.
+    let wal = companion(db, "-wal");
+    match fs::rename(&wal, companion(&aside, "-wal")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("move aside", &wal)(e)),
+    }
+    for suffix in ["-shm", "-journal"] {
+        let path = companion(db, suffix);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &path)(e)),
+        }
+    }
+    Ok(aside)
+}
+
+/// A sentence if `<db>-wal` is not empty and does not start with a SQLite WAL header (magic
+/// `0x377f0682` or `0x377f0683`, format version 3007000). An empty log is SQLite's normal state
+/// after a checkpoint, and a live one always starts with its header, so this never misjudges a
+/// log another process is using.
+fn check_wal(db: &Path) -> Option<String> {
+    let wal = companion(db, "-wal");
+    let mut head = Vec::with_capacity(32);
+    File::open(&wal)
+        .ok()?
+        .take(32)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.is_empty() {
+        return None;
+    }
+    let word = |i: usize| {
+        head.get(i..i + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+    };
+    let valid = head.len() == 32
+        && matches!(word(0), Some(0x377f_0682 | 0x377f_0683))
+        && word(4) == Some(3_007_000);
+    (!valid).then(|| {
+        format!(
+            "the cache database's write-ahead log `{}` is damaged (no SQLite WAL header); SQLite \
+             ignores it, so results stored since its last checkpoint are lost and their actions \
+             run again",
+            wal.display()
+        )
+    })
+}
 
 /// Opens `path`, configures the connection and brings the schema up to date.
 pub(crate) fn open_db(path: &Path) -> Result<Connection, CacheError> {

@@ -1,6 +1,5 @@
 //! Restoring blobs as files: `Cas::materialize_file` and the verified copy it shares with
-//! `Cas::materialize_tree`; `Cas::materialize_file_under` and `Cas::materialize_tree_under`, which
-//! the engine uses, add the path checks for a destination below an output root.
+//! `Cas::materialize_tree`; [`real_dest`], which prepares a destination below an output root.
 //!
 //! 1. open the blob (missing: `Corrupt`);
 //! 2. copy it into a new temp file `.flow-tmp-<unique>` beside the destination (`O_EXCL`: never
@@ -15,7 +14,7 @@
 //!
 //! Below an output root (`flow-out/`), the relative path comes from a cached result: it is
 //! checked ([`check_relative_path`]) and every directory between the root and the destination is
-//! made a real directory ([`real_dirs`]): a symlink found there (say `flow-out/pkg` swapped for a
+//! made a real directory ([`real_dest`]): a symlink found there (say `flow-out/pkg` swapped for a
 //! link to `/tmp/x`) or a file (the output of an earlier build that declared `gen` where this
 //! one declares `gen/a.txt`) is removed and replaced by an empty directory, so nothing is ever
 //! created through a link. The root itself may be a link: it is the caller's choice.
@@ -35,36 +34,6 @@ use crate::error::io_err;
 use crate::{check_relative_path, CacheError, Cas, Digest};
 
 impl Cas {
-    /// [`Cas::materialize_file`] at `root/rel`, where `rel` comes from a cached result: refuses
-    /// an unsafe `rel` and makes every directory between `root` and the file a real directory
-    /// (module docs) before writing. Returns the destination.
-    pub fn materialize_file_under(
-        &self,
-        root: &Path,
-        rel: &str,
-        d: &Digest,
-        executable: bool,
-    ) -> Result<PathBuf, CacheError> {
-        let dest = real_parent_dirs(root, rel)?;
-        self.materialize_file(d, executable, &dest)?;
-        Ok(dest)
-    }
-
-    /// [`Cas::materialize_tree`] at `root/rel`, with the checks of
-    /// [`Cas::materialize_file_under`]. Returns the destination.
-    pub fn materialize_tree_under(
-        &self,
-        root: &Path,
-        rel: &str,
-        manifest: &Digest,
-    ) -> Result<PathBuf, CacheError> {
-        // Validate the manifest before touching the output root at all.
-        self.tree_entries(manifest)?;
-        let dest = real_parent_dirs(root, rel)?;
-        self.materialize_tree(manifest, &dest)?;
-        Ok(dest)
-    }
-
     /// Copies the blob to `dest` (mode 0755 if `executable`, else 0644) through a temp file in
     /// `dest`'s directory and a rename, verifying the digest while copying: on `Corrupt`, `dest`
     /// is untouched. Creates `dest`'s parent directories; replaces a directory at `dest`.
@@ -121,9 +90,13 @@ impl Cas {
     }
 }
 
-/// Checks `rel` and makes `root` (created if missing, followed if a link) and every directory
-/// between it and `root/rel` real directories; returns `root/rel`.
-pub(crate) fn real_parent_dirs(root: &Path, rel: &str) -> Result<PathBuf, CacheError> {
+/// Where an output with the relative path `rel` (from a cached result) goes below the output
+/// root `root`: checks `rel` ([`check_relative_path`]), creates `root` if missing (following it if
+/// it is a link: the root is the caller's), and makes every directory between `root` and
+/// `root/rel` a real directory, replacing a symlink or file found there by an empty directory
+/// (never following it). Returns `root/rel`; what is at that path itself is left alone, for
+/// [`Cas::materialize_file`] or [`Cas::materialize_tree`] to replace.
+pub fn real_dest(root: &Path, rel: &str) -> Result<PathBuf, CacheError> {
     check_relative_path(rel)?;
     fs::create_dir_all(root).map_err(io_err("create directory", root))?;
     let parent = rel.rsplit_once('/').map_or("", |(parent, _)| parent);

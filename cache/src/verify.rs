@@ -21,7 +21,8 @@
 //!
 //! [`sweep_leftovers`] does the same for an output root (`flow-out/`): the temp files and
 //! directories `materialize_file` and `materialize_tree` create beside a destination
-//! (`.NAME.flow-tmp-<unique>`, `.NAME.flow-old-<unique>`) whose process is gone.
+//! (`.flow-tmp-<unique>`, `.flow-old-<unique>`; older versions put the destination's name
+//! first, `.NAME.flow-tmp-<unique>`) whose process is gone.
 //!
 //! Liveness: an entry is orphaned when the pid in its name is not a live process (a zombie is
 //! gone: it can never write again). Where `/proc` is not available, or for a name without a pid,
@@ -332,7 +333,7 @@ impl Cache {
             }
         };
         for o in &outputs {
-            check_relative_path(&o.path).map_err(|e| format!("output {e}"))?;
+            check_relative_path(&o.path).map_err(|e| e.to_string())?;
             match &o.kind {
                 OutputKind::File { digest, size, .. } => {
                     need(digest, &format!("output `{}`", o.path), Some(*size))?;
@@ -452,8 +453,8 @@ impl Cache {
 }
 
 /// Finds (and with `fix` removes) what interrupted restores left under the output root `root`
-/// (`flow-out/`): `.NAME.flow-tmp-<unique>` and `.NAME.flow-old-<unique>` entries whose process
-/// is gone. Directory outputs (a directory with a `.NAME.flow-tree` marker beside it) are not
+/// (`flow-out/`): `[.NAME].flow-tmp-<unique>` and `[.NAME].flow-old-<unique>` entries whose
+/// process is gone. Directory outputs (a directory with a `.NAME.flow-tree` marker beside it) are not
 /// searched: their content is the command's.
 pub fn sweep_leftovers(root: &Path, fix: bool) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -494,7 +495,7 @@ pub fn sweep_leftovers(root: &Path, fix: bool) -> Vec<Problem> {
     problems
 }
 
-/// The `<unique>` of `.NAME.flow-tmp-<unique>` or `.NAME.flow-old-<unique>`.
+/// The `<unique>` of `[.NAME].flow-tmp-<unique>` or `[.NAME].flow-old-<unique>`.
 fn leftover_unique(name: &str) -> Option<&str> {
     if !name.starts_with('.') {
         return None;

@@ -67,8 +67,10 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let mut sigint = runtime
         .block_on(async { signal(SignalKind::interrupt()) })
         .ok();
+    let profile = Profile::from_env();
     let terms: Vec<PatternTerm> = parse_patterns(args.patterns)?;
     let (ws, graph, cache_dir) = load_graph(start, args.cache_dir)?;
+    profile.mark("analysis");
     let selected: BTreeSet<usize> = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
     let plan = Arc::new(Plan::new(&graph, &selected, &ws.config.action_path));
     drop(graph);
@@ -91,6 +93,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         }
     })?;
     let hasher = Arc::new(FileHasher::new(known));
+    profile.mark("plan, open cache, load file states");
 
     // Hash every source in parallel; an unreadable one fails the actions that read it.
     let sources = plan.all_sources();
@@ -102,6 +105,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         }
     }
     let tools = tool_identities(&plan, &ws.config.action_path, &hasher);
+    profile.mark("hash sources and tools");
     let workspace = ws.root.display().to_string();
     let durations = cache.durations(&workspace).unwrap_or_default();
     let resolved = Resolved {
@@ -133,7 +137,9 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     };
     let actions = plan.nodes.iter().filter(|a| !a.is_group).count();
     let mut reporter = Reporter::new(actions);
+    profile.mark("history");
     let summary = runtime.block_on(runner.run(&resolved, &mut reporter, sigint));
+    profile.mark("run");
     drop(lock);
     Ok(if summary.interrupted {
         130
@@ -283,4 +289,25 @@ fn wait_or_interrupt(runtime: &Runtime, sigint: &mut Option<Signal>) -> bool {
             }
         }
     })
+}
+
+/// `FLOW_PROFILE=1`: the time of each phase of a build, on stderr.
+struct Profile {
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Profile {
+    fn from_env() -> Profile {
+        let on = std::env::var_os("FLOW_PROFILE").is_some_and(|v| v != "0");
+        Profile {
+            last: std::cell::Cell::new(on.then(std::time::Instant::now)),
+        }
+    }
+
+    fn mark(&self, phase: &str) {
+        if let Some(t) = self.last.get() {
+            eprintln!("flow profile: {phase}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+            self.last.set(Some(std::time::Instant::now()));
+        }
+    }
 }

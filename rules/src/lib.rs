@@ -16,6 +16,7 @@ pub mod module_id;
 mod natives;
 pub mod pattern;
 pub mod prelude;
+pub mod snapshot;
 pub mod suggest;
 pub mod target;
 pub mod visibility;

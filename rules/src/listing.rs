@@ -20,6 +20,9 @@ pub struct Listing {
     /// Package name → its files, relative to the package directory, sorted. Files of
     /// sub-packages belong to the sub-package only.
     pub packages: BTreeMap<String, Vec<String>>,
+    /// Every walked directory, workspace-relative (for snapshots: a directory's mtime changes
+    /// when an entry is added, removed or renamed in it).
+    pub dirs: Vec<String>,
 }
 
 impl Listing {
@@ -54,11 +57,25 @@ impl Listing {
             })
             .build();
         let mut files: Vec<String> = Vec::new();
+        let mut dirs: Vec<String> = Vec::new();
         for entry in walker {
             let entry = entry.map_err(|e| match e.into_io_error() {
                 Some(io) => io,
                 None => std::io::Error::other("cannot walk the workspace"),
             })?;
+            if entry.file_type().is_some_and(|t| t.is_dir()) {
+                if let Some(rel) = entry
+                    .path()
+                    .strip_prefix(root)
+                    .ok()
+                    .and_then(|r| r.to_str())
+                {
+                    if !rel.is_empty() {
+                        dirs.push(rel.to_owned());
+                    }
+                }
+                continue;
+            }
             if !entry
                 .file_type()
                 .is_some_and(|t| t.is_file() || t.is_symlink())
@@ -101,7 +118,7 @@ impl Listing {
         for list in packages.values_mut() {
             list.sort();
         }
-        Ok(Listing { packages })
+        Ok(Listing { packages, dirs })
     }
 
     /// The sub-packages strictly below `package`, relative to it (`a/b` for `//pkg/a/b`).

@@ -12,7 +12,7 @@ use crate::label::Label;
 use crate::visibility::VisibilityRule;
 
 /// What a target does, which decides which attributes it may have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     /// A command with declared inputs and outputs.

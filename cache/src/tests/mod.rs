@@ -3,6 +3,7 @@
 mod action_cache;
 mod cas;
 mod concurrency;
+mod damage;
 mod errors;
 mod file_state;
 mod gc;
@@ -10,6 +11,7 @@ mod history;
 mod migrations;
 mod paths;
 mod tree;
+mod verify;
 
 use std::fs;
 use std::path::Path;

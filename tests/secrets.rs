@@ -1,0 +1,236 @@
+//! Secret values and undeclared environment variables stay out of everything flow keeps or
+//! prints, and out of the key: through the real binary, with distinctive values for a secret and
+//! for a variable set in flow's environment but not declared:
+//! - neither value is in any action key (the key JSON blobs read back from the CAS), any log,
+//!   any database row, any file of the cache directory (database, WAL, blobs) or of `flow-out/`,
+//!   nor in anything `flow build`, `flow log` or `flow explain` print;
+//! - the undeclared variable does not reach the command, and changing it (or the secret's
+//!   value) changes no key: the build stays cached;
+//! - changing a declared `env` value in the BUILD file changes the key: `flow explain` names the
+//!   variable, and the action and its dependent run again.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use crate::corruption::{blob_path, files_under, tagged};
+use crate::support::flow_bin;
+use crate::support::Ws;
+
+const SECRET: &str = "FLOW_SECRETS_TEST_TOKEN";
+const UNDECLARED: &str = "FLOW_SECRETS_TEST_UNDECLARED";
+
+fn build_file(mode: &str) -> String {
+    format!(
+        r#"task(
+    name = "deploy",
+    secrets = ["{SECRET}"],
+    env = {{"MODE": "{mode}"}},
+    outs = ["o.txt"],
+    cmd = "echo token=$${SECRET}; echo undeclared=[$${UNDECLARED}]; echo err=$${SECRET} >&2; echo mode=$$MODE > o.txt",
+)
+task(name = "after", deps = [":deploy"], outs = ["a.txt"], cmd = "cat $(location :deploy) > a.txt")
+"#
+    )
+}
+
+/// stdout and stderr of `flow ARGS` in `ws`, with `env` set (and nothing else of the test's
+/// environment that could interfere).
+fn flow(ws: &Ws, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(flow_bin())
+        .current_dir(ws.path())
+        .args(["--color", "never"])
+        .args(args)
+        .env_remove("FLOW_CACHE_DIR")
+        .env_remove(SECRET)
+        .env_remove(UNDECLARED)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Asserts that none of `values` occurs in `bytes`.
+#[track_caller]
+fn absent(bytes: &[u8], values: &[&str], what: &str) {
+    for v in values {
+        assert!(
+            !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+            "`{v}` found in {what}"
+        );
+    }
+}
+
+/// Every column of every row of every table of the cache database, as bytes.
+fn database_cells(db: &Path) -> Vec<Vec<u8>> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut cells = Vec::new();
+    for t in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap();
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..n {
+                use rusqlite::types::ValueRef;
+                cells.push(match row.get_ref(i).unwrap() {
+                    ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+                    ValueRef::Integer(n) => n.to_string().into_bytes(),
+                    ValueRef::Real(f) => f.to_string().into_bytes(),
+                    ValueRef::Null => Vec::new(),
+                });
+            }
+        }
+    }
+    cells
+}
+
+/// The action keys (parsed JSON) of every recorded run, read from the CAS.
+fn recorded_keys(ws: &Ws) -> Vec<serde_json::Value> {
+    let cache = ws.path().join(".flow");
+    let conn = rusqlite::Connection::open(cache.join("flow.db")).unwrap();
+    let keys: BTreeSet<Vec<u8>> = conn
+        .prepare("SELECT key FROM action_runs")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    keys.iter()
+        .map(|k| {
+            let d = flow_cache::Digest::from_slice(k).unwrap();
+            let json = std::fs::read(blob_path(&cache, &d)).expect("the key's JSON is in the CAS");
+            serde_json::from_slice(&json).unwrap()
+        })
+        .collect()
+}
+
+/// Checks everything flow keeps: every file under the cache directory and `flow-out/`, every
+/// database cell, every key.
+#[track_caller]
+fn nothing_kept(ws: &Ws, values: &[&str]) {
+    for dir in [".flow", "flow-out"] {
+        for f in files_under(&ws.path().join(dir)) {
+            if let Ok(bytes) = std::fs::read(&f) {
+                absent(&bytes, values, &f.display().to_string());
+            }
+        }
+    }
+    for cell in database_cells(&ws.path().join(".flow/flow.db")) {
+        absent(&cell, values, "a database row");
+    }
+    let keys = recorded_keys(ws);
+    assert!(!keys.is_empty());
+    for key in keys {
+        absent(key.to_string().as_bytes(), values, "an action key");
+        if key["package"] == "p" && key["cmd"].as_str().unwrap().contains("token=") {
+            assert_eq!(key["secrets"], serde_json::json!([SECRET]), "{key}");
+            let env: BTreeSet<&str> = key["env"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(env, BTreeSet::from(["MODE", "PATH"]), "{key}");
+        }
+    }
+}
+
+#[test]
+fn secrets_and_undeclared_variables_stay_out_of_keys_logs_and_the_cache() {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = format!("s3cr3t-{stamp}");
+    let undeclared = format!("ambient-{stamp}");
+    let secret2 = format!("rotated-{stamp}");
+    let undeclared2 = format!("changed-{stamp}");
+    let values = [
+        secret.as_str(),
+        undeclared.as_str(),
+        secret2.as_str(),
+        undeclared2.as_str(),
+    ];
+    let ws = Ws::new().file("p/BUILD", &build_file("one"));
+    let env = [(SECRET, secret.as_str()), (UNDECLARED, undeclared.as_str())];
+    let mut printed = Vec::new();
+
+    let (code, out) = flow(&ws, &["build"], &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("[RAN] //p:deploy") && out.contains("[RAN] //p:after"), "{out}");
+    printed.push(out);
+    let (code, log) = flow(&ws, &["log", "//p:deploy"], &env);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("token=***") && log.contains("err=***"), "{log}");
+    // Not declared: the command never sees it.
+    assert!(log.contains("undeclared=[]"), "{log}");
+    printed.push(log);
+    let (code, explain) = flow(&ws, &["explain", "//p:deploy"], &env);
+    assert_eq!(code, 0, "{explain}");
+    assert!(explain.contains("up to date"), "{explain}");
+    printed.push(explain);
+
+    // Another value of the undeclared variable, then of the secret: no key changes.
+    for env in [
+        [(SECRET, secret.as_str()), (UNDECLARED, undeclared2.as_str())],
+        [(SECRET, secret2.as_str()), (UNDECLARED, undeclared2.as_str())],
+    ] {
+        let (code, explain) = flow(&ws, &["explain", "//p:deploy"], &env);
+        assert!(code == 0 && explain.contains("up to date"), "{explain}");
+        printed.push(explain);
+        let ws_run = flow(&ws, &["build"], &env);
+        assert_eq!(ws_run.0, 0, "{}", ws_run.1);
+        assert!(
+            ws_run.1.contains("0 ran, 2 cached"),
+            "a value outside the key reran something:\n{}",
+            ws_run.1
+        );
+        printed.push(ws_run.1);
+    }
+    nothing_kept(&ws, &values);
+
+    // A declared value is in the key: explain names it, and the action and its dependent run.
+    ws.write("p/BUILD", build_file("two").as_bytes());
+    let (code, explain) = flow(&ws, &["explain", "//p:deploy"], &env);
+    assert_eq!(code, 0, "{explain}");
+    assert!(explain.contains("would run") && explain.contains("`MODE`"), "{explain}");
+    printed.push(explain);
+    let ws_run = ws.run(&["build"]);
+    // Without the secret in flow's environment the action cannot run: it needs it.
+    assert_eq!(ws_run.code, 1, "{}", ws_run.stdout);
+    assert!(ws_run.stdout.contains(SECRET), "{}", ws_run.stdout);
+    let (code, out) = flow(&ws, &["build"], &env);
+    assert_eq!(code, 0, "{out}");
+    printed.push(out);
+    let run = crate::support::Run {
+        code,
+        stdout: printed.last().unwrap().clone(),
+        stderr: String::new(),
+    };
+    assert_eq!(
+        tagged(&run, "RAN"),
+        BTreeSet::from(["//p:deploy".to_owned(), "//p:after".to_owned()])
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/a.txt")).unwrap(),
+        "mode=two\n"
+    );
+    let (_, log) = flow(&ws, &["log", "//p:deploy"], &env);
+    printed.push(log);
+    nothing_kept(&ws, &values);
+    for text in &printed {
+        absent(text.as_bytes(), &values, &format!("flow's output:\n{text}"));
+    }
+}
