@@ -61,7 +61,11 @@ fn snapshot_path(cache: &Path, root: &Path) -> PathBuf {
 
 /// The workspace's evaluation: from the snapshot of the last clean evaluation when nothing it
 /// depends on changed (stats only), else evaluated afresh (and, when clean, snapshotted).
-fn evaluate_cached(ws: &Workspace, opts: &EvalOptions, cache: &Path) -> Result<flow_rules::Evaluation, Error> {
+fn evaluate_cached(
+    ws: &Workspace,
+    opts: &EvalOptions,
+    cache: &Path,
+) -> Result<flow_rules::Evaluation, Error> {
     let fingerprint = snapshot::fingerprint(&ws.config.vars);
     let path = snapshot_path(cache, &ws.root);
     if let Ok(bytes) = std::fs::read(&path) {

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flow_cache::{
-    check_relative_path, real_dest, ActionResult, Cache, CacheError, Digest, OutputEntry, OutputKind,
+    check_relative_path, real_dest, ActionResult, Cache, CacheError, Digest, OutputEntry,
+    OutputKind,
 };
 
 use crate::action_key::{ActionKey, KEY_FORMAT_VERSION};

@@ -150,6 +150,12 @@ impl<E: Executor> Runner<E> {
             *sigint = signal(SignalKind::interrupt()).ok();
         }
         let last_keys = cache.last_keys(&self.options.workspace).unwrap_or_default();
+        // Most keys of a build are the keys of the last one: fetch their results in a few bulk
+        // queries instead of one point query per action.
+        let prefetched: HashMap<Digest, ActionResult> = {
+            let keys: Vec<Digest> = last_keys.values().copied().collect();
+            cache.get_actions(&keys).unwrap_or_default()
+        };
         let now_ms = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -203,7 +209,11 @@ impl<E: Executor> Runner<E> {
                         }
                     };
                 let digest = key.digest();
-                match self.rebuilder.lookup(&digest) {
+                let looked_up = match prefetched.get(&digest) {
+                    Some(r) => Ok(Some(r.clone())),
+                    None => self.rebuilder.lookup(&digest),
+                };
+                match looked_up {
                     Ok(Some(result)) => {
                         let mut restored = false;
                         let ready = if self.rebuilder.is_materialized(action, &result) {

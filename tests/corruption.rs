@@ -201,7 +201,13 @@ fn damage(path: &Path, how: Damage) {
 /// Damages the blob of `content` (the output of `label`), deletes `flow-out/` so that a restore
 /// happens, and checks the next build: one warning naming the blob, `label` runs again, the
 /// others are restored, `flow-out/` equals a clean build's, and the blob is whole again.
-fn damaged_blob_is_rebuilt(ws: &Ws, clean: &BTreeMap<String, Entry>, how: Damage, label: &str, content: &[u8]) {
+fn damaged_blob_is_rebuilt(
+    ws: &Ws,
+    clean: &BTreeMap<String, Entry>,
+    how: Damage,
+    label: &str,
+    content: &[u8],
+) {
     let blob = blob_of(ws, content);
     assert!(blob.is_file(), "no blob {}", blob.display());
     damage(&blob, how);
@@ -210,10 +216,23 @@ fn damaged_blob_is_rebuilt(ws: &Ws, clean: &BTreeMap<String, Entry>, how: Damage
     run.ok();
     let hex = Digest::of(content).to_string();
     one_warning(&run, &[label, &hex, "missing or corrupt"]);
-    assert_eq!(tagged(&run, "RAN"), BTreeSet::from([label.to_owned()]), "{how:?}:\n{}", run.stdout);
+    assert_eq!(
+        tagged(&run, "RAN"),
+        BTreeSet::from([label.to_owned()]),
+        "{how:?}:\n{}",
+        run.stdout
+    );
     assert_eq!(tagged(&run, "CACHED").len(), 2, "{}", run.stdout);
-    assert_eq!(&snapshot(&ws.path().join("flow-out")), clean, "{how:?} of {label}");
-    assert_eq!(std::fs::read(&blob).unwrap(), content, "the blob was not stored again");
+    assert_eq!(
+        &snapshot(&ws.path().join("flow-out")),
+        clean,
+        "{how:?} of {label}"
+    );
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        content,
+        "the blob was not stored again"
+    );
     // And the repaired cache serves a plain restore without complaint.
     std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
     let run = ws.run(&["build"]);
@@ -289,8 +308,17 @@ fn storing_content_whose_blob_is_damaged_replaces_the_blob() {
         ws.write("p/BUILD", edited.as_bytes());
         let run = ws.run(&["build"]);
         quiet_ok(&run);
-        assert_eq!(tagged(&run, "RAN"), BTreeSet::from(["//p:a".to_owned()]), "{}", run.stdout);
-        assert_eq!(std::fs::read(&blob).unwrap(), b"alpha\n", "{how:?}: the damaged blob was kept");
+        assert_eq!(
+            tagged(&run, "RAN"),
+            BTreeSet::from(["//p:a".to_owned()]),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(
+            std::fs::read(&blob).unwrap(),
+            b"alpha\n",
+            "{how:?}: the damaged blob was kept"
+        );
         // So a restore now finds nothing wrong.
         std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
         let run = ws.run(&["build"]);
@@ -337,7 +365,11 @@ fn spoiled_database(spoil: impl FnOnce(&Path), needles: &[&str], everything_reru
         assert_eq!(aside.len(), 1, "{aside:?}");
         let stamp = aside[0].trim_start_matches("flow.db.corrupt-");
         assert!(stamp.parse::<u64>().is_ok(), "{aside:?}");
-        assert!(run.stderr.contains(&aside[0]), "the warning names the new name:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(&aside[0]),
+            "the warning names the new name:\n{}",
+            run.stderr
+        );
     } else {
         assert_eq!((ran, cached), (0, 3), "{}", run.stdout);
     }
@@ -417,7 +449,11 @@ impl Mount {
             .arg(&self.0)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -461,7 +497,12 @@ task(name = "small", outs = ["s.txt"], cmd = "echo small > s.txt")
 
     let run = ws.run(&["build", "-k"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(tagged(&run, "RAN"), BTreeSet::from(["//p:small".to_owned()]), "{}", run.stdout);
+    assert_eq!(
+        tagged(&run, "RAN"),
+        BTreeSet::from(["//p:small".to_owned()]),
+        "{}",
+        run.stdout
+    );
     for label in ["//p:big", "//p:huge"] {
         let line = run
             .stdout
@@ -478,7 +519,10 @@ task(name = "small", outs = ["s.txt"], cmd = "echo small > s.txt")
         assert!(!blob_of(&ws, content).exists(), "a blob was stored");
     }
     let leftovers = files_under(&cache.join("tmp"));
-    assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temp files left behind: {leftovers:?}"
+    );
     let db = rusqlite::Connection::open(cache.join("flow.db")).unwrap();
     let results: i64 = db
         .query_row("SELECT count(*) FROM action_results", [], |r| r.get(0))
@@ -496,7 +540,13 @@ task(name = "small", outs = ["s.txt"], cmd = "echo small > s.txt")
         "{}",
         run.stdout
     );
-    assert_eq!(std::fs::read(ws.path().join("flow-out/p/big.bin")).unwrap(), big);
-    assert_eq!(std::fs::read(ws.path().join("flow-out/p/huge.bin")).unwrap(), huge);
+    assert_eq!(
+        std::fs::read(ws.path().join("flow-out/p/big.bin")).unwrap(),
+        big
+    );
+    assert_eq!(
+        std::fs::read(ws.path().join("flow-out/p/huge.bin")).unwrap(),
+        huge
+    );
     assert!(blob_of(&ws, &huge).is_file());
 }

@@ -82,40 +82,104 @@ fn input(
 const LABEL_ALPHABET: &str = "/:@.-_+=,~*aAz09 \\\u{e9}\0";
 const LABEL_PREFIXES: &[&str] = &["//", "//", ":", "-//", "", "@r//"];
 const LABEL_TOKENS: &[&str] = &[
-    "/", "/", ":", "a", "pkg", "sub", "b-c", "..", ".", "...", "/...", ":all", "*", "-", "x.y", "_",
-    "~", "=", "@", "+",
+    "/", "/", ":", "a", "pkg", "sub", "b-c", "..", ".", "...", "/...", ":all", "*", "-", "x.y",
+    "_", "~", "=", "@", "+",
 ];
 
 #[test]
 fn label_never_panics_and_round_trips() {
-    run("label", 2048, input(LABEL_ALPHABET, LABEL_PREFIXES, LABEL_TOKENS, 32), |b| bodies::label(&b));
+    run(
+        "label",
+        2048,
+        input(LABEL_ALPHABET, LABEL_PREFIXES, LABEL_TOKENS, 32),
+        |b| bodies::label(&b),
+    );
 }
 
 #[test]
 fn pattern_never_panics_and_round_trips() {
-    run("pattern", 2048, input(LABEL_ALPHABET, LABEL_PREFIXES, LABEL_TOKENS, 32), |b| {
-        bodies::pattern(&b)
-    });
+    run(
+        "pattern",
+        2048,
+        input(LABEL_ALPHABET, LABEL_PREFIXES, LABEL_TOKENS, 32),
+        |b| bodies::pattern(&b),
+    );
 }
 
 const QUERY_TOKENS: &[&str] = &[
-    "deps(", "rdeps(", "somepath(", "allpaths(", "kind(", "attr(", "filter(", "//...", "//a:gen",
-    "//a:lib", "//a/b:t1", "//a/b/...", "//c:all", "//a:*", "//c", "task", "group", "py_test",
-    "tags", "env", "deps", "timeout", "K=v", "fast", ".*", "t[0-9]", "(", ")", ",", " + ", " - ",
-    " ^ ", " union ", " except ", " intersect ", "0", "1", "99999999999999999999", "'", "\"",
-    "\\", " ", "[", "(?", "//nope:x",
+    "deps(",
+    "rdeps(",
+    "somepath(",
+    "allpaths(",
+    "kind(",
+    "attr(",
+    "filter(",
+    "//...",
+    "//a:gen",
+    "//a:lib",
+    "//a/b:t1",
+    "//a/b/...",
+    "//c:all",
+    "//a:*",
+    "//c",
+    "task",
+    "group",
+    "py_test",
+    "tags",
+    "env",
+    "deps",
+    "timeout",
+    "K=v",
+    "fast",
+    ".*",
+    "t[0-9]",
+    "(",
+    ")",
+    ",",
+    " + ",
+    " - ",
+    " ^ ",
+    " union ",
+    " except ",
+    " intersect ",
+    "0",
+    "1",
+    "99999999999999999999",
+    "'",
+    "\"",
+    "\\",
+    " ",
+    "[",
+    "(?",
+    "//nope:x",
 ];
 
 /// Query expressions from the grammar (`docs/query.md`) over the fixed graph's labels.
 fn query_expr() -> impl Strategy<Value = String> {
     let leaf = proptest::sample::select(vec![
-        "//...", "//a:gen", "//a:lib", "//a/b:t1", "//a/b/...", "//c:all", "//a:*", "//c",
-        "//nope:x", "//a:manual", "//a:all_of_a",
+        "//...",
+        "//a:gen",
+        "//a:lib",
+        "//a/b:t1",
+        "//a/b/...",
+        "//c:all",
+        "//a:*",
+        "//c",
+        "//nope:x",
+        "//a:manual",
+        "//a:all_of_a",
     ])
     .prop_map(str::to_owned);
     let regex = proptest::sample::select(vec!["task", "group", "py_test", ".*", "t[0-9]", "(", ""]);
     let attr = proptest::sample::select(vec!["tags", "env", "deps", "timeout", "name", "nope"]);
-    let op = proptest::sample::select(vec![" + ", " - ", " ^ ", " union ", " except ", " intersect "]);
+    let op = proptest::sample::select(vec![
+        " + ",
+        " - ",
+        " ^ ",
+        " union ",
+        " except ",
+        " intersect ",
+    ]);
     leaf.prop_recursive(4, 24, 3, move |inner| {
         prop_oneof![
             inner.clone().prop_map(|x| format!("deps({x})")),
@@ -165,44 +229,117 @@ fn query_never_panics() {
 }
 
 const BUILD_TOKENS: &[&str] = &[
-    "task(", "group(", "name = ", "\"x\"", "\"y\"", "cmd = \"true\"", "outs = [\"o.txt\"]",
-    "outs = [\"d/\"]", "deps = [\":x\"]", "deps = [\"//lib:x\"]", "srcs = glob([\"**/*.py\"])",
-    "srcs = [\"a.py\"]", ")", ", ", "\n", "load(\"@flow//rules:python.star\", \"py_test\")\n",
-    "load(\"//lib:defs.star\", \"m\")\n", "py_test(", "python = [\"3.11\"]", "def f():\n    ",
-    "return 1\n", "[", "]", "{", "}", "for x in range(3):\n    ", "if True:\n    ", "package_name()",
-    "config(\"k\")", "1 // 0", "\"a\" * 9", "timeout = \"1s\"", "timeout = \"-1\"",
-    "env = {\"A\": \"b\"}", "tags = [\"manual\"]", "visibility = [\"//visibility:public\"]",
-    "secrets = [\"S\"]", "x = ", "#", "None", "True", "\"../x\"", "\"/abs\"", "retries = 2",
-    "sandbox = False", "tools = [\"sh\"]", "\"$(location :x)\"", "\"$(OUTS)\"", "fail(\"no\")",
+    "task(",
+    "group(",
+    "name = ",
+    "\"x\"",
+    "\"y\"",
+    "cmd = \"true\"",
+    "outs = [\"o.txt\"]",
+    "outs = [\"d/\"]",
+    "deps = [\":x\"]",
+    "deps = [\"//lib:x\"]",
+    "srcs = glob([\"**/*.py\"])",
+    "srcs = [\"a.py\"]",
+    ")",
+    ", ",
+    "\n",
+    "load(\"@flow//rules:python.star\", \"py_test\")\n",
+    "load(\"//lib:defs.star\", \"m\")\n",
+    "py_test(",
+    "python = [\"3.11\"]",
+    "def f():\n    ",
+    "return 1\n",
+    "[",
+    "]",
+    "{",
+    "}",
+    "for x in range(3):\n    ",
+    "if True:\n    ",
+    "package_name()",
+    "config(\"k\")",
+    "1 // 0",
+    "\"a\" * 9",
+    "timeout = \"1s\"",
+    "timeout = \"-1\"",
+    "env = {\"A\": \"b\"}",
+    "tags = [\"manual\"]",
+    "visibility = [\"//visibility:public\"]",
+    "secrets = [\"S\"]",
+    "x = ",
+    "#",
+    "None",
+    "True",
+    "\"../x\"",
+    "\"/abs\"",
+    "retries = 2",
+    "sandbox = False",
+    "tools = [\"sh\"]",
+    "\"$(location :x)\"",
+    "\"$(OUTS)\"",
+    "fail(\"no\")",
 ];
 
-/// BUILD files made of `task`/`group`/macro calls with attributes valid and not, so that many
-/// evaluate and reach analysis (deps, visibility, outputs, expansions).
+/// BUILD files made of `task`/`group`/`py_test` calls with mostly valid attributes (one in ten
+/// is not), so that many evaluate and reach analysis: deps between them and to `//lib:x`,
+/// visibility, outputs, expansions, globs.
 fn build_file() -> impl Strategy<Value = String> {
-    let attr = proptest::sample::select(vec![
-        "cmd = \"true\"", "outs = [\"o.txt\"]", "outs = [\"d/\"]", "outs = [\"../x\"]",
-        "outs = [\"/abs\"]", "deps = [\":x\"]", "deps = [\":y\", \"//lib:x\"]",
-        "deps = [\":nope\"]", "srcs = glob([\"**/*.py\"])", "srcs = [\"a.py\", \"missing.py\"]",
-        "env = {\"A\": \"b\"}", "secrets = [\"S\"]", "timeout = \"1s\"", "timeout = \"soon\"",
-        "retries = -1", "tags = [\"manual\"]", "visibility = [\"//visibility:public\"]",
-        "visibility = [\"//lib:__pkg__\"]", "sandbox = False", "tools = [\"sh\"]", "doc = \"d\"",
-        "cmd = \"cat $(location :x) > $(OUTS)\"", "cmd = \"$(location //nope:z)\"", "bogus = 1",
+    let valid = proptest::sample::select(vec![
+        "outs = [\"o.txt\"]",
+        "outs = [\"d/\"]",
+        "deps = [\":t0\"]",
+        "deps = [\":t1\", \"//lib:x\"]",
+        "srcs = glob([\"**/*.py\"])",
+        "srcs = [\"a.py\"]",
+        "env = {\"A\": \"b\"}",
+        "secrets = [\"S\"]",
+        "timeout = \"1s\"",
+        "retries = 2",
+        "tags = [\"manual\"]",
+        "visibility = [\"//visibility:public\"]",
+        "sandbox = False",
+        "tools = [\"sh\"]",
+        "doc = \"d\"",
     ]);
-    let call = proptest::sample::select(vec!["task", "task", "group", "py_test", "m"]);
-    let name = proptest::sample::select(vec!["x", "y", "z", "x", "", "a/b", "..", "all"]);
+    let invalid = proptest::sample::select(vec![
+        "outs = [\"../x\"]",
+        "outs = [\"/abs\"]",
+        "deps = [\":nope\"]",
+        "srcs = [\"missing.py\"]",
+        "timeout = \"soon\"",
+        "retries = -1",
+        "visibility = [\"//lib:__pkg__\"]",
+        "bogus = 1",
+        "cmd = \"$(location //nope:z)\"",
+        "deps = [\":t0\", \":t0\"]",
+        "outs = [\"a.py\"]",
+    ]);
+    let attr = prop_oneof![9 => valid, 1 => invalid];
+    let cmd = proptest::sample::select(vec![
+        "true",
+        "echo $(SRCS) > $(OUTS)",
+        "cat $(location :t0) > $(OUTS)",
+        "$$HOME",
+        "x $(",
+    ]);
+    let call = proptest::sample::select(vec!["task", "task", "task", "group", "py_test"]);
     let header = proptest::sample::select(vec![
         "",
         "load(\"@flow//rules:python.star\", \"py_test\")\n",
-        "load(\"//lib:defs.star\", \"m\")\n",
     ]);
     (
         header,
-        proptest::collection::vec((call, name, proptest::collection::vec(attr, 0..5)), 0..5),
+        proptest::collection::vec((call, cmd, proptest::collection::vec(attr, 0..4)), 1..5),
     )
         .prop_map(|(header, calls)| {
             let mut text = header.to_owned();
-            for (call, name, attrs) in calls {
-                text.push_str(&format!("{call}(name = \"{name}\", {})\n", attrs.join(", ")));
+            for (i, (call, cmd, attrs)) in calls.into_iter().enumerate() {
+                let mut all = vec![format!("name = \"t{i}\"")];
+                if call == "task" {
+                    all.push(format!("cmd = \"{cmd}\""));
+                }
+                all.extend(attrs.iter().map(|a| a.to_string()));
+                text.push_str(&format!("{call}({})\n", all.join(", ")));
             }
             text
         })
@@ -251,7 +388,11 @@ fn label_to_text_to_label() {
         let text = l.to_string();
         assert_eq!(Label::parse(&text, None), Ok(l.clone()), "{text}");
         let relative = l.relative_to(l.package());
-        assert_eq!(Label::parse(&relative, Some(l.package())), Ok(l), "{relative}");
+        assert_eq!(
+            Label::parse(&relative, Some(l.package())),
+            Ok(l),
+            "{relative}"
+        );
     });
 }
 

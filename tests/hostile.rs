@@ -56,7 +56,12 @@ impl Sentinel {
     }
 
     fn name(&self) -> String {
-        self.path().file_name().unwrap().to_str().unwrap().to_owned()
+        self.path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// The sentinel as seen from a directory `depth` levels below the workspace's parent: from
@@ -182,9 +187,18 @@ fn forged_output_paths_are_refused() {
     let cases: Vec<(&str, serde_json::Value)> = vec![
         ("absolute", serde_json::json!([file_output(&abs, fine)])),
         ("dot-dot", serde_json::json!([file_output(&up, fine)])),
-        ("dot-dot inside", serde_json::json!([file_output(&up_inside, fine)])),
-        ("over 4096 bytes", serde_json::json!([file_output(&long, fine)])),
-        ("300-byte segment", serde_json::json!([file_output(&long_segment, fine)])),
+        (
+            "dot-dot inside",
+            serde_json::json!([file_output(&up_inside, fine)]),
+        ),
+        (
+            "over 4096 bytes",
+            serde_json::json!([file_output(&long, fine)]),
+        ),
+        (
+            "300-byte segment",
+            serde_json::json!([file_output(&long_segment, fine)]),
+        ),
         (
             "an extra output",
             serde_json::json!([file_output("f.txt", fine), file_output(&up, fine)]),
@@ -242,13 +256,29 @@ fn forged_tree_manifests_are_refused() {
         .collect();
     long_chain.push(link_entry("l41", "../.."));
     let cases: Vec<(&str, Vec<String>)> = vec![
-        ("a file entry through ..", vec![file_entry(&format!("{up}/t.txt"), page), index.clone()]),
-        ("an absolute file entry", vec![file_entry(&format!("{abs}/t.txt"), page), index.clone()]),
-        ("an absolute symlink", vec![link_entry("out", &abs), index.clone()]),
-        ("a symlink through ..", vec![link_entry("out", &up), index.clone()]),
+        (
+            "a file entry through ..",
+            vec![file_entry(&format!("{up}/t.txt"), page), index.clone()],
+        ),
+        (
+            "an absolute file entry",
+            vec![file_entry(&format!("{abs}/t.txt"), page), index.clone()],
+        ),
+        (
+            "an absolute symlink",
+            vec![link_entry("out", &abs), index.clone()],
+        ),
+        (
+            "a symlink through ..",
+            vec![link_entry("out", &up), index.clone()],
+        ),
         (
             "a chain of symlinks that escapes",
-            vec![link_entry("a", "b/../.."), link_entry("b", "sub"), index.clone()],
+            vec![
+                link_entry("a", "b/../.."),
+                link_entry("b", "sub"),
+                index.clone(),
+            ],
         ),
         (
             "a chain of symlinks to the sentinel",
@@ -274,11 +304,18 @@ fn forged_tree_manifests_are_refused() {
         ),
         (
             "a file below a symlink inside",
-            vec![link_entry("in", "sub"), file_entry("in/t.txt", page), index.clone()],
+            vec![
+                link_entry("in", "sub"),
+                file_entry("in/t.txt", page),
+                index.clone(),
+            ],
         ),
         (
             "an entry over 4096 bytes",
-            vec![file_entry(&format!("{}x", "d/".repeat(2100)), page), index.clone()],
+            vec![
+                file_entry(&format!("{}x", "d/".repeat(2100)), page),
+                index.clone(),
+            ],
         ),
     ];
     for (case, mut entries) in cases {
@@ -303,18 +340,30 @@ fn swapped_for_a_link(ws: &Ws, rel: &str, target: &Path) {
     symlink(target, ws.path().join("flow-out").join(rel)).unwrap();
     let run = ws.run(&["build"]);
     quiet_ok(&run);
-    assert_eq!(tagged(&run, "RAN"), BTreeSet::new(), "{rel}:\n{}", run.stdout);
+    assert_eq!(
+        tagged(&run, "RAN"),
+        BTreeSet::new(),
+        "{rel}:\n{}",
+        run.stdout
+    );
     let out = ws.path().join("flow-out/p");
     for (file, content) in [
         ("f.txt", "fine\n"),
         ("site/sub/index.html", "page\n"),
         ("sub/dir/d.txt", "deep\n"),
     ] {
-        assert_eq!(std::fs::read_to_string(out.join(file)).unwrap(), content, "{rel}");
+        assert_eq!(
+            std::fs::read_to_string(out.join(file)).unwrap(),
+            content,
+            "{rel}"
+        );
     }
     // Every directory and output below flow-out/ is real again.
     for (path, entry) in snapshot(&ws.path().join("flow-out")) {
-        assert!(!matches!(entry, Entry::Link(_)), "{rel}: `{path}` is still a link");
+        assert!(
+            !matches!(entry, Entry::Link(_)),
+            "{rel}: `{path}` is still a link"
+        );
     }
 }
 
@@ -413,19 +462,29 @@ fn forged_results_leave_the_workspace_alone() {
     let (ws, sentinel) = built();
     let before: Vec<PathBuf> = crate::corruption::files_under(ws.path())
         .into_iter()
-        .filter(|p| !p.starts_with(ws.path().join(".flow")) && !p.starts_with(ws.path().join("flow-out")))
+        .filter(|p| {
+            !p.starts_with(ws.path().join(".flow")) && !p.starts_with(ws.path().join("flow-out"))
+        })
         .collect();
     let outputs = serde_json::json!([file_output("../BUILD2", b"fine\n")]);
     forge_outputs(&ws, "//p:f", &outputs.to_string());
     unmaterialize(&ws, "p/f.txt");
-    refused_and_rerun(&ws, "//p:f", "f.txt", "fine\n", "into the package's source directory");
+    refused_and_rerun(
+        &ws,
+        "//p:f",
+        "f.txt",
+        "fine\n",
+        "into the package's source directory",
+    );
     let outputs = serde_json::json!([file_output("../../p/BUILD", b"fine\n")]);
     forge_outputs(&ws, "//p:f", &outputs.to_string());
     unmaterialize(&ws, "p/f.txt");
     refused_and_rerun(&ws, "//p:f", "f.txt", "fine\n", "over a BUILD file");
     let after: Vec<PathBuf> = crate::corruption::files_under(ws.path())
         .into_iter()
-        .filter(|p| !p.starts_with(ws.path().join(".flow")) && !p.starts_with(ws.path().join("flow-out")))
+        .filter(|p| {
+            !p.starts_with(ws.path().join(".flow")) && !p.starts_with(ws.path().join("flow-out"))
+        })
         .collect();
     assert_eq!(before, after);
     assert_eq!(

@@ -169,11 +169,17 @@ fn secrets_and_undeclared_variables_stay_out_of_keys_logs_and_the_cache() {
 
     let (code, out) = flow(&ws, &["build"], &env);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("[RAN] //p:deploy") && out.contains("[RAN] //p:after"), "{out}");
+    assert!(
+        out.contains("[RAN] //p:deploy") && out.contains("[RAN] //p:after"),
+        "{out}"
+    );
     printed.push(out);
     let (code, log) = flow(&ws, &["log", "//p:deploy"], &env);
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("token=***") && log.contains("err=***"), "{log}");
+    assert!(
+        log.contains("token=***") && log.contains("err=***"),
+        "{log}"
+    );
     // Not declared: the command never sees it.
     assert!(log.contains("undeclared=[]"), "{log}");
     printed.push(log);
@@ -184,8 +190,14 @@ fn secrets_and_undeclared_variables_stay_out_of_keys_logs_and_the_cache() {
 
     // Another value of the undeclared variable, then of the secret: no key changes.
     for env in [
-        [(SECRET, secret.as_str()), (UNDECLARED, undeclared2.as_str())],
-        [(SECRET, secret2.as_str()), (UNDECLARED, undeclared2.as_str())],
+        [
+            (SECRET, secret.as_str()),
+            (UNDECLARED, undeclared2.as_str()),
+        ],
+        [
+            (SECRET, secret2.as_str()),
+            (UNDECLARED, undeclared2.as_str()),
+        ],
     ] {
         let (code, explain) = flow(&ws, &["explain", "//p:deploy"], &env);
         assert!(code == 0 && explain.contains("up to date"), "{explain}");
@@ -205,7 +217,10 @@ fn secrets_and_undeclared_variables_stay_out_of_keys_logs_and_the_cache() {
     ws.write("p/BUILD", build_file("two").as_bytes());
     let (code, explain) = flow(&ws, &["explain", "//p:deploy"], &env);
     assert_eq!(code, 0, "{explain}");
-    assert!(explain.contains("would run") && explain.contains("`MODE`"), "{explain}");
+    assert!(
+        explain.contains("would run") && explain.contains("`MODE`"),
+        "{explain}"
+    );
     printed.push(explain);
     let ws_run = ws.run(&["build"]);
     // Without the secret in flow's environment the action cannot run: it needs it.

@@ -19,6 +19,9 @@
 //! 4. write our pid and start time into it; on exit, remove it (then `flow-out/` if empty), and
 //!    unlock.
 //!
+//! If the file cannot be created or locked (a read-only workspace, a file system without
+//! `flock`), the build warns and goes on without the lock: alone, it is still correct.
+//!
 //! Before building, what dead flow processes left in the cache's `tmp/` and `sandbox/` is
 //! removed too (`Cache::sweep_orphans`), so a killed build costs nothing but its lost work.
 
@@ -76,11 +79,20 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     drop(graph);
     let cache = Arc::new(open_cache(&cache_dir)?);
     let out_root = ws.root.join("flow-out");
-    let Some(lock) = WorkspaceLock::acquire(&out_root, &runtime, &mut sigint)? else {
-        eprintln!("flow: interrupted while waiting for the other build");
-        return Ok(130);
+    let lock = match WorkspaceLock::acquire(&out_root, &runtime, &mut sigint) {
+        Acquired::Locked(lock) => Some(lock),
+        Acquired::Interrupted => {
+            eprintln!("flow: interrupted while waiting for the other build");
+            return Ok(130);
+        }
+        Acquired::Failed(why) => {
+            // The lock protects `flow-out/` from a concurrent build; without it (a read-only
+            // workspace, a file system without `flock`) a lone build is still correct.
+            eprintln!("warning: {why}; building without the workspace lock");
+            None
+        }
     };
-    if lock.previous_holder_died {
+    if lock.as_ref().is_some_and(|l| l.previous_holder_died) {
         flow_cache::sweep_leftovers(&out_root, true);
     }
     // Best effort: a failure leaves them for `flow cache verify --fix`.
@@ -159,35 +171,40 @@ struct WorkspaceLock {
     previous_holder_died: bool,
 }
 
+/// The outcome of [`WorkspaceLock::acquire`].
+enum Acquired {
+    Locked(WorkspaceLock),
+    /// Ctrl-C while waiting for another build.
+    Interrupted,
+    /// The lock file could not be created or locked: why.
+    Failed(String),
+}
+
 /// How often a waiting build retries the lock.
 const LOCK_POLL: Duration = Duration::from_millis(50);
 
 impl WorkspaceLock {
-    /// Takes the lock, waiting for another build that holds it; `None` if Ctrl-C ended the wait.
-    fn acquire(
-        out_root: &Path,
-        runtime: &Runtime,
-        sigint: &mut Option<Signal>,
-    ) -> Result<Option<WorkspaceLock>, Error> {
+    /// Takes the lock, waiting for another build that holds it (see the module docs).
+    fn acquire(out_root: &Path, runtime: &Runtime, sigint: &mut Option<Signal>) -> Acquired {
         let path = out_root.join(".flow-lock");
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |e: std::io::Error| Error::Io {
-                path,
-                action,
-                error: e.to_string(),
-            }
+        let failed = |action: &str, path: &Path, e: std::io::Error| {
+            Acquired::Failed(format!("cannot {action} `{}`: {e}", path.display()))
         };
         let mut told = false;
         loop {
-            fs::create_dir_all(out_root).map_err(io("create", out_root))?;
-            let file = OpenOptions::new()
+            if let Err(e) = fs::create_dir_all(out_root) {
+                return failed("create", out_root, e);
+            }
+            let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&path)
-                .map_err(io("open", &path))?;
+                .open(&path);
+            let file = match opened {
+                Ok(file) => file,
+                Err(e) => return failed("open", &path, e),
+            };
             let mut attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
             let mut locked = loop {
                 match attempt {
@@ -201,13 +218,11 @@ impl WorkspaceLock {
                             );
                         }
                         if wait_or_interrupt(runtime, sigint) {
-                            return Ok(None);
+                            return Acquired::Interrupted;
                         }
                         attempt = Flock::lock(file, FlockArg::LockExclusiveNonblock);
                     }
-                    Err((_, e)) => {
-                        return Err(io("lock", &path)(std::io::Error::from(e)));
-                    }
+                    Err((_, e)) => return failed("lock", &path, std::io::Error::from(e)),
                 }
             };
             if !names_file(&path, &locked) {
@@ -218,17 +233,17 @@ impl WorkspaceLock {
             let started = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let written = locked
+            // Only the waiting message reads it: a failed write is not worth failing the build.
+            let _ = locked
                 .set_len(0)
                 .and_then(|()| locked.rewind())
                 .and_then(|()| write!(locked, "pid {}\nstarted {started}\n", std::process::id()));
-            written.map_err(io("write", &path))?;
-            return Ok(Some(WorkspaceLock {
+            return Acquired::Locked(WorkspaceLock {
                 file: locked,
                 path,
                 out_root: out_root.to_path_buf(),
                 previous_holder_died: !previous.trim().is_empty(),
-            }));
+            });
         }
     }
 }
@@ -306,7 +321,10 @@ impl Profile {
 
     fn mark(&self, phase: &str) {
         if let Some(t) = self.last.get() {
-            eprintln!("flow profile: {phase}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "flow profile: {phase}: {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
             self.last.set(Some(std::time::Instant::now()));
         }
     }

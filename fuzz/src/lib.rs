@@ -39,7 +39,10 @@ pub fn label(data: &[u8]) {
             Ok(&parsed),
             "{text:?} (in {current:?}) displays as {shown:?}, which does not parse back"
         );
-        assert_eq!(Label::new(parsed.package(), parsed.name()).as_ref(), Ok(&parsed));
+        assert_eq!(
+            Label::new(parsed.package(), parsed.name()).as_ref(),
+            Ok(&parsed)
+        );
         for package in ["", "pkg", parsed.package()] {
             let relative = parsed.relative_to(package);
             assert_eq!(
@@ -68,7 +71,10 @@ pub fn pattern(data: &[u8]) {
         let l = Label::parse(l, None).expect("a valid label");
         let matched = term.pattern.matches(&l, false);
         if matched {
-            assert!(term.pattern.covers_package(l.package()), "{shown} matches {l}");
+            assert!(
+                term.pattern.covers_package(l.package()),
+                "{shown} matches {l}"
+            );
         }
         let _ = term.pattern.matches(&l, true);
     }
@@ -105,8 +111,16 @@ pub fn evaluate_build(data: &[u8]) -> (usize, usize) {
     write(root, "pkg/BUILD", data);
     write(root, "pkg/a.py", b"print(1)\n");
     write(root, "pkg/sub/b.py", b"");
-    write(root, "lib/BUILD", br#"task(name = "x", outs = ["x.txt"], cmd = "true")"#);
-    write(root, "lib/defs.star", b"def m(name):\n    native.task(name = name, cmd = \"true\")\n");
+    write(
+        root,
+        "lib/BUILD",
+        br#"task(name = "x", outs = ["x.txt"], cmd = "true")"#,
+    );
+    write(
+        root,
+        "lib/defs.star",
+        b"def m(name):\n    native.task(name = name, cmd = \"true\")\n",
+    );
     let opts = EvalOptions {
         root: root.to_path_buf(),
         ..EvalOptions::default()
@@ -166,7 +180,10 @@ pub fn query_graph() -> &'static TargetGraph {
         };
         let evaluation = evaluate_workspace(&opts).expect("walk");
         let (graph, errors) = TargetGraph::build(evaluation, &[]);
-        assert!(errors.is_empty(), "the query workspace is valid: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "the query workspace is valid: {errors:?}"
+        );
         graph
     })
 }

@@ -92,7 +92,10 @@ fn a_garbage_database_is_moved_aside_and_replaced() {
     let moved = aside(&cache_dir);
     assert_eq!(moved.len(), 1);
     assert!(notice.contains(&moved[0]), "{notice}");
-    assert_eq!(fs::read(cache_dir.join(&moved[0])).unwrap(), vec![0x5a; 8192]);
+    assert_eq!(
+        fs::read(cache_dir.join(&moved[0])).unwrap(),
+        vec![0x5a; 8192]
+    );
     // Its log went with it (replayed into the new database it would mix the two).
     assert!(cache_dir.join(format!("{}-wal", moved[0])).exists());
     // The new database is empty and works.

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from anomaly_detection.application.detect import Forecaster
+from machine_learning.infrastructure import model_store
 
-def load_forecaster(path: Path):
-    # Imported here so that the domain and application layers never depend on it.
-    from machine_learning.infrastructure import model_store
 
+def load_forecaster(path: Path) -> Forecaster:
+    """The model that the machine_learning package saved at `path`."""
     return model_store.load(path)

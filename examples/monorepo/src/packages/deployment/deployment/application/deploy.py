@@ -1,4 +1,4 @@
-"""Use case: a blue-green deploy that switches traffic only after the new slot is healthy."""
+"""Use case: a blue-green deploy; traffic moves only once the new slot is healthy."""
 
 from typing import Callable, Tuple
 

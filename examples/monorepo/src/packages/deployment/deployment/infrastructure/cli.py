@@ -1,6 +1,7 @@
-"""Command line used by the deploy targets: `python3 -m deployment.infrastructure.cli deploy ...`.
+"""The command line of the deploy targets: `python3 -m deployment.infrastructure.cli`.
 
-A release's version is the digest of its bundle's files: an unchanged bundle is the same version.
+A release's version is the digest of its bundle's files: an unchanged bundle is the
+same version.
 
 The example has no real infrastructure, so the environment's state is a JSON file under
 `$DEPLOY_STATE_DIR` (default `.deploy-state`), and the health check is HTTP only when

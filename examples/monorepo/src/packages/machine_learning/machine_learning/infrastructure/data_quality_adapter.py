@@ -2,10 +2,9 @@
 
 from typing import Mapping, Sequence
 
+from data_quality import not_null, validate
+
 
 class DataQualityValidator:
     def pass_rate(self, records: Sequence[Mapping[str, float]]) -> float:
-        # Imported here so that the domain and application layers never depend on it.
-        from data_quality import not_null, validate
-
         return validate(records, [not_null("x"), not_null("y")]).pass_rate
