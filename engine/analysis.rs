@@ -38,6 +38,15 @@ pub fn load_graph(
     start: &Path,
     cache_flag: Option<&Path>,
 ) -> Result<(Workspace, TargetGraph, PathBuf), Error> {
+    load_graph_fresh(start, cache_flag).map(|(ws, graph, cache, _)| (ws, graph, cache))
+}
+
+/// `load_graph`, also saying whether the evaluation was computed afresh (`false`: it came from
+/// the snapshot, so the declared targets and outputs are those of the last clean evaluation).
+pub fn load_graph_fresh(
+    start: &Path,
+    cache_flag: Option<&Path>,
+) -> Result<(Workspace, TargetGraph, PathBuf, bool), Error> {
     let ws = Workspace::discover(start)?;
     let cache = cache_dir(&ws, cache_flag);
     let opts = EvalOptions {
@@ -45,12 +54,12 @@ pub fn load_graph(
         vars: ws.config.vars.clone(),
         skip_dirs: vec![cache.clone()],
     };
-    let evaluation = evaluate_cached(&ws, &opts, &cache)?;
+    let (evaluation, fresh) = evaluate_cached(&ws, &opts, &cache)?;
     let (graph, errors) = TargetGraph::build(evaluation, &ws.config.default_visibility);
     if !errors.is_empty() {
         return Err(Error::Analysis(errors));
     }
-    Ok((ws, graph, cache))
+    Ok((ws, graph, cache, fresh))
 }
 
 /// Where the evaluation snapshot of the workspace at `root` is kept.
@@ -65,14 +74,14 @@ fn evaluate_cached(
     ws: &Workspace,
     opts: &EvalOptions,
     cache: &Path,
-) -> Result<flow_rules::Evaluation, Error> {
+) -> Result<(flow_rules::Evaluation, bool), Error> {
     let fingerprint = snapshot::fingerprint(&ws.config.vars);
     let path = snapshot_path(cache, &ws.root);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(snap) = serde_json::from_slice::<Snapshot>(&bytes) {
             if snap.is_valid(&ws.root, &fingerprint) {
                 if let Some(evaluation) = snap.into_evaluation() {
-                    return Ok(evaluation);
+                    return Ok((evaluation, false));
                 }
             }
         }
@@ -91,7 +100,7 @@ fn evaluate_cached(
                 .and_then(|_| std::fs::rename(&tmp, &path));
         }
     }
-    Ok(evaluation)
+    Ok((evaluation, true))
 }
 
 /// Opens (creating) the cache directory. What opening repaired (a damaged database moved

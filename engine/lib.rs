@@ -30,5 +30,6 @@ pub mod rebuilder;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
+pub mod stale;
 pub mod watch;
 pub mod workspace;

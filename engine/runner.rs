@@ -296,6 +296,12 @@ impl<E: Executor> Runner<E> {
                     self.skip_dependents(&mut sched, i, reporter, &mut summary);
                     continue;
                 }
+                // A clean build would not have old outputs while this runs (or if it fails).
+                crate::stale::clear_outputs(
+                    &self.rebuilder.out_root,
+                    &action.package,
+                    &action.outs,
+                );
                 // The key's JSON goes into the CAS under its own digest, for `flow explain`.
                 let _ = cache.cas().put_bytes(&key.to_json());
                 let spec = self
@@ -469,6 +475,7 @@ impl<E: Executor> Runner<E> {
             for s in sched.finish(i, false) {
                 let a = &self.plan.nodes[s];
                 if !a.is_group {
+                    crate::stale::clear_outputs(&self.rebuilder.out_root, &a.package, &a.outs);
                     summary.skipped += 1;
                     reporter.skipped(&a.label.to_string(), "dependency failed");
                 }

@@ -1036,7 +1036,9 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             for op in model.apply(edit) {
                 match op {
                     Op::Rename(from, to) => {
-                        std::fs::rename(a.join(&from), a.join(&to)).unwrap();
+                        let dest = a.join(&to);
+                        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                        std::fs::rename(a.join(&from), dest).unwrap();
                         let f = files.remove(&from).unwrap();
                         files.insert(to.clone(), f);
                         did.push(format!("mv {from} {to}"));
@@ -1071,9 +1073,12 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
         }
         if std::env::var_os("FLOW_PROPTEST_VERBOSE").is_some() {
             let count = |o: &Outcome, t: &str| o.labels.values().filter(|v| *v == t).count();
+            let edit = match step {
+                0 => "the initial workspace".to_owned(),
+                _ => format!("{:?}", case.edits[step - 1]),
+            };
             eprintln!(
-                "step {step}: {} | A: code {} ok {} failed {} skipped {} ran {} | B: code {} | out files {}",
-                history.last().unwrap(),
+                "step {step}: {edit} | A: code {} ok {} failed {} skipped {} ran {} | B: code {} | out files {}",
                 got.code,
                 count(&got, "ok"),
                 count(&got, "FAILED"),
@@ -1422,10 +1427,7 @@ fn regression_removed_target_keeps_stale_output() {
 task(name = "u", outs = ["b.txt"], cmd = "echo u > $(OUTS)")
 "#,
     );
-    assert_eq!(
-        build_k(&ws),
-        (0, vec!["p/a.txt".into(), "p/b.txt".into()])
-    );
+    assert_eq!(build_k(&ws), (0, vec!["p/a.txt".into(), "p/b.txt".into()]));
     ws.write(
         "p/BUILD",
         br#"task(name = "u", outs = ["b.txt"], cmd = "echo u > $(OUTS)")"#,

@@ -39,7 +39,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::analysis::{load_graph, open_cache, parse_patterns};
+use crate::analysis::{load_graph_fresh, open_cache, parse_patterns};
 use crate::error::Error;
 use crate::executor::SandboxExecutor;
 use crate::hasher::FileHasher;
@@ -72,8 +72,10 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         .ok();
     let profile = Profile::from_env();
     let terms: Vec<PatternTerm> = parse_patterns(args.patterns)?;
-    let (ws, graph, cache_dir) = load_graph(start, args.cache_dir)?;
+    let (ws, graph, cache_dir, fresh) = load_graph_fresh(start, args.cache_dir)?;
     profile.mark("analysis");
+    // After a fresh evaluation, outputs that no target declares any more are swept below.
+    let declared = fresh.then(|| crate::stale::Declared::of(&graph));
     let selected: BTreeSet<usize> = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
     let plan = Arc::new(Plan::new(&graph, &selected, &ws.config.action_path));
     drop(graph);
@@ -97,6 +99,9 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     }
     // Best effort: a failure leaves them for `flow cache verify --fix`.
     let _ = cache.sweep_orphans();
+    if let Some(declared) = &declared {
+        crate::stale::sweep_undeclared(&out_root, declared);
+    }
 
     let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(|e| {
         Error::Cache {

@@ -313,7 +313,10 @@ async fn timeout_kills_the_whole_process_group() {
     assert_eq!(r.status, Status::TimedOut);
     assert!(took < Duration::from_secs(3), "took {took:?}");
     let pid = read_pid(&r.sandbox_dir.clone().unwrap().join("tmp/bg.pid")).await;
-    assert!(!alive_after_grace(pid).await, "background sleep {pid} survived the timeout");
+    assert!(
+        !alive_after_grace(pid).await,
+        "background sleep {pid} survived the timeout"
+    );
 }
 
 #[tokio::test]
@@ -345,7 +348,10 @@ async fn cancel_kills_the_whole_process_group() {
     assert_eq!(r.status, Status::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(3));
     let pid = read_pid(&r.sandbox_dir.clone().unwrap().join("tmp/bg.pid")).await;
-    assert!(!alive_after_grace(pid).await, "background sleep {pid} survived the cancel");
+    assert!(
+        !alive_after_grace(pid).await,
+        "background sleep {pid} survived the cancel"
+    );
 }
 
 #[tokio::test]
@@ -358,7 +364,10 @@ async fn orphans_do_not_outlive_a_normal_exit() {
     assert_eq!(text(&r.stdout), "done\n");
     assert!(started.elapsed() < Duration::from_secs(2));
     let pid = read_pid(&r.sandbox_dir.clone().unwrap().join("tmp/bg.pid")).await;
-    assert!(!alive_after_grace(pid).await, "orphan {pid} survived the action");
+    assert!(
+        !alive_after_grace(pid).await,
+        "orphan {pid} survived the action"
+    );
 }
 
 #[tokio::test]

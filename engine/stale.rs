@@ -1,0 +1,130 @@
+//! Stale outputs: what `flow-out/` must not keep, so that an incremental build leaves the same
+//! tree as a clean one.
+//!
+//! - Before an action runs, and when it is skipped because a dependency failed, its declared
+//!   outputs are removed from `flow-out/` (a clean build would not have them; an old copy would
+//!   pass for the result of the failed or skipped run).
+//! - After an evaluation that was computed afresh (some BUILD file or directory changed), files
+//!   under `flow-out/` that no target of the workspace declares any more (a renamed output, a
+//!   removed target or package) are deleted, and directories left empty are removed.
+//!
+//! Symlinks are never followed: a link is removed as a link.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::expand::join_path;
+use crate::graph::TargetGraph;
+
+/// The lock file and temp-file suffixes that are not outputs.
+const LOCK_FILE: &str = ".flow-lock";
+
+/// What the graph declares: output files and output directories, workspace-relative.
+pub struct Declared {
+    files: HashSet<String>,
+    dirs: Vec<String>,
+}
+
+impl Declared {
+    pub fn of(graph: &TargetGraph) -> Declared {
+        let mut files = HashSet::new();
+        let mut dirs = Vec::new();
+        for t in graph.targets() {
+            for out in &t.outs {
+                let path = join_path(t.label.package(), out.trim_end_matches('/'));
+                if out.ends_with('/') {
+                    // The tree marker beside a directory output belongs to it.
+                    let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+                    files.insert(join_path(parent, &format!(".{name}.flow-tree")));
+                    dirs.push(path);
+                } else {
+                    files.insert(path);
+                }
+            }
+        }
+        dirs.sort();
+        Declared { files, dirs }
+    }
+
+    fn keeps(&self, rel: &str) -> bool {
+        rel == LOCK_FILE
+            || self.files.contains(rel)
+            || self.dirs.iter().any(|d| {
+                rel == d
+                    || (rel.starts_with(d.as_str()) && rel.as_bytes().get(d.len()) == Some(&b'/'))
+            })
+    }
+
+    /// Whether `rel` (a directory) is, or leads to, something declared.
+    fn leads_to_declared(&self, rel: &str) -> bool {
+        let prefix = format!("{rel}/");
+        self.keeps(rel)
+            || self.files.iter().any(|f| f.starts_with(&prefix))
+            || self.dirs.iter().any(|d| d.starts_with(&prefix))
+    }
+}
+
+/// Deletes what `declared` does not name under `out_root`; returns how many entries went.
+pub fn sweep_undeclared(out_root: &Path, declared: &Declared) -> usize {
+    fn walk(dir: &Path, rel: &str, declared: &Declared, removed: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let child_rel = join_path(rel, &name);
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if declared.keeps(&child_rel) {
+                    continue;
+                }
+                if declared.leads_to_declared(&child_rel) {
+                    walk(&path, &child_rel, declared, removed);
+                    // Remove it if nothing is left inside.
+                    if std::fs::remove_dir(&path).is_ok() {
+                        *removed += 1;
+                    }
+                } else if std::fs::remove_dir_all(&path).is_ok() {
+                    *removed += 1;
+                }
+            } else if !declared.keeps(&child_rel) && std::fs::remove_file(&path).is_ok() {
+                *removed += 1;
+            }
+        }
+    }
+    let mut removed = 0;
+    walk(out_root, "", declared, &mut removed);
+    removed
+}
+
+/// Removes the declared outputs of one target from `flow-out/` (and a directory output's marker).
+pub fn clear_outputs(out_root: &Path, package: &str, outs: &[String]) {
+    for out in outs {
+        let rel = out.trim_end_matches('/');
+        if flow_cache::check_relative_path(rel).is_err() {
+            continue;
+        }
+        let path = out_root.join(join_path(package, rel));
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => {}
+        }
+        if out.ends_with('/') {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let _ = std::fs::remove_file(path.with_file_name(format!(".{name}.flow-tree")));
+        }
+    }
+}
