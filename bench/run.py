@@ -622,7 +622,8 @@ def bench_eval(ctx, ws, logs):
         fmt_s(statistics.median(x.wall for x in warm))))
     # (c) in process: the eval bench on this very workspace
     if ctx.eval_bench:
-        env = dict(ctx.env, FLOW_BENCH_WORKSPACE=ws.dir, FLOW_BENCH_RUNS=str(max(ctx.runs, 5)))
+        # cargo needs the real HOME (rustup's toolchains); the tools get a scratch one
+        env = dict(os.environ, FLOW_BENCH_WORKSPACE=ws.dir, FLOW_BENCH_RUNS=str(max(ctx.runs, 5)))
         log("    cargo bench --bench eval on the generated flow workspace")
         r = subprocess.run(["cargo", "bench", "--bench", "eval"], cwd=REPO, env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
