@@ -1,5 +1,6 @@
 //! The bundled example workspace and `BUILD.example` stay evaluable: they are documentation, and
-//! documentation that no test reads rots.
+//! documentation that no test reads rots. (tests/prelude.rs builds the example with its real
+//! tools.)
 
 use std::path::Path;
 
@@ -20,24 +21,48 @@ fn example_monorepo_evaluates() {
         "machine_learning",
         "mlops",
         "anomaly_detection",
+        "deployment",
     ] {
-        assert!(
-            out.contains(&format!("//src/packages/{package}:")),
-            "no targets of `{package}` in:\n{out}"
-        );
+        // Every check of the pipeline, from the prelude, in every domain package.
+        for target in [
+            "lint",
+            "format",
+            "typecheck",
+            "test",
+            "test_py3_11",
+            "security_scan",
+            "boundary_check",
+            "checks",
+        ] {
+            let label = format!("//src/packages/{package}:{target}\n");
+            assert!(out.contains(&label), "no `{label}` in:\n{out}");
+        }
     }
-    // Deploys are `manual`: never matched by `//...`, found when named.
+    // The toolchain check and the tools, per Python version of flow.toml.
+    assert!(out.contains("//:python_py3_11\n"), "{out}");
+    assert!(out.contains("//:dev_tools_py3_11\n"), "{out}");
+    // Deploys and the (online) dependency audit are `manual`: never matched by `//...`, found
+    // when named.
     assert!(!out.contains("deploy_production"), "{out}");
-    let named = ws.run_in(
+    assert!(!out.contains("dependency_audit"), "{out}");
+    for named in [
+        "//src/packages/deployment:deploy_production",
+        "//:dependency_audit",
+    ] {
+        ws.run_in(ws.path(), &["-C", dir.to_str().unwrap(), "query", named])
+            .ok();
+    }
+    // The checks are the prelude's macros.
+    let kinds = ws.run_in(
         ws.path(),
         &[
             "-C",
             dir.to_str().unwrap(),
             "query",
-            "//src/packages/deployment:deploy_production",
+            "kind(py_boundary_check, //...)",
         ],
     );
-    named.ok();
+    assert_eq!(kinds.ok().lines().count(), 5, "{}", kinds.stdout);
 }
 
 #[test]
@@ -57,10 +82,34 @@ fn build_example_evaluates() {
     );
     for v in ["3.9", "3.10", "3.11"] {
         let suffix = format!("py{}", v.replace('.', "_"));
+        for prefix in ["//:python_", "//:dev_tools_", "//:unit_data_quality_"] {
+            let label = format!("{prefix}{suffix}\n");
+            assert!(
+                run.stdout.contains(&label),
+                "no `{label}` for Python {v}:\n{}",
+                run.stdout
+            );
+        }
+    }
+    // The Python stages use the prelude's rules.
+    for macro_name in [
+        "py_toolchain",
+        "py_requirements",
+        "py_library",
+        "py_lint",
+        "py_format_check",
+        "py_typecheck",
+        "py_test",
+        "py_security_scan",
+        "py_boundary_check",
+        "py_dependency_audit",
+    ] {
+        // `//...` leaves out `manual` targets such as the (online) dependency audit.
+        let query = format!("kind({macro_name}, //... + //:dependency_audit)");
+        let found = ws.run(&["query", &query]);
         assert!(
-            run.stdout.contains(&suffix),
-            "no test target for Python {v}:\n{}",
-            run.stdout
+            !found.ok().trim().is_empty(),
+            "BUILD.example declares no `{macro_name}` target"
         );
     }
 }

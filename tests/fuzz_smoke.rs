@@ -353,7 +353,7 @@ fn build_eval_never_panics() {
         1 => (build_file(), any::<proptest::sample::Index>(), any::<u8>(), any::<u8>())
             .prop_map(|(b, at, byte, how)| mutate(b, at, byte, how)),
     ];
-    run("build_eval", 192, strategy, |b| bodies::build_eval(&b));
+    run("build_eval", 96, strategy, |b| bodies::build_eval(&b));
 }
 
 /// A path segment of a package (`[A-Za-z0-9_.+-]`, not `.` or `..`).
@@ -414,6 +414,20 @@ fn pattern_to_text_to_pattern() {
     );
 }
 
+/// Found by the `pattern` fuzz target (`fuzz/artifacts/pattern/crash-fb02cb45…`, the 5 bytes
+/// `//all`): the shorthand `//all` (or `//x/all`) parses as the single target `//all:all`, which
+/// displays as `//all:all`, and that text parses as the pattern for every target of package
+/// `all`. In Bazel `//x/all` is `//x/all:all`, the wildcard; flow should parse it that way too
+/// (or refuse `all` as a target name). `rules/src/pattern.rs`.
+#[test]
+#[ignore = "known bug, reported: `//all` parses as a label but displays as a wildcard (rules/src/pattern.rs)"]
+fn a_pattern_prints_as_text_that_parses_back_to_it() {
+    for text in ["//all", "//x/all", "-//a/b/all"] {
+        let term = PatternTerm::parse(text).unwrap();
+        assert_eq!(PatternTerm::parse(&term.to_string()), Ok(term), "{text}");
+    }
+}
+
 /// The generators above produce what they claim (a sanity check of the harness itself).
 #[test]
 fn generators_reach_valid_inputs() {
@@ -442,7 +456,7 @@ fn generators_reach_valid_inputs() {
     );
     let strategy = build_file();
     let (mut clean, mut analysed) = (0, 0);
-    for _ in 0..60 {
+    for _ in 0..30 {
         let text = strategy.new_tree(&mut runner).unwrap().current();
         let (targets, errors) = bodies::evaluate_build(text.as_bytes());
         // `lib/BUILD` holds one target of its own.
@@ -450,7 +464,7 @@ fn generators_reach_valid_inputs() {
         clean += usize::from(targets > 1 && errors == 0);
     }
     assert!(
-        analysed > 10 && clean > 3,
-        "of 60 random BUILD files, {analysed} evaluate to targets, {clean} without errors"
+        analysed > 5 && clean > 2,
+        "of 30 random BUILD files, {analysed} evaluate to targets, {clean} without errors"
     );
 }

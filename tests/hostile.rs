@@ -85,7 +85,7 @@ impl Sentinel {
                 )
             })
             .collect();
-        assert_eq!(found, expected, "something was written outside flow-out/");
+        assert_eq!(found, expected, "something outside flow-out/ was changed");
     }
 }
 
@@ -367,9 +367,20 @@ fn swapped_for_a_link(ws: &Ws, rel: &str, target: &Path) {
     }
 }
 
+/// Waits out the evaluation snapshot's 2 s racy window and builds once more, so that the next
+/// builds take their evaluation from the snapshot. Otherwise each build after a change under
+/// `flow-out/` evaluates afresh, and the sweep of undeclared files (`engine/stale.rs`) removes
+/// a link at an undeclared path before any restore could meet it: the restore's own defences
+/// would go untested.
+fn settle(ws: &Ws) {
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    quiet_ok(&ws.run(&["build"]));
+}
+
 #[test]
 fn links_swapped_into_flow_out_are_never_followed() {
     let (ws, sentinel) = built();
+    settle(&ws);
     // A package directory, a directory below it, a directory output.
     swapped_for_a_link(&ws, "p", sentinel.path());
     sentinel.assert_untouched(&[]);
@@ -417,6 +428,34 @@ fn a_result_missing_its_declared_output_is_refused() {
     refused_and_rerun(&ws, "//p:f", "f.txt", "fine\n", "no outputs");
 }
 
+/// An action that runs first clears its old outputs from `flow-out/` (`engine/stale.rs`,
+/// `clear_outputs`). With `flow-out/p` swapped for a link to a directory outside the workspace,
+/// that removal follows the link and deletes the sentinel's `f.txt`, a file flow never wrote.
+/// (After a fresh evaluation the sweep of undeclared files removes the link first, so the
+/// build must come from the evaluation snapshot: nothing but a source changes.)
+#[test]
+#[ignore = "known bug, reported: engine/stale.rs clear_outputs follows a symlinked directory below flow-out/"]
+fn clearing_old_outputs_never_deletes_through_a_link() {
+    let ws = workspace(&[
+        ("p/in.txt", "1\n"),
+        (
+            "p/BUILD",
+            r#"task(name = "f", srcs = ["in.txt"], outs = ["f.txt"], cmd = "cat in.txt > f.txt")"#,
+        ),
+    ]);
+    let sentinel = Sentinel::new();
+    quiet_ok(&ws.run(&["build"]));
+    settle(&ws);
+    std::fs::write(sentinel.path().join("f.txt"), "victim\n").unwrap();
+    unmaterialize(&ws, "p");
+    symlink(sentinel.path(), ws.path().join("flow-out/p")).unwrap();
+    ws.write("p/in.txt", b"2\n");
+    quiet_ok(&ws.run(&["build"]));
+    sentinel.assert_untouched(&[("f.txt", "victim\n")]);
+    let got = std::fs::read_to_string(ws.path().join("flow-out/p/f.txt")).unwrap();
+    assert_eq!(got, "2\n");
+}
+
 /// Regression: the temp file beside an output was named `.<name>.flow-tmp-<unique>`, which
 /// for a name of ~230 bytes or more exceeds the 255-byte limit: the output could be produced
 /// but never stored or restored ("cannot store its outputs").
@@ -439,7 +478,8 @@ fn an_output_with_a_250_byte_name_is_stored_and_restored() {
 
 /// Regression: an output declared `gen` and later `gen/a.txt` left the file `flow-out/p/gen`
 /// where the directory was needed: the action ran and then failed on every build ("cannot
-/// create directory ... File exists").
+/// create directory ... File exists"). Fixed in the restore (`real_dest` replaces a file in the
+/// way); since then the sweep of undeclared outputs after a BUILD change removes it too.
 #[test]
 fn an_output_file_that_becomes_a_directory_is_restored() {
     let ws = workspace(&[(

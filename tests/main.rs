@@ -12,6 +12,7 @@ mod golden;
 mod hostile;
 mod incremental;
 mod layout;
+mod prelude;
 mod query;
 mod robustness;
 mod secrets;

@@ -237,8 +237,8 @@ fn check_wal(db: &Path) -> Option<String> {
     (!valid).then(|| {
         format!(
             "the cache database's write-ahead log `{}` is damaged (no SQLite WAL header); SQLite \
-             ignores it, so results stored since its last checkpoint are lost and their actions \
-             run again",
+             ignores it: results it held since the last checkpoint, if any, are lost and their \
+             actions run again",
             wal.display()
         )
     })

@@ -33,7 +33,7 @@ use crate::target::{GlobCall, Package, Target, TargetKind};
 use crate::visibility::VisibilityRule;
 
 /// Bumped when the snapshot format changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// A file's or directory's identity as `stat` gives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +62,13 @@ pub struct Snapshot {
     /// When the snapshot was taken (ns since the epoch): stamps newer than this minus the racy
     /// window are not trusted.
     taken_at_ns: i64,
-    /// Workspace-relative path → stamp, for every file and directory evaluation depends on.
+    /// Workspace-relative path → stamp, for every file and directory evaluation depends on
+    /// (except the root directory itself: see `root_entries`).
     stamps: BTreeMap<String, Stamp>,
+    /// The names in the root directory, without `.git`, `.flow` and `flow-out`: the root's mtime
+    /// also changes when flow creates its own directories there, which would throw the snapshot
+    /// away for nothing.
+    root_entries: Vec<String>,
     listing: BTreeMap<String, Vec<String>>,
     packages: Vec<PackageSnap>,
     module_loads: BTreeMap<String, Vec<String>>,
@@ -113,7 +118,6 @@ impl Snapshot {
         }
         let taken_at_ns = now_ns();
         let mut paths: BTreeSet<String> = BTreeSet::new();
-        paths.insert(String::new()); // the root directory
         for dir in &evaluation.listing.dirs {
             paths.insert(dir.clone());
         }
@@ -157,6 +161,7 @@ impl Snapshot {
             fingerprint,
             taken_at_ns,
             stamps,
+            root_entries: root_entries(root)?,
             listing: evaluation.listing.packages.clone(),
             packages,
             module_loads: evaluation.module_loads.clone(),
@@ -169,9 +174,11 @@ impl Snapshot {
             return false;
         }
         let limit = self.taken_at_ns - RACY_WINDOW.as_nanos() as i64;
-        self.stamps
-            .iter()
-            .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
+        root_entries(root).as_ref() == Some(&self.root_entries)
+            && self
+                .stamps
+                .iter()
+                .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
     }
 
     /// The saved evaluation.
@@ -270,6 +277,18 @@ impl TargetSnap {
             dep_spans: self.dep_spans.into_iter().map(span).collect(),
         })
     }
+}
+
+/// The sorted names in `root`, without the directories flow itself creates or never walks.
+fn root_entries(root: &Path) -> Option<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| !crate::listing::ALWAYS_SKIPPED.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    Some(names)
 }
 
 fn join(dir: &str, file: &str) -> String {
