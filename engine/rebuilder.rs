@@ -130,6 +130,11 @@ impl Rebuilder {
     /// Whether every output of `result` is in `flow-out/` exactly as flow last wrote it
     /// (judged by file state, without reading).
     pub fn is_materialized(&self, action: &Action, result: &ActionResult) -> bool {
+        // A result that does not list exactly the declared outputs is not trusted (it is
+        // refused again, with a warning, when restoring).
+        if check_declared(action, result).is_err() {
+            return false;
+        }
         result.outputs.iter().all(|o| {
             let Ok(path) = self.out_path(&action.package, &o.path) else {
                 return false;
@@ -140,7 +145,9 @@ impl Rebuilder {
                 }
                 OutputKind::Tree { digest, .. } => {
                     let marker = tree_marker(&path);
-                    self.hasher.trusted_output(&marker) == Some(*digest)
+                    // The directory itself, not a link put in its place.
+                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+                        && self.hasher.trusted_output(&marker) == Some(*digest)
                         && std::fs::read(&marker).ok().as_deref()
                             == Some(digest.to_string().as_bytes())
                 }
@@ -211,12 +218,27 @@ impl Rebuilder {
             match &o.kind {
                 OutputKind::File {
                     digest, executable, ..
-                } => inputs.push(Input {
-                    dest: o.path.clone(),
-                    source: self.cache.cas().path_of(digest),
-                    executable: *executable,
-                    is_dir: false,
-                }),
+                } => {
+                    // The copy under flow-out/ was verified when it was written and its state
+                    // is trusted: stage it. Otherwise the blob, verified first, so that a
+                    // damaged blob never becomes a dependent's input.
+                    let materialized = self.out_root.join(&o.path);
+                    let source = if self.hasher.trusted_output(&materialized) == Some(*digest) {
+                        materialized
+                    } else {
+                        match self.cache.cas().read_verified(digest) {
+                            Ok(_) => self.cache.cas().path_of(digest),
+                            // Staging a missing input fails the action with a clear message.
+                            Err(_) => materialized,
+                        }
+                    };
+                    inputs.push(Input {
+                        dest: o.path.clone(),
+                        source,
+                        executable: *executable,
+                        is_dir: false,
+                    })
+                }
                 OutputKind::Tree { .. } => inputs.push(Input {
                     dest: o.path.clone(),
                     source: self.out_root.join(&o.path),

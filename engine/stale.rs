@@ -109,7 +109,13 @@ pub fn clear_outputs(out_root: &Path, package: &str, outs: &[String]) {
         if flow_cache::check_relative_path(rel).is_err() {
             continue;
         }
-        let path = out_root.join(join_path(package, rel));
+        let full = join_path(package, rel);
+        // Never through a link: a symlinked directory below flow-out/ is unlinked (only the
+        // link goes; what it points at is not flow's), and then there is nothing to clear.
+        if unlink_linked_parent(out_root, &full) {
+            continue;
+        }
+        let path = out_root.join(&full);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 let _ = std::fs::remove_dir_all(&path);
@@ -127,4 +133,23 @@ pub fn clear_outputs(out_root: &Path, package: &str, outs: &[String]) {
             let _ = std::fs::remove_file(path.with_file_name(format!(".{name}.flow-tree")));
         }
     }
+}
+
+/// Unlinks the first symlink among the directories between `out_root` and `rel`'s parent;
+/// true when there was one.
+fn unlink_linked_parent(out_root: &Path, rel: &str) -> bool {
+    let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+    let mut dir = out_root.to_path_buf();
+    for segment in parent.split('/').filter(|s| !s.is_empty()) {
+        dir.push(segment);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let _ = std::fs::remove_file(&dir);
+                return true;
+            }
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    false
 }

@@ -331,7 +331,6 @@ fn storing_content_whose_blob_is_damaged_replaces_the_blob() {
 /// sandboxes from its CAS blob. That copy is not verified, so a damaged blob becomes the input
 /// of a dependent that runs, and its (wrong) output is cached under a right key.
 #[test]
-#[ignore = "known bug, reported: staging copies dependency blobs unverified (engine/executor/stage.rs via Rebuilder::spec)"]
 fn a_damaged_dependency_blob_never_reaches_a_dependent() {
     let ws = workspace(FILES);
     ws.run(&["build"]).ok();

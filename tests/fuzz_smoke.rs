@@ -420,7 +420,6 @@ fn pattern_to_text_to_pattern() {
 /// `all`. In Bazel `//x/all` is `//x/all:all`, the wildcard; flow should parse it that way too
 /// (or refuse `all` as a target name). `rules/src/pattern.rs`.
 #[test]
-#[ignore = "known bug, reported: `//all` parses as a label but displays as a wildcard (rules/src/pattern.rs)"]
 fn a_pattern_prints_as_text_that_parses_back_to_it() {
     for text in ["//all", "//x/all", "-//a/b/all"] {
         let term = PatternTerm::parse(text).unwrap();

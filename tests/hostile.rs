@@ -409,7 +409,6 @@ fn links_swapped_into_flow_out_are_never_followed() {
 /// (`Rebuilder::is_materialized` reads the marker only), so the link stays: dependents stage the
 /// directory through it, reading (and able to write) the sentinel.
 #[test]
-#[ignore = "known gap, reported: Rebuilder::is_materialized does not lstat a directory output"]
 fn a_directory_output_swapped_for_a_link_is_replaced() {
     let (ws, sentinel) = built();
     swapped_for_a_link(&ws, "p/site", sentinel.path());
@@ -420,7 +419,6 @@ fn a_directory_output_swapped_for_a_link_is_replaced() {
 /// (`Rebuilder::is_materialized` checks the outputs the result lists, and there are none), so
 /// the build passes without `flow-out/p/f.txt` and dependents get no input.
 #[test]
-#[ignore = "known gap, reported: Rebuilder::is_materialized trusts the result's output list"]
 fn a_result_missing_its_declared_output_is_refused() {
     let (ws, _sentinel) = built();
     forge_outputs(&ws, "//p:f", "[]");
@@ -434,7 +432,6 @@ fn a_result_missing_its_declared_output_is_refused() {
 /// (After a fresh evaluation the sweep of undeclared files removes the link first, so the
 /// build must come from the evaluation snapshot: nothing but a source changes.)
 #[test]
-#[ignore = "known bug, reported: engine/stale.rs clear_outputs follows a symlinked directory below flow-out/"]
 fn clearing_old_outputs_never_deletes_through_a_link() {
     let ws = workspace(&[
         ("p/in.txt", "1\n"),

@@ -60,7 +60,13 @@ impl TargetPattern {
                 return Ok(TargetPattern::Package(package.to_owned()));
             }
         }
-        Label::parse(input, None).map(TargetPattern::Label)
+        let label = Label::parse(input, None)?;
+        // `//pkg:all` is the wildcard; `//x/all` (short for `//x/all:all`) is written the same
+        // way, so it is the wildcard too, and every pattern prints as text that parses back.
+        if label.name() == "all" || label.name() == "*" {
+            return Ok(TargetPattern::Package(label.package().to_owned()));
+        }
+        Ok(TargetPattern::Label(label))
     }
 
     /// Whether this pattern selects `label` (a target tagged `manual` when `manual`).
