@@ -518,6 +518,27 @@ pub async fn interrupted(sigint: &mut Option<Signal>) {
     }
 }
 
+/// Removes the declared outputs of a `sandbox = False` action from the package directory (regular
+/// files and real directories only: a symlink there is the user's, and stays).
+fn remove_tree_outputs(root: &std::path::Path, package: &str, outs: &[String]) {
+    for out in outs {
+        let rel = out.trim_end_matches('/');
+        if flow_cache::check_relative_path(rel).is_err() {
+            continue;
+        }
+        let path = root.join(crate::expand::join_path(package, rel));
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && out.ends_with('/') => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(m) if m.is_file() => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// In a blocking thread after the executor returns: store a success, or describe a failure.
 fn finish_run(
     rebuilder: &Rebuilder,
@@ -533,6 +554,11 @@ fn finish_run(
     let mut log = exec.stdout.clone();
     log.extend_from_slice(&exec.stderr);
     let failed = |why: String, log: Vec<u8>, timed_out: bool| {
+        if !action.sandbox {
+            // Outputs of a failed run in the real tree are not kept: they would pass for
+            // sources at the next analysis ("collides with a source file").
+            remove_tree_outputs(&rebuilder.workspace_root, &action.package, &action.outs);
+        }
         let (stdout, stderr) = rebuilder.store_logs(exec);
         let exit = match exec.status {
             Status::Exited(c) => Some(c),

@@ -947,3 +947,30 @@ fn options_after_patterns_and_exclusions_after_double_dash() {
         "{out}"
     );
 }
+
+/// Regression: a failed `sandbox = False` action left its declared outputs in the source tree,
+/// and the next analysis refused them as outputs that collide with source files.
+#[test]
+fn a_failed_unsandboxed_action_leaves_no_output_in_the_source_tree() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", outs = [\"o.txt\"], cmd = \"echo half > o.txt; exit 1\", sandbox = False)\n",
+    );
+    let first = ws.run(&["build"]);
+    assert_eq!(first.code, 1, "{}", first.stdout);
+    assert!(
+        !ws.path().join("p/o.txt").exists(),
+        "the failed run's output stayed in the tree"
+    );
+    let second = ws.run(&["build"]);
+    assert_eq!(
+        second.code, 1,
+        "a build failure, not bad input: {}",
+        second.stderr
+    );
+    assert!(
+        second.stdout.contains("[FAILED] //p:x"),
+        "{}",
+        second.stdout
+    );
+}

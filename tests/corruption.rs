@@ -327,9 +327,9 @@ fn storing_content_whose_blob_is_damaged_replaces_the_blob() {
     }
 }
 
-/// A dependency whose output is up to date under `flow-out/` is staged into its dependents'
-/// sandboxes from its CAS blob. That copy is not verified, so a damaged blob becomes the input
-/// of a dependent that runs, and its (wrong) output is cached under a right key.
+/// Regression: a dependency whose output is up to date under `flow-out/` was staged into its
+/// dependents' sandboxes from its CAS blob, unverified, so a damaged blob became the input of a
+/// dependent that ran, and its wrong output was cached under a right key.
 #[test]
 fn a_damaged_dependency_blob_never_reaches_a_dependent() {
     let ws = workspace(FILES);
@@ -472,6 +472,10 @@ impl Drop for Mount {
 /// The cache on a 512 KiB file system; the sandboxes (inside the cache directory) on a roomy one
 /// mounted below it, so that commands can write their outputs and only flow's store into the CAS
 /// runs out of space. Outputs of 700 KB (stored through memory) and 2 MB (through a file copy).
+///
+/// Needs `mount` (root or CAP_SYS_ADMIN); elsewhere it says why and skips. `ulimit -f` is no
+/// substitute: RLIMIT_FSIZE is inherited by the action's command, which would hit the limit
+/// writing its output before flow's store ever did.
 #[test]
 fn a_full_disk_fails_the_action_clearly_and_records_nothing() {
     let ws = workspace(&[(

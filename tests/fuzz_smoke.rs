@@ -414,11 +414,10 @@ fn pattern_to_text_to_pattern() {
     );
 }
 
-/// Found by the `pattern` fuzz target (`fuzz/artifacts/pattern/crash-fb02cb45…`, the 5 bytes
-/// `//all`): the shorthand `//all` (or `//x/all`) parses as the single target `//all:all`, which
-/// displays as `//all:all`, and that text parses as the pattern for every target of package
-/// `all`. In Bazel `//x/all` is `//x/all:all`, the wildcard; flow should parse it that way too
-/// (or refuse `all` as a target name). `rules/src/pattern.rs`.
+/// Regression, found by the `pattern` fuzz target (`fuzz/artifacts/pattern/crash-fb02cb45…`,
+/// the 5 bytes `//all`): the shorthand `//all` (or `//x/all`) parsed as the single target
+/// `//all:all`, which displays as `//all:all`, and that text parses as the pattern for every
+/// target of package `all`. As in Bazel, `//x/all` is now the wildcard (`rules/src/pattern.rs`).
 #[test]
 fn a_pattern_prints_as_text_that_parses_back_to_it() {
     for text in ["//all", "//x/all", "-//a/b/all"] {

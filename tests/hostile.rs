@@ -15,8 +15,10 @@
 //! outside the workspace, the target of every escape, stays empty (or unchanged) throughout.
 //!
 //! Also the regressions found on the way: an output with a 250-byte name could not be restored
-//! (the temp file's name was too long), and an output `gen` that became `gen/a.txt` failed
-//! forever (the old file blocked the directory).
+//! (the temp file's name was too long); an output `gen` that became `gen/a.txt` failed forever
+//! (the old file blocked the directory); a result listing none of the declared outputs, and a
+//! directory output swapped for a link, passed as up to date; clearing old outputs before a run
+//! deleted through a linked directory, outside the workspace.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -405,9 +407,9 @@ fn links_swapped_into_flow_out_are_never_followed() {
     sentinel.assert_untouched(&[("victim", "victim\n")]);
 }
 
-/// A directory output swapped for a link, its marker intact, is taken as up to date
-/// (`Rebuilder::is_materialized` reads the marker only), so the link stays: dependents stage the
-/// directory through it, reading (and able to write) the sentinel.
+/// Regression: a directory output swapped for a link, its marker intact, was taken as up to
+/// date (`Rebuilder::is_materialized` read the marker only), so the link stayed: dependents
+/// staged the directory through it, reading (and able to write) the sentinel.
 #[test]
 fn a_directory_output_swapped_for_a_link_is_replaced() {
     let (ws, sentinel) = built();
@@ -415,9 +417,9 @@ fn a_directory_output_swapped_for_a_link_is_replaced() {
     sentinel.assert_untouched(&[]);
 }
 
-/// A result that lists none of the declared outputs is taken as up to date
-/// (`Rebuilder::is_materialized` checks the outputs the result lists, and there are none), so
-/// the build passes without `flow-out/p/f.txt` and dependents get no input.
+/// Regression: a result that lists none of the declared outputs was taken as up to date
+/// (`Rebuilder::is_materialized` checked the outputs the result lists, and there are none), so
+/// the build passed without `flow-out/p/f.txt` and dependents got no input.
 #[test]
 fn a_result_missing_its_declared_output_is_refused() {
     let (ws, _sentinel) = built();
@@ -426,9 +428,10 @@ fn a_result_missing_its_declared_output_is_refused() {
     refused_and_rerun(&ws, "//p:f", "f.txt", "fine\n", "no outputs");
 }
 
-/// An action that runs first clears its old outputs from `flow-out/` (`engine/stale.rs`,
-/// `clear_outputs`). With `flow-out/p` swapped for a link to a directory outside the workspace,
-/// that removal follows the link and deletes the sentinel's `f.txt`, a file flow never wrote.
+/// Regression: an action that runs first clears its old outputs from `flow-out/`
+/// (`engine/stale.rs`, `clear_outputs`). With `flow-out/p` swapped for a link to a directory
+/// outside the workspace, that removal followed the link and deleted the sentinel's `f.txt`, a
+/// file flow never wrote.
 /// (After a fresh evaluation the sweep of undeclared files removes the link first, so the
 /// build must come from the evaluation snapshot: nothing but a source changes.)
 #[test]

@@ -11,7 +11,9 @@
 //!
 //! and asserts that both exit with the same code, report every label the same way (passed,
 //! `[FAILED]` or `[SKIPPED]`; `[RAN]` and `[CACHED]` both count as passed) and leave the same
-//! `flow-out/` (every path, its bytes and its executable bit). Since the model is data, proptest
+//! `flow-out/` (every path, its bytes and its executable bit). On the way, it builds A a second
+//! time and asserts a no-op: the same outcomes, nothing `[RAN]`, no file under `flow-out/`
+//! written (size, mtime, inode) and, when nothing failed, no file of the CAS either. Since the model is data, proptest
 //! shrinks a failure to a small DAG and a short edit sequence (tasks and files are named by
 //! position hints, so dropping one renames nothing else); the failure message lists the file
 //! operations of every step and the whole workspace of the failing step.
@@ -1177,6 +1179,35 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
         );
 
         let got = build(&a, &cache_a);
+        // Minimality on the way: building A again right away is a no-op.
+        let (out_before, cas_before) = (stats(&a.join("flow-out")), stats(&cache_a.join("cas")));
+        let again = build(&a, &cache_a);
+        let problem = if again.labels != got.labels || again.code != got.code {
+            Some("other outcomes")
+        } else if again.stdout.contains("[RAN]") {
+            Some("actions ran")
+        } else if stats(&a.join("flow-out")) != out_before {
+            Some("files under flow-out/ were written")
+        } else if !got.labels.values().any(|v| v == "FAILED")
+            && stats(&cache_a.join("cas")) != cas_before
+        {
+            Some("the CAS changed")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(TestCaseError::fail(format!(
+                "a second build right after step {step} is not a no-op: {problem}\n\
+                 === steps\n{}\n\n=== workspace at step {step}\n{}\n\
+                 === first build (stdout)\n{}\n=== second build (stdout)\n{}\n\
+                 === second build (stderr)\n{}",
+                history.join("\n"),
+                show_files(&files),
+                got.stdout,
+                again.stdout,
+                again.stderr,
+            )));
+        }
         let b = tmp.path().join(format!("b{step}"));
         let cache_b = tmp.path().join(format!("cache-b{step}"));
         write_all(&b, &files);
