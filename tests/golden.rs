@@ -578,3 +578,11 @@ fn unknown_expansion() {
         )],
     );
 }
+
+#[test]
+fn macro_argument_of_the_wrong_type_points_at_the_caller() {
+    query_all(
+        "macro_wrong_type",
+        &[("app/BUILD", "load(\"@flow//rules:python.star\", \"py_test\")\n\npy_test(\n    name = \"t\",\n    srcs = \"x.py\",\n)\n")],
+    );
+}

@@ -217,7 +217,54 @@ pub(crate) fn starlark_error(e: starlark::Error) -> AnalysisError {
                 .push((span, format!("in a call to `{}`", frame.name)));
         }
     }
+    // An error raised inside the prelude (a macro's own argument check) is the caller's
+    // mistake: point at the BUILD file's call, and keep the prelude's line as context.
+    let in_prelude = err
+        .at
+        .as_ref()
+        .is_some_and(|a| a.file.starts_with("@flow//"));
+    if in_prelude {
+        if let Some(k) = err
+            .related
+            .iter()
+            .position(|(s, _)| !s.file.starts_with("@flow//"))
+        {
+            let (caller, _) = err.related.remove(k);
+            let inner = err.at.replace(caller).expect("checked above");
+            // The prelude's inner calls are flow's business, not the user's: keep one line.
+            err.related.retain(|(s, _)| !s.file.starts_with("@flow//"));
+            err.related
+                .insert(0, (inner, "raised here, in the prelude".to_owned()));
+            narrow_to_named_parameter(&mut err);
+        }
+    }
     err
+}
+
+/// For a message naming "parameter `x`", narrows a call span to the `x = ...` keyword in it.
+fn narrow_to_named_parameter(err: &mut AnalysisError) {
+    let K::Starlark { message, .. } = &*err.kind else {
+        return;
+    };
+    let Some(name) = message
+        .split("parameter `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return;
+    };
+    let Some(at) = &mut err.at else { return };
+    let text = at.text();
+    let found = text.match_indices(name).find(|(i, _)| {
+        let before = text[..*i].chars().next_back();
+        let after = text[i + name.len()..].trim_start();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && after.starts_with('=')
+            && !after.starts_with("==")
+    });
+    if let Some((i, _)) = found {
+        *at = at.sub(i, i + name.len());
+    }
 }
 
 /// Hints for interpreter messages that users meet most.
