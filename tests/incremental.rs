@@ -28,7 +28,8 @@
 //!   command, dependencies within and across packages, on file, directory and check targets;
 //! - edits: content; touch (a new mtime in the past, the same bytes rewritten, or the file
 //!   replaced by a copy: new inode); the racy edit (same size, same mtime and inode, new bytes,
-//!   see `Edit::Racy`); delete (also from `srcs`); rename (into or out of a glob, over an
+//!   see `Edit::Racy`; and of a directory: a file created in it without changing its mtime,
+//!   see `Edit::RacyAdd`); delete (also from `srcs`); rename (into or out of a glob, over an
 //!   existing file); add (globbed or not); `chmod +x`/`-x`; a BUILD file touched; a command
 //!   changed; a dependency added or removed (kept acyclic); an `env` value set, changed or
 //!   removed; a source added to `srcs`; a glob changed; an output renamed; a target removed; a
@@ -303,6 +304,18 @@ enum Edit {
         file: FileRef,
         content: String,
     },
+    /// The racy edit of a directory: creates `gN1.in` (or `d/gN1.in`), builds A (an extra
+    /// build), creates `gN2.in` beside it and sets the directory's mtime back to what the first
+    /// creation left, as a creation within the same timestamp tick would (the directory's
+    /// listing changed, its stamp did not). Only if the extra build ran within 1.5 s of the
+    /// first creation, as for `Racy`.
+    RacyAdd {
+        pkg: usize,
+        deep: bool,
+        n1: u8,
+        n2: u8,
+        content: String,
+    },
     /// Something happens to `flow-out/` (which flow rebuilds from the cache): the model does
     /// not change.
     Tamper {
@@ -328,6 +341,9 @@ enum Op {
     /// Writes these bytes, builds, and lets the sync write the final bytes with the same
     /// mtime (see `Edit::Racy`).
     Racy(String, Vec<u8>),
+    /// Creates the first file, builds, creates the second one and keeps the mtime of their
+    /// directory (see `Edit::RacyAdd`).
+    RacyAdd(String, String, Vec<u8>),
     /// A change under `flow-out/` (path relative to it; empty: all of it).
     Tamper(String, TamperHow),
 }
@@ -718,6 +734,29 @@ impl Model {
                     }
                 }
             }
+            Edit::RacyAdd {
+                pkg,
+                deep,
+                n1,
+                n2,
+                content,
+            } => {
+                let n2 = if n1 == n2 { (n1 + 1) % 4 } else { *n2 };
+                let place = if *deep { Place::DirIn } else { Place::In };
+                let mut paths = Vec::new();
+                for n in [*n1, n2] {
+                    let key = (*pkg, Name { place, n }.path());
+                    paths.push(ws_path(&key));
+                    let f = self.files.entry(key).or_insert_with(|| SrcFile {
+                        content: String::new(),
+                        exec: false,
+                    });
+                    f.content = content.clone();
+                }
+                let second = paths.pop().unwrap();
+                let first = paths.pop().unwrap();
+                return vec![Op::RacyAdd(first, second, content.clone().into_bytes())];
+            }
             Edit::Tamper { task, how } => {
                 if let TamperHow::RemoveAll = how {
                     return vec![Op::Tamper(String::new(), *how)];
@@ -869,6 +908,9 @@ fn edit() -> impl Strategy<Value = Edit> {
         1 => pkg().prop_map(|pkg| Edit::Subpackage { pkg }),
         1 => pkg().prop_map(|pkg| Edit::Gitignore { pkg }),
         2 => (file(), content()).prop_map(|(file, content)| Edit::Racy { file, content }),
+        1 => (pkg(), any::<bool>(), 0u8..4, 0u8..4, content()).prop_map(
+            |(pkg, deep, n1, n2, content)| Edit::RacyAdd { pkg, deep, n1, n2, content }
+        ),
         1 => (task(), prop_oneof![
             2 => Just(TamperHow::Delete),
             2 => Just(TamperHow::Overwrite),
@@ -1120,6 +1162,36 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                     Op::Touch(rel, how) => {
                         touch(&a, &rel, how);
                         did.push(format!("touch {rel} ({how:?})"));
+                    }
+                    Op::RacyAdd(first, second, bytes) => {
+                        let first_path = a.join(&first);
+                        if first_path.exists() {
+                            std::fs::remove_file(&first_path).unwrap();
+                        }
+                        let exec = files.get(&first).is_some_and(|f| f.1);
+                        write_file(&a, &first, &bytes, exec);
+                        files.insert(first.clone(), (bytes.clone(), exec));
+                        let extra = build(&a, &cache_a);
+                        let dir = first_path.parent().unwrap().to_path_buf();
+                        let mtime = std::fs::metadata(&dir).unwrap().modified().unwrap();
+                        let age = SystemTime::now().duration_since(mtime).unwrap_or_default();
+                        let exec = files.get(&second).is_some_and(|f| f.1);
+                        write_file(&a, &second, &bytes, exec);
+                        files.insert(second.clone(), (bytes.clone(), exec));
+                        did.push(format!(
+                            "create {first} {:?}; an extra build of A (exit {}); write {second}",
+                            String::from_utf8_lossy(&bytes),
+                            extra.code
+                        ));
+                        if age < Duration::from_millis(1500) {
+                            std::fs::File::open(&dir)
+                                .unwrap()
+                                .set_modified(mtime)
+                                .unwrap();
+                            did.push("the directory's mtime set back".to_owned());
+                        } else {
+                            did.push(format!("(too slow for a racy edit of {first}: {age:?})"));
+                        }
                     }
                     Op::Tamper(rel, how) => {
                         let path = a.join("flow-out").join(&rel);

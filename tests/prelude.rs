@@ -460,9 +460,10 @@ fn a_wrong_argument_type_names_the_parameter_and_shows_the_call() {
         ),
         "{err}"
     );
-    // The frame of the call in the BUILD file, not only the prelude's.
-    assert!(err.contains("pkg/BUILD:3:1"), "{err}");
-    assert!(err.contains("in a call to `py_test`"), "{err}");
+    // The caller's keyword in the BUILD file is the primary location; the prelude's `fail()`
+    // is context.
+    assert!(err.contains("┌─ pkg/BUILD:6:5"), "{err}");
+    assert!(err.contains("raised here, in the prelude"), "{err}");
 
     let ws = Ws::new().file(
         "pkg/BUILD",
