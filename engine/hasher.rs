@@ -70,11 +70,7 @@ impl FileHasher {
         let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let executable = meta.mode() & 0o111 != 0;
         if let Some(s) = self.known.get(&key) {
-            if s.size == meta.len()
-                && s.mtime_ns == mtime_ns
-                && s.ino == meta.ino()
-                && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns
-            {
+            if unchanged(s, &meta) && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns {
                 return Ok(Hashed {
                     digest: s.digest,
                     size: s.size,
@@ -127,31 +123,13 @@ impl FileHasher {
         }
     }
 
-    /// The recorded state of `path` if its metadata still matches and is trusted (no read).
-    pub fn trusted(&self, path: &Path) -> Option<Digest> {
-        let meta = std::fs::symlink_metadata(path).ok()?;
-        if !meta.is_file() {
-            return None;
-        }
-        let s = self.known.get(path.to_str()?)?;
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        (s.size == meta.len()
-            && s.mtime_ns == mtime_ns
-            && s.ino == meta.ino()
-            && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns)
-            .then_some(s.digest)
-    }
-
-    /// Like `trusted`, without the racy-window guard: for files only flow writes (outputs it
-    /// materialized under `flow-out/`), whose recorded state was taken right after writing them.
+    /// Like `digest` without reading: the recorded digest of `path` when its metadata still
+    /// matches, with no racy-window guard. For files only flow writes (outputs it materialized
+    /// under `flow-out/`), whose state was taken right after writing them.
     pub fn trusted_output(&self, path: &Path) -> Option<Digest> {
         let meta = std::fs::symlink_metadata(path).ok()?;
-        if !meta.is_file() {
-            return None;
-        }
         let s = self.known.get(path.to_str()?)?;
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        (s.size == meta.len() && s.mtime_ns == mtime_ns && s.ino == meta.ino()).then_some(s.digest)
+        (meta.is_file() && unchanged(s, &meta)).then_some(s.digest)
     }
 
     /// Every state this hasher knows: the ones it started with, updated by the ones it recorded
@@ -175,6 +153,13 @@ impl FileHasher {
             .extend(taken.iter().cloned());
         taken
     }
+}
+
+/// Whether `meta` still has the size, mtime and inode recorded in `s`.
+fn unchanged(s: &FileState, meta: &std::fs::Metadata) -> bool {
+    s.size == meta.len()
+        && s.mtime_ns == meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        && s.ino == meta.ino()
 }
 
 /// Reads and hashes one file.

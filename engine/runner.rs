@@ -221,18 +221,7 @@ impl<E: Executor> Runner<E> {
                         } else {
                             restored = true;
                             match self.rebuilder.restore(action, &result) {
-                                Ok(()) => {
-                                    runs.push(run_row(
-                                        label.clone(),
-                                        digest,
-                                        Outcome::Cached,
-                                        0,
-                                        Some(0),
-                                        result.stdout,
-                                        result.stderr,
-                                    ));
-                                    true
-                                }
+                                Ok(()) => true,
                                 Err(e) => {
                                     reporter.warn(&format!("the cached result of `{label}` cannot be restored ({e}); running it again"));
                                     false
@@ -240,10 +229,10 @@ impl<E: Executor> Runner<E> {
                             }
                         };
                         if ready {
-                            if last_keys.get(&label) != Some(&digest)
-                                && !runs.iter().any(|r| r.label == label)
-                            {
-                                // History says another key ran last: record which result was used.
+                            if restored || last_keys.get(&label) != Some(&digest) {
+                                // A restore, or a result other than the one history names last:
+                                // record which result was used (`flow log` replays it). An
+                                // action simply up to date writes nothing.
                                 runs.push(run_row(
                                     label.clone(),
                                     digest,
@@ -485,6 +474,27 @@ impl<E: Executor> Runner<E> {
             sched.stop();
         }
     }
+}
+
+/// The async runtime a build or a watch runs on, and the Ctrl-C stream, registered at once so
+/// that Ctrl-C at any moment is handled by the runner (before the runner starts, it is noticed
+/// as soon as the runner listens; nothing is recorded before then).
+pub fn runtime_with_sigint(
+    start: &std::path::Path,
+) -> Result<(tokio::runtime::Runtime, Option<Signal>), crate::error::Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::Io {
+            path: start.to_path_buf(),
+            action: "start the async runtime in",
+            error: e.to_string(),
+        })?;
+    let sigint = runtime
+        .block_on(async { signal(SignalKind::interrupt()) })
+        .ok();
+    Ok((runtime, sigint))
 }
 
 /// A message from a watcher to a running build.

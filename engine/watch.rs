@@ -32,7 +32,7 @@ use flow_cache::{Cache, FileState};
 use flow_rules::PatternTerm;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::Signal;
 use tokio::sync::mpsc;
 
 use crate::analysis::{cache_dir, load_graph, open_cache, parse_patterns};
@@ -43,7 +43,7 @@ use crate::hasher::{FileHasher, Hashed};
 use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::Rebuilder;
 use crate::reporter::Reporter;
-use crate::runner::{interrupted, BuildOptions, Control, Resolved, Runner};
+use crate::runner::{interrupted, runtime_with_sigint, BuildOptions, Control, Resolved, Runner};
 use crate::workspace::Workspace;
 
 pub struct WatchArgs<'a> {
@@ -141,18 +141,7 @@ struct Session<'a> {
 
 /// Runs `flow watch`; returns the exit code (130 on Ctrl-C).
 pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Io {
-            path: start.to_path_buf(),
-            action: "start the async runtime in",
-            error: e.to_string(),
-        })?;
-    let mut sigint = runtime
-        .block_on(async { signal(SignalKind::interrupt()) })
-        .ok();
+    let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let terms = parse_patterns(args.patterns)?;
     let ws = Workspace::discover(start)?;
     let dir = cache_dir(&ws, args.cache_dir);

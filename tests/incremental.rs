@@ -13,10 +13,12 @@
 //! `[FAILED]` or `[SKIPPED]`; `[RAN]` and `[CACHED]` both count as passed) and leave the same
 //! `flow-out/` (every path, its bytes and its executable bit). On the way, it builds A a second
 //! time and asserts a no-op: the same outcomes, nothing `[RAN]`, no file under `flow-out/`
-//! written (size, mtime, inode) and, when nothing failed, no file of the CAS either. Since the model is data, proptest
-//! shrinks a failure to a small DAG and a short edit sequence (tasks and files are named by
-//! position hints, so dropping one renames nothing else); the failure message lists the file
-//! operations of every step and the whole workspace of the failing step.
+//! written (size, mtime, inode) and, when nothing failed, no file of the CAS either.
+//!
+//! Since the model is data, proptest shrinks a failure to a small DAG and a short edit sequence
+//! (tasks and files are named by position hints, so dropping one renames nothing else); the
+//! failure message lists the file operations of every step and the whole workspace of the
+//! failing step.
 //!
 //! What the generator covers:
 //! - tasks with one file output: `cat` of their sources and of their dependencies' outputs,
@@ -37,7 +39,7 @@
 //!   files; a file output under `flow-out/` deleted or overwritten, or all of `flow-out/`
 //!   deleted (flow restores them from the cache).
 //!
-//! CI runs a fixed seed: 6 cases of up to 12 edits (about 30 s in a debug build on 2 cores).
+//! CI runs a fixed seed: 6 cases of up to 12 edits (about 20 s in a debug build on 2 cores).
 //! A longer run, with another seed, and one line per step on stderr:
 //!
 //! ```text

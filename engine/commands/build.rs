@@ -37,7 +37,7 @@ use flow_rules::PatternTerm;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::runtime::Runtime;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::signal::unix::Signal;
 
 use crate::analysis::{load_graph_fresh, open_cache, parse_patterns};
 use crate::error::Error;
@@ -46,7 +46,7 @@ use crate::hasher::FileHasher;
 use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::Rebuilder;
 use crate::reporter::Reporter;
-use crate::runner::{BuildOptions, Resolved, Runner};
+use crate::runner::{runtime_with_sigint, BuildOptions, Resolved, Runner};
 
 pub struct BuildArgs<'a> {
     pub patterns: &'a [String],
@@ -56,20 +56,7 @@ pub struct BuildArgs<'a> {
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Io {
-            path: start.to_path_buf(),
-            action: "start the async runtime in",
-            error: e.to_string(),
-        })?;
-    // Registered before anything else, so that Ctrl-C at any moment is handled by the runner
-    // (or, before it starts, simply ends the process: nothing is recorded before the runner).
-    let mut sigint = runtime
-        .block_on(async { signal(SignalKind::interrupt()) })
-        .ok();
+    let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let profile = Profile::from_env();
     let terms: Vec<PatternTerm> = parse_patterns(args.patterns)?;
     let (ws, graph, cache_dir, fresh) = load_graph_fresh(start, args.cache_dir)?;
