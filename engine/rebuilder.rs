@@ -413,7 +413,21 @@ fn tree_marker(dir: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dir.with_file_name(format!(".{name}.flow-tree"))
+    dir.with_file_name(tree_marker_name(&name))
+}
+
+/// The file name of the marker beside the directory output `name`: `.NAME.flow-tree`, or, when
+/// that would pass the 255-byte limit of a file name, `.flow-tree-` and a digest of the name.
+pub fn tree_marker_name(name: &str) -> String {
+    let plain = format!(".{name}.flow-tree");
+    if plain.len() <= 255 {
+        plain
+    } else {
+        format!(
+            ".flow-tree-{}",
+            &blake3::hash(name.as_bytes()).to_hex()[..32]
+        )
+    }
 }
 
 /// The outputs of a finished action as its dependents stage them.

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use crate::expand::join_path;
 use crate::graph::TargetGraph;
+use crate::rebuilder::tree_marker_name;
 
 /// The lock file and temp-file suffixes that are not outputs.
 const LOCK_FILE: &str = ".flow-lock";
@@ -35,7 +36,7 @@ impl Declared {
                 if out.ends_with('/') {
                     // The tree marker beside a directory output belongs to it.
                     let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
-                    files.insert(join_path(parent, &format!(".{name}.flow-tree")));
+                    files.insert(join_path(parent, &tree_marker_name(name)));
                     dirs.push(path);
                 } else {
                     files.insert(path);
@@ -130,7 +131,7 @@ pub fn clear_outputs(out_root: &Path, package: &str, outs: &[String]) {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let _ = std::fs::remove_file(path.with_file_name(format!(".{name}.flow-tree")));
+            let _ = std::fs::remove_file(path.with_file_name(tree_marker_name(&name)));
         }
     }
 }

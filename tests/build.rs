@@ -974,3 +974,23 @@ fn a_failed_unsandboxed_action_leaves_no_output_in_the_source_tree() {
         second.stdout
     );
 }
+
+/// Regression: the marker beside a directory output was `.NAME.flow-tree`, too long a file name
+/// for an output named with 245 bytes or more, so such an output could never be restored.
+#[test]
+fn a_directory_output_with_a_long_name_is_restored() {
+    let name = "d".repeat(250);
+    let ws = Ws::new().file(
+        "p/BUILD",
+        &format!("task(name = \"x\", outs = [\"{name}/\"], cmd = \"echo hi > {name}/f.txt\")\n"),
+    );
+    ws.run(&["build"]).ok();
+    std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
+    let again = ws.run(&["build"]);
+    assert!(again.ok().contains("[CACHED] //p:x"), "{}", again.stdout);
+    let f = ws.path().join("flow-out/p").join(&name).join("f.txt");
+    assert_eq!(std::fs::read_to_string(f).unwrap(), "hi\n");
+    // And a third build finds it up to date without touching it.
+    let third = ws.run(&["build"]);
+    assert!(third.ok().contains("0 ran, 1 cached"), "{}", third.stdout);
+}
