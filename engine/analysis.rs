@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use flow_cache::Cache;
-use flow_rules::snapshot::{self, Snapshot};
+use flow_rules::snapshot::{self, Snapshot, Stamp};
 use flow_rules::{evaluate_workspace, EvalOptions, PatternTerm};
 
 use crate::error::Error;
@@ -49,23 +49,54 @@ pub fn load_graph_fresh(
 ) -> Result<(Workspace, TargetGraph, PathBuf, bool), Error> {
     let ws = Workspace::discover(start)?;
     let cache = cache_dir(&ws, cache_flag);
+    let (graph, analyzed) = analyze(&ws, &cache)?;
+    Ok((ws, graph, cache, analyzed.fresh))
+}
+
+/// How an analysis went, besides its graph.
+pub struct Analyzed {
+    /// The evaluation was computed afresh rather than taken from the snapshot.
+    pub fresh: bool,
+    /// What the evaluation depended on, as the snapshot recorded it (`None`: no snapshot could
+    /// be taken). A build record keeps it to tell by `stat` alone that analysis would repeat.
+    pub inputs: Option<AnalysisInputs>,
+}
+
+/// The stamps an evaluation depended on (see `flow_rules::snapshot`).
+#[derive(Clone, Debug)]
+pub struct AnalysisInputs {
+    pub stamps: Vec<(String, Stamp)>,
+    pub taken_at_ns: i64,
+    pub root_entries: Vec<String>,
+}
+
+/// Evaluates the workspace `ws` (through the snapshot in `cache` when valid) and builds the
+/// validated graph.
+pub fn analyze(ws: &Workspace, cache: &Path) -> Result<(TargetGraph, Analyzed), Error> {
     let opts = EvalOptions {
         root: ws.root.clone(),
         vars: ws.config.vars.clone(),
-        skip_dirs: vec![cache.clone()],
+        skip_dirs: vec![cache.to_path_buf()],
     };
-    let (evaluation, fresh) = evaluate_cached(&ws, &opts, &cache)?;
+    let (evaluation, analyzed) = evaluate_cached(ws, &opts, cache)?;
     let (graph, errors) = TargetGraph::build(evaluation, &ws.config.default_visibility);
     if !errors.is_empty() {
         return Err(Error::Analysis(errors));
     }
-    Ok((ws, graph, cache, fresh))
+    Ok((graph, analyzed))
 }
 
 /// Where the evaluation snapshot of the workspace at `root` is kept.
 fn snapshot_path(cache: &Path, root: &Path) -> PathBuf {
+    cache
+        .join("analysis")
+        .join(format!("{}.json", workspace_id(root)))
+}
+
+/// A short, stable name for the workspace at `root` (files about it in the shared cache).
+pub fn workspace_id(root: &Path) -> String {
     let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
-    cache.join("analysis").join(format!("{}.json", &id[..32]))
+    id[..32].to_owned()
 }
 
 /// The workspace's evaluation: from the snapshot of the last clean evaluation when nothing it
@@ -74,24 +105,32 @@ fn evaluate_cached(
     ws: &Workspace,
     opts: &EvalOptions,
     cache: &Path,
-) -> Result<(flow_rules::Evaluation, bool), Error> {
+) -> Result<(flow_rules::Evaluation, Analyzed), Error> {
     let fingerprint = snapshot::fingerprint(&ws.config.vars);
     let path = snapshot_path(cache, &ws.root);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(snap) = serde_json::from_slice::<Snapshot>(&bytes) {
             if snap.is_valid(&ws.root, &fingerprint) {
+                let inputs = inputs_of(&snap);
                 if let Some(evaluation) = snap.into_evaluation() {
-                    return Ok((evaluation, false));
+                    let analyzed = Analyzed {
+                        fresh: false,
+                        inputs: Some(inputs),
+                    };
+                    return Ok((evaluation, analyzed));
                 }
             }
         }
     }
+    let started_at_ns = snapshot::now_ns();
     let evaluation = evaluate_workspace(opts).map_err(|e| Error::Io {
         path: ws.root.clone(),
         action: "walk the workspace",
         error: e.to_string(),
     })?;
-    if let Some(snap) = Snapshot::capture(&ws.root, &evaluation, fingerprint) {
+    let mut inputs = None;
+    if let Some(snap) = Snapshot::capture(&ws.root, &evaluation, fingerprint, started_at_ns) {
+        inputs = Some(inputs_of(&snap));
         // Best effort: a snapshot that cannot be written only costs the next run time.
         if let (Some(dir), Ok(bytes)) = (path.parent(), serde_json::to_vec(&snap)) {
             let tmp = dir.join(format!(".{}.tmp", std::process::id()));
@@ -100,7 +139,19 @@ fn evaluate_cached(
                 .and_then(|_| std::fs::rename(&tmp, &path));
         }
     }
-    Ok((evaluation, true))
+    let analyzed = Analyzed {
+        fresh: true,
+        inputs,
+    };
+    Ok((evaluation, analyzed))
+}
+
+fn inputs_of(snap: &Snapshot) -> AnalysisInputs {
+    AnalysisInputs {
+        stamps: snap.stamps().iter().map(|(p, s)| (p.clone(), *s)).collect(),
+        taken_at_ns: snap.taken_at_ns(),
+        root_entries: snap.root_entries().to_vec(),
+    }
 }
 
 /// Opens (creating) the cache directory. What opening repaired (a damaged database moved

@@ -144,6 +144,26 @@ impl FileHasher {
         all
     }
 
+    /// Calls `f` with a lookup of the current state of a path (absolute): the latest recorded
+    /// during this build, else the one the hasher started with. Cheaper than `snapshot`.
+    pub fn with_states<R>(&self, f: impl FnOnce(&dyn Fn(&str) -> Option<FileState>) -> R) -> R {
+        let saved = self.saved.lock().expect("hasher lock poisoned");
+        let changed = self.changed.lock().expect("hasher lock poisoned");
+        let recent: HashMap<&str, &FileState> = saved
+            .iter()
+            .chain(changed.iter())
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let lookup = |path: &str| {
+            recent
+                .get(path)
+                .copied()
+                .or_else(|| self.known.get(path))
+                .cloned()
+        };
+        f(&lookup)
+    }
+
     /// States recorded during this build, to be saved in one transaction.
     pub fn take_changed(&self) -> Vec<(String, FileState)> {
         let taken = std::mem::take(&mut *self.changed.lock().expect("hasher lock poisoned"));

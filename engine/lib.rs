@@ -26,6 +26,7 @@ pub mod graph;
 pub mod hasher;
 pub mod plan;
 pub mod query;
+pub mod record;
 pub mod rebuilder;
 pub mod reporter;
 pub mod runner;

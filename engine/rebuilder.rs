@@ -408,7 +408,7 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
 }
 
 /// The file beside a materialized directory output that records which tree it holds.
-fn tree_marker(dir: &Path) -> PathBuf {
+pub fn tree_marker(dir: &Path) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -144,6 +144,23 @@ impl Reporter {
         }
     }
 
+    /// `cached` for each of `labels`, written at once (a no-op build's report).
+    pub fn replay_cached(&mut self, labels: &[String]) {
+        self.done += labels.len();
+        self.cached += labels.len();
+        if self.bar.is_some() || labels.is_empty() {
+            return;
+        }
+        let mut text = String::with_capacity(labels.len() * 32);
+        for l in labels {
+            text.push_str("[CACHED] ");
+            text.push_str(l);
+            text.push('\n');
+        }
+        self.printed.set(self.printed.get() + labels.len());
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+
     /// A cached action that was already up to date, reported silently (watch cycles).
     pub fn up_to_date(&mut self, label: &str) {
         self.finished(label);

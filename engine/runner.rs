@@ -42,6 +42,10 @@ pub struct BuildOptions {
     pub workspace: String,
 }
 
+/// Below this many tasks to key (the rest carried over), results are looked up one by one
+/// rather than prefetched in bulk.
+const PREFETCH_ABOVE: usize = 64;
+
 /// How an executed action ended, as the worker reports it.
 enum Done {
     Ran {
@@ -76,6 +80,19 @@ pub struct Resolved {
     pub tools: HashMap<String, String>,
     /// Label → expected duration in ms, from history.
     pub durations: HashMap<String, u64>,
+    /// Tasks known to be up to date without a key computation (carried over from the build
+    /// record, see `record.rs`): node → its outputs as dependents see them, and its key.
+    pub carried: HashMap<usize, (Vec<StagedOutput>, Digest)>,
+    /// Whether the carried tasks' cache entries are to be marked used.
+    pub touch_carried: bool,
+}
+
+/// What a finished build leaves besides its summary: per node, its outputs as dependents see
+/// them and its key (`None` for a node that did not finish, or for a group's key).
+pub struct Finished {
+    pub summary: Summary,
+    pub staged: Vec<Option<Vec<StagedOutput>>>,
+    pub keys: Vec<Option<Digest>>,
 }
 
 pub struct Runner<E: Executor> {
@@ -109,8 +126,21 @@ impl<E: Executor> Runner<E> {
         resolved: &Resolved,
         reporter: &mut Reporter,
         sigint: &mut Option<Signal>,
-        mut control: Option<mpsc::UnboundedReceiver<Control>>,
+        control: Option<mpsc::UnboundedReceiver<Control>>,
     ) -> Summary {
+        self.run_to_end(resolved, reporter, sigint, control)
+            .await
+            .summary
+    }
+
+    /// `run_with`, also returning each node's outputs and key (for the build record).
+    pub async fn run_to_end(
+        &self,
+        resolved: &Resolved,
+        reporter: &mut Reporter,
+        sigint: &mut Option<Signal>,
+        mut control: Option<mpsc::UnboundedReceiver<Control>>,
+    ) -> Finished {
         let started = Instant::now();
         let plan = &self.plan;
         let n = plan.nodes.len();
@@ -140,6 +170,7 @@ impl<E: Executor> Runner<E> {
             .collect();
         let mut sched = Scheduler::new(&plan.deps(), &costs);
         let mut outputs: Vec<Option<Vec<StagedOutput>>> = vec![None; n];
+        let mut keys: Vec<Option<Digest>> = vec![None; n];
         let mut summary = Summary::default();
         let mut runs: Vec<ActionRun> = Vec::new();
         let mut hits: Vec<Digest> = Vec::new();
@@ -151,9 +182,14 @@ impl<E: Executor> Runner<E> {
         }
         let last_keys = cache.last_keys(&self.options.workspace).unwrap_or_default();
         // Most keys of a build are the keys of the last one: fetch their results in a few bulk
-        // queries instead of one point query per action.
+        // queries instead of one point query per action (unless only a few are not carried).
         let prefetched: HashMap<Digest, ActionResult> = {
-            let keys: Vec<Digest> = last_keys.values().copied().collect();
+            let keyed = n - resolved.carried.len();
+            let keys: Vec<Digest> = if resolved.carried.is_empty() || keyed > PREFETCH_ABOVE {
+                last_keys.values().copied().collect()
+            } else {
+                Vec::new()
+            };
             cache.get_actions(&keys).unwrap_or_default()
         };
         let now_ms = || {
@@ -195,6 +231,21 @@ impl<E: Executor> Runner<E> {
                     continue;
                 }
                 let label = action.label.to_string();
+                if let Some((staged, key)) = resolved.carried.get(&i) {
+                    outputs[i] = Some(staged.clone());
+                    keys[i] = Some(*key);
+                    if resolved.touch_carried {
+                        hits.push(*key);
+                    }
+                    summary.cached += 1;
+                    if self.options.report_up_to_date {
+                        reporter.cached(&label);
+                    } else {
+                        reporter.up_to_date(&label);
+                    }
+                    sched.finish(i, true);
+                    continue;
+                }
                 let key =
                     match self
                         .rebuilder
@@ -209,6 +260,7 @@ impl<E: Executor> Runner<E> {
                         }
                     };
                 let digest = key.digest();
+                keys[i] = Some(digest);
                 let looked_up = match prefetched.get(&digest) {
                     Some(r) => Ok(Some(r.clone())),
                     None => self.rebuilder.lookup(&digest),
@@ -449,7 +501,11 @@ impl<E: Executor> Runner<E> {
             );
         }
         reporter.summary(&summary, took);
-        summary
+        Finished {
+            summary,
+            staged: outputs,
+            keys,
+        }
     }
 
     /// After a failure: skip and list the dependents; without `-k`, start nothing new.

@@ -76,6 +76,8 @@ async fn build(
         sources: HashMap::new(),
         tools: HashMap::new(),
         durations: durations.iter().map(|(l, d)| (l.to_string(), *d)).collect(),
+        carried: HashMap::new(),
+        touch_carried: false,
     };
     let mut reporter = Reporter::new(f.plan.nodes.len());
     runner.run(&resolved, &mut reporter, None).await

@@ -410,6 +410,8 @@ impl Session<'_> {
             sources: state.sources.clone(),
             tools: state.tools.clone(),
             durations: self.cache.durations(&workspace).unwrap_or_default(),
+            carried: HashMap::new(),
+            touch_carried: false,
         };
         let actions = state.plan.nodes.iter().filter(|a| !a.is_group).count();
         let mut reporter = Reporter::for_watch_cycle(actions, header);

@@ -417,6 +417,8 @@ fn bench_runner(runs: usize, w: &Workload) {
         sources: w.sources.clone(),
         tools: HashMap::new(),
         durations: HashMap::new(),
+        carried: HashMap::new(),
+        touch_carried: false,
     };
     // One build: a fresh hasher over `known`, the cache in `cache_dir`, outputs in `out_root`.
     let build = |cache: &Arc<Cache>,

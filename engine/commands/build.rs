@@ -31,7 +31,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flow_rules::PatternTerm;
 use nix::errno::Errno;
@@ -39,14 +39,18 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::runtime::Runtime;
 use tokio::signal::unix::Signal;
 
-use crate::analysis::{load_graph_fresh, open_cache, parse_patterns};
+use flow_cache::{Digest, FileState};
+
+use crate::analysis::{analyze, cache_dir, open_cache, parse_patterns, AnalysisInputs};
 use crate::error::Error;
 use crate::executor::SandboxExecutor;
 use crate::hasher::FileHasher;
 use crate::plan::{known_states, tool_identities, Plan};
-use crate::rebuilder::Rebuilder;
-use crate::reporter::Reporter;
+use crate::rebuilder::{Rebuilder, StagedOutput};
+use crate::record::{self, Capture, Carried, Record, ToolStamps, Verdict};
+use crate::reporter::{Reporter, Summary};
 use crate::runner::{runtime_with_sigint, BuildOptions, Resolved, Runner};
+use crate::workspace::Workspace;
 
 pub struct BuildArgs<'a> {
     pub patterns: &'a [String],
@@ -56,59 +60,112 @@ pub struct BuildArgs<'a> {
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
-    let (runtime, mut sigint) = runtime_with_sigint(start)?;
+    let began = Instant::now();
     let profile = Profile::from_env();
     let terms: Vec<PatternTerm> = parse_patterns(args.patterns)?;
-    let (ws, graph, cache_dir, fresh) = load_graph_fresh(start, args.cache_dir)?;
-    profile.mark("analysis");
-    // After a fresh evaluation, outputs that no target declares any more are swept below.
-    let declared = fresh.then(|| crate::stale::Declared::of(&graph));
-    let selected: BTreeSet<usize> = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
-    let plan = Arc::new(Plan::new(&graph, &selected, &ws.config.action_path));
-    drop(graph);
-    let cache = Arc::new(open_cache(&cache_dir)?);
+    let ws = Workspace::discover(start)?;
+    let cache_dir = cache_dir(&ws, args.cache_dir);
+    let request = record::request(args.patterns);
+    let config = record::config_digest(&ws.config);
+    let record_path = record::path(&cache_dir, &ws.root, &request);
+    let loaded = Record::load(&record_path, &request, &config);
+    let verdict = loaded.as_ref().map(|r| r.check(&ws.root));
+    profile.mark("build record");
+    if let (Some(record), Some(Verdict::UpToDate)) = (&loaded, &verdict) {
+        // Everything the last build of these patterns depended on is as it left it.
+        let mut reporter = Reporter::new(record.labels().len());
+        reporter.replay_cached(record.labels());
+        let summary = Summary {
+            cached: record.labels().len(),
+            ..Summary::default()
+        };
+        reporter.summary(&summary, began.elapsed());
+        return Ok(0);
+    }
+    let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let out_root = ws.root.join("flow-out");
-    let lock = match WorkspaceLock::acquire(&out_root, &runtime, &mut sigint) {
-        Acquired::Locked(lock) => Some(lock),
-        Acquired::Interrupted => {
-            eprintln!("flow: interrupted while waiting for the other build");
-            return Ok(130);
+    let mut lock = None;
+    // Only sources or outputs changed: the plan comes from the record, and the actions the
+    // changes cannot reach are carried over (unless another build ran meanwhile).
+    let mut carried = match (loaded, verdict) {
+        (Some(record), Some(Verdict::Changed { sources, outputs })) => {
+            record.carry(&ws.root, &sources, &outputs)
         }
-        Acquired::Failed(why) => {
-            // The lock protects `flow-out/` from a concurrent build; without it (a read-only
-            // workspace, a file system without `flock`) a lone build is still correct.
-            eprintln!("warning: {why}; building without the workspace lock");
-            None
+        _ => None,
+    };
+    if carried.is_some() {
+        match lock_workspace(&out_root, &runtime, &mut sigint) {
+            Err(code) => return Ok(code),
+            Ok((l, waited)) => {
+                lock = l;
+                if waited {
+                    carried = None;
+                }
+            }
+        }
+    }
+    let cache;
+    let prepared = match carried {
+        Some(c) => {
+            cache = Arc::new(open_cache(&cache_dir)?);
+            profile.mark("plan from the build record");
+            Prepared::from_record(c)
+        }
+        None => {
+            let (graph, analyzed) = analyze(&ws, &cache_dir)?;
+            profile.mark("analysis");
+            // After a fresh evaluation, outputs that no target declares any more are swept.
+            let declared = analyzed.fresh.then(|| crate::stale::Declared::of(&graph));
+            let selected: BTreeSet<usize> =
+                graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
+            let plan = Plan::new(&graph, &selected, &ws.config.action_path);
+            drop(graph);
+            cache = Arc::new(open_cache(&cache_dir)?);
+            if lock.is_none() {
+                match lock_workspace(&out_root, &runtime, &mut sigint) {
+                    Err(code) => return Ok(code),
+                    Ok((l, _)) => lock = l,
+                }
+            }
+            if let Some(declared) = &declared {
+                crate::stale::sweep_undeclared(&out_root, declared);
+            }
+            let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path)
+                .map_err(|e| Error::Cache {
+                    path: cache_dir.clone(),
+                    error: e.to_string(),
+                })?;
+            let tool_stamps = ToolStamps::take(&plan, &ws.config.action_path);
+            profile.mark("plan, open cache, load file states");
+            Prepared {
+                sources: plan.all_sources(),
+                plan,
+                known,
+                tools: None,
+                carried: HashMap::new(),
+                touch_carried: false,
+                touched_at_ms: record::now_ms(),
+                analysis: analyzed.inputs,
+                tool_stamps,
+            }
         }
     };
-    if lock.as_ref().is_some_and(|l| l.previous_holder_died) {
-        flow_cache::sweep_leftovers(&out_root, true);
-    }
     // Best effort: a failure leaves them for `flow cache verify --fix`.
     let _ = cache.sweep_orphans();
-    if let Some(declared) = &declared {
-        crate::stale::sweep_undeclared(&out_root, declared);
-    }
 
-    let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(|e| {
-        Error::Cache {
-            path: cache_dir.clone(),
-            error: e.to_string(),
-        }
-    })?;
-    let hasher = Arc::new(FileHasher::new(known));
-    profile.mark("plan, open cache, load file states");
-
-    // Hash every source in parallel; an unreadable one fails the actions that read it.
-    let sources = plan.all_sources();
-    let paths: Vec<_> = sources.iter().map(|s| ws.root.join(s)).collect();
+    let plan = Arc::new(prepared.plan);
+    let hasher = Arc::new(FileHasher::new(prepared.known));
+    // Hash the sources in parallel; an unreadable one fails the actions that read it.
+    let paths: Vec<_> = prepared.sources.iter().map(|s| ws.root.join(s)).collect();
     let mut digests = HashMap::new();
-    for (s, h) in sources.iter().zip(hasher.digest_many(&paths)) {
+    for (s, h) in prepared.sources.iter().zip(hasher.digest_many(&paths)) {
         if let Ok(h) = h {
             digests.insert(s.clone(), h);
         }
     }
-    let tools = tool_identities(&plan, &ws.config.action_path, &hasher);
+    let tools = prepared
+        .tools
+        .unwrap_or_else(|| tool_identities(&plan, &ws.config.action_path, &hasher));
     profile.mark("hash sources and tools");
     let workspace = ws.root.display().to_string();
     let durations = cache.durations(&workspace).unwrap_or_default();
@@ -116,6 +173,8 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         sources: digests,
         tools,
         durations,
+        carried: prepared.carried,
+        touch_carried: prepared.touch_carried,
     };
     let jobs = args
         .jobs
@@ -123,7 +182,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rebuilder = Arc::new(Rebuilder {
         cache: cache.clone(),
-        hasher,
+        hasher: hasher.clone(),
         out_root,
         workspace_root: ws.root.clone(),
     });
@@ -142,8 +201,40 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let actions = plan.nodes.iter().filter(|a| !a.is_group).count();
     let mut reporter = Reporter::new(actions);
     profile.mark("history");
-    let summary = runtime.block_on(runner.run(&resolved, &mut reporter, sigint));
+    let finished = runtime.block_on(runner.run_to_end(&resolved, &mut reporter, &mut sigint, None));
     profile.mark("run");
+    let summary = &finished.summary;
+    let all_ok = !summary.interrupted
+        && summary.failed == 0
+        && summary.skipped == 0
+        && summary.not_started == 0;
+    match (&prepared.analysis, all_ok) {
+        (Some(analysis), true) => {
+            let touched_at_ms = if resolved.carried.is_empty() || resolved.touch_carried {
+                record::now_ms()
+            } else {
+                prepared.touched_at_ms
+            };
+            hasher.with_states(|states| {
+                Capture {
+                    request: &request,
+                    config,
+                    analysis,
+                    tool_stamps: &prepared.tool_stamps,
+                    tools: &resolved.tools,
+                    plan: &plan,
+                    staged: &finished.staged,
+                    keys: &finished.keys,
+                    states,
+                    root: &ws.root,
+                    touched_at_ms,
+                }
+                .write(&record_path)
+            });
+        }
+        _ => record::forget(&record_path),
+    }
+    profile.mark("build record written");
     drop(lock);
     Ok(if summary.interrupted {
         130
@@ -154,6 +245,66 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     })
 }
 
+/// What the runner needs, from analysis or from the build record.
+struct Prepared {
+    plan: Plan,
+    /// The hasher's file-state table.
+    known: HashMap<String, FileState>,
+    /// The sources to hash (workspace-relative).
+    sources: Vec<String>,
+    /// Tool identities when already known.
+    tools: Option<HashMap<String, String>>,
+    carried: HashMap<usize, (Vec<StagedOutput>, Digest)>,
+    touch_carried: bool,
+    touched_at_ms: i64,
+    analysis: Option<AnalysisInputs>,
+    tool_stamps: ToolStamps,
+}
+
+impl Prepared {
+    fn from_record(c: Carried) -> Prepared {
+        Prepared {
+            plan: c.plan,
+            known: c.known,
+            sources: c.sources,
+            tools: Some(c.tools),
+            carried: c.clean,
+            touch_carried: c.touch,
+            touched_at_ms: c.touched_at_ms,
+            analysis: Some(c.analysis),
+            tool_stamps: c.tool_stamps,
+        }
+    }
+}
+
+/// Takes the workspace lock: the lock (`None`: none could be taken, warned) and whether another
+/// build held it first; `Err(130)` on Ctrl-C while waiting.
+fn lock_workspace(
+    out_root: &Path,
+    runtime: &Runtime,
+    sigint: &mut Option<Signal>,
+) -> Result<(Option<WorkspaceLock>, bool), i32> {
+    match WorkspaceLock::acquire(out_root, runtime, sigint) {
+        Acquired::Locked(lock) => {
+            if lock.previous_holder_died {
+                flow_cache::sweep_leftovers(out_root, true);
+            }
+            let waited = lock.waited;
+            Ok((Some(lock), waited))
+        }
+        Acquired::Interrupted => {
+            eprintln!("flow: interrupted while waiting for the other build");
+            Err(130)
+        }
+        Acquired::Failed(why) => {
+            // The lock protects `flow-out/` from a concurrent build; without it (a read-only
+            // workspace, a file system without `flock`) a lone build is still correct.
+            eprintln!("warning: {why}; building without the workspace lock");
+            Ok((None, false))
+        }
+    }
+}
+
 /// The exclusive lock on `<workspace>/flow-out/.flow-lock` (see the module docs).
 struct WorkspaceLock {
     file: Flock<File>,
@@ -161,6 +312,8 @@ struct WorkspaceLock {
     out_root: PathBuf,
     /// The file held the pid of a build that died holding the lock.
     previous_holder_died: bool,
+    /// Another build held the lock first.
+    waited: bool,
 }
 
 /// The outcome of [`WorkspaceLock::acquire`].
@@ -235,6 +388,7 @@ impl WorkspaceLock {
                 path,
                 out_root: out_root.to_path_buf(),
                 previous_holder_died: !previous.trim().is_empty(),
+                waited: told,
             });
         }
     }

@@ -57,6 +57,8 @@ pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Re
     };
     let dir = cache_dir(&ws, cache_flag);
     let cache = open_cache(&dir)?;
+    // Build records carry results that gc may remove: the next build goes the long way.
+    crate::record::forget_all(&dir);
     let r = cache.gc(max).map_err(|e| Error::Cache {
         path: dir.clone(),
         error: e.to_string(),
@@ -79,6 +81,10 @@ pub fn verify(start: &Path, fix: bool, cache_flag: Option<&Path>) -> Result<i32,
     let ws = Workspace::discover(start)?;
     let dir = cache_dir(&ws, cache_flag);
     let cache = open_cache(&dir)?;
+    if fix {
+        // Build records may carry results that the repair removes.
+        crate::record::forget_all(&dir);
+    }
     let mut report = cache.verify(fix).map_err(|e| Error::Cache {
         path: dir.clone(),
         error: e.to_string(),

@@ -21,6 +21,7 @@ pub fn run(start: &Path, cache: bool, cache_flag: Option<&Path>) -> Result<i32, 
     if cache {
         let dir = cache_dir(&ws, cache_flag);
         if dir.exists() {
+            crate::record::forget_all(&dir);
             open_cache(&dir)?.clear().map_err(|e| Error::Cache {
                 path: dir.clone(),
                 error: e.to_string(),

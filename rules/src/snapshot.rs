@@ -107,16 +107,23 @@ struct TargetSnap {
 }
 
 /// How much older than the snapshot a stamp must be to be trusted (coarse timestamps).
-const RACY_WINDOW: Duration = Duration::from_secs(2);
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 impl Snapshot {
-    /// Captures a clean evaluation (one without errors). `extra_files` are other
-    /// workspace-relative files evaluation read (`.star` modules); `dirs` every walked directory.
-    pub fn capture(root: &Path, evaluation: &Evaluation, fingerprint: String) -> Option<Snapshot> {
+    /// Captures a clean evaluation (one without errors). `started_at_ns` is when the evaluation
+    /// began (from [`now_ns`]): a file written after that moment, while it was being read, has a
+    /// newer mtime and so is never trusted (the racy-window rule below), although its stamp is
+    /// taken after the evaluation.
+    pub fn capture(
+        root: &Path,
+        evaluation: &Evaluation,
+        fingerprint: String,
+        started_at_ns: i64,
+    ) -> Option<Snapshot> {
         if !evaluation.errors.is_empty() || !evaluation.failed_packages.is_empty() {
             return None;
         }
-        let taken_at_ns = now_ns();
+        let taken_at_ns = started_at_ns;
         let mut paths: BTreeSet<String> = BTreeSet::new();
         for dir in &evaluation.listing.dirs {
             paths.insert(dir.clone());
@@ -179,6 +186,22 @@ impl Snapshot {
                 .stamps
                 .iter()
                 .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
+    }
+
+    /// Every workspace-relative path evaluation depends on, with its stamp.
+    pub fn stamps(&self) -> &BTreeMap<String, Stamp> {
+        &self.stamps
+    }
+
+    /// When the evaluation began: stamps are trusted only if older than this minus the racy
+    /// window.
+    pub fn taken_at_ns(&self) -> i64 {
+        self.taken_at_ns
+    }
+
+    /// The root directory's entries when the snapshot was taken (see [`root_entries`]).
+    pub fn root_entries(&self) -> &[String] {
+        &self.root_entries
     }
 
     /// The saved evaluation.
@@ -280,7 +303,8 @@ impl TargetSnap {
 }
 
 /// The sorted names in `root`, without the directories flow itself creates or never walks.
-fn root_entries(root: &Path) -> Option<Vec<String>> {
+/// The names in the root directory, sorted, without the ones flow itself creates there.
+pub fn root_entries(root: &Path) -> Option<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(root)
         .ok()?
         .filter_map(|e| e.ok())
@@ -306,7 +330,8 @@ fn workspace_module_path(module: &str) -> Option<String> {
     Some(join(dir, file))
 }
 
-fn now_ns() -> i64 {
+/// Now, in ns since the Unix epoch.
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
