@@ -65,7 +65,7 @@ const EXTENSION: &str = "rec";
 /// this often: a no-op older than that goes through the runner once to mark them.
 const TOUCH_EVERY_MS: i64 = flow_cache::TOUCH_AFTER_MS;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Head {
     format: u32,
     /// The flow binary that wrote the record.
@@ -101,6 +101,7 @@ struct Entry {
     dir: Option<String>,
 }
 
+/// The plan: written by a build from analysis, copied as bytes by a build from the record.
 #[derive(Serialize, Deserialize)]
 struct Body {
     nodes: Vec<Node>,
@@ -123,7 +124,12 @@ struct Node {
     retries: u32,
     sandbox: bool,
     deps: Vec<u32>,
-    /// The key of the task's result.
+}
+
+/// What a node's last run left: rewritten for the nodes a build keyed.
+#[derive(Clone, Serialize, Deserialize)]
+struct NodeResult {
+    /// The key of the task's result (`None` for a group).
     key: Option<[u8; 32]>,
     /// Its outputs as dependents see them.
     staged: Vec<Staged>,
@@ -131,7 +137,7 @@ struct Node {
     outputs: Vec<u32>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Staged {
     path: String,
     tree: bool,
@@ -211,29 +217,49 @@ pub enum Verdict {
     Stale,
 }
 
-/// A loaded record: its head decoded, its body (the plan) decoded only when needed.
+/// A loaded record: its head decoded, the rest (results and plan) only when needed.
 pub struct Record {
     head: Head,
-    body: Vec<u8>,
+    rest: Vec<u8>,
 }
 
 /// What a build takes from a record whose sources or outputs changed.
 pub struct Carried {
     pub plan: Plan,
     pub tools: HashMap<String, String>,
-    pub tool_stamps: ToolStamps,
-    /// File states of the record's sources and outputs, keyed by absolute path (the hasher's
-    /// table: nothing is read from the database).
+    /// File states of the sources and outputs of the tasks to key, by absolute path (the
+    /// hasher's table: nothing is read from the database).
     pub known: HashMap<String, FileState>,
     /// Tasks carried over: node → (outputs as dependents see them, key).
     pub clean: HashMap<usize, (Vec<StagedOutput>, Digest)>,
-    /// The sources of the other tasks, which the build hashes.
+    /// The sources of the other tasks, which the build hashes (sorted).
     pub sources: Vec<String>,
-    pub analysis: AnalysisInputs,
     /// Whether the carried tasks' cache entries must be marked used this time.
     pub touch: bool,
     /// When they were last marked used.
     pub touched_at_ms: i64,
+    /// The record, to be patched after the build.
+    pub previous: Previous,
+}
+
+/// The parts of a record a build from it keeps, to write the next one by patching them.
+pub struct Previous {
+    head: Head,
+    results: Vec<NodeResult>,
+    body: Vec<u8>,
+    dirty: Vec<bool>,
+}
+
+/// Where the parts of the next record come from.
+pub enum Basis {
+    /// A build from analysis: what analysis depended on, and the tools' stamps taken before
+    /// they were identified.
+    Analysis {
+        analysis: AnalysisInputs,
+        tool_stamps: ToolStamps,
+    },
+    /// A build from a record: its parts, patched where the build keyed tasks.
+    Record(Previous),
 }
 
 /// Where the record of `request` for the workspace at `root` is kept.
@@ -305,14 +331,14 @@ impl Record {
     pub fn load(path: &Path, request: &str, config: &[u8; 32]) -> Option<Record> {
         let bytes = std::fs::read(path).ok()?;
         let rest = bytes.strip_prefix(MAGIC)?;
-        let (head, body): (Head, &[u8]) = postcard::take_from_bytes(rest).ok()?;
+        let (head, rest): (Head, &[u8]) = postcard::take_from_bytes(rest).ok()?;
         let current = head.format == FORMAT
             && head.request == request
             && &head.config == config
             && Some(head.exe) == exe_stamp();
         current.then(|| Record {
             head,
-            body: body.to_vec(),
+            rest: rest.to_vec(),
         })
     }
 
@@ -321,9 +347,10 @@ impl Record {
         let h = &self.head;
         let limit = h.analysis_taken_at_ns - RACY_WINDOW.as_nanos() as i64;
         let analysis_unchanged = snapshot::root_entries(root).as_ref() == Some(&h.root_entries)
-            && h.analysis.par_iter().with_min_len(128).all(|(p, s)| {
-                s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s)
-            })
+            && h.analysis
+                .par_iter()
+                .with_min_len(128)
+                .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
             && h.tools.unchanged();
         if !analysis_unchanged {
             return Verdict::Stale;
@@ -364,23 +391,28 @@ impl Record {
     }
 
     /// The plan and the carried tasks, after `check` found these `sources` and `outputs`
-    /// changed; `None` if the body cannot be decoded.
+    /// changed; `None` if the rest of the record cannot be decoded.
     pub fn carry(self, root: &Path, sources: &[usize], outputs: &[usize]) -> Option<Carried> {
-        let body: Body = postcard::from_bytes(&self.body).ok()?;
+        let (results, body_bytes): (Vec<NodeResult>, &[u8]) =
+            postcard::take_from_bytes(&self.rest).ok()?;
+        let body: Body = postcard::from_bytes(body_bytes).ok()?;
         let head = self.head;
+        if results.len() != body.nodes.len() {
+            return None;
+        }
         let mut nodes = Vec::with_capacity(body.nodes.len());
-        for n in &body.nodes {
+        for n in body.nodes {
             let label = Label::parse(&n.label, None).ok()?;
             nodes.push(Action {
                 package: label.package().to_owned(),
                 label,
                 is_group: n.is_group,
-                cmd: n.cmd.clone(),
-                srcs: n.srcs.clone(),
-                outs: n.outs.clone(),
-                env: n.env.iter().cloned().collect(),
-                secrets: n.secrets.clone(),
-                tools: n.tools.clone(),
+                cmd: n.cmd,
+                srcs: n.srcs,
+                outs: n.outs,
+                env: n.env.into_iter().collect(),
+                secrets: n.secrets,
+                tools: n.tools,
                 timeout: n.timeout_ms.map(Duration::from_millis),
                 retries: n.retries,
                 sandbox: n.sandbox,
@@ -406,7 +438,7 @@ impl Record {
                     .srcs
                     .iter()
                     .any(|s| changed_sources.contains(s.as_str()))
-                    || body.nodes[i]
+                    || results[i]
                         .outputs
                         .iter()
                         .any(|o| changed_outputs.contains(o))
@@ -419,23 +451,33 @@ impl Record {
         }
         let mut clean = HashMap::new();
         let mut dirty_sources = BTreeSet::new();
-        for (i, (a, n)) in nodes.iter().zip(&body.nodes).enumerate() {
+        let mut known = HashMap::new();
+        let mut know = |e: &Entry| {
+            known.insert(root.join(&e.path).to_string_lossy().into_owned(), e.state());
+        };
+        for (i, (a, r)) in nodes.iter().zip(&results).enumerate() {
             if a.is_group {
                 continue;
             }
-            match (dirty[i], n.key) {
+            match (dirty[i], r.key) {
                 (false, Some(key)) => {
-                    let staged = n.staged.iter().map(Staged::to_output).collect();
+                    let staged = r.staged.iter().map(Staged::to_output).collect();
                     clean.insert(i, (staged, Digest::from_bytes(key)));
                 }
-                _ => dirty_sources.extend(a.srcs.iter().cloned()),
+                _ => {
+                    dirty_sources.extend(a.srcs.iter().map(String::as_str));
+                    for &o in &r.outputs {
+                        know(head.outputs.get(o as usize)?);
+                    }
+                }
             }
         }
-        let mut known = HashMap::with_capacity(head.sources.len() + head.outputs.len());
-        for e in head.sources.iter().chain(&head.outputs) {
-            let abs = root.join(&e.path).to_string_lossy().into_owned();
-            known.insert(abs, e.state());
+        for s in &dirty_sources {
+            if let Ok(at) = head.sources.binary_search_by(|e| e.path.as_str().cmp(s)) {
+                know(&head.sources[at]);
+            }
         }
+        let sources: Vec<String> = dirty_sources.into_iter().map(str::to_owned).collect();
         let index = nodes
             .iter()
             .enumerate()
@@ -449,17 +491,17 @@ impl Record {
         Some(Carried {
             plan,
             tools: body.tools.into_iter().collect(),
-            tool_stamps: head.tools,
             known,
             clean,
-            sources: dirty_sources.into_iter().collect(),
-            analysis: AnalysisInputs {
-                stamps: head.analysis,
-                taken_at_ns: head.analysis_taken_at_ns,
-                root_entries: head.root_entries,
-            },
+            sources,
             touch: now_ms() - head.touched_at_ms >= TOUCH_EVERY_MS,
             touched_at_ms: head.touched_at_ms,
+            previous: Previous {
+                head,
+                results,
+                body: body_bytes.to_vec(),
+                dirty,
+            },
         })
     }
 }
@@ -531,8 +573,6 @@ impl Staged {
 pub struct Capture<'a> {
     pub request: &'a str,
     pub config: [u8; 32],
-    pub analysis: &'a AnalysisInputs,
-    pub tool_stamps: &'a ToolStamps,
     pub tools: &'a HashMap<String, String>,
     pub plan: &'a Plan,
     /// Per node: its outputs as dependents see them, and its key (tasks).
@@ -548,8 +588,15 @@ pub struct Capture<'a> {
 impl Capture<'_> {
     /// Writes the record at `path` (atomically); false, and no record, when some state the
     /// proof needs is missing (the next build then goes the long way).
-    pub fn write(&self, path: &Path) -> bool {
-        let written = self.encode().and_then(|bytes| {
+    pub fn write(&self, path: &Path, basis: Basis) -> bool {
+        let bytes = match basis {
+            Basis::Analysis {
+                analysis,
+                tool_stamps,
+            } => self.encode_new(&analysis, tool_stamps),
+            Basis::Record(previous) => self.encode_patched(previous),
+        };
+        let written = bytes.and_then(|bytes| {
             let dir = path.parent()?;
             let tmp = dir.join(format!(".{}.rec.tmp", std::process::id()));
             std::fs::create_dir_all(dir)
@@ -566,47 +613,66 @@ impl Capture<'_> {
         written.is_some()
     }
 
-    fn encode(&self) -> Option<Vec<u8>> {
-        let root = self.root;
-        let out_root = root.join("flow-out");
-        let state_of = |abs: &Path| (self.states)(abs.to_str()?);
+    /// The state of the file at `abs` as the build left it.
+    fn state_of(&self, abs: &Path) -> Option<FileState> {
+        (self.states)(abs.to_str()?)
+    }
+
+    /// The result of node `i`, appending its outputs' states to `outputs`.
+    fn node_result(&self, i: usize, outputs: &mut Vec<Entry>) -> Option<NodeResult> {
+        let a = &self.plan.nodes[i];
+        let staged = self.staged.get(i)?.as_ref()?;
+        if a.is_group {
+            return Some(NodeResult {
+                key: None,
+                staged: Vec::new(),
+                outputs: Vec::new(),
+            });
+        }
+        let out_root = self.root.join("flow-out");
+        let rel = |p: &Path| Some(p.strip_prefix(self.root).ok()?.to_str()?.to_owned());
+        let mut own = Vec::with_capacity(staged.len());
+        for o in staged {
+            let (entry_path, dir, digest) = match &o.kind {
+                OutputKind::File { digest, .. } => (out_root.join(&o.path), None, digest),
+                OutputKind::Tree { digest, .. } => {
+                    let dir = out_root.join(&o.path);
+                    (tree_marker(&dir), Some(rel(&dir)?), digest)
+                }
+            };
+            let state = self.state_of(&entry_path)?;
+            if state.digest != *digest {
+                return None;
+            }
+            own.push(outputs.len() as u32);
+            outputs.push(Entry::from_state(rel(&entry_path)?, &state, dir));
+        }
+        Some(NodeResult {
+            key: Some(*self.keys.get(i)?.as_ref()?.as_bytes()),
+            staged: staged.iter().map(Staged::of).collect(),
+            outputs: own,
+        })
+    }
+
+    fn encode_new(&self, analysis: &AnalysisInputs, tool_stamps: ToolStamps) -> Option<Vec<u8>> {
         let sources = self
             .plan
             .all_sources()
             .into_iter()
             .map(|s| {
-                let state = state_of(&root.join(&s))?;
+                let state = self.state_of(&self.root.join(&s))?;
                 Some(Entry::from_state(s, &state, None))
             })
             .collect::<Option<Vec<_>>>()?;
         let mut outputs = Vec::new();
-        let mut nodes = Vec::with_capacity(self.plan.nodes.len());
-        for (i, a) in self.plan.nodes.iter().enumerate() {
-            let staged = self.staged.get(i)?.as_ref()?;
-            let mut own = Vec::new();
-            if !a.is_group {
-                for o in staged {
-                    let (entry_path, dir, digest) = match &o.kind {
-                        OutputKind::File { digest, .. } => (out_root.join(&o.path), None, digest),
-                        OutputKind::Tree { digest, .. } => {
-                            let dir = out_root.join(&o.path);
-                            (tree_marker(&dir), Some(dir), digest)
-                        }
-                    };
-                    let state = state_of(&entry_path)?;
-                    if state.digest != *digest {
-                        return None;
-                    }
-                    let rel = |p: &Path| Some(p.strip_prefix(root).ok()?.to_str()?.to_owned());
-                    let dir = match dir {
-                        Some(d) => Some(rel(&d)?),
-                        None => None,
-                    };
-                    own.push(outputs.len() as u32);
-                    outputs.push(Entry::from_state(rel(&entry_path)?, &state, dir));
-                }
-            }
-            nodes.push(Node {
+        let results = (0..self.plan.nodes.len())
+            .map(|i| self.node_result(i, &mut outputs))
+            .collect::<Option<Vec<_>>>()?;
+        let nodes = self
+            .plan
+            .nodes
+            .iter()
+            .map(|a| Node {
                 label: a.label.to_string(),
                 is_group: a.is_group,
                 cmd: a.cmd.clone(),
@@ -619,29 +685,18 @@ impl Capture<'_> {
                 retries: a.retries,
                 sandbox: a.sandbox,
                 deps: a.deps.iter().map(|&d| d as u32).collect(),
-                key: match (a.is_group, self.keys.get(i)?) {
-                    (true, _) => None,
-                    (false, Some(k)) => Some(*k.as_bytes()),
-                    (false, None) => return None,
-                },
-                staged: if a.is_group {
-                    Vec::new()
-                } else {
-                    staged.iter().map(Staged::of).collect()
-                },
-                outputs: own,
-            });
-        }
+            })
+            .collect();
         let head = Head {
             format: FORMAT,
             exe: exe_stamp()?,
             request: self.request.to_owned(),
             config: self.config,
             touched_at_ms: self.touched_at_ms,
-            analysis_taken_at_ns: self.analysis.taken_at_ns,
-            root_entries: self.analysis.root_entries.clone(),
-            analysis: self.analysis.stamps.clone(),
-            tools: self.tool_stamps.clone(),
+            analysis_taken_at_ns: analysis.taken_at_ns,
+            root_entries: analysis.root_entries.clone(),
+            analysis: analysis.stamps.clone(),
+            tools: tool_stamps,
             sources,
             outputs,
             labels: self
@@ -661,11 +716,60 @@ impl Capture<'_> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let mut bytes = MAGIC.to_vec();
-        bytes.extend(postcard::to_stdvec(&head).ok()?);
-        bytes.extend(postcard::to_stdvec(&body).ok()?);
-        Some(bytes)
+        let body = postcard::to_stdvec(&body).ok()?;
+        encode(&head, &results, &body)
     }
+
+    /// The previous record with the tasks this build keyed brought up to date: their sources'
+    /// and outputs' states, keys and outputs. The plan's bytes are kept as they were.
+    fn encode_patched(&self, previous: Previous) -> Option<Vec<u8>> {
+        let Previous {
+            mut head,
+            mut results,
+            body,
+            dirty,
+        } = previous;
+        if results.len() != self.plan.nodes.len() || dirty.len() != results.len() {
+            return None;
+        }
+        head.touched_at_ms = self.touched_at_ms;
+        let mut keyed_sources = BTreeSet::new();
+        for (i, a) in self.plan.nodes.iter().enumerate() {
+            if !dirty[i] {
+                continue;
+            }
+            keyed_sources.extend(a.srcs.iter().map(String::as_str));
+            let mut fresh = Vec::new();
+            let mut result = self.node_result(i, &mut fresh)?;
+            let old = &results[i].outputs;
+            if old.len() != fresh.len() {
+                return None;
+            }
+            for (slot, entry) in old.iter().zip(fresh) {
+                *head.outputs.get_mut(*slot as usize)? = entry;
+            }
+            result.outputs = old.clone();
+            results[i] = result;
+        }
+        for s in keyed_sources {
+            let at = head
+                .sources
+                .binary_search_by(|e| e.path.as_str().cmp(s))
+                .ok()?;
+            let state = self.state_of(&self.root.join(s))?;
+            head.sources[at] = Entry::from_state(s.to_owned(), &state, None);
+        }
+        encode(&head, &results, &body)
+    }
+}
+
+/// `MAGIC`, the head, the results, the plan's bytes.
+fn encode(head: &Head, results: &[NodeResult], body: &[u8]) -> Option<Vec<u8>> {
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend(postcard::to_stdvec(head).ok()?);
+    bytes.extend(postcard::to_stdvec(results).ok()?);
+    bytes.extend_from_slice(body);
+    Some(bytes)
 }
 
 pub fn now_ms() -> i64 {

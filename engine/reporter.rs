@@ -41,6 +41,9 @@ pub struct Reporter {
     done: usize,
     cached: usize,
     running: BTreeMap<String, Instant>,
+    /// Lines not yet written to stdout (without a progress bar): written by `flush`, which the
+    /// runner calls before it waits, so that a line is never held while nothing happens.
+    pending: std::cell::RefCell<Vec<u8>>,
 }
 
 impl Reporter {
@@ -65,6 +68,7 @@ impl Reporter {
             done: 0,
             cached: 0,
             running: BTreeMap::new(),
+            pending: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -91,9 +95,21 @@ impl Reporter {
         match &self.bar {
             Some(bar) => bar.println(text),
             None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
+                let mut pending = self.pending.borrow_mut();
+                pending.extend_from_slice(text.as_bytes());
+                pending.push(b'\n');
             }
+        }
+    }
+
+    /// Writes the pending lines to stdout.
+    pub fn flush(&self) {
+        let mut pending = self.pending.borrow_mut();
+        if !pending.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&pending);
+            let _ = out.flush();
+            pending.clear();
         }
     }
 
@@ -151,14 +167,9 @@ impl Reporter {
         if self.bar.is_some() || labels.is_empty() {
             return;
         }
-        let mut text = String::with_capacity(labels.len() * 32);
         for l in labels {
-            text.push_str("[CACHED] ");
-            text.push_str(l);
-            text.push('\n');
+            self.line(&format!("[CACHED] {l}"));
         }
-        self.printed.set(self.printed.get() + labels.len());
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
 
     /// A cached action that was already up to date, reported silently (watch cycles).
@@ -238,6 +249,13 @@ impl Reporter {
             secs(took),
             self.total
         ));
+        self.flush();
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

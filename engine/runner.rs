@@ -403,6 +403,7 @@ impl<E: Executor> Runner<E> {
             if running == 0 {
                 continue;
             }
+            reporter.flush();
             tokio::select! {
                 Some(c) = rx.recv() => {
                     running -= 1;

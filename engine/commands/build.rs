@@ -41,13 +41,13 @@ use tokio::signal::unix::Signal;
 
 use flow_cache::{Digest, FileState};
 
-use crate::analysis::{analyze, cache_dir, open_cache, parse_patterns, AnalysisInputs};
+use crate::analysis::{analyze, cache_dir, open_cache, parse_patterns};
 use crate::error::Error;
 use crate::executor::SandboxExecutor;
 use crate::hasher::FileHasher;
 use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::{Rebuilder, StagedOutput};
-use crate::record::{self, Capture, Carried, Record, ToolStamps, Verdict};
+use crate::record::{self, Basis, Capture, Carried, Record, ToolStamps, Verdict};
 use crate::reporter::{Reporter, Summary};
 use crate::runner::{runtime_with_sigint, BuildOptions, Resolved, Runner};
 use crate::workspace::Workspace;
@@ -130,10 +130,12 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
             if let Some(declared) = &declared {
                 crate::stale::sweep_undeclared(&out_root, declared);
             }
-            let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path)
-                .map_err(|e| Error::Cache {
-                    path: cache_dir.clone(),
-                    error: e.to_string(),
+            let known =
+                known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(|e| {
+                    Error::Cache {
+                        path: cache_dir.clone(),
+                        error: e.to_string(),
+                    }
                 })?;
             let tool_stamps = ToolStamps::take(&plan, &ws.config.action_path);
             profile.mark("plan, open cache, load file states");
@@ -145,8 +147,10 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
                 carried: HashMap::new(),
                 touch_carried: false,
                 touched_at_ms: record::now_ms(),
-                analysis: analyzed.inputs,
-                tool_stamps,
+                basis: analyzed.inputs.map(|analysis| Basis::Analysis {
+                    analysis,
+                    tool_stamps,
+                }),
             }
         }
     };
@@ -208,8 +212,8 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         && summary.failed == 0
         && summary.skipped == 0
         && summary.not_started == 0;
-    match (&prepared.analysis, all_ok) {
-        (Some(analysis), true) => {
+    match (prepared.basis, all_ok) {
+        (Some(basis), true) => {
             let touched_at_ms = if resolved.carried.is_empty() || resolved.touch_carried {
                 record::now_ms()
             } else {
@@ -219,8 +223,6 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
                 Capture {
                     request: &request,
                     config,
-                    analysis,
-                    tool_stamps: &prepared.tool_stamps,
                     tools: &resolved.tools,
                     plan: &plan,
                     staged: &finished.staged,
@@ -229,7 +231,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
                     root: &ws.root,
                     touched_at_ms,
                 }
-                .write(&record_path)
+                .write(&record_path, basis)
             });
         }
         _ => record::forget(&record_path),
@@ -257,8 +259,8 @@ struct Prepared {
     carried: HashMap<usize, (Vec<StagedOutput>, Digest)>,
     touch_carried: bool,
     touched_at_ms: i64,
-    analysis: Option<AnalysisInputs>,
-    tool_stamps: ToolStamps,
+    /// What the next build record is made from (`None`: analysis took no snapshot).
+    basis: Option<Basis>,
 }
 
 impl Prepared {
@@ -271,8 +273,7 @@ impl Prepared {
             carried: c.clean,
             touch_carried: c.touch,
             touched_at_ms: c.touched_at_ms,
-            analysis: Some(c.analysis),
-            tool_stamps: c.tool_stamps,
+            basis: Some(Basis::Record(c.previous)),
         }
     }
 }
