@@ -1063,6 +1063,15 @@ fn build(ws: &Path, cache: &Path) -> Outcome {
         .args(["build", "-k", "//..."])
         .env_remove("FLOW_CACHE_DIR")
         .env_remove("CI")
+        // In verbose runs, the phases on stderr tell how each build went (see `path_taken`).
+        .env(
+            "FLOW_PROFILE",
+            if std::env::var_os("FLOW_PROPTEST_VERBOSE").is_some() {
+                "1"
+            } else {
+                "0"
+            },
+        )
         .output()
         .expect("run flow");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -1084,6 +1093,20 @@ fn build(ws: &Path, cache: &Path) -> Outcome {
         out: read_tree(&ws.join("flow-out"), &[]),
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// How a build with `FLOW_PROFILE=1` went, from its phases: through analysis, from the build
+/// record with some actions keyed (`carried`), or a no-op answered by the record alone.
+fn path_taken(o: &Outcome) -> &'static str {
+    if o.stderr.contains("profile: analysis") {
+        "analysis"
+    } else if o.stderr.contains("profile: plan from the build record") {
+        "carried"
+    } else if o.stderr.contains("profile: build record") {
+        "record no-op"
+    } else {
+        "?"
     }
 }
 
@@ -1151,6 +1174,8 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             let edit = &case.edits[step - 1];
             let mut did = Vec::new();
             let mut keep_mtime = Vec::new();
+            // Paths whose mtime a racy edit keeps on purpose: not aged.
+            let mut racy = Vec::new();
             for op in model.apply(edit) {
                 match op {
                     Op::Rename(from, to) => {
@@ -1190,6 +1215,7 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                                 .unwrap()
                                 .set_modified(mtime)
                                 .unwrap();
+                            racy.push(dir.clone());
                             did.push("the directory's mtime set back".to_owned());
                         } else {
                             did.push(format!("(too slow for a racy edit of {first}: {age:?})"));
@@ -1233,6 +1259,7 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             let next = model.render();
             did.extend(sync(&a, &files, &next));
             for (rel, mtime) in keep_mtime {
+                racy.push(a.join(&rel));
                 let f = std::fs::File::options()
                     .write(true)
                     .open(a.join(&rel))
@@ -1243,7 +1270,14 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                 ));
             }
             files = next;
+            if step % 2 == 0 {
+                let aged = age(&a, &racy);
+                did.push(format!("{aged} recent path(s) aged"));
+            }
             history.push(format!("step {step}: {edit:?}: {}", did.join("; ")));
+        } else {
+            let aged = age(&a, &[]);
+            history[0].push_str(&format!("; {aged} path(s) aged"));
         }
         // The harness itself: A holds exactly the rendered sources.
         let on_disk = read_tree(&a, &["flow-out"]);
@@ -1290,12 +1324,14 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             let count = |o: &Outcome, t: &str| o.labels.values().filter(|v| *v == t).count();
             let edit: String = history.last().unwrap().chars().take(300).collect();
             eprintln!(
-                "{edit} | A: code {} ok {} failed {} skipped {} ran {} | B: code {} | out files {}",
+                "{edit} | A: code {} ok {} failed {} skipped {} ran {} via {}, again via {} | B: code {} | out files {}",
                 got.code,
                 count(&got, "ok"),
                 count(&got, "FAILED"),
                 count(&got, "SKIPPED"),
                 got.stdout.matches("[RAN]").count(),
+                path_taken(&got),
+                path_taken(&again),
                 want.code,
                 got.out.len()
             );
@@ -1449,6 +1485,41 @@ const MINIMALITY: &[&str] = &[
 
 /// Size, mtime and inode of every file under `dir`: what a rewrite would change.
 type Stats = BTreeMap<String, (u64, i64, i64, u64)>;
+
+/// Sets every file and directory under `root` (but `flow-out/` and `skip`) modified in the last
+/// few seconds to a distinct mtime a minute in the past; returns how many. File states recorded
+/// after that are trusted at once (their mtime is outside the racy window), so the next builds
+/// carry unchanged actions over from the build record instead of re-keying them all, as they do
+/// when edits are seconds old. Each aged path gets a new mtime, so aging is itself a touch.
+fn age(root: &Path, skip: &[std::path::PathBuf]) -> usize {
+    let now = SystemTime::now();
+    let mut aged = 0u32;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() && path != root.join("flow-out") {
+                stack.push(path.clone());
+            }
+            let recent = meta
+                .modified()
+                .is_ok_and(|m| now.duration_since(m).unwrap_or_default() < Duration::from_secs(5));
+            if !recent || meta.file_type().is_symlink() || skip.contains(&path) || path == root.join("flow-out") {
+                continue;
+            }
+            aged += 1;
+            let when = now - Duration::from_secs(60) + Duration::from_nanos(u64::from(aged) * 1000);
+            std::fs::File::open(&path).unwrap().set_modified(when).unwrap();
+        }
+    }
+    aged as usize
+}
 
 fn stats(dir: &Path) -> Stats {
     let mut out = Stats::new();
