@@ -46,8 +46,11 @@ use std::time::Duration;
 use flow_cache::{Digest, FileState, OutputKind};
 use flow_rules::snapshot::{self, Stamp, RACY_WINDOW};
 use flow_rules::Label;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::os::fd::OwnedFd;
 
 use crate::analysis::AnalysisInputs;
 use crate::config::Config;
@@ -239,7 +242,7 @@ pub struct Carried {
     /// When they were last marked used.
     pub touched_at_ms: i64,
     /// The record, to be patched after the build.
-    pub previous: Previous,
+    pub previous: Box<Previous>,
 }
 
 /// The parts of a record a build from it keeps, to write the next one by patching them.
@@ -259,7 +262,7 @@ pub enum Basis {
         tool_stamps: ToolStamps,
     },
     /// A build from a record: its parts, patched where the build keyed tasks.
-    Record(Previous),
+    Record(Box<Previous>),
 }
 
 /// Where the record of `request` for the workspace at `root` is kept.
@@ -318,11 +321,63 @@ fn stamp_following(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Whether `meta` has the size, mtime and inode of `e`.
-fn matches(e: &Entry, meta: &std::fs::Metadata) -> bool {
-    e.size == meta.len()
-        && e.mtime_ns == meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
-        && e.ino == meta.ino()
+/// Whether `st` has the size, mtime and inode of `e`.
+fn matches(e: &Entry, st: &FileStat) -> bool {
+    e.size == st.st_size as u64
+        && e.mtime_ns == st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+        && e.ino == st.st_ino
+}
+
+/// The indices of the `entries` that `unchanged` rejects or that cannot be stat'ed (following
+/// links or not), in parallel. A `stat` spends most of its time walking the path, so each task
+/// opens a directory once and stats its entries by name (`fstatat`): entries are grouped by
+/// directory (sources are sorted, outputs in plan order).
+fn changed(
+    root: &Path,
+    entries: &[Entry],
+    follow: bool,
+    unchanged: impl Fn(&Entry, &FileStat) -> bool + Sync,
+) -> Vec<usize> {
+    const CHUNK: usize = 256;
+    let flags = if follow {
+        AtFlags::empty()
+    } else {
+        AtFlags::AT_SYMLINK_NOFOLLOW
+    };
+    entries
+        .par_chunks(CHUNK)
+        .enumerate()
+        .flat_map_iter(|(c, chunk)| {
+            let mut open: Option<(&str, Option<OwnedFd>)> = None;
+            let mut out = Vec::new();
+            for (j, e) in chunk.iter().enumerate() {
+                let (dir, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
+                if open.as_ref().is_none_or(|(d, _)| *d != dir) {
+                    let fd = nix::fcntl::open(
+                        &root.join(dir),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok();
+                    open = Some((dir, fd));
+                }
+                let st = match &open {
+                    Some((_, Some(fd))) => fstatat(fd, name, flags).ok(),
+                    _ => None,
+                };
+                if !st.is_some_and(|st| unchanged(e, &st)) {
+                    out.push(c * CHUNK + j);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// File type bits of `st_mode`.
+mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFREG: u32 = 0o100000;
 }
 
 impl Record {
@@ -355,28 +410,17 @@ impl Record {
         if !analysis_unchanged {
             return Verdict::Stale;
         }
-        let sources: Vec<usize> = (0..h.sources.len())
-            .into_par_iter()
-            .with_min_len(256)
-            .filter(|&i| {
-                let e = &h.sources[i];
-                let trusted = e.mtime_ns.saturating_add(RACY_WINDOW_NS) <= e.recorded_at_ns;
-                !(trusted && std::fs::metadata(root.join(&e.path)).is_ok_and(|m| matches(e, &m)))
-            })
-            .collect();
-        let outputs: Vec<usize> = (0..h.outputs.len())
-            .into_par_iter()
-            .with_min_len(256)
-            .filter(|&i| {
-                let e = &h.outputs[i];
-                let file = std::fs::symlink_metadata(root.join(&e.path))
-                    .is_ok_and(|m| m.is_file() && matches(e, &m));
-                let dir = e.dir.as_ref().is_none_or(|d| {
+        let sources = changed(root, &h.sources, true, |e, st| {
+            let trusted = e.mtime_ns.saturating_add(RACY_WINDOW_NS) <= e.recorded_at_ns;
+            trusted && matches(e, st)
+        });
+        let outputs = changed(root, &h.outputs, false, |e, st| {
+            st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
+                && matches(e, st)
+                && e.dir.as_ref().is_none_or(|d| {
                     std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
-                });
-                !(file && dir)
-            })
-            .collect();
+                })
+        });
         let touch_due = now_ms() - h.touched_at_ms >= TOUCH_EVERY_MS;
         if sources.is_empty() && outputs.is_empty() && !touch_due {
             Verdict::UpToDate
@@ -496,12 +540,12 @@ impl Record {
             sources,
             touch: now_ms() - head.touched_at_ms >= TOUCH_EVERY_MS,
             touched_at_ms: head.touched_at_ms,
-            previous: Previous {
+            previous: Box::new(Previous {
                 head,
                 results,
                 body: body_bytes.to_vec(),
                 dirty,
-            },
+            }),
         })
     }
 }
@@ -722,13 +766,13 @@ impl Capture<'_> {
 
     /// The previous record with the tasks this build keyed brought up to date: their sources'
     /// and outputs' states, keys and outputs. The plan's bytes are kept as they were.
-    fn encode_patched(&self, previous: Previous) -> Option<Vec<u8>> {
+    fn encode_patched(&self, previous: Box<Previous>) -> Option<Vec<u8>> {
         let Previous {
             mut head,
             mut results,
             body,
             dirty,
-        } = previous;
+        } = *previous;
         if results.len() != self.plan.nodes.len() || dirty.len() != results.len() {
             return None;
         }

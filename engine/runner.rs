@@ -42,9 +42,28 @@ pub struct BuildOptions {
     pub workspace: String,
 }
 
-/// Below this many tasks to key (the rest carried over), results are looked up one by one
-/// rather than prefetched in bulk.
-const PREFETCH_ABOVE: usize = 64;
+/// Below this many tasks to key (the rest carried over), history and results are read one
+/// label at a time rather than in bulk.
+const FEW_KEYED: usize = 64;
+
+/// The labels of the tasks to key when all but a few (at most [`FEW_KEYED`]) are carried over;
+/// `None` otherwise.
+pub fn few_keyed(
+    plan: &Plan,
+    carried: &HashMap<usize, (Vec<StagedOutput>, Digest)>,
+) -> Option<Vec<String>> {
+    if carried.is_empty() {
+        return None;
+    }
+    let keyed: Vec<String> = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.is_group && !carried.contains_key(i))
+        .map(|(_, a)| a.label.to_string())
+        .collect();
+    (keyed.len() <= FEW_KEYED).then_some(keyed)
+}
 
 /// How an executed action ended, as the worker reports it.
 enum Done {
@@ -180,16 +199,19 @@ impl<E: Executor> Runner<E> {
         if sigint.is_none() {
             *sigint = signal(SignalKind::interrupt()).ok();
         }
-        let last_keys = cache.last_keys(&self.options.workspace).unwrap_or_default();
         // Most keys of a build are the keys of the last one: fetch their results in a few bulk
-        // queries instead of one point query per action (unless only a few are not carried).
-        let prefetched: HashMap<Digest, ActionResult> = {
-            let keyed = n - resolved.carried.len();
-            let keys: Vec<Digest> = if resolved.carried.is_empty() || keyed > PREFETCH_ABOVE {
-                last_keys.values().copied().collect()
-            } else {
-                Vec::new()
-            };
+        // queries instead of one point query per action. When all but a few actions are carried
+        // over, only those few are looked up, one by one.
+        let few = few_keyed(plan, &resolved.carried);
+        let last_keys = match &few {
+            Some(labels) => cache.last_keys_of(&self.options.workspace, labels),
+            None => cache.last_keys(&self.options.workspace),
+        }
+        .unwrap_or_default();
+        let prefetched: HashMap<Digest, ActionResult> = if few.is_some() {
+            HashMap::new()
+        } else {
+            let keys: Vec<Digest> = last_keys.values().copied().collect();
             cache.get_actions(&keys).unwrap_or_default()
         };
         let now_ms = || {

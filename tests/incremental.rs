@@ -1510,12 +1510,19 @@ fn age(root: &Path, skip: &[std::path::PathBuf]) -> usize {
             let recent = meta
                 .modified()
                 .is_ok_and(|m| now.duration_since(m).unwrap_or_default() < Duration::from_secs(5));
-            if !recent || meta.file_type().is_symlink() || skip.contains(&path) || path == root.join("flow-out") {
+            if !recent
+                || meta.file_type().is_symlink()
+                || skip.contains(&path)
+                || path == root.join("flow-out")
+            {
                 continue;
             }
             aged += 1;
             let when = now - Duration::from_secs(60) + Duration::from_nanos(u64::from(aged) * 1000);
-            std::fs::File::open(&path).unwrap().set_modified(when).unwrap();
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
         }
     }
     aged as usize

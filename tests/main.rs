@@ -14,6 +14,7 @@ mod incremental;
 mod layout;
 mod prelude;
 mod query;
+mod record;
 mod robustness;
 mod secrets;
 mod watch;

@@ -188,6 +188,61 @@ impl Cache {
             .map_err(sql_err("read durations"))
     }
 
+    /// `durations` for these labels only: one indexed lookup each, for a build that keys a few
+    /// actions (the scan of `durations` grows with the history).
+    pub fn durations_of(
+        &self,
+        workspace: &str,
+        labels: &[String],
+    ) -> Result<HashMap<String, u64>, CacheError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT duration_ms FROM action_runs WHERE workspace = ?1 AND label = ?2 \
+                 AND outcome IN ('ran', 'failed', 'flaky', 'timedout') ORDER BY id DESC LIMIT 1",
+            )
+            .map_err(sql_err("read durations"))?;
+        let mut out = HashMap::new();
+        for label in labels {
+            let mut rows = stmt
+                .query(params![workspace, label])
+                .map_err(sql_err("read durations"))?;
+            if let Some(row) = rows.next().map_err(sql_err("read durations"))? {
+                let ms: i64 = row.get(0).map_err(sql_err("read durations"))?;
+                out.insert(label.clone(), ms.max(0) as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `last_keys` for these labels only (see `durations_of`).
+    pub fn last_keys_of(
+        &self,
+        workspace: &str,
+        labels: &[String],
+    ) -> Result<HashMap<String, Digest>, CacheError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key FROM action_runs WHERE workspace = ?1 AND label = ?2 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .map_err(sql_err("read history"))?;
+        let mut out = HashMap::new();
+        for label in labels {
+            let mut rows = stmt
+                .query(params![workspace, label])
+                .map_err(sql_err("read history"))?;
+            if let Some(row) = rows.next().map_err(sql_err("read history"))? {
+                let key: Vec<u8> = row.get(0).map_err(sql_err("read history"))?;
+                if let Some(d) = Digest::from_slice(&key) {
+                    out.insert(label.clone(), d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// label → key of its most recent recorded run (any outcome). A build uses it to record a
     /// cache hit only when it differs from what the history already says, so that `flow log`
     /// replays the result actually used while a no-op build writes no rows.

@@ -1,5 +1,14 @@
-//! `flow build [PATTERNS] [-j N] [-k]`: analyse, plan the closure of the selected targets, take
-//! the workspace lock, hash the sources, and run the owner loop.
+//! `flow build [PATTERNS] [-j N] [-k]`: check the build record (`record.rs`); unless it answers
+//! alone, get the plan (from the record, or by analysis), take the workspace lock, hash the
+//! sources, run the owner loop, and write the next record.
+//!
+//! The three ways through (docs/build.md, "What a build does"):
+//! - the record's stamps all match: print the no-op report and exit, taking no lock and opening
+//!   no database;
+//! - only sources or outputs changed: the plan and the carried actions come from the record;
+//!   the lock is taken before anything is keyed, and if another build held it, this one starts
+//!   over from analysis (the record it checked may be out of date);
+//! - otherwise: analysis, plan, lock, as below.
 //!
 //! The workspace lock: one build at a time per workspace, because all of them write one
 //! `flow-out/`. Each restored file is replaced atomically, but two builds of different edits
@@ -49,7 +58,7 @@ use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::{Rebuilder, StagedOutput};
 use crate::record::{self, Basis, Capture, Carried, Record, ToolStamps, Verdict};
 use crate::reporter::{Reporter, Summary};
-use crate::runner::{runtime_with_sigint, BuildOptions, Resolved, Runner};
+use crate::runner::{few_keyed, runtime_with_sigint, BuildOptions, Resolved, Runner};
 use crate::workspace::Workspace;
 
 pub struct BuildArgs<'a> {
@@ -172,7 +181,13 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         .unwrap_or_else(|| tool_identities(&plan, &ws.config.action_path, &hasher));
     profile.mark("hash sources and tools");
     let workspace = ws.root.display().to_string();
-    let durations = cache.durations(&workspace).unwrap_or_default();
+    // Expected durations order the critical path; when only a few actions are keyed, only
+    // theirs are read.
+    let durations = match few_keyed(&plan, &prepared.carried) {
+        Some(labels) => cache.durations_of(&workspace, &labels),
+        None => cache.durations(&workspace),
+    }
+    .unwrap_or_default();
     let resolved = Resolved {
         sources: digests,
         tools,

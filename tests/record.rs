@@ -1,0 +1,368 @@
+//! The build record (`engine/record.rs`): a no-op answered by `stat` alone, a build that keys
+//! only what a change reaches, and every way the record must step aside (settings, BUILD files,
+//! tools on the action `PATH`, failures, `flow cache gc`, `flow clean --cache`).
+//!
+//! A record trusts a file state only if the file's mtime is older than the state by the racy
+//! window (2 s), as the hasher does; files a test has just written are not. So each test first
+//! *ages* the workspace (every mtime set a minute back), then builds once to record trusted
+//! states. Which path a build took is read from its `FLOW_PROFILE=1` phases on stderr.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::support::{Run, Ws};
+
+/// How a build went, from its profile phases.
+#[derive(Debug, PartialEq, Eq)]
+enum Way {
+    /// Analysis, plan, keys for every action.
+    Analysis,
+    /// Plan from the record, some actions keyed, the rest carried over.
+    Carried,
+    /// The record alone.
+    NoOp,
+}
+
+fn build(ws: &Ws, args: &[&str]) -> (Run, Way) {
+    let out = std::process::Command::new(crate::support::flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws.path())
+        .arg("build")
+        .args(args)
+        .env_remove("FLOW_CACHE_DIR")
+        .env_remove("CI")
+        .env("FLOW_PROFILE", "1")
+        .output()
+        .expect("run flow");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let path = if run.stderr.contains("profile: analysis") {
+        Way::Analysis
+    } else if run.stderr.contains("profile: plan from the build record") {
+        Way::Carried
+    } else {
+        assert!(
+            run.stderr.contains("profile: build record"),
+            "no profile phases on stderr:\n{}",
+            run.stderr
+        );
+        Way::NoOp
+    };
+    (run, path)
+}
+
+/// Sets the mtime of every file and directory under `root` (but `flow-out/` and `.flow/`) a
+/// minute back, each to a distinct value.
+fn age(root: &Path) {
+    let base = SystemTime::now() - Duration::from_secs(60);
+    let mut n = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            if name == "flow-out" || name == ".flow" {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path.clone());
+            }
+            n += 1;
+            std::fs::File::open(&path)
+                .unwrap()
+                .set_modified(base + Duration::from_micros(n))
+                .unwrap();
+        }
+    }
+}
+
+/// `[TAG] label` lines → tag → labels, sorted.
+fn tags(stdout: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in stdout.lines() {
+        if let Some((tag, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            let label = rest.split(' ').next().unwrap_or_default().to_owned();
+            out.entry(tag.to_owned()).or_default().push(label);
+        }
+    }
+    for labels in out.values_mut() {
+        labels.sort();
+    }
+    out
+}
+
+fn summary(run: &Run) -> String {
+    let last = run.stdout.lines().last().unwrap_or_default();
+    last.split(" in ").next().unwrap_or_default().to_owned()
+}
+
+fn records(ws: &Ws) -> usize {
+    std::fs::read_dir(ws.path().join(".flow/analysis"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "rec"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// (size, mtime, inode) of every file under `dir` but `skip`.
+fn stamps(dir: &Path, skip: &str) -> BTreeMap<String, (u64, i64, u64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == skip) {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(
+                    p.display().to_string(),
+                    (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.ino()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `a` ← `b` ← `c` in one package, `d` beside them, and a group over all.
+fn chain() -> Ws {
+    Ws::new()
+        .file("p/a.txt", "alpha\n")
+        .file("p/d.txt", "delta\n")
+        .file(
+            "p/BUILD",
+            r#"
+task(name = "a", srcs = ["a.txt"], outs = ["a.out"], cmd = "cat a.txt > $(OUTS)")
+task(name = "b", deps = [":a"], outs = ["b.out"], cmd = "cat $(location :a) | tr a-z A-Z > $(OUTS)")
+task(name = "c", deps = [":b"], outs = ["c.out"], cmd = "wc -c < $(location :b) > $(OUTS)")
+task(name = "d", srcs = ["d.txt"], outs = ["d.out"], cmd = "cat d.txt > $(OUTS)")
+group(name = "all", deps = [":c", ":d"])
+"#,
+        )
+}
+
+/// Builds, ages, builds again: the record now holds trusted states.
+fn recorded(ws: &Ws) {
+    let (first, _) = build(ws, &[]);
+    first.ok();
+    age(ws.path());
+    let (second, _) = build(ws, &[]);
+    second.ok();
+    assert_eq!(records(ws), 1, "{}", second.stderr);
+}
+
+#[test]
+fn a_no_op_is_answered_by_the_record_and_touches_nothing() {
+    let ws = chain();
+    recorded(&ws);
+    let out_before = stamps(&ws.path().join("flow-out"), "");
+    let (full, _) = {
+        // What the long way prints: the same build with the record set aside.
+        let rec = std::fs::read_dir(ws.path().join(".flow/analysis"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "rec"))
+            .unwrap()
+            .path();
+        let saved = std::fs::read(&rec).unwrap();
+        std::fs::remove_file(&rec).unwrap();
+        let r = build(&ws, &[]);
+        assert_eq!(r.1, Way::Analysis);
+        std::fs::write(&rec, saved).unwrap();
+        r
+    };
+    let cache_before_noop = stamps(&ws.path().join(".flow"), "analysis");
+    let (noop, path) = build(&ws, &[]);
+    assert_eq!(path, Way::NoOp, "{}", noop.stderr);
+    assert_eq!(noop.code, 0);
+    assert_eq!(tags(&noop.stdout), tags(&full.stdout));
+    assert_eq!(
+        summary(&noop),
+        "flow: ok: 0 ran, 4 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+    assert_eq!(summary(&noop), summary(&full));
+    // Neither the database nor the CAS nor any output was written (or even created).
+    assert_eq!(
+        stamps(&ws.path().join(".flow"), "analysis"),
+        cache_before_noop
+    );
+    assert_eq!(stamps(&ws.path().join("flow-out"), ""), out_before);
+}
+
+#[test]
+fn an_edit_keys_only_what_it_reaches_and_carries_the_rest() {
+    let ws = chain();
+    recorded(&ws);
+    ws.write("p/a.txt", b"alphabet\n");
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Carried, "{}", run.stderr);
+    let t = tags(run.ok());
+    assert_eq!(t["RAN"], ["//p:a", "//p:b", "//p:c"]);
+    assert_eq!(t["CACHED"], ["//p:d"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/b.out")).unwrap(),
+        "ALPHABET\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/c.out"))
+            .unwrap()
+            .trim(),
+        "9"
+    );
+    // A deleted output is restored through the record too; its dependents stay cached.
+    age(ws.path());
+    build(&ws, &[]).0.ok();
+    std::fs::remove_file(ws.path().join("flow-out/p/a.out")).unwrap();
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Carried, "{}", run.stderr);
+    let t = tags(run.ok());
+    assert!(!t.contains_key("RAN"), "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/a.out")).unwrap(),
+        "alphabet\n"
+    );
+    // Early cutoff still holds: `b` reruns on its changed input, makes the same output, and
+    // `c` stays cached.
+    age(ws.path());
+    build(&ws, &[]).0.ok();
+    ws.write("p/a.txt", b"ALPHABET\n");
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Carried);
+    let t = tags(run.ok());
+    assert_eq!(t["RAN"], ["//p:a", "//p:b"]);
+    assert_eq!(t["CACHED"], ["//p:c", "//p:d"]);
+}
+
+#[test]
+fn other_patterns_have_their_own_record() {
+    let ws = chain();
+    recorded(&ws);
+    let (run, path) = build(&ws, &["//p:d"]);
+    assert_eq!(path, Way::Analysis);
+    assert_eq!(
+        summary(&run),
+        "flow: ok: 0 ran, 1 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+    let (run, path) = build(&ws, &["//p:d"]);
+    assert_eq!(path, Way::NoOp, "{}", run.stderr);
+    assert_eq!(records(&ws), 2);
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::NoOp);
+    assert_eq!(
+        summary(&run),
+        "flow: ok: 0 ran, 4 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+}
+
+#[test]
+fn settings_and_build_files_bypass_the_record() {
+    let ws = chain()
+        .file("flow.toml", "[vars]\ngreeting = \"hello\"\n")
+        .file(
+            "q/BUILD",
+            r#"task(name = "v", outs = ["v.out"], cmd = "echo " + config("greeting") + " > $(OUTS)")"#,
+        );
+    recorded(&ws);
+    ws.write("flow.toml", b"[vars]\ngreeting = \"howdy\"\n");
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Analysis, "{}", run.stderr);
+    assert_eq!(tags(run.ok())["RAN"], ["//q:v"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/q/v.out")).unwrap(),
+        "howdy\n"
+    );
+    age(ws.path());
+    build(&ws, &[]).0.ok();
+    ws.write(
+        "q/BUILD",
+        br#"task(name = "v", outs = ["v.out"], cmd = "echo bye > $(OUTS)")"#,
+    );
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Analysis);
+    assert_eq!(tags(run.ok())["RAN"], ["//q:v"]);
+}
+
+#[test]
+fn a_tool_installed_earlier_on_the_action_path_rekeys_its_actions() {
+    // The tool directories are outside the workspace: analysis does not see them, only the
+    // record's tool stamps do.
+    let bins = tempfile::tempdir().unwrap();
+    let first = bins.path().join("first");
+    let second = bins.path().join("second");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    let tool = |dir: &Path, word: &str| {
+        let p = dir.join("greet");
+        std::fs::write(&p, format!("#!/bin/sh\necho {word}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    tool(&second, "second");
+    age(bins.path());
+    let ws = Ws::new()
+        .file(
+            "flow.toml",
+            &format!(
+                "[build]\naction_path = [\"{}\", \"{}\", \"/usr/bin\", \"/bin\"]\n",
+                first.display(),
+                second.display()
+            ),
+        )
+        .file(
+            "p/BUILD",
+            r#"task(name = "g", outs = ["g.out"], tools = ["greet"], cmd = "greet > $(OUTS)")"#,
+        );
+    recorded(&ws);
+    assert_eq!(build(&ws, &[]).1, Way::NoOp);
+    tool(&first, "first");
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Analysis, "{}", run.stderr);
+    assert_eq!(tags(run.ok())["RAN"], ["//p:g"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/g.out")).unwrap(),
+        "first\n"
+    );
+}
+
+#[test]
+fn failures_gc_and_clean_leave_no_record() {
+    let ws = chain();
+    recorded(&ws);
+    // A failing build removes the record.
+    ws.write("p/a.txt", b"");
+    let failing = r#"
+task(name = "a", srcs = ["a.txt"], outs = ["a.out"], cmd = "test -s a.txt && cat a.txt > $(OUTS)")
+task(name = "d", srcs = ["d.txt"], outs = ["d.out"], cmd = "cat d.txt > $(OUTS)")
+"#;
+    ws.write("p/BUILD", failing.as_bytes());
+    let (run, _) = build(&ws, &["-k"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(records(&ws), 0);
+    ws.write("p/a.txt", b"again\n");
+    build(&ws, &[]).0.ok();
+    assert_eq!(records(&ws), 1);
+    // `flow cache gc` may remove results the record carries: it forgets the record.
+    let gc = ws.run(&["cache", "gc", "--max-size", "1GiB"]);
+    gc.ok();
+    assert_eq!(records(&ws), 0);
+    build(&ws, &[]).0.ok();
+    assert_eq!(records(&ws), 1);
+    ws.run(&["clean", "--cache"]).ok();
+    assert_eq!(records(&ws), 0);
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Analysis);
+    assert_eq!(
+        summary(&run),
+        "flow: ok: 2 ran, 0 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+}
