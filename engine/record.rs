@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flow_cache::{Digest, FileState, OutputKind};
-use flow_rules::snapshot::{self, Stamp, RACY_WINDOW};
+use flow_rules::snapshot::{self, Stamp};
 use flow_rules::Label;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode};
@@ -223,7 +223,9 @@ pub enum Verdict {
 /// A loaded record: its head decoded, the rest (results and plan) only when needed.
 pub struct Record {
     head: Head,
-    rest: Vec<u8>,
+    /// The whole file; the results and the plan start at `rest`.
+    bytes: Vec<u8>,
+    rest: usize,
 }
 
 /// What a build takes from a record whose sources or outputs changed.
@@ -385,28 +387,23 @@ impl Record {
     /// settings.
     pub fn load(path: &Path, request: &str, config: &[u8; 32]) -> Option<Record> {
         let bytes = std::fs::read(path).ok()?;
-        let rest = bytes.strip_prefix(MAGIC)?;
-        let (head, rest): (Head, &[u8]) = postcard::take_from_bytes(rest).ok()?;
+        let after_magic = bytes.strip_prefix(MAGIC)?;
+        let (head, rest): (Head, &[u8]) = postcard::take_from_bytes(after_magic).ok()?;
         let current = head.format == FORMAT
             && head.request == request
             && &head.config == config
             && Some(head.exe) == exe_stamp();
-        current.then(|| Record {
-            head,
-            rest: rest.to_vec(),
-        })
+        let rest = bytes.len() - rest.len();
+        current.then_some(Record { head, bytes, rest })
     }
 
     /// Compares every recorded stamp with the file system (in parallel; nothing is read).
     pub fn check(&self, root: &Path) -> Verdict {
         let h = &self.head;
-        let limit = h.analysis_taken_at_ns - RACY_WINDOW.as_nanos() as i64;
-        let analysis_unchanged = snapshot::root_entries(root).as_ref() == Some(&h.root_entries)
-            && h.analysis
-                .par_iter()
-                .with_min_len(128)
-                .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
-            && h.tools.unchanged();
+        let analysis = h.analysis.par_iter().map(|(p, s)| (p, s));
+        let analysis_unchanged =
+            snapshot::unchanged(root, analysis, h.analysis_taken_at_ns, &h.root_entries)
+                && h.tools.unchanged();
         if !analysis_unchanged {
             return Verdict::Stale;
         }
@@ -438,7 +435,7 @@ impl Record {
     /// changed; `None` if the rest of the record cannot be decoded.
     pub fn carry(self, root: &Path, sources: &[usize], outputs: &[usize]) -> Option<Carried> {
         let (results, body_bytes): (Vec<NodeResult>, &[u8]) =
-            postcard::take_from_bytes(&self.rest).ok()?;
+            postcard::take_from_bytes(self.bytes.get(self.rest..)?).ok()?;
         let body: Body = postcard::from_bytes(body_bytes).ok()?;
         let head = self.head;
         if results.len() != body.nodes.len() {

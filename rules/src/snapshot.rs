@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rayon::iter::IntoParallelIterator;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SourceSpan;
@@ -107,7 +108,7 @@ struct TargetSnap {
 }
 
 /// How much older than the snapshot a stamp must be to be trusted (coarse timestamps).
-pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 impl Snapshot {
     /// Captures a clean evaluation (one without errors). `started_at_ns` is when the evaluation
@@ -180,12 +181,7 @@ impl Snapshot {
         if self.format != FORMAT || self.fingerprint != fingerprint {
             return false;
         }
-        let limit = self.taken_at_ns - RACY_WINDOW.as_nanos() as i64;
-        root_entries(root).as_ref() == Some(&self.root_entries)
-            && self
-                .stamps
-                .iter()
-                .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
+        unchanged(root, &self.stamps, self.taken_at_ns, &self.root_entries)
     }
 
     /// Every workspace-relative path evaluation depends on, with its stamp.
@@ -303,6 +299,21 @@ impl TargetSnap {
 }
 
 /// The sorted names in `root`, without the directories flow itself creates or never walks.
+/// Whether the root's entries and every stamp are as recorded at `taken_at_ns` (stats only, in
+/// parallel), each stamp older than that by the racy window. What `Snapshot::is_valid` checks,
+/// also for the build record, which keeps the same stamps.
+pub fn unchanged<'a, S>(root: &Path, stamps: S, taken_at_ns: i64, entries: &[String]) -> bool
+where
+    S: IntoParallelIterator<Item = (&'a String, &'a Stamp)>,
+{
+    use rayon::prelude::*;
+    let limit = taken_at_ns - RACY_WINDOW.as_nanos() as i64;
+    root_entries(root).as_deref() == Some(entries)
+        && stamps
+            .into_par_iter()
+            .all(|(p, s)| s.mtime_ns < limit && Stamp::of(&root.join(p)).as_ref() == Some(s))
+}
+
 /// The names in the root directory, sorted, without the ones flow itself creates there.
 pub fn root_entries(root: &Path) -> Option<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(root)
