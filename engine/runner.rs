@@ -17,6 +17,7 @@
 //! action records nothing. Exit code: 0 all passed, 1 a target failed, 130 interrupted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -395,28 +396,41 @@ impl<E: Executor> Runner<E> {
                         executor.cleanup(&r);
                     };
                     let took = begun.elapsed();
-                    let done = tokio::task::spawn_blocking(move || {
+                    // The completion goes out before the sandbox is removed, so that
+                    // dependents do not wait for the removal (the runtime waits for it on exit).
+                    let sent = Arc::new(AtomicBool::new(false));
+                    let (tx_done, sent_done) = (tx.clone(), sent.clone());
+                    let joined = tokio::task::spawn_blocking(move || {
                         let done = finish_run(&rebuilder, &plan, i, &digest, &exec, attempts, took);
+                        let _ = tx_done.send(Completion {
+                            node: i,
+                            key: digest,
+                            done,
+                        });
+                        sent_done.store(true, Ordering::SeqCst);
                         executor.cleanup(&exec);
-                        done
                     })
-                    .await
-                    .unwrap_or_else(|e| Done::Failed {
-                        why: format!(
-                            "internal error while storing results: {e} (this is a bug in flow)"
-                        ),
-                        log: Vec::new(),
-                        stdout: None,
-                        stderr: None,
-                        exit: None,
-                        timed_out: false,
-                        took,
-                    });
-                    let _ = tx.send(Completion {
-                        node: i,
-                        key: digest,
-                        done,
-                    });
+                    .await;
+                    if let Err(e) = joined {
+                        if !sent.load(Ordering::SeqCst) {
+                            let done = Done::Failed {
+                                why: format!(
+                                    "internal error while storing results: {e} (this is a bug in flow)"
+                                ),
+                                log: Vec::new(),
+                                stdout: None,
+                                stderr: None,
+                                exit: None,
+                                timed_out: false,
+                                took,
+                            };
+                            let _ = tx.send(Completion {
+                                node: i,
+                                key: digest,
+                                done,
+                            });
+                        }
+                    }
                 });
             }
             if running == 0 && (sched.is_finished() || sched.is_stopped()) {
