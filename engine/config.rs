@@ -36,6 +36,9 @@ default_visibility = ["//visibility:public"]
 # jobs = 4
 # The PATH actions see (fixed, so that action keys are equal across machines).
 # action_path = ["/usr/local/bin", "/usr/bin", "/bin"]
+# Where action sandboxes are made; default: a private directory on a tmpfs when one with
+# 1 GiB free is at hand ($XDG_RUNTIME_DIR or /dev/shm), else `sandbox/` in the cache directory.
+# sandbox_dir = "/dev/shm/flow-sandboxes"
 
 [cache]
 # Where results are cached; default `.flow` in the workspace root. FLOW_CACHE_DIR and
@@ -74,6 +77,7 @@ struct RawBuild {
     jobs: Option<Spanned<i64>>,
     keep_going: Option<bool>,
     action_path: Option<Vec<Spanned<String>>>,
+    sandbox_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +98,9 @@ pub struct Config {
     pub keep_going: bool,
     /// The `PATH` every action sees: fixed, so that keys are equal across machines.
     pub action_path: Vec<String>,
+    /// `[build] sandbox_dir`: where action sandboxes are made (absolute); `None`: chosen by
+    /// `executor::sandbox_root`.
+    pub sandbox_dir: Option<PathBuf>,
     /// `[cache] dir`, relative to the workspace root unless absolute.
     pub cache_dir: Option<PathBuf>,
     /// `[cache] max_size` in bytes: the target of `flow cache gc` without `--max-size`.
@@ -192,6 +199,19 @@ impl Config {
             }
             action_path.push(dir.into_inner());
         }
+        let sandbox_dir = match raw.build.sandbox_dir {
+            Some(d) if !d.get_ref().starts_with('/') => {
+                return Err(err(
+                    Some(d.span()),
+                    format!(
+                        "invalid value for key `build.sandbox_dir`: `{}` (an absolute directory)",
+                        d.get_ref()
+                    ),
+                    None,
+                ))
+            }
+            d => d.map(|d| PathBuf::from(d.into_inner())),
+        };
         let cache_max_size = match raw.cache.max_size {
             None => None,
             Some(s) => Some(parse_size(s.get_ref()).ok_or_else(|| {
@@ -214,6 +234,7 @@ impl Config {
             jobs,
             keep_going: raw.build.keep_going.unwrap_or(false),
             action_path,
+            sandbox_dir,
             cache_dir: raw.cache.dir.map(PathBuf::from),
             cache_max_size,
             vars,

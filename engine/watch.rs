@@ -163,13 +163,14 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         .jobs
         .or(ws.config.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let sandboxes = crate::executor::sweep_and_choose_root(&dir, ws.config.sandbox_dir.as_deref());
     let mut session = Session {
         ws,
         args: &args,
         terms,
         cache_dir: dir.clone(),
         cache,
-        executor: Arc::new(SandboxExecutor::new(dir.join("sandbox"))),
+        executor: Arc::new(SandboxExecutor::new(sandboxes)),
         known: HashMap::new(),
         gitignore,
         state: None,

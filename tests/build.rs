@@ -149,9 +149,18 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-/// The number of sandbox directories left under `.flow/sandbox`.
+/// The number of sandbox directories left where the build makes them (a tmpfs by default, see
+/// `executor::sandbox_root`) and under `.flow/sandbox`.
 fn sandboxes(ws: &Ws) -> usize {
-    std::fs::read_dir(ws.path().join(".flow/sandbox")).map_or(0, |d| d.count())
+    let cache = std::fs::canonicalize(ws.path()).unwrap().join(".flow");
+    let root = flow::executor::sandbox_root(&cache, None);
+    let count = |d: &Path| std::fs::read_dir(d).map_or(0, |d| d.count());
+    count(&root)
+        + if root == cache.join("sandbox") {
+            0
+        } else {
+            count(&cache.join("sandbox"))
+        }
 }
 
 /// Waits up to `limit` for `path` to exist.
@@ -315,6 +324,60 @@ fn deleting_flow_out_restores_everything_from_the_cache() {
     std::fs::remove_dir_all(&out).unwrap();
     expect(&build(&ws, &[]), 0, &[("CACHED", CHAIN)]);
     assert_eq!(tree(&out), before);
+}
+
+/// Where an action of a build in `ws` ran: its working directory, which it writes to `pwd.txt`.
+fn exec_dir(ws: &Ws) -> String {
+    let run = build(ws, &["//p:pwd"]);
+    expect(&run, 0, &[("RAN", &["//p:pwd"])]);
+    read(ws, "flow-out/p/pwd.txt").trim().to_owned()
+}
+
+#[test]
+fn sandboxes_go_where_configured_and_by_default_to_a_private_tmpfs_directory() {
+    let pwd = r#"task(name = "pwd", outs = ["pwd.txt"], cmd = "pwd > pwd.txt")"#;
+    // Configured.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let configured = elsewhere.path().join("sb");
+    let ws = Ws::new()
+        .file(
+            "flow.toml",
+            &format!("[build]\nsandbox_dir = \"{}\"\n", configured.display()),
+        )
+        .file("p/BUILD", pwd);
+    let dir = exec_dir(&ws);
+    assert!(dir.starts_with(&configured.display().to_string()), "{dir}");
+    assert_eq!(
+        std::fs::read_dir(&configured).unwrap().count(),
+        0,
+        "sandbox left behind"
+    );
+    // By default: the directory `sandbox_root` names, a tmpfs one when this machine has room.
+    let ws = Ws::new().file("p/BUILD", pwd);
+    let cache = std::fs::canonicalize(ws.path()).unwrap().join(".flow");
+    let root = flow::executor::sandbox_root(&cache, None);
+    let dir = exec_dir(&ws);
+    assert!(
+        dir.starts_with(&root.display().to_string()),
+        "{dir} not under {}",
+        root.display()
+    );
+    if root != cache.join("sandbox") {
+        use std::os::unix::fs::MetadataExt;
+        let base = std::fs::symlink_metadata(root.parent().unwrap()).unwrap();
+        assert!(
+            base.is_dir() && base.mode() & 0o077 == 0,
+            "{:o}",
+            base.mode()
+        );
+        // What a dead flow left there is swept by the next build, and reported by verify.
+        let stale = root.join("999999999-1");
+        std::fs::create_dir_all(stale.join("exec")).unwrap();
+        let verify = ws.run(&["cache", "verify"]);
+        assert!(verify.stdout.contains("stale sandbox"), "{}", verify.stdout);
+        build(&ws, &[]);
+        assert!(!stale.exists(), "stale sandbox not swept");
+    }
 }
 
 #[test]

@@ -486,6 +486,15 @@ fn config_bad_value() {
 }
 
 #[test]
+fn config_relative_sandbox_dir() {
+    case(
+        "config_relative_sandbox_dir",
+        &[("flow.toml", "[build]\nsandbox_dir = \"sandboxes\"\n")],
+        &["build"],
+    );
+}
+
+#[test]
 fn config_syntax_error() {
     case(
         "config_syntax_error",

@@ -62,4 +62,4 @@ pub use materialize::real_dest;
 pub use outcome::Outcome;
 pub use paths::{check_relative_path, MAX_PATH_BYTES};
 pub use stats::CacheStats;
-pub use verify::{sweep_leftovers, Problem, ProblemKind, VerifyReport};
+pub use verify::{sweep_leftovers, sweep_sandboxes, Problem, ProblemKind, VerifyReport};

@@ -429,27 +429,40 @@ impl Cache {
                 problems.push(p);
             }
         }
-        let sandbox = self.dir().join("sandbox");
-        for path in read_dir(&sandbox)? {
-            let name = file_name(&path);
-            // `<pid>-<n>`, made by the executor (engine/executor/sandbox.rs).
-            let pid = name
-                .split_once('-')
-                .filter(|(_, n)| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
-                .and_then(|(pid, _)| pid.parse::<u32>().ok());
-            if let Some(why) = gone(pid, &path) {
-                let mut p = Problem::new(
-                    ProblemKind::StaleSandbox,
-                    format!("stale sandbox `{}` ({why})", path.display()),
-                );
-                if fix {
-                    p.outcome(remove_entry(&path).map_err(|e| e.to_string()));
-                }
-                problems.push(p);
-            }
-        }
+        problems.extend(stale_sandboxes(&self.dir().join("sandbox"), fix)?);
         Ok(problems)
     }
+}
+
+/// Finds (and with `fix` removes) the sandboxes under `root` of processes that are gone:
+/// `<pid>-<n>` directories made by the executor (engine/executor/sandbox.rs). For a sandbox root
+/// outside the cache directory (on a tmpfs); the cache's own `sandbox/` is checked by
+/// `Cache::verify` and `Cache::sweep_orphans`. A root that cannot be listed yields nothing.
+pub fn sweep_sandboxes(root: &Path, fix: bool) -> Vec<Problem> {
+    stale_sandboxes(root, fix).unwrap_or_default()
+}
+
+fn stale_sandboxes(root: &Path, fix: bool) -> Result<Vec<Problem>, CacheError> {
+    let mut problems = Vec::new();
+    for path in read_dir(root)? {
+        let name = file_name(&path);
+        // `<pid>-<n>`, made by the executor (engine/executor/sandbox.rs).
+        let pid = name
+            .split_once('-')
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if let Some(why) = gone(pid, &path) {
+            let mut p = Problem::new(
+                ProblemKind::StaleSandbox,
+                format!("stale sandbox `{}` ({why})", path.display()),
+            );
+            if fix {
+                p.outcome(remove_entry(&path).map_err(|e| e.to_string()));
+            }
+            problems.push(p);
+        }
+    }
+    Ok(problems)
 }
 
 /// Finds (and with `fix` removes) what interrupted restores left under the output root `root`

@@ -32,7 +32,8 @@
 //! `flock`), the build warns and goes on without the lock: alone, it is still correct.
 //!
 //! Before building, what dead flow processes left in the cache's `tmp/` and `sandbox/` is
-//! removed too (`Cache::sweep_orphans`), so a killed build costs nothing but its lost work.
+//! removed too (`Cache::sweep_orphans`, and `executor::sweep_and_choose_root` for sandboxes on a
+//! tmpfs), so a killed build costs nothing but its lost work.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -52,7 +53,7 @@ use flow_cache::{Digest, FileState};
 
 use crate::analysis::{analyze, cache_dir, open_cache, parse_patterns};
 use crate::error::Error;
-use crate::executor::SandboxExecutor;
+use crate::executor::{sweep_and_choose_root, SandboxExecutor};
 use crate::hasher::FileHasher;
 use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::{Rebuilder, StagedOutput};
@@ -205,7 +206,8 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         out_root,
         workspace_root: ws.root.clone(),
     });
-    let executor = Arc::new(SandboxExecutor::new(cache_dir.join("sandbox")));
+    let sandboxes = sweep_and_choose_root(&cache_dir, ws.config.sandbox_dir.as_deref());
+    let executor = Arc::new(SandboxExecutor::new(sandboxes));
     let runner = Runner {
         plan: plan.clone(),
         rebuilder,

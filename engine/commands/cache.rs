@@ -92,6 +92,12 @@ pub fn verify(start: &Path, fix: bool, cache_flag: Option<&Path>) -> Result<i32,
     report
         .problems
         .extend(flow_cache::sweep_leftovers(&ws.root.join("flow-out"), fix));
+    let sandboxes = crate::executor::sandbox_root(&dir, ws.config.sandbox_dir.as_deref());
+    if sandboxes != dir.join("sandbox") {
+        report
+            .problems
+            .extend(flow_cache::sweep_sandboxes(&sandboxes, fix));
+    }
     for p in &report.problems {
         println!("{}: {p}", if p.fixed { "fixed" } else { "problem" });
     }

@@ -19,8 +19,10 @@
 //! Environment, both modes: exactly `spec.env`, then `spec.secrets`, then `HOME` and `TMPDIR`
 //! (flow's wins over a declared one).
 //! `duration` covers the whole `run`: staging, the command, the checks.
-//! Limits: sandboxes of a crashed flow stay under `sandbox_root` until something removes that
-//! directory; `cleanup` ignores errors (a later removal of the root gets them).
+//! Where `sandbox_root` is: [`sandbox_root`] (a private tmpfs directory by default).
+//! Sandboxes of a crashed flow are removed by the next build or watch
+//! ([`sweep_and_choose_root`], `Cache::sweep_orphans`); `cleanup` ignores errors (that sweep
+//! gets them).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -37,7 +39,74 @@ use super::stage::{self, DirMaker, Layout};
 use super::tree::Snapshot;
 use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Status};
 
-/// Runs actions as real processes, in sandboxes under `sandbox_root` (`<cache dir>/sandbox`).
+/// A tmpfs needs this much free space to hold sandboxes by default.
+pub const TMPFS_MIN_FREE: u64 = 1 << 30;
+
+/// Where the sandboxes of the cache at `cache_dir` are made: `configured` (`[build] sandbox_dir`)
+/// when given; else, by default, a private directory on a tmpfs with at least
+/// [`TMPFS_MIN_FREE`] available — `$XDG_RUNTIME_DIR/flow/<id>`, or `/dev/shm/flow-<uid>/<id>`
+/// (`<id>` from the cache directory's path) — because every action creates and removes a
+/// directory tree and a copy of each input there, and on a disk file system that churn costs
+/// more than the commands (ext4 searches past recently freed inodes for each new file; see
+/// bench/RESULTS.md); else `<cache_dir>/sandbox`.
+///
+/// The tmpfs directory is created with mode 0700 and used only if it is a real directory owned
+/// by this user and closed to others (a world-writable `/dev/shm` lets anyone create names
+/// there first). Outputs leave the sandbox by copy into the cache (a rename cannot cross file
+/// systems; `Cas` falls back to copying).
+pub fn sandbox_root(cache_dir: &Path, configured: Option<&Path>) -> PathBuf {
+    if let Some(dir) = configured {
+        return dir.to_path_buf();
+    }
+    tmpfs_root(cache_dir).unwrap_or_else(|| cache_dir.join("sandbox"))
+}
+
+/// [`sandbox_root`], after removing what dead flow processes left there when it is outside the
+/// cache directory (`Cache::sweep_orphans` sweeps the cache's own `sandbox/`).
+pub fn sweep_and_choose_root(cache_dir: &Path, configured: Option<&Path>) -> PathBuf {
+    let root = sandbox_root(cache_dir, configured);
+    if root != cache_dir.join("sandbox") {
+        flow_cache::sweep_sandboxes(&root, true);
+    }
+    root
+}
+
+fn tmpfs_root(cache_dir: &Path) -> Option<PathBuf> {
+    let cache = std::path::absolute(cache_dir).ok()?;
+    let id = blake3::hash(cache.as_os_str().as_encoded_bytes()).to_hex();
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && roomy_tmpfs(p));
+    let base = match xdg {
+        Some(xdg) => xdg.join("flow"),
+        None if roomy_tmpfs(Path::new("/dev/shm")) => {
+            PathBuf::from(format!("/dev/shm/flow-{}", nix::unistd::getuid()))
+        }
+        None => return None,
+    };
+    private_base(&base).then(|| base.join(&id[..16]))
+}
+
+/// Whether `path` is on a tmpfs with at least [`TMPFS_MIN_FREE`] available.
+fn roomy_tmpfs(path: &Path) -> bool {
+    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+    statfs(path).is_ok_and(|s| {
+        s.filesystem_type() == TMPFS_MAGIC
+            && s.blocks_available().saturating_mul(s.block_size() as u64) >= TMPFS_MIN_FREE
+    })
+}
+
+/// Makes `dir` (mode 0700) if missing; true if it is a directory, not a link, owned by this
+/// user and closed to group and others.
+fn private_base(dir: &Path) -> bool {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let _ = fs::DirBuilder::new().mode(0o700).create(dir);
+    fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == nix::unistd::getuid().as_raw() && m.mode() & 0o077 == 0
+    })
+}
+
+/// Runs actions as real processes, in sandboxes under `sandbox_root` (see [`sandbox_root`]).
 #[derive(Debug, Clone)]
 pub struct SandboxExecutor {
     pub sandbox_root: PathBuf,
@@ -297,6 +366,48 @@ fn make_dirs_writable(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             make_dirs_writable(&entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_tmpfs_base_is_used_only_if_private() {
+        let t = tempfile::tempdir().unwrap();
+        let made = t.path().join("made");
+        assert!(private_base(&made), "created with mode 0700");
+        assert_eq!(
+            fs::metadata(&made).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let open = t.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!private_base(&open), "readable by others");
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&made, &link).unwrap();
+        assert!(!private_base(&link), "a link to a private directory");
+        let file = t.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(!private_base(&file));
+    }
+
+    #[test]
+    fn configured_wins_and_a_disk_is_not_a_tmpfs() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = t.path().join(".flow");
+        assert_eq!(
+            sandbox_root(&cache, Some(Path::new("/x/y"))),
+            PathBuf::from("/x/y")
+        );
+        let tmp_is_tmpfs = nix::sys::statfs::statfs(t.path())
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        if !tmp_is_tmpfs {
+            assert!(!roomy_tmpfs(t.path()), "a disk directory taken for a tmpfs");
         }
     }
 }
