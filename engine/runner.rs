@@ -194,6 +194,7 @@ impl<E: Executor> Runner<E> {
         let mut summary = Summary::default();
         let mut runs: Vec<ActionRun> = Vec::new();
         let mut hits: Vec<Digest> = Vec::new();
+        let mut key_jsons: Vec<(Digest, Vec<u8>)> = Vec::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
         let mut cancels: HashMap<usize, CancelHandle> = HashMap::new();
         let mut running = 0usize;
@@ -366,8 +367,8 @@ impl<E: Executor> Runner<E> {
                     &action.package,
                     &action.outs,
                 );
-                // The key's JSON goes into the CAS under its own digest, for `flow explain`.
-                let _ = cache.cas().put_bytes(&key.to_json());
+                // The key's JSON is saved with the history, for `flow explain`.
+                key_jsons.push((digest, key.to_json()));
                 let spec = self
                     .rebuilder
                     .spec(action, &resolved.sources, &deps, secrets);
@@ -505,6 +506,9 @@ impl<E: Executor> Runner<E> {
         // Batched writes: file states, history, LRU stamps. A no-op writes (almost) nothing.
         if let Err(e) = cache.save_file_states(&self.rebuilder.hasher.take_changed()) {
             reporter.warn(&format!("cannot save file states: {e}"));
+        }
+        if let Err(e) = cache.save_keys(&key_jsons) {
+            reporter.warn(&format!("cannot save action keys: {e}"));
         }
         if let Some(id) = build_id {
             if let Err(e) = cache.record_runs(id, &runs) {

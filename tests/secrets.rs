@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use crate::corruption::{blob_path, files_under, tagged};
+use crate::corruption::{files_under, tagged};
 use crate::support::flow_bin;
 use crate::support::Ws;
 
@@ -96,7 +96,7 @@ fn database_cells(db: &Path) -> Vec<Vec<u8>> {
     cells
 }
 
-/// The action keys (parsed JSON) of every recorded run, read from the CAS.
+/// The action keys (parsed JSON) of every recorded run, read from the `action_keys` table.
 fn recorded_keys(ws: &Ws) -> Vec<serde_json::Value> {
     let cache = ws.path().join(".flow");
     let conn = rusqlite::Connection::open(cache.join("flow.db")).unwrap();
@@ -109,8 +109,11 @@ fn recorded_keys(ws: &Ws) -> Vec<serde_json::Value> {
         .collect();
     keys.iter()
         .map(|k| {
-            let d = flow_cache::Digest::from_slice(k).unwrap();
-            let json = std::fs::read(blob_path(&cache, &d)).expect("the key's JSON is in the CAS");
+            let json: Vec<u8> = conn
+                .query_row("SELECT json FROM action_keys WHERE key = ?1", [k], |r| {
+                    r.get(0)
+                })
+                .expect("the key's JSON is in action_keys");
             serde_json::from_slice(&json).unwrap()
         })
         .collect()

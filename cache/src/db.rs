@@ -110,6 +110,12 @@ pub const MIGRATIONS: &[&str] = &[
         finished_at INTEGER NOT NULL
     );
     CREATE INDEX action_runs_by_label ON action_runs(workspace, label, id);",
+    // 1 → 2: the serialized action keys `flow explain` compares, written with the history
+    // instead of one CAS blob per run.
+    "CREATE TABLE action_keys (
+        key BLOB PRIMARY KEY NOT NULL,
+        json BLOB NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// How long a writer waits for another process's transaction before "database is locked".

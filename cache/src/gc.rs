@@ -118,6 +118,15 @@ impl Cache {
             }
         }
         report.remaining_bytes = total - report.removed_bytes;
+        // Serialized keys are kept for the recent runs only, as their blobs were.
+        self.write("gc: delete action keys", |tx| {
+            tx.execute(
+                "DELETE FROM action_keys WHERE key NOT IN \
+                 (SELECT key FROM action_runs ORDER BY id DESC LIMIT ?1)",
+                [PROTECTED_RUNS as i64],
+            )
+            .map_err(sql_err("gc: delete action keys"))
+        })?;
         Ok(report)
     }
 
@@ -127,7 +136,7 @@ impl Cache {
         self.write("clear", |tx| {
             tx.execute_batch(
                 "DELETE FROM action_runs; DELETE FROM builds; \
-                 DELETE FROM action_results; DELETE FROM file_state;",
+                 DELETE FROM action_results; DELETE FROM file_state; DELETE FROM action_keys;",
             )
             .map_err(sql_err("clear"))
         })?;

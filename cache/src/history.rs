@@ -96,6 +96,37 @@ impl Cache {
     }
 
     /// Appends `runs` to the build `build_id`, in one transaction; nothing for no runs.
+    /// Saves serialized action keys (digest → JSON) for `flow explain`, in one transaction;
+    /// keys already saved are left as they are.
+    pub fn save_keys(&self, keys: &[(Digest, Vec<u8>)]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write("save action keys", |tx| {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO action_keys (key, json) VALUES (?1, ?2)")
+                .map_err(sql_err("save action keys"))?;
+            for (key, json) in keys {
+                stmt.execute(params![key, json])
+                    .map_err(sql_err("save action keys"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The serialized action key saved under `key`, if any.
+    pub fn key_json(&self, key: &Digest) -> Result<Option<Vec<u8>>, CacheError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT json FROM action_keys WHERE key = ?1")
+            .map_err(sql_err("read action key"))?;
+        let mut rows = stmt.query([key]).map_err(sql_err("read action key"))?;
+        match rows.next().map_err(sql_err("read action key"))? {
+            Some(row) => Ok(Some(row.get(0).map_err(sql_err("read action key"))?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn record_runs(&self, build_id: i64, runs: &[ActionRun]) -> Result<(), CacheError> {
         if runs.is_empty() {
             return Ok(());

@@ -178,11 +178,12 @@ fn explain_change(
         println!("{indent}it has never run successfully here (no earlier result to compare with)");
         return Ok(());
     };
-    let old = cache
-        .cas()
-        .read_verified(&last.key)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<ActionKey>(&b).ok());
+    // Saved with the history; a cache written by an older flow kept it as a CAS blob.
+    let old = match cache.key_json(&last.key).map_err(err)? {
+        Some(json) => Some(json),
+        None => cache.cas().read_verified(&last.key).ok(),
+    }
+    .and_then(|b| serde_json::from_slice::<ActionKey>(&b).ok());
     let Some(old) = old else {
         println!("{indent}the key of its last run ({}) is no longer in the cache; cannot say which field changed", short(&last.key));
         return Ok(());
