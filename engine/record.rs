@@ -59,8 +59,8 @@ use crate::plan::{find_tool, Action, Plan};
 use crate::rebuilder::{tree_marker, StagedOutput};
 
 /// Bumped when the record's layout or meaning changes.
-const FORMAT: u32 = 1;
-const MAGIC: &[u8; 8] = b"flowrec\x01";
+const FORMAT: u32 = 2;
+const MAGIC: &[u8; 8] = b"flowrec\x02";
 /// The file extension of records in `<cache>/analysis/`.
 const EXTENSION: &str = "rec";
 
@@ -76,6 +76,7 @@ struct Head {
     /// The patterns, as given (`//...` for none).
     request: String,
     /// blake3 of `flow.toml`'s parsed settings.
+    #[serde(with = "serde_bytes")]
     config: [u8; 32],
     /// When the carried actions' cache entries were last marked used (ms since the epoch).
     touched_at_ms: i64,
@@ -97,6 +98,7 @@ struct Entry {
     size: u64,
     mtime_ns: i64,
     ino: u64,
+    #[serde(with = "serde_bytes")]
     digest: [u8; 32],
     recorded_at_ns: i64,
     /// For a directory output (this entry is its tree marker): the directory, which must still
@@ -133,6 +135,7 @@ struct Node {
 #[derive(Clone, Serialize, Deserialize)]
 struct NodeResult {
     /// The key of the task's result (`None` for a group).
+    #[serde(with = "serde_bytes")]
     key: Option<[u8; 32]>,
     /// Its outputs as dependents see them.
     staged: Vec<Staged>,
@@ -144,6 +147,7 @@ struct NodeResult {
 struct Staged {
     path: String,
     tree: bool,
+    #[serde(with = "serde_bytes")]
     digest: [u8; 32],
     size: u64,
     executable: bool,
