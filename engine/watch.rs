@@ -163,14 +163,15 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         .jobs
         .or(ws.config.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let sandboxes = crate::executor::sweep_and_choose_root(&dir, ws.config.sandbox_dir.as_deref());
+    let configured = ws.config.sandbox_dir.clone();
+    let sandboxes = crate::executor::sweep_and_choose_root(&dir, configured.as_deref());
     let mut session = Session {
         ws,
         args: &args,
         terms,
         cache_dir: dir.clone(),
         cache,
-        executor: Arc::new(SandboxExecutor::new(sandboxes)),
+        executor: Arc::new(SandboxExecutor::new(sandboxes.clone())),
         known: HashMap::new(),
         gitignore,
         state: None,
@@ -178,6 +179,10 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
     };
     let code = runtime.block_on(session.main_loop(&mut events, &mut sigint));
     drop(watcher);
+    drop(session);
+    // The runtime waits for the sandbox removals still running; then the root can go.
+    drop(runtime);
+    crate::executor::release_root(&dir, configured.as_deref(), &sandboxes);
     Ok(code)
 }
 

@@ -364,6 +364,12 @@ fn sandboxes_go_where_configured_and_by_default_to_a_private_tmpfs_directory() {
     );
     if root != cache.join("sandbox") {
         use std::os::unix::fs::MetadataExt;
+        // Emptied and removed when the build ends: one root per cache would pile up on the tmpfs.
+        assert!(
+            !root.exists(),
+            "empty sandbox root left at {}",
+            root.display()
+        );
         let base = std::fs::symlink_metadata(root.parent().unwrap()).unwrap();
         assert!(
             base.is_dir() && base.mode() & 0o077 == 0,

@@ -53,7 +53,7 @@ use flow_cache::{Digest, FileState};
 
 use crate::analysis::{analyze, cache_dir, open_cache, parse_patterns};
 use crate::error::Error;
-use crate::executor::{sweep_and_choose_root, SandboxExecutor};
+use crate::executor::{release_root, sweep_and_choose_root, SandboxExecutor};
 use crate::hasher::FileHasher;
 use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::{Rebuilder, StagedOutput};
@@ -207,7 +207,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         workspace_root: ws.root.clone(),
     });
     let sandboxes = sweep_and_choose_root(&cache_dir, ws.config.sandbox_dir.as_deref());
-    let executor = Arc::new(SandboxExecutor::new(sandboxes));
+    let executor = Arc::new(SandboxExecutor::new(sandboxes.clone()));
     let runner = Runner {
         plan: plan.clone(),
         rebuilder,
@@ -255,6 +255,9 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     }
     profile.mark("build record written");
     drop(lock);
+    // The runtime waits for the sandbox removals still running; then the root can go.
+    drop(runtime);
+    release_root(&cache_dir, ws.config.sandbox_dir.as_deref(), &sandboxes);
     Ok(if summary.interrupted {
         130
     } else if summary.failed > 0 {

@@ -61,7 +61,9 @@ pub use cancel::{Cancel, CancelHandle};
 pub use capture::OUTPUT_CAP;
 pub use fake::{FakeAction, FakeEvent, FakeExecutor};
 pub use process::KILL_GRACE;
-pub use sandbox::{sandbox_root, sweep_and_choose_root, SandboxExecutor, TMPFS_MIN_FREE};
+pub use sandbox::{
+    release_root, sandbox_root, sweep_and_choose_root, SandboxExecutor, TMPFS_MIN_FREE,
+};
 
 /// One action to run. Every path in it is relative and free of `..`; the executor refuses
 /// (with [`Status::SpawnFailed`]) a spec whose paths are not.

@@ -71,6 +71,16 @@ pub fn sweep_and_choose_root(cache_dir: &Path, configured: Option<&Path>) -> Pat
     root
 }
 
+/// Removes the sandbox root `root` if flow chose it on a tmpfs (not configured, not the cache's
+/// own `sandbox/`) and it is empty: each cache directory gets its own root there, which would
+/// otherwise stay (empty) after the cache directory is gone. A configured directory is the
+/// user's and stays. Called once no action of this process runs any more.
+pub fn release_root(cache_dir: &Path, configured: Option<&Path>, root: &Path) {
+    if configured.is_none() && root != cache_dir.join("sandbox") {
+        let _ = fs::remove_dir(root);
+    }
+}
+
 fn tmpfs_root(cache_dir: &Path) -> Option<PathBuf> {
     let cache = std::path::absolute(cache_dir).ok()?;
     let id = blake3::hash(cache.as_os_str().as_encoded_bytes()).to_hex();
@@ -158,12 +168,18 @@ fn private_dir(root: &Path) -> Result<PathBuf, String> {
     let root = &std::path::absolute(root).map_err(fail)?;
     fs::create_dir_all(root).map_err(fail)?;
     let pid = std::process::id();
+    let mut recreated = 0;
     let dir = loop {
         let n = NEXT_SANDBOX.fetch_add(1, Ordering::Relaxed);
         let dir = root.join(format!("{pid}-{n}"));
         match fs::create_dir(&dir) {
             Ok(()) => break dir,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            // Another flow removed the (empty) root as it exited: make it again.
+            Err(e) if e.kind() == ErrorKind::NotFound && recreated < 3 => {
+                recreated += 1;
+                fs::create_dir_all(root).map_err(fail)?;
+            }
             Err(e) => return Err(fail(e)),
         }
     };
