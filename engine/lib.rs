@@ -25,6 +25,7 @@ pub mod expand;
 pub mod graph;
 pub mod hasher;
 pub mod plan;
+pub mod profile;
 pub mod query;
 pub mod rebuilder;
 pub mod record;

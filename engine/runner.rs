@@ -162,6 +162,7 @@ impl<E: Executor> Runner<E> {
         mut control: Option<mpsc::UnboundedReceiver<Control>>,
     ) -> Finished {
         let started = Instant::now();
+        let profile = crate::profile::Profile::from_env();
         let plan = &self.plan;
         let n = plan.nodes.len();
         let cache: &Cache = &self.rebuilder.cache;
@@ -216,6 +217,7 @@ impl<E: Executor> Runner<E> {
             let keys: Vec<Digest> = last_keys.values().copied().collect();
             cache.get_actions(&keys).unwrap_or_default()
         };
+        profile.mark("run: begin, last keys, prefetch results");
         let now_ms = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -500,6 +502,7 @@ impl<E: Executor> Runner<E> {
             }
         }
 
+        profile.mark("run: actions");
         summary.not_started = (0..n)
             .filter(|&i| !plan.nodes[i].is_group && sched.state(i) == NodeState::NotStarted)
             .count();
@@ -507,17 +510,21 @@ impl<E: Executor> Runner<E> {
         if let Err(e) = cache.save_file_states(&self.rebuilder.hasher.take_changed()) {
             reporter.warn(&format!("cannot save file states: {e}"));
         }
+        profile.mark("run: save: file states");
         if let Err(e) = cache.save_keys(&key_jsons) {
             reporter.warn(&format!("cannot save action keys: {e}"));
         }
+        profile.mark("run: save: keys");
         if let Some(id) = build_id {
             if let Err(e) = cache.record_runs(id, &runs) {
                 reporter.warn(&format!("cannot record action history: {e}"));
             }
         }
+        profile.mark("run: save: runs");
         if let Err(e) = cache.touch_actions(&hits) {
             reporter.warn(&format!("cannot update cache use times: {e}"));
         }
+        profile.mark("run: save states, keys, history");
         let took = started.elapsed();
         if let Some(id) = build_id {
             let outcome = if summary.interrupted {

@@ -1,6 +1,6 @@
 //! The SQLite database `flow.db`: its schema, its migrations and how it is opened.
 //!
-//! Schema (version 1; all timestamps are unix milliseconds unless named `_ns`; every digest is
+//! Schema (version 3; all timestamps are unix milliseconds unless named `_ns`; every digest is
 //! a 32-byte BLOB):
 //!
 //! ```sql
@@ -20,6 +20,11 @@
 //!             outcome TEXT /* ran|cached|failed|flaky|timedout|skipped|cancelled */,
 //!             duration_ms, exit_code, stdout BLOB, stderr BLOB, workspace, finished_at)
 //! INDEX action_runs_by_label ON action_runs(workspace, label, id)
+//! action_keys(id INTEGER PRIMARY KEY, key BLOB UNIQUE, json BLOB)        -- version 2, rowid since 3
+//! action_latest(workspace, label,           -- version 3: one row per label, upserted with
+//!               key BLOB,                   -- each action_runs row: its latest key, and the
+//!               duration_ms INTEGER,        -- duration of its latest run that executed
+//!               PRIMARY KEY (workspace, label))  WITHOUT ROWID
 //! ```
 //!
 //! Opening:
@@ -116,6 +121,35 @@ pub const MIGRATIONS: &[&str] = &[
         key BLOB PRIMARY KEY NOT NULL,
         json BLOB NOT NULL
     ) WITHOUT ROWID;",
+    // 2 → 3: each label's latest key and latest executed duration, kept up to date by
+    // `record_runs`, so that a build reads one row per label instead of grouping the whole
+    // history (51 ms at 30,000 runs of a 2,000-action workspace, and growing). Filled from the
+    // history once. And `action_keys` becomes a rowid table with a unique index on `key`: a
+    // build's keys are appended instead of inserted at random places among ~750-byte rows
+    // (1,001 keys into 37,000: 74 → 10 ms, WAL 11.6 → 2.4 MiB).
+    "CREATE TABLE action_latest (
+        workspace TEXT NOT NULL,
+        label TEXT NOT NULL,
+        key BLOB NOT NULL,
+        duration_ms INTEGER,
+        PRIMARY KEY (workspace, label)
+    ) WITHOUT ROWID;
+    INSERT INTO action_latest (workspace, label, key)
+        SELECT workspace, label, key FROM action_runs
+        WHERE id IN (SELECT max(id) FROM action_runs GROUP BY workspace, label);
+    UPDATE action_latest SET duration_ms = (
+        SELECT r.duration_ms FROM action_runs r
+        WHERE r.workspace = action_latest.workspace AND r.label = action_latest.label
+          AND r.outcome IN ('ran', 'failed', 'flaky', 'timedout')
+        ORDER BY r.id DESC LIMIT 1);
+    CREATE TABLE action_keys_by_row (
+        id INTEGER PRIMARY KEY,
+        key BLOB NOT NULL UNIQUE,
+        json BLOB NOT NULL
+    );
+    INSERT INTO action_keys_by_row (key, json) SELECT key, json FROM action_keys;
+    DROP TABLE action_keys;
+    ALTER TABLE action_keys_by_row RENAME TO action_keys;",
 ];
 
 /// How long a writer waits for another process's transaction before "database is locked".

@@ -135,7 +135,7 @@ impl Cache {
     pub fn clear(&self) -> Result<(), CacheError> {
         self.write("clear", |tx| {
             tx.execute_batch(
-                "DELETE FROM action_runs; DELETE FROM builds; \
+                "DELETE FROM action_runs; DELETE FROM action_latest; DELETE FROM builds; \
                  DELETE FROM action_results; DELETE FROM file_state; DELETE FROM action_keys;",
             )
             .map_err(sql_err("clear"))

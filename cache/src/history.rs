@@ -95,7 +95,6 @@ impl Cache {
         })
     }
 
-    /// Appends `runs` to the build `build_id`, in one transaction; nothing for no runs.
     /// Saves serialized action keys (digest → JSON) for `flow explain`, in one transaction;
     /// keys already saved are left as they are.
     pub fn save_keys(&self, keys: &[(Digest, Vec<u8>)]) -> Result<(), CacheError> {
@@ -127,6 +126,8 @@ impl Cache {
         }
     }
 
+    /// Appends `runs` to the build `build_id` and updates `action_latest`, in one transaction;
+    /// nothing for no runs.
     pub fn record_runs(&self, build_id: i64, runs: &[ActionRun]) -> Result<(), CacheError> {
         if runs.is_empty() {
             return Ok(());
@@ -139,7 +140,19 @@ impl Cache {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ))
                 .map_err(sql_err("record runs"))?;
+            let mut latest = tx
+                .prepare_cached(
+                    "INSERT INTO action_latest (workspace, label, key, duration_ms) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (workspace, label) DO UPDATE SET \
+                     key = excluded.key, \
+                     duration_ms = coalesce(excluded.duration_ms, action_latest.duration_ms)",
+                )
+                .map_err(sql_err("record runs"))?;
             for r in runs {
+                let executed = r.outcome.executed().then_some(r.duration_ms as i64);
+                latest
+                    .execute(params![r.workspace, r.label, r.key, executed])
+                    .map_err(sql_err("record runs"))?;
                 let finished = if r.finished_at_ms == 0 {
                     now
                 } else {
@@ -200,14 +213,14 @@ impl Cache {
     }
 
     /// label → duration of its most recent run that executed (ran, failed, flaky, timed out);
-    /// cached runs, whose duration says nothing about the command, are left out.
+    /// cached runs, whose duration says nothing about the command, are left out. One row per
+    /// label (`action_latest`), however long the history.
     pub fn durations(&self, workspace: &str) -> Result<HashMap<String, u64>, CacheError> {
         let conn = self.conn();
-        // SQLite takes the bare column `duration_ms` from the row that holds max(id).
         let mut stmt = conn
             .prepare_cached(
-                "SELECT label, duration_ms, max(id) FROM action_runs WHERE workspace = ?1 \
-                 AND outcome IN ('ran', 'failed', 'flaky', 'timedout') GROUP BY label",
+                "SELECT label, duration_ms FROM action_latest \
+                 WHERE workspace = ?1 AND duration_ms IS NOT NULL",
             )
             .map_err(sql_err("read durations"))?;
         let rows = stmt
@@ -219,8 +232,8 @@ impl Cache {
             .map_err(sql_err("read durations"))
     }
 
-    /// `durations` for these labels only: one indexed lookup each, for a build that keys a few
-    /// actions (the scan of `durations` grows with the history).
+    /// `durations` for these labels only: one point lookup each, for a build that keys a few
+    /// actions of a large workspace.
     pub fn durations_of(
         &self,
         workspace: &str,
@@ -229,8 +242,8 @@ impl Cache {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT duration_ms FROM action_runs WHERE workspace = ?1 AND label = ?2 \
-                 AND outcome IN ('ran', 'failed', 'flaky', 'timedout') ORDER BY id DESC LIMIT 1",
+                "SELECT duration_ms FROM action_latest WHERE workspace = ?1 AND label = ?2 \
+                 AND duration_ms IS NOT NULL",
             )
             .map_err(sql_err("read durations"))?;
         let mut out = HashMap::new();
@@ -254,10 +267,7 @@ impl Cache {
     ) -> Result<HashMap<String, Digest>, CacheError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT key FROM action_runs WHERE workspace = ?1 AND label = ?2 \
-                 ORDER BY id DESC LIMIT 1",
-            )
+            .prepare_cached("SELECT key FROM action_latest WHERE workspace = ?1 AND label = ?2")
             .map_err(sql_err("read history"))?;
         let mut out = HashMap::new();
         for label in labels {
@@ -274,15 +284,12 @@ impl Cache {
         Ok(out)
     }
 
-    /// label → key of its most recent recorded run (any outcome). A build uses it to record a
-    /// cache hit only when it differs from what the history already says, so that `flow log`
-    /// replays the result actually used while a no-op build writes no rows.
+    /// label → the key of its most recent run in `workspace`, whatever the outcome: most keys
+    /// of a build are these, so their results can be fetched in bulk.
     pub fn last_keys(&self, workspace: &str) -> Result<HashMap<String, Digest>, CacheError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT label, key, max(id) FROM action_runs WHERE workspace = ?1 GROUP BY label",
-            )
+            .prepare_cached("SELECT label, key FROM action_latest WHERE workspace = ?1")
             .map_err(sql_err("read history"))?;
         let rows = stmt
             .query_map([workspace], |r| {

@@ -57,6 +57,7 @@ use crate::executor::{release_root, sweep_and_choose_root, SandboxExecutor};
 use crate::hasher::FileHasher;
 use crate::plan::{known_states, tool_identities, Plan};
 use crate::rebuilder::{Rebuilder, StagedOutput};
+use crate::profile::Profile;
 use crate::record::{self, Basis, Capture, Carried, Record, ToolStamps, Verdict};
 use crate::reporter::{Reporter, Summary};
 use crate::runner::{few_keyed, runtime_with_sigint, BuildOptions, Resolved, Runner};
@@ -471,28 +472,4 @@ fn wait_or_interrupt(runtime: &Runtime, sigint: &mut Option<Signal>) -> bool {
             }
         }
     })
-}
-
-/// `FLOW_PROFILE=1`: the time of each phase of a build, on stderr.
-struct Profile {
-    last: std::cell::Cell<Option<std::time::Instant>>,
-}
-
-impl Profile {
-    fn from_env() -> Profile {
-        let on = std::env::var_os("FLOW_PROFILE").is_some_and(|v| v != "0");
-        Profile {
-            last: std::cell::Cell::new(on.then(std::time::Instant::now)),
-        }
-    }
-
-    fn mark(&self, phase: &str) {
-        if let Some(t) = self.last.get() {
-            eprintln!(
-                "flow profile: {phase}: {:.1} ms",
-                t.elapsed().as_secs_f64() * 1e3
-            );
-            self.last.set(Some(std::time::Instant::now()));
-        }
-    }
 }

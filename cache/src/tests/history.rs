@@ -74,6 +74,20 @@ fn last_runs_and_durations() {
     assert_eq!(durations["//a:x"], 500, "the cached run measured nothing");
     assert_eq!(durations["//a:y"], 90);
     assert!(cache.durations("/other").unwrap().is_empty());
+    let labels: Vec<String> = ["//a:x", "//a:y", "//a:z", "//a:none"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(cache.durations_of("/ws", &labels).unwrap(), durations);
+
+    // The latest key of each label, whatever the outcome: the same as `last_run`'s.
+    let last = cache.last_keys("/ws").unwrap();
+    assert_eq!(last.len(), 3);
+    for label in ["//a:x", "//a:y", "//a:z"] {
+        let run = cache.last_run("/ws", label).unwrap().unwrap();
+        assert_eq!(last[label], run.key, "{label}");
+    }
+    assert_eq!(cache.last_keys_of("/ws", &labels).unwrap(), last);
+    assert!(cache.last_keys("/other").unwrap().is_empty());
 }
 
 #[test]

@@ -69,3 +69,70 @@ fn an_empty_database_file_is_migrated() {
     let cache = Cache::open(dir.path()).unwrap();
     assert_eq!(cache.stats().unwrap().action_results, 0);
 }
+
+/// A version-2 cache (no `action_latest`) with history: opening it fills the table from the
+/// history, so durations and last keys read the same before and after the upgrade.
+#[test]
+fn version_2_history_fills_the_latest_runs_table_and_keeps_the_keys() {
+    let dir = temp();
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    for migration in &MIGRATIONS[..2] {
+        conn.execute_batch(migration).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    conn.execute(
+        "INSERT INTO builds (id, started_at, workspace, args) VALUES (1, 0, '/ws', '')",
+        [],
+    )
+    .unwrap();
+    // (workspace, label, key byte, outcome, duration), oldest first.
+    let rows = [
+        ("/ws", "//a:x", 1u8, "ran", 500),
+        ("/ws", "//a:y", 2, "flaky", 70),
+        ("/ws", "//a:x", 3, "cached", 0),
+        ("/ws", "//a:y", 4, "failed", 90),
+        ("/ws", "//a:z", 5, "skipped", 0),
+        ("/other", "//a:x", 6, "ran", 40),
+    ];
+    for (ws, label, k, outcome, ms) in rows {
+        conn.execute(
+            "INSERT INTO action_runs (build_id, label, key, outcome, duration_ms, workspace, \
+             finished_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, 0)",
+            rusqlite::params![label, [k; 32].to_vec(), outcome, ms, ws],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO action_keys (key, json) VALUES (?1, ?2)",
+        rusqlite::params![[9u8; 32].to_vec(), b"{\"version\":1}".to_vec()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let cache = Cache::open(dir.path()).unwrap();
+    let nine = crate::Digest::from_slice(&[9u8; 32]).unwrap();
+    assert_eq!(
+        cache.key_json(&nine).unwrap().as_deref(),
+        Some(&b"{\"version\":1}"[..]),
+        "serialized keys are kept"
+    );
+    cache.save_keys(&[(nine, b"other".to_vec())]).unwrap();
+    assert_eq!(
+        cache.key_json(&nine).unwrap().as_deref(),
+        Some(&b"{\"version\":1}"[..]),
+        "a saved key is left as it is"
+    );
+    assert_eq!(
+        pragma::<i64>(&cache, "user_version"),
+        MIGRATIONS.len() as i64
+    );
+    let durations = cache.durations("/ws").unwrap();
+    assert_eq!(durations.len(), 2, "{durations:?}");
+    assert_eq!(durations["//a:x"], 500, "a cached run measures nothing");
+    assert_eq!(durations["//a:y"], 90);
+    let last = cache.last_keys("/ws").unwrap();
+    let byte = |label: &str| last[label].as_bytes()[0];
+    assert_eq!((byte("//a:x"), byte("//a:y"), byte("//a:z")), (3, 4, 5));
+    assert_eq!(last.len(), 3);
+    assert_eq!(cache.durations("/other").unwrap()["//a:x"], 40);
+}
