@@ -3,7 +3,9 @@
 //! cargo's `DrainState`).
 //!
 //! Loop:
-//! 1. while a job slot is free, pop the most urgent ready node from the `Scheduler`;
+//! 1. while fewer than 2 × `jobs` actions are in flight, pop the most urgent ready node from the
+//!    `Scheduler` (the executor stages an action, then waits for one of the `jobs` `Slots` to run
+//!    its command: the next sandbox is ready when a command exits);
 //!    - a group completes at once, forwarding its dependencies' outputs;
 //!    - a task gets its key from the `Rebuilder`: a cached result is reported `[CACHED]` (and
 //!      restored if `flow-out/` does not hold it), otherwise the task is handed to the executor
@@ -25,7 +27,7 @@ use flow_cache::{ActionResult, ActionRun, BuildSummary, Cache, Digest, Outcome};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::executor::{Cancel, CancelHandle, ExecResult, Executor, Status};
+use crate::executor::{Cancel, CancelHandle, ExecResult, Executor, Slots, Status};
 use crate::hasher::Hashed;
 use crate::plan::Plan;
 use crate::rebuilder::{staged, Rebuilder, StagedOutput, StoreError};
@@ -84,12 +86,17 @@ enum Done {
         took: Duration,
     },
     Cancelled,
+    /// The build stopped while it waited for a job slot: its command never ran.
+    NotStarted,
 }
 
 struct Completion {
     node: usize,
     key: Digest,
     done: Done,
+    /// The action's job slot is still taken: the owner gives it back once it has acted on
+    /// `done` (after a failure, only after closing the slots). See `Slots`.
+    holds_slot: bool,
 }
 
 /// Inputs resolved before the loop starts.
@@ -198,6 +205,10 @@ impl<E: Executor> Runner<E> {
         let mut key_jsons: Vec<(Digest, Vec<u8>)> = Vec::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
         let mut cancels: HashMap<usize, CancelHandle> = HashMap::new();
+        // `jobs` slots bound the commands running at once; up to twice as many actions are in
+        // flight, so that the next sandbox is staged while commands run (see `Slots`).
+        let slots = Slots::new(self.options.jobs.max(1));
+        let in_flight_limit = self.options.jobs.max(1) * 2;
         let mut running = 0usize;
         if sigint.is_none() {
             *sigint = signal(SignalKind::interrupt()).ok();
@@ -243,7 +254,7 @@ impl<E: Executor> Runner<E> {
         };
 
         loop {
-            while running < self.options.jobs.max(1) {
+            while running < in_flight_limit {
                 let Some(i) = sched.pop_ready() else { break };
                 let action = &plan.nodes[i];
                 let deps: Vec<StagedOutput> = action
@@ -377,6 +388,7 @@ impl<E: Executor> Runner<E> {
                 reporter.started(&label);
                 running += 1;
                 let executor = self.executor.clone();
+                let slots = slots.clone();
                 let rebuilder = self.rebuilder.clone();
                 let plan = self.plan.clone();
                 let tx = tx.clone();
@@ -384,31 +396,45 @@ impl<E: Executor> Runner<E> {
                 cancels.insert(i, handle);
                 let retries = action.retries;
                 tokio::spawn(async move {
-                    let begun = Instant::now();
+                    // The time its commands ran, retries included (not the wait for a slot).
+                    let mut took = Duration::ZERO;
                     let mut attempts = 0;
                     let exec = loop {
                         attempts += 1;
-                        let r = executor.run(spec.clone(), cancel.clone()).await;
+                        let r = executor
+                            .run(spec.clone(), cancel.clone(), slots.clone())
+                            .await;
+                        took += r.duration;
                         let retry = !r.status.success()
                             && attempts <= retries
                             && r.status != Status::Cancelled
+                            && r.status != Status::NotStarted
                             && !cancel.is_cancelled();
                         if !retry {
                             break r;
                         }
                         executor.cleanup(&r);
+                        if r.holds_slot {
+                            slots.release();
+                        }
                     };
-                    let took = begun.elapsed();
+                    let holds_slot = exec.holds_slot;
                     // The completion goes out before the sandbox is removed, so that
                     // dependents do not wait for the removal (the runtime waits for it on exit).
                     let sent = Arc::new(AtomicBool::new(false));
                     let (tx_done, sent_done) = (tx.clone(), sent.clone());
                     let joined = tokio::task::spawn_blocking(move || {
                         let done = finish_run(&rebuilder, &plan, i, &digest, &exec, attempts, took);
+                        // A success stops nothing: its slot goes back at once.
+                        let ran = matches!(done, Done::Ran { .. });
+                        if ran && holds_slot {
+                            slots.release();
+                        }
                         let _ = tx_done.send(Completion {
                             node: i,
                             key: digest,
                             done,
+                            holds_slot: holds_slot && !ran,
                         });
                         sent_done.store(true, Ordering::SeqCst);
                         executor.cleanup(&exec);
@@ -431,10 +457,15 @@ impl<E: Executor> Runner<E> {
                                 node: i,
                                 key: digest,
                                 done,
+                                holds_slot,
                             });
                         }
                     }
                 });
+            }
+            if sched.is_stopped() {
+                // Actions prepared but still waiting for a slot do not start.
+                slots.close();
             }
             if running == 0 && (sched.is_finished() || sched.is_stopped()) {
                 break;
@@ -481,6 +512,13 @@ impl<E: Executor> Runner<E> {
                             // Nothing recorded: the action is simply not done.
                             sched.finish(c.node, false);
                         }
+                        Done::NotStarted => sched.unstart(c.node),
+                    }
+                    if c.holds_slot {
+                        if sched.is_stopped() {
+                            slots.close();
+                        }
+                        slots.release();
                     }
                 }
                 _ = interrupted(sigint), if !summary.interrupted => {
@@ -691,6 +729,7 @@ fn finish_run(
     match &exec.status {
         Status::Exited(0) => {}
         Status::Cancelled => return Done::Cancelled,
+        Status::NotStarted => return Done::NotStarted,
         Status::Exited(code) => {
             return failed(
                 format!("exit {code}, {:.2}s", took.as_secs_f64()),

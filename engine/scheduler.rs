@@ -120,6 +120,14 @@ impl Scheduler {
         skipped
     }
 
+    /// Running node `i` never started after all (the build stopped while it waited for a job
+    /// slot): it is `NotStarted`, and its dependents stay as they are.
+    pub fn unstart(&mut self, i: usize) {
+        debug_assert_eq!(self.state[i], NodeState::Running);
+        self.running -= 1;
+        self.state[i] = NodeState::NotStarted;
+    }
+
     /// Starts nothing more: what is running may finish, the rest is `NotStarted`.
     pub fn stop(&mut self) {
         self.stopped = true;

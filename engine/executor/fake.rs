@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::{ActionSpec, Cancel, ExecResult, Executor, Status};
+use super::{ActionSpec, Cancel, ExecResult, Executor, Slots, Status};
 
 /// What the fake does for one label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,7 +88,12 @@ impl FakeExecutor {
 }
 
 impl Executor for FakeExecutor {
-    fn run(&self, spec: ActionSpec, cancel: Cancel) -> impl Future<Output = ExecResult> + Send {
+    fn run(
+        &self,
+        spec: ActionSpec,
+        cancel: Cancel,
+        slots: Slots,
+    ) -> impl Future<Output = ExecResult> + Send {
         let action = lock(&self.actions)
             .get(&spec.label)
             .cloned()
@@ -96,6 +101,9 @@ impl Executor for FakeExecutor {
         let log = Arc::clone(&self.log);
         let specs = Arc::clone(&self.specs);
         async move {
+            let Some(slot) = slots.enter(&cancel).await else {
+                return ExecResult::not_run(slots.refused(&cancel), PathBuf::new());
+            };
             let started = Instant::now();
             lock(&log).push(FakeEvent::Started(spec.label.clone(), started));
             let limit = spec.timeout.filter(|t| *t < action.duration);
@@ -136,6 +144,7 @@ impl Executor for FakeExecutor {
                 .map(|o| format!("declared output `{o}` was not created"))
                 .collect();
             lock(&specs).push(spec);
+            let holds_slot = slot.release_unless_failed(&status, &missing_outputs);
             ExecResult {
                 status,
                 stdout,
@@ -147,6 +156,7 @@ impl Executor for FakeExecutor {
                 stray_writes: Vec::new(),
                 fake_outputs,
                 sandbox_dir: None,
+                holds_slot,
             }
         }
     }

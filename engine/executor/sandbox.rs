@@ -18,7 +18,9 @@
 //!
 //! Environment, both modes: exactly `spec.env`, then `spec.secrets`, then `HOME` and `TMPDIR`
 //! (flow's wins over a declared one).
-//! `duration` covers the whole `run`: staging, the command, the checks.
+//! The command waits for a free [`Slots`] slot after staging and gives it back when it exits;
+//! `duration` runs from the slot's grant to the end of the checks (staging and the wait are
+//! left out: history orders the critical path by it).
 //! Where `sandbox_root` is: [`sandbox_root`] (a private tmpfs directory by default).
 //! Sandboxes of a crashed flow are removed by the next build or watch
 //! ([`sweep_and_choose_root`], `Cache::sweep_orphans`); `cleanup` ignores errors (that sweep
@@ -37,7 +39,7 @@ use std::time::Instant;
 use super::capture::Masker;
 use super::stage::{self, DirMaker, Layout};
 use super::tree::Snapshot;
-use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Status};
+use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Slots, Status};
 
 /// A tmpfs needs this much free space to hold sandboxes by default.
 pub const TMPFS_MIN_FREE: u64 = 1 << 30;
@@ -131,19 +133,21 @@ impl SandboxExecutor {
 }
 
 impl Executor for SandboxExecutor {
-    fn run(&self, spec: ActionSpec, cancel: Cancel) -> impl Future<Output = ExecResult> + Send {
+    fn run(
+        &self,
+        spec: ActionSpec,
+        cancel: Cancel,
+        slots: Slots,
+    ) -> impl Future<Output = ExecResult> + Send {
         let root = self.sandbox_root.clone();
         async move {
-            let started = Instant::now();
-            let mut result = if cancel.is_cancelled() {
+            if cancel.is_cancelled() {
                 ExecResult::not_run(Status::Cancelled, PathBuf::new())
             } else if spec.sandbox {
-                run_sandboxed(root, spec, cancel).await
+                run_sandboxed(root, spec, cancel, slots).await
             } else {
-                run_in_tree(root, spec, cancel).await
-            };
-            result.duration = started.elapsed();
-            result
+                run_in_tree(root, spec, cancel, slots).await
+            }
         }
     }
 
@@ -205,7 +209,12 @@ fn environment(spec: &ActionSpec, dir: &Path) -> BTreeMap<OsString, OsString> {
     env
 }
 
-async fn run_sandboxed(root: PathBuf, spec: ActionSpec, cancel: Cancel) -> ExecResult {
+async fn run_sandboxed(
+    root: PathBuf,
+    spec: ActionSpec,
+    cancel: Cancel,
+    slots: Slots,
+) -> ExecResult {
     let layout = match stage::check_layout(&spec.package, &spec.inputs, &spec.outputs) {
         Ok(layout) => layout,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), PathBuf::new()),
@@ -235,6 +244,11 @@ async fn run_sandboxed(root: PathBuf, spec: ActionSpec, cancel: Cancel) -> ExecR
     let cwd = exec.join(&layout.package);
     let masker = Masker::new(spec.secrets.values());
     let env = environment(&spec, &dir);
+    let Some(slot) = slots.enter(&cancel).await else {
+        let _ = remove_tree(&dir);
+        return ExecResult::not_run(slots.refused(&cancel), exec);
+    };
+    let started = Instant::now();
     let finished = process::run(process::Command {
         cmd: &spec.cmd,
         cwd: &cwd,
@@ -244,27 +258,27 @@ async fn run_sandboxed(root: PathBuf, spec: ActionSpec, cancel: Cancel) -> ExecR
         masker: &masker,
     })
     .await;
+    // A stat per declared output, before the slot is given back.
+    let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);
+    let holds_slot = slot.release_unless_failed(&finished.status, &missing_outputs);
 
-    let (missing_outputs, output_problems, stray_writes) = blocking({
+    let stray_writes = blocking({
         let exec = exec.clone();
-        move || {
-            let (missing, problems) = outputs::check(&cwd, &spec.outputs);
-            let stray = snapshot.stray_writes(&exec, &layout.file_outputs, &layout.dir_outputs);
-            (missing, problems, stray)
-        }
+        move || snapshot.stray_writes(&exec, &layout.file_outputs, &layout.dir_outputs)
     })
     .await;
     ExecResult {
         status: finished.status,
         stdout: finished.stdout,
         stderr: finished.stderr,
-        duration: Default::default(),
+        duration: started.elapsed(),
         exec_root: exec,
         missing_outputs,
         output_problems,
         stray_writes,
         fake_outputs: BTreeMap::new(),
         sandbox_dir: Some(dir),
+        holds_slot,
     }
 }
 
@@ -276,7 +290,7 @@ fn prepare_sandbox(exec: &Path, spec: &ActionSpec, layout: &Layout) -> Result<Sn
     Ok(Snapshot::take(exec))
 }
 
-async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel) -> ExecResult {
+async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel, slots: Slots) -> ExecResult {
     let workspace = spec.workspace_root.clone();
     let layout = if workspace.is_absolute() {
         stage::check_layout(&spec.package, &[], &spec.outputs)
@@ -317,6 +331,11 @@ async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel) -> ExecRes
 
     let masker = Masker::new(spec.secrets.values());
     let env = environment(&spec, &dir);
+    let Some(slot) = slots.enter(&cancel).await else {
+        let _ = remove_tree(&dir);
+        return ExecResult::not_run(slots.refused(&cancel), workspace);
+    };
+    let started = Instant::now();
     let finished = process::run(process::Command {
         cmd: &spec.cmd,
         cwd: &cwd,
@@ -326,24 +345,21 @@ async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel) -> ExecRes
         masker: &masker,
     })
     .await;
-
-    let (missing_outputs, output_problems) = blocking(move || {
-        let checked = outputs::check(&cwd, &spec.outputs);
-        let _ = remove_tree(&dir);
-        checked
-    })
-    .await;
+    let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);
+    let holds_slot = slot.release_unless_failed(&finished.status, &missing_outputs);
+    let _ = blocking(move || remove_tree(&dir)).await;
     ExecResult {
         status: finished.status,
         stdout: finished.stdout,
         stderr: finished.stderr,
-        duration: Default::default(),
+        duration: started.elapsed(),
         exec_root: workspace,
         missing_outputs,
         output_problems,
         stray_writes: Vec::new(),
         fake_outputs: BTreeMap::new(),
         sandbox_dir: None,
+        holds_slot,
     }
 }
 

@@ -57,7 +57,18 @@ impl Fixture {
     }
 
     async fn run(&self, spec: ActionSpec) -> ExecResult {
-        self.executor.run(spec, Cancel::never()).await
+        self.executor
+            .run(spec, Cancel::never(), Slots::new(1))
+            .await
+    }
+
+    async fn run_in(&self, spec: ActionSpec, slots: &Slots) -> ExecResult {
+        let r = self
+            .executor
+            .run(spec, Cancel::never(), slots.clone())
+            .await;
+        self.executor.cleanup(&r);
+        r
     }
 }
 
@@ -339,7 +350,7 @@ async fn cancel_kills_the_whole_process_group() {
     let spec = f.spec("sleep 30 & echo $! > $TMPDIR/bg.pid; sleep 30");
     let (handle, cancel) = Cancel::new();
     let started = std::time::Instant::now();
-    let run = f.executor.run(spec, cancel);
+    let run = f.executor.run(spec, cancel, Slots::new(1));
     let canceller = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         handle.cancel();
@@ -511,10 +522,26 @@ async fn fake_executor_records_virtual_start_and_finish_times() {
     let log = fake.log();
     let t0 = tokio::time::Instant::now();
     let (slow, fails, instant, tree) = tokio::join!(
-        fake.run(fake_spec("//a:slow", &["out.txt"]), Cancel::never()),
-        fake.run(fake_spec("//b:fails", &["x/"]), Cancel::never()),
-        fake.run(fake_spec("//c:unconfigured", &[]), Cancel::never()),
-        fake.run(fake_spec("//d:tree", &["site/"]), Cancel::never()),
+        fake.run(
+            fake_spec("//a:slow", &["out.txt"]),
+            Cancel::never(),
+            Slots::new(4)
+        ),
+        fake.run(
+            fake_spec("//b:fails", &["x/"]),
+            Cancel::never(),
+            Slots::new(4)
+        ),
+        fake.run(
+            fake_spec("//c:unconfigured", &[]),
+            Cancel::never(),
+            Slots::new(4)
+        ),
+        fake.run(
+            fake_spec("//d:tree", &["site/"]),
+            Cancel::never(),
+            Slots::new(4)
+        ),
     );
     assert_eq!(t0.elapsed(), secs(10));
     assert_eq!(slow.status, Status::Exited(0));
@@ -573,13 +600,16 @@ async fn fake_executor_honours_cancel_and_timeout() {
         tokio::time::sleep(secs(5)).await;
         handle.cancel();
     };
-    let (r, ()) = tokio::join!(fake.run(fake_spec("//a:long", &[]), cancel), canceller);
+    let (r, ()) = tokio::join!(
+        fake.run(fake_spec("//a:long", &[]), cancel, Slots::new(4)),
+        canceller
+    );
     assert_eq!(r.status, Status::Cancelled);
     assert_eq!(r.duration, secs(5));
 
     let mut spec = fake_spec("//a:long", &[]);
     spec.timeout = Some(secs(2));
-    let r = fake.run(spec, Cancel::never()).await;
+    let r = fake.run(spec, Cancel::never(), Slots::new(1)).await;
     assert_eq!(r.status, Status::TimedOut);
     assert_eq!(r.duration, secs(2));
     assert_eq!(fake.events().len(), 4);
@@ -609,5 +639,97 @@ fn debug_output_hides_secret_values() {
     assert!(
         debug.contains("TOKEN") && !debug.contains("hunter2"),
         "{debug}"
+    );
+}
+
+/// A command runs only with a free slot: while one holds the only slot, a second action is
+/// staged and waits; closing the slots turns it away unstarted (its sandbox removed), and a
+/// cancel while waiting is a cancel. A success gives its slot back, a failure keeps it.
+#[tokio::test]
+async fn commands_wait_for_a_slot_and_a_closed_slots_turns_them_away() {
+    let f = Fixture::new();
+    let sandboxes = f._dir.path().join("cache/sandbox");
+    let slots = Slots::new(1);
+    let running = f._dir.path().join("first-running");
+    let started = f._dir.path().join("second-started");
+    let wait_for = |what: &'static str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let first = f.executor.run(
+        f.spec(&format!("touch {}; sleep 3; echo one", running.display())),
+        Cancel::never(),
+        slots.clone(),
+    );
+    let second = async {
+        // Staged only once the first command holds the slot.
+        while !running.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        f.executor
+            .run(
+                f.spec(&format!("touch {}", started.display())),
+                Cancel::never(),
+                slots.clone(),
+            )
+            .await
+    };
+    let closer = async {
+        while !running.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Both sandboxes exist once the second is staged and waiting.
+        let staged = || {
+            fs::read_dir(&sandboxes)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.path().join("exec/app").exists())
+                        .count()
+                })
+                .unwrap_or(0)
+                == 2
+        };
+        while !staged() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        slots.close();
+    };
+    let (one, two, ()) = tokio::join!(first, second, closer);
+    assert_eq!(one.status, Status::Exited(0));
+    assert_eq!(text(&one.stdout), "one\n");
+    assert!(!one.holds_slot, "a success gives its slot back");
+    assert_eq!(two.status, Status::NotStarted);
+    assert!(!started.exists(), "the second command never ran");
+    assert!(!two.holds_slot);
+    f.executor.cleanup(&one);
+    wait_for("sandboxes removed", &|| {
+        fs::read_dir(&sandboxes).map_or(0, |d| d.count()) == 0
+    });
+
+    // A failure keeps its slot until it is released; a waiting action can be cancelled.
+    let slots = Slots::new(1);
+    let failed = f.run_in(f.spec("exit 3"), &slots).await;
+    assert_eq!(failed.status, Status::Exited(3));
+    assert!(failed.holds_slot, "a failure keeps its slot for the runner");
+    let (handle, cancel) = Cancel::new();
+    let waiting = f.executor.run(f.spec("true"), cancel, slots.clone());
+    let canceller = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        handle.cancel();
+    };
+    let (r, ()) = tokio::join!(waiting, canceller);
+    assert_eq!(r.status, Status::Cancelled, "cancelled while waiting");
+    slots.release();
+    let ok = f.run_in(f.spec("true"), &slots).await;
+    assert_eq!(
+        ok.status,
+        Status::Exited(0),
+        "the released slot is used again"
     );
 }
