@@ -931,18 +931,23 @@ fn ctrl_c_exits_130_and_caches_nothing() {
     let ws = Ws::new();
     let started = ws.path().join("started");
     let shell_pid = ws.path().join("shell.pid");
-    // The first run waits to be interrupted; a later one (same key) passes at once.
+    let later = ws.path().join("later-ran");
+    // The first run waits to be interrupted; a later one (same key) passes at once. With one
+    // job slot, `later` (after `a_wait` in the queue: same cost, label order) is staged and
+    // waits for the slot: Ctrl-C turns it away unstarted.
     let ws = ws.file(
         "p/BUILD",
         &format!(
-            r#"task(name = "wait", outs = ["o.txt"], cmd = "echo ok > o.txt; if [ -e {s} ]; then exit 0; fi; echo $$$$ > {p}; touch {s}; sleep 30")"#,
+            r#"task(name = "a_wait", outs = ["o.txt"], cmd = "echo ok > o.txt; if [ -e {s} ]; then exit 0; fi; echo $$$$ > {p}; touch {s}; sleep 30")
+task(name = "later", outs = ["l.txt"], cmd = "touch {l}; echo l > l.txt")"#,
             s = started.display(),
-            p = shell_pid.display()
+            p = shell_pid.display(),
+            l = later.display()
         ),
     );
     let mut child = Command::new(flow_bin())
         .current_dir(ws.path())
-        .args(["--color", "never", "build"])
+        .args(["--color", "never", "build", "-j", "1"])
         .env_remove("FLOW_CACHE_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -972,8 +977,14 @@ fn ctrl_c_exits_130_and_caches_nothing() {
     );
     assert!(tags(&stdout).is_empty(), "{stdout}");
     assert!(
-        stdout.starts_with("flow: interrupted: 0 ran, 0 cached, 0 failed, 0 skipped, 0 flaky"),
+        stdout.starts_with(
+            "flow: interrupted: 0 ran, 0 cached, 0 failed, 0 skipped, 0 flaky, 1 not started"
+        ),
         "{stdout}"
+    );
+    assert!(
+        !later.exists(),
+        "a command waiting for the slot ran after Ctrl-C"
     );
     let pid: i32 = std::fs::read_to_string(&shell_pid)
         .unwrap()
@@ -984,7 +995,11 @@ fn ctrl_c_exits_130_and_caches_nothing() {
     assert!(!ws.path().join("flow-out/p/o.txt").exists());
     assert_eq!(sandboxes(&ws), 0, "sandbox left behind");
 
-    expect(&build(&ws, &[]), 0, &[("RAN", &["//p:wait"])]);
+    expect(
+        &build(&ws, &[]),
+        0,
+        &[("RAN", &["//p:a_wait", "//p:later"])],
+    );
     assert_eq!(read(&ws, "flow-out/p/o.txt"), "ok\n");
 }
 

@@ -102,7 +102,7 @@ impl Executor for FakeExecutor {
         let specs = Arc::clone(&self.specs);
         async move {
             let Some(slot) = slots.enter(&cancel).await else {
-                return ExecResult::not_run(slots.refused(&cancel), PathBuf::new());
+                return ExecResult::not_run(Status::NotStarted, PathBuf::new());
             };
             let started = Instant::now();
             lock(&log).push(FakeEvent::Started(spec.label.clone(), started));

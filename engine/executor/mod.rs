@@ -131,8 +131,8 @@ pub enum Status {
     TimedOut,
     /// The cancel token fired; the process group was terminated (or it never started).
     Cancelled,
-    /// The build stopped ([`Slots::close`]) while the action waited for a slot, prepared: its
-    /// command never ran.
+    /// The action was staged but its command never ran: the build stopped ([`Slots::close`])
+    /// or the action was cancelled while it waited for a slot.
     NotStarted,
     /// The action could not be set up or started (sandbox, staging, spawn); the message says why.
     SpawnFailed(String),
@@ -207,15 +207,6 @@ impl Slots {
     /// Gives back a slot an executor kept ([`ExecResult::holds_slot`]).
     pub fn release(&self) {
         self.0.add_permits(1);
-    }
-
-    /// The status of an action that could not get a slot.
-    pub fn refused(&self, cancel: &Cancel) -> Status {
-        if cancel.is_cancelled() {
-            Status::Cancelled
-        } else {
-            Status::NotStarted
-        }
     }
 }
 

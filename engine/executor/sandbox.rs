@@ -246,7 +246,7 @@ async fn run_sandboxed(
     let env = environment(&spec, &dir);
     let Some(slot) = slots.enter(&cancel).await else {
         let _ = remove_tree(&dir);
-        return ExecResult::not_run(slots.refused(&cancel), exec);
+        return ExecResult::not_run(Status::NotStarted, exec);
     };
     let started = Instant::now();
     let finished = process::run(process::Command {
@@ -333,7 +333,7 @@ async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel, slots: Slo
     let env = environment(&spec, &dir);
     let Some(slot) = slots.enter(&cancel).await else {
         let _ = remove_tree(&dir);
-        return ExecResult::not_run(slots.refused(&cancel), workspace);
+        return ExecResult::not_run(Status::NotStarted, workspace);
     };
     let started = Instant::now();
     let finished = process::run(process::Command {
