@@ -259,6 +259,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     // The runtime waits for the sandbox removals still running; then the root can go.
     drop(runtime);
     release_root(&cache_dir, ws.config.sandbox_dir.as_deref(), &sandboxes);
+    profile.mark("sandboxes removed");
     Ok(if summary.interrupted {
         130
     } else if summary.failed > 0 {
