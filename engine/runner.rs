@@ -388,6 +388,8 @@ impl<E: Executor> Runner<E> {
                 reporter.started(&label);
                 running += 1;
                 let executor = self.executor.clone();
+                // The action's place in the queue for a slot is taken now, in priority order.
+                let mut ticket = Some(slots.ticket().await);
                 let slots = slots.clone();
                 let rebuilder = self.rebuilder.clone();
                 let plan = self.plan.clone();
@@ -401,9 +403,11 @@ impl<E: Executor> Runner<E> {
                     let mut attempts = 0;
                     let exec = loop {
                         attempts += 1;
-                        let r = executor
-                            .run(spec.clone(), cancel.clone(), slots.clone())
-                            .await;
+                        let ticket = match ticket.take() {
+                            Some(t) => t,
+                            None => slots.ticket().await,
+                        };
+                        let r = executor.run(spec.clone(), cancel.clone(), ticket).await;
                         took += r.duration;
                         let retry = !r.status.success()
                             && attempts <= retries

@@ -480,8 +480,10 @@ impl Drop for Mount {
 fn a_full_disk_fails_the_action_clearly_and_records_nothing() {
     let ws = workspace(&[(
         "p/BUILD",
-        r#"task(name = "big", outs = ["big.bin"], cmd = "head -c 700000 /dev/zero | tr '\\0' b > big.bin")
-task(name = "huge", outs = ["huge.bin"], cmd = "head -c 2000000 /dev/zero | tr '\\0' h > huge.bin")
+        // `small` is stored before the others start: with a slot given back when a command
+        // exits, its store could otherwise meet theirs filling the disk.
+        r#"task(name = "big", deps = [":small"], outs = ["big.bin"], cmd = "head -c 700000 /dev/zero | tr '\\0' b > big.bin")
+task(name = "huge", deps = [":small"], outs = ["huge.bin"], cmd = "head -c 2000000 /dev/zero | tr '\\0' h > huge.bin")
 task(name = "small", outs = ["s.txt"], cmd = "echo small > s.txt")
 "#,
     )]);

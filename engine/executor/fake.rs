@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::{ActionSpec, Cancel, ExecResult, Executor, Slots, Status};
+use super::{ActionSpec, Cancel, ExecResult, Executor, Status, Ticket};
 
 /// What the fake does for one label.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Executor for FakeExecutor {
         &self,
         spec: ActionSpec,
         cancel: Cancel,
-        slots: Slots,
+        ticket: Ticket,
     ) -> impl Future<Output = ExecResult> + Send {
         let action = lock(&self.actions)
             .get(&spec.label)
@@ -101,7 +101,7 @@ impl Executor for FakeExecutor {
         let log = Arc::clone(&self.log);
         let specs = Arc::clone(&self.specs);
         async move {
-            let Some(slot) = slots.enter(&cancel).await else {
+            let Some(slot) = ticket.enter(&cancel).await else {
                 return ExecResult::not_run(Status::NotStarted, PathBuf::new());
             };
             let started = Instant::now();

@@ -149,8 +149,9 @@ impl Status {
 /// prepares an action (stages its sandbox) before it takes a slot: so the runner keeps more
 /// actions in flight than there are slots, and the next command starts as soon as a slot is
 /// free instead of after its sandbox is built (on the 1,000-package root edit, 2.42 s → 2.30 s;
-/// `bench/RESULTS.md`). Waiting actions get their slots in the order they asked (tokio's
-/// semaphore is fair), which is the scheduler's priority order.
+/// `bench/RESULTS.md`). The runner takes a [`Ticket`] when it hands an action out, so slots go
+/// in the scheduler's priority order (tokio's semaphore is fair), not in the order sandboxes
+/// happen to be ready.
 ///
 /// A success gives its slot back when the command exits; after a failure the executor leaves the
 /// slot taken ([`ExecResult::holds_slot`]) and the runner gives it back with [`Slots::release`]
@@ -186,16 +187,21 @@ impl Slots {
         Slots(std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))))
     }
 
-    /// Waits for a free slot. `None` if the slots were closed (the build stopped) or `cancel`
-    /// fired before one was free.
-    pub async fn enter(&self, cancel: &Cancel) -> Option<Slot> {
-        if cancel.is_cancelled() {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => None,
-            permit = self.0.clone().acquire_owned() => permit.ok().map(|permit| Slot { permit }),
+    /// A place in the queue for a slot, from now: the slot itself comes with [`Ticket::enter`].
+    /// Granted at once if a slot is free.
+    pub async fn ticket(&self) -> Ticket {
+        let mut waiting: Acquire = Box::pin(self.0.clone().acquire_owned());
+        // One poll queues the waiter (or takes a free permit); the future keeps its place.
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx))).await;
+        let state = match first {
+            std::task::Poll::Ready(Ok(permit)) => TicketState::Granted(permit),
+            std::task::Poll::Ready(Err(_)) => TicketState::Closed,
+            std::task::Poll::Pending => TicketState::Waiting(waiting),
+        };
+        Ticket {
+            slots: self.clone(),
+            state,
         }
     }
 
@@ -207,6 +213,44 @@ impl Slots {
     /// Gives back a slot an executor kept ([`ExecResult::holds_slot`]).
     pub fn release(&self) {
         self.0.add_permits(1);
+    }
+}
+
+type Acquire = std::pin::Pin<
+    Box<
+        dyn Future<Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
+
+/// An action's place in the queue for a [`Slots`] slot.
+pub struct Ticket {
+    slots: Slots,
+    state: TicketState,
+}
+
+enum TicketState {
+    Granted(tokio::sync::OwnedSemaphorePermit),
+    Waiting(Acquire),
+    Closed,
+}
+
+impl Ticket {
+    /// Waits for the slot. `None` if the slots were closed (the build stopped) or `cancel` fired
+    /// before the command could start.
+    pub async fn enter(self, cancel: &Cancel) -> Option<Slot> {
+        if cancel.is_cancelled() || self.slots.0.is_closed() {
+            return None;
+        }
+        match self.state {
+            TicketState::Granted(permit) => Some(Slot { permit }),
+            TicketState::Closed => None,
+            TicketState::Waiting(waiting) => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                permit = waiting => permit.ok().map(|permit| Slot { permit }),
+            },
+        }
     }
 }
 
@@ -262,12 +306,12 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs `spec` to completion, timeout or cancellation. Never panics on a failing action;
     /// every failure is a [`Status`].
     /// The action is prepared first (its sandbox staged); the command starts only once
-    /// `slots` has a free slot, which is given back as soon as the command has exited.
+    /// `ticket` gets its slot (see [`Slots`] for when the slot is given back).
     fn run(
         &self,
         spec: ActionSpec,
         cancel: Cancel,
-        slots: Slots,
+        ticket: Ticket,
     ) -> impl Future<Output = ExecResult> + Send;
 
     /// Removes what `run` left for the runner to collect (the sandbox directory). Call it once,

@@ -18,7 +18,7 @@
 //!
 //! Environment, both modes: exactly `spec.env`, then `spec.secrets`, then `HOME` and `TMPDIR`
 //! (flow's wins over a declared one).
-//! The command waits for a free [`Slots`] slot after staging and gives it back when it exits;
+//! The command waits for its [`Ticket`]'s slot after staging (see [`super::Slots`]);
 //! `duration` runs from the slot's grant to the end of the checks (staging and the wait are
 //! left out: history orders the critical path by it).
 //! Where `sandbox_root` is: [`sandbox_root`] (a private tmpfs directory by default).
@@ -39,7 +39,7 @@ use std::time::Instant;
 use super::capture::Masker;
 use super::stage::{self, DirMaker, Layout};
 use super::tree::Snapshot;
-use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Slots, Status};
+use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Status, Ticket};
 
 /// A tmpfs needs this much free space to hold sandboxes by default.
 pub const TMPFS_MIN_FREE: u64 = 1 << 30;
@@ -137,16 +137,16 @@ impl Executor for SandboxExecutor {
         &self,
         spec: ActionSpec,
         cancel: Cancel,
-        slots: Slots,
+        ticket: Ticket,
     ) -> impl Future<Output = ExecResult> + Send {
         let root = self.sandbox_root.clone();
         async move {
             if cancel.is_cancelled() {
                 ExecResult::not_run(Status::Cancelled, PathBuf::new())
             } else if spec.sandbox {
-                run_sandboxed(root, spec, cancel, slots).await
+                run_sandboxed(root, spec, cancel, ticket).await
             } else {
-                run_in_tree(root, spec, cancel, slots).await
+                run_in_tree(root, spec, cancel, ticket).await
             }
         }
     }
@@ -213,7 +213,7 @@ async fn run_sandboxed(
     root: PathBuf,
     spec: ActionSpec,
     cancel: Cancel,
-    slots: Slots,
+    ticket: Ticket,
 ) -> ExecResult {
     let layout = match stage::check_layout(&spec.package, &spec.inputs, &spec.outputs) {
         Ok(layout) => layout,
@@ -244,7 +244,7 @@ async fn run_sandboxed(
     let cwd = exec.join(&layout.package);
     let masker = Masker::new(spec.secrets.values());
     let env = environment(&spec, &dir);
-    let Some(slot) = slots.enter(&cancel).await else {
+    let Some(slot) = ticket.enter(&cancel).await else {
         let _ = remove_tree(&dir);
         return ExecResult::not_run(Status::NotStarted, exec);
     };
@@ -290,7 +290,12 @@ fn prepare_sandbox(exec: &Path, spec: &ActionSpec, layout: &Layout) -> Result<Sn
     Ok(Snapshot::take(exec))
 }
 
-async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel, slots: Slots) -> ExecResult {
+async fn run_in_tree(
+    root: PathBuf,
+    spec: ActionSpec,
+    cancel: Cancel,
+    ticket: Ticket,
+) -> ExecResult {
     let workspace = spec.workspace_root.clone();
     let layout = if workspace.is_absolute() {
         stage::check_layout(&spec.package, &[], &spec.outputs)
@@ -331,7 +336,7 @@ async fn run_in_tree(root: PathBuf, spec: ActionSpec, cancel: Cancel, slots: Slo
 
     let masker = Masker::new(spec.secrets.values());
     let env = environment(&spec, &dir);
-    let Some(slot) = slots.enter(&cancel).await else {
+    let Some(slot) = ticket.enter(&cancel).await else {
         let _ = remove_tree(&dir);
         return ExecResult::not_run(Status::NotStarted, workspace);
     };

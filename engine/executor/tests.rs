@@ -58,14 +58,14 @@ impl Fixture {
 
     async fn run(&self, spec: ActionSpec) -> ExecResult {
         self.executor
-            .run(spec, Cancel::never(), Slots::new(1))
+            .run(spec, Cancel::never(), Slots::new(1).ticket().await)
             .await
     }
 
     async fn run_in(&self, spec: ActionSpec, slots: &Slots) -> ExecResult {
         let r = self
             .executor
-            .run(spec, Cancel::never(), slots.clone())
+            .run(spec, Cancel::never(), slots.ticket().await)
             .await;
         self.executor.cleanup(&r);
         r
@@ -350,7 +350,7 @@ async fn cancel_kills_the_whole_process_group() {
     let spec = f.spec("sleep 30 & echo $! > $TMPDIR/bg.pid; sleep 30");
     let (handle, cancel) = Cancel::new();
     let started = std::time::Instant::now();
-    let run = f.executor.run(spec, cancel, Slots::new(1));
+    let run = f.executor.run(spec, cancel, Slots::new(1).ticket().await);
     let canceller = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         handle.cancel();
@@ -525,22 +525,22 @@ async fn fake_executor_records_virtual_start_and_finish_times() {
         fake.run(
             fake_spec("//a:slow", &["out.txt"]),
             Cancel::never(),
-            Slots::new(4)
+            Slots::new(4).ticket().await
         ),
         fake.run(
             fake_spec("//b:fails", &["x/"]),
             Cancel::never(),
-            Slots::new(4)
+            Slots::new(4).ticket().await
         ),
         fake.run(
             fake_spec("//c:unconfigured", &[]),
             Cancel::never(),
-            Slots::new(4)
+            Slots::new(4).ticket().await
         ),
         fake.run(
             fake_spec("//d:tree", &["site/"]),
             Cancel::never(),
-            Slots::new(4)
+            Slots::new(4).ticket().await
         ),
     );
     assert_eq!(t0.elapsed(), secs(10));
@@ -601,7 +601,11 @@ async fn fake_executor_honours_cancel_and_timeout() {
         handle.cancel();
     };
     let (r, ()) = tokio::join!(
-        fake.run(fake_spec("//a:long", &[]), cancel, Slots::new(4)),
+        fake.run(
+            fake_spec("//a:long", &[]),
+            cancel,
+            Slots::new(4).ticket().await
+        ),
         canceller
     );
     assert_eq!(r.status, Status::Cancelled);
@@ -609,7 +613,9 @@ async fn fake_executor_honours_cancel_and_timeout() {
 
     let mut spec = fake_spec("//a:long", &[]);
     spec.timeout = Some(secs(2));
-    let r = fake.run(spec, Cancel::never(), Slots::new(1)).await;
+    let r = fake
+        .run(spec, Cancel::never(), Slots::new(1).ticket().await)
+        .await;
     assert_eq!(r.status, Status::TimedOut);
     assert_eq!(r.duration, secs(2));
     assert_eq!(fake.events().len(), 4);
@@ -665,7 +671,7 @@ async fn commands_wait_for_a_slot_and_a_closed_slots_turns_them_away() {
     let first = f.executor.run(
         f.spec(&format!("touch {}; sleep 3; echo one", running.display())),
         Cancel::never(),
-        slots.clone(),
+        slots.ticket().await,
     );
     let second = async {
         // Staged only once the first command holds the slot.
@@ -676,7 +682,7 @@ async fn commands_wait_for_a_slot_and_a_closed_slots_turns_them_away() {
             .run(
                 f.spec(&format!("touch {}", started.display())),
                 Cancel::never(),
-                slots.clone(),
+                slots.ticket().await,
             )
             .await
     };
@@ -718,7 +724,7 @@ async fn commands_wait_for_a_slot_and_a_closed_slots_turns_them_away() {
     assert_eq!(failed.status, Status::Exited(3));
     assert!(failed.holds_slot, "a failure keeps its slot for the runner");
     let (handle, cancel) = Cancel::new();
-    let waiting = f.executor.run(f.spec("true"), cancel, slots.clone());
+    let waiting = f.executor.run(f.spec("true"), cancel, slots.ticket().await);
     let canceller = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         handle.cancel();
