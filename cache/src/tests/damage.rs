@@ -8,6 +8,14 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use super::{names, open, temp};
 use crate::{real_dest, Cache, CacheError, Digest, LARGE_FILE};
 
+/// Moves everything the WAL holds into `flow.db` and empties the WAL, as a checkpoint does: flow
+/// keeps the WAL between commands, and these tests damage the database file itself.
+fn checkpoint(cache_dir: &std::path::Path) {
+    let conn = rusqlite::Connection::open(cache_dir.join("flow.db")).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+}
+
 fn overwrite(path: &std::path::Path, bytes: &[u8]) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
     fs::write(path, bytes).unwrap();
@@ -122,6 +130,7 @@ fn a_truncated_database_is_moved_aside() {
                 .unwrap();
         }
     }
+    checkpoint(&cache_dir);
     let db = cache_dir.join("flow.db");
     let len = fs::metadata(&db).unwrap().len();
     fs::OpenOptions::new()
@@ -141,6 +150,7 @@ fn openers_meeting_one_damaged_database_repair_it_once() {
     let dir = temp();
     let cache_dir = dir.path().join("cache");
     drop(open(&dir));
+    checkpoint(&cache_dir);
     fs::write(cache_dir.join("flow.db"), vec![0x42; 4096]).unwrap();
     let notices: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)

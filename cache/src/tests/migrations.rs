@@ -136,3 +136,20 @@ fn version_2_history_fills_the_latest_runs_table_and_keeps_the_keys() {
     assert_eq!(last.len(), 3);
     assert_eq!(cache.durations("/other").unwrap()["//a:x"], 40);
 }
+
+/// The WAL stays when the last connection closes (no checkpoint, no fsync), and the next
+/// opener reads what it holds.
+#[test]
+fn the_log_stays_between_commands_and_is_read_back() {
+    let dir = temp();
+    let cache = Cache::open(dir.path()).unwrap();
+    cache
+        .put_action(&super::key(7), &super::file_result(super::key(8), 1))
+        .unwrap();
+    drop(cache);
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    let kept = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > 0, "the log was checkpointed and removed on close");
+    let cache = Cache::open(dir.path()).unwrap();
+    assert_eq!(cache.get_actions(&[super::key(7)]).unwrap().len(), 1);
+}
