@@ -86,7 +86,8 @@ enum Done {
         took: Duration,
     },
     Cancelled,
-    /// The build stopped while it waited for a job slot: its command never ran.
+    /// Staged, but its command never ran: the build stopped, or it was cancelled, while it
+    /// waited for a job slot.
     NotStarted,
 }
 
@@ -209,7 +210,7 @@ impl<E: Executor> Runner<E> {
         // flight, so that the next sandbox is staged while commands run (see `Slots`).
         let slots = Slots::new(self.options.jobs.max(1));
         let in_flight_limit = self.options.jobs.max(1) * 2;
-        let mut running = 0usize;
+        let mut in_flight = 0usize;
         if sigint.is_none() {
             *sigint = signal(SignalKind::interrupt()).ok();
         }
@@ -254,7 +255,7 @@ impl<E: Executor> Runner<E> {
         };
 
         loop {
-            while running < in_flight_limit {
+            while in_flight < in_flight_limit {
                 let Some(i) = sched.pop_ready() else { break };
                 let action = &plan.nodes[i];
                 let deps: Vec<StagedOutput> = action
@@ -386,7 +387,7 @@ impl<E: Executor> Runner<E> {
                     .rebuilder
                     .spec(action, &resolved.sources, &deps, secrets);
                 reporter.started(&label);
-                running += 1;
+                in_flight += 1;
                 let executor = self.executor.clone();
                 // The action's place in the queue for a slot is taken now, in priority order.
                 let mut ticket = Some(slots.ticket().await);
@@ -471,16 +472,16 @@ impl<E: Executor> Runner<E> {
                 // Actions prepared but still waiting for a slot do not start.
                 slots.close();
             }
-            if running == 0 && (sched.is_finished() || sched.is_stopped()) {
+            if in_flight == 0 && (sched.is_finished() || sched.is_stopped()) {
                 break;
             }
-            if running == 0 {
+            if in_flight == 0 {
                 continue;
             }
             reporter.flush();
             tokio::select! {
                 Some(c) = rx.recv() => {
-                    running -= 1;
+                    in_flight -= 1;
                     cancels.remove(&c.node);
                     let action = &plan.nodes[c.node];
                     let label = action.label.to_string();
@@ -566,7 +567,7 @@ impl<E: Executor> Runner<E> {
         if let Err(e) = cache.touch_actions(&hits) {
             reporter.warn(&format!("cannot update cache use times: {e}"));
         }
-        profile.mark("run: save states, keys, history");
+        profile.mark("run: save: use times");
         let took = started.elapsed();
         if let Some(id) = build_id {
             let outcome = if summary.interrupted {

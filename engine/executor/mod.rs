@@ -160,8 +160,8 @@ impl Status {
 #[derive(Debug, Clone)]
 pub struct Slots(std::sync::Arc<tokio::sync::Semaphore>);
 
-/// A slot taken for a command. [`Slot::keep`] leaves it taken for [`Slots::release`]; dropped
-/// (an early return), it is given back at once.
+/// A slot taken for a command. [`Slot::release_unless_failed`] decides whether it stays taken
+/// for [`Slots::release`]; dropped (an early return), it is given back at once.
 pub struct Slot {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -188,7 +188,8 @@ impl Slots {
     }
 
     /// A place in the queue for a slot, from now: the slot itself comes with [`Ticket::enter`].
-    /// Granted at once if a slot is free.
+    /// Granted at once if a slot is free (it is then held while the action is staged: nothing
+    /// was waiting for it).
     pub async fn ticket(&self) -> Ticket {
         let mut waiting: Acquire = Box::pin(self.0.clone().acquire_owned());
         // One poll queues the waiter (or takes a free permit); the future keeps its place.
