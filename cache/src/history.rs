@@ -239,24 +239,9 @@ impl Cache {
         workspace: &str,
         labels: &[String],
     ) -> Result<HashMap<String, u64>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT duration_ms FROM action_latest WHERE workspace = ?1 AND label = ?2 \
-                 AND duration_ms IS NOT NULL",
-            )
-            .map_err(sql_err("read durations"))?;
-        let mut out = HashMap::new();
-        for label in labels {
-            let mut rows = stmt
-                .query(params![workspace, label])
-                .map_err(sql_err("read durations"))?;
-            if let Some(row) = rows.next().map_err(sql_err("read durations"))? {
-                let ms: i64 = row.get(0).map_err(sql_err("read durations"))?;
-                out.insert(label.clone(), ms.max(0) as u64);
-            }
-        }
-        Ok(out)
+        self.latest_of(workspace, labels, "duration_ms", "read durations", |v| {
+            v.as_i64().ok().map(|ms| ms.max(0) as u64)
+        })
     }
 
     /// `last_keys` for these labels only (see `durations_of`).
@@ -265,19 +250,33 @@ impl Cache {
         workspace: &str,
         labels: &[String],
     ) -> Result<HashMap<String, Digest>, CacheError> {
+        self.latest_of(workspace, labels, "key", "read history", |v| {
+            v.as_blob().ok().and_then(Digest::from_slice)
+        })
+    }
+
+    /// `column` of `action_latest` for each of `labels` that has a value `decode` accepts.
+    fn latest_of<T>(
+        &self,
+        workspace: &str,
+        labels: &[String],
+        column: &str,
+        op: &'static str,
+        decode: impl Fn(rusqlite::types::ValueRef<'_>) -> Option<T>,
+    ) -> Result<HashMap<String, T>, CacheError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT key FROM action_latest WHERE workspace = ?1 AND label = ?2")
-            .map_err(sql_err("read history"))?;
+            .prepare_cached(&format!(
+                "SELECT {column} FROM action_latest WHERE workspace = ?1 AND label = ?2"
+            ))
+            .map_err(sql_err(op))?;
         let mut out = HashMap::new();
         for label in labels {
-            let mut rows = stmt
-                .query(params![workspace, label])
-                .map_err(sql_err("read history"))?;
-            if let Some(row) = rows.next().map_err(sql_err("read history"))? {
-                let key: Vec<u8> = row.get(0).map_err(sql_err("read history"))?;
-                if let Some(d) = Digest::from_slice(&key) {
-                    out.insert(label.clone(), d);
+            let mut rows = stmt.query(params![workspace, label]).map_err(sql_err(op))?;
+            if let Some(row) = rows.next().map_err(sql_err(op))? {
+                let value = row.get_ref(0).map_err(sql_err(op))?;
+                if let Some(v) = decode(value) {
+                    out.insert(label.clone(), v);
                 }
             }
         }
