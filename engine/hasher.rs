@@ -144,6 +144,15 @@ impl FileHasher {
         all
     }
 
+    /// [`snapshot`](Self::snapshot) without copying the table: the hasher is consumed.
+    pub fn into_states(self) -> HashMap<String, FileState> {
+        let mut all = self.known;
+        let saved = self.saved.into_inner().expect("hasher lock poisoned");
+        let changed = self.changed.into_inner().expect("hasher lock poisoned");
+        all.extend(saved.into_iter().chain(changed));
+        all
+    }
+
     /// Calls `f` with a lookup of the current state of a path (absolute): the latest recorded
     /// during this build, else the one the hasher started with. Cheaper than `snapshot`.
     pub fn with_states<R>(&self, f: impl FnOnce(&dyn Fn(&str) -> Option<FileState>) -> R) -> R {

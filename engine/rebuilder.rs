@@ -136,23 +136,32 @@ impl Rebuilder {
             return false;
         }
         result.outputs.iter().all(|o| {
-            let Ok(path) = self.out_path(&action.package, &o.path) else {
-                return false;
-            };
-            match &o.kind {
-                OutputKind::File { digest, .. } => {
-                    self.hasher.trusted_output(&path) == Some(*digest)
-                }
-                OutputKind::Tree { digest, .. } => {
-                    let marker = tree_marker(&path);
-                    // The directory itself, not a link put in its place.
-                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
-                        && self.hasher.trusted_output(&marker) == Some(*digest)
-                        && std::fs::read(&marker).ok().as_deref()
-                            == Some(digest.to_string().as_bytes())
-                }
-            }
+            self.out_path(&action.package, &o.path)
+                .is_ok_and(|path| self.output_in_place(&path, &o.kind))
         })
+    }
+
+    /// Whether the outputs a dependent sees (`staged`, workspace-relative paths, as the last
+    /// watch cycle left them) are still in `flow-out/` exactly as flow last wrote them.
+    pub fn staged_in_place(&self, staged: &[StagedOutput]) -> bool {
+        staged.iter().all(|o| {
+            check_relative_path(&o.path).is_ok()
+                && self.output_in_place(&self.out_root.join(&o.path), &o.kind)
+        })
+    }
+
+    /// Whether `path` under `flow-out/` holds the output `kind` describes, judged by file state.
+    fn output_in_place(&self, path: &Path, kind: &OutputKind) -> bool {
+        match kind {
+            OutputKind::File { digest, .. } => self.hasher.trusted_output(path) == Some(*digest),
+            OutputKind::Tree { digest, .. } => {
+                let marker = tree_marker(path);
+                // The directory itself, not a link put in its place.
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+                    && self.hasher.trusted_output(&marker) == Some(*digest)
+                    && std::fs::read(&marker).ok().as_deref() == Some(digest.to_string().as_bytes())
+            }
+        }
     }
 
     /// Copies every output of `result` from the CAS into `flow-out/`, verifying digests.

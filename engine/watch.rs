@@ -13,22 +13,28 @@
 //!    watcher overflow means the graph may have changed → analyse again (a BUILD error is shown
 //!    with its code frame and watching goes on); otherwise re-hash the changed files and compare
 //!    digests: a save with the same bytes, or a change outside every target's inputs, runs
-//!    nothing; else go to 2, where only actions whose keys changed run.
+//!    nothing; else go to 2, where only actions whose keys changed run. The nodes the changed
+//!    files reach are "dirty"; every other task the last cycle finished is carried over with
+//!    its key and outputs (not keyed, not looked up), unless an event touched one of its
+//!    outputs under `flow-out/` (then the runner checks it, restoring it if needed).
 //!
 //! Output: per cycle, a header naming what changed, the stable `[RAN]`/`[CACHED]`/`[FAILED]`
 //! lines (actions that were merely up to date are not listed) and a summary; a cycle with
 //! nothing to do prints nothing. Ctrl-C exits with 130 after killing running actions.
 //!
 //! Limits: re-analysis evaluates the whole workspace (fast enough at 1,000 packages; see
-//! docs/watch.md); only the root `.gitignore` is read; one inotify watch per directory.
+//! docs/watch.md); only the root `.gitignore` is read; one inotify watch per directory; an
+//! output changed in the instant between a cycle's carry-over and the event's arrival is caught
+//! one cycle later.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow_cache::{Cache, FileState};
+use flow_cache::{Cache, Digest, FileState, OutputKind};
 use flow_rules::PatternTerm;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
@@ -41,9 +47,11 @@ use crate::error::Error;
 use crate::executor::SandboxExecutor;
 use crate::hasher::{FileHasher, Hashed};
 use crate::plan::{known_states, tool_identities, Plan};
-use crate::rebuilder::Rebuilder;
+use crate::rebuilder::{Rebuilder, StagedOutput};
 use crate::reporter::Reporter;
-use crate::runner::{interrupted, runtime_with_sigint, BuildOptions, Control, Resolved, Runner};
+use crate::runner::{
+    few_keyed, interrupted, runtime_with_sigint, BuildOptions, Control, Resolved, Runner,
+};
 use crate::workspace::Workspace;
 
 pub struct WatchArgs<'a> {
@@ -103,11 +111,28 @@ struct Analyzed {
     dependents: Vec<Vec<usize>>,
     sources: HashMap<String, Hashed>,
     tools: HashMap<String, String>,
+    /// Every node after its dependencies.
+    order: Vec<usize>,
+}
+
+/// What the last cycle left, per node of the current plan: outputs as dependents see them and
+/// key (`None` where the node did not finish), as [`crate::runner::Finished`] returns them.
+struct LastCycle {
+    staged: Vec<Option<Vec<StagedOutput>>>,
+    keys: Vec<Option<Digest>>,
 }
 
 impl Analyzed {
     /// Labels of the nodes that read any of `paths`, and everything downstream of them.
     fn affected(&self, paths: &BTreeSet<String>) -> BTreeSet<String> {
+        self.affected_nodes(paths)
+            .into_iter()
+            .map(|n| self.plan.nodes[n].label.to_string())
+            .collect()
+    }
+
+    /// The nodes that read any of `paths`, and everything downstream of them.
+    fn affected_nodes(&self, paths: &BTreeSet<String>) -> BTreeSet<usize> {
         let mut stack: Vec<usize> = paths
             .iter()
             .filter_map(|p| self.readers.get(p))
@@ -120,10 +145,88 @@ impl Analyzed {
                 stack.extend(self.dependents[n].iter().copied());
             }
         }
-        seen.into_iter()
-            .map(|n| self.plan.nodes[n].label.to_string())
-            .collect()
+        seen
     }
+
+    /// The tasks a cycle can carry over from `last` without keying them: each finished in the
+    /// last cycle, is not `dirty` (nothing it reads changed since that cycle started), has its
+    /// outputs in `flow-out/` as flow wrote them (`in_place`), and depends only on nodes that
+    /// are carried too (a group counts as carried when all of its dependencies are).
+    fn carried(
+        &self,
+        last: LastCycle,
+        dirty: &BTreeSet<usize>,
+        in_place: impl Fn(&[StagedOutput]) -> bool,
+    ) -> HashMap<usize, (Vec<StagedOutput>, Digest)> {
+        let nodes = &self.plan.nodes;
+        let mut ok = vec![false; nodes.len()];
+        let LastCycle { mut staged, keys } = last;
+        let mut carried = HashMap::new();
+        for &i in &self.order {
+            if dirty.contains(&i) || !nodes[i].deps.iter().all(|&d| ok[d]) {
+                continue;
+            }
+            if nodes[i].is_group {
+                ok[i] = true;
+                continue;
+            }
+            if let (Some(Some(outputs)), Some(Some(key))) = (staged.get_mut(i), keys.get(i)) {
+                if in_place(outputs) {
+                    ok[i] = true;
+                    carried.insert(i, (std::mem::take(outputs), *key));
+                }
+            }
+        }
+        carried
+    }
+}
+
+/// Whether an event touched the output at `path` (relative to `flow-out/`): the path itself,
+/// a directory above it, anything below it, or, for a directory output, its marker file.
+fn touches(touched: &BTreeSet<String>, path: &str, kind: &OutputKind) -> bool {
+    if touched.is_empty() {
+        return false;
+    }
+    let below = format!("{path}/");
+    let mut above = path;
+    let ancestor_touched = loop {
+        if touched.contains(above) {
+            break true;
+        }
+        match above.rfind('/') {
+            Some(i) => above = &above[..i],
+            None => break touched.contains(""),
+        }
+    };
+    let marker_touched = matches!(kind, OutputKind::Tree { .. }) && {
+        let marker = crate::rebuilder::tree_marker(Path::new(path));
+        marker.to_str().is_some_and(|m| touched.contains(m))
+    };
+    ancestor_touched
+        || marker_touched
+        || touched
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|t| t.starts_with(&below))
+}
+
+/// `dependents` in an order where every node comes after its dependencies (Kahn's algorithm;
+/// the plan is acyclic).
+fn dependency_order(plan: &Plan, dependents: &[Vec<usize>]) -> Vec<usize> {
+    let mut waiting: Vec<usize> = plan.nodes.iter().map(|a| a.deps.len()).collect();
+    let mut order: Vec<usize> = (0..plan.nodes.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let n = order[next];
+        next += 1;
+        for &d in &dependents[n] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                order.push(d);
+            }
+        }
+    }
+    order
 }
 
 struct Session<'a> {
@@ -136,7 +239,18 @@ struct Session<'a> {
     known: HashMap<String, FileState>,
     gitignore: Gitignore,
     state: Option<Analyzed>,
+    /// The last cycle's results, for carrying over what a batch cannot affect; `None` before
+    /// the first cycle and after each analysis (node indices change).
+    last: Option<LastCycle>,
+    /// Nodes affected by the source changes seen since the last cycle started.
+    dirty: BTreeSet<usize>,
+    /// Paths below `flow-out/` (relative to it; "" for `flow-out` itself) that events touched
+    /// since the last cycle started, flow's own writes included: a carried-over task with an
+    /// output there (or above or below it) has its outputs checked again.
+    touched_outputs: RefCell<BTreeSet<String>>,
     jobs: usize,
+    /// `FLOW_PROFILE=1`: the phases from a batch's first event to the cycle's run.
+    profile: crate::profile::Profile,
 }
 
 /// Runs `flow watch`; returns the exit code (130 on Ctrl-C).
@@ -175,7 +289,11 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         known: HashMap::new(),
         gitignore,
         state: None,
+        last: None,
+        dirty: BTreeSet::new(),
+        touched_outputs: RefCell::new(BTreeSet::new()),
         jobs,
+        profile: crate::profile::Profile::from_env(),
     };
     let code = runtime.block_on(session.main_loop(&mut events, &mut sigint));
     drop(watcher);
@@ -269,6 +387,8 @@ impl Session<'_> {
                     }
                 }
             } else if !self.rehash(&batch) {
+                self.profile
+                    .mark("watch: changed files hashed (no content change)");
                 // Same bytes, or nothing any target reads: nothing to do.
                 match self.next_batch(events, sigint).await {
                     Some(b) => {
@@ -288,6 +408,7 @@ impl Session<'_> {
             if self.args.clear && std::io::stdout().is_terminal() {
                 print!("\x1b[2J\x1b[H");
             }
+            self.profile.mark("watch: changed files hashed");
             let (summary_interrupted, superseded_by) = self.cycle(header, events, sigint).await;
             if summary_interrupted {
                 return 130;
@@ -348,13 +469,16 @@ impl Session<'_> {
                 dependents[d].push(i);
             }
         }
+        let order = dependency_order(&plan, &dependents);
         self.state = Some(Analyzed {
             plan,
             readers,
             dependents,
             sources: digests,
             tools,
+            order,
         });
+        self.last = None;
         Ok(())
     }
 
@@ -363,8 +487,8 @@ impl Session<'_> {
         let Some(state) = &mut self.state else {
             return true;
         };
-        let hasher = FileHasher::new(self.known.clone());
-        let mut changed = false;
+        let hasher = FileHasher::new(std::mem::take(&mut self.known));
+        let mut changed = BTreeSet::new();
         for p in &batch.paths {
             if !state.readers.contains_key(p) {
                 continue;
@@ -372,17 +496,20 @@ impl Session<'_> {
             match hasher.digest(&self.ws.root.join(p)) {
                 Ok(h) => {
                     if state.sources.get(p).map(|o| o.digest) != Some(h.digest) {
-                        changed = true;
+                        changed.insert(p.clone());
                     }
                     state.sources.insert(p.clone(), h);
                 }
                 Err(_) => {
-                    changed |= state.sources.remove(p).is_some();
+                    if state.sources.remove(p).is_some() {
+                        changed.insert(p.clone());
+                    }
                 }
             }
         }
-        self.known = hasher.snapshot();
-        changed
+        self.known = hasher.into_states();
+        self.dirty.extend(state.affected_nodes(&changed));
+        !changed.is_empty()
     }
 
     /// Runs one build cycle. Returns (interrupted, the batch that superseded it, if any).
@@ -392,8 +519,12 @@ impl Session<'_> {
         events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
         sigint: &mut Option<Signal>,
     ) -> (bool, Option<Batch>) {
+        // The cycle borrows the sources and the file states and gives them back at the end:
+        // copying the tables took milliseconds of each cycle's latency.
+        let last = self.last.take();
+        let sources = std::mem::take(&mut self.state.as_mut().expect("analysed").sources);
         let state = self.state.as_ref().expect("analysed before a cycle");
-        let hasher = Arc::new(FileHasher::new(self.known.clone()));
+        let hasher = Arc::new(FileHasher::new(std::mem::take(&mut self.known)));
         let rebuilder = Arc::new(Rebuilder {
             cache: self.cache.clone(),
             hasher: hasher.clone(),
@@ -412,23 +543,44 @@ impl Session<'_> {
                 workspace: workspace.clone(),
             },
         };
+        // What this cycle's changes cannot reach keeps its last key and outputs: only the rest
+        // is keyed and looked up (at 1,000 packages, keying everything took ~30 ms a cycle).
+        // Their outputs are checked only where events touched `flow-out/` (where the watcher
+        // cannot see it, a link to elsewhere, every time): a stat per output took ~10 ms a cycle.
+        let dirty = std::mem::take(&mut self.dirty);
+        let touched = std::mem::take(&mut *self.touched_outputs.borrow_mut());
+        let out_root = &runner.rebuilder.out_root;
+        let watched = std::fs::symlink_metadata(out_root).map_or(true, |m| !m.is_symlink());
+        let carried = match last {
+            Some(last) => state.carried(last, &dirty, |staged| {
+                (watched && !staged.iter().any(|o| touches(&touched, &o.path, &o.kind)))
+                    || runner.rebuilder.staged_in_place(staged)
+            }),
+            None => HashMap::new(),
+        };
+        let durations = match few_keyed(&state.plan, &carried) {
+            Some(labels) => self.cache.durations_of(&workspace, &labels),
+            None => self.cache.durations(&workspace),
+        };
+        self.profile
+            .mark("watch: cycle set up, unaffected tasks carried over");
         let resolved = Resolved {
-            sources: state.sources.clone(),
+            sources,
             tools: state.tools.clone(),
-            durations: self.cache.durations(&workspace).unwrap_or_default(),
-            carried: HashMap::new(),
+            durations: durations.unwrap_or_default(),
+            carried,
             touch_carried: false,
         };
         let actions = state.plan.nodes.iter().filter(|a| !a.is_group).count();
         let mut reporter = Reporter::for_watch_cycle(actions, header);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let mut superseding: Option<Batch> = None;
-        let summary = {
-            let run = runner.run_with(&resolved, &mut reporter, sigint, Some(ctl_rx));
+        let finished = {
+            let run = runner.run_to_end(&resolved, &mut reporter, sigint, Some(ctl_rx));
             tokio::pin!(run);
             loop {
                 tokio::select! {
-                    summary = &mut run => break summary,
+                    finished = &mut run => break finished,
                     Some(ev) = events.recv() => {
                         let batch = self.classify(ev);
                         if batch.is_empty() {
@@ -439,14 +591,14 @@ impl Session<'_> {
                         let affected = if batch.structural {
                             Some(state.plan.nodes.iter().map(|a| a.label.to_string()).collect())
                         } else {
-                            let probe = FileHasher::new(self.known.clone());
+                            let probe = FileHasher::new(HashMap::new());
                             let changed: BTreeSet<String> = batch
                                 .paths
                                 .iter()
                                 .filter(|p| state.readers.contains_key(*p))
                                 .filter(|p| {
                                     let now = probe.digest(&self.ws.root.join(p)).ok().map(|h| h.digest);
-                                    now != state.sources.get(*p).map(|h| h.digest)
+                                    now != resolved.sources.get(*p).map(|h| h.digest)
                                 })
                                 .cloned()
                                 .collect();
@@ -463,8 +615,19 @@ impl Session<'_> {
                 }
             }
         };
-        self.known = hasher.snapshot();
-        if summary.interrupted {
+        drop(runner);
+        // Blocking tasks still removing sandboxes may hold the hasher: then it is copied.
+        self.known = match Arc::try_unwrap(hasher) {
+            Ok(hasher) => hasher.into_states(),
+            Err(hasher) => hasher.snapshot(),
+        };
+        self.state.as_mut().expect("analysed").sources = resolved.sources;
+        let interrupted = finished.summary.interrupted;
+        self.last = Some(LastCycle {
+            staged: finished.staged,
+            keys: finished.keys,
+        });
+        if interrupted {
             return (true, None);
         }
         // Events that arrived during the cycle are handled next, after a debounce window.
@@ -487,8 +650,10 @@ impl Session<'_> {
                 ev = events.recv() => ev?,
                 _ = interrupted(sigint) => return None,
             };
+            self.profile.mark("watch: waiting for a change");
             let mut batch = self.classify(first);
             self.drain_window(events, &mut batch).await;
+            self.profile.mark("watch: debounce window");
             if !batch.is_empty() {
                 return Some(batch);
             }
@@ -523,6 +688,12 @@ impl Session<'_> {
         }
         if matches!(ev.kind, EventKind::Access(_)) {
             return batch;
+        }
+        let out_root = self.ws.root.join("flow-out");
+        for path in &ev.paths {
+            if let Some(rel) = path.strip_prefix(&out_root).ok().and_then(|r| r.to_str()) {
+                self.touched_outputs.borrow_mut().insert(rel.to_owned());
+            }
         }
         let structural_kind = matches!(
             ev.kind,
@@ -573,5 +744,54 @@ impl Session<'_> {
         }
         let text = rel.to_str()?.to_owned();
         (!text.is_empty()).then_some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_cache::Digest;
+
+    fn set(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn file() -> OutputKind {
+        OutputKind::File {
+            digest: Digest::of(b""),
+            size: 0,
+            executable: false,
+        }
+    }
+
+    #[test]
+    fn an_output_is_touched_by_itself_its_directories_and_what_is_below_it() {
+        let out = "pkg/out/a.txt";
+        assert!(!touches(&set(&[]), out, &file()));
+        assert!(touches(&set(&["pkg/out/a.txt"]), out, &file()));
+        assert!(touches(&set(&["pkg/out"]), out, &file()));
+        assert!(touches(&set(&["pkg"]), out, &file()));
+        assert!(touches(&set(&[""]), out, &file()), "flow-out itself");
+        assert!(touches(&set(&["pkg/out/a.txt/x"]), out, &file()));
+        // Siblings and names that merely share a prefix are not.
+        let others = set(&[
+            "pkg/out/a.txt2",
+            "pkg/out/a.txt-x/y",
+            "pkg/out/b.txt",
+            "pk",
+            "pkg/o",
+        ]);
+        assert!(!touches(&others, out, &file()));
+    }
+
+    #[test]
+    fn a_directory_output_is_touched_by_its_marker() {
+        let tree = OutputKind::Tree {
+            digest: Digest::of(b""),
+            size: 0,
+        };
+        assert!(touches(&set(&["pkg/.gen.flow-tree"]), "pkg/gen", &tree));
+        assert!(touches(&set(&["pkg/gen/deep/file"]), "pkg/gen", &tree));
+        assert!(!touches(&set(&["pkg/.gen.flow-tree"]), "pkg/gen", &file()));
     }
 }

@@ -261,3 +261,106 @@ fn a_build_syntax_error_is_reported_and_the_fix_recovers() {
     assert_eq!(tagged(&cycle, "RAN"), ["//b:other"], "{cycle:?}");
     assert_eq!(w.stop(), 130);
 }
+
+/// Every file below `dir`, as (relative path, content), sorted.
+fn tree(dir: &std::path::Path) -> Vec<(String, String)> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn outputs_deleted_or_edited_in_flow_out_are_restored_by_the_next_cycle() {
+    // Tasks a cycle's changes cannot reach are carried over without being keyed; only the
+    // ones whose outputs the watcher saw touched are checked again.
+    let ws = fixture();
+    let mut w = Watch::start(&ws);
+    std::fs::write(ws.path().join("flow-out/a/gen.txt"), "tampered\n").unwrap();
+    std::fs::remove_file(ws.path().join("flow-out/a/use.txt")).unwrap();
+    // Changes under flow-out/ alone start no cycle.
+    w.assert_quiet(Duration::from_millis(1000));
+    ws.write("b/b.txt", b"three\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//b:other"], "{cycle:?}");
+    assert_eq!(
+        tagged(&cycle, "CACHED"),
+        ["//a:gen", "//a:use"],
+        "{cycle:?}"
+    );
+    let out = ws.path().join("flow-out");
+    assert_eq!(
+        std::fs::read_to_string(out.join("a/gen.txt")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("a/use.txt")).unwrap(),
+        "ONE\n"
+    );
+    // A whole package directory removed.
+    std::fs::remove_dir_all(out.join("b")).unwrap();
+    ws.write("a/a.txt", b"four\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//a:gen", "//a:use"], "{cycle:?}");
+    assert_eq!(tagged(&cycle, "CACHED"), ["//b:other"], "{cycle:?}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("b/o.txt")).unwrap(),
+        "three\n"
+    );
+    w.stop();
+}
+
+#[test]
+fn watch_cycles_after_a_sequence_of_edits_equal_a_clean_build() {
+    // A chain a → b → c, an independent d, and a group over c and d: edits upstream and
+    // downstream, a revert to bytes the cache has seen, a deleted output.
+    let ws = Ws::new()
+        .file("a/in.txt", "a1\n")
+        .file("a/BUILD", "task(name = \"a\", srcs = [\"in.txt\"], outs = [\"a.txt\"], cmd = \"cat in.txt > a.txt\")\n")
+        .file("b/in.txt", "b1\n")
+        .file("b/BUILD", "task(name = \"b\", srcs = [\"in.txt\"], deps = [\"//a\"], outs = [\"b.txt\"], cmd = \"cat $(location //a) in.txt > b.txt\")\n")
+        .file("c/in.txt", "c1\n")
+        .file("c/BUILD", "task(name = \"c\", srcs = [\"in.txt\"], deps = [\"//b\"], outs = [\"c.txt\"], cmd = \"cat $(location //b) in.txt | tr a-z A-Z > c.txt\")\n\
+                          group(name = \"all\", deps = [\":c\", \"//d\"])\n\
+                          task(name = \"top\", deps = [\":all\"], outs = [\"top.txt\"], cmd = \"cat c.txt ../d/d.txt > top.txt\")\n")
+        .file("d/in.txt", "d1\n")
+        .file("d/BUILD", "task(name = \"d\", srcs = [\"in.txt\"], outs = [\"d.txt\"], cmd = \"cat in.txt in.txt > d.txt\")\n");
+    let mut w = Watch::start(&ws);
+    let steps: [(&str, &[u8]); 6] = [
+        ("c/in.txt", b"c2\n"),
+        ("a/in.txt", b"a2\n"),
+        ("d/in.txt", b"d2\n"),
+        ("a/in.txt", b"a1\n"),
+        ("b/in.txt", b"b2\n"),
+        ("c/in.txt", b"c1\n"),
+    ];
+    for (i, (path, bytes)) in steps.iter().enumerate() {
+        if i == 3 {
+            std::fs::remove_file(ws.path().join("flow-out/d/d.txt")).unwrap();
+        }
+        ws.write(path, bytes);
+        w.cycle_end();
+    }
+    w.stop();
+    let watched = tree(&ws.path().join("flow-out"));
+    assert!(
+        watched.contains(&("c/top.txt".to_owned(), "A1\nB2\nC1\nd2\nd2\n".to_owned())),
+        "{watched:?}"
+    );
+    std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let cache = fresh.path().display().to_string();
+    ws.run(&["--cache-dir", &cache, "build", "//..."]).ok();
+    assert_eq!(tree(&ws.path().join("flow-out")), watched);
+}
