@@ -66,7 +66,10 @@ impl Cas {
             .open(to)
             .map_err(io_err("create", to))?;
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
+        // Sized to the blob (most outputs are small): zeroing 256 KiB per restored file cost
+        // more than copying it.
+        let len = src.metadata().map_or(0, |m| m.len());
+        let mut buf = vec![0u8; (len as usize).clamp(4 << 10, 256 << 10)];
         let copied = (|| -> Result<(), CacheError> {
             loop {
                 let n = src.read(&mut buf).map_err(io_err("read", &blob))?;

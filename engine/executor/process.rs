@@ -178,9 +178,18 @@ fn exit_status(status: ExitStatus) -> Status {
 }
 
 async fn pump(mut pipe: impl AsyncRead + Unpin, into: &mut Capture) {
-    let mut buf = vec![0u8; 64 << 10];
-    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
-        into.push(&buf[..n]);
+    // Grown on demand (`read_buf` fills spare capacity without zeroing it): most actions print
+    // nothing, and a zeroed 64 KiB buffer per pipe was 256 MB of memset in a 2,000-action build.
+    let mut buf: Vec<u8> = Vec::with_capacity(4 << 10);
+    loop {
+        buf.clear();
+        match pipe.read_buf(&mut buf).await {
+            Ok(1..) => into.push(&buf),
+            _ => break,
+        }
+        if buf.len() == buf.capacity() && buf.capacity() < 64 << 10 {
+            buf.reserve(buf.capacity());
+        }
     }
 }
 

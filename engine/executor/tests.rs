@@ -131,6 +131,22 @@ async fn output_is_collected_under_exec_root_and_package() {
 }
 
 #[tokio::test]
+async fn large_and_interleaved_output_is_captured_whole() {
+    // The pipe readers start with a small buffer and grow it: 300,000 numbered lines on stdout
+    // (~2 MB, many reads) and a few on stderr arrive complete and in order.
+    let f = Fixture::new();
+    let r = f
+        .run(f.spec("seq 1 300000; echo err1 >&2; seq 5 | tr -d '\\n'; echo err2 >&2"))
+        .await;
+    assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+    let mut expected: String = (1..=300_000).map(|n| format!("{n}\n")).collect();
+    expected.push_str("12345");
+    assert_eq!(text(&r.stdout).len(), expected.len());
+    assert!(text(&r.stdout) == expected);
+    assert_eq!(text(&r.stderr), "err1\nerr2\n");
+}
+
+#[tokio::test]
 async fn output_parent_directories_are_created_first() {
     let f = Fixture::new();
     let mut spec = f.spec("echo hi > a/b/out.txt");
