@@ -144,9 +144,12 @@ impl Cli {
                 };
                 crate::commands::init::run(&dir)
             }
-            Command::Query { expr, output } => {
-                crate::commands::query::run(&self.start_dir()?, expr, *output)
-            }
+            Command::Query { expr, output } => crate::commands::query::run(
+                &self.start_dir()?,
+                expr,
+                *output,
+                self.cache_dir.as_deref(),
+            ),
             Command::Build {
                 patterns,
                 jobs,

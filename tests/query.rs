@@ -210,3 +210,21 @@ fn json_and_mermaid_outputs() {
     assert!(mermaid.ok().starts_with("graph LR"), "{}", mermaid.stdout);
     assert!(mermaid.stdout.contains("-->"), "{}", mermaid.stdout);
 }
+
+#[test]
+fn query_keeps_its_evaluation_snapshot_in_the_cache_dir_given() {
+    // `--cache-dir` is global: query's evaluation snapshot goes there, not into `.flow/`.
+    let ws = fixture();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = elsewhere.path().join("cache");
+    let out = ws.run(&["--cache-dir", dir.to_str().unwrap(), "query", "//base"]);
+    assert_eq!(out.ok().trim(), "//base:base");
+    let snapshots: Vec<_> = std::fs::read_dir(dir.join("analysis"))
+        .expect("the snapshot directory in the given cache dir")
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert!(
+        !ws.path().join(".flow").exists(),
+        "nothing written to the default cache dir"
+    );
+}

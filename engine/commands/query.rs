@@ -7,8 +7,14 @@ use crate::analysis::load_graph;
 use crate::error::Error;
 use crate::query::{self, OutputFormat};
 
-pub fn run(start: &Path, expr: &str, output: OutputFormat) -> Result<i32, Error> {
-    let (_, graph, _) = load_graph(start, None)?;
+pub fn run(
+    start: &Path,
+    expr: &str,
+    output: OutputFormat,
+    cache_dir: Option<&Path>,
+) -> Result<i32, Error> {
+    // The evaluation snapshot lives in the cache directory (`--cache-dir` included).
+    let (_, graph, _) = load_graph(start, cache_dir)?;
     let set = query::evaluate(&graph, expr).map_err(|error| Error::Query {
         expr: expr.to_owned(),
         error,
