@@ -2,8 +2,19 @@
 //! to the package, `*` stays inside one directory, `**` spans any number of them, results are
 //! sorted, only files are returned, and files of sub-packages are never matched (the listing
 //! already assigns them to the sub-package). Patterns that are absolute or contain `..` are refused.
+//!
+//! Compiled pattern sets are kept for the life of the process, keyed by the patterns: BUILD
+//! files repeat the same few patterns (`glob(["src/*.py"])` in every package), and compiling one
+//! (a regex automaton) cost more than evaluating the rest of the file (~45 of ~150 ms of CPU
+//! for 1,000 BUILD files).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// At most this many compiled pattern sets are kept (a long `flow watch` sees edits come and go).
+const KEPT: usize = 4096;
 
 /// A pattern that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +38,25 @@ pub fn glob(
         .collect())
 }
 
-fn compile(patterns: &[String]) -> Result<GlobSet, GlobError> {
+/// The compiled set for `patterns`, from the process-wide cache when it was compiled before.
+fn compile(patterns: &[String]) -> Result<Arc<GlobSet>, GlobError> {
+    static COMPILED: OnceLock<Mutex<HashMap<Vec<String>, Arc<GlobSet>>>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(Default::default);
+    let lock = || compiled.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(set) = lock().get(patterns) {
+        return Ok(set.clone());
+    }
+    // Compiled without the lock: other threads go on meanwhile (two may compile one set).
+    let set = Arc::new(compile_set(patterns)?);
+    let mut kept = lock();
+    if kept.len() >= KEPT {
+        kept.clear();
+    }
+    kept.insert(patterns.to_vec(), set.clone());
+    Ok(set)
+}
+
+fn compile_set(patterns: &[String]) -> Result<GlobSet, GlobError> {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
         builder.add(compile_one(p)?);
@@ -108,5 +137,26 @@ mod tests {
         assert!(glob(&files(), &s(&["/etc/*"]), &[]).is_err());
         assert!(glob(&files(), &s(&["a**"]), &[]).is_err());
         assert!(glob(&files(), &s(&["[a"]), &[]).is_err());
+    }
+
+    #[test]
+    fn compiled_sets_are_reused_by_their_exact_patterns() {
+        // The same patterns give the same set, different ones (order, excludes) their own.
+        let a = compile(&s(&["*.py", "util/*.py"])).unwrap();
+        assert!(Arc::ptr_eq(
+            &a,
+            &compile(&s(&["*.py", "util/*.py"])).unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &compile(&s(&["util/*.py", "*.py"])).unwrap()
+        ));
+        let all = glob(&files(), &s(&["**/*.py"]), &[]).unwrap();
+        let some = glob(&files(), &s(&["**/*.py"]), &s(&["util/**"])).unwrap();
+        assert_eq!(all.len(), some.len() + 2, "{all:?} {some:?}");
+        // An error is reported every time, never remembered as a set.
+        for _ in 0..2 {
+            assert!(compile(&s(&["[a"])).is_err());
+        }
     }
 }
