@@ -355,6 +355,7 @@ impl Session<'_> {
                 let before: BTreeSet<String> = self.labels();
                 match self.analyze() {
                     Ok(()) => {
+                        self.profile.mark("watch: analysed");
                         need_analysis = false;
                         if failing {
                             println!("flow watch: the error is fixed");
@@ -386,7 +387,9 @@ impl Session<'_> {
                         }
                     }
                 }
-            } else if !self.rehash(&batch) {
+            } else if self.rehash(&batch) {
+                self.profile.mark("watch: changed files hashed");
+            } else {
                 self.profile
                     .mark("watch: changed files hashed (no content change)");
                 // Same bytes, or nothing any target reads: nothing to do.
@@ -408,7 +411,6 @@ impl Session<'_> {
             if self.args.clear && std::io::stdout().is_terminal() {
                 print!("\x1b[2J\x1b[H");
             }
-            self.profile.mark("watch: changed files hashed");
             let (summary_interrupted, superseded_by) = self.cycle(header, events, sigint).await;
             if summary_interrupted {
                 return 130;
