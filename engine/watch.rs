@@ -210,8 +210,8 @@ fn touches(touched: &BTreeSet<String>, path: &str, kind: &OutputKind) -> bool {
             .is_some_and(|t| t.starts_with(&below))
 }
 
-/// `dependents` in an order where every node comes after its dependencies (Kahn's algorithm;
-/// the plan is acyclic).
+/// The plan's nodes, each after its dependencies (Kahn's algorithm over `dependents`; the plan
+/// is acyclic).
 fn dependency_order(plan: &Plan, dependents: &[Vec<usize>]) -> Vec<usize> {
     let mut waiting: Vec<usize> = plan.nodes.iter().map(|a| a.deps.len()).collect();
     let mut order: Vec<usize> = (0..plan.nodes.len()).filter(|&i| waiting[i] == 0).collect();
