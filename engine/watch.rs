@@ -248,6 +248,8 @@ struct Session<'a> {
     /// since the last cycle started, flow's own writes included: a carried-over task with an
     /// output there (or above or below it) has its outputs checked again.
     touched_outputs: RefCell<BTreeSet<String>>,
+    /// `<workspace>/flow-out`.
+    out_root: PathBuf,
     jobs: usize,
     /// `FLOW_PROFILE=1`: the phases from a batch's first event to the cycle's run.
     profile: crate::profile::Profile,
@@ -279,6 +281,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let configured = ws.config.sandbox_dir.clone();
     let sandboxes = crate::executor::sweep_and_choose_root(&dir, configured.as_deref());
+    let out_root = ws.root.join("flow-out");
     let mut session = Session {
         ws,
         args: &args,
@@ -292,6 +295,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         last: None,
         dirty: BTreeSet::new(),
         touched_outputs: RefCell::new(BTreeSet::new()),
+        out_root,
         jobs,
         profile: crate::profile::Profile::from_env(),
     };
@@ -530,7 +534,7 @@ impl Session<'_> {
         let rebuilder = Arc::new(Rebuilder {
             cache: self.cache.clone(),
             hasher: hasher.clone(),
-            out_root: self.ws.root.join("flow-out"),
+            out_root: self.out_root.clone(),
             workspace_root: self.ws.root.clone(),
         });
         let workspace = self.ws.root.display().to_string();
@@ -551,8 +555,7 @@ impl Session<'_> {
         // cannot see it, a link to elsewhere, every time): a stat per output took ~10 ms a cycle.
         let dirty = std::mem::take(&mut self.dirty);
         let touched = std::mem::take(&mut *self.touched_outputs.borrow_mut());
-        let out_root = &runner.rebuilder.out_root;
-        let watched = std::fs::symlink_metadata(out_root).map_or(true, |m| !m.is_symlink());
+        let watched = std::fs::symlink_metadata(&self.out_root).map_or(true, |m| !m.is_symlink());
         let carried = match last {
             Some(last) => state.carried(last, &dirty, |staged| {
                 (watched && !staged.iter().any(|o| touches(&touched, &o.path, &o.kind)))
@@ -691,9 +694,12 @@ impl Session<'_> {
         if matches!(ev.kind, EventKind::Access(_)) {
             return batch;
         }
-        let out_root = self.ws.root.join("flow-out");
         for path in &ev.paths {
-            if let Some(rel) = path.strip_prefix(&out_root).ok().and_then(|r| r.to_str()) {
+            if let Some(rel) = path
+                .strip_prefix(&self.out_root)
+                .ok()
+                .and_then(|r| r.to_str())
+            {
                 self.touched_outputs.borrow_mut().insert(rel.to_owned());
             }
         }
