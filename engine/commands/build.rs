@@ -105,6 +105,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         _ => None,
     };
     if carried.is_some() {
+        profile.mark("plan from the build record");
         match lock_workspace(&out_root, &runtime, &mut sigint) {
             Err(code) => return Ok(code),
             Ok((l, waited)) => {
@@ -114,12 +115,13 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
                 }
             }
         }
+        profile.mark("lock");
     }
     let cache;
     let prepared = match carried {
         Some(c) => {
             cache = Arc::new(open_cache(&cache_dir)?);
-            profile.mark("plan from the build record");
+            profile.mark("open cache");
             Prepared::from_record(c)
         }
         None => {
