@@ -7,7 +7,9 @@
 For each size NxF it builds flow in release mode (once), generates one workspace per tool with
 the shared generator (`gen_workspace.py`: same graph, same seed, byte-identical sources), builds
 each once, and then, scenario by scenario, runs every tool once untimed (warm-up) and then
-alternates timed runs between the tools (A1 B1 C1 A2 B2 C2 ...). Mutations and clean steps are
+alternates timed runs between the tools, one round forwards and the next backwards (A1 B1 C1
+C2 B2 A2 A3 ...: a tool that keeps working after it exits, Bazel's server, would otherwise
+always slow down the same next tool). Mutations and clean steps are
 done by this script *before* the timer starts; only the build command itself is timed. Each
 timed run is one child process: wall time from spawn to exit, and `os.wait4`'s resource usage
 (user+sys CPU of the child and everything it waited for, and `ru_maxrss`: the peak RSS of the
@@ -546,7 +548,8 @@ def bench_size(ctx, n, f, tools):
         samples = {t.name: [] for t in runners}
         counts = []
         for r in range(-1, ctx.runs):  # -1: the warm-up, not counted
-            for t in runners:
+            # Every other round backwards: no tool always runs right after the same other one.
+            for t in (runners if r % 2 else runners[::-1]):
                 ws = workspaces[t.name]
                 prepare(t)
                 lp = os.path.join(logs, "%s-%s.log" % (t.name, sc))
