@@ -528,12 +528,13 @@ impl Record {
         let values = &self.bytes[HEADER..HEADER + self.values_len];
         let slots = Slots::of(&head);
         let first = first_staged(&results);
-        if values.len() != slots.staged(results.len(), first[results.len()]) {
+        let count = results.len();
+        if values.len() != slots.staged(count, first[count]) {
             return None;
         }
         for (i, r) in results.iter_mut().enumerate() {
             r.key = get_key(&values[slots.key(i)..]);
-            let at = slots.staged(first.len() - 1, first[i]);
+            let at = slots.staged(count, first[i]);
             for (k, s) in r.staged.iter_mut().enumerate() {
                 get_staged(&values[at + k * STAGED_BYTES..], s);
             }
