@@ -90,6 +90,25 @@ fn unknown_dep_suggests_closest() {
     );
 }
 
+/// Issue 14: a dependency whose name has two letters swapped got no "did you mean" (Jaro-Winkler
+/// finds no match in three letters, so `lbi` scored 0.56 against `lib`).
+#[test]
+fn unknown_dep_with_two_letters_swapped_suggests() {
+    query_all(
+        "unknown_dep_swapped",
+        &[
+            (
+                "machine_learning/BUILD",
+                "task(name = \"lib\", cmd = \"true\")\ntask(name = \"lint\", cmd = \"true\")\n",
+            ),
+            (
+                "app/BUILD",
+                "task(\n    name = \"x\",\n    cmd = \"true\",\n    deps = [\"//machine_learning:lbi\"],\n)\n",
+            ),
+        ],
+    );
+}
+
 #[test]
 fn unknown_dep_package() {
     query_all(
