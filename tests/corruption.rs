@@ -430,6 +430,40 @@ fn a_garbage_write_ahead_log_is_reported_and_ignored() {
     );
 }
 
+/// Issue 14: the damaged databases moved aside (`flow.db.corrupt-*`) were never removed.
+/// `flow cache stats` counts them, weighs them and says how to remove them (golden
+/// `cache_stats_moved_aside`); `flow clean --cache` removes them.
+#[test]
+fn moved_aside_databases_are_reported_by_stats_and_removed_by_clean() {
+    let ws = workspace(FILES);
+    let cache = ws.path().join(".flow");
+    ws.run(&["build"]).ok();
+    let conn = rusqlite::Connection::open(cache.join("flow.db")).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    drop(conn);
+    std::fs::write(cache.join("flow.db"), vec![0x5a; 20_000]).unwrap();
+    let stats = ws.run(&["cache", "stats"]);
+    one_warning(&stats, &["moved it aside"]);
+    let moved: Vec<&str> = stats
+        .ok()
+        .lines()
+        .skip_while(|l| !l.starts_with("moved aside:"))
+        .collect();
+    crate::support::golden("cache_stats_moved_aside", &(moved.join("\n") + "\n"));
+
+    ws.run(&["clean", "--cache"]).ok();
+    let left: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("flow.db.corrupt-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let stats = ws.run(&["cache", "stats"]);
+    quiet_ok(&stats);
+    assert!(!stats.stdout.contains("moved aside"), "{}", stats.stdout);
+}
+
 /// A tmpfs mounted for the length of a test; unmounted on drop, panics included.
 struct Mount(PathBuf);
 

@@ -43,6 +43,8 @@
 //! only if it is still damaged renames `flow.db` to `flow.db.corrupt-<unix ms>` (its WAL to
 //! `flow.db.corrupt-<unix ms>-wal`, kept for a post-mortem; the shared-memory index is removed)
 //! and starts an empty database. Cached results are lost, never wrong: their actions run again.
+//! The copies stay until someone looks: `flow cache stats` counts them ([`moved_aside`]) and
+//! `flow clean --cache` removes them with the rest of the cache ([`remove_moved_aside`]).
 //! Both repairs come back as one sentence each, which the engine prints as warnings. Only errors
 //! SQLite itself reports as corruption move a database aside: a size or header heuristic could
 //! misjudge a database another process is checkpointing, and moving a live database aside would
@@ -224,15 +226,18 @@ fn companion(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// What a damaged database's new name adds to its old one, before the time and a counter.
+const ASIDE: &str = ".corrupt-";
+
 /// Renames the damaged database to `<db>.corrupt-<unix ms>` (and its WAL beside it) and removes
 /// its shared-memory index; returns the new name. Called with the repair lock held.
 fn move_aside(db: &Path) -> Result<PathBuf, CacheError> {
     let stamp = now_ms();
-    let mut aside = companion(db, &format!(".corrupt-{stamp}"));
+    let mut aside = companion(db, &format!("{ASIDE}{stamp}"));
     let mut n = 0;
     while fs::symlink_metadata(&aside).is_ok() {
         n += 1;
-        aside = companion(db, &format!(".corrupt-{stamp}-{n}"));
+        aside = companion(db, &format!("{ASIDE}{stamp}-{n}"));
     }
     fs::rename(db, &aside).map_err(io_err("move aside", db))?;
     // The log belongs to the damaged file: replayed into the new one it would mix them.
@@ -251,6 +256,54 @@ fn move_aside(db: &Path) -> Result<PathBuf, CacheError> {
         }
     }
     Ok(aside)
+}
+
+/// One file that [`move_aside`] left beside the database `db`: a damaged database or its log.
+pub(crate) struct MovedAside {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The log (`…-wal`) of a moved-aside database rather than the database itself.
+    pub is_log: bool,
+}
+
+/// Every file that [`move_aside`] left beside `db` (`<db>.corrupt-*`), by name. A file that
+/// vanishes during the listing (a concurrent `flow clean --cache`) is skipped.
+pub(crate) fn moved_aside(db: &Path) -> Result<Vec<MovedAside>, CacheError> {
+    let (Some(dir), Some(name)) = (db.parent(), db.file_name().and_then(|n| n.to_str())) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}{ASIDE}");
+    let mut found = Vec::new();
+    for path in crate::stats::read_dir(dir)? {
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !file.starts_with(&prefix) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        found.push(MovedAside {
+            is_log: file.ends_with("-wal"),
+            bytes: meta.len(),
+            path,
+        });
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+/// Removes every file [`moved_aside`] lists; one already gone is no error.
+pub(crate) fn remove_moved_aside(db: &Path) -> Result<(), CacheError> {
+    for file in moved_aside(db)? {
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &file.path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A sentence if `<db>-wal` is not empty and does not start with a SQLite WAL header (magic

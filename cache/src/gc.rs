@@ -130,9 +130,10 @@ impl Cache {
         Ok(report)
     }
 
-    /// Removes every blob, temp file, action result, file state and history row; keeps the
-    /// schema. For `flow clean --cache`.
+    /// Removes every blob, temp file, action result, file state and history row, and the damaged
+    /// databases an earlier open moved aside; keeps the schema. For `flow clean --cache`.
     pub fn clear(&self) -> Result<(), CacheError> {
+        crate::db::remove_moved_aside(&self.dir().join(crate::DB_FILE))?;
         self.write("clear", |tx| {
             tx.execute_batch(
                 "DELETE FROM action_runs; DELETE FROM action_latest; DELETE FROM builds; \

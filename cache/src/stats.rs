@@ -21,6 +21,11 @@ pub struct CacheStats {
     pub action_runs: u64,
     /// `flow.db` plus its write-ahead log.
     pub db_bytes: u64,
+    /// Damaged databases moved aside by an earlier open (`flow.db.corrupt-*`), kept for a
+    /// post-mortem until `flow clean --cache` or a hand removes them.
+    pub moved_aside: u64,
+    /// What they weigh, their logs included.
+    pub moved_aside_bytes: u64,
 }
 
 /// One blob found by [`list_blobs`].
@@ -93,6 +98,7 @@ impl Cache {
             .filter_map(|suffix| fs::metadata(self.dir().join(format!("{DB_FILE}{suffix}"))).ok())
             .map(|m| m.len())
             .sum();
+        let aside = crate::db::moved_aside(&self.dir().join(DB_FILE))?;
         Ok(CacheStats {
             blobs: blobs.len() as u64,
             blob_bytes: blobs.iter().map(|b| b.size).sum(),
@@ -101,6 +107,8 @@ impl Cache {
             builds: count("builds")?,
             action_runs: count("action_runs")?,
             db_bytes,
+            moved_aside: aside.iter().filter(|f| !f.is_log).count() as u64,
+            moved_aside_bytes: aside.iter().map(|f| f.bytes).sum(),
         })
     }
 }

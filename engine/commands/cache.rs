@@ -37,6 +37,19 @@ pub fn stats(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Error> {
     println!("builds:         {}", s.builds);
     println!("action runs:    {}", s.action_runs);
     println!("database:       {}", human(s.db_bytes));
+    if s.moved_aside > 0 {
+        println!(
+            "moved aside:    {} damaged database(s), {} (`{}`)",
+            s.moved_aside,
+            human(s.moved_aside_bytes),
+            dir.join(format!("{}.corrupt-*", flow_cache::DB_FILE))
+                .display()
+        );
+        println!(
+            "                kept for a post-mortem: delete them by hand, or `flow clean --cache` \
+             removes them with the rest of the cache"
+        );
+    }
     Ok(0)
 }
 

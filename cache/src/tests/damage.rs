@@ -118,6 +118,40 @@ fn a_garbage_database_is_moved_aside_and_replaced() {
 }
 
 #[test]
+fn stats_count_moved_aside_databases_and_clear_removes_them() {
+    let dir = temp();
+    let cache_dir = dir.path().join("cache");
+    drop(open(&dir));
+    for bytes in [8192, 4096] {
+        checkpoint(&cache_dir);
+        fs::write(cache_dir.join("flow.db"), vec![0x5a; bytes]).unwrap();
+        let cache = open(&dir);
+        assert_eq!(cache.notices().len(), 1, "{:?}", cache.notices());
+    }
+    let cache = open(&dir);
+    assert_eq!(aside(&cache_dir).len(), 2);
+    let stats = cache.stats().unwrap();
+    // The logs moved with them weigh nothing here (checkpointed), and are not databases.
+    assert_eq!(
+        (stats.moved_aside, stats.moved_aside_bytes),
+        (2, 8192 + 4096)
+    );
+    fs::write(cache_dir.join("flow.db.corrupted-by-hand"), b"not ours").unwrap();
+    cache.clear().unwrap();
+    let left: Vec<String> = names(&cache_dir)
+        .into_iter()
+        .filter(|n| n.contains("corrupt"))
+        .collect();
+    assert_eq!(
+        left,
+        ["flow.db.corrupted-by-hand"],
+        "only what flow moved aside goes"
+    );
+    let stats = cache.stats().unwrap();
+    assert_eq!((stats.moved_aside, stats.moved_aside_bytes), (0, 0));
+}
+
+#[test]
 fn a_truncated_database_is_moved_aside() {
     let dir = temp();
     let cache_dir = dir.path().join("cache");
