@@ -48,6 +48,10 @@ pub enum Command {
         /// Keep going after a failure: run everything that does not depend on it
         #[arg(short = 'k', long)]
         keep_going: bool,
+        /// Write the event stream to FILE: one JSON line per event (for now, each action's
+        /// reuse decision: carried, cached, restored, ran, failed)
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -71,10 +75,13 @@ pub enum Command {
         /// The target, e.g. `//app:test`
         label: String,
     },
-    /// Say whether the next build would run a target, and which inputs changed
+    /// Say what the next build would do with a target (carry it over, use its cached result,
+    /// restore it, or run it) and which inputs changed; with a pattern or several targets, one
+    /// line per action of `flow build` of the same arguments
     Explain {
-        /// The target, e.g. `//app:test`
-        label: String,
+        /// The target, e.g. `//app:test`, or target patterns as for `build`
+        #[arg(required = true)]
+        patterns: Vec<String>,
     },
     /// Inspect or trim the cache
     Cache {
@@ -154,6 +161,7 @@ impl Cli {
                 patterns,
                 jobs,
                 keep_going,
+                events,
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
@@ -161,6 +169,7 @@ impl Cli {
                     jobs: jobs.map(usize::from),
                     keep_going: *keep_going,
                     cache_dir: self.cache_dir.as_deref(),
+                    events: events.as_deref(),
                 },
             ),
             Command::Watch {
@@ -169,9 +178,9 @@ impl Cli {
                 keep_going,
                 debounce,
                 clear,
-            } => crate::watch::run(
+            } => crate::commands::watch::run(
                 &self.start_dir()?,
-                crate::watch::WatchArgs {
+                crate::commands::watch::WatchArgs {
                     patterns,
                     jobs: jobs.map(usize::from),
                     keep_going: *keep_going,
@@ -184,9 +193,11 @@ impl Cli {
             Command::Log { label } => {
                 crate::commands::log::run(&self.start_dir()?, label, self.cache_dir.as_deref())
             }
-            Command::Explain { label } => {
-                crate::commands::explain::run(&self.start_dir()?, label, self.cache_dir.as_deref())
-            }
+            Command::Explain { patterns } => crate::commands::explain::run(
+                &self.start_dir()?,
+                patterns,
+                self.cache_dir.as_deref(),
+            ),
             Command::Cache { command } => match command {
                 CacheCommand::Stats => {
                     crate::commands::cache::stats(&self.start_dir()?, self.cache_dir.as_deref())

@@ -3,23 +3,57 @@
 //! paths, environment fixed), each group kept as an ordering node.
 //!
 //! Built once per build from the validated `TargetGraph`; nothing here touches the cache or runs
-//! anything. Node indices are positions in `Plan::nodes`, in label order.
+//! anything. Node indices are positions in `Plan::nodes`, in label order. The graph questions
+//! every stage asks of a plan (who depends on a node, everything downstream of a set, an order
+//! with each node after its dependencies) are answered here, once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flow_rules::{Label, TargetKind};
+use serde::{Deserialize, Serialize};
 
 use crate::expand::{expand, join_path, Layout};
 use crate::graph::TargetGraph;
 
-/// One node of the build: a task to run, or a group that only orders and forwards.
-#[derive(Clone, Debug)]
+/// What kind of work a node is. Whether a kind's last result may ever be reused is said once,
+/// in [`ActionKind::reusable`], and the rebuilder's one reuse decision
+/// (`rebuilder::reuse`) is the only code that asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionKind {
+    /// A pure function of its key: cached, restored, carried over, answered by a no-op.
+    Task,
+    /// A task declared with `cache = False`: it runs in every build that includes it; its
+    /// result is never restored, carried over or answered by a no-op (its outputs still reach
+    /// its dependents, keyed by content as usual).
+    Uncached,
+    /// Runs nothing: orders its dependencies and forwards their outputs.
+    Group,
+}
+
+impl ActionKind {
+    /// Whether a result of an earlier run of this kind may stand in for running it.
+    pub fn reusable(self) -> bool {
+        match self {
+            ActionKind::Task | ActionKind::Group => true,
+            ActionKind::Uncached => false,
+        }
+    }
+
+    /// Whether nodes of this kind run a command (groups do not).
+    pub fn runs(self) -> bool {
+        self != ActionKind::Group
+    }
+}
+
+/// One node of the build: a task to run, or a group that only orders and forwards. It is also
+/// what the build record stores of the plan (`record::format`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Action {
     pub label: Label,
     pub package: String,
-    pub is_group: bool,
+    pub kind: ActionKind,
     /// The command after expansion.
     pub cmd: String,
     /// Sources, workspace-relative.
@@ -43,6 +77,8 @@ pub struct Plan {
     /// Nodes the user asked for (the rest are there because these depend on them).
     pub requested: BTreeSet<usize>,
     pub index: HashMap<Label, usize>,
+    /// Per node, the nodes that depend on it directly.
+    dependents: Vec<Vec<usize>>,
 }
 
 impl Plan {
@@ -81,7 +117,11 @@ impl Plan {
                 Action {
                     label: target.label.clone(),
                     package: target.label.package().to_owned(),
-                    is_group: target.kind == TargetKind::Group,
+                    kind: match target.kind {
+                        TargetKind::Group => ActionKind::Group,
+                        TargetKind::Task if target.cache => ActionKind::Task,
+                        TargetKind::Task => ActionKind::Uncached,
+                    },
                     cmd,
                     srcs: target
                         .srcs
@@ -99,16 +139,72 @@ impl Plan {
                 }
             })
             .collect::<Vec<_>>();
+        Plan::from_nodes(nodes, selected.iter().map(|t| node_of[t]).collect())
+    }
+
+    /// A plan of `nodes` (each one's `deps` are indices into `nodes`), `requested` among them.
+    pub fn from_nodes(nodes: Vec<Action>, requested: BTreeSet<usize>) -> Plan {
         let index = nodes
             .iter()
             .enumerate()
             .map(|(i, a)| (a.label.clone(), i))
             .collect();
-        Plan {
-            requested: selected.iter().map(|t| node_of[t]).collect(),
-            nodes,
-            index,
+        let mut dependents = vec![Vec::new(); nodes.len()];
+        for (i, a) in nodes.iter().enumerate() {
+            for &d in &a.deps {
+                if let Some(list) = dependents.get_mut(d) {
+                    list.push(i);
+                }
+            }
         }
+        Plan {
+            nodes,
+            requested,
+            index,
+            dependents,
+        }
+    }
+
+    /// The nodes that depend directly on node `i`.
+    pub fn dependents(&self, i: usize) -> &[usize] {
+        &self.dependents[i]
+    }
+
+    /// `from` and every node that depends on one of them, directly or not.
+    pub fn downstream(&self, from: impl IntoIterator<Item = usize>) -> Vec<bool> {
+        let mut reached = vec![false; self.nodes.len()];
+        let mut stack: Vec<usize> = from.into_iter().collect();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut reached[i], true) {
+                stack.extend(self.dependents[i].iter().copied());
+            }
+        }
+        reached
+    }
+
+    /// Every node after its dependencies (Kahn's algorithm; the plan is acyclic).
+    pub fn topo_order(&self) -> Vec<usize> {
+        let mut waiting: Vec<usize> = self.nodes.iter().map(|a| a.deps.len()).collect();
+        let mut order: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| waiting[i] == 0)
+            .collect();
+        let mut next = 0;
+        while next < order.len() {
+            let n = order[next];
+            next += 1;
+            for &d in &self.dependents[n] {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    order.push(d);
+                }
+            }
+        }
+        order
+    }
+
+    /// The indices of the nodes that run a command (every node but groups).
+    pub fn actions(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].kind.runs())
     }
 
     /// Every source file of every task, workspace-relative, deduplicated and sorted.

@@ -1,7 +1,8 @@
 //! `Rebuilder`: for one action whose dependencies are done, decides hit or run, and does the
 //! cache side of each — a constructive-trace rebuilder in the sense of "Build Systems à la Carte".
 //! It never looks at the ready queue (the scheduler's) and never spawns a process (the
-//! executor's).
+//! executor's). Whether an action's last result is reused at all is decided here and nowhere
+//! else: [`Rebuilder::decide`] (`reuse.rs`).
 //!
 //! 1. `key`: the `ActionKey` from source digests (file-state table), dependency output digests
 //!    and tool identities.
@@ -18,6 +19,10 @@
 //!
 //! Early cutoff needs no code: a dependency that re-runs and produces identical bytes gives its
 //! dependents identical keys.
+
+mod reuse;
+
+pub use reuse::{Apply, Carried, Decision, KeyInputs, LastResult};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

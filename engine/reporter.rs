@@ -44,6 +44,8 @@ pub struct Reporter {
     /// Lines not yet written to stdout (without a progress bar): written by `flush`, which the
     /// runner calls before it waits, so that a line is never held while nothing happens.
     pending: std::cell::RefCell<Vec<u8>>,
+    /// `flow build --events FILE`: one JSON line per event.
+    events: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 impl Reporter {
@@ -69,6 +71,22 @@ impl Reporter {
             cached: 0,
             running: BTreeMap::new(),
             pending: std::cell::RefCell::new(Vec::new()),
+            events: None,
+        }
+    }
+
+    /// Writes the event stream to `file` as well (`flow build --events FILE`).
+    pub fn with_events(mut self, file: std::fs::File) -> Reporter {
+        self.events = Some(std::io::BufWriter::new(file));
+        self
+    }
+
+    /// The reuse decision for `label` (`carried`, `cached`, `restored`, `ran`, `failed`), as an
+    /// event: `{"event":"decision","label":"//a:b","decision":"carried"}`.
+    pub fn decided(&mut self, label: &str, decision: &str) {
+        if let Some(out) = &mut self.events {
+            let line = serde_json::json!({"event": "decision", "label": label, "decision": decision});
+            let _ = writeln!(out, "{line}");
         }
     }
 

@@ -15,10 +15,8 @@ use std::path::Path;
 
 use crate::expand::join_path;
 use crate::graph::TargetGraph;
+use crate::lock::LOCK_FILE;
 use crate::rebuilder::tree_marker_name;
-
-/// The lock file and temp-file suffixes that are not outputs.
-const LOCK_FILE: &str = ".flow-lock";
 
 /// What the graph declares: output files and output directories, workspace-relative.
 pub struct Declared {

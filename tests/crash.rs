@@ -594,11 +594,11 @@ fn a_second_build_in_the_same_workspace_waits_for_the_first() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     let waiting: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.starts_with("flow: waiting for another flow build in this workspace"))
+        .filter(|l| l.starts_with("flow: waiting for another flow command in this workspace"))
         .collect();
     assert_eq!(waiting.len(), 1, "{}", text(&second));
     let prefix =
-        format!("flow: waiting for another flow build in this workspace (pid {pid}, started ");
+        format!("flow: waiting for another flow command in this workspace (pid {pid}, started ");
     assert!(waiting[0].starts_with(&prefix), "{}", waiting[0]);
     assert!(
         String::from_utf8_lossy(&second.stdout).contains("[CACHED] //p:slow"),

@@ -245,7 +245,7 @@ fn bench_keys(runs: usize, w: &Workload) {
     let rebuilder = Rebuilder {
         cache: Arc::new(Cache::open(cache_dir.path()).unwrap()),
         hasher: Arc::new(FileHasher::new(HashMap::new())),
-        out_root: w.root.join("flow-out"),
+        out_root: flow::session::out_root(&w.root),
         workspace_root: w.root.clone(),
     };
     let tools = HashMap::new();
@@ -407,7 +407,7 @@ fn bench_runner(runs: usize, w: &Workload) {
             },
         );
     }
-    let n = w.plan.nodes.iter().filter(|a| !a.is_group).count();
+    let n = w.plan.nodes.iter().filter(|a| a.kind.runs()).count();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -417,7 +417,7 @@ fn bench_runner(runs: usize, w: &Workload) {
         sources: w.sources.clone(),
         tools: HashMap::new(),
         durations: HashMap::new(),
-        carried: HashMap::new(),
+        carried: flow::rebuilder::Carried::none(),
         touch_carried: false,
     };
     // One build: a fresh hasher over `known`, the cache in `cache_dir`, outputs in `out_root`.
@@ -440,6 +440,7 @@ fn bench_runner(runs: usize, w: &Workload) {
                 keep_going: false,
                 report_up_to_date: true,
                 workspace: w.root.display().to_string(),
+                clock: flow::clock::Clock::default(),
             },
         };
         quiet(|| {
@@ -456,7 +457,7 @@ fn bench_runner(runs: usize, w: &Workload) {
     let ran = measure(runs, || {
         let dir = tempfile::tempdir().unwrap();
         let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
-        let (took, s, hasher) = build(&cache, &dir.path().join("flow-out"), HashMap::new());
+        let (took, s, hasher) = build(&cache, &flow::session::out_root(dir.path()), HashMap::new());
         assert_eq!((s.ran, s.failed), (n, 0), "{s:?}");
         last = Some((dir, cache, hasher.snapshot()));
         took
@@ -468,7 +469,7 @@ fn bench_runner(runs: usize, w: &Workload) {
         None,
     );
     let (dir, cache, known) = last.expect("at least one run");
-    let out_root = dir.path().join("flow-out");
+    let out_root = flow::session::out_root(dir.path());
     let noop = measure(runs, || {
         let (took, s, _) = build(&cache, &out_root, known.clone());
         assert_eq!((s.ran, s.cached), (0, n), "{s:?}");

@@ -1,33 +1,76 @@
 //! `flow clean`: removes the materialized outputs (`flow-out/`); `--cache` also empties the
-//! cache (results, blobs, file states, history).
+//! cache (results, blobs, file states, history). It holds the workspace lock while it does
+//! (`lock.rs`), so it never removes outputs under a running build or watch cycle: it waits for
+//! them, saying so.
 
 use std::path::Path;
 
-use crate::analysis::{cache_dir, open_cache};
 use crate::error::Error;
-use crate::workspace::Workspace;
+use crate::lock::LOCK_FILE;
+use crate::runner::runtime_with_sigint;
+use crate::session::{Session, SessionArgs};
 
 pub fn run(start: &Path, cache: bool, cache_flag: Option<&Path>) -> Result<i32, Error> {
-    let ws = Workspace::discover(start)?;
-    let out = ws.root.join("flow-out");
-    if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|e| Error::Io {
-            path: out.clone(),
-            action: "remove",
-            error: e.to_string(),
-        })?;
+    let mut session = Session::open(
+        start,
+        SessionArgs {
+            cache_dir: cache_flag,
+            ..SessionArgs::default()
+        },
+    )?;
+    let (runtime, mut sigint) = runtime_with_sigint(start)?;
+    if session.lock("clean", runtime.handle(), &mut sigint).is_err() {
+        return Ok(130);
     }
+    let out = session.out_root.clone();
+    remove_outputs(&out)?;
     eprintln!("flow: removed `{}`", out.display());
     if cache {
-        let dir = cache_dir(&ws, cache_flag);
+        let dir = session.cache_dir.clone();
         if dir.exists() {
             crate::record::forget_all(&dir);
-            open_cache(&dir)?.clear().map_err(|e| Error::Cache {
-                path: dir.clone(),
-                error: e.to_string(),
-            })?;
+            session
+                .cache()?
+                .clear()
+                .map_err(|e| session.cache_error(e))?;
         }
         eprintln!("flow: emptied the cache at `{}`", dir.display());
     }
+    // Unlocking removes the lock file, then `flow-out/` itself once empty.
+    session.close(Some(runtime));
     Ok(0)
+}
+
+/// Removes everything in `out` but the lock file this command holds.
+fn remove_outputs(out: &Path) -> Result<(), Error> {
+    let io = |path: &Path, e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        action: "remove",
+        error: e.to_string(),
+    };
+    // A link in place of `flow-out/` is removed as a link, never followed.
+    if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_symlink()) {
+        return std::fs::remove_file(out).map_err(|e| io(out, e));
+    }
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(out, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io(out, e))?;
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -1,161 +1,230 @@
-//! `flow explain LABEL`: would the next build run this target, and why? Computes the key the
-//! next build would compute (dependencies first, from their cached results), then compares it with
-//! the key of the target's last successful run, field by field.
+//! `flow explain PATTERNS`: what would the next `flow build PATTERNS` do with each action, and
+//! why? It prepares the same pipeline as the build (`pipeline.rs`: the build record or
+//! analysis, the carry set), then asks the rebuilder's one reuse decision about every action in
+//! dependency order, as the runner would, without running or restoring anything
+//! ([`Apply::DryRun`]). So it cannot disagree with a build: what it says carried, cached,
+//! restored or run, the build carries, uses, restores or runs. An action downstream of one that
+//! would run cannot be keyed before that one's outputs exist: it is reported as waiting, and
+//! the build then runs it or (early cutoff) uses its cached result.
+//!
+//! With one target named exactly, it says so in a sentence and, for a run, lists which fields
+//! of the key changed since its last successful run; with patterns or several targets, one
+//! line per action: `[CARRIED]`, `[CACHED]`, `[RESTORE]`, `[RUN]`, `[WAITS]`, `[FAILS]`.
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 use flow_cache::Digest;
+use flow_rules::{Label, TargetPattern};
 
 use crate::action_key::ActionKey;
-use crate::analysis::{load_graph, open_cache};
-use crate::commands::log::single_label;
+use crate::analysis::parse_patterns;
 use crate::error::Error;
-use crate::hasher::FileHasher;
-use crate::plan::{known_states, tool_identities, Plan};
-use crate::rebuilder::{staged, Rebuilder, StagedOutput};
+use crate::pipeline::{Request, Start};
+use crate::rebuilder::{staged, Apply, Decision, KeyInputs, StagedOutput};
+use crate::session::{Session, SessionArgs};
 
 /// What the next build would do with one node.
 enum Verdict {
-    /// A cached result exists for its key; outputs known.
+    Carried,
+    /// A cached result exists for its key; `restore`: its outputs would be restored.
     Cached(Digest, bool),
-    /// Its key has no result: it would run.
     Runs(Box<ActionKey>),
-    /// It cannot be keyed before a dependency runs.
-    AfterDep(String),
+    /// It cannot be keyed before this dependency runs.
+    Waits(String),
     /// Its key cannot be computed (unreadable source, missing tool).
-    Broken(String),
+    Fails(String),
+    /// A group: runs nothing.
+    Group,
+    /// A kind that is never reused (`cache = False`): it runs in every build.
+    Always,
 }
 
-pub fn run(start: &Path, label: &str, cache_flag: Option<&Path>) -> Result<i32, Error> {
-    let (ws, graph, dir) = load_graph(start, cache_flag)?;
-    let label = single_label(&graph, label)?;
-    let target = graph.index_of(&label).expect("checked by single_label");
-    let plan = Plan::new(&graph, &BTreeSet::from([target]), &ws.config.action_path);
-    let cache = Arc::new(open_cache(&dir)?);
-    let cache_err = |e: flow_cache::CacheError| Error::Cache {
-        path: dir.clone(),
-        error: e.to_string(),
+pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Result<i32, Error> {
+    let terms = parse_patterns(patterns)?;
+    let mut session = Session::open(
+        start,
+        SessionArgs {
+            cache_dir: cache_flag,
+            ..SessionArgs::default()
+        },
+    )?;
+    let single = match terms.as_slice() {
+        [t] if !t.exclude => match &t.pattern {
+            TargetPattern::Label(l) => Some(l.clone()),
+            _ => None,
+        },
+        _ => None,
     };
-    let known = known_states(&cache, &ws.root, &plan, &ws.config.action_path).map_err(cache_err)?;
-    let hasher = Arc::new(FileHasher::new(known));
-    let sources = plan.all_sources();
-    let paths: Vec<_> = sources.iter().map(|s| ws.root.join(s)).collect();
-    let digests: HashMap<_, _> = sources
-        .iter()
-        .zip(hasher.digest_many(&paths))
-        .filter_map(|(s, h)| h.ok().map(|h| (s.clone(), h)))
-        .collect();
-    let tools = tool_identities(&plan, &ws.config.action_path, &hasher);
-    let rebuilder = Rebuilder {
-        cache: cache.clone(),
-        hasher,
-        out_root: ws.root.join("flow-out"),
-        workspace_root: ws.root.clone(),
+    let request = Request {
+        terms: &terms,
+        patterns,
+        lock: None,
     };
-
-    // Dependencies first (Kahn's order over the plan).
-    let n = plan.nodes.len();
-    let mut verdicts: Vec<Option<Verdict>> = (0..n).map(|_| None).collect();
-    let mut outputs: Vec<Option<Vec<StagedOutput>>> = vec![None; n];
-    let mut remaining: Vec<usize> = plan.nodes.iter().map(|a| a.deps.len()).collect();
-    let mut dependents = vec![Vec::new(); n];
-    for (i, a) in plan.nodes.iter().enumerate() {
-        for &d in &a.deps {
-            dependents[d].push(i);
-        }
-    }
-    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
-    while let Some(i) = ready.pop() {
-        let a = &plan.nodes[i];
-        let blocked = a.deps.iter().find(|&&d| outputs[d].is_none());
-        let verdict = if let Some(&d) = blocked {
-            Verdict::AfterDep(plan.nodes[d].label.to_string())
-        } else {
-            let deps: Vec<StagedOutput> = a
-                .deps
-                .iter()
-                .flat_map(|&d| outputs[d].clone().unwrap_or_default())
-                .collect();
-            if a.is_group {
-                outputs[i] = Some(deps);
-                Verdict::Cached(Digest::of(b""), true)
-            } else {
-                match rebuilder.key(a, &digests, &deps, &tools) {
-                    Err(why) => Verdict::Broken(why),
-                    Ok(key) => match rebuilder.lookup(&key.digest()).map_err(cache_err)? {
-                        Some(result) => {
-                            let fresh = rebuilder.is_materialized(a, &result);
-                            outputs[i] = Some(staged(a, &result));
-                            Verdict::Cached(key.digest(), fresh)
+    let verdicts: Vec<(Label, Verdict)> = match session.prepare(request)? {
+        Start::NoOp(labels) => labels
+            .iter()
+            .filter_map(|l| Some((Label::parse(l, None).ok()?, Verdict::Carried)))
+            .collect(),
+        Start::Interrupted => return Ok(130),
+        Start::Plan(prepared) => {
+            let ready = session.resolve(prepared)?;
+            let rebuilder = session.rebuilder(ready.hasher.clone())?;
+            let plan = &ready.plan;
+            let resolved = &ready.resolved;
+            let n = plan.nodes.len();
+            let mut verdicts: Vec<Option<Verdict>> = (0..n).map(|_| None).collect();
+            let mut outputs: Vec<Option<Vec<StagedOutput>>> = vec![None; n];
+            let prefetched = Default::default();
+            for i in plan.topo_order() {
+                let a = &plan.nodes[i];
+                let blocked = a.deps.iter().find(|&&d| outputs[d].is_none());
+                let deps: Vec<StagedOutput> = a
+                    .deps
+                    .iter()
+                    .flat_map(|&d| outputs[d].clone().unwrap_or_default())
+                    .collect();
+                verdicts[i] = Some(if let Some(&d) = blocked {
+                    Verdict::Waits(waits_on(&verdicts, plan, d))
+                } else if !a.kind.runs() {
+                    outputs[i] = Some(deps);
+                    Verdict::Group
+                } else {
+                    let inputs = KeyInputs {
+                        sources: &resolved.sources,
+                        deps: &deps,
+                        tools: &resolved.tools,
+                        prefetched: &prefetched,
+                    };
+                    match rebuilder.decide(i, a, &resolved.carried, &inputs, Apply::DryRun) {
+                        Decision::Carried(last) => {
+                            outputs[i] = Some(last.staged);
+                            Verdict::Carried
                         }
-                        None => Verdict::Runs(Box::new(key)),
-                    },
-                }
+                        Decision::Cached {
+                            key,
+                            result,
+                            restored,
+                        } => {
+                            outputs[i] = Some(staged(a, &result));
+                            Verdict::Cached(key, restored)
+                        }
+                        Decision::Run { .. } if !a.kind.reusable() => Verdict::Always,
+                        Decision::Run { key, .. } => Verdict::Runs(key),
+                        Decision::Unkeyable(why) => Verdict::Fails(why),
+                    }
+                });
             }
-        };
-        verdicts[i] = Some(verdict);
-        for &d in &dependents[i] {
-            remaining[d] -= 1;
-            if remaining[d] == 0 {
-                ready.push(d);
+            plan.topo_order()
+                .into_iter()
+                .filter_map(|i| Some((plan.nodes[i].label.clone(), verdicts[i].take()?)))
+                .collect()
+        }
+    };
+    let cache = session.cache()?;
+    let workspace = session.workspace_text();
+    let explain = |label: &Label, key: &ActionKey, indent: &str| {
+        explain_change(&cache, &workspace, &label.to_string(), key, indent)
+    };
+    match single {
+        Some(label) => {
+            let Some((_, verdict)) = verdicts.iter().find(|(l, _)| *l == label) else {
+                return Ok(0);
+            };
+            say(&label, verdict, &verdicts, &explain)?;
+        }
+        None => {
+            let mut sorted: Vec<&(Label, Verdict)> = verdicts.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            for (label, verdict) in sorted {
+                line(label, verdict, &explain)?;
             }
         }
     }
+    Ok(0)
+}
 
-    let node = plan.index[&label];
-    let name = label.to_string();
-    match verdicts[node].take().expect("every node has a verdict") {
-        Verdict::Cached(digest, fresh) => {
-            if plan.nodes[node].is_group {
-                println!(
-                    "{name} is a group: it runs nothing itself; all of its dependencies are cached"
-                );
-            } else if fresh {
-                println!(
-                    "{name} is up to date: the next build would not run it (key {})",
-                    short(&digest)
-                );
-            } else {
-                println!(
-                    "{name} would be restored from the cache without running (key {}): its outputs under flow-out/ are missing or changed",
-                    short(&digest)
-                );
-            }
+/// The label that `d` (which cannot be keyed yet, or would run) waits on, following waits.
+fn waits_on(verdicts: &[Option<Verdict>], plan: &crate::plan::Plan, d: usize) -> String {
+    match &verdicts[d] {
+        Some(Verdict::Waits(on)) => on.clone(),
+        _ => plan.nodes[d].label.to_string(),
+    }
+}
+
+type Explain<'a> = dyn Fn(&Label, &ActionKey, &str) -> Result<(), Error> + 'a;
+
+/// One line per action.
+fn line(label: &Label, verdict: &Verdict, explain: &Explain) -> Result<(), Error> {
+    match verdict {
+        Verdict::Group => {}
+        Verdict::Carried => println!("[CARRIED] {label} (nothing it reads changed)"),
+        Verdict::Cached(key, false) => println!("[CACHED] {label} (key {})", short(key)),
+        Verdict::Cached(key, true) => println!(
+            "[RESTORE] {label} (key {}: its outputs under flow-out/ are missing or changed)",
+            short(key)
+        ),
+        Verdict::Waits(on) => println!("[WAITS] {label} (on `{on}`, which would run first)"),
+        Verdict::Always => println!("[RUN] {label} (`cache = False`: it runs in every build)"),
+        Verdict::Fails(why) => println!("[FAILS] {label} ({why})"),
+        Verdict::Runs(key) => {
+            println!("[RUN] {label} (key {})", short(&key.digest()));
+            explain(label, key, "  ")?;
         }
-        Verdict::Broken(why) => println!("{name} cannot run: {why}"),
-        Verdict::AfterDep(dep) => {
-            if plan.nodes[node].is_group {
+    }
+    Ok(())
+}
+
+/// The sentence for one target named exactly.
+fn say(
+    label: &Label,
+    verdict: &Verdict,
+    all: &[(Label, Verdict)],
+    explain: &Explain,
+) -> Result<(), Error> {
+    let name = label.to_string();
+    match verdict {
+        Verdict::Group => {
+            println!("{name} is a group: it runs nothing itself; none of its dependencies would run")
+        }
+        Verdict::Carried => println!(
+            "{name} is up to date: nothing it reads changed since the last build, which the next build carries over"
+        ),
+        Verdict::Cached(digest, false) => println!(
+            "{name} is up to date: the next build would not run it (key {})",
+            short(digest)
+        ),
+        Verdict::Cached(digest, true) => println!(
+            "{name} would be restored from the cache without running (key {}): its outputs under flow-out/ are missing or changed",
+            short(digest)
+        ),
+        Verdict::Fails(why) => println!("{name} cannot run: {why}"),
+        Verdict::Always => {
+            println!("{name} would run: it is declared with `cache = False`, so it runs in every build")
+        }
+        Verdict::Runs(key) => {
+            println!("{name} would run (key {}):", short(&key.digest()));
+            explain(label, key, "  ")?;
+        }
+        Verdict::Waits(dep) => {
+            if all.iter().any(|(l, v)| l == label && matches!(v, Verdict::Group)) {
                 println!("{name} is a group: it runs nothing itself, but its dependency `{dep}` would run:");
             } else {
                 println!("{name} would run after `{dep}`, which would run first; its key depends on that output:");
             }
-            let mut cur = dep;
-            while let Some(&i) = plan
-                .index
-                .get(&flow_rules::Label::parse(&cur, None).expect("a label"))
-            {
-                match &verdicts[i] {
-                    Some(Verdict::AfterDep(next)) => {
-                        println!("  `{cur}` waits on `{next}`");
-                        cur = next.clone();
-                    }
-                    Some(Verdict::Runs(key)) => {
-                        println!("  `{cur}` would run:");
-                        explain_change(&cache, &ws.root.display().to_string(), &cur, key, "    ")?;
-                        break;
-                    }
-                    _ => break,
-                }
+            let runs = all
+                .iter()
+                .find(|(l, _)| l.to_string() == *dep)
+                .and_then(|(l, v)| match v {
+                    Verdict::Runs(key) => Some((l, key)),
+                    _ => None,
+                });
+            if let Some((l, key)) = runs {
+                println!("  `{dep}` would run:");
+                explain(l, key, "    ")?;
             }
         }
-        Verdict::Runs(key) => {
-            println!("{name} would run (key {}):", short(&key.digest()));
-            explain_change(&cache, &ws.root.display().to_string(), &name, &key, "  ")?;
-        }
     }
-    Ok(0)
+    Ok(())
 }
 
 fn short(d: &Digest) -> String {

@@ -7,3 +7,4 @@ pub mod explain;
 pub mod init;
 pub mod log;
 pub mod query;
+pub mod watch;

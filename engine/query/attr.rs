@@ -5,7 +5,7 @@
 //! - lists as `[a, b]` (`[]` when empty), labels in `deps` as `//pkg:name`;
 //! - `env` as `{KEY=value, ...}`, its entries as `KEY=value`;
 //! - `timeout` as seconds with an `s` (`90s`), empty when unset; `retries` as a number;
-//! - `sandbox` as `True` or `False`, as it is written in a BUILD file;
+//! - `sandbox` and `cache` as `True` or `False`, as they are written in a BUILD file;
 //! - `visibility` as the list of its rules, empty when the target uses the workspace default.
 //!
 //! A regex matches an attribute when it matches the whole rendering or, for lists and `env`, any
@@ -51,6 +51,7 @@ pub fn render(target: &Target, name: &str) -> (String, Vec<String>) {
         ),
         "retries" => scalar(target.retries.to_string()),
         "sandbox" => scalar(if target.sandbox { "True" } else { "False" }.to_owned()),
+        "cache" => scalar(if target.cache { "True" } else { "False" }.to_owned()),
         other => unreachable!("attribute `{other}` passed `lookup` but has no rendering"),
     }
 }
@@ -95,6 +96,7 @@ mod tests {
                 "2",
                 "[ci]",
                 "",
+                "True",
                 "True",
                 ""
             ]

@@ -148,6 +148,14 @@ impl Serialize for Label {
     }
 }
 
+/// A label reads back from its text (`//pkg:name`), checked as when parsed.
+impl<'de> serde::Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Label, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Label::parse(&text, None).map_err(|e| serde::de::Error::custom(format!("{e:?}")))
+    }
+}
+
 fn valid_package_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+')
 }

@@ -41,6 +41,7 @@ pub const TASK_ATTRS: &[&str] = &[
     "tags",
     "visibility",
     "sandbox",
+    "cache",
     "doc",
 ];
 
@@ -414,6 +415,7 @@ fn declare<'v>(
 
     let tags = a.strings("tags");
     let doc = a.string("doc");
+    let cache = kind != TargetKind::Task || a.bool("cache", true);
     let (srcs, outs, env, secrets, tools, timeout, retries, sandbox) = if kind == TargetKind::Task {
         let srcs = a.strings("srcs");
         let outs = a.strings("outs");
@@ -491,6 +493,7 @@ fn declare<'v>(
                     tags,
                     visibility,
                     sandbox,
+                    cache,
                     doc,
                     at: call.clone(),
                     dep_spans,

@@ -102,6 +102,8 @@ struct TargetSnap {
     tags: Vec<String>,
     visibility: Option<Vec<String>>,
     sandbox: bool,
+    #[serde(default = "yes")]
+    cache: bool,
     doc: Option<String>,
     at: (usize, usize),
     dep_spans: Vec<(usize, usize)>,
@@ -256,6 +258,7 @@ impl TargetSnap {
                 .as_ref()
                 .map(|v| v.iter().map(|r| r.to_string()).collect()),
             sandbox: t.sandbox,
+            cache: t.cache,
             doc: t.doc.clone(),
             at: (t.at.start, t.at.end),
             dep_spans: t.dep_spans.iter().map(|s| (s.start, s.end)).collect(),
@@ -291,6 +294,7 @@ impl TargetSnap {
                 None => None,
             },
             sandbox: self.sandbox,
+            cache: self.cache,
             doc: self.doc,
             at: span(self.at),
             dep_spans: self.dep_spans.into_iter().map(span).collect(),
@@ -364,4 +368,8 @@ pub fn fingerprint(vars: &BTreeMap<String, serde_json::Value>) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}-{}", text.len())
+}
+
+fn yes() -> bool {
+    true
 }

@@ -54,6 +54,9 @@ pub struct Target {
     #[serde(serialize_with = "ser_visibility")]
     pub visibility: Option<Vec<VisibilityRule>>,
     pub sandbox: bool,
+    /// `cache = False`: the task's result is never reused (not restored from the cache, not
+    /// carried over, not answered by a no-op): it runs in every build that includes it.
+    pub cache: bool,
     pub doc: Option<String>,
     /// The call in the BUILD file that declared the target (the macro call for a macro).
     #[serde(skip)]

@@ -70,13 +70,14 @@ async fn build(
             keep_going,
             report_up_to_date: true,
             workspace: f.root.display().to_string(),
+            clock: crate::clock::Clock::default(),
         },
     };
     let resolved = Resolved {
         sources: HashMap::new(),
         tools: HashMap::new(),
         durations: durations.iter().map(|(l, d)| (l.to_string(), *d)).collect(),
-        carried: HashMap::new(),
+        carried: crate::rebuilder::Carried::none(),
         touch_carried: false,
     };
     let mut reporter = Reporter::new(f.plan.nodes.len());

@@ -1,0 +1,244 @@
+//! Watch events: batches of file events, debounced, filtered and classified (structural or
+//! content), and which outputs under `flow-out/` they touched.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use flow_cache::OutputKind;
+use notify::{Event, EventKind};
+use tokio::signal::unix::Signal;
+use tokio::sync::mpsc;
+
+use super::Watcher;
+use crate::runner::interrupted;
+use crate::session::OUT_DIR;
+
+#[derive(Debug, Default)]
+/// What a batch of events amounts to.
+pub(super) struct Batch {
+    /// Workspace-relative paths that were touched (not ignored).
+    pub paths: BTreeSet<String>,
+    /// Whether the graph may have changed (BUILD/.star/flow.toml, created/deleted/renamed files,
+    /// a watcher overflow).
+    pub structural: bool,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && !self.structural
+    }
+
+    pub fn merge(&mut self, other: Batch) {
+        self.paths.extend(other.paths);
+        self.structural |= other.structural;
+    }
+
+    pub fn describe(&self) -> String {
+        let mut names: Vec<&str> = self.paths.iter().map(|s| s.as_str()).take(3).collect();
+        if names.is_empty() {
+            names.push("(the watcher asked for a rescan)");
+        }
+        let more = self.paths.len().saturating_sub(3);
+        format!(
+            "flow watch: changed {}{}",
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// Whether an event touched the output at `path` (relative to `flow-out/`): the path itself,
+/// a directory above it, anything below it, or, for a directory output, its marker file.
+pub(super) fn touches(touched: &BTreeSet<String>, path: &str, kind: &OutputKind) -> bool {
+    if touched.is_empty() {
+        return false;
+    }
+    let below = format!("{path}/");
+    let mut above = path;
+    let ancestor_touched = loop {
+        if touched.contains(above) {
+            break true;
+        }
+        match above.rfind('/') {
+            Some(i) => above = &above[..i],
+            None => break touched.contains(""),
+        }
+    };
+    let marker_touched = matches!(kind, OutputKind::Tree { .. }) && {
+        let marker = crate::rebuilder::tree_marker(Path::new(path));
+        marker.to_str().is_some_and(|m| touched.contains(m))
+    };
+    ancestor_touched
+        || marker_touched
+        || touched
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|t| t.starts_with(&below))
+}
+
+impl Watcher<'_> {
+    /// The next non-empty batch: the first event, then whatever arrives within the debounce
+    /// window. `None` on Ctrl-C.
+    pub(super) async fn next_batch(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
+        sigint: &mut Option<Signal>,
+    ) -> Option<Batch> {
+        loop {
+            let first = tokio::select! {
+                ev = events.recv() => ev?,
+                _ = interrupted(sigint) => return None,
+            };
+            self.profile.mark("watch: waiting for a change");
+            let mut batch = self.classify(first);
+            self.drain_window(events, &mut batch).await;
+            self.profile.mark("watch: debounce window");
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+        }
+    }
+
+    pub(super) async fn drain_window(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
+        batch: &mut Batch,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.args.debounce;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            batch.merge(self.classify(ev));
+        }
+    }
+
+    /// Turns one watcher event into a batch: ignored paths dropped, structure changes flagged.
+    pub(super) fn classify(&self, ev: notify::Result<Event>) -> Batch {
+        let mut batch = Batch::default();
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(_) => {
+                // The watcher lost track (e.g. queue overflow): rescan everything.
+                batch.structural = true;
+                return batch;
+            }
+        };
+        if ev.need_rescan() {
+            batch.structural = true;
+            return batch;
+        }
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return batch;
+        }
+        for path in &ev.paths {
+            if let Some(rel) = path
+                .strip_prefix(&self.session.out_root)
+                .ok()
+                .and_then(|r| r.to_str())
+            {
+                self.touched_outputs.borrow_mut().insert(rel.to_owned());
+            }
+        }
+        let structural_kind = matches!(
+            ev.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(notify::event::ModifyKind::Name(_))
+        );
+        for path in ev.paths {
+            let Some(rel) = self.relevant(&path) else {
+                continue;
+            };
+            let name = rel.rsplit('/').next().unwrap_or(&rel);
+            let known_source = self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.readers.contains_key(&rel))
+                && path.is_file();
+            if name == "BUILD" || name.ends_with(".star") || rel == "flow.toml" {
+                batch.structural = true;
+            } else if structural_kind && !known_source && !path.is_dir() {
+                // A new, deleted or renamed file may change what a glob matches.
+                batch.structural = true;
+            }
+            batch.paths.insert(rel);
+        }
+        batch
+    }
+
+    /// The workspace-relative path of `path` unless it is ignored.
+    fn relevant(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.session.ws.root).ok()?;
+        if path.starts_with(&self.session.cache_dir) {
+            return None;
+        }
+        if rel.components().any(|c| {
+            let c = c.as_os_str();
+            c == ".git" || c == ".flow" || c == OUT_DIR
+        }) {
+            return None;
+        }
+        let is_dir = path.is_dir();
+        if self
+            .gitignore
+            .matched_path_or_any_parents(rel, is_dir)
+            .is_ignore()
+        {
+            return None;
+        }
+        let text = rel.to_str()?.to_owned();
+        (!text.is_empty()).then_some(text)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_cache::Digest;
+
+    fn set(paths: &[&str]) -> BTreeSet<String> {
+        paths.iter().map(|p| p.to_string()).collect()
+    }
+
+    fn file() -> OutputKind {
+        OutputKind::File {
+            digest: Digest::of(b""),
+            size: 0,
+            executable: false,
+        }
+    }
+
+    #[test]
+    fn an_output_is_touched_by_itself_its_directories_and_what_is_below_it() {
+        let out = "pkg/out/a.txt";
+        assert!(!touches(&set(&[]), out, &file()));
+        assert!(touches(&set(&["pkg/out/a.txt"]), out, &file()));
+        assert!(touches(&set(&["pkg/out"]), out, &file()));
+        assert!(touches(&set(&["pkg"]), out, &file()));
+        assert!(touches(&set(&[""]), out, &file()), "flow-out itself");
+        assert!(touches(&set(&["pkg/out/a.txt/x"]), out, &file()));
+        // Siblings and names that merely share a prefix are not.
+        let others = set(&[
+            "pkg/out/a.txt2",
+            "pkg/out/a.txt-x/y",
+            "pkg/out/b.txt",
+            "pk",
+            "pkg/o",
+        ]);
+        assert!(!touches(&others, out, &file()));
+    }
+
+    #[test]
+    fn a_directory_output_is_touched_by_its_marker() {
+        let tree = OutputKind::Tree {
+            digest: Digest::of(b""),
+            size: 0,
+        };
+        assert!(touches(&set(&["pkg/.gen.flow-tree"]), "pkg/gen", &tree));
+        assert!(touches(&set(&["pkg/gen/deep/file"]), "pkg/gen", &tree));
+        assert!(!touches(&set(&["pkg/.gen.flow-tree"]), "pkg/gen", &file()));
+    }
+}

@@ -1,0 +1,188 @@
+//! The one reuse decision: may an action's last result stand in for running it?
+//!
+//! A build, a watch cycle and `flow explain` ask [`Rebuilder::decide`] about every action, in
+//! dependency order, and do what it answers. No other code skips, carries over or restores an
+//! action. The answer ([`Decision`]) is one of:
+//!
+//! 1. **carried**: nothing the action reads changed since the run that produced its last result,
+//!    so that result stands without keying it or looking it up. "Nothing changed" is an *input*
+//!    here, never a decision made elsewhere: the build record (by `stat`) and the watcher (by
+//!    its events) only say which nodes saw a change ([`Carried::compute`] takes that set);
+//! 2. **cached**: its key has a successful result in the action cache; its outputs are in
+//!    `flow-out/` as flow wrote them, or are restored from the CAS (a dry run, `flow explain`,
+//!    only says they would be);
+//! 3. **run**: anything else (with a warning when a cached result could not be read or
+//!    restored).
+//!
+//! The no-op build is this decision with an empty change set: when it carries every action,
+//! nothing is left to run. Which kinds of action may be reused at all is said once, by
+//! [`ActionKind::reusable`]: a kind that is not is never carried, never cached, and is a change
+//! for everything downstream of it (its outputs may differ from run to run).
+
+use std::collections::HashMap;
+
+use flow_cache::{ActionResult, Digest};
+
+use super::{Rebuilder, StagedOutput};
+use crate::action_key::ActionKey;
+use crate::hasher::Hashed;
+use crate::plan::{Action, Plan};
+
+/// A task's last successful result as its dependents see it.
+#[derive(Clone, Debug)]
+pub struct LastResult {
+    /// Its outputs, where dependents stage them.
+    pub staged: Vec<StagedOutput>,
+    /// The key it was stored under.
+    pub key: Digest,
+}
+
+/// The tasks of one build whose last result stands without keying them.
+#[derive(Default)]
+pub struct Carried {
+    nodes: HashMap<usize, LastResult>,
+}
+
+impl Carried {
+    /// Nothing carried: every action is keyed (a build from analysis, a first watch cycle).
+    pub fn none() -> Carried {
+        Carried::default()
+    }
+
+    /// The tasks of `plan` that can be carried over, given each node's `last` result (`None`:
+    /// none known) and the nodes that saw a change since then (`changed`: they read a changed
+    /// source, or an output of theirs is not as flow left it). A task is carried when no node
+    /// upstream of it or itself changed, is of a kind that is never reused, or has no last
+    /// result.
+    pub fn compute(
+        plan: &Plan,
+        mut last: Vec<Option<LastResult>>,
+        changed: impl IntoIterator<Item = usize>,
+    ) -> Carried {
+        let unknown = plan.actions().filter(|&i| {
+            !plan.nodes[i].kind.reusable() || last.get(i).is_none_or(Option::is_none)
+        });
+        let dirty = plan.downstream(changed.into_iter().chain(unknown.collect::<Vec<_>>()));
+        let nodes = plan
+            .actions()
+            .filter(|&i| !dirty[i])
+            .filter_map(|i| Some((i, last.get_mut(i)?.take()?)))
+            .collect();
+        Carried { nodes }
+    }
+
+    pub fn get(&self, node: usize) -> Option<&LastResult> {
+        self.nodes.get(&node)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Whether every action of `plan` is carried: the build has nothing to do.
+    pub fn covers(&self, plan: &Plan) -> bool {
+        plan.actions().all(|i| self.nodes.contains_key(&i))
+    }
+}
+
+/// What [`Rebuilder::decide`] answers for one action.
+pub enum Decision {
+    /// Nothing it reads changed: its last result stands.
+    Carried(LastResult),
+    /// Its key has a cached result; `restored`: its outputs were (or, in a dry run, would be)
+    /// restored from the CAS.
+    Cached {
+        key: Digest,
+        result: ActionResult,
+        restored: bool,
+    },
+    /// It runs; `warning` says why a cached result could not be used, if one existed.
+    Run {
+        key: Box<ActionKey>,
+        warning: Option<String>,
+    },
+    /// Its key cannot be computed (an unreadable source, a missing tool): it fails.
+    Unkeyable(String),
+}
+
+/// What an action's key is computed from, besides the action itself.
+pub struct KeyInputs<'a> {
+    /// Workspace-relative source → digest (missing: unreadable).
+    pub sources: &'a HashMap<String, Hashed>,
+    /// The outputs of its direct dependencies.
+    pub deps: &'a [StagedOutput],
+    /// Tool name → identity (missing: not found).
+    pub tools: &'a HashMap<String, String>,
+    /// Results already read in bulk, by key (a lookup goes to the database otherwise).
+    pub prefetched: &'a HashMap<Digest, ActionResult>,
+}
+
+/// Whether a decision may change `flow-out/` (a build) or only says what it would do
+/// (`flow explain`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Restore,
+    DryRun,
+}
+
+impl Rebuilder {
+    /// The reuse decision for node `node` (`action`), whose dependencies are done.
+    pub fn decide(
+        &self,
+        node: usize,
+        action: &Action,
+        carried: &Carried,
+        inputs: &KeyInputs,
+        apply: Apply,
+    ) -> Decision {
+        if let Some(last) = carried.get(node) {
+            return Decision::Carried(last.clone());
+        }
+        let key = match self.key(action, inputs.sources, inputs.deps, inputs.tools) {
+            Ok(key) => key,
+            Err(why) => return Decision::Unkeyable(why),
+        };
+        let run = |key, warning| Decision::Run {
+            key: Box::new(key),
+            warning,
+        };
+        if !action.kind.reusable() {
+            return run(key, None);
+        }
+        let digest = key.digest();
+        let looked_up = match inputs.prefetched.get(&digest) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.lookup(&digest),
+        };
+        let label = &action.label;
+        match looked_up {
+            Ok(Some(result)) => {
+                let restored = !self.is_materialized(action, &result);
+                if restored && apply == Apply::Restore {
+                    if let Err(e) = self.restore(action, &result) {
+                        let why = format!(
+                            "the cached result of `{label}` cannot be restored ({e}); running it again"
+                        );
+                        return run(key, Some(why));
+                    }
+                }
+                Decision::Cached {
+                    key: digest,
+                    result,
+                    restored,
+                }
+            }
+            Ok(None) => run(key, None),
+            Err(e) => run(
+                key,
+                Some(format!(
+                    "cannot read the action cache ({e}); running `{label}`"
+                )),
+            ),
+        }
+    }
+}

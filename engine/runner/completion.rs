@@ -1,0 +1,114 @@
+//! Completion: the owner loop's step 2. A worker's report is printed, recorded in the history
+//! batch and given to the scheduler, which releases the node's dependents or skips them.
+
+use flow_cache::Outcome;
+
+use crate::executor::Executor;
+use crate::rebuilder::staged;
+use crate::reporter::Reporter;
+use crate::scheduler::NodeState;
+
+use super::history::RunRow;
+use super::worker::{Completion, Done};
+use super::Drive;
+
+impl<E: Executor> Drive<'_, E> {
+    pub(super) fn complete(&mut self, c: Completion, reporter: &mut Reporter) {
+        self.in_flight -= 1;
+        self.cancels.remove(&c.node);
+        let action = &self.runner.plan.nodes[c.node];
+        let label = action.label.to_string();
+        match c.done {
+            Done::Ran {
+                result,
+                attempts,
+                took,
+                stray,
+            } => {
+                if !stray.is_empty() {
+                    let shown: Vec<String> =
+                        stray.iter().take(5).map(|s| format!("`{s}`")).collect();
+                    reporter.warn(&format!(
+                        "`{label}` wrote files outside its declared outputs (not kept): {}",
+                        shown.join(", ")
+                    ));
+                }
+                let outcome = if attempts > 1 {
+                    self.summary.flaky += 1;
+                    reporter.flaky(&label, attempts, took);
+                    Outcome::Flaky
+                } else {
+                    self.summary.ran += 1;
+                    reporter.ran(&label, took);
+                    Outcome::Ran
+                };
+                let row = RunRow {
+                    outcome,
+                    took,
+                    exit: Some(0),
+                    stdout: result.stdout,
+                    stderr: result.stderr,
+                };
+                self.history.run(label, c.key, row);
+                self.outputs[c.node] = Some(staged(action, &result));
+                self.sched.finish(c.node, true);
+            }
+            Done::Failed {
+                why,
+                log,
+                stdout,
+                stderr,
+                exit,
+                timed_out,
+                took,
+            } => {
+                reporter.failed(&label, &why, &log);
+                self.summary.failed += 1;
+                let outcome = if timed_out {
+                    Outcome::TimedOut
+                } else {
+                    Outcome::Failed
+                };
+                let row = RunRow {
+                    outcome,
+                    took,
+                    exit,
+                    stdout,
+                    stderr,
+                };
+                self.history.run(label, c.key, row);
+                self.skip_dependents(c.node, reporter);
+            }
+            Done::Cancelled => {
+                // Nothing recorded: the action is simply not done.
+                self.sched.finish(c.node, false);
+            }
+            Done::NotStarted => self.sched.unstart(c.node),
+        }
+        if c.holds_slot {
+            if self.sched.is_stopped() {
+                self.slots.close();
+            }
+            self.slots.release();
+        }
+    }
+
+    /// After a failure: skip and list the dependents; without `-k`, start nothing new.
+    pub(super) fn skip_dependents(&mut self, i: usize, reporter: &mut Reporter) {
+        let plan = &self.runner.plan;
+        if self.sched.state(i) == NodeState::Running {
+            for s in self.sched.finish(i, false) {
+                let a = &plan.nodes[s];
+                if a.kind.runs() {
+                    let out_root = &self.runner.rebuilder.out_root;
+                    crate::stale::clear_outputs(out_root, &a.package, &a.outs);
+                    self.summary.skipped += 1;
+                    reporter.skipped(&a.label.to_string(), "dependency failed");
+                }
+            }
+        }
+        if !self.runner.options.keep_going {
+            self.sched.stop();
+        }
+    }
+}

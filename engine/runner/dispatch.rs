@@ -1,0 +1,168 @@
+//! Dispatch: the owner loop's step 1. For each ready node, do what the rebuilder's reuse
+//! decision says: forward a group's inputs, report a carried or cached task and finish it,
+//! or gather the task's secrets and hand it to a worker.
+
+use std::collections::BTreeMap;
+
+use crate::executor::{Cancel, Executor};
+use crate::rebuilder::{staged, Apply, Decision, KeyInputs, StagedOutput};
+use crate::reporter::Reporter;
+
+use super::history::RunRow;
+use super::worker::Job;
+use super::Drive;
+
+impl<E: Executor> Drive<'_, E> {
+    /// Starts ready nodes while fewer than the in-flight limit are running.
+    pub(super) async fn dispatch_ready(&mut self, reporter: &mut Reporter) {
+        while self.in_flight < self.in_flight_limit {
+            let Some(i) = self.sched.pop_ready() else {
+                break;
+            };
+            self.dispatch(i, reporter).await;
+        }
+    }
+
+    async fn dispatch(&mut self, i: usize, reporter: &mut Reporter) {
+        let runner = self.runner;
+        let action = &runner.plan.nodes[i];
+        let deps: Vec<StagedOutput> = action
+            .deps
+            .iter()
+            .flat_map(|&d| self.outputs[d].clone().unwrap_or_default())
+            .collect();
+        if !action.kind.runs() {
+            self.outputs[i] = Some(deps);
+            self.sched.finish(i, true);
+            return;
+        }
+        let label = action.label.to_string();
+        let inputs = KeyInputs {
+            sources: &self.resolved.sources,
+            deps: &deps,
+            tools: &self.resolved.tools,
+            prefetched: &self.prefetched,
+        };
+        let decision =
+            runner
+                .rebuilder
+                .decide(i, action, &self.resolved.carried, &inputs, Apply::Restore);
+        let report_all = runner.options.report_up_to_date;
+        match decision {
+            Decision::Carried(last) => {
+                self.history.carried(last.key, self.resolved.touch_carried);
+                self.outputs[i] = Some(last.staged);
+                self.keys[i] = Some(last.key);
+                self.summary.cached += 1;
+                reporter.decided(&label, "carried");
+                if report_all {
+                    reporter.cached(&label);
+                } else {
+                    reporter.up_to_date(&label);
+                }
+                self.sched.finish(i, true);
+            }
+            Decision::Cached {
+                key,
+                result,
+                restored,
+            } => {
+                let row = RunRow::cached(result.stdout, result.stderr);
+                self.history.reused(&label, key, restored, row);
+                self.outputs[i] = Some(staged(action, &result));
+                self.keys[i] = Some(key);
+                self.summary.cached += 1;
+                reporter.decided(&label, if restored { "restored" } else { "cached" });
+                if restored || report_all {
+                    reporter.cached(&label);
+                } else {
+                    reporter.up_to_date(&label);
+                }
+                self.sched.finish(i, true);
+            }
+            Decision::Unkeyable(why) => {
+                reporter.decided(&label, "failed");
+                reporter.failed(&label, &why, b"");
+                self.summary.failed += 1;
+                self.skip_dependents(i, reporter);
+            }
+            Decision::Run { key, warning } => {
+                if let Some(w) = warning {
+                    reporter.warn(&w);
+                }
+                self.start(i, *key, deps, reporter).await;
+            }
+        }
+    }
+
+    /// Hands node `i` to a worker, after gathering its secrets (a missing one fails it).
+    async fn start(
+        &mut self,
+        i: usize,
+        key: crate::action_key::ActionKey,
+        deps: Vec<StagedOutput>,
+        reporter: &mut Reporter,
+    ) {
+        let runner = self.runner;
+        let action = &runner.plan.nodes[i];
+        let label = action.label.to_string();
+        let digest = key.digest();
+        self.keys[i] = Some(digest);
+        let mut secrets = BTreeMap::new();
+        let mut missing = Vec::new();
+        for s in &action.secrets {
+            match std::env::var(s) {
+                Ok(v) => {
+                    secrets.insert(s.clone(), v);
+                }
+                Err(_) => missing.push(format!("`{s}`")),
+            }
+        }
+        if !missing.is_empty() {
+            let why = format!(
+                "secret(s) {} not set in flow's environment",
+                missing.join(", ")
+            );
+            reporter.decided(&label, "failed");
+            reporter.failed(&label, &why, b"");
+            self.summary.failed += 1;
+            let row = RunRow {
+                outcome: flow_cache::Outcome::Failed,
+                took: std::time::Duration::ZERO,
+                exit: None,
+                stdout: None,
+                stderr: None,
+            };
+            self.history.run(label, digest, row);
+            self.skip_dependents(i, reporter);
+            return;
+        }
+        // A clean build would not have old outputs while this runs (or if it fails).
+        crate::stale::clear_outputs(&runner.rebuilder.out_root, &action.package, &action.outs);
+        // The key's JSON is saved with the history, for `flow explain`.
+        self.history.key_json(digest, key.to_json());
+        let spec = runner
+            .rebuilder
+            .spec(action, &self.resolved.sources, &deps, secrets);
+        reporter.decided(&label, "ran");
+        reporter.started(&label);
+        self.in_flight += 1;
+        let (handle, cancel) = Cancel::new();
+        self.cancels.insert(i, handle);
+        let job = Job {
+            node: i,
+            key: digest,
+            spec,
+            retries: action.retries,
+            // The action's place in the queue for a slot is taken now, in priority order.
+            ticket: self.slots.ticket().await,
+            cancel,
+            executor: runner.executor.clone(),
+            rebuilder: runner.rebuilder.clone(),
+            plan: runner.plan.clone(),
+            slots: self.slots.clone(),
+            done: self.done.clone(),
+        };
+        tokio::spawn(job.run());
+    }
+}

@@ -1,0 +1,348 @@
+//! `Runner`: the owner loop of a build. It alone holds the plan's state, mutates it and prints;
+//! actions run as tokio tasks that report back through a channel (ninja's `Builder::Build`,
+//! cargo's `DrainState`).
+//!
+//! Loop ([`Runner::run_to_end`]):
+//! 1. dispatch (`dispatch.rs`): while fewer than 2 × `jobs` actions are in flight, pop the most
+//!    urgent ready node from the `Scheduler` and ask the rebuilder's one reuse decision
+//!    ([`Rebuilder::decide`](crate::rebuilder::Rebuilder::decide)) what to do with it:
+//!    carried or cached, it is reported and finished at once; to run, it is handed to a
+//!    worker (`worker.rs`: the executor stages it, waits for one of the `jobs` `Slots`, runs
+//!    it, retries it up to `retries` times, and stores its outputs on success). A group
+//!    completes at once, forwarding its dependencies' outputs;
+//! 2. completion (`completion.rs`): wait for a worker's report (or Ctrl-C, or a watcher's
+//!    `Control`), report it, tell the scheduler, which releases dependents or skips them;
+//!    after a failure without `-k`, start nothing new;
+//! 3. when nothing runs and nothing is ready: write the history batch (`history.rs`): file
+//!    states, keys, runs and use times in a few transactions.
+//!
+//! Ctrl-C cancels every running action (the executor kills their process groups); a cancelled
+//! action records nothing. Exit code: 0 all passed, 1 a target failed, 130 interrupted.
+
+mod completion;
+mod dispatch;
+mod history;
+mod worker;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use flow_cache::{ActionResult, Digest};
+use flow_rules::Label;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::executor::{CancelHandle, Executor, Slots};
+use crate::hasher::Hashed;
+use crate::plan::Plan;
+use crate::rebuilder::{Carried, Rebuilder, StagedOutput};
+use crate::reporter::{Reporter, Summary};
+use crate::scheduler::{NodeState, Scheduler};
+
+use history::HistoryBatch;
+use worker::Completion;
+
+/// Settings of one build.
+pub struct BuildOptions {
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// Print `[CACHED]` for actions that were already up to date (a build), or only for those
+    /// restored from the cache (a watch cycle, where "unchanged" is the normal case).
+    pub report_up_to_date: bool,
+    /// The workspace root as text: history rows are per workspace.
+    pub workspace: String,
+    pub clock: Clock,
+}
+
+/// Below this many tasks to key (the rest carried over), history and results are read one
+/// label at a time rather than in bulk.
+const FEW_KEYED: usize = 64;
+
+/// The labels of the tasks to key when all but a few (at most [`FEW_KEYED`]) are carried over;
+/// `None` otherwise.
+pub fn few_keyed(plan: &Plan, carried: &Carried) -> Option<Vec<String>> {
+    if carried.is_empty() {
+        return None;
+    }
+    let keyed: Vec<String> = plan
+        .actions()
+        .filter(|&i| carried.get(i).is_none())
+        .map(|i| plan.nodes[i].label.to_string())
+        .collect();
+    (keyed.len() <= FEW_KEYED).then_some(keyed)
+}
+
+/// Inputs resolved before the loop starts.
+pub struct Resolved {
+    /// Workspace-relative source path → digest (missing: unreadable).
+    pub sources: HashMap<String, Hashed>,
+    /// Tool name → identity (missing: not found on the action PATH).
+    pub tools: HashMap<String, String>,
+    /// Label → expected duration in ms, from history.
+    pub durations: HashMap<String, u64>,
+    /// The tasks whose last result stands (the rebuilder's carry set; see
+    /// `rebuilder::reuse`).
+    pub carried: Carried,
+    /// Whether the carried tasks' cache entries are to be marked used.
+    pub touch_carried: bool,
+}
+
+/// What a finished build leaves besides its summary: per node, its outputs as dependents see
+/// them and its key (`None` for a node that did not finish, or for a group's key).
+pub struct Finished {
+    pub summary: Summary,
+    pub staged: Vec<Option<Vec<StagedOutput>>>,
+    pub keys: Vec<Option<Digest>>,
+}
+
+pub struct Runner<E: Executor> {
+    pub plan: Arc<Plan>,
+    pub rebuilder: Arc<Rebuilder>,
+    pub executor: Arc<E>,
+    pub options: BuildOptions,
+}
+
+/// The state of one run of the owner loop.
+struct Drive<'a, E: Executor> {
+    runner: &'a Runner<E>,
+    resolved: &'a Resolved,
+    sched: Scheduler,
+    outputs: Vec<Option<Vec<StagedOutput>>>,
+    keys: Vec<Option<Digest>>,
+    summary: Summary,
+    history: HistoryBatch,
+    /// Results of last build's keys, read in bulk (empty when only a few actions are keyed).
+    prefetched: HashMap<Digest, ActionResult>,
+    cancels: HashMap<usize, CancelHandle>,
+    /// `jobs` slots bound the commands running at once; up to twice as many actions are in
+    /// flight, so that the next sandbox is staged while commands run (see `Slots`).
+    slots: Slots,
+    in_flight: usize,
+    in_flight_limit: usize,
+    done: mpsc::UnboundedSender<Completion>,
+}
+
+impl<E: Executor> Runner<E> {
+    /// Runs the build to the end; returns the summary (the exit code follows from it).
+    ///
+    /// `sigint` is the Ctrl-C stream, registered by the caller as early as possible (before
+    /// analysis), so an early Ctrl-C is not lost; `None` registers one here.
+    pub async fn run(
+        &self,
+        resolved: &Resolved,
+        reporter: &mut Reporter,
+        sigint: Option<Signal>,
+    ) -> Summary {
+        let mut sigint = sigint;
+        self.run_to_end(resolved, reporter, &mut sigint, None)
+            .await
+            .summary
+    }
+
+    /// Runs the build, also listening to `control`: a watcher sends `Control::Supersede` when
+    /// files change under a running build; the runner then starts nothing new, cancels the
+    /// running actions whose inputs changed (recording nothing for them), lets the others
+    /// finish, and returns with `Summary::superseded` set so the caller starts the next cycle.
+    /// Returns each node's outputs and key too (for the build record and the next cycle).
+    pub async fn run_to_end(
+        &self,
+        resolved: &Resolved,
+        reporter: &mut Reporter,
+        sigint: &mut Option<Signal>,
+        mut control: Option<mpsc::UnboundedReceiver<Control>>,
+    ) -> Finished {
+        let started = Instant::now();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        if sigint.is_none() {
+            *sigint = signal(SignalKind::interrupt()).ok();
+        }
+        let mut drive = Drive::new(self, resolved, reporter, tx);
+        loop {
+            drive.dispatch_ready(reporter).await;
+            if drive.sched.is_stopped() {
+                // Actions prepared but still waiting for a slot do not start.
+                drive.slots.close();
+            }
+            if drive.in_flight == 0 && (drive.sched.is_finished() || drive.sched.is_stopped()) {
+                break;
+            }
+            if drive.in_flight == 0 {
+                continue;
+            }
+            reporter.flush();
+            tokio::select! {
+                Some(c) = rx.recv() => drive.complete(c, reporter),
+                _ = interrupted(sigint), if !drive.summary.interrupted => drive.interrupt(),
+                Some(Control::Supersede { affected }) = next_control(&mut control) => {
+                    drive.supersede(&affected);
+                }
+            }
+        }
+        drive.finish(reporter, started.elapsed())
+    }
+}
+
+impl<'a, E: Executor> Drive<'a, E> {
+    fn new(
+        runner: &'a Runner<E>,
+        resolved: &'a Resolved,
+        reporter: &Reporter,
+        done: mpsc::UnboundedSender<Completion>,
+    ) -> Drive<'a, E> {
+        let profile = crate::profile::Profile::from_env();
+        let plan = &runner.plan;
+        let n = plan.nodes.len();
+        let cache = &runner.rebuilder.cache;
+        let workspace = &runner.options.workspace;
+        let costs: Vec<u64> = plan
+            .nodes
+            .iter()
+            .map(|a| match a.kind.runs() {
+                false => 0,
+                true => resolved
+                    .durations
+                    .get(&a.label.to_string())
+                    .copied()
+                    .unwrap_or(100)
+                    .max(1),
+            })
+            .collect();
+        // Most keys of a build are the keys of the last one: fetch their results in a few bulk
+        // queries instead of one point query per action. When all but a few actions are
+        // carried over, only those few are looked up, one by one.
+        let few = few_keyed(plan, &resolved.carried);
+        let last_keys = match &few {
+            Some(labels) => cache.last_keys_of(workspace, labels),
+            None => cache.last_keys(workspace),
+        }
+        .unwrap_or_default();
+        let prefetched = if few.is_some() {
+            HashMap::new()
+        } else {
+            let keys: Vec<Digest> = last_keys.values().copied().collect();
+            cache.get_actions(&keys).unwrap_or_default()
+        };
+        let history = HistoryBatch::begin(
+            cache,
+            workspace,
+            runner.options.clock,
+            last_keys,
+            reporter,
+        );
+        profile.mark("run: begin, last keys, prefetch results");
+        let jobs = runner.options.jobs.max(1);
+        Drive {
+            runner,
+            resolved,
+            sched: Scheduler::new(&plan.deps(), &costs),
+            outputs: vec![None; n],
+            keys: vec![None; n],
+            summary: Summary::default(),
+            history,
+            prefetched,
+            cancels: HashMap::new(),
+            slots: Slots::new(jobs),
+            in_flight: 0,
+            in_flight_limit: jobs * 2,
+            done,
+        }
+    }
+
+    /// Ctrl-C: start nothing new, cancel everything running.
+    fn interrupt(&mut self) {
+        self.summary.interrupted = true;
+        self.sched.stop();
+        for h in self.cancels.values() {
+            h.cancel();
+        }
+    }
+
+    /// A watcher saw inputs change: start nothing new, cancel the running actions affected.
+    fn supersede(&mut self, affected: &BTreeSet<Label>) {
+        self.summary.superseded = true;
+        self.sched.stop();
+        for (&node, h) in &self.cancels {
+            if affected.contains(&self.runner.plan.nodes[node].label) {
+                h.cancel();
+            }
+        }
+    }
+
+    /// After the loop: count what never started, write the history batch, print the summary.
+    fn finish(self, reporter: &mut Reporter, took: std::time::Duration) -> Finished {
+        let profile = crate::profile::Profile::from_env();
+        profile.mark("run: actions");
+        let mut summary = self.summary;
+        let plan = &self.runner.plan;
+        summary.not_started = plan
+            .actions()
+            .filter(|&i| self.sched.state(i) == NodeState::NotStarted)
+            .count();
+        let rebuilder = &self.runner.rebuilder;
+        self.history
+            .save(&rebuilder.cache, &rebuilder.hasher, &summary, took, reporter);
+        reporter.summary(&summary, took);
+        Finished {
+            summary,
+            staged: self.outputs,
+            keys: self.keys,
+        }
+    }
+}
+
+/// The async runtime a build or a watch runs on, and the Ctrl-C stream, registered at once so
+/// that Ctrl-C at any moment is handled by the runner (before the runner starts, it is noticed
+/// as soon as the runner listens; nothing is recorded before then).
+pub fn runtime_with_sigint(
+    start: &std::path::Path,
+) -> Result<(tokio::runtime::Runtime, Option<Signal>), crate::error::Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| crate::error::Error::Io {
+            path: start.to_path_buf(),
+            action: "start the async runtime in",
+            error: e.to_string(),
+        })?;
+    let sigint = runtime
+        .block_on(async { signal(SignalKind::interrupt()) })
+        .ok();
+    Ok((runtime, sigint))
+}
+
+/// A message from a watcher to a running build.
+#[derive(Clone, Debug)]
+pub enum Control {
+    /// Files changed: stop starting work; cancel running actions whose labels are in
+    /// `affected` (their inputs changed).
+    Supersede { affected: BTreeSet<Label> },
+}
+
+async fn next_control(control: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
+    match control {
+        Some(rx) => match rx.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *control = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves on SIGINT; never when there is no signal stream.
+pub async fn interrupted(sigint: &mut Option<Signal>) {
+    match sigint {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The spawn-and-retry worker: one tokio task per action that runs, handing the command to the
+//! executor (again, up to `retries` times, while it fails), then storing a success or
+//! describing a failure in a blocking thread, and reporting back to the owner loop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flow_cache::{ActionResult, Digest};
+use tokio::sync::mpsc;
+
+use crate::executor::{ActionSpec, Cancel, ExecResult, Executor, Slots, Status, Ticket};
+use crate::plan::Plan;
+use crate::rebuilder::{Rebuilder, StoreError};
+
+/// How an executed action ended, as the worker reports it.
+pub(super) enum Done {
+    Ran {
+        result: ActionResult,
+        attempts: u32,
+        took: Duration,
+        stray: Vec<String>,
+    },
+    Failed {
+        why: String,
+        log: Vec<u8>,
+        stdout: Option<Digest>,
+        stderr: Option<Digest>,
+        exit: Option<i32>,
+        timed_out: bool,
+        took: Duration,
+    },
+    Cancelled,
+    /// Staged, but its command never ran: the build stopped, or it was cancelled, while it
+    /// waited for a job slot.
+    NotStarted,
+}
+
+impl Done {
+    /// A failure that is flow's own fault.
+    fn internal(why: String, took: Duration) -> Done {
+        Done::Failed {
+            why,
+            log: Vec::new(),
+            stdout: None,
+            stderr: None,
+            exit: None,
+            timed_out: false,
+            took,
+        }
+    }
+}
+
+pub(super) struct Completion {
+    pub node: usize,
+    pub key: Digest,
+    pub done: Done,
+    /// The action's job slot is still taken: the owner gives it back once it has acted on
+    /// `done` (after a failure, only after closing the slots). See `Slots`.
+    pub holds_slot: bool,
+}
+
+/// One action handed to a worker.
+pub(super) struct Job<E: Executor> {
+    pub node: usize,
+    pub key: Digest,
+    pub spec: ActionSpec,
+    pub retries: u32,
+    /// Its place in the queue for a job slot, taken in priority order.
+    pub ticket: Ticket,
+    pub cancel: Cancel,
+    pub executor: Arc<E>,
+    pub rebuilder: Arc<Rebuilder>,
+    pub plan: Arc<Plan>,
+    pub slots: Slots,
+    pub done: mpsc::UnboundedSender<Completion>,
+}
+
+impl<E: Executor> Job<E> {
+    /// Runs the job to its completion message.
+    pub async fn run(self) {
+        let Job {
+            node,
+            key,
+            spec,
+            retries,
+            ticket,
+            cancel,
+            executor,
+            rebuilder,
+            plan,
+            slots,
+            done: tx,
+        } = self;
+        // The time its commands ran, retries included (not the wait for a slot).
+        let mut took = Duration::ZERO;
+        let mut attempts = 0;
+        let mut ticket = Some(ticket);
+        let exec = loop {
+            attempts += 1;
+            let ticket = match ticket.take() {
+                Some(t) => t,
+                None => slots.ticket().await,
+            };
+            let r = executor.run(spec.clone(), cancel.clone(), ticket).await;
+            took += r.duration;
+            let retry = !r.status.success()
+                && attempts <= retries
+                && r.status != Status::Cancelled
+                && r.status != Status::NotStarted
+                && !cancel.is_cancelled();
+            if !retry {
+                break r;
+            }
+            executor.cleanup(&r);
+            if r.holds_slot {
+                slots.release();
+            }
+        };
+        let holds_slot = exec.holds_slot;
+        // The completion goes out before the sandbox is removed, so that dependents do not
+        // wait for the removal (the runtime waits for it on exit).
+        let sent = Arc::new(AtomicBool::new(false));
+        let (tx_done, sent_done) = (tx.clone(), sent.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            let done = finish_run(&rebuilder, &plan, node, &key, &exec, attempts, took);
+            // A success stops nothing: its slot goes back at once.
+            let ran = matches!(done, Done::Ran { .. });
+            if ran && holds_slot {
+                slots.release();
+            }
+            let _ = tx_done.send(Completion {
+                node,
+                key,
+                done,
+                holds_slot: holds_slot && !ran,
+            });
+            sent_done.store(true, Ordering::SeqCst);
+            executor.cleanup(&exec);
+        })
+        .await;
+        if let Err(e) = joined {
+            if !sent.load(Ordering::SeqCst) {
+                let why = format!("internal error while storing results: {e} (this is a bug in flow)");
+                let _ = tx.send(Completion {
+                    node,
+                    key,
+                    done: Done::internal(why, took),
+                    holds_slot,
+                });
+            }
+        }
+    }
+}
+
+/// Removes the declared outputs of a `sandbox = False` action from the package directory
+/// (regular files and real directories only: a symlink there is the user's, and stays).
+fn remove_tree_outputs(root: &std::path::Path, package: &str, outs: &[String]) {
+    for out in outs {
+        let rel = out.trim_end_matches('/');
+        if flow_cache::check_relative_path(rel).is_err() {
+            continue;
+        }
+        let path = root.join(crate::expand::join_path(package, rel));
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && out.ends_with('/') => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(m) if m.is_file() => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// In a blocking thread after the executor returns: store a success, or describe a failure.
+fn finish_run(
+    rebuilder: &Rebuilder,
+    plan: &Plan,
+    node: usize,
+    key: &Digest,
+    exec: &ExecResult,
+    attempts: u32,
+    took: Duration,
+) -> Done {
+    flow_cache::failpoint("after-run");
+    let action = &plan.nodes[node];
+    let mut log = exec.stdout.clone();
+    log.extend_from_slice(&exec.stderr);
+    let failed = |why: String, log: Vec<u8>, timed_out: bool| {
+        if !action.sandbox {
+            // Outputs of a failed run in the real tree are not kept: they would pass for
+            // sources at the next analysis ("collides with a source file").
+            remove_tree_outputs(&rebuilder.workspace_root, &action.package, &action.outs);
+        }
+        let (stdout, stderr) = rebuilder.store_logs(exec);
+        let exit = match exec.status {
+            Status::Exited(c) => Some(c),
+            _ => None,
+        };
+        Done::Failed {
+            why,
+            log,
+            stdout,
+            stderr,
+            exit,
+            timed_out,
+            took,
+        }
+    };
+    match &exec.status {
+        Status::Exited(0) => {}
+        Status::Cancelled => return Done::Cancelled,
+        Status::NotStarted => return Done::NotStarted,
+        Status::Exited(code) => {
+            return failed(
+                format!("exit {code}, {:.2}s", took.as_secs_f64()),
+                log,
+                false,
+            )
+        }
+        Status::Signaled(sig) => return failed(format!("killed by signal {sig}"), log, false),
+        Status::TimedOut => {
+            let limit = action.timeout.map_or(0.0, |t| t.as_secs_f64());
+            return failed(
+                format!("timed out after {limit:.1}s; its process group was killed"),
+                log,
+                true,
+            );
+        }
+        Status::SpawnFailed(why) => return failed(format!("could not start: {why}"), log, false),
+    }
+    match rebuilder.store(action, key, exec) {
+        Ok(result) => Done::Ran {
+            result,
+            attempts,
+            took,
+            stray: exec.stray_writes.clone(),
+        },
+        Err(StoreError::Outputs(problems)) => {
+            let mut log = log;
+            for p in &problems {
+                log.extend_from_slice(format!("flow: {p}\n").as_bytes());
+            }
+            failed("declared outputs missing".into(), log, false)
+        }
+        Err(StoreError::Cache(e)) => failed(format!("cannot store its outputs: {e}"), log, false),
+    }
+}

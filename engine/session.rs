@@ -1,0 +1,179 @@
+//! A session: what one flow command works in, opened once per command. `flow build`,
+//! `flow watch`, `flow explain`, `flow clean` and `flow cache` open one.
+//!
+//! It holds the facts every stage of the pipeline shares, each computed here and nowhere else:
+//! the workspace and its config, the cache directory and the cache (opened on first use, so a
+//! no-op never opens the database), the output root (the only code that knows the name
+//! `flow-out/`), the workspace lock (taken by the commands that write `flow-out/`, see
+//! `lock.rs`), the sandbox root (chosen once, after sweeping what dead processes left), the job
+//! count, `-k`, and the clock. The rest of the pipeline, assembled from these, is in
+//! `pipeline.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flow_cache::Cache;
+use tokio::runtime::{Handle, Runtime};
+use tokio::signal::unix::Signal;
+
+use crate::analysis::{cache_dir, open_cache};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::executor::{release_root, sweep_and_choose_root, SandboxExecutor};
+use crate::hasher::FileHasher;
+use crate::lock::{lock_workspace, WorkspaceLock};
+use crate::rebuilder::Rebuilder;
+use crate::runner::BuildOptions;
+use crate::workspace::Workspace;
+
+/// The name of the directory, at the workspace root, where outputs are materialized.
+pub const OUT_DIR: &str = "flow-out";
+
+/// `<root>/flow-out`.
+pub fn out_root(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(OUT_DIR)
+}
+
+/// How a command opens its session.
+#[derive(Clone, Copy, Default)]
+pub struct SessionArgs<'a> {
+    /// `--cache-dir`.
+    pub cache_dir: Option<&'a Path>,
+    /// `-j`.
+    pub jobs: Option<usize>,
+    /// `-k`.
+    pub keep_going: bool,
+}
+
+pub struct Session {
+    pub ws: Workspace,
+    pub cache_dir: PathBuf,
+    /// `<workspace>/flow-out`.
+    pub out_root: PathBuf,
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub clock: Clock,
+    cache: Option<Arc<Cache>>,
+    lock: Option<WorkspaceLock>,
+    sandboxes: Option<PathBuf>,
+    executor: Option<Arc<SandboxExecutor>>,
+}
+
+impl Session {
+    /// Finds the workspace above `start` and reads its config; opens nothing yet.
+    pub fn open(start: &Path, args: SessionArgs) -> Result<Session, Error> {
+        let ws = Workspace::discover(start)?;
+        Ok(Session::in_workspace(ws, args))
+    }
+
+    /// A session in the workspace `ws`, already discovered.
+    pub fn in_workspace(ws: Workspace, args: SessionArgs) -> Session {
+        let cache_dir = cache_dir(&ws, args.cache_dir);
+        let jobs = args
+            .jobs
+            .or(ws.config.jobs)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        Session {
+            out_root: out_root(&ws.root),
+            keep_going: args.keep_going || ws.config.keep_going,
+            jobs,
+            cache_dir,
+            clock: Clock::from_env(),
+            ws,
+            cache: None,
+            lock: None,
+            sandboxes: None,
+            executor: None,
+        }
+    }
+
+    /// The workspace root as text: history rows are per workspace.
+    pub fn workspace_text(&self) -> String {
+        self.ws.root.display().to_string()
+    }
+
+    /// The cache, opened (creating it) on first use.
+    pub fn cache(&mut self) -> Result<Arc<Cache>, Error> {
+        if let Some(cache) = &self.cache {
+            return Ok(cache.clone());
+        }
+        let cache = Arc::new(open_cache(&self.cache_dir)?);
+        self.cache = Some(cache.clone());
+        Ok(cache)
+    }
+
+    /// An error about the cache, with its directory.
+    pub fn cache_error(&self, e: impl std::fmt::Display) -> Error {
+        Error::Cache {
+            path: self.cache_dir.clone(),
+            error: e.to_string(),
+        }
+    }
+
+    /// Takes the workspace lock for `command` unless held already (see `lock.rs`): whether
+    /// another command held it first; `Err(130)` on Ctrl-C while waiting.
+    pub fn lock(
+        &mut self,
+        command: &str,
+        runtime: &Handle,
+        sigint: &mut Option<Signal>,
+    ) -> Result<bool, i32> {
+        if self.lock.is_some() {
+            return Ok(false);
+        }
+        let (lock, waited) =
+            lock_workspace(&self.out_root, command, &self.clock, runtime, sigint)?;
+        self.lock = lock;
+        Ok(waited)
+    }
+
+    /// Gives the workspace lock back (`flow watch`, between cycles).
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
+    /// The executor, whose sandbox root is chosen (and swept) on first use.
+    pub fn executor(&mut self) -> Arc<SandboxExecutor> {
+        if let Some(e) = &self.executor {
+            return e.clone();
+        }
+        let configured = self.ws.config.sandbox_dir.as_deref();
+        let root = sweep_and_choose_root(&self.cache_dir, configured);
+        let executor = Arc::new(SandboxExecutor::new(root.clone()));
+        self.sandboxes = Some(root);
+        self.executor = Some(executor.clone());
+        executor
+    }
+
+    /// The rebuilder over the session's cache and output root.
+    pub fn rebuilder(&mut self, hasher: Arc<FileHasher>) -> Result<Arc<Rebuilder>, Error> {
+        Ok(Arc::new(Rebuilder {
+            cache: self.cache()?,
+            hasher,
+            out_root: self.out_root.clone(),
+            workspace_root: self.ws.root.clone(),
+        }))
+    }
+
+    /// The runner's settings: `report_up_to_date` for a build, not for a watch cycle.
+    pub fn build_options(&self, report_up_to_date: bool) -> BuildOptions {
+        BuildOptions {
+            jobs: self.jobs,
+            keep_going: self.keep_going,
+            report_up_to_date,
+            workspace: self.workspace_text(),
+            clock: self.clock,
+        }
+    }
+
+    /// Ends the session: unlocks, lets the runtime finish the sandbox removals still running,
+    /// then removes the sandbox root if flow chose it.
+    pub fn close(mut self, runtime: Option<Runtime>) {
+        drop(self.lock.take());
+        drop(self.executor.take());
+        drop(runtime);
+        if let Some(root) = &self.sandboxes {
+            release_root(&self.cache_dir, self.ws.config.sandbox_dir.as_deref(), root);
+        }
+    }
+}
