@@ -926,6 +926,39 @@ fn cache_stats_and_gc() {
     );
 }
 
+/// Issue 14: `action_runs` was never pruned. `flow cache gc` keeps each target's last 10 runs
+/// (and its last success) and says how many it pruned (golden `cache_gc_prunes_history`).
+#[test]
+fn cache_gc_prunes_the_history() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        r#"task(name = "x", srcs = ["in.txt"], outs = ["o.txt"], cmd = "cp in.txt o.txt")"#,
+    );
+    for i in 0..12 {
+        ws.write("p/in.txt", format!("{i}\n").as_bytes());
+        expect(&build(&ws, &[]), 0, &[("RAN", &["//p:x"])]);
+    }
+    assert_eq!(stat(ws.run(&["cache", "stats"]).ok(), "action runs"), "12");
+    let gc = ws.run(&["cache", "gc", "--max-size", "1GiB"]);
+    let pruned: Vec<&str> = gc.ok().lines().skip(1).collect();
+    crate::support::golden("cache_gc_prunes_history", &(pruned.join("\n") + "\n"));
+    assert_eq!(stat(ws.run(&["cache", "stats"]).ok(), "action runs"), "10");
+    let log = ws.run(&["log", "//p:x"]);
+    assert!(
+        log.stderr.contains("last run of //p:x: ran"),
+        "{}",
+        log.stderr
+    );
+    // Nothing left to prune: no second line.
+    assert_eq!(
+        ws.run(&["cache", "gc", "--max-size", "1GiB"])
+            .ok()
+            .lines()
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn ctrl_c_exits_130_and_caches_nothing() {
     let ws = Ws::new();

@@ -1,6 +1,9 @@
 //! Garbage collection (least recently used) and `clear`.
 //!
 //! `gc(max_bytes)`:
+//! 0. prune the history: each label's last [`crate::RUNS_KEPT_PER_LABEL`] runs and its last
+//!    successful one stay, and the serialized keys those need (`Cache::prune_history`,
+//!    `history.rs`); this happens whatever the CAS weighs;
 //! 1. remove temp files older than [`STALE_TEMP`] (left by killed processes);
 //! 2. walk `cas/`; if it holds at most `max_bytes`, stop;
 //! 3. load every action result, oldest `last_used_at` first, and the blobs each one needs: its
@@ -39,6 +42,8 @@ pub const STALE_TEMP: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
+    /// `action_runs` rows pruned from the history (step 0).
+    pub removed_runs: u64,
     pub removed_results: u64,
     pub removed_blobs: u64,
     pub removed_bytes: u64,
@@ -57,10 +62,12 @@ impl Cache {
     /// Shrinks the CAS to at most `max_bytes` where possible, dropping the least recently used
     /// action results first (see the module docs).
     pub fn gc(&self, max_bytes: u64) -> Result<GcReport, CacheError> {
+        let pruned = self.prune_history()?;
         remove_stale_temps(self)?;
         let blobs = list_blobs(self.cas())?;
         let total: u64 = blobs.iter().map(|b| b.size).sum();
         let mut report = GcReport {
+            removed_runs: pruned.runs,
             remaining_bytes: total,
             ..GcReport::default()
         };
@@ -118,15 +125,6 @@ impl Cache {
             }
         }
         report.remaining_bytes = total - report.removed_bytes;
-        // Serialized keys are kept for the recent runs only, as their blobs were.
-        self.write("gc: delete action keys", |tx| {
-            tx.execute(
-                "DELETE FROM action_keys WHERE key NOT IN \
-                 (SELECT key FROM action_runs ORDER BY id DESC LIMIT ?1)",
-                [PROTECTED_RUNS as i64],
-            )
-            .map_err(sql_err("gc: delete action keys"))
-        })?;
         Ok(report)
     }
 

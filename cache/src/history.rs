@@ -8,7 +8,22 @@
 //! the scheduler's critical path ([`Cache::durations`]), `flow history` ([`Cache::recent_builds`]).
 //! A build killed before step 3 keeps `finished_at = NULL` and reads back with `summary: None`.
 //!
-//! Admitted limit: history is never pruned except by [`Cache::clear`]; `gc` bounds blobs, not rows.
+//! Pruning ([`Cache::prune_history`], step 0 of every `gc`), from what the readers need:
+//! 1. per workspace and label, the [`RUNS_KEPT_PER_LABEL`] most recent `action_runs` rows stay
+//!    (`flow log` reads the latest), and so does the most recent successful one, however old
+//!    (`flow explain` compares with it); every other row goes. `durations` and `last_keys` read
+//!    `action_latest`, one row per label, which pruning leaves alone;
+//! 2. a finished build none of whose runs is left goes too, unless it is one of the
+//!    [`BUILDS_KEPT`] most recent (a no-op build records no run but is still history). A build
+//!    still running (or killed) is never removed: its runs may not be recorded yet;
+//! 3. `action_keys` keeps the keys of the [`crate::PROTECTED_RUNS`] most recent runs (as `gc`
+//!    pins their logs) and of each label's most recent successful run, which `flow explain`
+//!    diffs against.
+//!
+//! All three in one IMMEDIATE transaction: a concurrent build's `record_runs` waits for it.
+//!
+//! Admitted limit: `action_latest` keeps one row for every label ever recorded, removed targets
+//! included, until [`Cache::clear`].
 
 use std::collections::HashMap;
 
@@ -57,6 +72,23 @@ pub struct BuildRow {
 
 const RUN_COLUMNS: &str =
     "label, key, outcome, duration_ms, exit_code, stdout, stderr, workspace, finished_at";
+
+/// The outcomes of a successful run, whose key `flow explain` compares with.
+const SUCCESSFUL: &str = "outcome IN ('ran', 'cached', 'flaky')";
+
+/// How many of each label's most recent runs (per workspace) `gc` keeps in `action_runs`.
+pub const RUNS_KEPT_PER_LABEL: usize = 10;
+
+/// How many of the most recent builds `gc` keeps even when none of their runs is left.
+pub const BUILDS_KEPT: usize = 100;
+
+/// What [`Cache::prune_history`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: u64,
+    pub builds: u64,
+    pub keys: u64,
+}
 
 impl Cache {
     /// Records the start of a build; returns its id.
@@ -187,11 +219,52 @@ impl Cache {
         workspace: &str,
         label: &str,
     ) -> Result<Option<ActionRun>, CacheError> {
-        self.one_run(
-            workspace,
-            label,
-            "AND outcome IN ('ran', 'cached', 'flaky')",
-        )
+        self.one_run(workspace, label, &format!("AND {SUCCESSFUL}"))
+    }
+
+    /// Removes the history no reader needs (see the module docs): old `action_runs`, the builds
+    /// left without runs, the serialized keys no kept run needs.
+    pub fn prune_history(&self) -> Result<Pruned, CacheError> {
+        const OP: &str = "gc: prune history";
+        // Each label's most recent successful run, kept whatever its age.
+        let last_successes =
+            format!("SELECT max(id) FROM action_runs WHERE {SUCCESSFUL} GROUP BY workspace, label");
+        self.write(OP, |tx| {
+            let runs = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM action_runs WHERE id IN (SELECT id FROM (SELECT id, \
+                         row_number() OVER (PARTITION BY workspace, label ORDER BY id DESC) AS n \
+                         FROM action_runs) WHERE n > ?1) AND id NOT IN ({last_successes})"
+                    ),
+                    [RUNS_KEPT_PER_LABEL as i64],
+                )
+                .map_err(sql_err(OP))?;
+            let builds = tx
+                .execute(
+                    "DELETE FROM builds WHERE finished_at IS NOT NULL \
+                     AND id NOT IN (SELECT id FROM builds ORDER BY id DESC LIMIT ?1) \
+                     AND NOT EXISTS (SELECT 1 FROM action_runs r WHERE r.build_id = builds.id)",
+                    [BUILDS_KEPT as i64],
+                )
+                .map_err(sql_err(OP))?;
+            let keys = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM action_keys WHERE key NOT IN \
+                         (SELECT key FROM action_runs ORDER BY id DESC LIMIT ?1) \
+                         AND key NOT IN (SELECT key FROM action_runs WHERE id IN \
+                         ({last_successes}))"
+                    ),
+                    [crate::PROTECTED_RUNS as i64],
+                )
+                .map_err(sql_err(OP))?;
+            Ok(Pruned {
+                runs: runs as u64,
+                builds: builds as u64,
+                keys: keys as u64,
+            })
+        })
     }
 
     fn one_run(

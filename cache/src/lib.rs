@@ -56,7 +56,7 @@ pub use error::CacheError;
 pub use failpoint::failpoint;
 pub use file_state::FileState;
 pub use gc::{GcReport, GRACE, PROTECTED_RUNS, STALE_TEMP};
-pub use history::{ActionRun, BuildRow, BuildSummary};
+pub use history::{ActionRun, BuildRow, BuildSummary, Pruned, BUILDS_KEPT, RUNS_KEPT_PER_LABEL};
 pub use manifest::{TreeEntry, TreeEntryKind};
 pub use materialize::real_dest;
 pub use outcome::Outcome;

@@ -84,6 +84,14 @@ pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Re
         human(r.remaining_bytes),
         human(max)
     );
+    if r.removed_runs > 0 {
+        println!(
+            "flow: pruned {} old action run(s) from the history (each target keeps its last {} \
+             and its last success)",
+            r.removed_runs,
+            flow_cache::RUNS_KEPT_PER_LABEL
+        );
+    }
     Ok(0)
 }
 

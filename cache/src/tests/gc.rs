@@ -1,9 +1,13 @@
-//! Garbage collection (LRU order, pinned and shared blobs, temp files), stats and clear.
+//! Garbage collection (LRU order, pinned and shared blobs, temp files, history pruning), stats
+//! and clear.
 
 use std::fs;
 
 use super::{age, key, names, open, temp};
-use crate::{ActionResult, ActionRun, Cache, Digest, GcReport, Outcome, OutputEntry, OutputKind};
+use crate::{
+    ActionResult, ActionRun, BuildSummary, Cache, Digest, GcReport, Outcome, OutputEntry,
+    OutputKind, BUILDS_KEPT, PROTECTED_RUNS, RUNS_KEPT_PER_LABEL,
+};
 
 const DAY: u64 = 24 * 3600;
 
@@ -63,6 +67,7 @@ fn least_recently_used_results_go_first_and_shared_blobs_survive() {
     assert_eq!(
         report,
         GcReport {
+            removed_runs: 0,
             removed_results: 1,
             removed_blobs: 2,
             removed_bytes: 1300,
@@ -215,4 +220,94 @@ fn stats_count_everything_and_clear_empties_it() {
     let d = cache.cas().put_bytes(b"after").unwrap();
     cache.put_action(&key(1), &files(&[d])).unwrap();
     assert_eq!(cache.get_actions(&[key(1)]).unwrap().len(), 1);
+}
+
+fn history_run(workspace: &str, label: &str, outcome: Outcome, key: Digest) -> ActionRun {
+    ActionRun {
+        label: label.into(),
+        key,
+        outcome,
+        duration_ms: 7,
+        exit_code: outcome.executed().then_some(0),
+        stdout: None,
+        stderr: None,
+        workspace: workspace.into(),
+        finished_at_ms: 0,
+    }
+}
+
+/// Records `runs` as one finished build.
+fn finished_build(cache: &Cache, runs: &[ActionRun]) {
+    let build = cache.begin_build(&runs[0].workspace, "build").unwrap();
+    cache.record_runs(build, runs).unwrap();
+    cache.finish_build(build, &BuildSummary::default()).unwrap();
+}
+
+/// Issue 14: `action_runs` grew by one row per action per build forever. `gc` keeps each label's
+/// last runs and its last successful one, the builds that still have runs or are recent, and the
+/// serialized keys `flow explain` needs; what the readers see does not change.
+#[test]
+fn gc_prunes_the_history_to_what_its_readers_need() {
+    let dir = temp();
+    let cache = open(&dir);
+    // Sizes the scenario below relies on.
+    assert_eq!(
+        (RUNS_KEPT_PER_LABEL, BUILDS_KEPT, PROTECTED_RUNS),
+        (10, 100, 1000)
+    );
+    let running = cache.begin_build("/ws", "build").unwrap();
+    // //a:x in /ws: one success, then 14 failures, a build each.
+    finished_build(&cache, &[history_run("/ws", "//a:x", Outcome::Ran, key(1))]);
+    for i in 0..14 {
+        let run = history_run("/ws", "//a:x", Outcome::Failed, key(100 + i));
+        finished_build(&cache, &[run]);
+    }
+    // //a:y in /ws: three runs, all kept.
+    let y: Vec<_> = (0..3)
+        .map(|i| history_run("/ws", "//a:y", Outcome::Cached, key(200 + i)))
+        .collect();
+    finished_build(&cache, &y);
+    // //a:z in /other: 1,100 runs, 11 in each of 100 builds.
+    for b in 0..100 {
+        let runs: Vec<_> = (0..11)
+            .map(|i| history_run("/other", "//a:z", Outcome::Ran, key(10_000 + b * 11 + i)))
+            .collect();
+        finished_build(&cache, &runs);
+    }
+    for k in [key(1), key(100), key(10_000)] {
+        cache.save_keys(&[(k, b"{}".to_vec())]).unwrap();
+    }
+    let readers = |cache: &Cache| {
+        (
+            cache.last_run("/ws", "//a:x").unwrap(),
+            cache.last_successful_run("/ws", "//a:x").unwrap(),
+            cache.last_run("/other", "//a:z").unwrap(),
+            cache.durations("/ws").unwrap(),
+            cache.last_keys("/other").unwrap(),
+        )
+    };
+    let before = readers(&cache);
+    assert_eq!(cache.stats().unwrap().action_runs, 15 + 3 + 1100);
+    assert_eq!(cache.stats().unwrap().builds, 1 + 15 + 1 + 100);
+
+    let report = cache.gc(u64::MAX).unwrap();
+    assert_eq!(report.removed_runs, 4 + 1090);
+    assert_eq!(readers(&cache), before);
+    let stats = cache.stats().unwrap();
+    assert_eq!(stats.action_runs, (10 + 1) + 3 + 10);
+    // The builds of the four pruned failures go; /other's 99 builds without runs are among the
+    // 100 most recent and stay, and so does the build still running.
+    assert_eq!(stats.builds, 117 - 4);
+    let builds = cache.recent_builds(1000).unwrap();
+    assert!(builds
+        .iter()
+        .any(|b| b.id == running && b.summary.is_none()));
+    // The key of //a:x's last success stays for `flow explain`, though 1,100 runs came after it.
+    assert!(cache.key_json(&key(1)).unwrap().is_some());
+    assert!(cache.key_json(&key(100)).unwrap().is_none());
+    assert!(cache.key_json(&key(10_000)).unwrap().is_none());
+
+    let again = cache.gc(u64::MAX).unwrap();
+    assert_eq!(again.removed_runs, 0);
+    assert_eq!(readers(&cache), before);
 }
