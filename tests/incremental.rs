@@ -51,6 +51,11 @@
 //! Failures are never persisted to files. While other processes rebuild the same `target/`,
 //! a long run is safer with its own `CARGO_TARGET_DIR` (the `flow` binary can vanish mid-run).
 //!
+//! Before each build of A, `flow explain //...` predicts what the build will do with every
+//! action, and the build's `--events` decisions must agree (issue 14: explain asks the same
+//! reuse decision): carried, cached, restored, run, fails; an action waiting on one that runs
+//! may then run, be cached (early cutoff) or be skipped.
+//!
 //! The `regression_*` tests are the minimal cases the generator found (all fixed since).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1052,15 +1057,20 @@ struct Outcome {
     out: Files,
     stdout: String,
     stderr: String,
+    /// Label → the reuse decision the build took (`--events`): carried, cached, restored,
+    /// ran or failed.
+    decisions: BTreeMap<String, String>,
 }
 
 fn build(ws: &Path, cache: &Path) -> Outcome {
+    let events = cache.with_extension("events");
     let out = Command::new(flow_bin())
         .args(["--color", "never", "-C"])
         .arg(ws)
         .arg("--cache-dir")
         .arg(cache)
-        .args(["build", "-k", "//..."])
+        .args(["build", "-k", "//...", "--events"])
+        .arg(&events)
         .env_remove("FLOW_CACHE_DIR")
         .env_remove("CI")
         // In verbose runs, the phases on stderr tell how each build went (see `path_taken`).
@@ -1087,13 +1097,81 @@ fn build(ws: &Path, cache: &Path) -> Outcome {
         };
         labels.insert(label, tag.to_owned());
     }
+    let decisions = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((
+                v["label"].as_str()?.to_owned(),
+                v["decision"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
     Outcome {
         code: out.status.code().unwrap_or(-1),
         labels,
         out: read_tree(&ws.join("flow-out"), &[]),
         stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        decisions,
     }
+}
+
+/// What `flow explain //...` predicts for each action of the next `flow build //...`: label →
+/// its tag (`CARRIED`, `CACHED`, `RESTORE`, `RUN`, `WAITS`, `FAILS`); `None` when it cannot
+/// say (exit code not 0: an analysis error, which the build reports too).
+fn explain(ws: &Path, cache: &Path) -> Option<BTreeMap<String, String>> {
+    let out = Command::new(flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["explain", "//..."])
+        .env_remove("FLOW_CACHE_DIR")
+        .env_remove("CI")
+        .output()
+        .expect("run flow explain");
+    if out.status.code() != Some(0) {
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Some(
+        stdout
+            .lines()
+            .filter_map(|line| {
+                let (tag, rest) = line.strip_prefix('[')?.split_once("] ")?;
+                Some((rest.split(' ').next()?.to_owned(), tag.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// Where `flow explain`'s prediction and the build's decisions disagree, if anywhere. An
+/// action waiting on one that runs may run or be cached (early cutoff), or be skipped when
+/// that one fails; every other verdict names exactly one decision.
+fn disagreement(
+    predicted: &BTreeMap<String, String>,
+    got: &BTreeMap<String, String>,
+) -> Option<String> {
+    let labels: BTreeSet<&String> = predicted.keys().chain(got.keys()).collect();
+    for label in labels {
+        let said = predicted.get(label).map_or("(nothing)", String::as_str);
+        let did = got.get(label).map_or("(nothing)", String::as_str);
+        let agrees = match said {
+            "CARRIED" => did == "carried",
+            "CACHED" => did == "cached",
+            "RESTORE" => did == "restored",
+            "RUN" => did == "ran",
+            "FAILS" => did == "failed",
+            "WAITS" => matches!(did, "ran" | "cached" | "restored" | "(nothing)"),
+            _ => false,
+        };
+        if !agrees {
+            return Some(format!("`{label}`: explain said {said}, the build {did}"));
+        }
+    }
+    None
 }
 
 /// How a build with `FLOW_PROFILE=1` went, from its phases: through analysis, from the build
@@ -1286,7 +1364,19 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             "test harness bug: workspace A differs from its model at step {step}"
         );
 
+        let predicted = explain(&a, &cache_a);
         let got = build(&a, &cache_a);
+        if let Some(why) = predicted.and_then(|p| disagreement(&p, &got.decisions)) {
+            return Err(TestCaseError::fail(format!(
+                "flow explain disagrees with the build after step {step}: {why}\n\
+                 === steps\n{}\n\n=== workspace at step {step}\n{}\n\
+                 === build (stdout)\n{}\n=== build (stderr)\n{}",
+                history.join("\n"),
+                show_files(&files),
+                got.stdout,
+                got.stderr,
+            )));
+        }
         // Minimality on the way: building A again right away is a no-op.
         let (out_before, cas_before) = (stats(&a.join("flow-out")), stats(&cache_a.join("cas")));
         let again = build(&a, &cache_a);

@@ -17,5 +17,6 @@ mod query;
 mod record;
 mod robustness;
 mod secrets;
+mod session;
 mod watch;
 mod workspace;

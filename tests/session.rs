@@ -1,0 +1,229 @@
+//! One build session (issue 14): the workspace lock held by `flow build`, `flow watch` and
+//! `flow clean`, and the one reuse decision, seen through an action kind that is never reused
+//! (`task(cache = False)`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{flow_bin, Ws};
+
+fn flow(ws: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(flow_bin());
+    c.args(["--color", "never", "-C"])
+        .arg(ws)
+        .args(args)
+        .env_remove("FLOW_CACHE_DIR")
+        .env_remove("CI")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Waits until `path` exists (a marker a running action writes), or panics.
+#[track_caller]
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "`{}` never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A producer of a directory output that announces itself and then takes its time, and a
+/// consumer that lists the directory's files.
+fn dir_ws(marker: &Path) -> Ws {
+    Ws::new().file(
+        "p/BUILD",
+        &format!(
+            "task(name = \"gen\", outs = [\"d/\"],\n\
+             \x20    cmd = \"mkdir -p d && echo one > d/a.txt && touch {} && sleep 2 && echo two > d/b.txt\")\n\
+             task(name = \"use\", deps = [\":gen\"], outs = [\"list.txt\"],\n\
+             \x20    cmd = \"sleep 1; find $(location :gen) -type f | sort | xargs cat > list.txt\")\n",
+            marker.display()
+        ),
+    )
+}
+
+#[test]
+fn flow_clean_during_a_build_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("started");
+    let ws = dir_ws(&marker);
+    let build = flow(ws.path(), &["build"]).spawn().unwrap();
+    wait_for_file(&marker);
+    let clean = flow(ws.path(), &["clean"]).output().unwrap();
+    let build = build.wait_with_output().unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    assert!(clean.status.success(), "{}", text(&clean));
+    let stderr = String::from_utf8_lossy(&clean.stderr);
+    assert!(
+        stderr.contains("flow: waiting for another flow command in this workspace (flow build, pid "),
+        "{}",
+        text(&clean)
+    );
+    // The clean came after the build: nothing is left, and the build itself saw the whole
+    // directory (its result, cached, is restored whole by the next build).
+    assert!(!ws.path().join("flow-out").exists(), "{}", text(&clean));
+    let again = flow(ws.path(), &["build"]).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    let list = std::fs::read_to_string(ws.path().join("flow-out/p/list.txt")).unwrap();
+    assert_eq!(list, "one\ntwo\n", "{}", text(&again));
+}
+
+/// `flow watch`, reading its output lines on a thread.
+struct Watch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watch {
+    fn start(ws: &Path) -> Watch {
+        let mut child = flow(ws, &["watch", "--debounce", "30"]).spawn().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    #[track_caller]
+    fn wait_for(&mut self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.contains(what);
+                    self.seen.push(line);
+                    if done {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no `{what}` from flow watch; so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn flow_build_while_a_watch_cycle_runs_waits_and_then_builds_correctly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("started");
+    let ws = dir_ws(&marker).file("p/in.txt", "x\n");
+    let mut watch = Watch::start(ws.path());
+    watch.wait_for("flow: ok");
+    // The next cycle: an edit of the producer's command input re-runs it.
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::write(
+        ws.path().join("p/BUILD"),
+        std::fs::read_to_string(ws.path().join("p/BUILD"))
+            .unwrap()
+            .replace("echo two", "echo three"),
+    )
+    .unwrap();
+    wait_for_file(&marker);
+    let build = flow(ws.path(), &["build"]).output().unwrap();
+    assert!(build.status.success(), "{}", text(&build));
+    assert!(
+        String::from_utf8_lossy(&build.stderr)
+            .contains("flow: waiting for another flow command in this workspace (flow watch, pid "),
+        "{}",
+        text(&build)
+    );
+    let list = std::fs::read_to_string(ws.path().join("flow-out/p/list.txt")).unwrap();
+    assert_eq!(list, "one\nthree\n", "{}", text(&build));
+    // A clean build of the same files agrees.
+    drop(watch);
+    let clean = Ws::new();
+    for f in ["p/BUILD"] {
+        clean.write(f, &std::fs::read(ws.path().join(f)).unwrap());
+    }
+    let fresh = flow(clean.path(), &["build"]).output().unwrap();
+    assert!(fresh.status.success(), "{}", text(&fresh));
+    assert_eq!(
+        std::fs::read_to_string(clean.path().join("flow-out/p/list.txt")).unwrap(),
+        list
+    );
+}
+
+const UNCACHED: &str = "\
+task(name = \"stamp\", outs = [\"n.txt\"], cache = False,\n\
+\x20    cmd = \"echo same > n.txt\")\n\
+task(name = \"after\", deps = [\":stamp\"], outs = [\"a.txt\"],\n\
+\x20    cmd = \"cat $(location :stamp) > a.txt\")\n\
+task(name = \"plain\", outs = [\"p.txt\"], cmd = \"echo p > p.txt\")\n";
+
+#[test]
+fn an_uncached_task_runs_in_every_build_even_one_the_record_would_answer_as_a_no_op() {
+    let ws = Ws::new().file("p/BUILD", UNCACHED);
+    let first = ws.run(&["build"]);
+    let out = first.ok();
+    assert!(out.contains("[RAN] //p:stamp"), "{out}");
+    for _ in 0..2 {
+        // Nothing changed: the record would make this a no-op, but `stamp` is never reused;
+        // its output came out the same, so its dependent is cached (early cutoff).
+        let again = ws.run(&["build"]);
+        let out = again.ok();
+        assert!(out.contains("[RAN] //p:stamp"), "{out}");
+        assert!(out.contains("[CACHED] //p:after"), "{out}");
+        assert!(out.contains("[CACHED] //p:plain"), "{out}");
+    }
+    // Deleting its output does not restore it from the cache either: it runs.
+    std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
+    let out = ws.run(&["build", "//p:stamp"]);
+    assert!(out.ok().contains("[RAN] //p:stamp"), "{}", out.ok());
+    // `flow explain` says why.
+    let explain = ws.run(&["explain", "//p:stamp"]);
+    assert!(
+        explain.ok().contains("it is declared with `cache = False`, so it runs in every build"),
+        "{}",
+        explain.ok()
+    );
+}
+
+#[test]
+fn explain_over_patterns_lists_the_decision_for_every_action() {
+    let ws = Ws::new().file("p/BUILD", UNCACHED);
+    let before = ws.run(&["explain", "//..."]);
+    let out = before.ok();
+    assert!(out.contains("[RUN] //p:plain (key "), "{out}");
+    assert!(out.contains("[RUN] //p:stamp (`cache = False`"), "{out}");
+    assert!(out.contains("[WAITS] //p:after (on `//p:stamp`"), "{out}");
+    ws.run(&["build"]).ok();
+    let after = ws.run(&["explain", "//..."]);
+    let out = after.ok();
+    assert!(out.contains("[CARRIED] //p:plain"), "{out}");
+    assert!(out.contains("[RUN] //p:stamp (`cache = False`"), "{out}");
+    assert!(out.contains("[WAITS] //p:after"), "{out}");
+}
