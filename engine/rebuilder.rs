@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use flow_cache::{
     check_relative_path, real_dest, ActionResult, Cache, CacheError, Digest, OutputEntry,
-    OutputKind,
+    OutputKind, TreeStamp,
 };
 
 use crate::action_key::{ActionKey, KEY_FORMAT_VERSION};
@@ -161,10 +161,10 @@ impl Rebuilder {
             OutputKind::File { digest, .. } => self.hasher.trusted_output(path) == Some(*digest),
             OutputKind::Tree { digest, .. } => {
                 let marker = tree_marker(path);
-                // The directory itself, not a link put in its place.
-                std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
-                    && self.hasher.trusted_output(&marker) == Some(*digest)
-                    && std::fs::read(&marker).ok().as_deref() == Some(digest.to_string().as_bytes())
+                // The marker as flow wrote it, naming this tree, and every file state inside
+                // the directory as the stamp in it says (a hand edit is repaired).
+                self.hasher.trusted_output(&marker) == Some(*digest)
+                    && std::fs::read(&marker).is_ok_and(|m| TreeStamp::vouches(&m, digest, path))
             }
         }
     }
@@ -201,7 +201,8 @@ impl Rebuilder {
                     let _ = std::fs::remove_file(&marker);
                     cas.materialize_tree(digest, &path)?;
                     flow_cache::failpoint("mid-materialize");
-                    write_replacing(&marker, digest.to_string().as_bytes())?;
+                    let stamp = TreeStamp::of(&path)?;
+                    write_replacing(&marker, stamp.marker(digest).as_bytes())?;
                     self.hasher.record(&marker, *digest);
                 }
             }

@@ -9,6 +9,7 @@ mod crash;
 mod example;
 mod fuzz_smoke;
 mod golden;
+mod hermetic;
 mod hostile;
 mod incremental;
 mod layout;

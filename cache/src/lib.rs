@@ -42,6 +42,7 @@ mod outcome;
 mod paths;
 mod stats;
 mod tree;
+mod tree_stamp;
 mod verify;
 
 #[cfg(test)]
@@ -62,4 +63,5 @@ pub use materialize::real_dest;
 pub use outcome::Outcome;
 pub use paths::{check_relative_path, MAX_PATH_BYTES};
 pub use stats::CacheStats;
+pub use tree_stamp::TreeStamp;
 pub use verify::{sweep_leftovers, sweep_sandboxes, Problem, ProblemKind, VerifyReport};

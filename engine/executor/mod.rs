@@ -32,7 +32,10 @@
 //! - no complete occurrence of a secret value (4 bytes or longer) is returned in `stdout`/`stderr`,
 //!   not even one cut by the 16 MiB truncation;
 //! - a staged input never shares an inode with a workspace source, so writing to it cannot change
-//!   the workspace (see `stage.rs` for the measurements behind "copy").
+//!   the workspace (see `stage.rs` for the measurements behind "copy");
+//! - a directory input is a real directory that cannot be written through to the dependency's
+//!   output and whose `..` stays in the exec root (a read-only bind in the action's own mount
+//!   namespace, `mounts.rs`, or a copy).
 //!
 //! Setup failures (a missing input, an unwritable sandbox root, a path that escapes) are reported
 //! as [`Status::SpawnFailed`] with a message: the action fails, the build goes on.
@@ -40,6 +43,7 @@
 mod cancel;
 mod capture;
 mod fake;
+mod mounts;
 mod outputs;
 mod process;
 mod sandbox;
@@ -116,7 +120,8 @@ pub struct Input {
     /// Absolute: a workspace file, or a read-only CAS blob.
     pub source: PathBuf,
     pub executable: bool,
-    /// A directory input (a dependency's tree output materialized elsewhere): linked as a whole.
+    /// A directory input (a dependency's tree output materialized elsewhere): bound read-only
+    /// as a whole, or copied (`stage.rs`).
     pub is_dir: bool,
 }
 

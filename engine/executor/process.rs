@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::capture::{Capture, Masker, OUTPUT_CAP};
+use super::mounts::Binds;
 use super::{Cancel, Status};
 
 /// How long a process group has between SIGTERM and SIGKILL.
@@ -55,6 +56,8 @@ pub(super) struct Command<'a> {
     pub timeout: Option<Duration>,
     pub cancel: &'a Cancel,
     pub masker: &'a Masker,
+    /// Read-only binds of directory inputs, made in the child (`mounts.rs`); usually none.
+    pub binds: Binds,
 }
 
 /// What [`run`] saw.
@@ -83,6 +86,9 @@ pub(super) async fn run(c: Command<'_>) -> Finished {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    if !c.binds.is_empty() {
+        c.binds.install(&mut command);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

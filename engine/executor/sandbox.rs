@@ -7,7 +7,8 @@
 //! `sandbox = true`:
 //! 1. check the layout (`stage::check_layout`); stage the inputs at `exec/<dest>`, create the
 //!    outputs' directories, snapshot `exec/` (on a blocking thread);
-//! 2. run the command in `exec/<package>` (`process::run`);
+//! 2. run the command in `exec/<package>` (`process::run`), in a mount namespace of its own
+//!    holding the read-only binds of its directory inputs if it has any (`mounts.rs`);
 //! 3. check the declared outputs and list stray writes (on a blocking thread);
 //! 4. return with `exec_root = exec/`; the directory stays until [`Executor::cleanup`].
 //!
@@ -37,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::capture::Masker;
+use super::mounts::{self, Binds};
 use super::stage::{self, DirMaker, Layout};
 use super::tree::Snapshot;
 use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Status, Ticket};
@@ -122,12 +124,16 @@ fn private_base(dir: &Path) -> bool {
 #[derive(Debug, Clone)]
 pub struct SandboxExecutor {
     pub sandbox_root: PathBuf,
+    /// Bind directory inputs read-only where the kernel allows it (`mounts.rs`); `false`
+    /// copies them always (the fallback, which tests exercise this way).
+    pub bind_dir_inputs: bool,
 }
 
 impl SandboxExecutor {
     pub fn new(sandbox_root: impl Into<PathBuf>) -> SandboxExecutor {
         SandboxExecutor {
             sandbox_root: sandbox_root.into(),
+            bind_dir_inputs: true,
         }
     }
 }
@@ -140,11 +146,12 @@ impl Executor for SandboxExecutor {
         ticket: Ticket,
     ) -> impl Future<Output = ExecResult> + Send {
         let root = self.sandbox_root.clone();
+        let bind = self.bind_dir_inputs;
         async move {
             if cancel.is_cancelled() {
                 ExecResult::not_run(Status::Cancelled, PathBuf::new())
             } else if spec.sandbox {
-                run_sandboxed(root, spec, cancel, ticket).await
+                run_sandboxed(root, spec, bind, cancel, ticket).await
             } else {
                 run_in_tree(root, spec, cancel, ticket).await
             }
@@ -212,6 +219,7 @@ fn environment(spec: &ActionSpec, dir: &Path) -> BTreeMap<OsString, OsString> {
 async fn run_sandboxed(
     root: PathBuf,
     spec: ActionSpec,
+    bind: bool,
     cancel: Cancel,
     ticket: Ticket,
 ) -> ExecResult {
@@ -228,13 +236,13 @@ async fn run_sandboxed(
     let (spec, layout, prepared) = blocking({
         let exec = exec.clone();
         move || {
-            let prepared = prepare_sandbox(&exec, &spec, &layout);
+            let prepared = prepare_sandbox(&exec, &spec, &layout, bind);
             (spec, layout, prepared)
         }
     })
     .await;
-    let snapshot = match prepared {
-        Ok(snapshot) => snapshot,
+    let (snapshot, binds) = match prepared {
+        Ok(prepared) => prepared,
         Err(message) => {
             let _ = remove_tree(&dir);
             return ExecResult::not_run(Status::SpawnFailed(message), exec);
@@ -256,6 +264,7 @@ async fn run_sandboxed(
         timeout: spec.timeout,
         cancel: &cancel,
         masker: &masker,
+        binds,
     })
     .await;
     // A stat per declared output, before the slot is given back.
@@ -282,12 +291,22 @@ async fn run_sandboxed(
     }
 }
 
-fn prepare_sandbox(exec: &Path, spec: &ActionSpec, layout: &Layout) -> Result<Snapshot, String> {
+/// Stages `exec/`; directory inputs are bound if `bind` and the kernel allows it (probed once,
+/// in the action's private directory), else copied.
+fn prepare_sandbox(
+    exec: &Path,
+    spec: &ActionSpec,
+    layout: &Layout,
+    bind: bool,
+) -> Result<(Snapshot, Binds), String> {
     fs::create_dir(exec).map_err(|e| format!("cannot create `{}`: {e}", exec.display()))?;
     let mut dirs = DirMaker::new(exec);
-    stage::stage_inputs(exec, layout, &spec.inputs, &mut dirs)?;
+    let bind = bind
+        && spec.inputs.iter().any(|i| i.is_dir)
+        && mounts::available(exec.parent().unwrap_or(exec));
+    let binds = stage::stage_inputs(exec, layout, &spec.inputs, bind, &mut dirs)?;
     stage::create_output_dirs(exec, layout, &mut dirs)?;
-    Ok(Snapshot::take(exec))
+    Ok((Snapshot::take(exec), binds))
 }
 
 async fn run_in_tree(
@@ -348,6 +367,7 @@ async fn run_in_tree(
         timeout: spec.timeout,
         cancel: &cancel,
         masker: &masker,
+        binds: Binds::default(),
     })
     .await;
     let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);

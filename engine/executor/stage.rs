@@ -5,7 +5,8 @@
 //!    the output's directory would then write through a link into someone else's tree).
 //! 2. [`stage_inputs`] creates each destination's parent directories once, then a file input is
 //!    COPIED (mode 0755 if declared executable or if the source has an x bit, else 0644) and a
-//!    directory input is SYMLINKED as a whole.
+//!    directory input is BOUND READ-ONLY (an empty directory here, and a bind for the child,
+//!    `mounts.rs`) or, where the kernel does not allow that, COPIED as a read-only tree.
 //! 3. [`create_output_dirs`] creates the parents of file outputs and directory outputs
 //!    themselves, so commands may write `out/x.txt` without `mkdir -p`.
 //!
@@ -32,11 +33,17 @@
 //! input would corrupt the cache for every later build. So every file input is copied. The
 //! price falls on large dependency outputs (~0.4–0.7 ms per MiB on ext4; a clone on btrfs/XFS);
 //! if it ever matters, symlinking blobs when not running as root is the measured alternative.
-//! Directory inputs are symlinked: copying a tree per action costs what it holds, and the tree is
-//! a dependency's materialized output, not a source.
 //!
-//! Limits: a symlinked file input is copied through (its target's content); writes through a
-//! directory input's link are neither prevented nor reported as stray writes.
+//! Directory inputs (a dependency's tree output, materialized under `flow-out/`) are bound
+//! read-only into the exec root in a mount namespace private to the action (`mounts.rs`): a
+//! real directory, unwritable for root too, whose `..` is the exec root's, for the cost of two
+//! `mount` calls whatever the tree holds. Where the kernel refuses the namespace, the tree is
+//! copied, read-only, file by file (as a file input is). The symlink into `flow-out/` they used
+//! to be let a dependent write through it into the dependency's output, read undeclared files
+//! through `..`, and hid the files from `find`.
+//!
+//! Limits: a symlinked file input is copied through (its target's content); a copied tree can
+//! be written by root, in its private copy only (the writes are reported as stray).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -44,21 +51,66 @@ use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use super::mounts::Binds;
 use super::Input;
 
 /// Copies `source` to `dest` (which must not exist; its parent must) with mode 0755 if
 /// `executable` or if the source has an executable bit, else 0644. `io::copy` between files uses
 /// `copy_file_range` on Linux: an in-kernel copy, a clone on file systems with reflinks.
 pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
+    copy_with_mode(source, dest, executable, 0o644)
+}
+
+/// [`copy_file`] with `mode` for a file that is not executable (`mode | 0o111` for one that is).
+fn copy_with_mode(source: &Path, dest: &Path, executable: bool, mode: u32) -> io::Result<()> {
     let mut from = File::open(source)?;
     let executable = executable || from.metadata()?.permissions().mode() & 0o111 != 0;
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(if executable { 0o755 } else { 0o644 })
+        .mode(if executable { mode | 0o111 } else { mode })
         .open(dest)?;
     io::copy(&mut from, &mut to)?;
     Ok(())
+}
+
+/// Copies the tree at `source` to the new directory `dest`, files read-only (0444, 0555 if
+/// executable), symlinks as they are (a materialized tree's links are relative and stay
+/// inside it), without following any symlink.
+pub(super) fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
+    fs::create_dir(dest)?;
+    for entry in fs::read_dir(source)? {
+        let entry = entry?;
+        let (from, to) = (entry.path(), dest.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if kind.is_file() {
+            copy_with_mode(&from, &to, false, 0o444)?;
+        } else {
+            return Err(io::Error::other(format!(
+                "`{}` is not a file, directory or symlink",
+                from.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Stages the directory input `source` (a real directory, not a link) at `target`: an empty
+/// directory and a read-only bind in `binds` if `bind`, else a read-only copy.
+fn stage_dir(source: &Path, target: &Path, bind: bool, binds: &mut Binds) -> io::Result<()> {
+    if !fs::symlink_metadata(source)?.is_dir() {
+        return Err(io::Error::other("not a directory"));
+    }
+    if bind {
+        fs::create_dir(target)?;
+        binds.push(&std::path::absolute(source)?, &std::path::absolute(target)?)
+    } else {
+        copy_tree(source, target)
+    }
 }
 
 /// `path` as a relative path of normal components (`.` components dropped); `what` names it in
@@ -191,13 +243,17 @@ impl DirMaker {
     }
 }
 
-/// Stages every input of `layout` under `exec`, and creates the package directory.
+/// Stages every input of `layout` under `exec`, and creates the package directory. Directory
+/// inputs are bound if `bind`, else copied; returns the binds the child must make
+/// (`mounts.rs`).
 pub(super) fn stage_inputs(
     exec: &Path,
     layout: &Layout,
     inputs: &[Input],
+    bind: bool,
     dirs: &mut DirMaker,
-) -> Result<(), String> {
+) -> Result<Binds, String> {
+    let mut binds = Binds::default();
     dirs.make(&layout.package).map_err(|e| {
         format!(
             "cannot create `{}`: {e}",
@@ -212,11 +268,7 @@ pub(super) fn stage_inputs(
         }
         let target = exec.join(dest);
         let staged = if input.is_dir {
-            match fs::metadata(&input.source) {
-                Ok(m) if m.is_dir() => std::os::unix::fs::symlink(&input.source, &target),
-                Ok(_) => Err(io::Error::other("not a directory")),
-                Err(e) => Err(e),
-            }
+            stage_dir(&input.source, &target, bind, &mut binds)
         } else {
             copy_file(&input.source, &target, input.executable)
         };
@@ -228,7 +280,7 @@ pub(super) fn stage_inputs(
             )
         })?;
     }
-    Ok(())
+    Ok(binds)
 }
 
 /// Creates the parents of file outputs and the directory outputs themselves, under `root`.

@@ -219,23 +219,120 @@ async fn executable_inputs_can_be_run() {
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
 }
 
-#[tokio::test]
-async fn directory_input_is_linked_whole() {
-    let f = Fixture::new();
+/// A dependency's tree at `flow-out/dep/site` (with `flow-out/dep/secret.txt` beside it) and a
+/// spec running `cmd` with the tree staged at `dep/site`; directory inputs bound if `bind`.
+fn tree_fixture(bind: bool, cmd: &str) -> (Fixture, ActionSpec, PathBuf) {
+    let mut f = Fixture::new();
+    f.executor.bind_dir_inputs = bind;
     let tree = f.ws.join("flow-out/dep/site");
     fs::create_dir_all(tree.join("css")).unwrap();
     fs::write(tree.join("index.html"), "<html>").unwrap();
     fs::write(tree.join("css/a.css"), "body{}").unwrap();
-    let mut spec = f.spec("cat ../dep/site/index.html ../dep/site/css/a.css");
+    std::os::unix::fs::symlink("index.html", tree.join("home.html")).unwrap();
+    fs::write(f.ws.join("flow-out/dep/secret.txt"), "not an input").unwrap();
+    let mut spec = f.spec(cmd);
     spec.inputs.push(Input {
         dest: "dep/site".into(),
-        source: tree,
+        source: tree.clone(),
         executable: false,
         is_dir: true,
     });
+    (f, spec, tree)
+}
+
+/// Every file below `dir`, relative, with its content.
+fn files_of(dir: &Path) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_symlink() {
+                files.insert(
+                    rel,
+                    format!("-> {}", fs::read_link(&path).unwrap().display()),
+                );
+            } else {
+                files.insert(rel, fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn directory_input_is_a_directory_of_its_files() {
+    for bind in [true, false] {
+        let cmd =
+            "find ../dep/site -type f | sort; cat ../dep/site/home.html ../dep/site/css/a.css";
+        let (f, spec, _) = tree_fixture(bind, cmd);
+        let r = f.run_in(spec, &Slots::new(1)).await;
+        assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
+        assert_eq!(
+            text(&r.stdout),
+            "../dep/site/css/a.css\n../dep/site/index.html\n<html>body{}",
+            "bind: {bind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn directory_input_cannot_be_changed_through_the_sandbox() {
+    for bind in [true, false] {
+        let cmd = "echo x >> ../dep/site/index.html; echo y > ../dep/site/css/a.css; \
+                   rm -f ../dep/site/home.html; mkdir ../dep/site/new; chmod 777 ../dep/site/css; \
+                   echo z >> ../dep/site/index.html && echo written";
+        let (f, spec, tree) = tree_fixture(bind, cmd);
+        let before = files_of(&tree);
+        let r = f.run_in(spec, &Slots::new(1)).await;
+        assert_eq!(files_of(&tree), before, "bind: {bind}: the tree changed");
+        if bind {
+            // Read-only for root too: each write fails.
+            assert_eq!(text(&r.stdout), "", "bind: a write went through");
+            assert!(
+                text(&r.stderr).contains("Read-only file system"),
+                "{}",
+                text(&r.stderr)
+            );
+        } else {
+            // Root writes into its private copy; the writes are reported, never kept.
+            assert!(!r.stray_writes.is_empty() || !text(&r.stderr).is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_path_through_a_directory_input_leads_outside_it() {
+    for bind in [true, false] {
+        let cmd = "ls ../dep/site/..; cat ../dep/site/../secret.txt || echo refused";
+        let (f, spec, _) = tree_fixture(bind, cmd);
+        let r = f.run_in(spec, &Slots::new(1)).await;
+        assert_eq!(text(&r.stdout), "site\nrefused\n", "bind: {bind}");
+    }
+}
+
+#[tokio::test]
+async fn binds_are_gone_with_the_action() {
+    let (f, spec, _) = tree_fixture(true, "cat ../dep/site/index.html");
     let r = f.run(spec).await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
-    assert_eq!(text(&r.stdout), "<html>body{}");
+    let exec = r.exec_root.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&exec),
+        "a bind leaked into flow's namespace"
+    );
+    assert_eq!(
+        fs::read_dir(r.exec_root.join("dep/site")).unwrap().count(),
+        0,
+        "flow sees the staged input as an empty directory"
+    );
+    f.executor.cleanup(&r);
+    assert!(!r.exec_root.exists());
 }
 
 #[tokio::test]

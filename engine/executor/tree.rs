@@ -7,7 +7,7 @@
 //!    `dir/`, without its contents), and so is a file or symlink whose kind, size, mtime or inode
 //!    changed. Deleted entries are not writes and are not reported.
 //!
-//! Invariants: symlinks are never followed (directory inputs are symlinks into other trees);
+//! Invariants: symlinks are never followed (a copied directory input may hold some);
 //! HOME and TMPDIR live beside the exec root, so they are never walked.
 //! Limits: an in-place rewrite of an input with the same size within one mtime tick goes
 //! unnoticed; the report is advice for the user, never a reason to fail the action.
