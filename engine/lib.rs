@@ -2,16 +2,19 @@
 //!
 //! ```text
 //! BUILD files → rules (Starlark eval → Package{Target}) → engine::graph (target DAG → action DAG,
-//! cycle check) → action key (input content digests) → scheduler (ready queue, -j N) → rebuilder
-//! (cache hit? restore : run) → executor → cache (CAS + SQLite) → reporter
+//! cycle check) → session (workspace, cache, lock, flow-out/) → build record | watcher (what
+//! changed since the last results) → action key (input content digests) → scheduler (ready
+//! queue, -j N) → rebuilder (the one reuse decision: carried? cached (restore)? run) → executor →
+//! cache (CAS + SQLite) → reporter
 //! ```
 //!
-//! This crate is the engine and the command line: it finds the workspace and reads `flow.toml`
-//! (`workspace`, `config`), evaluates BUILD files through `flow_rules`, builds and validates the
-//! target graph (`graph`), answers queries (`query`), turns the selected targets into a `plan`,
-//! keys each action (`action_key`, `hasher`), schedules (`scheduler`), decides hit or run
-//! (`rebuilder`), runs commands (`executor`) in one owner loop (`runner`) and reports
-//! (`reporter`). Every user-facing error is rendered once, with a code frame (`diagnostics`).
+//! This crate is the engine and the command line: every command opens a `session` (workspace,
+//! `config`, cache, `lock`, output root, `clock`); it evaluates BUILD files through
+//! `flow_rules`, builds and validates the target graph (`graph`), answers queries (`query`),
+//! turns the selected targets into a `plan`, learns what changed (`record`, the watcher in
+//! `commands::watch`), keys each action (`action_key`, `hasher`), schedules (`scheduler`), asks
+//! the one reuse decision (`rebuilder::reuse`), runs commands (`executor`) in one owner loop
+//! (`runner`) and reports (`reporter`). Every user-facing error is rendered once, with a code frame (`diagnostics`).
 
 pub mod action_key;
 pub mod analysis;

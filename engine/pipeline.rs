@@ -171,7 +171,11 @@ impl Session {
         let plan = Arc::new(prepared.plan);
         let hasher = Arc::new(FileHasher::new(prepared.known));
         // Hash the sources in parallel; an unreadable one fails the actions that read it.
-        let paths: Vec<_> = prepared.sources.iter().map(|s| self.ws.root.join(s)).collect();
+        let paths: Vec<_> = prepared
+            .sources
+            .iter()
+            .map(|s| self.ws.root.join(s))
+            .collect();
         let sources = prepared
             .sources
             .iter()

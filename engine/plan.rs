@@ -185,9 +185,7 @@ impl Plan {
     /// Every node after its dependencies (Kahn's algorithm; the plan is acyclic).
     pub fn topo_order(&self) -> Vec<usize> {
         let mut waiting: Vec<usize> = self.nodes.iter().map(|a| a.deps.len()).collect();
-        let mut order: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| waiting[i] == 0)
-            .collect();
+        let mut order: Vec<usize> = (0..self.nodes.len()).filter(|&i| waiting[i] == 0).collect();
         let mut next = 0;
         while next < order.len() {
             let n = order[next];

@@ -85,7 +85,8 @@ impl Reporter {
     /// event: `{"event":"decision","label":"//a:b","decision":"carried"}`.
     pub fn decided(&mut self, label: &str, decision: &str) {
         if let Some(out) = &mut self.events {
-            let line = serde_json::json!({"event": "decision", "label": label, "decision": decision});
+            let line =
+                serde_json::json!({"event": "decision", "label": label, "decision": decision});
             let _ = writeln!(out, "{line}");
         }
     }

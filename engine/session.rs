@@ -121,8 +121,7 @@ impl Session {
         if self.lock.is_some() {
             return Ok(false);
         }
-        let (lock, waited) =
-            lock_workspace(&self.out_root, command, &self.clock, runtime, sigint)?;
+        let (lock, waited) = lock_workspace(&self.out_root, command, &self.clock, runtime, sigint)?;
         self.lock = lock;
         Ok(waited)
     }

@@ -597,8 +597,9 @@ fn a_second_build_in_the_same_workspace_waits_for_the_first() {
         .filter(|l| l.starts_with("flow: waiting for another flow command in this workspace"))
         .collect();
     assert_eq!(waiting.len(), 1, "{}", text(&second));
-    let prefix =
-        format!("flow: waiting for another flow command in this workspace (flow build, pid {pid}, started ");
+    let prefix = format!(
+        "flow: waiting for another flow command in this workspace (flow build, pid {pid}, started "
+    );
     assert!(waiting[0].starts_with(&prefix), "{}", waiting[0]);
     assert!(
         String::from_utf8_lossy(&second.stdout).contains("[CACHED] //p:slow"),

@@ -35,7 +35,11 @@ fn text(o: &Output) -> String {
 fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "`{}` never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "`{}` never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -68,7 +72,8 @@ fn flow_clean_during_a_build_waits_for_it() {
     assert!(clean.status.success(), "{}", text(&clean));
     let stderr = String::from_utf8_lossy(&clean.stderr);
     assert!(
-        stderr.contains("flow: waiting for another flow command in this workspace (flow build, pid "),
+        stderr
+            .contains("flow: waiting for another flow command in this workspace (flow build, pid "),
         "{}",
         text(&clean)
     );
@@ -123,7 +128,10 @@ impl Watch {
                         return;
                     }
                 }
-                Err(_) => panic!("no `{what}` from flow watch; so far:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no `{what}` from flow watch; so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -166,9 +174,10 @@ fn flow_build_while_a_watch_cycle_runs_waits_and_then_builds_correctly() {
     // A clean build of the same files agrees.
     drop(watch);
     let clean = Ws::new();
-    for f in ["p/BUILD"] {
-        clean.write(f, &std::fs::read(ws.path().join(f)).unwrap());
-    }
+    clean.write(
+        "p/BUILD",
+        &std::fs::read(ws.path().join("p/BUILD")).unwrap(),
+    );
     let fresh = flow(clean.path(), &["build"]).output().unwrap();
     assert!(fresh.status.success(), "{}", text(&fresh));
     assert_eq!(
@@ -206,7 +215,9 @@ fn an_uncached_task_runs_in_every_build_even_one_the_record_would_answer_as_a_no
     // `flow explain` says why.
     let explain = ws.run(&["explain", "//p:stamp"]);
     assert!(
-        explain.ok().contains("it is declared with `cache = False`, so it runs in every build"),
+        explain
+            .ok()
+            .contains("it is declared with `cache = False`, so it runs in every build"),
         "{}",
         explain.ok()
     );
@@ -223,7 +234,12 @@ fn explain_over_patterns_lists_the_decision_for_every_action() {
     ws.run(&["build"]).ok();
     let after = ws.run(&["explain", "//..."]);
     let out = after.ok();
-    assert!(out.contains("[CARRIED] //p:plain"), "{out}");
+    // Carried when the build record vouches for the files (they are older than the racy
+    // window), else cached.
+    assert!(
+        out.contains("[CARRIED] //p:plain") || out.contains("[CACHED] //p:plain (key "),
+        "{out}"
+    );
     assert!(out.contains("[RUN] //p:stamp (`cache = False`"), "{out}");
     assert!(out.contains("[WAITS] //p:after"), "{out}");
 }

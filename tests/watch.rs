@@ -364,3 +364,42 @@ fn watch_cycles_after_a_sequence_of_edits_equal_a_clean_build() {
     ws.run(&["--cache-dir", &cache, "build", "//..."]).ok();
     assert_eq!(tree(&ws.path().join("flow-out")), watched);
 }
+
+/// Regression (issue 14): a failing action ran again in every watch cycle although nothing it
+/// reads had changed. It is reported failed again, without running, until its inputs change.
+#[test]
+fn a_failed_action_is_not_run_again_until_its_inputs_change() {
+    // Outside the workspace, so that its writes are no events.
+    let log = tempfile::tempdir().unwrap();
+    let runs = log.path().join("runs.log");
+    let ws = Ws::new()
+        .file("a/a.txt", "one\n")
+        .file(
+            "a/BUILD",
+            &format!(
+                "task(name = \"bad\", srcs = [\"a.txt\"], cmd = \"echo ran >> {}; grep -q fixed a.txt\")\n",
+                runs.display()
+            ),
+        )
+        .file("b/b.txt", "two\n")
+        .file("b/BUILD", "task(name = \"other\", srcs = [\"b.txt\"], outs = [\"o.txt\"], cmd = \"cat b.txt > o.txt\")\n");
+    let count = || std::fs::read_to_string(&runs).map_or(0, |s| s.lines().count());
+    let mut w = Watch::start(&ws);
+    assert_eq!(count(), 1);
+    ws.write("b/b.txt", b"three\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//b:other"], "{cycle:?}");
+    assert_eq!(tagged(&cycle, "FAILED"), ["//a:bad"], "{cycle:?}");
+    assert!(
+        cycle
+            .iter()
+            .any(|l| l.contains("unchanged since it failed, not run again")),
+        "{cycle:?}"
+    );
+    assert_eq!(count(), 1, "the failed action ran again: {cycle:?}");
+    ws.write("a/a.txt", b"fixed\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//a:bad"], "{cycle:?}");
+    assert_eq!(count(), 2);
+    assert_eq!(w.stop(), 130);
+}

@@ -93,12 +93,8 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     };
     let mut reporter = reporter(ready.plan.actions().count());
     profile.mark("history");
-    let finished = runtime.block_on(runner.run_to_end(
-        &ready.resolved,
-        &mut reporter,
-        &mut sigint,
-        None,
-    ));
+    let finished =
+        runtime.block_on(runner.run_to_end(&ready.resolved, &mut reporter, &mut sigint, None));
     profile.mark("run");
     drop(runner);
     write_record(&session, args.patterns, ready, &finished);

@@ -19,7 +19,10 @@ pub fn run(start: &Path, cache: bool, cache_flag: Option<&Path>) -> Result<i32, 
         },
     )?;
     let (runtime, mut sigint) = runtime_with_sigint(start)?;
-    if session.lock("clean", runtime.handle(), &mut sigint).is_err() {
+    if session
+        .lock("clean", runtime.handle(), &mut sigint)
+        .is_err()
+    {
         return Ok(130);
     }
     let out = session.out_root.clone();

@@ -110,7 +110,9 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
                         }
                         Decision::Run { .. } if !a.kind.reusable() => Verdict::Always,
                         Decision::Run { key, .. } => Verdict::Runs(key),
-                        Decision::Unkeyable(why) => Verdict::Fails(why),
+                        Decision::Unkeyable(why) | Decision::StillFailing(why) => {
+                            Verdict::Fails(why)
+                        }
                     }
                 });
             }

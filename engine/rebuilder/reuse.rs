@@ -12,7 +12,10 @@
 //!    `flow-out/` as flow wrote them, or are restored from the CAS (a dry run, `flow explain`,
 //!    only says they would be);
 //! 3. **run**: anything else (with a warning when a cached result could not be read or
-//!    restored).
+//!    restored);
+//! 4. **still failing** (watch cycles only): its last run failed and nothing it reads changed
+//!    since, so running it again would only repeat the failure; it is reported failed again,
+//!    without running. Failures are never stored, so a build never gets this answer.
 //!
 //! The no-op build is this decision with an empty change set: when it carries every action,
 //! nothing is left to run. Which kinds of action may be reused at all is said once, by
@@ -41,6 +44,8 @@ pub struct LastResult {
 #[derive(Default)]
 pub struct Carried {
     nodes: HashMap<usize, LastResult>,
+    /// Tasks whose last run failed (why) and that no change reaches.
+    failed: HashMap<usize, String>,
 }
 
 impl Carried {
@@ -56,19 +61,38 @@ impl Carried {
     /// result.
     pub fn compute(
         plan: &Plan,
-        mut last: Vec<Option<LastResult>>,
+        last: Vec<Option<LastResult>>,
         changed: impl IntoIterator<Item = usize>,
     ) -> Carried {
-        let unknown = plan.actions().filter(|&i| {
-            !plan.nodes[i].kind.reusable() || last.get(i).is_none_or(Option::is_none)
-        });
+        Carried::with_failures(plan, last, Vec::new(), changed)
+    }
+
+    /// [`Carried::compute`], also given each node's last failure (`failed`, why; a watch cycle
+    /// knows them): a failed task that no change reaches keeps its failure.
+    pub fn with_failures(
+        plan: &Plan,
+        mut last: Vec<Option<LastResult>>,
+        mut failed: Vec<Option<String>>,
+        changed: impl IntoIterator<Item = usize>,
+    ) -> Carried {
+        let never_reused = plan.actions().filter(|&i| !plan.nodes[i].kind.reusable());
+        let changed: Vec<usize> = changed.into_iter().chain(never_reused).collect();
+        let reached = plan.downstream(changed.iter().copied());
+        let unknown = plan
+            .actions()
+            .filter(|&i| last.get(i).is_none_or(Option::is_none));
         let dirty = plan.downstream(changed.into_iter().chain(unknown.collect::<Vec<_>>()));
         let nodes = plan
             .actions()
             .filter(|&i| !dirty[i])
             .filter_map(|i| Some((i, last.get_mut(i)?.take()?)))
             .collect();
-        Carried { nodes }
+        let failed = plan
+            .actions()
+            .filter(|&i| !reached[i])
+            .filter_map(|i| Some((i, failed.get_mut(i)?.take()?)))
+            .collect();
+        Carried { nodes, failed }
     }
 
     pub fn get(&self, node: usize) -> Option<&LastResult> {
@@ -107,6 +131,9 @@ pub enum Decision {
     },
     /// Its key cannot be computed (an unreadable source, a missing tool): it fails.
     Unkeyable(String),
+    /// Its last run failed (why) and nothing it reads changed since: it fails again without
+    /// running (watch cycles).
+    StillFailing(String),
 }
 
 /// What an action's key is computed from, besides the action itself.
@@ -141,6 +168,9 @@ impl Rebuilder {
     ) -> Decision {
         if let Some(last) = carried.get(node) {
             return Decision::Carried(last.clone());
+        }
+        if let Some(why) = carried.failed.get(&node) {
+            return Decision::StillFailing(why.clone());
         }
         let key = match self.key(action, inputs.sources, inputs.deps, inputs.tools) {
             Ok(key) => key,

@@ -244,4 +244,3 @@ enum Patch {
     /// record.
     Impossible,
 }
-

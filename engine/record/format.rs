@@ -110,7 +110,6 @@ pub(super) struct Staged {
     pub(super) executable: bool,
 }
 
-
 /// Device, inode and length of the record file a build read, so that its patch goes to that
 /// file and no other.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -188,7 +187,12 @@ impl Staged {
 /// failed. Ranges close together go in one write. A reader never trusts a half-patched record:
 /// until the checksum is written, the values do not match it (and a build killed in between
 /// leaves a record the next build ignores).
-pub(super) fn patch_file(path: &Path, id: FileId, values: &[u8], mut ranges: Vec<(usize, usize)>) -> bool {
+pub(super) fn patch_file(
+    path: &Path,
+    id: FileId,
+    values: &[u8],
+    mut ranges: Vec<(usize, usize)>,
+) -> bool {
     use std::os::unix::fs::FileExt;
     let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
         return false;

@@ -73,8 +73,7 @@ fn results() -> Vec<NodeResult> {
 /// Decodes a whole record the way `Record::load` and `Record::open` do.
 fn decode(bytes: &[u8]) -> Option<(Head, Vec<NodeResult>, Vec<u8>)> {
     let len = checked_values(bytes)?;
-    let (mut head, rest): (Head, &[u8]) =
-        postcard::take_from_bytes(&bytes[HEADER + len..]).ok()?;
+    let (mut head, rest): (Head, &[u8]) = postcard::take_from_bytes(&bytes[HEADER + len..]).ok()?;
     read_head_values(&bytes[HEADER..HEADER + len], &mut head)?;
     let (mut results, body): (Vec<NodeResult>, &[u8]) = postcard::take_from_bytes(rest).ok()?;
     read_values(&bytes[HEADER..HEADER + len], &head, &mut results)?;
@@ -82,8 +81,23 @@ fn decode(bytes: &[u8]) -> Option<(Head, Vec<NodeResult>, Vec<u8>)> {
 }
 
 fn same_entry(a: &Entry, b: &Entry) -> bool {
-    (a.path.as_str(), a.size, a.mtime_ns, a.ino, a.digest, a.recorded_at_ns, &a.dir)
-        == (b.path.as_str(), b.size, b.mtime_ns, b.ino, b.digest, b.recorded_at_ns, &b.dir)
+    (
+        a.path.as_str(),
+        a.size,
+        a.mtime_ns,
+        a.ino,
+        a.digest,
+        a.recorded_at_ns,
+        &a.dir,
+    ) == (
+        b.path.as_str(),
+        b.size,
+        b.mtime_ns,
+        b.ino,
+        b.digest,
+        b.recorded_at_ns,
+        &b.dir,
+    )
 }
 
 fn same_staged(a: &Staged, b: &Staged) -> bool {
@@ -98,14 +112,29 @@ fn a_record_reads_back_as_written() {
     let (h2, r2, body) = decode(&bytes).expect("decodes");
     assert_eq!(body, b"the plan");
     assert_eq!(h2.touched_at_ms, h.touched_at_ms);
-    assert_eq!((h2.request.as_str(), h2.config), (h.request.as_str(), h.config));
-    assert!(h.sources.iter().zip(&h2.sources).all(|(a, b)| same_entry(a, b)));
-    assert!(h.outputs.iter().zip(&h2.outputs).all(|(a, b)| same_entry(a, b)));
+    assert_eq!(
+        (h2.request.as_str(), h2.config),
+        (h.request.as_str(), h.config)
+    );
+    assert!(h
+        .sources
+        .iter()
+        .zip(&h2.sources)
+        .all(|(a, b)| same_entry(a, b)));
+    assert!(h
+        .outputs
+        .iter()
+        .zip(&h2.outputs)
+        .all(|(a, b)| same_entry(a, b)));
     assert_eq!(r2.len(), r.len());
     for (a, b) in r.iter().zip(&r2) {
         assert_eq!(a.key, b.key);
         assert_eq!(a.outputs, b.outputs);
-        assert!(a.staged.iter().zip(&b.staged).all(|(x, y)| same_staged(x, y)));
+        assert!(a
+            .staged
+            .iter()
+            .zip(&b.staged)
+            .all(|(x, y)| same_staged(x, y)));
     }
 }
 
@@ -124,10 +153,16 @@ fn any_damaged_value_byte_is_refused() {
     for at in [HEADER, HEADER + len / 2, HEADER + len - 1] {
         let mut bad = bytes.clone();
         bad[at] ^= 1;
-        assert!(checked_values(&bad).is_none(), "a flipped byte at {at} was accepted");
+        assert!(
+            checked_values(&bad).is_none(),
+            "a flipped byte at {at} was accepted"
+        );
     }
     assert!(checked_values(&bytes[..HEADER - 1]).is_none());
-    assert!(checked_values(b"flowrec\x03").is_none(), "an older format is refused");
+    assert!(
+        checked_values(b"flowrec\x03").is_none(),
+        "an older format is refused"
+    );
 }
 
 #[test]
@@ -148,12 +183,20 @@ fn a_patch_is_seen_only_with_its_checksum() {
     let slots = Slots::of(&h);
     let patched = entry("a/x.py", 42, None);
     put_entry(&mut values[slots.source(0)..], &patched);
-    assert!(patch_file(&path, id, &values, vec![(slots.source(0), ENTRY_BYTES)]));
+    assert!(patch_file(
+        &path,
+        id,
+        &values,
+        vec![(slots.source(0), ENTRY_BYTES)]
+    ));
     let (h2, _, _) = decode(&std::fs::read(&path).unwrap()).expect("patched record decodes");
     assert!(same_entry(&h2.sources[0], &patched));
     assert!(same_entry(&h2.sources[1], &h.sources[1]));
     // A record replaced since it was read is not patched.
     std::fs::write(&path, &bytes).unwrap();
-    let stale = FileId { ino: id.ino + 1, ..id };
+    let stale = FileId {
+        ino: id.ino + 1,
+        ..id
+    };
     assert!(!patch_file(&path, stale, &values, vec![(0, 8)]));
 }

@@ -101,7 +101,6 @@ pub struct Record {
     file: FileId,
 }
 
-
 /// A record opened for a build: the plan and what the last build left, before the reuse
 /// decision.
 pub struct Opened {
@@ -203,7 +202,6 @@ pub fn forget_all(cache: &Path) {
 pub fn forget(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
-
 
 impl Record {
     /// The record at `path` if it was written by this flow binary for this request and these

@@ -68,7 +68,6 @@ impl ToolStamps {
     }
 }
 
-
 /// The identity of the running flow binary.
 pub(super) fn exe_stamp() -> Option<Stamp> {
     stamp_following(&std::env::current_exe().ok()?)
@@ -82,4 +81,3 @@ pub(super) fn stamp_following(path: &Path) -> Option<Stamp> {
         ino: m.ino(),
     })
 }
-

@@ -64,6 +64,7 @@ impl<E: Executor> Drive<'_, E> {
             } => {
                 reporter.failed(&label, &why, &log);
                 self.summary.failed += 1;
+                self.failures[c.node] = Some(why);
                 let outcome = if timed_out {
                     Outcome::TimedOut
                 } else {
@@ -95,6 +96,14 @@ impl<E: Executor> Drive<'_, E> {
 
     /// After a failure: skip and list the dependents; without `-k`, start nothing new.
     pub(super) fn skip_dependents(&mut self, i: usize, reporter: &mut Reporter) {
+        self.skip_dependents_of(i, reporter);
+        if !self.runner.options.keep_going {
+            self.sched.stop();
+        }
+    }
+
+    /// Skips and lists the dependents of the failed node `i`.
+    pub(super) fn skip_dependents_of(&mut self, i: usize, reporter: &mut Reporter) {
         let plan = &self.runner.plan;
         if self.sched.state(i) == NodeState::Running {
             for s in self.sched.finish(i, false) {
@@ -106,9 +115,6 @@ impl<E: Executor> Drive<'_, E> {
                     reporter.skipped(&a.label.to_string(), "dependency failed");
                 }
             }
-        }
-        if !self.runner.options.keep_going {
-            self.sched.stop();
         }
     }
 }

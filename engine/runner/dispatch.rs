@@ -83,8 +83,18 @@ impl<E: Executor> Drive<'_, E> {
             Decision::Unkeyable(why) => {
                 reporter.decided(&label, "failed");
                 reporter.failed(&label, &why, b"");
+                self.failures[i] = Some(why);
                 self.summary.failed += 1;
                 self.skip_dependents(i, reporter);
+            }
+            Decision::StillFailing(why) => {
+                reporter.decided(&label, "failed");
+                let shown = format!("{why}; unchanged since it failed, not run again");
+                reporter.failed(&label, &shown, b"");
+                self.failures[i] = Some(why);
+                self.summary.failed += 1;
+                // An old failure stops nothing: the work the change reaches goes on.
+                self.skip_dependents_of(i, reporter);
             }
             Decision::Run { key, warning } => {
                 if let Some(w) = warning {
@@ -126,6 +136,7 @@ impl<E: Executor> Drive<'_, E> {
             reporter.decided(&label, "failed");
             reporter.failed(&label, &why, b"");
             self.summary.failed += 1;
+            self.failures[i] = Some(why);
             let row = RunRow {
                 outcome: flow_cache::Outcome::Failed,
                 took: std::time::Duration::ZERO,

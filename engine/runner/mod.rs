@@ -95,6 +95,8 @@ pub struct Finished {
     pub summary: Summary,
     pub staged: Vec<Option<Vec<StagedOutput>>>,
     pub keys: Vec<Option<Digest>>,
+    /// Per node, why it failed (`None`: it did not fail).
+    pub failures: Vec<Option<String>>,
 }
 
 pub struct Runner<E: Executor> {
@@ -111,6 +113,7 @@ struct Drive<'a, E: Executor> {
     sched: Scheduler,
     outputs: Vec<Option<Vec<StagedOutput>>>,
     keys: Vec<Option<Digest>>,
+    failures: Vec<Option<String>>,
     summary: Summary,
     history: HistoryBatch,
     /// Results of last build's keys, read in bulk (empty when only a few actions are keyed).
@@ -224,13 +227,8 @@ impl<'a, E: Executor> Drive<'a, E> {
             let keys: Vec<Digest> = last_keys.values().copied().collect();
             cache.get_actions(&keys).unwrap_or_default()
         };
-        let history = HistoryBatch::begin(
-            cache,
-            workspace,
-            runner.options.clock,
-            last_keys,
-            reporter,
-        );
+        let history =
+            HistoryBatch::begin(cache, workspace, runner.options.clock, last_keys, reporter);
         profile.mark("run: begin, last keys, prefetch results");
         let jobs = runner.options.jobs.max(1);
         Drive {
@@ -239,6 +237,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             sched: Scheduler::new(&plan.deps(), &costs),
             outputs: vec![None; n],
             keys: vec![None; n],
+            failures: vec![None; n],
             summary: Summary::default(),
             history,
             prefetched,
@@ -281,13 +280,19 @@ impl<'a, E: Executor> Drive<'a, E> {
             .filter(|&i| self.sched.state(i) == NodeState::NotStarted)
             .count();
         let rebuilder = &self.runner.rebuilder;
-        self.history
-            .save(&rebuilder.cache, &rebuilder.hasher, &summary, took, reporter);
+        self.history.save(
+            &rebuilder.cache,
+            &rebuilder.hasher,
+            &summary,
+            took,
+            reporter,
+        );
         reporter.summary(&summary, took);
         Finished {
             summary,
             staged: self.outputs,
             keys: self.keys,
+            failures: self.failures,
         }
     }
 }

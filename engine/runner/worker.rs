@@ -141,7 +141,8 @@ impl<E: Executor> Job<E> {
         .await;
         if let Err(e) = joined {
             if !sent.load(Ordering::SeqCst) {
-                let why = format!("internal error while storing results: {e} (this is a bug in flow)");
+                let why =
+                    format!("internal error while storing results: {e} (this is a bug in flow)");
                 let _ = tx.send(Completion {
                     node,
                     key,

@@ -193,7 +193,6 @@ impl Watcher<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

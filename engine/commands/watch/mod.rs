@@ -89,16 +89,25 @@ struct Analyzed {
 struct LastCycle {
     staged: Vec<Option<Vec<StagedOutput>>>,
     keys: Vec<Option<Digest>>,
+    /// Why each node failed, if it did.
+    failures: Vec<Option<String>>,
 }
 
 impl LastCycle {
-    /// Each task's last result, for the reuse decision.
-    fn results(self) -> Vec<Option<LastResult>> {
-        self.staged
+    /// Each task's last result, for the reuse decision; and each one's last failure.
+    fn results(self) -> (Vec<Option<LastResult>>, Vec<Option<String>>) {
+        let results = self
+            .staged
             .into_iter()
             .zip(self.keys)
-            .map(|(staged, key)| Some(LastResult { staged: staged?, key: key? }))
-            .collect()
+            .map(|(staged, key)| {
+                Some(LastResult {
+                    staged: staged?,
+                    key: key?,
+                })
+            })
+            .collect();
+        (results, self.failures)
     }
 }
 
@@ -407,14 +416,14 @@ impl Watcher<'_> {
         };
         let out_root = &self.session.out_root;
         let watched = std::fs::symlink_metadata(out_root).map_or(true, |m| !m.is_symlink());
-        let last = last.results();
+        let (last, failures) = last.results();
         let moved = last.iter().enumerate().filter_map(|(i, r)| {
             let staged = &r.as_ref()?.staged;
             let touched = !watched || staged.iter().any(|o| touches(&touched, &o.path, &o.kind));
             (touched && !rebuilder.staged_in_place(staged)).then_some(i)
         });
         let changed: Vec<usize> = dirty.iter().copied().chain(moved).collect();
-        Carried::compute(&state.plan, last, changed)
+        Carried::with_failures(&state.plan, last, failures, changed)
     }
 
     /// Runs one build cycle under the workspace lock. Returns (interrupted, the batch that
@@ -426,8 +435,7 @@ impl Watcher<'_> {
         sigint: &mut Option<Signal>,
     ) -> (bool, Option<Batch>) {
         let handle = self.runtime.handle().clone();
-        let locked =
-            tokio::task::block_in_place(|| self.session.lock("watch", &handle, sigint));
+        let locked = tokio::task::block_in_place(|| self.session.lock("watch", &handle, sigint));
         if locked.is_err() {
             return (true, None);
         }
@@ -517,6 +525,7 @@ impl Watcher<'_> {
         self.last = Some(LastCycle {
             staged: finished.staged,
             keys: finished.keys,
+            failures: finished.failures,
         });
         if interrupted {
             return (true, None);
