@@ -208,6 +208,7 @@ impl Slots {
         Ticket {
             slots: self.clone(),
             state,
+            on_enter: None,
         }
     }
 
@@ -233,6 +234,8 @@ type Acquire = std::pin::Pin<
 pub struct Ticket {
     slots: Slots,
     state: TicketState,
+    /// Called once, when the slot is granted: the command is about to start.
+    on_enter: Option<Box<dyn FnOnce() + Send>>,
 }
 
 enum TicketState {
@@ -242,9 +245,25 @@ enum TicketState {
 }
 
 impl Ticket {
+    /// Calls `f` when the slot is granted (the runner reports the action running from then on,
+    /// not while it is staged or waits for a slot).
+    pub fn on_enter(mut self, f: impl FnOnce() + Send + 'static) -> Ticket {
+        self.on_enter = Some(Box::new(f));
+        self
+    }
+
     /// Waits for the slot. `None` if the slots were closed (the build stopped) or `cancel` fired
     /// before the command could start.
-    pub async fn enter(self, cancel: &Cancel) -> Option<Slot> {
+    pub async fn enter(mut self, cancel: &Cancel) -> Option<Slot> {
+        let on_enter = self.on_enter.take();
+        let slot = self.wait(cancel).await;
+        if let (Some(_), Some(f)) = (&slot, on_enter) {
+            f();
+        }
+        slot
+    }
+
+    async fn wait(self, cancel: &Cancel) -> Option<Slot> {
         if cancel.is_cancelled() || self.slots.0.is_closed() {
             return None;
         }

@@ -856,3 +856,33 @@ async fn commands_wait_for_a_slot_and_a_closed_slots_turns_them_away() {
         "the released slot is used again"
     );
 }
+
+/// Regression (issue 14): actions waiting for a job slot were reported running. A ticket's
+/// `on_enter` fires when its slot is granted, not before, and never for a ticket turned away.
+#[tokio::test]
+async fn a_ticket_says_when_its_slot_is_granted_not_before() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let slots = Slots::new(1);
+    let fired = Arc::new(AtomicUsize::new(0));
+    let counter = |n: usize| {
+        let fired = fired.clone();
+        move || {
+            fired.fetch_add(n, Ordering::SeqCst);
+        }
+    };
+    let first = slots.ticket().await.on_enter(counter(1));
+    let second = slots.ticket().await.on_enter(counter(10));
+    let held = first.enter(&Cancel::never()).await.expect("a free slot");
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+    let waiting = tokio::spawn(async move { second.enter(&Cancel::never()).await.is_some() });
+    tokio::task::yield_now().await;
+    assert_eq!(fired.load(Ordering::SeqCst), 1, "the second fired while it waited");
+    drop(held);
+    assert!(waiting.await.unwrap());
+    assert_eq!(fired.load(Ordering::SeqCst), 11);
+    let closed = slots.ticket().await.on_enter(counter(100));
+    slots.close();
+    assert!(closed.enter(&Cancel::never()).await.is_none());
+    assert_eq!(fired.load(Ordering::SeqCst), 11, "a ticket turned away fired");
+}

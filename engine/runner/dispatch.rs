@@ -156,7 +156,6 @@ impl<E: Executor> Drive<'_, E> {
             .rebuilder
             .spec(action, &self.resolved.sources, &deps, secrets);
         reporter.decided(&label, "ran");
-        reporter.started(&label);
         self.in_flight += 1;
         let (handle, cancel) = Cancel::new();
         self.cancels.insert(i, handle);
@@ -165,8 +164,14 @@ impl<E: Executor> Drive<'_, E> {
             key: digest,
             spec,
             retries: action.retries,
-            // The action's place in the queue for a slot is taken now, in priority order.
-            ticket: self.slots.ticket().await,
+            // The action's place in the queue for a slot is taken now, in priority order; it
+            // is reported running once it has its slot.
+            ticket: {
+                let started = self.started.clone();
+                self.slots.ticket().await.on_enter(move || {
+                    let _ = started.send(i);
+                })
+            },
             cancel,
             executor: runner.executor.clone(),
             rebuilder: runner.rebuilder.clone(),

@@ -8,7 +8,8 @@
 //!    ([`Rebuilder::decide`](crate::rebuilder::Rebuilder::decide)) what to do with it:
 //!    carried or cached, it is reported and finished at once; to run, it is handed to a
 //!    worker (`worker.rs`: the executor stages it, waits for one of the `jobs` `Slots`, runs
-//!    it, retries it up to `retries` times, and stores its outputs on success). A group
+//!    it, retries it up to `retries` times, and stores its outputs on success); it is reported
+//!    running (the progress bar) only once it has its slot. A group
 //!    completes at once, forwarding its dependencies' outputs;
 //! 2. completion (`completion.rs`): wait for a worker's report (or Ctrl-C, or a watcher's
 //!    `Control`), report it, tell the scheduler, which releases dependents or skips them;
@@ -125,6 +126,8 @@ struct Drive<'a, E: Executor> {
     in_flight: usize,
     in_flight_limit: usize,
     done: mpsc::UnboundedSender<Completion>,
+    /// Workers say here which action got its slot (its command starts).
+    started: mpsc::UnboundedSender<usize>,
 }
 
 impl<E: Executor> Runner<E> {
@@ -158,10 +161,11 @@ impl<E: Executor> Runner<E> {
     ) -> Finished {
         let started = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        let (started_tx, mut slot_granted) = mpsc::unbounded_channel::<usize>();
         if sigint.is_none() {
             *sigint = signal(SignalKind::interrupt()).ok();
         }
-        let mut drive = Drive::new(self, resolved, reporter, tx);
+        let mut drive = Drive::new(self, resolved, reporter, tx, started_tx);
         loop {
             drive.dispatch_ready(reporter).await;
             if drive.sched.is_stopped() {
@@ -176,6 +180,12 @@ impl<E: Executor> Runner<E> {
             }
             reporter.flush();
             tokio::select! {
+                Some(i) = slot_granted.recv() => {
+                    // (Unless its completion came first.)
+                    if drive.cancels.contains_key(&i) {
+                        reporter.started(&self.plan.nodes[i].label.to_string());
+                    }
+                }
                 Some(c) = rx.recv() => drive.complete(c, reporter),
                 _ = interrupted(sigint), if !drive.summary.interrupted => drive.interrupt(),
                 Some(Control::Supersede { affected }) = next_control(&mut control) => {
@@ -193,6 +203,7 @@ impl<'a, E: Executor> Drive<'a, E> {
         resolved: &'a Resolved,
         reporter: &Reporter,
         done: mpsc::UnboundedSender<Completion>,
+        started: mpsc::UnboundedSender<usize>,
     ) -> Drive<'a, E> {
         let profile = crate::profile::Profile::from_env();
         let plan = &runner.plan;
@@ -246,6 +257,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             in_flight: 0,
             in_flight_limit: jobs * 2,
             done,
+            started,
         }
     }
 
