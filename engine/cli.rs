@@ -141,6 +141,15 @@ impl Cli {
         }
     }
 
+    /// How `build` and `watch` open their session.
+    fn session(&self, jobs: Option<u16>, keep_going: bool) -> crate::session::SessionArgs<'_> {
+        crate::session::SessionArgs {
+            cache_dir: self.cache_dir.as_deref(),
+            jobs: jobs.map(usize::from),
+            keep_going,
+        }
+    }
+
     /// Runs the command; `Ok` carries the exit code.
     pub fn run(&self) -> Result<i32, Error> {
         match &self.command {
@@ -166,9 +175,7 @@ impl Cli {
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
                     patterns,
-                    jobs: jobs.map(usize::from),
-                    keep_going: *keep_going,
-                    cache_dir: self.cache_dir.as_deref(),
+                    session: self.session(*jobs, *keep_going),
                     events: events.as_deref(),
                 },
             ),
@@ -182,11 +189,9 @@ impl Cli {
                 &self.start_dir()?,
                 crate::commands::watch::WatchArgs {
                     patterns,
-                    jobs: jobs.map(usize::from),
-                    keep_going: *keep_going,
+                    session: self.session(*jobs, *keep_going),
                     debounce: std::time::Duration::from_millis(*debounce),
                     clear: *clear,
-                    cache_dir: self.cache_dir.as_deref(),
                     colors: self.color.stderr_colors(),
                 },
             ),

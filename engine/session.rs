@@ -45,6 +45,16 @@ pub struct SessionArgs<'a> {
     pub keep_going: bool,
 }
 
+impl<'a> SessionArgs<'a> {
+    /// A command that runs nothing: only `--cache-dir` matters.
+    pub fn cache_dir(cache_dir: Option<&'a Path>) -> SessionArgs<'a> {
+        SessionArgs {
+            cache_dir,
+            ..SessionArgs::default()
+        }
+    }
+}
+
 pub struct Session {
     pub ws: Workspace,
     pub cache_dir: PathBuf,

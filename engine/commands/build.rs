@@ -26,9 +26,8 @@ use crate::session::{Session, SessionArgs};
 
 pub struct BuildArgs<'a> {
     pub patterns: &'a [String],
-    pub jobs: Option<usize>,
-    pub keep_going: bool,
-    pub cache_dir: Option<&'a Path>,
+    /// `--cache-dir`, `-j`, `-k`.
+    pub session: SessionArgs<'a>,
     /// `--events FILE`: the event stream, as JSON lines.
     pub events: Option<&'a Path>,
 }
@@ -37,14 +36,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let began = Instant::now();
     let profile = Profile::from_env();
     let terms = parse_patterns(args.patterns)?;
-    let mut session = Session::open(
-        start,
-        SessionArgs {
-            cache_dir: args.cache_dir,
-            jobs: args.jobs,
-            keep_going: args.keep_going,
-        },
-    )?;
+    let mut session = Session::open(start, args.session)?;
     let events = match args.events {
         Some(path) => Some(std::fs::File::create(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),

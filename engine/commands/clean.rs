@@ -11,13 +11,7 @@ use crate::runner::runtime_with_sigint;
 use crate::session::{Session, SessionArgs};
 
 pub fn run(start: &Path, cache: bool, cache_flag: Option<&Path>) -> Result<i32, Error> {
-    let mut session = Session::open(
-        start,
-        SessionArgs {
-            cache_dir: cache_flag,
-            ..SessionArgs::default()
-        },
-    )?;
+    let mut session = Session::open(start, SessionArgs::cache_dir(cache_flag))?;
     let (runtime, mut sigint) = runtime_with_sigint(start)?;
     if session
         .lock("clean", runtime.handle(), &mut sigint)

@@ -41,13 +41,7 @@ enum Verdict {
 
 pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Result<i32, Error> {
     let terms = parse_patterns(patterns)?;
-    let mut session = Session::open(
-        start,
-        SessionArgs {
-            cache_dir: cache_flag,
-            ..SessionArgs::default()
-        },
-    )?;
+    let mut session = Session::open(start, SessionArgs::cache_dir(cache_flag))?;
     let single = match terms.as_slice() {
         [t] if !t.exclude => match &t.pattern {
             TargetPattern::Label(l) => Some(l.clone()),

@@ -64,11 +64,10 @@ use events::{touches, Batch};
 
 pub struct WatchArgs<'a> {
     pub patterns: &'a [String],
-    pub jobs: Option<usize>,
-    pub keep_going: bool,
+    /// `--cache-dir`, `-j`, `-k`.
+    pub session: SessionArgs<'a>,
     pub debounce: Duration,
     pub clear: bool,
-    pub cache_dir: Option<&'a Path>,
     pub colors: bool,
 }
 
@@ -157,14 +156,7 @@ struct Watcher<'a> {
 pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
     let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let terms = parse_patterns(args.patterns)?;
-    let mut session = Session::open(
-        start,
-        SessionArgs {
-            cache_dir: args.cache_dir,
-            jobs: args.jobs,
-            keep_going: args.keep_going,
-        },
-    )?;
+    let mut session = Session::open(start, args.session)?;
     session.cache()?;
     let root = session.ws.root.clone();
     let (tx, mut events) = mpsc::unbounded_channel::<notify::Result<Event>>();
