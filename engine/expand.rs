@@ -120,7 +120,9 @@ pub fn expand<'a>(
                     let o = o.trim_end_matches('/');
                     let target_path = match layout {
                         Layout::Sandbox => join_path(label.package(), o),
-                        Layout::RealTree => join_path(&join_path("flow-out", label.package()), o),
+                        Layout::RealTree => {
+                            join_path(&join_path(crate::session::OUT_DIR, label.package()), o)
+                        }
                     };
                     relative(package, &target_path)
                 });

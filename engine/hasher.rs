@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flow_cache::{Digest, FileState};
 use rayon::prelude::*;
@@ -42,11 +41,9 @@ pub struct Hashed {
     pub read: bool,
 }
 
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+/// The real time in nanoseconds, against which file mtimes are judged (the racy-edit window):
+/// the same reading the evaluation snapshot and the build record use.
+pub use flow_rules::snapshot::now_ns;
 
 impl FileHasher {
     pub fn new(known: HashMap<String, FileState>) -> FileHasher {

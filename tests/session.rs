@@ -289,7 +289,10 @@ fn builds_watch_cycles_and_cleans_at_once_cache_nothing_wrong() {
         std::thread::sleep(Duration::from_millis(100));
         let clean = flow(ws.path(), &["clean"]).spawn().unwrap();
         ws.write("p/in.txt", format!("{round}{round}\n").as_bytes());
-        let (build, clean) = (build.wait_with_output().unwrap(), clean.wait_with_output().unwrap());
+        let (build, clean) = (
+            build.wait_with_output().unwrap(),
+            clean.wait_with_output().unwrap(),
+        );
         assert!(clean.status.success(), "{}", text(&clean));
         // A build may fail only because `flow clean` is not a failure: it must not.
         assert!(build.status.success(), "{}", text(&build));

@@ -110,9 +110,10 @@ pub fn verify(start: &Path, fix: bool, cache_flag: Option<&Path>) -> Result<i32,
         path: dir.clone(),
         error: e.to_string(),
     })?;
-    report
-        .problems
-        .extend(flow_cache::sweep_leftovers(&ws.root.join("flow-out"), fix));
+    report.problems.extend(flow_cache::sweep_leftovers(
+        &crate::session::out_root(&ws.root),
+        fix,
+    ));
     let sandboxes = crate::executor::sandbox_root(&dir, ws.config.sandbox_dir.as_deref());
     if sandboxes != dir.join("sandbox") {
         report

@@ -877,12 +877,20 @@ async fn a_ticket_says_when_its_slot_is_granted_not_before() {
     assert_eq!(fired.load(Ordering::SeqCst), 1);
     let waiting = tokio::spawn(async move { second.enter(&Cancel::never()).await.is_some() });
     tokio::task::yield_now().await;
-    assert_eq!(fired.load(Ordering::SeqCst), 1, "the second fired while it waited");
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        1,
+        "the second fired while it waited"
+    );
     drop(held);
     assert!(waiting.await.unwrap());
     assert_eq!(fired.load(Ordering::SeqCst), 11);
     let closed = slots.ticket().await.on_enter(counter(100));
     slots.close();
     assert!(closed.enter(&Cancel::never()).await.is_none());
-    assert_eq!(fired.load(Ordering::SeqCst), 11, "a ticket turned away fired");
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        11,
+        "a ticket turned away fired"
+    );
 }
