@@ -2,49 +2,25 @@
 //! `flow-out/`, shared cache directories), the sandbox, failures and `-k`, timeouts, retries,
 //! secrets, Ctrl-C, and the commands around the cache (`log`, `explain`, `clean`, `cache`).
 //!
-//! Status lines carry timings, so tests compare the *set of labels per tag* (`tags`) and the
-//! summary line without its time (`summary`).
+//! Status lines carry timings, so tests compare the *labels per tag* (`tags`) and the summary
+//! line without its time (`summary`), both from `support`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, golden, Run, Ws};
-
-/// Tag (`RAN`, `CACHED`, ...) → the labels printed with it.
-type Tags = BTreeMap<String, BTreeSet<String>>;
-
-/// Reads the status lines (`[TAG] //pkg:name ...`) of a build's stdout, ignoring timings, log
-/// tails (indented) and the summary. Panics if a label is reported twice.
-fn tags(stdout: &str) -> Tags {
-    let mut tags = Tags::new();
-    let mut seen = BTreeSet::new();
-    for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix('[') else {
-            continue;
-        };
-        let Some((tag, rest)) = rest.split_once("] ") else {
-            continue;
-        };
-        let label = rest.split(' ').next().unwrap_or_default().to_owned();
-        assert!(
-            seen.insert(label.clone()),
-            "`{label}` reported twice:\n{stdout}"
-        );
-        tags.entry(tag.to_owned()).or_default().insert(label);
-    }
-    tags
-}
+use crate::support::{files_under, flow_bin, golden, summary, tags, Run, Ws};
 
 /// Asserts the exit code and exactly these labels per tag (tags not listed: no label).
 #[track_caller]
 fn expect(run: &Run, code: i32, want: &[(&str, &[&str])]) {
-    let want: Tags = want
+    let want: BTreeMap<String, Vec<String>> = want
         .iter()
         .filter(|(_, labels)| !labels.is_empty())
         .map(|(tag, labels)| {
-            let labels = labels.iter().map(|l| l.to_string()).collect();
+            let mut labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            labels.sort();
             (tag.to_string(), labels)
         })
         .collect();
@@ -62,50 +38,11 @@ fn expect(run: &Run, code: i32, want: &[(&str, &[&str])]) {
     );
 }
 
-/// The summary line without its time: `flow: ok: 3 ran, 0 cached, 0 failed, 0 skipped, 0 flaky
-/// (3 actions)`.
-#[track_caller]
-fn summary(run: &Run) -> String {
-    let line = run
-        .stdout
-        .lines()
-        .rfind(|l| l.starts_with("flow: "))
-        .unwrap_or_else(|| panic!("no summary line:\n{}", run.stdout));
-    let (head, tail) = line.rsplit_once(" in ").expect("` in TIME` in the summary");
-    let (time, rest) = tail.split_once(' ').expect("`(N actions)` after the time");
-    assert!(
-        time.ends_with('s') && time[..time.len() - 1].parse::<f64>().is_ok(),
-        "bad time in `{line}`"
-    );
-    format!("{head} {rest}")
-}
-
 /// `flow build ARGS` in `ws`.
 fn build(ws: &Ws, args: &[&str]) -> Run {
     let mut all = vec!["build"];
     all.extend_from_slice(args);
     ws.run(&all)
-}
-
-/// Every file below `dir`, recursively (none if it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The number of blobs in the CAS of the cache at `cache`.

@@ -12,14 +12,14 @@
 //!   and no result for that content exist, no temp file is left, and once there is room again
 //!   the same build succeeds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flow_cache::Digest;
 
-use crate::support::{Run, Ws};
+use crate::support::{files_under, Run, Ws};
 
 /// A file, symlink or directory under `flow-out/`, as compared between two builds.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,26 +59,6 @@ pub fn snapshot(dir: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
-/// Every file below `dir`, recursively, symlinks not followed.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// A workspace holding `files`.
 pub fn workspace(files: &[(&str, &str)]) -> Ws {
     let ws = Ws::new();
@@ -93,16 +73,6 @@ pub fn clean_outputs(files: &[(&str, &str)]) -> BTreeMap<String, Entry> {
     let ws = workspace(files);
     ws.run(&["build"]).ok();
     snapshot(&ws.path().join("flow-out"))
-}
-
-/// The labels printed with `[TAG]` by a build.
-pub fn tagged(run: &Run, tag: &str) -> BTreeSet<String> {
-    let prefix = format!("[{tag}] ");
-    run.stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
-        .collect()
 }
 
 /// Every `warning:` line a run printed, on stdout or stderr.
@@ -216,13 +186,8 @@ fn damaged_blob_is_rebuilt(
     run.ok();
     let hex = Digest::of(content).to_string();
     one_warning(&run, &[label, &hex, "missing or corrupt"]);
-    assert_eq!(
-        tagged(&run, "RAN"),
-        BTreeSet::from([label.to_owned()]),
-        "{how:?}:\n{}",
-        run.stdout
-    );
-    assert_eq!(tagged(&run, "CACHED").len(), 2, "{}", run.stdout);
+    assert_eq!(run.tagged("RAN"), [label], "{how:?}:\n{}", run.stdout);
+    assert_eq!(run.tagged("CACHED").len(), 2, "{}", run.stdout);
     assert_eq!(
         &snapshot(&ws.path().join("flow-out")),
         clean,
@@ -237,7 +202,7 @@ fn damaged_blob_is_rebuilt(
     std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
     let run = ws.run(&["build"]);
     quiet_ok(&run);
-    assert_eq!(tagged(&run, "CACHED").len(), 3, "{}", run.stdout);
+    assert_eq!(run.tagged("CACHED").len(), 3, "{}", run.stdout);
     assert_eq!(&snapshot(&ws.path().join("flow-out")), clean);
 }
 
@@ -285,7 +250,7 @@ fn a_damaged_tree_manifest_is_refused_and_rebuilt() {
     let run = ws.run(&["build"]);
     run.ok();
     one_warning(&run, &["//p:site", "missing or corrupt"]);
-    assert_eq!(tagged(&run, "RAN"), BTreeSet::from(["//p:site".to_owned()]));
+    assert_eq!(run.tagged("RAN"), ["//p:site"]);
     assert_eq!(snapshot(&ws.path().join("flow-out")), clean);
 }
 
@@ -308,12 +273,7 @@ fn storing_content_whose_blob_is_damaged_replaces_the_blob() {
         ws.write("p/BUILD", edited.as_bytes());
         let run = ws.run(&["build"]);
         quiet_ok(&run);
-        assert_eq!(
-            tagged(&run, "RAN"),
-            BTreeSet::from(["//p:a".to_owned()]),
-            "{}",
-            run.stdout
-        );
+        assert_eq!(run.tagged("RAN"), ["//p:a"], "{}", run.stdout);
         assert_eq!(
             std::fs::read(&blob).unwrap(),
             b"alpha\n",
@@ -323,7 +283,7 @@ fn storing_content_whose_blob_is_damaged_replaces_the_blob() {
         std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
         let run = ws.run(&["build"]);
         quiet_ok(&run);
-        assert_eq!(tagged(&run, "RAN"), BTreeSet::new(), "{}", run.stdout);
+        assert_eq!(run.tagged("RAN"), Vec::<String>::new(), "{}", run.stdout);
     }
 }
 
@@ -359,7 +319,7 @@ fn spoiled_database(spoil: impl FnOnce(&Path), needles: &[&str], everything_reru
     let run = ws.run(&["build"]);
     run.ok();
     one_warning(&run, needles);
-    let (ran, cached) = (tagged(&run, "RAN").len(), tagged(&run, "CACHED").len());
+    let (ran, cached) = (run.tagged("RAN").len(), run.tagged("CACHED").len());
     if everything_reruns {
         assert_eq!((ran, cached), (3, 0), "{}", run.stdout);
         let aside: Vec<String> = std::fs::read_dir(&cache)
@@ -382,11 +342,11 @@ fn spoiled_database(spoil: impl FnOnce(&Path), needles: &[&str], everything_reru
     // The new database works: the next build is all cached, without a warning.
     let run = ws.run(&["build"]);
     quiet_ok(&run);
-    assert_eq!(tagged(&run, "CACHED").len(), 3, "{}", run.stdout);
+    assert_eq!(run.tagged("CACHED").len(), 3, "{}", run.stdout);
     std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
     let run = ws.run(&["build"]);
     quiet_ok(&run);
-    assert_eq!(tagged(&run, "CACHED").len(), 3, "{}", run.stdout);
+    assert_eq!(run.tagged("CACHED").len(), 3, "{}", run.stdout);
     assert_eq!(snapshot(&ws.path().join("flow-out")), clean);
 }
 
@@ -542,12 +502,7 @@ task(name = "small", outs = ["s.txt"], cmd = "echo small > s.txt")
 
     let run = ws.run(&["build", "-k"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(
-        tagged(&run, "RAN"),
-        BTreeSet::from(["//p:small".to_owned()]),
-        "{}",
-        run.stdout
-    );
+    assert_eq!(run.tagged("RAN"), ["//p:small"], "{}", run.stdout);
     for label in ["//p:big", "//p:huge"] {
         let line = run
             .stdout
@@ -579,12 +534,7 @@ task(name = "small", outs = ["s.txt"], cmd = "echo small > s.txt")
     small_disk.resize("16m");
     let run = ws.run(&["build"]);
     run.ok();
-    assert_eq!(
-        tagged(&run, "RAN"),
-        BTreeSet::from(["//p:big".to_owned(), "//p:huge".to_owned()]),
-        "{}",
-        run.stdout
-    );
+    assert_eq!(run.tagged("RAN"), ["//p:big", "//p:huge"], "{}", run.stdout);
     assert_eq!(
         std::fs::read(ws.path().join("flow-out/p/big.bin")).unwrap(),
         big

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{flow_bin, Rng, Ws};
 
 /// `flow --color never -C DIR ARGS` with the cache in `cache` (default: `DIR/.flow`) and the
 /// fail point `failpoint` armed, if any.
@@ -165,21 +165,6 @@ fn assert_outputs_clean(dir: &Path, files: &[(String, String)]) {
             show(&want),
             show(&got)
         );
-    }
-}
-
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -413,7 +398,7 @@ fn kill_dash_nine_at_random_moments() {
             ws.write(rel, contents.as_bytes());
         }
         // Spread over 0–300 ms: one slice of ~37 ms per round, a seeded point in it.
-        let delay = Duration::from_millis((round - 1) * 37 + rng.below(38));
+        let delay = Duration::from_millis((round - 1) * 37 + rng.below(38) as u64);
         let mut child = flow(ws.path(), None, None, &["build"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -10,31 +10,22 @@
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+use proptest::test_runner::{Config, TestError, TestRunner};
 
 use flow_rules::{Label, PatternTerm, TargetPattern};
 
+use crate::support::{env_number, seeded_rng};
+
 #[path = "../fuzz/src/lib.rs"]
 mod bodies;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs `body` on `cases` (times `FLOW_FUZZ_SMOKE_CASES`) values of `strategy`, seeded.
 fn run<S: Strategy>(name: &str, cases: u32, strategy: S, body: impl Fn(S::Value))
 where
     S::Value: std::fmt::Debug,
 {
-    let seed = env_number("FLOW_FUZZ_SMOKE_SEED", 0);
-    let mut seed_bytes = *b"flow fuzz smoke, fixed seed.....";
-    for (b, s) in seed_bytes.iter_mut().zip(seed.to_le_bytes()) {
-        *b ^= s;
-    }
-    for (b, s) in seed_bytes[16..].iter_mut().zip(name.bytes()) {
+    let mut phrase = *b"flow fuzz smoke, fixed seed.....";
+    for (b, s) in phrase[16..].iter_mut().zip(name.bytes()) {
         *b ^= s;
     }
     let config = Config {
@@ -43,7 +34,7 @@ where
         max_shrink_time: 30_000,
         ..Config::default()
     };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let rng = seeded_rng(phrase, env_number("FLOW_FUZZ_SMOKE_SEED", 0));
     let mut runner = TestRunner::new_with_rng(config, rng);
     match runner.run(&strategy, |v| {
         body(v);

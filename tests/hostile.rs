@@ -20,13 +20,12 @@
 //! directory output swapped for a link, passed as up to date; clearing old outputs before a run
 //! deleted through a linked directory, outside the workspace.
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use flow_cache::Digest;
 
-use crate::corruption::{blob_path, one_warning, quiet_ok, snapshot, tagged, workspace, Entry};
+use crate::corruption::{blob_path, one_warning, quiet_ok, snapshot, workspace, Entry};
 use crate::support::Ws;
 
 const FILES: &[(&str, &str)] = &[(
@@ -167,12 +166,7 @@ fn refused_and_rerun(ws: &Ws, label: &str, out: &str, content: &str, case: &str)
     assert_eq!(run.code, 0, "{case}:\n{}\n{}", run.stdout, run.stderr);
     eprintln!("case: {case}");
     one_warning(&run, &[label, "cannot be restored", "running it again"]);
-    assert_eq!(
-        tagged(&run, "RAN"),
-        BTreeSet::from([label.to_owned()]),
-        "{case}:\n{}",
-        run.stdout
-    );
+    assert_eq!(run.tagged("RAN"), [label], "{case}:\n{}", run.stdout);
     let got = std::fs::read_to_string(ws.path().join("flow-out/p").join(out)).unwrap();
     assert_eq!(got, content, "{case}");
 }
@@ -343,8 +337,8 @@ fn swapped_for_a_link(ws: &Ws, rel: &str, target: &Path) {
     let run = ws.run(&["build"]);
     quiet_ok(&run);
     assert_eq!(
-        tagged(&run, "RAN"),
-        BTreeSet::new(),
+        run.tagged("RAN"),
+        Vec::<String>::new(),
         "{rel}:\n{}",
         run.stdout
     );
@@ -471,7 +465,7 @@ fn an_output_with_a_250_byte_name_is_stored_and_restored() {
     unmaterialize(&ws, "p");
     let run = ws.run(&["build"]);
     quiet_ok(&run);
-    assert_eq!(tagged(&run, "CACHED").len(), 1, "{}", run.stdout);
+    assert_eq!(run.tagged("CACHED").len(), 1, "{}", run.stdout);
     let got = std::fs::read_to_string(ws.path().join("flow-out/p").join(&name)).unwrap();
     assert_eq!(got, "long\n");
 }
@@ -500,7 +494,7 @@ fn an_output_file_that_becomes_a_directory_is_restored() {
 #[test]
 fn forged_results_leave_the_workspace_alone() {
     let (ws, sentinel) = built();
-    let before: Vec<PathBuf> = crate::corruption::files_under(ws.path())
+    let before: Vec<PathBuf> = crate::support::files_under(ws.path())
         .into_iter()
         .filter(|p| {
             !p.starts_with(ws.path().join(".flow")) && !p.starts_with(ws.path().join("flow-out"))
@@ -520,7 +514,7 @@ fn forged_results_leave_the_workspace_alone() {
     forge_outputs(&ws, "//p:f", &outputs.to_string());
     unmaterialize(&ws, "p/f.txt");
     refused_and_rerun(&ws, "//p:f", "f.txt", "fine\n", "over a BUILD file");
-    let after: Vec<PathBuf> = crate::corruption::files_under(ws.path())
+    let after: Vec<PathBuf> = crate::support::files_under(ws.path())
         .into_iter()
         .filter(|p| {
             !p.starts_with(ws.path().join(".flow")) && !p.starts_with(ws.path().join("flow-out"))

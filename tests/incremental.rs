@@ -67,9 +67,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{env_number, flow_bin, label_tags, seeded_rng, Ws};
 
 // ---------------------------------------------------------------------------------------------
 // The model: a workspace as plain data.
@@ -1085,17 +1085,11 @@ fn build(ws: &Path, cache: &Path) -> Outcome {
         .output()
         .expect("run flow");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut labels = BTreeMap::new();
-    for line in stdout.lines() {
-        let Some((tag, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
-            continue;
-        };
-        let label = rest.split(' ').next().unwrap_or_default().to_owned();
-        let tag = match tag {
-            "RAN" | "CACHED" | "FLAKY" => "ok",
-            t => t,
-        };
-        labels.insert(label, tag.to_owned());
+    let mut labels = label_tags(&stdout);
+    for tag in labels.values_mut() {
+        if matches!(tag.as_str(), "RAN" | "CACHED" | "FLAKY") {
+            *tag = "ok".to_owned();
+        }
     }
     let decisions = std::fs::read_to_string(&events)
         .unwrap_or_default()
@@ -1135,16 +1129,7 @@ fn explain(ws: &Path, cache: &Path) -> Option<BTreeMap<String, String>> {
     if out.status.code() != Some(0) {
         return None;
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Some(
-        stdout
-            .lines()
-            .filter_map(|line| {
-                let (tag, rest) = line.strip_prefix('[')?.split_once("] ")?;
-                Some((rest.split(' ').next()?.to_owned(), tag.to_owned()))
-            })
-            .collect(),
-    )
+    Some(label_tags(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Where `flow explain`'s prediction and the build's decisions disagree, if anywhere. An
@@ -1465,25 +1450,12 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
 #[test]
 fn incremental_equals_clean() {
     let cases = env_number("FLOW_PROPTEST_CASES", 6) as u32;
     let steps = env_number("FLOW_PROPTEST_STEPS", 12) as usize;
     let seed = env_number("FLOW_PROPTEST_SEED", 0);
     let shrink_secs = env_number("FLOW_PROPTEST_SHRINK_SECS", 300) as u32;
-    let mut seed_bytes = *b"flow incremental equals clean!!!";
-    for (b, s) in seed_bytes.iter_mut().zip(seed.to_le_bytes()) {
-        *b ^= s;
-    }
     let config = Config {
         cases,
         failure_persistence: None,
@@ -1492,7 +1464,7 @@ fn incremental_equals_clean() {
         max_shrink_iters: 1_000_000,
         ..Config::default()
     };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let rng = seeded_rng(*b"flow incremental equals clean!!!", seed);
     let mut runner = TestRunner::new_with_rng(config, rng);
     match runner.run(&case(steps), |c| check_case(&c)) {
         Ok(()) => {}
@@ -1643,14 +1615,7 @@ fn stats(dir: &Path) -> Stats {
 fn build_ws(ws: &Ws) -> (BTreeMap<String, String>, String) {
     let run = ws.run(&["build", "//..."]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let mut tags = BTreeMap::new();
-    for line in run.stdout.lines() {
-        if let Some((tag, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
-            let label = rest.split(' ').next().unwrap_or_default();
-            tags.insert(label.to_owned(), tag.to_owned());
-        }
-    }
-    (tags, run.stdout)
+    (label_tags(&run.stdout), run.stdout)
 }
 
 fn all(tag: &str) -> BTreeMap<String, String> {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::{Run, Ws};
+use crate::support::{status_line, Run, Ws};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -86,13 +86,10 @@ fn outcomes(run: &Run) -> BTreeMap<String, (String, String)> {
     let mut map: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut last: Option<String> = None;
     for line in run.stdout.lines() {
-        if let Some(rest) = line.strip_prefix('[') {
-            if let Some((status, rest)) = rest.split_once("] ") {
-                let label = rest.split(' ').next().unwrap().to_owned();
-                map.insert(label.clone(), (status.to_owned(), String::new()));
-                last = Some(label);
-                continue;
-            }
+        if let Some((status, label)) = status_line(line) {
+            map.insert(label.to_owned(), (status.to_owned(), String::new()));
+            last = Some(label.to_owned());
+            continue;
         }
         if let (Some(label), Some(text)) = (&last, line.strip_prefix("    ")) {
             let tail = &mut map.get_mut(label).unwrap().1;

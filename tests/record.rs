@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::support::{Run, Ws};
+use crate::support::{summary_counts, tags, Run, Ws};
 
 /// How a build went, from its profile phases.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,26 +79,6 @@ fn age(root: &Path) {
                 .unwrap();
         }
     }
-}
-
-/// `[TAG] label` lines → tag → labels, sorted.
-fn tags(stdout: &str) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in stdout.lines() {
-        if let Some((tag, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
-            let label = rest.split(' ').next().unwrap_or_default().to_owned();
-            out.entry(tag.to_owned()).or_default().push(label);
-        }
-    }
-    for labels in out.values_mut() {
-        labels.sort();
-    }
-    out
-}
-
-fn summary(run: &Run) -> String {
-    let last = run.stdout.lines().last().unwrap_or_default();
-    last.split(" in ").next().unwrap_or_default().to_owned()
 }
 
 fn records(ws: &Ws) -> usize {
@@ -188,10 +168,10 @@ fn a_no_op_is_answered_by_the_record_and_touches_nothing() {
     assert_eq!(noop.code, 0);
     assert_eq!(tags(&noop.stdout), tags(&full.stdout));
     assert_eq!(
-        summary(&noop),
+        summary_counts(&noop),
         "flow: ok: 0 ran, 4 cached, 0 failed, 0 skipped, 0 flaky"
     );
-    assert_eq!(summary(&noop), summary(&full));
+    assert_eq!(summary_counts(&noop), summary_counts(&full));
     // Neither the database nor the CAS nor any output was written (or even created).
     assert_eq!(
         stamps(&ws.path().join(".flow"), "analysis"),
@@ -280,7 +260,7 @@ fn a_build_from_the_record_patches_it_in_place_and_a_torn_patch_is_ignored() {
     let (noop, path) = build(&ws, &[]);
     assert_eq!(path, Way::NoOp, "{}", noop.stderr);
     assert_eq!(
-        summary(&noop),
+        summary_counts(&noop),
         "flow: ok: 0 ran, 4 cached, 0 failed, 0 skipped, 0 flaky"
     );
     assert_eq!(
@@ -317,7 +297,7 @@ fn other_patterns_have_their_own_record() {
     let (run, path) = build(&ws, &["//p:d"]);
     assert_eq!(path, Way::Analysis);
     assert_eq!(
-        summary(&run),
+        summary_counts(&run),
         "flow: ok: 0 ran, 1 cached, 0 failed, 0 skipped, 0 flaky"
     );
     let (run, path) = build(&ws, &["//p:d"]);
@@ -326,7 +306,7 @@ fn other_patterns_have_their_own_record() {
     let (run, path) = build(&ws, &[]);
     assert_eq!(path, Way::NoOp);
     assert_eq!(
-        summary(&run),
+        summary_counts(&run),
         "flow: ok: 0 ran, 4 cached, 0 failed, 0 skipped, 0 flaky"
     );
 }
@@ -428,7 +408,7 @@ task(name = "d", srcs = ["d.txt"], outs = ["d.out"], cmd = "cat d.txt > $(OUTS)"
     let (run, path) = build(&ws, &[]);
     assert_eq!(path, Way::Analysis);
     assert_eq!(
-        summary(&run),
+        summary_counts(&run),
         "flow: ok: 2 ran, 0 cached, 0 failed, 0 skipped, 0 flaky"
     );
 }

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{flow_bin, Rng, Ws};
 
 /// Runs `flow query //...` in `ws`, failing the test on a crash, a panic or a run over 60 s.
 fn run_bounded(ws: &Ws) -> (i32, String) {
@@ -44,21 +44,6 @@ fn run_bounded(ws: &Ws) -> (i32, String) {
             panic!("flow hung for 60 s");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

@@ -13,9 +13,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use crate::corruption::{files_under, tagged};
-use crate::support::flow_bin;
-use crate::support::Ws;
+use crate::support::{files_under, flow_bin, Ws};
 
 const SECRET: &str = "FLOW_SECRETS_TEST_TOKEN";
 const UNDECLARED: &str = "FLOW_SECRETS_TEST_UNDECLARED";
@@ -237,10 +235,7 @@ fn secrets_and_undeclared_variables_stay_out_of_keys_logs_and_the_cache() {
         stdout: printed.last().unwrap().clone(),
         stderr: String::new(),
     };
-    assert_eq!(
-        tagged(&run, "RAN"),
-        BTreeSet::from(["//p:deploy".to_owned(), "//p:after".to_owned()])
-    );
+    assert_eq!(run.tagged("RAN"), ["//p:after", "//p:deploy"]);
     assert_eq!(
         std::fs::read_to_string(ws.path().join("flow-out/p/a.txt")).unwrap(),
         "mode=two\n"

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{flow_bin, tagged, Ws};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -116,18 +116,6 @@ impl Drop for Watch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Labels tagged `[TAG]` in `lines`, sorted.
-fn tagged(lines: &[String], tag: &str) -> Vec<String> {
-    let prefix = format!("[{tag}] ");
-    let mut out: Vec<String> = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(|rest| rest.split(' ').next().unwrap_or("").to_owned())
-        .collect();
-    out.sort();
-    out
 }
 
 /// Two independent packages: `a` (gen → use) and `b` (other).

@@ -1,9 +1,20 @@
 //! The one small builder every integration test uses: write a workspace, run `flow` in it,
 //! assert on exit code and output. Golden files live in `tests/golden/`; run with
 //! `UPDATE_GOLDEN=1` to rewrite them after an intended change (and review the diff).
+//!
+//! The helpers the test files share live beside it, one concept a file: reading status and
+//! summary lines (`status.rs`), walking files (`files.rs`), seeded randomness (`random.rs`).
+
+mod files;
+mod random;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+pub use files::files_under;
+pub use random::{env_number, seeded_rng, Rng};
+pub use status::{label_tags, status_line, summary, summary_counts, tagged, tags};
 
 /// A temporary workspace.
 pub struct Ws {
