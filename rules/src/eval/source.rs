@@ -1,0 +1,172 @@
+//! Reading and parsing one file (BUILD or `.star`): its source as UTF-8, a bracket-depth guard,
+//! the parse in the file's dialect, and each `load()` resolved to a `ModuleId`.
+//!
+//! Two dialects: BUILD files allow top-level `for` and `if` but not `def` or `lambda`; `.star`
+//! files allow `def`. Reading and parsing never evaluate anything.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use starlark::syntax::{AstModule, Dialect};
+
+use super::starlark_error::starlark_error;
+use crate::error::{AnalysisError, AnalysisErrorKind as K, SourceSpan};
+use crate::listing::{Listing, BUILD_FILE};
+use crate::module_id::ModuleId;
+
+/// A `load()` as written: the string, what it resolved to, and where it is.
+pub(super) struct LoadSite {
+    pub text: String,
+    pub target: Result<ModuleId, String>,
+    pub at: SourceSpan,
+}
+
+/// A parsed file (BUILD or `.star`) whose loads are resolved.
+pub(super) struct ParsedFile {
+    pub ast: AstModule,
+    pub loads: Vec<LoadSite>,
+}
+
+impl ParsedFile {
+    /// The modules this file loads, as `ModuleId` strings (unresolvable loads left out).
+    pub fn load_names(&self) -> Vec<String> {
+        self.loads
+            .iter()
+            .filter_map(|l| l.target.as_ref().ok().map(|t| t.to_string()))
+            .collect()
+    }
+}
+
+/// A BUILD file after reading and parsing: package, path, and the parse (or why it failed).
+pub(super) type ParsedBuild = (
+    String,
+    String,
+    Result<(Arc<str>, ParsedFile), AnalysisError>,
+);
+
+fn build_dialect() -> Dialect {
+    Dialect {
+        enable_def: false,
+        enable_lambda: false,
+        enable_top_level_stmt: true,
+        enable_f_strings: true,
+        ..Dialect::Standard
+    }
+}
+
+pub(super) fn star_dialect() -> Dialect {
+    Dialect {
+        enable_top_level_stmt: true,
+        enable_f_strings: true,
+        enable_keyword_only_arguments: true,
+        ..Dialect::Standard
+    }
+}
+
+/// Step 2: reads and parses every BUILD file of the listing, in parallel.
+pub(super) fn parse_build_files(root: &Path, listing: &Listing) -> Vec<ParsedBuild> {
+    let dialect = build_dialect();
+    listing
+        .packages
+        .keys()
+        .collect::<Vec<_>>()
+        .par_iter()
+        .map(|pkg| {
+            let rel = if pkg.is_empty() {
+                BUILD_FILE.to_owned()
+            } else {
+                format!("{pkg}/{BUILD_FILE}")
+            };
+            let result = read_source(root, &rel).and_then(|source| {
+                parse_file(&rel, &source, &dialect, None, pkg).map(|p| (source, p))
+            });
+            ((*pkg).clone(), rel, result)
+        })
+        .collect()
+}
+
+pub(super) fn parse_file(
+    path_for_errors: &str,
+    source: &Arc<str>,
+    dialect: &Dialect,
+    from: Option<&ModuleId>,
+    package: &str,
+) -> Result<ParsedFile, AnalysisError> {
+    check_nesting(path_for_errors, source)?;
+    let ast =
+        AstModule::parse(path_for_errors, source.to_string(), dialect).map_err(starlark_error)?;
+    let loads = ast
+        .loads()
+        .into_iter()
+        .map(|l| {
+            let at = SourceSpan::new(
+                path_for_errors,
+                source.clone(),
+                l.span.span.begin().get() as usize,
+                l.span.span.end().get() as usize,
+            );
+            LoadSite {
+                text: l.module_id.to_owned(),
+                target: ModuleId::resolve(l.module_id, from, package),
+                at,
+            }
+        })
+        .collect();
+    Ok(ParsedFile { ast, loads })
+}
+
+/// Deepest bracket nesting accepted. The parser is recursive: refusing absurd nesting up front
+/// keeps hostile input from overflowing the stack. Real BUILD files nest a handful of levels.
+const MAX_NESTING: usize = 200;
+
+fn check_nesting(file: &str, source: &Arc<str>) -> Result<(), AnalysisError> {
+    let mut depth = 0usize;
+    for (i, b) in source.bytes().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(AnalysisError::new(
+                        K::Starlark {
+                            message: format!(
+                                "brackets nested too deeply (more than {MAX_NESTING} levels)"
+                            ),
+                            hint: None,
+                        },
+                        Some(SourceSpan::new(file, source.clone(), i, i + 1)),
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The file at `rel` under `root`, which must be UTF-8.
+pub(super) fn read_source(root: &Path, rel: &str) -> Result<Arc<str>, AnalysisError> {
+    match std::fs::read(root.join(rel)) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Ok(Arc::from(s)),
+            Err(e) => Err(AnalysisError::new(
+                K::Io {
+                    path: rel.to_owned(),
+                    error: format!(
+                        "not valid UTF-8 (first bad byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                },
+                None,
+            )),
+        },
+        Err(e) => Err(AnalysisError::new(
+            K::Io {
+                path: rel.to_owned(),
+                error: e.to_string(),
+            },
+            None,
+        )),
+    }
+}
