@@ -8,11 +8,11 @@
 //! later it takes the stamp again and compares ([`TreeStamp::vouches`]).
 //!
 //! [`TreeStamp::of`]:
-//! 1. walk the tree without following symlinks, entries sorted by name;
-//! 2. hash, per entry, its relative path, kind and mode; for a file or symlink also its size,
-//!    mtime, ctime and inode (a directory's times change with its entries, which the paths
-//!    already cover);
-//! 3. the digest of all that is the stamp.
+//! 1. walk the tree without following symlinks, subdirectories in parallel;
+//! 2. per directory, hash each entry in name order: its name and mode, and for a file or
+//!    symlink its size, mtime, ctime and inode, for a directory the digest of its own entries
+//!    (a directory's times change with its entries, which the names already cover);
+//! 3. the digest of the top directory is the stamp.
 //!
 //! Why ctime: any write, `chmod`, `touch -d` or rename changes it, and no call sets it back
 //! (not even as root), so an edit that restores the size and mtime is still seen.
@@ -30,6 +30,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use rayon::prelude::*;
 
 use crate::cas::file_kind;
 use crate::error::io_err;
@@ -50,10 +52,8 @@ impl TreeStamp {
                 found: file_kind(&meta),
             });
         }
-        let mut hasher = blake3::Hasher::new();
-        let mut rel = Vec::new();
-        walk(dir, &mut rel, &mut hasher).map_err(io_err("walk", dir))?;
-        Ok(TreeStamp(Digest::from_hasher(&hasher)))
+        let digest = walk(dir).map_err(io_err("walk", dir))?;
+        Ok(TreeStamp(Digest::from_bytes(digest)))
     }
 
     /// The marker text for the tree `digest` with this stamp.
@@ -79,22 +79,30 @@ impl TreeStamp {
     }
 }
 
-/// Hashes the entries below `dir`, whose path relative to the tree is `rel` (bytes).
-fn walk(dir: &Path, rel: &mut Vec<u8>, hasher: &mut blake3::Hasher) -> io::Result<()> {
+/// The digest of the entries below `dir`; subdirectories are walked in parallel (the rayon
+/// pool) and their digests hashed in name order, so the result does not depend on the timing.
+fn walk(dir: &Path) -> io::Result<[u8; 32]> {
     let mut entries = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
     entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let meta = entry.metadata()?;
-        let len = rel.len();
-        if len > 0 {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(entry.file_name().as_encoded_bytes());
-        hasher.update(&(rel.len() as u64).to_le_bytes());
-        hasher.update(rel);
+    let metas = entries
+        .iter()
+        .map(|e| e.metadata())
+        .collect::<io::Result<Vec<_>>>()?;
+    let subdirs: Vec<[u8; 32]> = entries
+        .par_iter()
+        .zip(&metas)
+        .filter(|(_, meta)| meta.is_dir())
+        .map(|(e, _)| walk(&e.path()))
+        .collect::<io::Result<_>>()?;
+    let mut subdirs = subdirs.iter();
+    let mut hasher = blake3::Hasher::new();
+    for (entry, meta) in entries.iter().zip(&metas) {
+        let name = entry.file_name();
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_encoded_bytes());
         hasher.update(&meta.mode().to_le_bytes());
         if meta.is_dir() {
-            walk(&entry.path(), rel, hasher)?;
+            hasher.update(subdirs.next().expect("one digest per subdirectory"));
         } else {
             for n in [
                 meta.size(),
@@ -107,11 +115,8 @@ fn walk(dir: &Path, rel: &mut Vec<u8>, hasher: &mut blake3::Hasher) -> io::Resul
                 hasher.update(&n.to_le_bytes());
             }
         }
-        rel.truncate(len);
     }
-    // Ends the directory, so `a/` + `b` and `a/b/` are told apart.
-    hasher.update(&u64::MAX.to_le_bytes());
-    Ok(())
+    Ok(*hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]
