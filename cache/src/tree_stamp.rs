@@ -2,10 +2,19 @@
 //! a directory output under `flow-out/` is seen without reading a file.
 //!
 //! A file output has one file state (size, mtime, inode) in the file-state table; a directory
-//! output has one marker file beside it. Neither changes when a file deep inside the tree is
-//! edited in place: only that file's inode does. So right after a tree is materialized, flow
-//! takes its stamp and writes it into the marker ([`TreeStamp::marker`]); to trust the tree
-//! later it takes the stamp again and compares ([`TreeStamp::vouches`]).
+//! output has one marker file beside it (`.NAME.flow-tree`, holding the tree's digest), whose
+//! state is recorded the same way. Neither changes when a file deep inside the tree is edited in
+//! place: only that file's inode does. So right after a tree is materialized, flow takes its
+//! stamp and sets it as the marker's mtime ([`TreeStamp::set_on`]), before the marker's state
+//! is recorded; to trust the tree later it takes the stamp again and compares it with the
+//! marker's mtime ([`TreeStamp::vouches`]), which the recorded state vouches was set by flow.
+//!
+//! Where the stamp lives, and why there: the mtime of the marker is already part of every
+//! recorded state of it (the file-state table, the build record), so nothing new is stored,
+//! and the bytes under `flow-out/` stay the same on every machine and every materialization
+//! (a clean build and an incremental one leave identical trees). The mtime is 30 bits of the
+//! stamp as seconds after 2004-01-10 and 30 more as nanoseconds ([`TreeStamp::mtime_ns`]); a
+//! file system that keeps coarser times never vouches, and its trees are restored each build.
 //!
 //! [`TreeStamp::of`]:
 //! 1. walk the tree without following symlinks, subdirectories in parallel;
@@ -17,9 +26,8 @@
 //! Why ctime: any write, `chmod`, `touch -d` or rename changes it, and no call sets it back
 //! (not even as root), so an edit that restores the size and mtime is still seen.
 //!
-//! Marker format (text): the tree's manifest digest, a newline, the stamp, a newline, both as
-//! 64 hex characters. A marker of an older flow (the digest alone) vouches for nothing: the
-//! tree is materialized again once.
+//! A marker of an older flow has an ordinary mtime and vouches for nothing: the tree is
+//! materialized again once.
 //!
 //! Cost: a `readdir` per directory and an `lstat` per entry, no read (≈1 µs per entry warm).
 //! Limits: an edit that keeps the size within the same timestamp tick as the materialization
@@ -56,26 +64,35 @@ impl TreeStamp {
         Ok(TreeStamp(Digest::from_bytes(digest)))
     }
 
-    /// The marker text for the tree `digest` with this stamp.
-    pub fn marker(&self, digest: &Digest) -> String {
-        format!("{digest}\n{}\n", self.0)
+    /// The stamp as a file time: nanoseconds since the epoch, from 2004-01-10 (2^30 s) to 2038.
+    pub fn mtime_ns(&self) -> i64 {
+        let bits = u64::from_le_bytes(self.0.as_bytes()[..8].try_into().expect("8 bytes"));
+        let secs = (1u64 << 30) + (bits >> 34);
+        let nanos = (bits & ((1 << 30) - 1)) % 1_000_000_000;
+        (secs * 1_000_000_000 + nanos) as i64
     }
 
-    /// Whether `marker` (a marker's bytes) names `digest` and the tree at `dir` still has the
-    /// stamp written in it.
-    pub fn vouches(marker: &[u8], digest: &Digest, dir: &Path) -> bool {
-        let Ok(text) = std::str::from_utf8(marker) else {
-            return false;
-        };
-        let mut lines = text.split('\n');
-        let (Some(named), Some(stamp), Some(""), None) =
-            (lines.next(), lines.next(), lines.next(), lines.next())
-        else {
-            return false;
-        };
-        named == digest.to_string()
-            && Digest::from_hex(stamp)
-                .is_some_and(|stamp| TreeStamp::of(dir).is_ok_and(|now| now.0 == stamp))
+    /// Sets this stamp as the mtime of the marker file `marker` (just written by flow).
+    pub fn set_on(&self, marker: &Path) -> Result<(), CacheError> {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.mtime_ns() as u64);
+        fs::File::options()
+            .write(true)
+            .open(marker)
+            .and_then(|f| f.set_modified(when))
+            .map_err(io_err("set the mtime of", marker))
+    }
+
+    /// Whether the tree at `dir` still has the stamp that is the mtime `marker_mtime_ns` of its
+    /// marker (as recorded, or as read now).
+    pub fn vouched_by(dir: &Path, marker_mtime_ns: i64) -> bool {
+        TreeStamp::of(dir).is_ok_and(|now| now.mtime_ns() == marker_mtime_ns)
+    }
+
+    /// Whether the marker file `marker` (not a link) carries the stamp of the tree at `dir`.
+    pub fn vouches(marker: &Path, dir: &Path) -> bool {
+        fs::symlink_metadata(marker).is_ok_and(|m| {
+            m.is_file() && TreeStamp::vouched_by(dir, m.mtime() * 1_000_000_000 + m.mtime_nsec())
+        })
     }
 }
 
@@ -135,19 +152,25 @@ mod tests {
     #[test]
     fn the_same_tree_gives_the_same_stamp_and_a_marker_vouches_for_it() {
         let t = tree();
-        let stamp = TreeStamp::of(t.path()).unwrap();
-        assert_eq!(stamp, TreeStamp::of(t.path()).unwrap());
-        let digest = Digest::of(b"manifest");
-        let marker = stamp.marker(&digest);
-        assert!(TreeStamp::vouches(marker.as_bytes(), &digest, t.path()));
-        assert!(!TreeStamp::vouches(
-            marker.as_bytes(),
-            &Digest::of(b"other"),
-            t.path()
-        ));
+        let (dir, marker) = (t.path().join("d"), t.path().join(".d.flow-tree"));
+        let stamp = TreeStamp::of(&dir).unwrap();
+        assert_eq!(stamp, TreeStamp::of(&dir).unwrap());
+        fs::write(&marker, "digest").unwrap();
         assert!(
-            !TreeStamp::vouches(digest.to_string().as_bytes(), &digest, t.path()),
-            "an old marker (the digest alone) vouches for nothing"
+            !TreeStamp::vouches(&marker, &dir),
+            "an old marker (an ordinary mtime) vouches for nothing"
+        );
+        stamp.set_on(&marker).unwrap();
+        assert!(TreeStamp::vouches(&marker, &dir));
+        assert_eq!(
+            fs::read_to_string(&marker).unwrap(),
+            "digest",
+            "bytes untouched"
+        );
+        assert!(!TreeStamp::vouches(&marker, t.path()), "another tree");
+        let mtime_ns = stamp.mtime_ns();
+        assert!(
+            (1i64 << 30) * 1_000_000_000 <= mtime_ns && mtime_ns < (1i64 << 31) * 1_000_000_000
         );
     }
 

@@ -25,7 +25,7 @@
 //! Invariant: the child only makes system calls on buffers prepared before `fork` (no
 //! allocation, no lock: the parent is multithreaded).
 //! Limits: an action running as root may remount the bind read-write on purpose (`mount -o
-//! remount,rw`): the sandbox is not a security boundary (see docs/build.md); the tree stamp in
+//! remount,rw`): the sandbox is not a security boundary (see docs/build.md); the tree stamp set on
 //! the marker (`flow_cache::TreeStamp`) then makes the next build repair `flow-out/`. Actions
 //! with a directory input are started with `fork` rather than `posix_spawn` (a `pre_exec` hook
 //! needs it): measured in `staging_bench.rs`.
