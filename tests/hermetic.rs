@@ -191,7 +191,6 @@ fn a_hand_edit_inside_a_directory_output_is_repaired() {
 /// The same through the build record's no-op answer, which today stamps a directory output by
 /// its marker only: the record must also check the tree's stamp (`flow_cache::TreeStamp`).
 #[test]
-#[ignore = "the build record does not check a directory output's tree stamp yet (issue 14)"]
 fn a_hand_edit_inside_a_directory_output_is_repaired_by_a_build_from_the_record() {
     let ws = workspace("cat $(location :dir)/sub/b.txt > use.txt");
     // Sources older than the racy-edit window, so that the record answers the next builds.

@@ -12,7 +12,8 @@
 //!   identity of the flow binary, and the action `PATH` with every tool it resolves;
 //! - every source's file state (size, mtime, inode, digest, when recorded) as the build hashed it;
 //! - every output's file state as flow wrote or verified it under `flow-out/` (a directory
-//!   output by its tree marker);
+//!   output by its tree marker, whose mtime is the stamp of the tree's file states: the check
+//!   walks the tree, an `lstat` per entry);
 //! - the plan itself, with each action's key and the outputs its dependents see.
 //!
 //! The next build with the same patterns [`Record::load`]s it and [`Record::check`]s it, in
@@ -257,9 +258,11 @@ impl Record {
         let outputs = changed(root, &h.outputs, false, |e, st| {
             st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
                 && matches(e, st)
-                && e.dir.as_ref().is_none_or(|d| {
-                    std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir())
-                })
+                // A directory output: its marker's mtime is the stamp of the tree's file
+                // states as flow wrote them (`TreeStamp`): an edit inside it is a change.
+                && e.dir
+                    .as_ref()
+                    .is_none_or(|d| flow_cache::TreeStamp::vouched_by(&root.join(d), e.mtime_ns))
         });
         Some(Changes { sources, outputs })
     }
