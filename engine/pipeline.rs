@@ -6,7 +6,9 @@
 //!    each task's last result, and says which nodes saw a change ([`crate::record`]); else
 //!    analysis gives the plan and nothing is known. Either way the rebuilder's reuse decision
 //!    computes the carry set ([`Carried::compute`]). When it carries every action, the answer
-//!    is the no-op ([`Start::NoOp`]), without the database, the lock or the runner. Otherwise a
+//!    is the no-op ([`Start::NoOp`]), without the database, the lock or the runner. When
+//!    nothing changed at all, that answer was taken when the record was written (the same
+//!    decision on the same plan: `Record::no_op`), so the plan is not even decoded. Otherwise a
 //!    build takes the workspace lock here, before anything is keyed; if another command held
 //!    it, the record it read may be out of date, so it starts over from analysis.
 //! 2. [`Session::resolve`]: hash the sources of what is not carried (the file-state table
@@ -85,15 +87,24 @@ impl Session {
         let request = record::request(req.patterns);
         let config = record::config_digest(&self.ws.config);
         let record_path = record::path(&self.cache_dir, &self.ws.root, &request);
+        let mut no_op = None;
         let opened = Record::load(&record_path, &request, &config).and_then(|r| {
             let changes = r.check(&self.ws.root)?;
+            if let Some(labels) = r.no_op(&changes, &self.clock) {
+                no_op = Some(labels.to_vec());
+                return None;
+            }
             r.open(&changes, &self.clock)
         });
         profile.mark("build record");
+        if let Some(labels) = no_op {
+            return Ok(Start::NoOp(labels));
+        }
         let mut lock = req.lock;
         if let Some(mut opened) = opened {
             let last = std::mem::take(&mut opened.last);
             let carried = Carried::compute(&opened.plan, last, opened.changed.iter().copied());
+            profile.mark("reuse decision: carry set");
             if carried.covers(&opened.plan) && !opened.touch {
                 let labels = opened
                     .plan

@@ -11,7 +11,7 @@ use super::tools::{exe_stamp, ToolStamps};
 use super::{forget, Basis, Previous};
 use crate::analysis::AnalysisInputs;
 use crate::plan::Plan;
-use crate::rebuilder::{tree_marker, StagedOutput};
+use crate::rebuilder::{tree_marker, Carried, LastResult, StagedOutput};
 
 /// Everything a successful build leaves for the record.
 pub struct Capture<'a> {
@@ -131,6 +131,7 @@ impl Capture<'_> {
             tools: tool_stamps,
             sources,
             outputs,
+            unchanged_carries: self.unchanged_carries(),
         };
         let body = Body {
             nodes,
@@ -143,6 +144,26 @@ impl Capture<'_> {
         };
         let body = postcard::to_stdvec(&body).ok()?;
         encode(&head, &results, &body)
+    }
+
+    /// The reuse decision for "nothing changed" on this build's plan and results (see
+    /// `Head::unchanged_carries`).
+    fn unchanged_carries(&self) -> Option<Vec<String>> {
+        let last = (0..self.plan.nodes.len())
+            .map(|i| {
+                Some(LastResult {
+                    staged: self.staged.get(i)?.clone()?,
+                    key: (*self.keys.get(i)?)?,
+                })
+            })
+            .collect();
+        let carried = Carried::compute(self.plan, last, []);
+        carried.covers(self.plan).then(|| {
+            self.plan
+                .actions()
+                .map(|i| self.plan.nodes[i].label.to_string())
+                .collect()
+        })
     }
 
     /// The previous record with the tasks this build keyed brought up to date (their sources'

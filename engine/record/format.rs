@@ -20,8 +20,8 @@ use crate::plan::Action;
 use crate::rebuilder::StagedOutput;
 
 /// Bumped when the record's layout or meaning changes.
-pub(super) const FORMAT: u32 = 4;
-pub(super) const MAGIC: &[u8; 8] = b"flowrec\x04";
+pub(super) const FORMAT: u32 = 5;
+pub(super) const MAGIC: &[u8; 8] = b"flowrec\x05";
 /// `MAGIC`, the blake3 of the values, their length in bytes (u64, little-endian).
 pub(super) const HEADER: usize = MAGIC.len() + 32 + 8;
 /// A file state in the values: size, mtime, inode, digest, when recorded.
@@ -53,6 +53,12 @@ pub(super) struct Head {
     pub(super) tools: ToolStamps,
     pub(super) sources: Vec<Entry>,
     pub(super) outputs: Vec<Entry>,
+    /// The reuse decision's answer for "nothing changed", taken when the record was written
+    /// from its plan and results (`Carried::compute` with an empty change set, then
+    /// `covers`): the labels of the plan's tasks, in plan order, when it carries every one of
+    /// them (the no-op prints them), `None` when some task would run anyway (a kind that is
+    /// never reused). Neither can change while the record's plan stands.
+    pub(super) unchanged_carries: Option<Vec<String>>,
 }
 
 /// A file state, workspace-relative. The path (and `dir`) are encoded with the head; the state

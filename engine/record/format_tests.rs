@@ -52,6 +52,7 @@ fn head() -> Head {
             entry("flow-out/a/out.txt", 3, None),
             entry("flow-out/a/.gen.flow-tree", 4, Some("flow-out/a/gen")),
         ],
+        unchanged_carries: Some(vec!["//a:x".into()]),
     }
 }
 

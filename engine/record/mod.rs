@@ -267,13 +267,26 @@ impl Record {
         Some(Changes { sources, outputs })
     }
 
+    /// The no-op: when nothing changed, the carried tasks' use times are not due, and the
+    /// reuse decision carries every task when nothing changed (taken when the record was
+    /// written, see `Head::unchanged_carries`), the labels of the tasks. The plan is not
+    /// decoded for this (it cost a no-op of 1,000 packages 5 ms of its ~40).
+    pub fn no_op(&self, changes: &Changes, clock: &Clock) -> Option<&[String]> {
+        let touch_due = clock.now_ms() - self.head.touched_at_ms >= TOUCH_EVERY_MS;
+        let unchanged = changes.sources.is_empty() && changes.outputs.is_empty();
+        let labels = self.head.unchanged_carries.as_deref()?;
+        (unchanged && !touch_due).then_some(labels)
+    }
+
     /// The plan, every task's last result and the nodes `changes` reach directly; `None` if
     /// the rest of the record cannot be decoded.
     pub fn open(self, changes: &Changes, clock: &Clock) -> Option<Opened> {
+        let profile = crate::profile::Profile::from_env();
         let (mut results, body_bytes): (Vec<NodeResult>, &[u8]) =
             postcard::take_from_bytes(self.bytes.get(self.rest..)?).ok()?;
         let body_at = self.bytes.len() - body_bytes.len();
         let body: Body = postcard::from_bytes(body_bytes).ok()?;
+        profile.mark("build record: decode the plan");
         let head = self.head;
         if results.len() != body.nodes.len() {
             return None;
