@@ -215,6 +215,11 @@ impl Plan {
     pub fn deps(&self) -> Vec<Vec<usize>> {
         self.nodes.iter().map(|a| a.deps.clone()).collect()
     }
+
+    /// Per node, the nodes that depend on it directly (a copy, for the scheduler).
+    pub fn all_dependents(&self) -> Vec<Vec<usize>> {
+        self.dependents.clone()
+    }
 }
 
 /// Where tool `name` is on the action `PATH`: the first executable file of that name, as

@@ -42,15 +42,24 @@ impl Scheduler {
     /// `deps[i]` lists the nodes `i` depends on (indices into the same slice); `cost[i]` is the
     /// expected duration of `i` (from history; any unit).
     pub fn new(deps: &[Vec<usize>], cost: &[u64]) -> Scheduler {
-        let n = deps.len();
-        let mut dependents = vec![Vec::new(); n];
-        let mut waiting_on = vec![0; n];
+        let mut dependents = vec![Vec::new(); deps.len()];
         for (i, ds) in deps.iter().enumerate() {
-            waiting_on[i] = ds.len();
             for &d in ds {
                 dependents[d].push(i);
             }
         }
+        Scheduler::with_dependents(deps, dependents, cost)
+    }
+
+    /// `new`, given the reverse edges too (`dependents[d]` lists the nodes that depend on `d`,
+    /// as `Plan::dependents` answers): the runner passes the plan's own.
+    pub fn with_dependents(
+        deps: &[Vec<usize>],
+        dependents: Vec<Vec<usize>>,
+        cost: &[u64],
+    ) -> Scheduler {
+        let n = deps.len();
+        let waiting_on: Vec<usize> = deps.iter().map(Vec::len).collect();
         let priority = critical_path(deps, &dependents, cost);
         let mut s = Scheduler {
             state: vec![NodeState::Waiting; n],

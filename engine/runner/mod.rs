@@ -245,7 +245,7 @@ impl<'a, E: Executor> Drive<'a, E> {
         Drive {
             runner,
             resolved,
-            sched: Scheduler::new(&plan.deps(), &costs),
+            sched: Scheduler::with_dependents(&plan.deps(), plan.all_dependents(), &costs),
             outputs: vec![None; n],
             keys: vec![None; n],
             failures: vec![None; n],
