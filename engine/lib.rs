@@ -28,6 +28,7 @@ pub mod executor;
 pub mod expand;
 pub mod graph;
 pub mod hasher;
+pub mod interrupts;
 pub mod lock;
 pub mod pipeline;
 pub mod plan;

@@ -28,10 +28,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::interrupts::Interrupts;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::runtime::Handle;
-use tokio::signal::unix::Signal;
 
 use crate::clock::Clock;
 
@@ -46,7 +46,7 @@ pub fn lock_workspace(
     command: &str,
     clock: &Clock,
     runtime: &Handle,
-    sigint: &mut Option<Signal>,
+    sigint: &mut Option<Interrupts>,
 ) -> Result<(Option<WorkspaceLock>, bool), i32> {
     match WorkspaceLock::acquire(out_root, command, clock, runtime, sigint) {
         Acquired::Locked(lock) => {
@@ -99,7 +99,7 @@ impl WorkspaceLock {
         command: &str,
         clock: &Clock,
         runtime: &Handle,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
     ) -> Acquired {
         let path = out_root.join(LOCK_FILE);
         let failed = |action: &str, path: &Path, e: std::io::Error| {
@@ -210,7 +210,7 @@ fn holder(path: &Path) -> String {
 }
 
 /// Sleeps [`LOCK_POLL`]; true if Ctrl-C came first.
-fn wait_or_interrupt(runtime: &Handle, sigint: &mut Option<Signal>) -> bool {
+fn wait_or_interrupt(runtime: &Handle, sigint: &mut Option<Interrupts>) -> bool {
     runtime.block_on(async {
         match sigint {
             Some(s) => tokio::select! {

@@ -18,10 +18,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::interrupts::Interrupts;
 use flow_cache::FileState;
 use flow_rules::PatternTerm;
 use tokio::runtime::Handle;
-use tokio::signal::unix::Signal;
 
 use crate::analysis::analyze;
 use crate::error::Error;
@@ -38,7 +38,7 @@ pub struct Request<'a> {
     /// The patterns as given (names the build record).
     pub patterns: &'a [String],
     /// Take the workspace lock (a build) or not (`flow explain`, which writes nothing).
-    pub lock: Option<(&'a Handle, &'a mut Option<Signal>)>,
+    pub lock: Option<(&'a Handle, &'a mut Option<Interrupts>)>,
 }
 
 /// How a build starts.

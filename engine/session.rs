@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::interrupts::Interrupts;
 use flow_cache::Cache;
 use tokio::runtime::{Handle, Runtime};
-use tokio::signal::unix::Signal;
 
 use crate::analysis::{cache_dir, open_cache};
 use crate::clock::Clock;
@@ -126,7 +126,7 @@ impl Session {
         &mut self,
         command: &str,
         runtime: &Handle,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
     ) -> Result<bool, i32> {
         if self.lock.is_some() {
             return Ok(false);

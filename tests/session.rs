@@ -319,3 +319,47 @@ fn builds_watch_cycles_and_cleans_at_once_cache_nothing_wrong() {
     let verify = flow(ws.path(), &["cache", "verify"]).output().unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
 }
+
+/// Regression (issue 14, adversarial run): SIGTERM or SIGHUP to `flow build` left its running
+/// action alive, the workspace lock and the sandbox behind. Each now stops a build as Ctrl-C
+/// does: the action's process group is killed and flow exits 130.
+#[test]
+fn sigterm_and_sighup_stop_a_build_as_ctrl_c_does() {
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGHUP,
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pid_file = tmp.path().join("pid");
+        let ws = Ws::new().file(
+            "p/BUILD",
+            &format!(
+                "task(name = \"long\", outs = [\"a\"], cmd = \"echo $$$$ > {}; sleep 40; touch a\")\n",
+                pid_file.display()
+            ),
+        );
+        let build = flow(ws.path(), &["build"]).spawn().unwrap();
+        wait_for_file(&pid_file);
+        std::thread::sleep(Duration::from_millis(100));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(build.id() as i32), signal).unwrap();
+        let out = build.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{signal}: {}", text(&out));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{signal}: the action outlived flow"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !ws.path().join("flow-out/.flow-lock").exists(),
+            "{signal}: the lock file was left"
+        );
+    }
+}

@@ -31,12 +31,12 @@ use std::time::Instant;
 
 use flow_cache::{ActionResult, Digest};
 use flow_rules::Label;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::executor::{CancelHandle, Executor, Slots};
 use crate::hasher::Hashed;
+use crate::interrupts::Interrupts;
 use crate::plan::Plan;
 use crate::rebuilder::{Carried, Rebuilder, StagedOutput};
 use crate::reporter::{Reporter, Summary};
@@ -139,7 +139,7 @@ impl<E: Executor> Runner<E> {
         &self,
         resolved: &Resolved,
         reporter: &mut Reporter,
-        sigint: Option<Signal>,
+        sigint: Option<Interrupts>,
     ) -> Summary {
         let mut sigint = sigint;
         self.run_to_end(resolved, reporter, &mut sigint, None)
@@ -156,14 +156,14 @@ impl<E: Executor> Runner<E> {
         &self,
         resolved: &Resolved,
         reporter: &mut Reporter,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
         mut control: Option<mpsc::UnboundedReceiver<Control>>,
     ) -> Finished {
         let started = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
         let (started_tx, mut slot_granted) = mpsc::unbounded_channel::<usize>();
         if sigint.is_none() {
-            *sigint = signal(SignalKind::interrupt()).ok();
+            *sigint = Interrupts::register();
         }
         let mut drive = Drive::new(self, resolved, reporter, tx, started_tx);
         loop {
@@ -309,12 +309,13 @@ impl<'a, E: Executor> Drive<'a, E> {
     }
 }
 
-/// The async runtime a build or a watch runs on, and the Ctrl-C stream, registered at once so
-/// that Ctrl-C at any moment is handled by the runner (before the runner starts, it is noticed
+/// The async runtime a build or a watch runs on, and the stream of stopping signals (Ctrl-C,
+/// SIGTERM, SIGHUP: `interrupts.rs`), registered at once so that one at any moment is handled by
+/// the runner (before the runner starts, it is noticed
 /// as soon as the runner listens; nothing is recorded before then).
 pub fn runtime_with_sigint(
     start: &std::path::Path,
-) -> Result<(tokio::runtime::Runtime, Option<Signal>), crate::error::Error> {
+) -> Result<(tokio::runtime::Runtime, Option<Interrupts>), crate::error::Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -324,9 +325,7 @@ pub fn runtime_with_sigint(
             action: "start the async runtime in",
             error: e.to_string(),
         })?;
-    let sigint = runtime
-        .block_on(async { signal(SignalKind::interrupt()) })
-        .ok();
+    let sigint = runtime.block_on(async { Interrupts::register() });
     Ok((runtime, sigint))
 }
 
@@ -352,7 +351,7 @@ async fn next_control(control: &mut Option<mpsc::UnboundedReceiver<Control>>) ->
 }
 
 /// Resolves on SIGINT; never when there is no signal stream.
-pub async fn interrupted(sigint: &mut Option<Signal>) {
+pub async fn interrupted(sigint: &mut Option<Interrupts>) {
     match sigint {
         Some(s) => {
             s.recv().await;

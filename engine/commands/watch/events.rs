@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::interrupts::Interrupts;
 use flow_cache::OutputKind;
 use notify::{Event, EventKind};
-use tokio::signal::unix::Signal;
 use tokio::sync::mpsc;
 
 use super::Watcher;
@@ -86,7 +86,7 @@ impl Watcher<'_> {
     pub(super) async fn next_batch(
         &self,
         events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
     ) -> Option<Batch> {
         loop {
             let first = tokio::select! {

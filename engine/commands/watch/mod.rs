@@ -41,12 +41,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::interrupts::Interrupts;
 use flow_cache::{Digest, FileState};
 use flow_rules::{Label, PatternTerm};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::{Event, RecursiveMode, Watcher as _};
 use tokio::runtime::Runtime;
-use tokio::signal::unix::Signal;
 use tokio::sync::mpsc;
 
 use crate::analysis::{analyze, parse_patterns};
@@ -224,7 +224,7 @@ impl Watcher<'_> {
     async fn main_loop(
         &mut self,
         events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
     ) -> i32 {
         let mut need_analysis = true;
         let mut pending = Batch {
@@ -424,7 +424,7 @@ impl Watcher<'_> {
         &mut self,
         header: String,
         events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
     ) -> (bool, Option<Batch>) {
         let handle = self.runtime.handle().clone();
         let locked = tokio::task::block_in_place(|| self.session.lock("watch", &handle, sigint));
@@ -444,7 +444,7 @@ impl Watcher<'_> {
         &mut self,
         header: String,
         events: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
-        sigint: &mut Option<Signal>,
+        sigint: &mut Option<Interrupts>,
     ) -> (bool, Option<Batch>) {
         // The cycle borrows the sources and the file states and gives them back at the end:
         // copying the tables took milliseconds of each cycle's latency.
