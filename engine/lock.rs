@@ -24,7 +24,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -110,11 +110,17 @@ impl WorkspaceLock {
             if let Err(e) = fs::create_dir_all(out_root) {
                 return failed("create", out_root, e);
             }
+            // A link planted at the lock's place is removed, never followed (flow writes
+            // nothing through a link below `flow-out/`).
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()) {
+                let _ = fs::remove_file(&path);
+            }
             let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&path);
             let file = match opened {
                 Ok(file) => file,

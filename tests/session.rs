@@ -363,3 +363,27 @@ fn sigterm_and_sighup_stop_a_build_as_ctrl_c_does() {
         );
     }
 }
+
+/// Regression (issue 14, adversarial run): a symlink planted at `flow-out/.flow-lock` was
+/// followed, and its target overwritten with the lock holder's pid.
+#[test]
+fn a_link_planted_at_the_lock_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo x > x.txt\")\n",
+    );
+    std::fs::create_dir_all(ws.path().join("flow-out")).unwrap();
+    std::os::unix::fs::symlink(&victim, ws.path().join("flow-out/.flow-lock")).unwrap();
+    for args in [&["build"][..], &["clean"][..]] {
+        let out = flow(ws.path(), args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "precious\n",
+            "{args:?}"
+        );
+    }
+}
