@@ -25,6 +25,7 @@ mod reuse;
 pub use reuse::{Apply, Carried, Decision, KeyInputs, LastResult};
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -158,7 +159,15 @@ impl Rebuilder {
     /// Whether `path` under `flow-out/` holds the output `kind` describes, judged by file state.
     fn output_in_place(&self, path: &Path, kind: &OutputKind) -> bool {
         match kind {
-            OutputKind::File { digest, .. } => self.hasher.trusted_output(path) == Some(*digest),
+            // Its content by file state, and its x bit as stored (a `chmod` keeps size, mtime
+            // and inode, but a dependent would see the mode).
+            OutputKind::File {
+                digest, executable, ..
+            } => {
+                self.hasher.trusted_output(path) == Some(*digest)
+                    && std::fs::symlink_metadata(path)
+                        .is_ok_and(|m| (m.permissions().mode() & 0o111 != 0) == *executable)
+            }
             OutputKind::Tree { digest, .. } => {
                 let marker = tree_marker(path);
                 // The marker as flow wrote it, naming this tree, and every file state inside

@@ -387,3 +387,32 @@ fn a_link_planted_at_the_lock_is_not_followed() {
         );
     }
 }
+
+/// Regression (issue 14, adversarial run): `chmod +x` on an output under `flow-out/` was never
+/// repaired, and a dependent's sandbox copy took the changed mode, so a result computed from it
+/// was stored under a key that says the file is not executable.
+#[test]
+fn a_chmod_on_an_output_is_repaired_and_never_reaches_a_dependent() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"gen\", outs = [\"g.txt\"], cmd = \"echo data > $(OUTS)\")\n\
+         task(name = \"probe\", deps = [\":gen\"], outs = [\"probe.txt\"],\n\
+         \x20    cmd = \"if test -x $(location :gen); then echo exec; else echo noexec; fi > $(OUTS)\")\n",
+    );
+    ws.run(&["build", "//p:gen"]).ok();
+    let g = ws.path().join("flow-out/p/g.txt");
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    std::fs::set_permissions(&g, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = ws.run(&["build", "//..."]);
+    out.ok();
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/probe.txt")).unwrap(),
+        "noexec\n",
+        "{}",
+        out.ok()
+    );
+    assert_eq!(mode(&g), 0o644, "{}", out.ok());
+}

@@ -4,7 +4,9 @@
 //!    place, an input inside a directory input, and an output that overlaps an input (creating
 //!    the output's directory would then write through a link into someone else's tree).
 //! 2. [`stage_inputs`] creates each destination's parent directories once, then a file input is
-//!    COPIED (mode 0755 if declared executable or if the source has an x bit, else 0644) and a
+//!    COPIED (mode 0755 if its `executable` flag says so, else 0644: the flag is what the action
+//!    key holds — a source's x bit when it was hashed, a dependency output's as it was stored —
+//!    never the mode the file has by now, which a `chmod` may have changed) and a
 //!    directory input is BOUND READ-ONLY (an empty directory here, and a bind for the child,
 //!    `mounts.rs`) or, where the kernel does not allow that, COPIED as a read-only tree.
 //! 3. [`create_output_dirs`] creates the parents of file outputs and directory outputs
@@ -72,13 +74,22 @@ use super::Input;
 /// `executable` or if the source has an executable bit, else 0644. `io::copy` between files uses
 /// `copy_file_range` on Linux: an in-kernel copy, a clone on file systems with reflinks.
 pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
-    copy_with_mode(source, dest, executable, 0o644)
+    copy_with_mode(source, dest, Some(executable), 0o644)
 }
 
-/// [`copy_file`] with `mode` for a file that is not executable (`mode | 0o111` for one that is).
-fn copy_with_mode(source: &Path, dest: &Path, executable: bool, mode: u32) -> io::Result<()> {
+/// Copies `source` to `dest` with `mode` for a file that is not executable (`mode | 0o111` for
+/// one that is): executable as `executable` says, or (`None`) as the source is.
+fn copy_with_mode(
+    source: &Path,
+    dest: &Path,
+    executable: Option<bool>,
+    mode: u32,
+) -> io::Result<()> {
     let mut from = File::open(source)?;
-    let executable = executable || from.metadata()?.permissions().mode() & 0o111 != 0;
+    let executable = match executable {
+        Some(x) => x,
+        None => from.metadata()?.permissions().mode() & 0o111 != 0,
+    };
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -102,7 +113,7 @@ pub(super) fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
         } else if kind.is_file() {
-            copy_with_mode(&from, &to, false, 0o444)?;
+            copy_with_mode(&from, &to, None, 0o444)?;
         } else {
             return Err(io::Error::other(format!(
                 "`{}` is not a file, directory or symlink",
