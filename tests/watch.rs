@@ -391,3 +391,38 @@ fn a_failed_action_is_not_run_again_until_its_inputs_change() {
     assert_eq!(count(), 2);
     assert_eq!(w.stop(), 130);
 }
+
+/// A failure that `flow watch` keeps (above) gives way to a success stored meanwhile: after a
+/// `flow build` in which the action passed (what it needed outside the workspace appeared), the
+/// next cycle uses that result instead of reporting the old failure (adversarial run).
+#[test]
+fn a_kept_failure_gives_way_to_a_success_stored_meanwhile() {
+    let outside = tempfile::tempdir().unwrap();
+    let flag = outside.path().join("flag");
+    let ws = Ws::new()
+        .file("a/a.txt", "one\n")
+        .file(
+            "a/BUILD",
+            &format!(
+                "task(name = \"needs\", srcs = [\"a.txt\"], outs = [\"n.txt\"], cmd = \"test -e {} && cp a.txt n.txt\")\n",
+                flag.display()
+            ),
+        )
+        .file("b/b.txt", "two\n")
+        .file("b/BUILD", "task(name = \"other\", srcs = [\"b.txt\"], outs = [\"o.txt\"], cmd = \"cat b.txt > o.txt\")\n");
+    let mut w = Watch::start(&ws);
+    std::fs::write(&flag, "").unwrap();
+    let build = Command::new(flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws.path())
+        .args(["build", "//a:needs"])
+        .env_remove("FLOW_CACHE_DIR")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{build:?}");
+    ws.write("b/b.txt", b"three\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "FAILED"), Vec::<String>::new(), "{cycle:?}");
+    assert!(cycle.iter().any(|l| l.starts_with("flow: ok")), "{cycle:?}");
+    assert_eq!(w.stop(), 130);
+}

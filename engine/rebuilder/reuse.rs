@@ -13,9 +13,11 @@
 //!    only says they would be);
 //! 3. **run**: anything else (with a warning when a cached result could not be read or
 //!    restored);
-//! 4. **still failing** (watch cycles only): its last run failed and nothing it reads changed
-//!    since, so running it again would only repeat the failure; it is reported failed again,
-//!    without running. Failures are never stored, so a build never gets this answer.
+//! 4. **still failing** (watch cycles only): its last run failed, nothing it reads changed
+//!    since, and its key still has no successful result (another command may have stored one
+//!    meanwhile: then it is cached), so running it again would only repeat the failure; it is
+//!    reported failed again, without running. One that could not be keyed is keyed again.
+//!    Failures are never stored, so a build never gets this answer.
 //!
 //! The no-op build is this decision with an empty change set: when it carries every action,
 //! nothing is left to run. Which kinds of action may be reused at all is said once, by
@@ -169,13 +171,11 @@ impl Rebuilder {
         if let Some(last) = carried.get(node) {
             return Decision::Carried(last.clone());
         }
-        if let Some(why) = carried.failed.get(&node) {
-            return Decision::StillFailing(why.clone());
-        }
         let key = match self.key(action, inputs.sources, inputs.deps, inputs.tools) {
             Ok(key) => key,
             Err(why) => return Decision::Unkeyable(why),
         };
+        let failed_before = carried.failed.get(&node);
         let run = |key, warning| Decision::Run {
             key: Box::new(key),
             warning,
@@ -205,6 +205,11 @@ impl Rebuilder {
                     result,
                     restored,
                 }
+            }
+            // Nothing it reads changed since it failed, and no success for its key exists
+            // (a `flow build` meanwhile may have stored one): it would fail again.
+            Ok(None) if failed_before.is_some() => {
+                Decision::StillFailing(failed_before.cloned().unwrap_or_default())
             }
             Ok(None) => run(key, None),
             Err(e) => run(
