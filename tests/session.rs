@@ -242,6 +242,14 @@ fn explain_over_patterns_lists_the_decision_for_every_action() {
     );
     assert!(out.contains("[RUN] //p:stamp (`cache = False`"), "{out}");
     assert!(out.contains("[WAITS] //p:after"), "{out}");
+    // One target named: why it waits, even when what it waits on is never reused.
+    let one = ws.run(&["explain", "//p:after"]);
+    assert!(
+        one.ok()
+            .contains("`//p:stamp` is declared with `cache = False`: it runs in every build"),
+        "{}",
+        one.ok()
+    );
 }
 
 /// Every file under `dir` (relative path → bytes), tree markers left out (they name the tree,

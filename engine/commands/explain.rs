@@ -31,6 +31,8 @@ enum Verdict {
     Runs(Box<ActionKey>),
     /// It cannot be keyed before this dependency runs.
     Waits(String),
+    /// A group whose dependency runs first.
+    GroupWaits(String),
     /// Its key cannot be computed (unreadable source, missing tool).
     Fails(String),
     /// A group: runs nothing.
@@ -78,7 +80,11 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
                     .flat_map(|&d| outputs[d].clone().unwrap_or_default())
                     .collect();
                 verdicts[i] = Some(if let Some(&d) = blocked {
-                    Verdict::Waits(waits_on(&verdicts, plan, d))
+                    let on = waits_on(&verdicts, plan, d);
+                    match a.kind.runs() {
+                        true => Verdict::Waits(on),
+                        false => Verdict::GroupWaits(on),
+                    }
                 } else if !a.kind.runs() {
                     outputs[i] = Some(deps);
                     Verdict::Group
@@ -142,7 +148,7 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
 /// The label that `d` (which cannot be keyed yet, or would run) waits on, following waits.
 fn waits_on(verdicts: &[Option<Verdict>], plan: &crate::plan::Plan, d: usize) -> String {
     match &verdicts[d] {
-        Some(Verdict::Waits(on)) => on.clone(),
+        Some(Verdict::Waits(on) | Verdict::GroupWaits(on)) => on.clone(),
         _ => plan.nodes[d].label.to_string(),
     }
 }
@@ -152,7 +158,8 @@ type Explain<'a> = dyn Fn(&Label, &ActionKey, &str) -> Result<(), Error> + 'a;
 /// One line per action.
 fn line(label: &Label, verdict: &Verdict, explain: &Explain) -> Result<(), Error> {
     match verdict {
-        Verdict::Group => {}
+        // Groups run nothing: not actions of the build.
+        Verdict::Group | Verdict::GroupWaits(_) => {}
         Verdict::Carried => println!("[CARRIED] {label} (nothing it reads changed)"),
         Verdict::Cached(key, false) => println!("[CACHED] {label} (key {})", short(key)),
         Verdict::Cached(key, true) => println!(
@@ -180,7 +187,7 @@ fn say(
     let name = label.to_string();
     match verdict {
         Verdict::Group => {
-            println!("{name} is a group: it runs nothing itself; none of its dependencies would run")
+            println!("{name} is a group: it runs nothing itself; all of its dependencies are cached")
         }
         Verdict::Carried => println!(
             "{name} is up to date: nothing it reads changed since the last build, which the next build carries over"
@@ -201,26 +208,35 @@ fn say(
             println!("{name} would run (key {}):", short(&key.digest()));
             explain(label, key, "  ")?;
         }
+        Verdict::GroupWaits(dep) => {
+            println!("{name} is a group: it runs nothing itself, but its dependency `{dep}` would run:");
+            why_it_runs(dep, all, explain)?;
+        }
         Verdict::Waits(dep) => {
-            if all.iter().any(|(l, v)| l == label && matches!(v, Verdict::Group)) {
-                println!("{name} is a group: it runs nothing itself, but its dependency `{dep}` would run:");
-            } else {
-                println!("{name} would run after `{dep}`, which would run first; its key depends on that output:");
-            }
-            let runs = all
-                .iter()
-                .find(|(l, _)| l.to_string() == *dep)
-                .and_then(|(l, v)| match v {
-                    Verdict::Runs(key) => Some((l, key)),
-                    _ => None,
-                });
-            if let Some((l, key)) = runs {
-                println!("  `{dep}` would run:");
-                explain(l, key, "    ")?;
-            }
+            println!("{name} would run after `{dep}`, which would run first; its key depends on that output:");
+            why_it_runs(dep, all, explain)?;
         }
     }
     Ok(())
+}
+
+/// Why `dep`, which an action waits on, would run.
+fn why_it_runs(dep: &str, all: &[(Label, Verdict)], explain: &Explain) -> Result<(), Error> {
+    match all.iter().find(|(l, _)| l.to_string() == dep) {
+        Some((l, Verdict::Runs(key))) => {
+            println!("  `{dep}` would run:");
+            explain(l, key, "    ")
+        }
+        Some((_, Verdict::Always)) => {
+            println!("  `{dep}` is declared with `cache = False`: it runs in every build");
+            Ok(())
+        }
+        Some((_, Verdict::Fails(why))) => {
+            println!("  `{dep}` cannot run: {why}");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn short(d: &Digest) -> String {
