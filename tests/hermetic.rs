@@ -110,6 +110,14 @@ fn a_dependent_cannot_modify_a_staged_directory_input() {
                 "bravo\n",
                 "mounts: {mounts}"
             );
+        } else {
+            // The copy takes the writes, and the action fails for them, as it would on
+            // another machine with binds (adversarial run: one key, two results otherwise).
+            assert_eq!(code, 1, "{out}\n{err}");
+            assert!(
+                out.contains("[FAILED] //p:use (wrote into a directory input)"),
+                "{out}"
+            );
         }
         // Either way the dependency's output is untouched, and so is the cache.
         report_is_intact(&ws);

@@ -41,7 +41,7 @@ use super::capture::Masker;
 use super::mounts::{self, Binds};
 use super::stage::{self, DirMaker, Layout};
 use super::tree::Snapshot;
-use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Status, Ticket};
+use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Input, Status, Ticket};
 
 /// A tmpfs needs this much free space to hold sandboxes by default.
 pub const TMPFS_MIN_FREE: u64 = 1 << 30;
@@ -276,6 +276,10 @@ async fn run_sandboxed(
         move || snapshot.stray_writes(&exec, &layout.file_outputs, &layout.dir_outputs)
     })
     .await;
+    // Where a directory input is a copy (no binds here), a write into it succeeds: it fails
+    // the action instead, as the bind's read-only file system would.
+    let mut output_problems = output_problems;
+    output_problems.extend(writes_into_dir_inputs(&spec.inputs, &stray_writes));
     ExecResult {
         status: finished.status,
         stdout: finished.stdout,
@@ -425,6 +429,23 @@ fn make_dirs_writable(dir: &Path) {
             make_dirs_writable(&entry.path());
         }
     }
+}
+
+/// A problem for each stray write inside a directory input.
+fn writes_into_dir_inputs(inputs: &[Input], stray: &[String]) -> Vec<String> {
+    stray
+        .iter()
+        .filter_map(|w| {
+            let into = inputs.iter().filter(|i| i.is_dir).find(|i| {
+                let dir = i.dest.trim_end_matches('/');
+                w.trim_end_matches('/') == dir || w.starts_with(&format!("{dir}/"))
+            })?;
+            Some(format!(
+                "wrote `{w}` into its directory input `{}`, which is read-only",
+                into.dest
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -244,7 +244,15 @@ fn finish_run(
             for p in &problems {
                 log.extend_from_slice(format!("flow: {p}\n").as_bytes());
             }
-            failed("declared outputs missing".into(), log, false)
+            let why = if problems
+                .iter()
+                .any(|p| p.contains("into its directory input"))
+            {
+                "wrote into a directory input"
+            } else {
+                "declared outputs missing"
+            };
+            failed(why.into(), log, false)
         }
         Err(StoreError::Cache(e)) => failed(format!("cannot store its outputs: {e}"), log, false),
     }
