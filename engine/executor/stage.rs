@@ -59,7 +59,7 @@
 //! through a link.
 //!
 //! Limits: a symlinked file input is copied through (its target's content); a copied tree can
-//! be written by root, in its private copy only (the writes are reported as stray).
+//! be written by root, in its private copy only (such a write fails the action: `sandbox.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
