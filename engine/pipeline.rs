@@ -84,6 +84,9 @@ impl Session {
     /// Step 1 of the module docs.
     pub fn prepare(&mut self, req: Request) -> Result<Start, Error> {
         let profile = crate::profile::Profile::from_env();
+        if req.lock.is_some() {
+            self.check_out_root()?;
+        }
         let request = record::request(req.patterns);
         let config = record::config_digest(&self.ws.config);
         let record_path = record::path(&self.cache_dir, &self.ws.root, &request);

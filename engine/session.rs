@@ -120,6 +120,31 @@ impl Session {
         }
     }
 
+    /// Refuses a `flow-out` that is not a directory (a file, a dangling link, a link to a
+    /// file): flow keeps outputs there, and would otherwise fail action after action.
+    pub fn check_out_root(&self) -> Result<(), Error> {
+        let Ok(meta) = std::fs::symlink_metadata(&self.out_root) else {
+            return Ok(());
+        };
+        if std::fs::metadata(&self.out_root).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        let what = if meta.is_symlink() {
+            "a link that does not lead to a directory"
+        } else {
+            "not a directory"
+        };
+        Err(Error::Usage {
+            message: format!(
+                "`{}` is {what}; flow keeps the outputs of builds there",
+                self.out_root.display()
+            ),
+            help: Some(format!(
+                "remove it (`flow clean` does), or move it aside; the name `{OUT_DIR}` is flow's"
+            )),
+        })
+    }
+
     /// Takes the workspace lock for `command` unless held already (see `lock.rs`): whether
     /// another command held it first; `Err(130)` on Ctrl-C while waiting.
     pub fn lock(

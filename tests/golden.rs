@@ -614,3 +614,20 @@ fn macro_argument_of_the_wrong_type_points_at_the_caller() {
         &[("app/BUILD", "load(\"@flow//rules:python.star\", \"py_test\")\n\npy_test(\n    name = \"t\",\n    srcs = \"x.py\",\n)\n")],
     );
 }
+
+/// Regression (issue 14, adversarial run): a `flow-out` that is a file or a dangling link made
+/// every action fail with `File exists` after a warning about the lock.
+#[test]
+fn flow_out_that_is_not_a_directory() {
+    case(
+        "flow_out_not_a_directory",
+        &[
+            (
+                "p/BUILD",
+                "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo > x.txt\")\n",
+            ),
+            ("flow-out", "not a directory\n"),
+        ],
+        &["build"],
+    );
+}

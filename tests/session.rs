@@ -424,3 +424,18 @@ fn a_chmod_on_an_output_is_repaired_and_never_reaches_a_dependent() {
     );
     assert_eq!(mode(&g), 0o644, "{}", out.ok());
 }
+
+/// `flow clean` removes a `flow-out` that is a file (the name is flow's), and a build then works.
+#[test]
+fn flow_clean_removes_a_flow_out_that_is_a_file() {
+    let ws = Ws::new()
+        .file(
+            "p/BUILD",
+            "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo x > x.txt\")\n",
+        )
+        .file("flow-out", "a file\n");
+    let clean = flow(ws.path(), &["clean"]).output().unwrap();
+    assert!(clean.status.success(), "{}", text(&clean));
+    assert!(!ws.path().join("flow-out").exists());
+    ws.run(&["build"]).ok();
+}

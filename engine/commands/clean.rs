@@ -45,8 +45,9 @@ fn remove_outputs(out: &Path) -> Result<(), Error> {
         action: "remove",
         error: e.to_string(),
     };
-    // A link in place of `flow-out/` is removed as a link, never followed.
-    if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_symlink()) {
+    // A link in place of `flow-out/` is removed as a link, never followed; a file there is
+    // removed too (the name is flow's).
+    if std::fs::symlink_metadata(out).is_ok_and(|m| !m.is_dir()) {
         return std::fs::remove_file(out).map_err(|e| io(out, e));
     }
     let entries = match std::fs::read_dir(out) {

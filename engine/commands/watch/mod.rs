@@ -157,6 +157,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
     let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let terms = parse_patterns(args.patterns)?;
     let mut session = Session::open(start, args.session)?;
+    session.check_out_root()?;
     session.cache()?;
     let root = session.ws.root.clone();
     let (tx, mut events) = mpsc::unbounded_channel::<notify::Result<Event>>();
