@@ -144,8 +144,8 @@ impl Session {
         }
         let (graph, analyzed) = analyze(&self.ws, &self.cache_dir)?;
         profile.mark("analysis");
-        // After a fresh evaluation, outputs that no target declares any more are swept.
-        let declared = analyzed.fresh.then(|| crate::stale::Declared::of(&graph));
+        // Outputs that no target declares any more are swept (by a build: `stale.rs`).
+        let declared = lock.is_some().then(|| crate::stale::Declared::of(&graph));
         let selected: BTreeSet<usize> = graph.resolve_terms(req.terms).map_err(Error::Unmatched)?;
         let plan = Plan::new(&graph, &selected, &self.ws.config.action_path);
         drop(graph);

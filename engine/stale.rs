@@ -4,9 +4,13 @@
 //! - Before an action runs, and when it is skipped because a dependency failed, its declared
 //!   outputs are removed from `flow-out/` (a clean build would not have them; an old copy would
 //!   pass for the result of the failed or skipped run).
-//! - After an evaluation that was computed afresh (some BUILD file or directory changed), files
-//!   under `flow-out/` that no target of the workspace declares any more (a renamed output, a
-//!   removed target or package) are deleted, and directories left empty are removed.
+//! - After every analysis a build or a watch cycle goes through (not the build record's
+//!   shortcut, which vouches for the same graph as the last build), files under `flow-out/`
+//!   that no target of the workspace declares any more (a renamed output, a removed target or
+//!   package) are deleted, and directories left empty are removed. Not only after an
+//!   evaluation computed afresh: a command that writes nothing (`flow query`, `flow explain`)
+//!   may have computed it and saved the snapshot, so the build finds it already evaluated
+//!   (the incremental proptest found that once explain ran before each build).
 //!
 //! Symlinks are never followed: a link is removed as a link.
 

@@ -439,3 +439,29 @@ fn flow_clean_removes_a_flow_out_that_is_a_file() {
     assert!(!ws.path().join("flow-out").exists());
     ws.run(&["build"]).ok();
 }
+
+/// Regression (issue 14, found by the incremental proptest once `flow explain` ran before each
+/// build): a command that writes nothing (`flow explain`, `flow query`) evaluated the edited
+/// BUILD file and saved the snapshot, so the build that followed found the evaluation done and
+/// did not sweep the output the edit had renamed away.
+#[test]
+fn an_output_renamed_away_is_swept_even_when_explain_or_query_evaluated_first() {
+    for first in ["explain", "query"] {
+        let ws = Ws::new().file(
+            "p/BUILD",
+            "task(name = \"x\", outs = [\"old.txt\"], cmd = \"echo x > $(OUTS)\")\n",
+        );
+        ws.run(&["build"]).ok();
+        ws.write(
+            "p/BUILD",
+            b"task(name = \"x\", outs = [\"new.txt\"], cmd = \"echo x > $(OUTS)\")\n",
+        );
+        ws.run(&[first, "//..."]).ok();
+        ws.run(&["build"]).ok();
+        assert!(ws.path().join("flow-out/p/new.txt").exists(), "{first}");
+        assert!(
+            !ws.path().join("flow-out/p/old.txt").exists(),
+            "{first}: the renamed output stayed"
+        );
+    }
+}

@@ -20,7 +20,7 @@
 //!    finished, with its key and outputs (not keyed, not looked up).
 //!
 //! Each cycle holds the workspace lock (`lock.rs`) while it runs, and sweeps the outputs no
-//! target declares after a fresh analysis, as `flow build` does: a `flow build` or `flow clean`
+//! target declares after each analysis, as `flow build` does: a `flow build` or `flow clean`
 //! started meanwhile waits for the cycle to end, and a cycle waits for them.
 //!
 //! Output: per cycle, a header naming what changed, the stable `[RAN]`/`[CACHED]`/`[FAILED]`
@@ -78,8 +78,8 @@ struct Analyzed {
     readers: HashMap<String, Vec<usize>>,
     sources: HashMap<String, Hashed>,
     tools: HashMap<String, String>,
-    /// What the evaluation declares, when it was computed afresh: the next cycle sweeps the
-    /// outputs it does not declare (under the lock).
+    /// What the last analysis declares: the next cycle sweeps the outputs it does not declare
+    /// (under the lock).
     declared: Option<Declared>,
 }
 
@@ -326,11 +326,11 @@ impl Watcher<'_> {
     fn analyze(&mut self) -> Result<(), Error> {
         let root = self.session.ws.root.clone();
         self.session.ws = crate::workspace::Workspace::discover(&root)?;
-        let (graph, analyzed) = analyze(&self.session.ws, &self.session.cache_dir)?;
+        let (graph, _) = analyze(&self.session.ws, &self.session.cache_dir)?;
         let selected = graph.resolve_terms(&self.terms).map_err(Error::Unmatched)?;
         let action_path = self.session.ws.config.action_path.clone();
         let plan = Arc::new(Plan::new(&graph, &selected, &action_path));
-        let declared = analyzed.fresh.then(|| Declared::of(&graph));
+        let declared = Some(Declared::of(&graph));
         drop(graph);
         if self.known.is_empty() {
             let cache = self.session.cache()?;
