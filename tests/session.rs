@@ -252,27 +252,17 @@ fn explain_over_patterns_lists_the_decision_for_every_action() {
     );
 }
 
-/// Every file under `dir` (relative path → bytes), tree markers left out (they name the tree,
-/// which the listed files already show).
+/// Every file under `dir` (relative path → bytes), the lock file left out. (Markers stay: their
+/// bytes are the tree's digest, the same on every machine.)
 fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !name.ends_with(".flow-tree") && name != ".flow-lock" {
-                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
+    crate::support::files_under(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with(".flow-lock"))
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
 }
 
 /// No interleaving of `flow build`, a `flow watch` cycle and `flow clean` caches a result
