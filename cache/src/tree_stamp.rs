@@ -169,9 +169,7 @@ mod tests {
         );
         assert!(!TreeStamp::vouches(&marker, t.path()), "another tree");
         let mtime_ns = stamp.mtime_ns();
-        assert!(
-            (1i64 << 30) * 1_000_000_000 <= mtime_ns && mtime_ns < (1i64 << 31) * 1_000_000_000
-        );
+        assert!(((1i64 << 30) * 1_000_000_000..(1i64 << 31) * 1_000_000_000).contains(&mtime_ns));
     }
 
     #[test]
