@@ -221,3 +221,117 @@ impl Rebuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The carry set alone, on hand-made plans: what a change reaches, kinds never reused,
+    //! unknown results, kept failures.
+
+    use std::collections::BTreeSet;
+
+    use flow_cache::{Digest, OutputKind};
+    use flow_rules::Label;
+
+    use super::*;
+    use crate::plan::{Action, ActionKind};
+
+    /// A plan of `kinds`, node `i` depending on `deps[i]`.
+    fn plan(kinds: &[ActionKind], deps: &[&[usize]]) -> Plan {
+        let nodes = kinds
+            .iter()
+            .zip(deps)
+            .enumerate()
+            .map(|(i, (&kind, d))| Action {
+                label: Label::parse(&format!("//p:n{i}"), None).unwrap(),
+                package: "p".into(),
+                kind,
+                cmd: String::new(),
+                srcs: Vec::new(),
+                outs: Vec::new(),
+                env: Default::default(),
+                secrets: Vec::new(),
+                tools: Vec::new(),
+                timeout: None,
+                retries: 0,
+                sandbox: true,
+                deps: d.to_vec(),
+            })
+            .collect();
+        Plan::from_nodes(nodes, BTreeSet::new())
+    }
+
+    fn last(n: usize) -> Vec<Option<LastResult>> {
+        (0..n)
+            .map(|i| {
+                Some(LastResult {
+                    staged: vec![StagedOutput {
+                        path: format!("p/o{i}"),
+                        kind: OutputKind::File {
+                            digest: Digest::of(&[i as u8]),
+                            size: 1,
+                            executable: false,
+                        },
+                    }],
+                    key: Digest::of(&[i as u8, 1]),
+                })
+            })
+            .collect()
+    }
+
+    fn carried(c: &Carried, n: usize) -> Vec<usize> {
+        (0..n).filter(|&i| c.get(i).is_some()).collect()
+    }
+
+    use ActionKind::{Group, Task, Uncached};
+
+    #[test]
+    fn nothing_changed_carries_every_task() {
+        let p = plan(&[Task, Task, Group], &[&[], &[0], &[1]]);
+        let c = Carried::compute(&p, last(3), []);
+        assert_eq!(carried(&c, 3), [0, 1]);
+        assert!(c.covers(&p));
+    }
+
+    #[test]
+    fn a_change_reaches_everything_downstream_through_groups() {
+        // 0 <- 1 <- group 2 <- 3;  4 alone.
+        let p = plan(
+            &[Task, Task, Group, Task, Task],
+            &[&[], &[0], &[1], &[2], &[]],
+        );
+        let c = Carried::compute(&p, last(5), [1]);
+        assert_eq!(carried(&c, 5), [0, 4]);
+        assert!(!c.covers(&p));
+    }
+
+    #[test]
+    fn a_kind_never_reused_is_never_carried_nor_what_depends_on_it() {
+        let p = plan(&[Uncached, Task, Task], &[&[], &[0], &[]]);
+        let c = Carried::compute(&p, last(3), []);
+        assert_eq!(carried(&c, 3), [2]);
+        assert!(
+            !c.covers(&p),
+            "a build with a never-reused action is never a no-op"
+        );
+    }
+
+    #[test]
+    fn a_task_without_a_last_result_is_keyed_and_so_is_what_depends_on_it() {
+        let p = plan(&[Task, Task, Task], &[&[], &[0], &[]]);
+        let mut l = last(3);
+        l[0] = None;
+        assert_eq!(carried(&Carried::compute(&p, l, []), 3), [2]);
+    }
+
+    #[test]
+    fn a_failure_is_kept_only_while_no_change_reaches_it() {
+        let p = plan(&[Task, Task, Task], &[&[], &[0], &[]]);
+        let mut l = last(3);
+        l[1] = None;
+        let failed = vec![None, Some("exit 1".to_owned()), None];
+        let kept = Carried::with_failures(&p, l.clone(), failed.clone(), [2]);
+        assert_eq!(kept.failed.get(&1).map(String::as_str), Some("exit 1"));
+        let reached = Carried::with_failures(&p, l, failed, [0]);
+        assert!(reached.failed.is_empty());
+    }
+}
