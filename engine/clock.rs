@@ -25,11 +25,6 @@ impl Clock {
         }
     }
 
-    /// A clock that always reads `ms`.
-    pub fn fixed(ms: i64) -> Clock {
-        Clock { fixed_ms: Some(ms) }
-    }
-
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.fixed_ms.unwrap_or_else(|| {

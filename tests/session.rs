@@ -455,3 +455,45 @@ fn an_output_renamed_away_is_swept_even_when_explain_or_query_evaluated_first() 
         );
     }
 }
+
+/// The clock tests can set (`FLOW_NOW_MS`) is the one the build record reads: a no-op more
+/// than an hour after the carried results were last marked used goes through the runner once
+/// to mark them (for `flow cache gc`'s LRU order), then is a no-op again.
+#[test]
+fn the_settable_clock_drives_the_records_use_time_marking() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo x > $(OUTS)\")\n",
+    );
+    ws.run(&["build"]).ok();
+    // Age the workspace past the racy window, so that the record vouches for it.
+    std::thread::sleep(Duration::from_millis(2100));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let build = |at_ms: i64| {
+        let out = flow(ws.path(), &["build"])
+            .env("FLOW_PROFILE", "1")
+            .env("FLOW_NOW_MS", at_ms.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Written by a build from analysis (marks at its own clock), so: a no-op.
+    let build_from_analysis = build(now_ms);
+    let noop = build(now_ms);
+    assert!(
+        !noop.contains("plan from the build record"),
+        "{build_from_analysis}\n{noop}"
+    );
+    let later = now_ms + 2 * 60 * 60 * 1000;
+    let marking = build(later);
+    assert!(marking.contains("plan from the build record"), "{marking}");
+    let noop_again = build(later);
+    assert!(
+        !noop_again.contains("plan from the build record"),
+        "{noop_again}"
+    );
+}

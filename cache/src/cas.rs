@@ -295,6 +295,19 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Cach
 }
 
 /// A short name for what a non-regular file is, for errors.
+/// Refuses `dir` unless it is a directory itself (a symlink to one is refused, not followed).
+pub(crate) fn require_dir(dir: &Path) -> Result<(), CacheError> {
+    let meta = fs::symlink_metadata(dir).map_err(crate::error::io_err("stat", dir))?;
+    if meta.is_dir() {
+        return Ok(());
+    }
+    Err(CacheError::WrongFileType {
+        path: dir.to_owned(),
+        expected: "a directory",
+        found: file_kind(&meta),
+    })
+}
+
 pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_dir() {

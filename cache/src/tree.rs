@@ -44,14 +44,7 @@ impl Cas {
     /// its files. With `take`, files are moved into the store where possible and `dir` is
     /// removed afterwards.
     pub fn put_tree(&self, dir: &Path, take: bool) -> Result<(Digest, u64), CacheError> {
-        let meta = fs::symlink_metadata(dir).map_err(io_err("stat", dir))?;
-        if !meta.is_dir() {
-            return Err(CacheError::WrongFileType {
-                path: dir.to_owned(),
-                expected: "a directory",
-                found: file_kind(&meta),
-            });
-        }
+        crate::cas::require_dir(dir)?;
         let mut found = Vec::new();
         walk(dir, "", &mut found)?;
         let mut entries: Vec<TreeEntry> = found

@@ -41,7 +41,6 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::cas::file_kind;
 use crate::error::io_err;
 use crate::{CacheError, Digest};
 
@@ -52,14 +51,7 @@ pub struct TreeStamp(Digest);
 impl TreeStamp {
     /// The stamp of the tree at `dir` (a directory, not followed if a symlink).
     pub fn of(dir: &Path) -> Result<TreeStamp, CacheError> {
-        let meta = fs::symlink_metadata(dir).map_err(io_err("stat", dir))?;
-        if !meta.is_dir() {
-            return Err(CacheError::WrongFileType {
-                path: dir.to_owned(),
-                expected: "a directory",
-                found: file_kind(&meta),
-            });
-        }
+        crate::cas::require_dir(dir)?;
         let digest = walk(dir).map_err(io_err("walk", dir))?;
         Ok(TreeStamp(Digest::from_bytes(digest)))
     }

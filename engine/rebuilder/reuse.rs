@@ -101,10 +101,6 @@ impl Carried {
         self.nodes.get(&node)
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
