@@ -497,3 +497,27 @@ fn the_settable_clock_drives_the_records_use_time_marking() {
         "{noop_again}"
     );
 }
+
+/// Regression (review): `flow explain` of a group printed nothing when the build record
+/// answered the build of that group as a no-op (the no-op lists actions only).
+#[test]
+fn explain_of_a_group_says_so_when_the_record_answers() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo x > $(OUTS)\")\n\
+         group(name = \"everything\", deps = [\":x\"])\n",
+    );
+    ws.run(&["build", "//p:everything"]).ok();
+    std::thread::sleep(Duration::from_millis(2100));
+    // Twice: the first may still go through analysis (files younger than the racy window).
+    for _ in 0..2 {
+        ws.run(&["build", "//p:everything"]).ok();
+        let out = ws.run(&["explain", "//p:everything"]);
+        assert!(
+            out.ok()
+                .contains("//p:everything is a group: it runs nothing itself"),
+            "{}",
+            out.ok()
+        );
+    }
+}

@@ -129,10 +129,11 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
     };
     match single {
         Some(label) => {
-            let Some((_, verdict)) = verdicts.iter().find(|(l, _)| *l == label) else {
-                return Ok(0);
-            };
-            say(&label, verdict, &verdicts, &explain)?;
+            match verdicts.iter().find(|(l, _)| *l == label) {
+                Some((_, verdict)) => say(&label, verdict, &verdicts, &explain)?,
+                // The no-op lists actions only: the label named a group of them.
+                None => say(&label, &Verdict::Group, &verdicts, &explain)?,
+            }
         }
         None => {
             let mut sorted: Vec<&(Label, Verdict)> = verdicts.iter().collect();
