@@ -110,9 +110,10 @@ impl WorkspaceLock {
             if let Err(e) = fs::create_dir_all(out_root) {
                 return failed("create", out_root, e);
             }
-            // A link planted at the lock's place is removed, never followed (flow writes
-            // nothing through a link below `flow-out/`).
-            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink()) {
+            // Anything but a regular file at the lock's place (a link, a FIFO, a socket) is
+            // removed, never followed or read: flow writes nothing through a link below
+            // `flow-out/`, and a FIFO would block the read of the holder's pid forever.
+            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
                 let _ = fs::remove_file(&path);
             }
             let opened = OpenOptions::new()
@@ -120,7 +121,7 @@ impl WorkspaceLock {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .custom_flags(nix::libc::O_NOFOLLOW)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
                 .open(&path);
             let file = match opened {
                 Ok(file) => file,
@@ -192,7 +193,7 @@ fn names_file(path: &Path, file: &File) -> bool {
 /// it (it writes just after locking, so an empty file is read again for a moment).
 fn holder(path: &Path) -> String {
     for _ in 0..20 {
-        let text = fs::read_to_string(path).unwrap_or_default();
+        let text = read_regular(path).unwrap_or_default();
         let field = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
@@ -229,4 +230,19 @@ fn wait_or_interrupt(runtime: &Handle, sigint: &mut Option<Interrupts>) -> bool 
             }
         }
     })
+}
+
+/// The text of `path` if it is a regular file; never follows a link or blocks on a FIFO.
+fn read_regular(path: &Path) -> Option<String> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    Some(text)
 }

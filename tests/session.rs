@@ -521,3 +521,36 @@ fn explain_of_a_group_says_so_when_the_record_answers() {
         );
     }
 }
+
+/// Regression (issue 14, second adversarial run): a FIFO planted at `flow-out/.flow-lock` made
+/// two builds block forever reading it (and SIGTERM could not stop them).
+#[test]
+fn a_fifo_planted_at_the_lock_blocks_nothing() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"slow\", cmd = \"sleep 2\")\ntask(name = \"a\", outs = [\"a.out\"], cmd = \"echo a > a.out\")\n",
+    );
+    std::fs::create_dir_all(ws.path().join("flow-out")).unwrap();
+    nix::unistd::mkfifo(
+        &ws.path().join("flow-out/.flow-lock"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let first = flow(ws.path(), &["build", "//p:slow"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = flow(ws.path(), &["build", "//p:a"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second build hung on the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+}
