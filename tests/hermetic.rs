@@ -239,3 +239,27 @@ fn age(dir: &Path) {
         .set_modified(when)
         .unwrap();
 }
+
+/// Regression (issue 14, second adversarial run): with the copy, a deletion, a `chmod` or an
+/// entry created and removed again inside a directory input went unnoticed, so the copy
+/// stored a success for a key that fails with binds. Each now fails the action either way.
+#[test]
+fn every_change_to_a_directory_input_fails_the_action_with_binds_or_the_copy() {
+    let changes = [
+        "rm -f $(location :dir)/a.txt",
+        "chmod 777 $(location :dir)/a.txt",
+        "mkdir $(location :dir)/tmp && rmdir $(location :dir)/tmp",
+        "ln -s /etc/passwd $(location :dir)/ln && rm $(location :dir)/ln",
+    ];
+    for change in changes {
+        for mounts in [true, false] {
+            let ws = workspace(&format!("{change} && echo done > use.txt"));
+            let (code, out, err) = flow(&ws, mounts, &["build", "//p:use"]);
+            assert_eq!(
+                code, 1,
+                "mounts: {mounts}: `{change}` passed:\n{out}\n{err}"
+            );
+            report_is_intact(&ws);
+        }
+    }
+}

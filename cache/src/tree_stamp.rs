@@ -112,6 +112,9 @@ fn walk(dir: &Path) -> io::Result<[u8; 32]> {
         hasher.update(&meta.mode().to_le_bytes());
         if meta.is_dir() {
             hasher.update(subdirs.next().expect("one digest per subdirectory"));
+            // Its ctime too: an entry created and removed again leaves no path behind.
+            hasher.update(&(meta.ctime() as u64).to_le_bytes());
+            hasher.update(&(meta.ctime_nsec() as u64).to_le_bytes());
         } else {
             for n in [
                 meta.size(),

@@ -241,7 +241,7 @@ async fn run_sandboxed(
         }
     })
     .await;
-    let (snapshot, binds) = match prepared {
+    let (snapshot, binds, copies) = match prepared {
         Ok(prepared) => prepared,
         Err(message) => {
             let _ = remove_tree(&dir);
@@ -279,7 +279,9 @@ async fn run_sandboxed(
     // Where a directory input is a copy (no binds here), a write into it succeeds: it fails
     // the action instead, as the bind's read-only file system would.
     let mut output_problems = output_problems;
-    output_problems.extend(writes_into_dir_inputs(&spec.inputs, &stray_writes));
+    let written = writes_into_dir_inputs(&spec.inputs, &stray_writes);
+    output_problems.extend(copies.changed(&exec, &written));
+    output_problems.extend(written);
     ExecResult {
         status: finished.status,
         stdout: finished.stdout,
@@ -302,7 +304,7 @@ fn prepare_sandbox(
     spec: &ActionSpec,
     layout: &Layout,
     bind: bool,
-) -> Result<(Snapshot, Binds), String> {
+) -> Result<(Snapshot, Binds, Copies), String> {
     fs::create_dir(exec).map_err(|e| format!("cannot create `{}`: {e}", exec.display()))?;
     let mut dirs = DirMaker::new(exec);
     let bind = bind
@@ -310,7 +312,48 @@ fn prepare_sandbox(
         && mounts::available(exec.parent().unwrap_or(exec));
     let binds = stage::stage_inputs(exec, layout, &spec.inputs, bind, &mut dirs)?;
     stage::create_output_dirs(exec, layout, &mut dirs)?;
-    Ok((Snapshot::take(exec), binds))
+    let copies = if bind {
+        Copies::default()
+    } else {
+        Copies::take(exec, &spec.inputs)
+    };
+    Ok((Snapshot::take(exec), binds, copies))
+}
+
+/// The stamps of the directory inputs staged as copies (where binds are not available): the
+/// action must leave them as they were, as a read-only bind would make it.
+#[derive(Default)]
+struct Copies(Vec<(String, Option<(flow_cache::TreeStamp, i64)>)>);
+
+impl Copies {
+    fn take(exec: &Path, inputs: &[Input]) -> Copies {
+        Copies(
+            inputs
+                .iter()
+                .filter(|i| i.is_dir)
+                .map(|i| (i.dest.clone(), copy_stamp(&exec.join(&i.dest))))
+                .collect(),
+        )
+    }
+
+    /// A problem for each copy the action changed (deleted, chmodded, written, an entry
+    /// created and removed again), unless `already` names it.
+    fn changed(&self, exec: &Path, already: &[String]) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(dest, before)| copy_stamp(&exec.join(dest)) != *before)
+            .filter(|(dest, _)| !already.iter().any(|p| p.contains(&format!("`{dest}`"))))
+            .map(|(dest, _)| format!("changed its directory input `{dest}`, which is read-only"))
+            .collect()
+    }
+}
+
+/// The tree stamp of `dir` and its own ctime.
+fn copy_stamp(dir: &Path) -> Option<(flow_cache::TreeStamp, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = fs::symlink_metadata(dir).ok()?;
+    let ctime = ctime.ctime() * 1_000_000_000 + ctime.ctime_nsec();
+    Some((flow_cache::TreeStamp::of(dir).ok()?, ctime))
 }
 
 async fn run_in_tree(
