@@ -60,6 +60,33 @@ impl ActionKey {
         format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
     }
 
+    /// The key of what an action was given when some of its file inputs were staged with other
+    /// bytes than this key holds (`seen`: staged path → digest of those bytes, from
+    /// `ExecResult::seen_inputs`): sources saved while the build ran. Their result is stored
+    /// under this key, which describes the bytes the action saw. An error names an input no key
+    /// can describe: a dependency's output (its digest is the dependency's result, not the
+    /// file's), or a file that could not be read again.
+    pub fn as_seen(&self, seen: &BTreeMap<String, Option<Digest>>) -> Result<ActionKey, String> {
+        let mut key = self.clone();
+        for (path, digest) in seen {
+            match (key.inputs.get_mut(path), digest) {
+                (Some(keyed), Some(digest)) => *keyed = *digest,
+                (Some(_), None) => {
+                    return Err(format!(
+                        "source `{path}` changed while it ran and cannot be read"
+                    ))
+                }
+                (None, _) => {
+                    return Err(format!(
+                        "input `{path}`, a dependency's output, changed while the build ran \
+                         (edited under flow-out/?)"
+                    ))
+                }
+            }
+        }
+        Ok(key)
+    }
+
     /// Human-readable differences from `old` (the key of the last run), field by field.
     pub fn diff(&self, old: &ActionKey) -> Vec<String> {
         let mut out = Vec::new();

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 /// Files at least this large are hashed through mmap with rayon.
-const MMAP_THRESHOLD: u64 = 1 << 20;
+pub const MMAP_THRESHOLD: u64 = 1 << 20;
 
 pub struct FileHasher {
     known: HashMap<String, FileState>,

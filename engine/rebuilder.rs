@@ -237,6 +237,7 @@ impl Rebuilder {
                 source: self.workspace_root.join(s),
                 executable: sources.get(s).is_some_and(|h| h.executable),
                 is_dir: false,
+                digest: sources.get(s).map(|h| h.digest),
             })
             .collect();
         for o in deps {
@@ -262,6 +263,7 @@ impl Rebuilder {
                         source,
                         executable: *executable,
                         is_dir: false,
+                        digest: Some(*digest),
                     })
                 }
                 OutputKind::Tree { .. } => inputs.push(Input {
@@ -269,6 +271,7 @@ impl Rebuilder {
                     source: self.out_root.join(&o.path),
                     executable: false,
                     is_dir: true,
+                    digest: None,
                 }),
             }
         }

@@ -61,7 +61,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -204,6 +204,9 @@ struct Model {
     tasks: Vec<Task>,
     subpackage: [bool; 3],
     gitignore: [bool; 3],
+    /// The directory of the gates that hold a task while an edit races it (see `Edit::Race`):
+    /// outside the workspaces, the same in A and B, so commands are the same in both.
+    gate: String,
 }
 
 /// A rendered workspace: workspace-relative path → (bytes, executable).
@@ -329,6 +332,29 @@ enum Edit {
         task: usize,
         how: TamperHow,
     },
+    /// The edit `inner` is made while an extra build of A holds task `task` running (the
+    /// task's command waits at its gate): after that build hashed the sources, before the
+    /// task's dependents are keyed and staged. The extra build's outcome is not compared (it
+    /// saw a workspace between two states), but what it stored must not make any later build
+    /// differ from a clean one. `inner` is one of the edits made of plain file writes (see
+    /// `race_inner`), which take no build of their own.
+    /// So that the task runs in that build, its `env` value is first set to `env` (a fresh
+    /// value: its key is new). With `undo`, the sources go back to their state before `inner`
+    /// once that build is over: a result it computed from the raced bytes and stored under the
+    /// key of the old ones (the class of issue 15's first defect) is then restored.
+    Race {
+        task: usize,
+        env: String,
+        inner: Box<Edit>,
+        undo: bool,
+    },
+    /// Only as a `Race`'s `inner`: new content for a source listed by a direct dependent of the
+    /// raced one (the `n`th of them, wrapping), which that build has hashed and will stage
+    /// after the raced task ends. Elsewhere it changes nothing.
+    Aimed {
+        n: usize,
+        content: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -403,6 +429,7 @@ impl Model {
             tasks: Vec::new(),
             subpackage: [false; 3],
             gitignore: [false; 3],
+            gate: String::new(),
         };
         for (i, slot) in case.slots.iter().take(case.count).enumerate() {
             let Some(t) = slot else {
@@ -476,6 +503,37 @@ impl Model {
         live.iter().find(|&&i| i >= hint).or(live.last()).copied()
     }
 
+    /// The task a `Race` holds: of the tasks with dependents (whose staging the race can
+    /// reach), the `hint`th, wrapping; else any.
+    fn pick_raced(&self, hint: usize) -> Option<usize> {
+        let live = self.live();
+        let feeding: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&t| live.iter().any(|&d| self.tasks[d].deps.contains(&t)))
+            .collect();
+        let from = if feeding.is_empty() { &live } else { &feeding };
+        (!from.is_empty()).then(|| from[hint % from.len()])
+    }
+
+    /// The `n`th (wrapping) of the sources listed by the direct dependents of task `t` (the
+    /// tasks keyed and staged as soon as `t` ends).
+    fn downstream_src(&self, t: usize, n: usize) -> Option<(usize, String)> {
+        let srcs: Vec<(usize, String)> = self
+            .live()
+            .into_iter()
+            .filter(|&d| self.tasks[d].deps.contains(&t))
+            .flat_map(|d| {
+                let pkg = self.tasks[d].pkg;
+                self.tasks[d].srcs.iter().map(move |s| (pkg, s.clone()))
+            })
+            .filter(|k| self.files.contains_key(k))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        (!srcs.is_empty()).then(|| srcs[n % srcs.len()].clone())
+    }
+
     fn pick_file(&self, hint: FileRef) -> Option<(usize, String)> {
         let key = (hint.pkg, hint.name.path());
         self.files
@@ -523,7 +581,11 @@ impl Model {
                 Kind::Check => {}
             }
         }
-        let body = format!("echo t{i}; cat $(SRCS){reads} < /dev/null; echo \"V=$${{V:-unset}}\"");
+        let g = format!("{}/t{i}", self.gate);
+        let body = format!(
+            "if [ -e {g}.hold ]; then touch {g}.running; while [ ! -e {g}.go ]; do sleep 0.01; done; fi; \
+             echo t{i}; cat $(SRCS){reads} < /dev/null; echo \"V=$${{V:-unset}}\""
+        );
         match t.kind {
             Kind::File => format!("{{ {body}; }} | {} > $(OUTS)", t.filter.sh()),
             Kind::Dir => {
@@ -764,6 +826,18 @@ impl Model {
                 let first = paths.pop().unwrap();
                 return vec![Op::RacyAdd(first, second, content.clone().into_bytes())];
             }
+            Edit::Race { task, inner, .. } => {
+                let Edit::Aimed { n, content } = &**inner else {
+                    return self.apply(inner);
+                };
+                let aimed = self
+                    .pick_raced(*task)
+                    .and_then(|t| self.downstream_src(t, *n));
+                if let Some(k) = aimed {
+                    self.files.get_mut(&k).unwrap().content = content.clone();
+                }
+            }
+            Edit::Aimed { .. } => {}
             Edit::Tamper { task, how } => {
                 if let TamperHow::RemoveAll = how {
                     return vec![Op::Tamper(String::new(), *how)];
@@ -924,6 +998,26 @@ fn edit() -> impl Strategy<Value = Edit> {
             1 => Just(TamperHow::RemoveAll),
         ])
             .prop_map(|(task, how)| Edit::Tamper { task, how }),
+        4 => (task(), "[a-z0-9]{8}", race_inner(), prop::bool::weighted(0.7))
+            .prop_map(|(task, env, inner, undo)| Edit::Race { task, env, inner: Box::new(inner), undo }),
+    ]
+}
+
+/// The edits a `Race` makes while a build runs: plain writes, renames and deletions, and
+/// tampering with `flow-out/`; none takes a build of its own (which would wait for the
+/// racing build's workspace lock).
+fn race_inner() -> impl Strategy<Value = Edit> {
+    let file = file_ref;
+    prop_oneof![
+        6 => (0..8usize, content()).prop_map(|(n, content)| Edit::Aimed { n, content }),
+        2 => (file(), content()).prop_map(|(file, content)| Edit::Content { file, content }),
+        1 => (file(), touch_how()).prop_map(|(file, how)| Edit::Touch { file, how }),
+        1 => file().prop_map(|file| Edit::Delete { file }),
+        1 => (file(), name()).prop_map(|(file, to)| Edit::Rename { file, to }),
+        1 => (pkg(), name(), content()).prop_map(|(pkg, name, content)| Edit::Add { pkg, name, content }),
+        1 => file().prop_map(|file| Edit::Chmod { file }),
+        1 => (0..MAX_TASKS, filter(), poison()).prop_map(|(task, filter, check)| Edit::Cmd { task, filter, check }),
+        1 => (0..MAX_TASKS, Just(TamperHow::Overwrite)).prop_map(|(task, how)| Edit::Tamper { task, how }),
     ]
 }
 
@@ -1221,6 +1315,69 @@ fn show_files(files: &Files) -> String {
 }
 
 /// Runs one case: builds A incrementally and B from scratch after every step.
+/// An extra build of A holding one task at its gate while an edit is made (`Edit::Race`).
+struct Race {
+    build: std::process::Child,
+    gate: PathBuf,
+    /// Whether the task reached its gate (it may be cached, carried or skipped instead, and
+    /// then the edit races nothing in particular).
+    held: bool,
+}
+
+impl Race {
+    /// Starts the build and waits until task `t` is at its gate or the build has ended.
+    fn start(ws: &Path, cache: &Path, gate: &Path, t: usize) -> Race {
+        let gate = gate.join(format!("t{t}"));
+        std::fs::write(gate.with_extension("hold"), "").unwrap();
+        let mut build = Command::new(flow_bin())
+            .args(["--color", "never", "-C"])
+            .arg(ws)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(["build", "-k", "//..."])
+            .env_remove("FLOW_CACHE_DIR")
+            .env_remove("CI")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run flow");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let held = loop {
+            if gate.with_extension("running").exists() {
+                break true;
+            }
+            if build.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Race { build, gate, held }
+    }
+
+    /// Opens the gate, waits for the build, and says what happened.
+    fn finish(mut self) -> String {
+        std::fs::write(self.gate.with_extension("go"), "").unwrap();
+        let status = self.build.wait().unwrap();
+        for ext in ["hold", "running", "go"] {
+            let _ = std::fs::remove_file(self.gate.with_extension(ext));
+        }
+        let name = self
+            .gate
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if self.held {
+            format!(
+                "[the writes below were made while {name} ran in an extra build of A (exit {:?})]",
+                status.code()
+            )
+        } else {
+            format!("[the writes below were made after an extra build of A in which {name} did not run]")
+        }
+    }
+}
+
 fn check_case(case: &Case) -> Result<(), TestCaseError> {
     let tmp = tempfile::Builder::new()
         .prefix("flow-incremental")
@@ -1229,6 +1386,9 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
     let a = tmp.path().join("a");
     let cache_a = tmp.path().join("cache-a");
     let mut model = Model::new(case);
+    let gate = tmp.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    model.gate = gate.display().to_string();
     let mut files = model.render();
     write_all(&a, &files);
     let mut history = vec!["step 0: the initial workspace".to_owned()];
@@ -1239,6 +1399,16 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             let mut keep_mtime = Vec::new();
             // Paths whose mtime a racy edit keeps on purpose: not aged.
             let mut racy = Vec::new();
+            let race = match edit {
+                Edit::Race { task, env, .. } => model.pick_raced(*task).map(|t| {
+                    model.tasks[t].env = Some(env.clone());
+                    let next = model.render();
+                    did.extend(sync(&a, &files, &next));
+                    files = next;
+                    (Race::start(&a, &cache_a, &gate, t), model.clone())
+                }),
+                _ => None,
+            };
             for op in model.apply(edit) {
                 match op {
                     Op::Rename(from, to) => {
@@ -1333,6 +1503,17 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
                 ));
             }
             files = next;
+            if let Some((race, before)) = race {
+                // First, so that it shows in the verbose run's shortened lines.
+                did.insert(0, race.finish());
+                if let Edit::Race { undo: true, .. } = edit {
+                    model = before;
+                    let next = model.render();
+                    did.push("then the sources as they were before:".to_owned());
+                    did.extend(sync(&a, &files, &next));
+                    files = next;
+                }
+            }
             if step % 2 == 0 {
                 let aged = age(&a, &racy);
                 did.push(format!("{aged} recent path(s) aged"));

@@ -15,6 +15,7 @@ mod incremental;
 mod layout;
 mod prelude;
 mod query;
+mod races;
 mod record;
 mod robustness;
 mod secrets;

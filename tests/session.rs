@@ -318,9 +318,10 @@ fn builds_watch_cycles_and_cleans_at_once_cache_nothing_wrong() {
     assert!(verify.status.success(), "{}", text(&verify));
 }
 
-/// Regression (issue 14, adversarial run): SIGTERM or SIGHUP to `flow build` left its running
-/// action alive, the workspace lock and the sandbox behind. Each now stops a build as Ctrl-C
-/// does: the action's process group is killed and flow exits 130.
+/// Regression (issue 14, adversarial run; issue 15, item 9): SIGTERM or SIGHUP to `flow build`
+/// left its running action alive, the workspace lock and the sandbox behind. Each now stops a
+/// build as Ctrl-C does: the action's process group is killed, its sandbox removed, flow exits
+/// 130, and the next build succeeds.
 #[test]
 fn sigterm_and_sighup_stop_a_build_as_ctrl_c_does() {
     for signal in [
@@ -329,13 +330,23 @@ fn sigterm_and_sighup_stop_a_build_as_ctrl_c_does() {
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let pid_file = tmp.path().join("pid");
-        let ws = Ws::new().file(
-            "p/BUILD",
-            &format!(
-                "task(name = \"long\", outs = [\"a\"], cmd = \"echo $$$$ > {}; sleep 40; touch a\")\n",
-                pid_file.display()
-            ),
-        );
+        let sandboxes = tmp.path().join("sandboxes");
+        let slow = tmp.path().join("slow");
+        let ws = Ws::bare()
+            .file(
+                "flow.toml",
+                &format!("[build]\nsandbox_dir = \"{}\"\n", sandboxes.display()),
+            )
+            .file(
+                "p/BUILD",
+                &format!(
+                    "task(name = \"long\", outs = [\"a\"],\n\
+                     \x20    cmd = \"echo $$$$ > {}; if [ -e {} ]; then sleep 40; fi; touch a\")\n",
+                    pid_file.display(),
+                    slow.display()
+                ),
+            );
+        std::fs::write(&slow, "").unwrap();
         let build = flow(ws.path(), &["build"]).spawn().unwrap();
         wait_for_file(&pid_file);
         std::thread::sleep(Duration::from_millis(100));
@@ -359,6 +370,13 @@ fn sigterm_and_sighup_stop_a_build_as_ctrl_c_does() {
             !ws.path().join("flow-out/.flow-lock").exists(),
             "{signal}: the lock file was left"
         );
+        let left: Vec<_> = std::fs::read_dir(&sandboxes)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{signal}: sandboxes were left: {left:?}");
+        std::fs::remove_file(&slow).unwrap();
+        let again = flow(ws.path(), &["build"]).output().unwrap();
+        assert_eq!(again.status.code(), Some(0), "{signal}: {}", text(&again));
     }
 }
 

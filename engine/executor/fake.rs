@@ -154,6 +154,7 @@ impl Executor for FakeExecutor {
                 missing_outputs,
                 output_problems,
                 stray_writes: Vec::new(),
+                seen_inputs: BTreeMap::new(),
                 fake_outputs,
                 sandbox_dir: None,
                 holds_slot,

@@ -61,6 +61,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flow_cache::Digest;
+
 pub use cancel::{Cancel, CancelHandle};
 pub use capture::OUTPUT_CAP;
 pub use fake::{FakeAction, FakeEvent, FakeExecutor};
@@ -123,6 +125,10 @@ pub struct Input {
     /// A directory input (a dependency's tree output materialized elsewhere): bound read-only
     /// as a whole, or copied (`stage.rs`).
     pub is_dir: bool,
+    /// For a file input, the digest its action key holds: the staged copy is hashed and a copy
+    /// with other bytes (a file saved while the build ran) is reported in
+    /// [`ExecResult::seen_inputs`]. `None`: not checked.
+    pub digest: Option<Digest>,
 }
 
 /// How the action ended.
@@ -297,6 +303,11 @@ pub struct ExecResult {
     /// Exec-root-relative paths created or modified in the sandbox outside the declared outputs
     /// (a new directory is listed once, with a trailing `/`); sandbox mode only. Never collected.
     pub stray_writes: Vec<String>,
+    /// File inputs whose staged copy differs from the digest their key holds (saved while the
+    /// build ran, between hashing and staging): exec-root-relative path → digest of the bytes
+    /// the action was given (`None`: unreadable after a run in the real tree, so unknown).
+    /// Empty when the action saw exactly what its key says.
+    pub seen_inputs: BTreeMap<String, Option<Digest>>,
     /// Outputs held in memory (keyed as declared); only [`FakeExecutor`] fills this.
     pub fake_outputs: BTreeMap<String, Vec<u8>>,
     /// The action's private directory, removed by [`Executor::cleanup`]; `None` when nothing is
@@ -319,6 +330,7 @@ impl ExecResult {
             missing_outputs: Vec::new(),
             output_problems: Vec::new(),
             stray_writes: Vec::new(),
+            seen_inputs: BTreeMap::new(),
             fake_outputs: BTreeMap::new(),
             sandbox_dir: None,
             holds_slot: false,

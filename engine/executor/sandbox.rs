@@ -39,7 +39,7 @@ use std::time::Instant;
 
 use super::capture::Masker;
 use super::mounts::{self, Binds};
-use super::stage::{self, DirMaker, Layout};
+use super::stage::{self, DirMaker, Layout, Staged};
 use super::tree::Snapshot;
 use super::{outputs, process, ActionSpec, Cancel, ExecResult, Executor, Input, Status, Ticket};
 
@@ -241,7 +241,7 @@ async fn run_sandboxed(
         }
     })
     .await;
-    let (snapshot, binds, copies) = match prepared {
+    let (snapshot, staged, copies) = match prepared {
         Ok(prepared) => prepared,
         Err(message) => {
             let _ = remove_tree(&dir);
@@ -264,7 +264,7 @@ async fn run_sandboxed(
         timeout: spec.timeout,
         cancel: &cancel,
         masker: &masker,
-        binds,
+        binds: staged.binds,
     })
     .await;
     // A stat per declared output, before the slot is given back.
@@ -291,6 +291,7 @@ async fn run_sandboxed(
         missing_outputs,
         output_problems,
         stray_writes,
+        seen_inputs: staged.seen,
         fake_outputs: BTreeMap::new(),
         sandbox_dir: Some(dir),
         holds_slot,
@@ -304,20 +305,20 @@ fn prepare_sandbox(
     spec: &ActionSpec,
     layout: &Layout,
     bind: bool,
-) -> Result<(Snapshot, Binds, Copies), String> {
+) -> Result<(Snapshot, Staged, Copies), String> {
     fs::create_dir(exec).map_err(|e| format!("cannot create `{}`: {e}", exec.display()))?;
     let mut dirs = DirMaker::new(exec);
     let bind = bind
         && spec.inputs.iter().any(|i| i.is_dir)
         && mounts::available(exec.parent().unwrap_or(exec));
-    let binds = stage::stage_inputs(exec, layout, &spec.inputs, bind, &mut dirs)?;
+    let staged = stage::stage_inputs(exec, layout, &spec.inputs, bind, &mut dirs)?;
     stage::create_output_dirs(exec, layout, &mut dirs)?;
     let copies = if bind {
         Copies::default()
     } else {
         Copies::take(exec, &spec.inputs)
     };
-    Ok((Snapshot::take(exec), binds, copies))
+    Ok((Snapshot::take(exec), staged, copies))
 }
 
 /// The stamps of the directory inputs staged as copies (where binds are not available): the
@@ -420,6 +421,8 @@ async fn run_in_tree(
     let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);
     let holds_slot = slot.release_unless_failed(&finished.status, &missing_outputs);
     let _ = blocking(move || remove_tree(&dir)).await;
+    // Nothing was staged: the action read the files in place, so they are read again.
+    let seen_inputs = blocking(move || changed_in_place(&spec.inputs)).await;
     ExecResult {
         status: finished.status,
         stdout: finished.stdout,
@@ -429,10 +432,27 @@ async fn run_in_tree(
         missing_outputs,
         output_problems,
         stray_writes: Vec::new(),
+        seen_inputs,
         fake_outputs: BTreeMap::new(),
         sandbox_dir: None,
         holds_slot,
     }
+}
+
+/// The file inputs of an action that ran in the real tree whose bytes now differ from the
+/// digests their key holds (saved before or while it ran). An edit undone before the action
+/// ended goes unseen here; a sandboxed action's copies are exact (`stage.rs`).
+fn changed_in_place(inputs: &[Input]) -> BTreeMap<String, Option<flow_cache::Digest>> {
+    inputs
+        .iter()
+        .filter_map(|i| {
+            let keyed = i.digest?;
+            let now = fs::metadata(&i.source)
+                .and_then(|m| crate::hasher::hash_file(&i.source, m.len()))
+                .ok();
+            (now != Some(keyed)).then(|| (i.dest.clone(), now))
+        })
+        .collect()
 }
 
 /// Runs file-system work off the async threads.

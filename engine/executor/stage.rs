@@ -63,37 +63,48 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use flow_cache::Digest;
+
 use super::mounts::Binds;
 use super::Input;
+use crate::hasher::{hash_file, MMAP_THRESHOLD};
 
 /// Copies `source` to `dest` (which must not exist; its parent must) with mode 0755 if
-/// `executable` or if the source has an executable bit, else 0644. `io::copy` between files uses
-/// `copy_file_range` on Linux: an in-kernel copy, a clone on file systems with reflinks.
-pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
-    copy_with_mode(source, dest, Some(executable), 0o644)
-}
-
-/// Copies `source` to `dest` with `mode` for a file that is not executable (`mode | 0o111` for
-/// one that is): executable as `executable` says, or (`None`) as the source is.
-fn copy_with_mode(
-    source: &Path,
-    dest: &Path,
-    executable: Option<bool>,
-    mode: u32,
-) -> io::Result<()> {
+/// `executable`, else 0644, and returns the digest of the bytes copied: hashed as they are
+/// copied (a file under [`MMAP_THRESHOLD`] is read once, hashed and written), or, for a large
+/// file, copied in the kernel (`copy_file_range`, a clone on file systems with reflinks) and
+/// then hashed from the copy, which nothing else can change before the action starts.
+pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<Digest> {
     let mut from = File::open(source)?;
-    let executable = match executable {
-        Some(x) => x,
-        None => from.metadata()?.permissions().mode() & 0o111 != 0,
-    };
+    let size = from.metadata()?.len();
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(if executable { mode | 0o111 } else { mode })
+        .mode(if executable { 0o755 } else { 0o644 })
+        .open(dest)?;
+    if size < MMAP_THRESHOLD {
+        let mut bytes = Vec::with_capacity(size as usize);
+        from.read_to_end(&mut bytes)?;
+        to.write_all(&bytes)?;
+        return Ok(Digest::of(&bytes));
+    }
+    let copied = io::copy(&mut from, &mut to)?;
+    drop(to);
+    hash_file(dest, copied)
+}
+
+/// Copies `source` to `dest` read-only: 0555 if the source has an executable bit, else 0444.
+fn copy_read_only(source: &Path, dest: &Path) -> io::Result<()> {
+    let mut from = File::open(source)?;
+    let executable = from.metadata()?.permissions().mode() & 0o111 != 0;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if executable { 0o555 } else { 0o444 })
         .open(dest)?;
     io::copy(&mut from, &mut to)?;
     Ok(())
@@ -113,7 +124,7 @@ pub(super) fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
         } else if kind.is_file() {
-            copy_with_mode(&from, &to, None, 0o444)?;
+            copy_read_only(&from, &to)?;
         } else {
             return Err(io::Error::other(format!(
                 "`{}` is not a file, directory or symlink",
@@ -268,17 +279,26 @@ impl DirMaker {
     }
 }
 
+/// What staging leaves for the run.
+#[derive(Default)]
+pub(super) struct Staged {
+    /// The binds the child must make (`mounts.rs`).
+    pub binds: Binds,
+    /// File inputs whose copy has other bytes than their key says: dest → digest of the copy.
+    pub seen: BTreeMap<String, Option<Digest>>,
+}
+
 /// Stages every input of `layout` under `exec`, and creates the package directory. Directory
-/// inputs are bound if `bind`, else copied; returns the binds the child must make
-/// (`mounts.rs`).
+/// inputs are bound if `bind`, else copied; file inputs are copied and their copies checked
+/// against the digests their key holds.
 pub(super) fn stage_inputs(
     exec: &Path,
     layout: &Layout,
     inputs: &[Input],
     bind: bool,
     dirs: &mut DirMaker,
-) -> Result<Binds, String> {
-    let mut binds = Binds::default();
+) -> Result<Staged, String> {
+    let mut staged = Staged::default();
     dirs.make(&layout.package).map_err(|e| {
         format!(
             "cannot create `{}`: {e}",
@@ -292,12 +312,16 @@ pub(super) fn stage_inputs(
                 .map_err(|e| format!("cannot create `{}`: {e}", exec.join(parent).display()))?;
         }
         let target = exec.join(dest);
-        let staged = if input.is_dir {
-            stage_dir(&input.source, &target, bind, &mut binds)
+        let done = if input.is_dir {
+            stage_dir(&input.source, &target, bind, &mut staged.binds)
         } else {
-            copy_file(&input.source, &target, input.executable)
+            copy_file(&input.source, &target, input.executable).map(|digest| {
+                if input.digest.is_some_and(|keyed| keyed != digest) {
+                    staged.seen.insert(input.dest.clone(), Some(digest));
+                }
+            })
         };
-        staged.map_err(|e| {
+        done.map_err(|e| {
             format!(
                 "cannot stage input `{}` from `{}`: {e}",
                 input.dest,
@@ -305,7 +329,7 @@ pub(super) fn stage_inputs(
             )
         })?;
     }
-    Ok(binds)
+    Ok(staged)
 }
 
 /// Creates the parents of file outputs and the directory outputs themselves, under `root`.

@@ -46,7 +46,7 @@ fn stage_file(method: Method, source: &Path, dest: &Path) -> std::io::Result<()>
     match method {
         Method::Symlink => std::os::unix::fs::symlink(source, dest),
         Method::Hardlink => fs::hard_link(source, dest),
-        Method::Copy => copy_file(source, dest, false),
+        Method::Copy => copy_file(source, dest, false).map(|_| ()),
     }
 }
 

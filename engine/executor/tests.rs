@@ -46,6 +46,7 @@ impl Fixture {
                 source: self.ws.join("app/input.txt"),
                 executable: false,
                 is_dir: false,
+                digest: None,
             }],
             outputs: Vec::new(),
             env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
@@ -204,6 +205,7 @@ async fn executable_inputs_can_be_run() {
         source: f.ws.join("tools/hello.sh"),
         executable: true,
         is_dir: false,
+        digest: None,
     });
     let r = f.run(spec.clone()).await;
     assert_eq!(r.status, Status::Exited(0), "{}", text(&r.stderr));
@@ -238,6 +240,7 @@ fn tree_fixture(bind: bool, cmd: &str) -> (Fixture, ActionSpec, PathBuf) {
         source: tree.clone(),
         executable: false,
         is_dir: true,
+        digest: None,
     });
     (f, spec, tree)
 }

@@ -24,7 +24,19 @@ impl<E: Executor> Drive<'_, E> {
                 attempts,
                 took,
                 stray,
+                rekeyed,
             } => {
+                if let Some(r) = rekeyed {
+                    let shown: Vec<String> =
+                        r.sources.iter().take(5).map(|s| format!("`{s}`")).collect();
+                    reporter.warn(&format!(
+                        "{} changed while the build ran; `{label}` ran on the new content, and \
+                         its result is kept under that content's key",
+                        shown.join(", ")
+                    ));
+                    self.history.key_json(c.key, r.json);
+                    self.keys[c.node] = Some(c.key);
+                }
                 if !stray.is_empty() {
                     let shown: Vec<String> =
                         stray.iter().take(5).map(|s| format!("`{s}`")).collect();

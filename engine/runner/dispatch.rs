@@ -161,7 +161,7 @@ impl<E: Executor> Drive<'_, E> {
         self.cancels.insert(i, handle);
         let job = Job {
             node: i,
-            key: digest,
+            key,
             spec,
             retries: action.retries,
             // The action's place in the queue for a slot is taken now, in priority order; it

@@ -9,6 +9,7 @@ use std::time::Duration;
 use flow_cache::{ActionResult, Digest};
 use tokio::sync::mpsc;
 
+use crate::action_key::ActionKey;
 use crate::executor::{ActionSpec, Cancel, ExecResult, Executor, Slots, Status, Ticket};
 use crate::plan::Plan;
 use crate::rebuilder::{Rebuilder, StoreError};
@@ -20,6 +21,9 @@ pub(super) enum Done {
         attempts: u32,
         took: Duration,
         stray: Vec<String>,
+        /// Set when sources were saved between the build's hashing and the action's staging:
+        /// the result is stored under the key of what the action saw.
+        rekeyed: Option<Rekeyed>,
     },
     Failed {
         why: String,
@@ -51,8 +55,17 @@ impl Done {
     }
 }
 
+/// The key a run's result is stored under when it differs from the one it was started with.
+pub(super) struct Rekeyed {
+    /// The sources staged with other bytes than the build hashed.
+    pub sources: Vec<String>,
+    /// The key's JSON, for the history (`flow explain`).
+    pub json: Vec<u8>,
+}
+
 pub(super) struct Completion {
     pub node: usize,
+    /// The key its result is stored under (the key it started with, unless re-keyed).
     pub key: Digest,
     pub done: Done,
     /// The action's job slot is still taken: the owner gives it back once it has acted on
@@ -63,7 +76,7 @@ pub(super) struct Completion {
 /// One action handed to a worker.
 pub(super) struct Job<E: Executor> {
     pub node: usize,
-    pub key: Digest,
+    pub key: ActionKey,
     pub spec: ActionSpec,
     pub retries: u32,
     /// Its place in the queue for a job slot, taken in priority order.
@@ -122,8 +135,9 @@ impl<E: Executor> Job<E> {
         // wait for the removal (the runtime waits for it on exit).
         let sent = Arc::new(AtomicBool::new(false));
         let (tx_done, sent_done) = (tx.clone(), sent.clone());
+        let started_as = key.digest();
         let joined = tokio::task::spawn_blocking(move || {
-            let done = finish_run(&rebuilder, &plan, node, &key, &exec, attempts, took);
+            let (key, done) = finish_run(&rebuilder, &plan, node, &key, &exec, attempts, took);
             // A success stops nothing: its slot goes back at once.
             let ran = matches!(done, Done::Ran { .. });
             if ran && holds_slot {
@@ -145,7 +159,7 @@ impl<E: Executor> Job<E> {
                     format!("internal error while storing results: {e} (this is a bug in flow)");
                 let _ = tx.send(Completion {
                     node,
-                    key,
+                    key: started_as,
                     done: Done::internal(why, took),
                     holds_slot,
                 });
@@ -175,16 +189,17 @@ fn remove_tree_outputs(root: &std::path::Path, package: &str, outs: &[String]) {
     }
 }
 
-/// In a blocking thread after the executor returns: store a success, or describe a failure.
+/// In a blocking thread after the executor returns: store a success, or describe a failure;
+/// with the digest of the key the outcome belongs to (see [`ActionKey::as_seen`]).
 fn finish_run(
     rebuilder: &Rebuilder,
     plan: &Plan,
     node: usize,
-    key: &Digest,
+    key: &ActionKey,
     exec: &ExecResult,
     attempts: u32,
     took: Duration,
-) -> Done {
+) -> (Digest, Done) {
     flow_cache::failpoint("after-run");
     let action = &plan.nodes[node];
     let mut log = exec.stdout.clone();
@@ -210,34 +225,48 @@ fn finish_run(
             took,
         }
     };
+    let started = key.digest();
     match &exec.status {
         Status::Exited(0) => {}
-        Status::Cancelled => return Done::Cancelled,
-        Status::NotStarted => return Done::NotStarted,
+        Status::Cancelled => return (started, Done::Cancelled),
+        Status::NotStarted => return (started, Done::NotStarted),
         Status::Exited(code) => {
-            return failed(
-                format!("exit {code}, {:.2}s", took.as_secs_f64()),
-                log,
-                false,
+            let why = format!("exit {code}, {:.2}s", took.as_secs_f64());
+            return (started, failed(why, log, false));
+        }
+        Status::Signaled(sig) => {
+            return (
+                started,
+                failed(format!("killed by signal {sig}"), log, false),
             )
         }
-        Status::Signaled(sig) => return failed(format!("killed by signal {sig}"), log, false),
         Status::TimedOut => {
             let limit = action.timeout.map_or(0.0, |t| t.as_secs_f64());
-            return failed(
-                format!("timed out after {limit:.1}s; its process group was killed"),
-                log,
-                true,
-            );
+            let why = format!("timed out after {limit:.1}s; its process group was killed");
+            return (started, failed(why, log, true));
         }
-        Status::SpawnFailed(why) => return failed(format!("could not start: {why}"), log, false),
+        Status::SpawnFailed(why) => {
+            return (
+                started,
+                failed(format!("could not start: {why}"), log, false),
+            )
+        }
     }
-    match rebuilder.store(action, key, exec) {
+    // The key must describe the bytes the action saw, not the ones the build hashed before.
+    let (key, rekeyed) = match seen_key(key, exec) {
+        Ok(seen) => seen,
+        Err(why) => {
+            let why = format!("{why}; nothing was stored, run the build again");
+            return (started, failed(why, log, false));
+        }
+    };
+    let done = match rebuilder.store(action, &key, exec) {
         Ok(result) => Done::Ran {
             result,
             attempts,
             took,
             stray: exec.stray_writes.clone(),
+            rekeyed,
         },
         Err(StoreError::Outputs(problems)) => {
             let mut log = log;
@@ -255,5 +284,20 @@ fn finish_run(
             failed(why.into(), log, false)
         }
         Err(StoreError::Cache(e)) => failed(format!("cannot store its outputs: {e}"), log, false),
+    };
+    (key, done)
+}
+
+/// The key of what the action saw, and how it differs from `key` (see
+/// `ExecResult::seen_inputs`).
+fn seen_key(key: &ActionKey, exec: &ExecResult) -> Result<(Digest, Option<Rekeyed>), String> {
+    if exec.seen_inputs.is_empty() {
+        return Ok((key.digest(), None));
     }
+    let seen = key.as_seen(&exec.seen_inputs)?;
+    let rekeyed = Rekeyed {
+        sources: exec.seen_inputs.keys().cloned().collect(),
+        json: seen.to_json(),
+    };
+    Ok((seen.digest(), Some(rekeyed)))
 }

@@ -1,0 +1,206 @@
+//! Edits racing a build (issue 15): the key of a stored result describes the bytes its action
+//! actually saw, whatever was saved while the build ran.
+//!
+//! Each test holds one action (the "gate") until the test has made its edit: the gate announces
+//! itself with a marker file and waits for a second one, so the edit lands at a known moment,
+//! after the build hashed its sources and before a dependent of the gate is staged.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{flow_bin, Ws};
+
+/// Two marker files outside the workspace: the gate creates `running`, then waits for `go`.
+struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn running(&self) -> PathBuf {
+        self.dir.path().join("running")
+    }
+
+    fn go(&self) -> PathBuf {
+        self.dir.path().join("go")
+    }
+
+    /// A shell fragment that announces the gate and waits until the test opens it.
+    fn cmd(&self) -> String {
+        format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
+            self.running().display(),
+            self.go().display()
+        )
+    }
+
+    /// Waits until the gate is running, then lets `edit` happen, then opens the gate.
+    fn hold_while(&self, edit: impl FnOnce()) {
+        wait_for(&self.running());
+        edit();
+        std::fs::write(self.go(), "").unwrap();
+    }
+}
+
+#[track_caller]
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "`{}` never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_build(ws: &Path) -> Child {
+    Command::new(flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws)
+        .args(["build", "//..."])
+        .env_remove("FLOW_CACHE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    text
+}
+
+fn read(ws: &Ws, rel: &str) -> String {
+    std::fs::read_to_string(ws.path().join(rel)).unwrap()
+}
+
+/// Regression (issue 15, item 1): a source saved between the build's hashing and its action's
+/// staging (while a slow dependency ran) was staged with its new bytes, and the result was
+/// stored under the old bytes' key. Reverting the file then restored the wrong output as
+/// `[CACHED]`, here and in every checkout sharing the cache.
+#[test]
+fn a_source_saved_while_a_dependency_runs_never_poisons_the_cache() {
+    let gate = Gate::new();
+    let ws = Ws::new().file("p/b.txt", "old\n").file(
+        "p/BUILD",
+        &format!(
+            "task(name = \"gate\", outs = [\"g.txt\"], cmd = \"{}; echo g > g.txt\")\n\
+             task(name = \"b\", deps = [\":gate\"], srcs = [\"b.txt\"], outs = [\"out.txt\"],\n\
+             \x20    cmd = \"cat b.txt > out.txt\")\n",
+            gate.cmd()
+        ),
+    );
+    let build = spawn_build(ws.path());
+    gate.hold_while(|| ws.write("p/b.txt", b"new\n"));
+    let racy = finish(build);
+    // The action ran on what it was given; whatever it says, the output is what it saw.
+    assert_eq!(read(&ws, "flow-out/p/out.txt"), "new\n", "{racy}");
+
+    // The file goes back to the bytes the build hashed: their result was never computed.
+    ws.write("p/b.txt", b"old\n");
+    let back = ws.run(&["build", "//..."]);
+    back.ok();
+    assert_eq!(
+        read(&ws, "flow-out/p/out.txt"),
+        "old\n",
+        "a result computed from `new` was stored under the key of `old`:\n{racy}\n{}",
+        back.stdout
+    );
+    // And forward again: the result of `new` is found under the key of `new`.
+    ws.write("p/b.txt", b"new\n");
+    let again = ws.run(&["build", "//..."]);
+    assert!(
+        again.ok().contains("[CACHED] //p:b"),
+        "the racy run's result was stored under the key of what it saw:\n{}",
+        again.stdout
+    );
+    assert_eq!(read(&ws, "flow-out/p/out.txt"), "new\n");
+}
+
+/// Regression (issue 15, item 1), for an action that runs in the real tree (`sandbox = False`):
+/// nothing is staged, so the sources it read are read again after it ran, and a result from
+/// bytes its key does not describe is kept under the key of the bytes found.
+#[test]
+fn a_source_saved_while_an_unsandboxed_action_runs_is_keyed_as_found() {
+    let gate = Gate::new();
+    let ws = Ws::new().file("p/b.txt", "old\n").file(
+        "p/BUILD",
+        &format!(
+            "task(name = \"b\", srcs = [\"b.txt\"], outs = [\"out.txt\"], sandbox = False,\n\
+             \x20    cmd = \"{}; cat b.txt > out.txt\")\n",
+            gate.cmd()
+        ),
+    );
+    let build = spawn_build(ws.path());
+    gate.hold_while(|| ws.write("p/b.txt", b"new\n"));
+    let racy = finish(build);
+    assert!(racy.contains("changed while the build ran"), "{racy}");
+    ws.write("p/b.txt", b"old\n");
+    let back = ws.run(&["build", "//..."]);
+    assert!(back.ok().contains("[RAN] //p:b"), "{}", back.stdout);
+    assert_eq!(read(&ws, "flow-out/p/out.txt"), "old\n");
+}
+
+/// The warning a build prints when it re-keys a result, and the failure when a dependency's
+/// output under `flow-out/` was replaced between its check and its staging.
+#[test]
+fn a_racing_edit_is_said_on_screen() {
+    let gate = Gate::new();
+    let ws = Ws::new().file("p/b.txt", "old\n").file(
+        "p/BUILD",
+        &format!(
+            "task(name = \"gate\", outs = [\"g.txt\"], cmd = \"{}; echo g > g.txt\")\n\
+             task(name = \"b\", deps = [\":gate\"], srcs = [\"b.txt\"], outs = [\"out.txt\"],\n\
+             \x20    cmd = \"cat b.txt > out.txt\")\n",
+            gate.cmd()
+        ),
+    );
+    let build = spawn_build(ws.path());
+    gate.hold_while(|| ws.write("p/b.txt", b"new\n"));
+    let racy = finish(build);
+    let warning: Vec<&str> = racy.lines().filter(|l| l.contains("warning")).collect();
+    crate::support::golden("race_rekeyed_warning", &(warning.join("\n") + "\n"));
+}
+
+/// A dependency's output hand-edited under `flow-out/` while the build runs is never what a
+/// dependent is given: it gets the dependency's stored output.
+#[test]
+fn an_output_edited_under_flow_out_while_the_build_runs_is_not_staged() {
+    let gate = Gate::new();
+    let ws = Ws::new().file(
+        "p/BUILD",
+        &format!(
+            "task(name = \"a\", outs = [\"a.txt\"], cmd = \"echo real > a.txt\")\n\
+             task(name = \"gate\", outs = [\"g.txt\"], cmd = \"{}; echo g > g.txt\")\n\
+             task(name = \"c\", deps = [\":a\", \":gate\"], outs = [\"c.txt\"],\n\
+             \x20    cmd = \"cat $(location :a) > c.txt\")\n",
+            gate.cmd()
+        ),
+    );
+    let build = spawn_build(ws.path());
+    gate.hold_while(|| {
+        let a = ws.path().join("flow-out/p/a.txt");
+        wait_for(&a);
+        std::fs::write(&a, "hand\n").unwrap();
+    });
+    let racy = finish(build);
+    assert_eq!(read(&ws, "flow-out/p/c.txt"), "real\n", "{racy}");
+    // The edit came after `a` was done: the next build repairs it, as any hand edit.
+    ws.run(&["build", "//..."]).ok();
+    assert_eq!(read(&ws, "flow-out/p/a.txt"), "real\n");
+}
