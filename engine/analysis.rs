@@ -154,16 +154,15 @@ fn inputs_of(snap: &Snapshot) -> AnalysisInputs {
     }
 }
 
-/// Opens (creating) the cache directory. What opening repaired (a damaged database moved
-/// aside, an unusable write-ahead log) is printed as one warning line each, on stderr.
+/// Opens (creating) the cache directory. What the cache repairs (a damaged database moved
+/// aside, at open or when a statement first meets the damage; an unusable write-ahead log) is
+/// printed as one warning line each, on stderr, when it happens.
 pub fn open_cache(dir: &Path) -> Result<Cache, Error> {
     let cache = Cache::open(dir).map_err(|e| Error::Cache {
         path: dir.to_path_buf(),
         error: e.to_string(),
     })?;
-    for notice in cache.notices() {
-        eprintln!("warning: {notice}");
-    }
+    cache.report_notices(|notice| eprintln!("warning: {notice}"));
     Ok(cache)
 }
 

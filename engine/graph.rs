@@ -4,7 +4,8 @@
 //! 1. index every target by label (and remember the ones declared with errors);
 //! 2. check each `deps` entry: it exists (else "did you mean"), it is not the target itself, and
 //!    it is visible to the depending package;
-//! 3. check that no two targets of a package declare the same (or a nested) output;
+//! 3. check that no two targets declare the same output or one inside the other, across
+//!    packages too (all land in `flow-out/`);
 //! 4. find cycles with Tarjan's algorithm and report each with its whole path and the BUILD
 //!    location of every edge on it.
 //!
@@ -427,42 +428,64 @@ fn closest_in_package<'a>(
 }
 
 /// Two targets of one package must not write the same output, or one inside the other.
+/// Checks that no two targets declare the same output, or one inside the other, anywhere in
+/// the workspace: outputs land in `flow-out/<package>/<out>`, so `//a:outer`'s directory `b/`
+/// holds `//a/b:inner`'s `x.txt`, and whichever is written last sweeps the other away. A
+/// target's own outputs are checked where it is declared.
 fn check_outputs(targets: &[Target], errors: &mut Vec<AnalysisError>) {
-    let mut by_package: BTreeMap<&str, Vec<(&str, &Target, usize)>> = BTreeMap::new();
+    // (workspace-relative path, target, index into its `outs`), sorted by path: a path's
+    // ancestors come before it. Targets are sorted by label, and the sort is stable.
+    let mut outs: Vec<(String, &Target, usize)> = Vec::new();
     for t in targets {
         for (k, out) in t.outs.iter().enumerate() {
-            by_package.entry(t.label.package()).or_default().push((
-                out.trim_end_matches('/'),
-                t,
-                k,
-            ));
+            let out = out.trim_end_matches('/');
+            let path = match t.label.package() {
+                "" => out.to_owned(),
+                p => format!("{p}/{out}"),
+            };
+            outs.push((path, t, k));
         }
     }
-    for outs in by_package.values_mut() {
-        outs.sort_by(|a, b| a.0.cmp(b.0));
-        for w in outs.windows(2) {
-            let (a, ta, _) = w[0];
-            let (b, tb, k) = w[1];
-            if ta.label == tb.label {
-                continue;
+    outs.sort_by(|a, b| a.0.cmp(&b.0));
+    // The first declaration of each path.
+    let mut first: HashMap<&str, (&Target, usize)> = HashMap::new();
+    for (path, t, k) in &outs {
+        let other_than_t = |p: &str| first.get(p).filter(|(o, _)| o.label != t.label).copied();
+        let found = other_than_t(path)
+            .map(|o| (o, path.as_str()))
+            .or_else(|| ancestors(path).find_map(|a| other_than_t(a).map(|o| (o, a))));
+        first.entry(path).or_insert((t, *k));
+        let Some(((o, ok), place)) = found else {
+            continue;
+        };
+        let at = find_literal(&t.at, &t.outs[*k]);
+        let path_in_package = t.outs[*k].trim_end_matches('/').to_owned();
+        let kind = if place == path && o.label.package() == t.label.package() {
+            K::DuplicateOutput {
+                path: path_in_package,
+                first: o.label.clone(),
+                second: t.label.clone(),
             }
-            let nested = b.starts_with(a) && b.as_bytes().get(a.len()) == Some(&b'/');
-            if a == b || nested {
-                let at = find_literal(&tb.at, &tb.outs[k]);
-                errors.push(
-                    AnalysisError::new(
-                        K::DuplicateOutput {
-                            path: b.to_owned(),
-                            first: ta.label.clone(),
-                            second: tb.label.clone(),
-                        },
-                        Some(at),
-                    )
-                    .with_related(ta.at.clone(), format!("`{}` declares `{a}`", ta.label)),
-                );
+        } else {
+            K::OverlappingOutput {
+                label: t.label.clone(),
+                path: t.outs[*k].clone(),
+                other: o.label.clone(),
+                other_path: o.outs[ok].clone(),
+                place: place.to_owned(),
+                inside: place != path,
             }
-        }
+        };
+        errors.push(AnalysisError::new(kind, Some(at)).with_related(
+            o.at.clone(),
+            format!("`{}` declares `{}`", o.label, o.outs[ok]),
+        ));
     }
+}
+
+/// The proper ancestors of a relative path, nearest first (`a/b/c` → `a/b`, `a`).
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.rmatch_indices('/').map(move |(i, _)| &path[..i])
 }
 
 fn find_literal(call: &flow_rules::SourceSpan, value: &str) -> flow_rules::SourceSpan {

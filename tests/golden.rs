@@ -226,6 +226,43 @@ fn output_declared_by_two_targets() {
     );
 }
 
+/// Regression (issue 15, item 11): outputs were checked against each other only within a
+/// package, so `//a:outer`'s directory `b/` and `//a/b:inner`'s `x.txt` (both in `flow-out/a/b`)
+/// built "ok" while one swept the other away. The same path declared from two packages too.
+#[test]
+fn outputs_overlapping_across_packages() {
+    query_all(
+        "overlapping_output_across_packages",
+        &[
+            (
+                "a/BUILD",
+                "task(name = \"outer\", cmd = \"mkdir -p b\", outs = [\"b/\"])\ntask(name = \"same\", cmd = \"true\", outs = [\"c/y.txt\"])\n",
+            ),
+            (
+                "a/b/BUILD",
+                "task(name = \"inner\", cmd = \"echo x > x.txt\", outs = [\"x.txt\"])\n",
+            ),
+            (
+                "a/c/BUILD",
+                "task(name = \"same\", cmd = \"true\", outs = [\"y.txt\"])\n",
+            ),
+        ],
+    );
+}
+
+/// Regression (issue 15, item 11): within a package, only neighbours in sorted order were
+/// compared, so `gen.txt` sorting between `gen` and `gen/x.txt` hid the nesting.
+#[test]
+fn output_inside_another_behind_a_sibling() {
+    query_all(
+        "overlapping_output_in_a_package",
+        &[(
+            "app/BUILD",
+            "task(name = \"dir\", cmd = \"true\", outs = [\"gen/\"])\ntask(name = \"file\", cmd = \"true\", outs = [\"gen.txt\"])\ntask(name = \"inner\", cmd = \"true\", outs = [\"gen/x.txt\"])\n",
+        )],
+    );
+}
+
 #[test]
 fn not_visible() {
     query_all(

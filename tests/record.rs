@@ -412,3 +412,100 @@ task(name = "d", srcs = ["d.txt"], outs = ["d.out"], cmd = "cat d.txt > $(OUTS)"
         "flow: ok: 2 ran, 0 cached, 0 failed, 0 skipped, 0 flaky"
     );
 }
+
+/// The sources of [`chain`] in one of two states, each of which changes every output.
+fn chain_state(ws: &Ws, second: bool) {
+    let (a, d) = if second {
+        ("alphabet soup\n", "delta force\n")
+    } else {
+        ("alpha\n", "delta\n")
+    };
+    ws.write("p/a.txt", a.as_bytes());
+    ws.write("p/d.txt", d.as_bytes());
+}
+
+/// Regression (issue 15, item 6): the record's digest covered its fixed-width values but not
+/// the head, results and plan after them, so one flipped byte in a stored command was accepted
+/// (35 of 60 random flips in that region) and the next build from the record ran the corrupted
+/// command. Now every byte is covered. Generator: flips one byte at a time across the whole
+/// file, every region (magic, digest, length, values, head, results, plan, and every byte of
+/// one stored command), at seeded random positions, each followed by an edit of every source,
+/// so that a record that were accepted would key (and run) every action from its plan. Each
+/// flip must set the record aside, and the build must equal a clean one: every action
+/// restored from the cache (both source states were built before), `flow-out/` equal to a clean
+/// build's. `FLOW_RECORD_FLIPS` sets the number of random positions (default 60).
+#[test]
+fn a_flipped_byte_anywhere_in_the_record_sets_it_aside() {
+    use crate::corruption::snapshot;
+    use crate::support::{env_number, Rng};
+
+    let ws = chain();
+    // Both states built (so every key of either is cached), and their clean `flow-out/`.
+    let mut clean = Vec::new();
+    for second in [true, false] {
+        chain_state(&ws, second);
+        let (run, _) = build(&ws, &[]);
+        run.ok();
+        clean.push(snapshot(&ws.path().join("flow-out")));
+    }
+    clean.reverse(); // clean[0]: first state, clean[1]: second.
+    age(ws.path());
+    build(&ws, &[]).0.ok();
+    let all_cached = "flow: ok: 0 ran, 4 cached, 0 failed, 0 skipped, 0 flaky";
+
+    // Control: without a flip, the edit is answered from the record.
+    let mut second = true;
+    chain_state(&ws, second);
+    let (run, way) = build(&ws, &[]);
+    assert_eq!(way, Way::Carried, "{}", run.stderr);
+    assert_eq!(summary_counts(&run), all_cached, "{}", run.stdout);
+
+    // Where to flip: regions by the layout (magic 8, digest 32, length 8, values), then the
+    // postcard part, then every byte of one stored command.
+    let rec = record_file(&ws);
+    let bytes = std::fs::read(&rec).unwrap();
+    let values = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    let rest = 48 + values;
+    assert!(rest < bytes.len(), "a record has a head and a plan");
+    let command = b"cat d.txt > ";
+    let at = bytes
+        .windows(command.len())
+        .position(|w| w == command)
+        .expect("the plan holds the command");
+    let mut rng = Rng(0x5eed_f11b_0000_0006);
+    let mut positions: Vec<usize> = vec![0, 7, 8, 39, 40, 47, 48, rest - 1, rest, bytes.len() - 1];
+    positions.extend(at..at + command.len());
+    let random = env_number("FLOW_RECORD_FLIPS", 60) as usize;
+    for k in 0..random {
+        // Alternately in the values and anywhere after them.
+        positions.push(if k % 3 == 0 {
+            48 + rng.below(values)
+        } else {
+            rest + rng.below(bytes.len() - rest)
+        });
+    }
+
+    for p in positions {
+        let rec = record_file(&ws);
+        let mut bytes = std::fs::read(&rec).unwrap();
+        let p = p.min(bytes.len() - 1);
+        bytes[p] ^= 1 << rng.below(8);
+        std::fs::write(&rec, &bytes).unwrap();
+        second = !second;
+        chain_state(&ws, second);
+        let (run, way) = build(&ws, &[]);
+        let what = format!("a flip at byte {p} of {}", bytes.len());
+        assert_eq!(
+            summary_counts(&run),
+            all_cached,
+            "{what} changed the build:\n{}",
+            run.stdout
+        );
+        assert_eq!(
+            snapshot(&ws.path().join("flow-out")),
+            clean[usize::from(second)],
+            "{what} changed `flow-out/`"
+        );
+        assert_eq!(way, Way::Analysis, "{what} was accepted:\n{}", run.stderr);
+    }
+}

@@ -247,3 +247,68 @@ fn secrets_and_undeclared_variables_stay_out_of_keys_logs_and_the_cache() {
         absent(text.as_bytes(), &values, &format!("flow's output:\n{text}"));
     }
 }
+
+/// Regression (issue 15, item 14): the warning about files an action wrote outside its declared
+/// outputs printed their names as they were, a secret's value included. They are masked as the
+/// logs are (`***`), also where a write into a directory input fails the action.
+#[test]
+fn stray_write_names_mask_secrets() {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = format!("s3cr3t-{stamp}");
+    let ws = Ws::new().file("p/in/f.txt", "input\n").file(
+        "p/BUILD",
+        &format!(
+            r#"task(
+    name = "leak",
+    secrets = ["{SECRET}"],
+    outs = ["o.txt"],
+    cmd = "echo o > o.txt; echo x > stray-$${SECRET}.txt; mkdir -p d-$${SECRET}; touch d-$${SECRET}/f",
+)
+task(name = "dir", srcs = glob(["in/**"]), outs = ["in-copy/"], cmd = "cp -r in in-copy")
+task(
+    name = "write_into",
+    secrets = ["{SECRET}"],
+    deps = [":dir"],
+    outs = ["w.txt"],
+    cmd = "echo w > w.txt; echo x > $(location :dir)/x-$${SECRET}",
+)
+"#
+        ),
+    );
+    // With read-only binds, the write into the directory input fails in the command; with the
+    // copy, flow finds it among the stray writes and fails the action naming it.
+    for mounts in ["1", "0"] {
+        let env = [(SECRET, secret.as_str()), ("FLOW_SANDBOX_MOUNTS", mounts)];
+        let _ = std::fs::remove_dir_all(ws.path().join(".flow"));
+        let (code, out) = flow(&ws, &["build", "-k"], &env);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(
+                "`//p:leak` wrote files outside its declared outputs (not kept): `p/d-***/`, \
+                 `p/stray-***.txt`"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("in-copy/x-***"), "{out}");
+        if mounts == "0" {
+            assert!(
+                out.contains("wrote `p/in-copy/x-***` into its directory input"),
+                "{out}"
+            );
+        }
+        absent(
+            out.as_bytes(),
+            &[secret.as_str()],
+            &format!("flow's output:\n{out}"),
+        );
+        let (_, log) = flow(&ws, &["log", "//p:write_into"], &env);
+        absent(
+            log.as_bytes(),
+            &[secret.as_str()],
+            &format!("flow log:\n{log}"),
+        );
+    }
+}

@@ -85,46 +85,47 @@ impl Cache {
         &self,
         keys: &[Digest],
     ) -> Result<HashMap<Digest, ActionResult>, CacheError> {
-        let conn = self.conn();
-        let mut found = HashMap::new();
-        for chunk in keys.chunks(IN_CHUNK) {
-            let sql = format!(
+        self.with_conn(|conn| {
+            let mut found = HashMap::new();
+            for chunk in keys.chunks(IN_CHUNK) {
+                let sql = format!(
                 "SELECT key, exit_code, outputs, stdout, stderr, duration_ms FROM action_results \
                  WHERE exit_code = 0 AND key IN ({})",
                 placeholders(chunk.len())
             );
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("get actions"))?;
-            let rows = stmt
-                .query_map(params_from_iter(chunk), |r| {
-                    Ok((
-                        r.get::<_, Digest>(0),
-                        r.get::<_, i32>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<Digest>>(3),
-                        r.get::<_, Option<Digest>>(4),
-                        r.get::<_, i64>(5)?,
-                    ))
-                })
-                .map_err(sql_err("get actions"))?;
-            for row in rows {
-                let (key, exit_code, outputs, stdout, stderr, duration_ms) =
-                    row.map_err(sql_err("get actions"))?;
-                let (Ok(key), Ok(outputs), Ok(stdout), Ok(stderr)) =
-                    (key, serde_json::from_str(&outputs), stdout, stderr)
-                else {
-                    continue; // damaged row: a miss, replaced by the next put_action
-                };
-                let result = ActionResult {
-                    exit_code,
-                    outputs,
-                    stdout,
-                    stderr,
-                    duration_ms: duration_ms.max(0) as u64,
-                };
-                found.insert(key, result);
+                let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("get actions"))?;
+                let rows = stmt
+                    .query_map(params_from_iter(chunk), |r| {
+                        Ok((
+                            r.get::<_, Digest>(0),
+                            r.get::<_, i32>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<Digest>>(3),
+                            r.get::<_, Option<Digest>>(4),
+                            r.get::<_, i64>(5)?,
+                        ))
+                    })
+                    .map_err(sql_err("get actions"))?;
+                for row in rows {
+                    let (key, exit_code, outputs, stdout, stderr, duration_ms) =
+                        row.map_err(sql_err("get actions"))?;
+                    let (Ok(key), Ok(outputs), Ok(stdout), Ok(stderr)) =
+                        (key, serde_json::from_str(&outputs), stdout, stderr)
+                    else {
+                        continue; // damaged row: a miss, replaced by the next put_action
+                    };
+                    let result = ActionResult {
+                        exit_code,
+                        outputs,
+                        stdout,
+                        stderr,
+                        duration_ms: duration_ms.max(0) as u64,
+                    };
+                    found.insert(key, result);
+                }
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
     }
 
     /// Stores (or replaces) the result of `key`; created and last used now.
@@ -157,9 +158,8 @@ impl Cache {
     pub fn touch_actions(&self, keys: &[Digest]) -> Result<(), CacheError> {
         let now = now_ms();
         let stale_before = now - TOUCH_AFTER_MS;
-        let mut stale = Vec::new();
-        {
-            let conn = self.conn();
+        let stale = self.with_conn(|conn| {
+            let mut stale = Vec::new();
             for chunk in keys.chunks(IN_CHUNK) {
                 let sql = format!(
                     "SELECT key FROM action_results WHERE last_used_at < ? AND key IN ({})",
@@ -177,7 +177,8 @@ impl Cache {
                     stale.push(key.map_err(sql_err("touch actions"))?);
                 }
             }
-        }
+            Ok(stale)
+        })?;
         if stale.is_empty() {
             return Ok(());
         }

@@ -48,8 +48,11 @@
 //! Both repairs come back as one sentence each, which the engine prints as warnings. Only errors
 //! SQLite itself reports as corruption move a database aside: a size or header heuristic could
 //! misjudge a database another process is checkpointing, and moving a live database aside would
-//! split the processes sharing it. Damage in pages that opening does not read is met by the
-//! statement that reads them, which fails with "database disk image is malformed".
+//! split the processes sharing it. Damage in pages that opening does not read (a table's, an
+//! index's) is met by the statement that reads them, which fails with "database disk image is
+//! malformed": then [`recover`] does the same under the same lock, if the file at the path is
+//! still the one the statement read (its device and inode, [`FileId`]), and the statement runs
+//! again on the new database (`Cache::with_conn`).
 //!
 //! Invariants: [`MIGRATIONS`] is append-only: entry *i* takes version *i* to *i + 1* and is never
 //! edited once released; a schema change is a new entry. Every write in this crate runs in a
@@ -161,42 +164,101 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows per `SELECT … WHERE key IN (…)`, well under SQLite's bound-parameter limit.
 pub(crate) const IN_CHUNK: usize = 500;
 
+/// Device and inode of a database file: which file a connection was opened on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
 /// Opens the database `path` of the cache directory `dir` like [`open_db`], repairing damage (see
-/// the module docs). Returns the connection and what was repaired, one sentence each.
+/// the module docs). Returns the connection, the file it is on (if the same file was at `path`
+/// before and after opening) and what was repaired, one sentence each.
 pub(crate) fn open_or_recover(
     dir: &Path,
     path: &Path,
-) -> Result<(Connection, Vec<String>), CacheError> {
+) -> Result<(Connection, Option<FileId>, Vec<String>), CacheError> {
     let mut notices: Vec<String> = check_wal(path).into_iter().collect();
+    let before = file_id(path);
     match open_db(path) {
-        Ok(conn) => return Ok((conn, notices)),
+        Ok(conn) => {
+            // The file opened, unless another process replaced it meanwhile.
+            let after = file_id(path);
+            let file = if before.is_none() || before == after {
+                after
+            } else {
+                None
+            };
+            return Ok((conn, file, notices));
+        }
         Err(e) if is_damaged(&e) => {}
         Err(e) => return Err(e),
     }
     // Repairs are serialized: without the lock, a second process that met the same damaged file
     // could move aside the fresh database the first one just made.
-    let lock = File::open(dir).map_err(io_err("open", dir))?;
-    lock.lock().map_err(io_err("lock", dir))?;
+    let lock = repair_lock(dir)?;
     let damage = match open_db(path) {
-        Ok(conn) => return Ok((conn, notices)),
+        Ok(conn) => return Ok((conn, file_id(path), notices)),
         Err(e) if is_damaged(&e) => e,
         Err(e) => return Err(e),
     };
-    let aside = move_aside(path)?;
-    notices.push(format!(
-        "the cache database `{}` is damaged ({}); moved it aside to `{}` and started an empty \
-         one: cached results are lost and their actions run again",
-        path.display(),
-        damage_reason(&damage),
-        aside.display()
-    ));
+    notices.push(move_aside_damaged(path, &damage_reason(&damage))?);
     let conn = open_db(path)?;
+    let file = file_id(path);
     drop(lock);
-    Ok((conn, notices))
+    Ok((conn, file, notices))
+}
+
+/// After a statement found the database damaged (`damage`) in a page that opening did not read:
+/// under the repair lock, moves the database aside if the file at `path` is still `was`, the one
+/// the statement read (another process may have repaired it meanwhile; a file not known for sure
+/// is left alone), then opens what is at `path` like [`open_or_recover`].
+pub(crate) fn recover(
+    dir: &Path,
+    path: &Path,
+    was: Option<FileId>,
+    reason: &str,
+) -> Result<(Connection, Option<FileId>, Vec<String>), CacheError> {
+    let mut notices = Vec::new();
+    let lock = repair_lock(dir)?;
+    if was.is_some() && file_id(path) == was {
+        notices.push(move_aside_damaged(path, reason)?);
+    }
+    drop(lock);
+    let (conn, file, more) = open_or_recover(dir, path)?;
+    notices.extend(more);
+    Ok((conn, file, notices))
+}
+
+/// The lock that serializes repairs: an exclusive `flock` on the cache directory.
+fn repair_lock(dir: &Path) -> Result<File, CacheError> {
+    let lock = File::open(dir).map_err(io_err("open", dir))?;
+    lock.lock().map_err(io_err("lock", dir))?;
+    Ok(lock)
+}
+
+/// Moves the damaged database `path` aside (with the repair lock held); the sentence that says
+/// so.
+fn move_aside_damaged(path: &Path, reason: &str) -> Result<String, CacheError> {
+    let aside = move_aside(path)?;
+    Ok(format!(
+        "the cache database `{}` is damaged ({reason}); moved it aside to `{}` and started an \
+         empty one: cached results are lost and their actions run again",
+        path.display(),
+        aside.display()
+    ))
 }
 
 /// Whether SQLite reported `e` as a damaged database file.
-fn is_damaged(e: &CacheError) -> bool {
+pub(crate) fn is_damaged(e: &CacheError) -> bool {
     matches!(
         e,
         CacheError::Sqlite { source, .. } if matches!(
@@ -208,7 +270,7 @@ fn is_damaged(e: &CacheError) -> bool {
 
 /// SQLite's own words for the damage ("file is not a database", "database disk image is
 /// malformed").
-fn damage_reason(e: &CacheError) -> String {
+pub(crate) fn damage_reason(e: &CacheError) -> String {
     match e {
         CacheError::Sqlite { source, .. } => match source {
             rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),

@@ -32,34 +32,35 @@ pub struct FileState {
 impl Cache {
     /// Every row whose path starts with `prefix` (an absolute directory path ending in `/`).
     pub fn load_file_states(&self, prefix: &str) -> Result<HashMap<String, FileState>, CacheError> {
-        let conn = self.conn();
-        const COLUMNS: &str =
-            "SELECT path, size, mtime_ns, ino, digest, recorded_at_ns FROM file_state";
-        let mut stmt;
-        let rows = match upper_bound(prefix) {
-            Some(upper) => {
-                stmt = conn
-                    .prepare_cached(&format!("{COLUMNS} WHERE path >= ?1 AND path < ?2"))
-                    .map_err(sql_err("load file states"))?;
-                stmt.query_map([prefix, upper.as_str()], row_to_state)
+        self.with_conn(|conn| {
+            const COLUMNS: &str =
+                "SELECT path, size, mtime_ns, ino, digest, recorded_at_ns FROM file_state";
+            let mut stmt;
+            let rows = match upper_bound(prefix) {
+                Some(upper) => {
+                    stmt = conn
+                        .prepare_cached(&format!("{COLUMNS} WHERE path >= ?1 AND path < ?2"))
+                        .map_err(sql_err("load file states"))?;
+                    stmt.query_map([prefix, upper.as_str()], row_to_state)
+                }
+                None => {
+                    stmt = conn
+                        .prepare_cached(&format!("{COLUMNS} WHERE path >= ?1"))
+                        .map_err(sql_err("load file states"))?;
+                    stmt.query_map([prefix], row_to_state)
+                }
             }
-            None => {
-                stmt = conn
-                    .prepare_cached(&format!("{COLUMNS} WHERE path >= ?1"))
-                    .map_err(sql_err("load file states"))?;
-                stmt.query_map([prefix], row_to_state)
+            .map_err(sql_err("load file states"))?;
+            let mut states = HashMap::new();
+            for row in rows {
+                let (path, state) = row.map_err(sql_err("load file states"))?;
+                // A damaged digest is a row to forget: the file is simply hashed again.
+                if let Some(state) = state {
+                    states.insert(path, state);
+                }
             }
-        }
-        .map_err(sql_err("load file states"))?;
-        let mut states = HashMap::new();
-        for row in rows {
-            let (path, state) = row.map_err(sql_err("load file states"))?;
-            // A damaged digest is a row to forget: the file is simply hashed again.
-            if let Some(state) = state {
-                states.insert(path, state);
-            }
-        }
-        Ok(states)
+            Ok(states)
+        })
     }
 
     /// Inserts or replaces `rows` in one transaction; does nothing for no rows.

@@ -140,7 +140,7 @@ impl Cache {
             .map_err(sql_err("clear"))
         })?;
         // Best effort: give the space back; another process reading the cache may prevent it.
-        let _ = self.conn().execute_batch("VACUUM");
+        let _ = self.with_conn(|conn| conn.execute_batch("VACUUM").map_err(sql_err("vacuum")));
         for dir in [self.cas().root(), self.cas().tmp_dir()] {
             for path in read_dir(dir)? {
                 let removed = if path.is_dir() {
@@ -158,8 +158,7 @@ impl Cache {
     fn held_results(&self) -> Result<Vec<Held>, CacheError> {
         /// key, last_used_at, outputs JSON, stdout, stderr: undecoded.
         type Row = (Vec<u8>, i64, String, [Option<Vec<u8>>; 2]);
-        let rows: Vec<Row> = {
-            let conn = self.conn();
+        let rows: Vec<Row> = self.with_conn(|conn| {
             let mut stmt = conn
                 .prepare(
                     "SELECT key, last_used_at, outputs, stdout, stderr FROM action_results \
@@ -172,8 +171,8 @@ impl Cache {
                 })
                 .map_err(sql_err("gc: read results"))?;
             rows.collect::<Result<_, _>>()
-                .map_err(sql_err("gc: read results"))?
-        };
+                .map_err(sql_err("gc: read results"))
+        })?;
         let mut manifests: HashMap<Digest, Vec<Digest>> = HashMap::new();
         let mut held = Vec::with_capacity(rows.len());
         for (key, last_used_at, outputs, logs) in rows {
@@ -208,21 +207,22 @@ impl Cache {
 
     /// Logs and keys of the most recent action runs.
     fn pinned_by_runs(&self) -> Result<HashSet<Digest>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT key, stdout, stderr FROM action_runs ORDER BY id DESC LIMIT ?1")
-            .map_err(sql_err("gc: read runs"))?;
-        let rows = stmt
-            .query_map([PROTECTED_RUNS as i64], |r| {
-                Ok([r.get::<_, Option<Vec<u8>>>(0)?, r.get(1)?, r.get(2)?])
-            })
-            .map_err(sql_err("gc: read runs"))?;
-        let mut pinned = HashSet::new();
-        for row in rows {
-            let row = row.map_err(sql_err("gc: read runs"))?;
-            pinned.extend(row.iter().flatten().filter_map(|b| Digest::from_slice(b)));
-        }
-        Ok(pinned)
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT key, stdout, stderr FROM action_runs ORDER BY id DESC LIMIT ?1")
+                .map_err(sql_err("gc: read runs"))?;
+            let rows = stmt
+                .query_map([PROTECTED_RUNS as i64], |r| {
+                    Ok([r.get::<_, Option<Vec<u8>>>(0)?, r.get(1)?, r.get(2)?])
+                })
+                .map_err(sql_err("gc: read runs"))?;
+            let mut pinned = HashSet::new();
+            for row in rows {
+                let row = row.map_err(sql_err("gc: read runs"))?;
+                pinned.extend(row.iter().flatten().filter_map(|b| Digest::from_slice(b)));
+            }
+            Ok(pinned)
+        })
     }
 
     /// Deletes the rows of `drop` still unchanged; returns those a concurrent build kept alive.
@@ -234,22 +234,24 @@ impl Cache {
         if drop.is_empty() {
             return Ok(Vec::new());
         }
-        self.write("gc: delete results", |tx| {
+        let (kept, removed) = self.write("gc: delete results", |tx| {
             let mut stmt = tx
                 .prepare("DELETE FROM action_results WHERE key = ?1 AND last_used_at = ?2")
                 .map_err(sql_err("gc: delete results"))?;
-            let mut kept = Vec::new();
+            let (mut kept, mut removed) = (Vec::new(), 0);
             for h in drop {
                 match stmt
                     .execute(params![h.key, h.last_used_at])
                     .map_err(sql_err("gc: delete results"))?
                 {
                     0 => kept.push(h),
-                    _ => report.removed_results += 1,
+                    _ => removed += 1,
                 }
             }
-            Ok(kept)
-        })
+            Ok((kept, removed))
+        })?;
+        report.removed_results += removed;
+        Ok(kept)
     }
 }
 

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
+use crate::cache::Begun;
 use crate::db::now_ms;
 use crate::error::sql_err;
 use crate::{Cache, CacheError, Digest, Outcome};
@@ -93,18 +94,27 @@ pub struct Pruned {
 impl Cache {
     /// Records the start of a build; returns its id.
     pub fn begin_build(&self, workspace: &str, args: &str) -> Result<i64, CacheError> {
-        self.write("begin build", |tx| {
+        let started_at = now_ms();
+        let id = self.write("begin build", |tx| {
             tx.execute(
                 "INSERT INTO builds (started_at, workspace, args) VALUES (?1, ?2, ?3)",
-                params![now_ms(), workspace, args],
+                params![started_at, workspace, args],
             )
             .map_err(sql_err("begin build"))?;
             Ok(tx.last_insert_rowid())
-        })
+        })?;
+        // Carried into a database that replaces a damaged one until the build finishes.
+        self.begun().push(Begun {
+            id,
+            started_at,
+            workspace: workspace.to_owned(),
+            args: args.to_owned(),
+        });
+        Ok(id)
     }
 
     pub fn finish_build(&self, build_id: i64, s: &BuildSummary) -> Result<(), CacheError> {
-        self.write("finish build", |tx| {
+        let finished = self.write("finish build", |tx| {
             tx.execute(
                 "UPDATE builds SET finished_at = ?2, outcome = ?3, ran = ?4, cached = ?5, \
                  up_to_date = ?6, failed = ?7, skipped = ?8, flaky = ?9, duration_ms = ?10 \
@@ -124,7 +134,9 @@ impl Cache {
             )
             .map_err(sql_err("finish build"))?;
             Ok(())
-        })
+        });
+        self.begun().retain(|b| b.id != build_id);
+        finished
     }
 
     /// Saves serialized action keys (digest → JSON) for `flow explain`, in one transaction;
@@ -147,15 +159,16 @@ impl Cache {
 
     /// The serialized action key saved under `key`, if any.
     pub fn key_json(&self, key: &Digest) -> Result<Option<Vec<u8>>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT json FROM action_keys WHERE key = ?1")
-            .map_err(sql_err("read action key"))?;
-        let mut rows = stmt.query([key]).map_err(sql_err("read action key"))?;
-        match rows.next().map_err(sql_err("read action key"))? {
-            Some(row) => Ok(Some(row.get(0).map_err(sql_err("read action key"))?)),
-            None => Ok(None),
-        }
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT json FROM action_keys WHERE key = ?1")
+                .map_err(sql_err("read action key"))?;
+            let mut rows = stmt.query([key]).map_err(sql_err("read action key"))?;
+            match rows.next().map_err(sql_err("read action key"))? {
+                Some(row) => Ok(Some(row.get(0).map_err(sql_err("read action key"))?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// Appends `runs` to the build `build_id` and updates `action_latest`, in one transaction;
@@ -277,32 +290,34 @@ impl Cache {
             "SELECT {RUN_COLUMNS} FROM action_runs WHERE workspace = ?1 AND label = ?2 {filter} \
              ORDER BY id DESC LIMIT 1"
         );
-        let conn = self.conn();
-        let raw = conn
-            .prepare_cached(&sql)
-            .and_then(|mut stmt| stmt.query_row([ws, label], raw_run).optional())
-            .map_err(sql_err("read history"))?;
-        raw.map(RawRun::decode).transpose()
+        self.with_conn(|conn| {
+            let raw = conn
+                .prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.query_row([ws, label], raw_run).optional())
+                .map_err(sql_err("read history"))?;
+            raw.map(RawRun::decode).transpose()
+        })
     }
 
     /// label → duration of its most recent run that executed (ran, failed, flaky, timed out);
     /// cached runs, whose duration says nothing about the command, are left out. One row per
     /// label (`action_latest`), however long the history.
     pub fn durations(&self, workspace: &str) -> Result<HashMap<String, u64>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT label, duration_ms FROM action_latest \
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT label, duration_ms FROM action_latest \
                  WHERE workspace = ?1 AND duration_ms IS NOT NULL",
-            )
-            .map_err(sql_err("read durations"))?;
-        let rows = stmt
-            .query_map([workspace], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-            })
-            .map_err(sql_err("read durations"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql_err("read durations"))
+                )
+                .map_err(sql_err("read durations"))?;
+            let rows = stmt
+                .query_map([workspace], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })
+                .map_err(sql_err("read durations"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql_err("read durations"))
+        })
     }
 
     /// `durations` for these labels only: one point lookup each, for a build that keys a few
@@ -337,89 +352,92 @@ impl Cache {
         op: &'static str,
         decode: impl Fn(rusqlite::types::ValueRef<'_>) -> Option<T>,
     ) -> Result<HashMap<String, T>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {column} FROM action_latest WHERE workspace = ?1 AND label = ?2"
-            ))
-            .map_err(sql_err(op))?;
-        let mut out = HashMap::new();
-        for label in labels {
-            let mut rows = stmt.query(params![workspace, label]).map_err(sql_err(op))?;
-            if let Some(row) = rows.next().map_err(sql_err(op))? {
-                let value = row.get_ref(0).map_err(sql_err(op))?;
-                if let Some(v) = decode(value) {
-                    out.insert(label.clone(), v);
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {column} FROM action_latest WHERE workspace = ?1 AND label = ?2"
+                ))
+                .map_err(sql_err(op))?;
+            let mut out = HashMap::new();
+            for label in labels {
+                let mut rows = stmt.query(params![workspace, label]).map_err(sql_err(op))?;
+                if let Some(row) = rows.next().map_err(sql_err(op))? {
+                    let value = row.get_ref(0).map_err(sql_err(op))?;
+                    if let Some(v) = decode(value) {
+                        out.insert(label.clone(), v);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// label → the key of its most recent run in `workspace`, whatever the outcome: most keys
     /// of a build are these, so their results can be fetched in bulk.
     pub fn last_keys(&self, workspace: &str) -> Result<HashMap<String, Digest>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT label, key FROM action_latest WHERE workspace = ?1")
-            .map_err(sql_err("read history"))?;
-        let rows = stmt
-            .query_map([workspace], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(sql_err("read history"))?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (label, key) = row.map_err(sql_err("read history"))?;
-            if let Some(d) = Digest::from_slice(&key) {
-                out.insert(label, d);
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT label, key FROM action_latest WHERE workspace = ?1")
+                .map_err(sql_err("read history"))?;
+            let rows = stmt
+                .query_map([workspace], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(sql_err("read history"))?;
+            let mut out = HashMap::new();
+            for row in rows {
+                let (label, key) = row.map_err(sql_err("read history"))?;
+                if let Some(d) = Digest::from_slice(&key) {
+                    out.insert(label, d);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The latest `limit` builds, newest first.
     pub fn recent_builds(&self, limit: usize) -> Result<Vec<BuildRow>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, started_at, finished_at, workspace, args, outcome, ran, cached, \
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, started_at, finished_at, workspace, args, outcome, ran, cached, \
                  up_to_date, failed, skipped, flaky, duration_ms FROM builds \
                  ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(sql_err("read builds"))?;
-        let rows = stmt
-            .query_map([limit.min(i64::MAX as usize) as i64], |r| {
-                let finished_at_ms: Option<i64> = r.get(2)?;
-                let n = |i| {
-                    r.get::<_, Option<i64>>(i)
-                        .map(|v| v.unwrap_or(0).max(0) as u64)
-                };
-                let summary = match finished_at_ms {
-                    None => None,
-                    Some(_) => Some(BuildSummary {
-                        outcome: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                        ran: n(6)?,
-                        cached: n(7)?,
-                        up_to_date: n(8)?,
-                        failed: n(9)?,
-                        skipped: n(10)?,
-                        flaky: n(11)?,
-                        duration_ms: n(12)?,
-                    }),
-                };
-                Ok(BuildRow {
-                    id: r.get(0)?,
-                    started_at_ms: r.get(1)?,
-                    finished_at_ms,
-                    workspace: r.get(3)?,
-                    args: r.get(4)?,
-                    summary,
+                )
+                .map_err(sql_err("read builds"))?;
+            let rows = stmt
+                .query_map([limit.min(i64::MAX as usize) as i64], |r| {
+                    let finished_at_ms: Option<i64> = r.get(2)?;
+                    let n = |i| {
+                        r.get::<_, Option<i64>>(i)
+                            .map(|v| v.unwrap_or(0).max(0) as u64)
+                    };
+                    let summary = match finished_at_ms {
+                        None => None,
+                        Some(_) => Some(BuildSummary {
+                            outcome: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                            ran: n(6)?,
+                            cached: n(7)?,
+                            up_to_date: n(8)?,
+                            failed: n(9)?,
+                            skipped: n(10)?,
+                            flaky: n(11)?,
+                            duration_ms: n(12)?,
+                        }),
+                    };
+                    Ok(BuildRow {
+                        id: r.get(0)?,
+                        started_at_ms: r.get(1)?,
+                        finished_at_ms,
+                        workspace: r.get(3)?,
+                        args: r.get(4)?,
+                        summary,
+                    })
                 })
-            })
-            .map_err(sql_err("read builds"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql_err("read builds"))
+                .map_err(sql_err("read builds"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql_err("read builds"))
+        })
     }
 }
 

@@ -85,30 +85,33 @@ pub(crate) fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, CacheError> {
 impl Cache {
     pub fn stats(&self) -> Result<CacheStats, CacheError> {
         let blobs = list_blobs(self.cas())?;
-        let conn = self.conn();
-        let count = |table: &str| -> Result<u64, CacheError> {
-            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-                r.get::<_, i64>(0)
+        self.with_conn(|conn| {
+            let count = |table: &str| -> Result<u64, CacheError> {
+                conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+                .map_err(sql_err("count rows"))
+            };
+            let db_bytes = ["", "-wal"]
+                .iter()
+                .filter_map(|suffix| {
+                    fs::metadata(self.dir().join(format!("{DB_FILE}{suffix}"))).ok()
+                })
+                .map(|m| m.len())
+                .sum();
+            let aside = crate::db::moved_aside(&self.dir().join(DB_FILE))?;
+            Ok(CacheStats {
+                blobs: blobs.len() as u64,
+                blob_bytes: blobs.iter().map(|b| b.size).sum(),
+                action_results: count("action_results")?,
+                file_states: count("file_state")?,
+                builds: count("builds")?,
+                action_runs: count("action_runs")?,
+                db_bytes,
+                moved_aside: aside.iter().filter(|f| !f.is_log).count() as u64,
+                moved_aside_bytes: aside.iter().map(|f| f.bytes).sum(),
             })
-            .map(|n| n as u64)
-            .map_err(sql_err("count rows"))
-        };
-        let db_bytes = ["", "-wal"]
-            .iter()
-            .filter_map(|suffix| fs::metadata(self.dir().join(format!("{DB_FILE}{suffix}"))).ok())
-            .map(|m| m.len())
-            .sum();
-        let aside = crate::db::moved_aside(&self.dir().join(DB_FILE))?;
-        Ok(CacheStats {
-            blobs: blobs.len() as u64,
-            blob_bytes: blobs.iter().map(|b| b.size).sum(),
-            action_results: count("action_results")?,
-            file_states: count("file_state")?,
-            builds: count("builds")?,
-            action_runs: count("action_runs")?,
-            db_bytes,
-            moved_aside: aside.iter().filter(|f| !f.is_log).count() as u64,
-            moved_aside_bytes: aside.iter().map(|f| f.bytes).sum(),
         })
     }
 }

@@ -2,7 +2,9 @@
 //! sweep of what dead processes left behind, which every build runs.
 //!
 //! [`Cache::verify`]:
-//! 1. `PRAGMA quick_check` on the database (not fixable here: reported only);
+//! 1. `PRAGMA quick_check` on the database: SQLite reads every page (a build reads only the
+//!    pages it needs, and meets damage elsewhere only when it reads there). A damaged database
+//!    is a problem, and its rows are not read (step 3 is skipped);
 //! 2. re-hash every blob under `cas/` (on the rayon pool); a blob whose content does not hash to
 //!    its name is *corrupt*;
 //! 3. read every row of `action_results` and check everything a hit would read: the row decodes,
@@ -14,7 +16,9 @@
 //!    the creator's pid, see [`owner_pid`](orphans::owner_pid)) is an *orphan* / a *stale
 //!    sandbox*.
 //!
-//! With `fix`, in this order: bad results are deleted (only if the row is still the one read, so
+//! With `fix`, in this order: a damaged database is moved aside and an empty one started (as a
+//! build that meets the damage does: its results are lost, their actions run again); bad
+//! results are deleted (only if the row is still the one read, so
 //! a concurrent build's fresh result stays), so they become misses and the next build runs the
 //! action again; corrupt blobs are re-hashed once more and removed; orphans and stale sandboxes
 //! are removed. Each problem says whether it was fixed. Blobs no result needs are not problems
@@ -79,7 +83,8 @@ pub struct Problem {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProblemKind {
-    /// `PRAGMA quick_check` failed; never fixed by flow.
+    /// `PRAGMA quick_check` failed; fixed by moving the database aside (an empty one replaces
+    /// it).
     Database,
     /// An action result that a hit could not restore; fixed by deleting the row.
     BadResult,
@@ -125,14 +130,18 @@ impl Cache {
     /// Checks the whole cache directory; with `fix`, repairs what it can (see the module docs).
     pub fn verify(&self, fix: bool) -> Result<VerifyReport, CacheError> {
         let mut report = VerifyReport::default();
-        self.check_database(&mut report)?;
+        let readable = self.check_database(fix, &mut report)?;
 
         // Every blob, re-hashed.
         let blobs = self.rehash_blobs()?;
         report.blobs = blobs.count;
 
         // Every action result, against those blobs.
-        let rows = self.read_rows()?;
+        let rows = if readable {
+            self.read_rows()?
+        } else {
+            Vec::new()
+        };
         report.results = rows.len() as u64;
         let mut bad = self.bad_results(&rows, &blobs.states);
         if fix && !bad.is_empty() {

@@ -53,6 +53,13 @@ impl Masker {
         }
     }
 
+    /// `text` with every secret value replaced by `***`: for names the command chose (files it
+    /// wrote), which flow prints as it prints the command's logs.
+    pub(super) fn mask_text(&self, text: &str) -> String {
+        // A secret is valid UTF-8, so a match never splits a character of `text`.
+        String::from_utf8_lossy(&self.mask_from(text.as_bytes(), 0)).into_owned()
+    }
+
     /// Masks `raw` and returns the part from byte `from` on; a match that starts before `from`
     /// and ends after it becomes one `***` at the start.
     fn mask_from(&self, raw: &[u8], from: usize) -> Vec<u8> {

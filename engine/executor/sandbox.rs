@@ -282,6 +282,13 @@ async fn run_sandboxed(
     let written = writes_into_dir_inputs(&spec.inputs, &stray_writes);
     output_problems.extend(copies.changed(&exec, &written));
     output_problems.extend(written);
+    // The names of stray writes are the command's choice and may hold a secret's value: they
+    // are masked as its logs are, before anything prints them.
+    let stray_writes = stray_writes.iter().map(|w| masker.mask_text(w)).collect();
+    let output_problems = output_problems
+        .iter()
+        .map(|p| masker.mask_text(p))
+        .collect();
     ExecResult {
         status: finished.status,
         stdout: finished.stdout,

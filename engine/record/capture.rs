@@ -182,8 +182,7 @@ impl Capture<'_> {
         if results.len() != self.plan.nodes.len() || dirty.len() != results.len() {
             return Patch::Impossible;
         }
-        let (front, body) = bytes.split_at_mut(body_at);
-        let values = &mut front[HEADER..HEADER + values_len];
+        let values = &mut bytes[HEADER..HEADER + values_len];
         let slots = Slots::of(&head);
         let first = first_staged(&results);
         let nodes = results.len();
@@ -245,10 +244,10 @@ impl Capture<'_> {
             put_entry(&mut values[off..off + ENTRY_BYTES], &head.sources[at]);
             ranges.push((off, ENTRY_BYTES));
         }
-        if patch_file(path, file, values, ranges) {
+        if patch_file(path, file, &bytes, ranges) {
             return Patch::Written;
         }
-        match encode(&head, &results, body) {
+        match encode(&head, &results, &bytes[body_at..]) {
             Some(bytes) => Patch::Rewrite(bytes),
             None => Patch::Impossible,
         }

@@ -1,12 +1,19 @@
 //! The build record's byte format (docs/cache-format.md, "The build record"): `MAGIC`, the
-//! blake3 of the *values* and their length, the values, then the postcard-encoded head, results
-//! and plan.
+//! blake3 of everything after it, the values' length, the values, then the postcard-encoded
+//! head, results and plan.
 //!
 //! The values are what a build changes, at fixed widths ([`Slots`]): `touched_at_ms`, every
 //! source's and output's state, every node's key, every staged output's digest, size and kind.
 //! The postcard parts hold only what the plan fixes (paths, labels, stamps of analysis), with
 //! the value fields `serde(skip)`ped, so that a build from the record can patch the values in
 //! place ([`patch_file`]) and a reader can tell a half-patched file from its checksum.
+//!
+//! The checksum covers every byte after itself (the length, the values, the head, the results
+//! and the plan; `MAGIC` is compared whole), so a flipped byte anywhere sets the record aside: a
+//! checksum of the values alone let a damaged command in the plan through, and the next build
+//! from the record ran it. Hashing the whole file instead of the values cost the example's no-op
+//! (a 101 KB record) nothing measurable: 20.2 ms of CPU before and after (median of 101
+//! alternating runs); a patch hashes the file it holds in memory.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -20,10 +27,13 @@ use crate::plan::Action;
 use crate::rebuilder::StagedOutput;
 
 /// Bumped when the record's layout or meaning changes.
-pub(super) const FORMAT: u32 = 5;
-pub(super) const MAGIC: &[u8; 8] = b"flowrec\x05";
-/// `MAGIC`, the blake3 of the values, their length in bytes (u64, little-endian).
-pub(super) const HEADER: usize = MAGIC.len() + 32 + 8;
+pub(super) const FORMAT: u32 = 6;
+pub(super) const MAGIC: &[u8; 8] = b"flowrec\x06";
+/// Where the checksummed bytes start: after `MAGIC` and the checksum.
+pub(super) const SUMMED: usize = MAGIC.len() + 32;
+/// `MAGIC`, the blake3 of the bytes from [`SUMMED`] on, the values' length in bytes (u64,
+/// little-endian).
+pub(super) const HEADER: usize = SUMMED + 8;
 /// A file state in the values: size, mtime, inode, digest, when recorded.
 pub(super) const ENTRY_BYTES: usize = 8 + 8 + 8 + 32 + 8;
 /// A node's key in the values: 1 if present, the key.
@@ -188,15 +198,16 @@ impl Staged {
     }
 }
 
-/// Writes the `ranges` (offset, length) of `values` into the record at `path`, if it is still
-/// the file `id` a build read them from, and then their checksum; false if it is not, or a write
-/// failed. Ranges close together go in one write. A reader never trusts a half-patched record:
-/// until the checksum is written, the values do not match it (and a build killed in between
-/// leaves a record the next build ignores).
+/// Writes the `ranges` (offset, length) of the values of `bytes` (the whole record as read from
+/// `path`, its values patched in memory) into the record at `path`, if it is still the file `id`
+/// a build read, and then the checksum of `bytes`; false if it is not, or a write failed. Ranges
+/// close together go in one write. A reader never trusts a half-patched record: until the
+/// checksum is written, the file does not match it (and a build killed in between leaves a
+/// record the next build ignores).
 pub(super) fn patch_file(
     path: &Path,
     id: FileId,
-    values: &[u8],
+    bytes: &[u8],
     mut ranges: Vec<(usize, usize)>,
 ) -> bool {
     use std::os::unix::fs::FileExt;
@@ -219,11 +230,14 @@ pub(super) fn patch_file(
             _ => spans.push((at, at + len)),
         }
     }
-    let sum = blake3::hash(values);
-    spans
-        .iter()
-        .all(|&(a, b)| f.write_all_at(&values[a..b], (HEADER + a) as u64).is_ok())
-        && f.write_all_at(sum.as_bytes(), MAGIC.len() as u64).is_ok()
+    let Some(sum) = bytes.get(SUMMED..).map(blake3::hash) else {
+        return false;
+    };
+    spans.iter().all(|&(a, b)| {
+        bytes
+            .get(HEADER + a..HEADER + b)
+            .is_some_and(|v| f.write_all_at(v, (HEADER + a) as u64).is_ok())
+    }) && f.write_all_at(sum.as_bytes(), MAGIC.len() as u64).is_ok()
 }
 
 /// Offsets in the values: `touched_at_ms`, then every source's state, every output's state,
@@ -312,16 +326,22 @@ pub(super) fn get_staged(v: &[u8], s: &mut Staged) {
     s.executable = v[41] == 1;
 }
 
-/// The length of the values if `bytes` starts with `MAGIC` and the values match their checksum.
+/// The length of the values if `bytes` starts with `MAGIC`, everything after the checksum
+/// matches it, and holds that many values.
 pub(super) fn checked_values(bytes: &[u8]) -> Option<usize> {
-    let after = bytes.strip_prefix(MAGIC)?;
-    let sum: [u8; 32] = after.get(..32)?.try_into().ok()?;
-    let len = usize::try_from(u64::from_le_bytes(after.get(32..40)?.try_into().ok()?)).ok()?;
-    let values = bytes.get(HEADER..HEADER.checked_add(len)?)?;
-    (blake3::hash(values).as_bytes() == &sum).then_some(len)
+    let sum: [u8; 32] = bytes.strip_prefix(MAGIC)?.get(..32)?.try_into().ok()?;
+    if blake3::hash(bytes.get(SUMMED..)?).as_bytes() != &sum {
+        return None;
+    }
+    let len = usize::try_from(u64::from_le_bytes(
+        bytes.get(SUMMED..HEADER)?.try_into().ok()?,
+    ))
+    .ok()?;
+    bytes.get(HEADER..HEADER.checked_add(len)?)?;
+    Some(len)
 }
 
-/// The whole record: `MAGIC`, the values' checksum and length, the values, the head, the
+/// The whole record: `MAGIC`, the checksum, the values' length, the values, the head, the
 /// results, the plan's bytes.
 pub(super) fn encode(head: &Head, results: &[NodeResult], body: &[u8]) -> Option<Vec<u8>> {
     let slots = Slots::of(head);
@@ -343,12 +363,14 @@ pub(super) fn encode(head: &Head, results: &[NodeResult], body: &[u8]) -> Option
         }
     }
     let mut bytes = MAGIC.to_vec();
-    bytes.extend_from_slice(blake3::hash(&values).as_bytes());
+    bytes.extend_from_slice(&[0; 32]);
     bytes.extend_from_slice(&(values.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&values);
     bytes.extend(postcard::to_stdvec(head).ok()?);
     bytes.extend(postcard::to_stdvec(results).ok()?);
     bytes.extend_from_slice(body);
+    let sum = blake3::hash(&bytes[SUMMED..]);
+    bytes[MAGIC.len()..SUMMED].copy_from_slice(sum.as_bytes());
     Some(bytes)
 }
 

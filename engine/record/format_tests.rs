@@ -147,21 +147,30 @@ fn staged_outputs_convert_both_ways() {
     }
 }
 
+/// Regression (issue 15, item 6): the checksum covered the values only, and a flipped byte in
+/// the plan (a command) was accepted. Every byte of a record, flipped alone, is refused.
 #[test]
-fn any_damaged_value_byte_is_refused() {
-    let bytes = encode(&head(), &results(), b"").expect("encodes");
-    let len = checked_values(&bytes).expect("valid");
-    for at in [HEADER, HEADER + len / 2, HEADER + len - 1] {
-        let mut bad = bytes.clone();
-        bad[at] ^= 1;
-        assert!(
-            checked_values(&bad).is_none(),
-            "a flipped byte at {at} was accepted"
-        );
+fn any_damaged_byte_is_refused() {
+    let bytes = encode(&head(), &results(), b"echo the plan > out").expect("encodes");
+    assert!(checked_values(&bytes).is_some());
+    for at in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut bad = bytes.clone();
+            bad[at] ^= 1 << bit;
+            assert!(
+                checked_values(&bad).is_none(),
+                "a flipped bit {bit} at byte {at} of {} was accepted",
+                bytes.len()
+            );
+        }
     }
+    assert!(checked_values(&bytes[..bytes.len() - 1]).is_none());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(checked_values(&longer).is_none());
     assert!(checked_values(&bytes[..HEADER - 1]).is_none());
     assert!(
-        checked_values(b"flowrec\x03").is_none(),
+        checked_values(b"flowrec\x05").is_none(),
         "an older format is refused"
     );
 }
@@ -179,17 +188,20 @@ fn a_patch_is_seen_only_with_its_checksum() {
         ino: meta.ino(),
         len: meta.len(),
     };
-    let len = checked_values(&bytes).unwrap();
-    let mut values = bytes[HEADER..HEADER + len].to_vec();
+    let mut patched_bytes = bytes.clone();
     let slots = Slots::of(&h);
     let patched = entry("a/x.py", 42, None);
-    put_entry(&mut values[slots.source(0)..], &patched);
+    put_entry(&mut patched_bytes[HEADER + slots.source(0)..], &patched);
     assert!(patch_file(
         &path,
         id,
-        &values,
+        &patched_bytes,
         vec![(slots.source(0), ENTRY_BYTES)]
     ));
+    assert_eq!(
+        std::fs::read(&path).unwrap()[SUMMED..],
+        patched_bytes[SUMMED..]
+    );
     let (h2, _, _) = decode(&std::fs::read(&path).unwrap()).expect("patched record decodes");
     assert!(same_entry(&h2.sources[0], &patched));
     assert!(same_entry(&h2.sources[1], &h.sources[1]));
@@ -199,5 +211,5 @@ fn a_patch_is_seen_only_with_its_checksum() {
         ino: id.ino + 1,
         ..id
     };
-    assert!(!patch_file(&path, stale, &values, vec![(0, 8)]));
+    assert!(!patch_file(&path, stale, &patched_bytes, vec![(0, 8)]));
 }

@@ -39,16 +39,17 @@
 //! carried actions name blobs that those may remove. It is a cache of a proof, so a record that
 //! is missing, unreadable or of another format only costs the next build its speed.
 //!
-//! Layout (docs/cache-format.md): `MAGIC`, the blake3 of the *values* and their length, the
-//! values, then the postcard-encoded head, results and plan. The values are what a build changes,
+//! Layout (docs/cache-format.md): `MAGIC`, the blake3 of everything after it, the values'
+//! length, the values, then the postcard-encoded head, results and plan. The values are what a build changes,
 //! at fixed widths ([`Slots`]): `touched_at_ms`, every source's and output's state, every node's
 //! key, every staged output's digest, size and kind. The postcard parts hold only what the plan
 //! fixes (paths, labels, stamps of analysis), with the value fields `serde(skip)`ped. A build
 //! from analysis writes the whole file and renames it into place; a build from the record
 //! patches the values it changed in the file it read (`pwrite`, no new file: rewriting 2 MB cost
-//! a leaf edit 6 ms of its ~50), then writes their digest. [`Record::load`] trusts the values only
-//! if they match the digest, so a build killed mid-patch, or a no-op reading beside a patch
-//! (it takes no lock), finds the record wanting and goes the long way.
+//! a leaf edit 6 ms of its ~50), then writes the new digest. [`Record::load`] trusts the record
+//! only if all of it matches the digest, so a build killed mid-patch, a no-op reading beside a
+//! patch (it takes no lock), or a damaged byte anywhere (a command in the plan included) finds
+//! the record wanting and goes the long way.
 
 mod capture;
 mod format;

@@ -179,6 +179,30 @@ pub enum AnalysisErrorKind {
         first: Label,
         second: Label,
     },
+    /// Two outputs of different targets land at the same place under `flow-out/`, or one
+    /// inside the other (a directory output holds everything below it), in one package or
+    /// across packages: `place` is the workspace-relative path they share.
+    #[error(
+        "output `{path}` of `{label}` is {} the output `{other_path}` of `{other}` (`flow-out/{place}`)",
+        overlap(.inside)
+    )]
+    OverlappingOutput {
+        label: Label,
+        path: String,
+        other: Label,
+        other_path: String,
+        place: String,
+        /// Inside the other output, rather than the same path.
+        inside: bool,
+    },
+}
+
+fn overlap(inside: &bool) -> &'static str {
+    if *inside {
+        "inside"
+    } else {
+        "also"
+    }
 }
 
 impl AnalysisError {
@@ -210,6 +234,8 @@ impl AnalysisError {
             Cycle { .. } => "this edge closes the cycle".into(),
             LoadCycle { .. } => "this load closes the cycle".into(),
             SelfDependency { .. } => "depends on itself".into(),
+            OverlappingOutput { inside: true, .. } => "inside another output".into(),
+            OverlappingOutput { inside: false, .. } => "declared again here".into(),
             _ => String::new(),
         }
     }
@@ -298,6 +324,11 @@ impl AnalysisError {
             Cycle { .. } => {
                 out.push("break the cycle by removing one of these dependencies".into())
             }
+            OverlappingOutput { .. } => out.push(
+                "outputs land in `flow-out/<package>/`, and a directory output holds everything \
+                 below it there: give each output a place of its own"
+                    .into(),
+            ),
             _ => {}
         }
         out

@@ -292,3 +292,115 @@ fn a_255_byte_output_name_materializes() {
     cas.materialize_tree(&m, &tree).unwrap();
     assert_eq!(fs::read(tree.join("x")).unwrap(), b"x");
 }
+
+/// Regression (issue 15, item 10): a damaged page that opening does not read (a table's) failed
+/// every statement that read it, and the database was never moved aside. The statement that
+/// meets it moves the database aside, runs again on an empty one, and the build begun before
+/// still records its runs and its end there.
+#[test]
+fn a_page_damaged_behind_the_schema_is_moved_aside_where_a_statement_meets_it() {
+    use crate::{ActionRun, BuildSummary, Outcome};
+    let dir = temp();
+    let cache_dir = dir.path().join("cache");
+    let key = super::key(1);
+    {
+        let cache = open(&dir);
+        cache
+            .put_action(&key, &super::file_result(Digest::of(b"x"), 1))
+            .unwrap();
+    }
+    checkpoint(&cache_dir);
+    let db = cache_dir.join("flow.db");
+    let root: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'action_results'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut bytes = fs::read(&db).unwrap();
+    let at = (root as usize - 1) * 4096;
+    bytes[at..at + 4096].fill(0xa5);
+    fs::write(&db, bytes).unwrap();
+
+    let cache = open(&dir);
+    assert!(
+        cache.notices().is_empty(),
+        "opening does not read that page"
+    );
+    let reported = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = reported.clone();
+    cache.report_notices(move |n| sink.lock().unwrap().push(n.to_owned()));
+    let build = cache.begin_build("/ws", "build").unwrap();
+    // The damaged page: moved aside, the lookup answered by the empty database.
+    assert!(cache.get_actions(&[key]).unwrap().is_empty());
+    assert_eq!(aside(&cache_dir).len(), 1);
+    let notices = cache.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("malformed"), "{notices:?}");
+    assert_eq!(
+        *reported.lock().unwrap(),
+        notices,
+        "reported as it happened"
+    );
+    // The build begun before goes on in the new database.
+    let run = ActionRun {
+        label: "//p:a".into(),
+        key,
+        outcome: Outcome::Ran,
+        duration_ms: 5,
+        exit_code: Some(0),
+        stdout: None,
+        stderr: None,
+        workspace: "/ws".into(),
+        finished_at_ms: 0,
+    };
+    cache.record_runs(build, &[run]).unwrap();
+    let summary = BuildSummary {
+        outcome: "ok".into(),
+        ran: 1,
+        cached: 0,
+        up_to_date: 0,
+        failed: 0,
+        skipped: 0,
+        flaky: 0,
+        duration_ms: 9,
+    };
+    cache.finish_build(build, &summary).unwrap();
+    let builds = cache.recent_builds(10).unwrap();
+    assert_eq!(builds.len(), 1);
+    assert_eq!(builds[0].id, build);
+    assert!(builds[0].finished_at_ms.is_some());
+    assert!(cache.last_run("/ws", "//p:a").unwrap().is_some());
+    assert_eq!(cache.notices().len(), 1, "repaired once");
+}
+
+/// Two handles meet the same damaged page: the first moves the database aside, the second
+/// (whose connection is on the moved file) finds a new file at the path, leaves it, and goes
+/// on with it.
+#[test]
+fn handles_meeting_one_damaged_page_move_the_database_aside_once() {
+    let dir = temp();
+    let cache_dir = dir.path().join("cache");
+    let key = super::key(1);
+    open(&dir)
+        .put_action(&key, &super::file_result(Digest::of(b"x"), 1))
+        .unwrap();
+    checkpoint(&cache_dir);
+    let db = cache_dir.join("flow.db");
+    let mut bytes = fs::read(&db).unwrap();
+    // Page 2: the first table of the schema, `action_results`.
+    bytes[4096..8192].fill(0x3c);
+    fs::write(&db, bytes).unwrap();
+    let (a, b) = (open(&dir), open(&dir));
+    assert!(a.get_actions(&[key]).unwrap().is_empty());
+    assert!(b.get_actions(&[key]).unwrap().is_empty());
+    assert_eq!(aside(&cache_dir).len(), 1, "{:?}", names(&cache_dir));
+    assert_eq!(a.notices().len(), 1);
+    assert!(b.notices().is_empty(), "{:?}", b.notices());
+    // Both write to the same new database.
+    a.put_action(&key, &super::file_result(Digest::of(b"y"), 1))
+        .unwrap();
+    assert_eq!(b.get_actions(&[key]).unwrap().len(), 1);
+}

@@ -71,28 +71,57 @@ pub(super) struct BlobStates {
 }
 
 impl Cache {
-    /// Step 1: `PRAGMA quick_check`; a damaged database is a problem no fix repairs.
-    pub(super) fn check_database(&self, report: &mut VerifyReport) -> Result<(), CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("PRAGMA quick_check")
-            .map_err(sql_err("verify: check the database"))?;
-        let lines = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(sql_err("verify: check the database"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql_err("verify: check the database"))?;
-        if lines != ["ok"] {
-            report.problems.push(Problem::new(
-                ProblemKind::Database,
-                format!(
-                    "the database `{}` is damaged: {}",
-                    self.dir().join(crate::DB_FILE).display(),
-                    lines.join("; ")
-                ),
-            ));
+    /// Step 1: `PRAGMA quick_check` (SQLite reads every page). A damaged database is a
+    /// problem; with `fix` it is moved aside and an empty one started, as when a build meets
+    /// the damage. Returns whether the database can be read: its rows are checked only then.
+    pub(super) fn check_database(
+        &self,
+        fix: bool,
+        report: &mut VerifyReport,
+    ) -> Result<bool, CacheError> {
+        const OP: &str = "verify: check the database";
+        let lines = self.with_conn(|conn| {
+            let lines = conn.prepare("PRAGMA quick_check").and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match lines.map_err(sql_err(OP)) {
+                // Damage that stops the check itself (the schema's pages) is its finding.
+                Err(e) if crate::db::is_damaged(&e) => Ok(vec![crate::db::damage_reason(&e)]),
+                other => other,
+            }
+        })?;
+        if lines == ["ok"] {
+            return Ok(true);
         }
-        Ok(())
+        let reason = match lines.as_slice() {
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first}; and {} more", rest.len()),
+            [] => "no answer from `PRAGMA quick_check`".to_owned(),
+        };
+        let mut problem = Problem::new(
+            ProblemKind::Database,
+            format!(
+                "the database `{}` is damaged ({reason})",
+                self.dir().join(crate::DB_FILE).display(),
+            ),
+        );
+        if !fix {
+            problem.message += "; its action results were not checked";
+            report.problems.push(problem);
+            return Ok(false);
+        }
+        match self.repair_database(&reason) {
+            Ok(done) if !done.is_empty() => {
+                problem.message = done.join("; ");
+                problem.outcome(Ok(()));
+            }
+            Ok(_) => problem.outcome(Err("another process replaced it meanwhile".into())),
+            Err(e) => problem.outcome(Err(e.to_string())),
+        }
+        let readable = problem.fixed;
+        report.problems.push(problem);
+        Ok(readable)
     }
 
     /// Step 2: re-hashes every blob under `cas/`, on the rayon pool.
@@ -136,25 +165,26 @@ impl Cache {
 
     /// Step 3: every row of `action_results`, read without decoding.
     pub(super) fn read_rows(&self) -> Result<Vec<Row>, CacheError> {
-        let conn = self.conn();
-        let mut stmt = conn
+        self.with_conn(|conn| {
+            let mut stmt = conn
             .prepare(
                 "SELECT key, created_at, exit_code, outputs, stdout, stderr FROM action_results",
             )
             .map_err(sql_err("verify: read results"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Row {
-                    key: r.get(0)?,
-                    created_at: r.get(1)?,
-                    exit_code: r.get(2)?,
-                    outputs: r.get(3)?,
-                    logs: [r.get(4)?, r.get(5)?],
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Row {
+                        key: r.get(0)?,
+                        created_at: r.get(1)?,
+                        exit_code: r.get(2)?,
+                        outputs: r.get(3)?,
+                        logs: [r.get(4)?, r.get(5)?],
+                    })
                 })
-            })
-            .map_err(sql_err("verify: read results"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql_err("verify: read results"))
+                .map_err(sql_err("verify: read results"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql_err("verify: read results"))
+        })
     }
 
     /// The rows a hit could not restore, each with its problem.
