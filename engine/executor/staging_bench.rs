@@ -39,7 +39,11 @@ const ROUNDS: usize = 9;
 enum Method {
     Symlink,
     Hardlink,
+    /// `stage::copy_file`: the copy hashed as it is made (the staged bytes are checked against
+    /// the action key).
     Copy,
+    /// An unhashed copy (`io::copy`, `copy_file_range`): what `copy_file` did before it hashed.
+    Plain,
 }
 
 fn stage_file(method: Method, source: &Path, dest: &Path) -> std::io::Result<()> {
@@ -47,6 +51,10 @@ fn stage_file(method: Method, source: &Path, dest: &Path) -> std::io::Result<()>
         Method::Symlink => std::os::unix::fs::symlink(source, dest),
         Method::Hardlink => fs::hard_link(source, dest),
         Method::Copy => copy_file(source, dest, false).map(|_| ()),
+        Method::Plain => {
+            let mut to = fs::File::create_new(dest)?;
+            std::io::copy(&mut fs::File::open(source)?, &mut to).map(|_| ())
+        }
     }
 }
 
@@ -74,7 +82,12 @@ fn per_file(d: Duration, files: usize) -> f64 {
 #[ignore = "a benchmark: run with --ignored --nocapture, in release mode"]
 fn staging_bench() {
     let base = tempfile::tempdir().unwrap();
-    let methods = [Method::Symlink, Method::Hardlink, Method::Copy];
+    let methods = [
+        Method::Symlink,
+        Method::Hardlink,
+        Method::Copy,
+        Method::Plain,
+    ];
     for (files, size) in [(1000, 1usize << 10), (1000, 64 << 10), (20, 4 << 20)] {
         let src = base.path().join(format!("src-{size}"));
         let content = vec![b'x'; size];

@@ -899,3 +899,19 @@ async fn a_ticket_says_when_its_slot_is_granted_not_before() {
         "a ticket turned away fired"
     );
 }
+
+/// The digest `copy_file` returns is the digest of the bytes it wrote, in one piece or in
+/// chunks (issue 15, item 1: the staged copy is what the key must describe).
+#[test]
+fn a_staged_copy_is_hashed_as_it_is_written() {
+    let dir = TempDir::new().unwrap();
+    for size in [0usize, 1, 4096, (1 << 20) - 1, 1 << 20, (3 << 20) + 7] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let source = dir.path().join(format!("s{size}"));
+        let dest = dir.path().join(format!("d{size}"));
+        fs::write(&source, &bytes).unwrap();
+        let digest = super::stage::copy_file(&source, &dest, size % 2 == 1).unwrap();
+        assert_eq!(digest, flow_cache::Digest::of(&bytes), "size {size}");
+        assert_eq!(fs::read(&dest).unwrap(), bytes, "size {size}");
+    }
+}
