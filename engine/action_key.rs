@@ -78,8 +78,8 @@ impl ActionKey {
                 }
                 (None, _) => {
                     return Err(format!(
-                        "input `{path}`, a dependency's output, changed while the build ran \
-                         (edited under flow-out/?)"
+                        "input `{path}`, a dependency's output, was changed under flow-out/ \
+                         while the build ran"
                     ))
                 }
             }

@@ -156,6 +156,18 @@ impl Rebuilder {
         })
     }
 
+    /// The directory inputs among `inputs` (bound or copied from `flow-out/`) whose tree no
+    /// longer carries the stamp its marker holds: changed while the action ran (a hand edit
+    /// under `flow-out/`; the stamp sees even an edit undone), so the action may have seen
+    /// files its key does not describe. One walk of each tree, after a successful run.
+    pub fn dir_inputs_changed(&self, inputs: &[Input]) -> Vec<String> {
+        inputs
+            .iter()
+            .filter(|i| i.is_dir && !TreeStamp::vouches(&tree_marker(&i.source), &i.source))
+            .map(|i| i.dest.clone())
+            .collect()
+    }
+
     /// Whether `path` under `flow-out/` holds the output `kind` describes, judged by file state.
     fn output_in_place(&self, path: &Path, kind: &OutputKind) -> bool {
         match kind {

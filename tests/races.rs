@@ -204,3 +204,31 @@ fn an_output_edited_under_flow_out_while_the_build_runs_is_not_staged() {
     ws.run(&["build", "//..."]).ok();
     assert_eq!(read(&ws, "flow-out/p/a.txt"), "real\n");
 }
+
+/// A dependency's directory output under `flow-out/` edited while a dependent runs (its bind
+/// shows the edit live): the dependent's result is not stored, the build says why, and the next
+/// build restores the tree and runs the dependent on it.
+#[test]
+fn a_directory_input_edited_while_its_dependent_runs_stores_nothing() {
+    let gate = Gate::new();
+    let ws = Ws::new().file(
+        "p/BUILD",
+        &format!(
+            "task(name = \"gen\", outs = [\"d/\"], cmd = \"mkdir -p d && echo one > d/f.txt\")\n\
+             task(name = \"use\", deps = [\":gen\"], outs = [\"u.txt\"],\n\
+             \x20    cmd = \"{}; cat $(location :gen)/f.txt > u.txt\")\n",
+            gate.cmd()
+        ),
+    );
+    let build = spawn_build(ws.path());
+    gate.hold_while(|| std::fs::write(ws.path().join("flow-out/p/d/f.txt"), "hand\n").unwrap());
+    let out = build.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.contains("[FAILED]")).collect();
+    crate::support::golden("race_dir_input_changed", &(failed.join("\n") + "\n"));
+    let again = ws.run(&["build", "//..."]);
+    assert!(again.ok().contains("[RAN] //p:use"), "{}", again.stdout);
+    assert_eq!(read(&ws, "flow-out/p/u.txt"), "one\n");
+    assert_eq!(read(&ws, "flow-out/p/d/f.txt"), "one\n");
+}

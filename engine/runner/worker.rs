@@ -2,6 +2,7 @@
 //! executor (again, up to `retries` times, while it fails), then storing a success or
 //! describing a failure in a blocking thread, and reporting back to the owner loop.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use flow_cache::{ActionResult, Digest};
 use tokio::sync::mpsc;
 
 use crate::action_key::ActionKey;
-use crate::executor::{ActionSpec, Cancel, ExecResult, Executor, Slots, Status, Ticket};
+use crate::executor::{ActionSpec, Cancel, ExecResult, Executor, Input, Slots, Status, Ticket};
 use crate::plan::Plan;
 use crate::rebuilder::{Rebuilder, StoreError};
 
@@ -137,7 +138,14 @@ impl<E: Executor> Job<E> {
         let (tx_done, sent_done) = (tx.clone(), sent.clone());
         let started_as = key.digest();
         let joined = tokio::task::spawn_blocking(move || {
-            let (key, done) = finish_run(&rebuilder, &plan, node, &key, &exec, attempts, took);
+            let run = Run {
+                key: &key,
+                exec: &exec,
+                inputs: &spec.inputs,
+                attempts,
+                took,
+            };
+            let (key, done) = finish_run(&rebuilder, &plan, node, run);
             // A success stops nothing: its slot goes back at once.
             let ran = matches!(done, Done::Ran { .. });
             if ran && holds_slot {
@@ -189,18 +197,26 @@ fn remove_tree_outputs(root: &std::path::Path, package: &str, outs: &[String]) {
     }
 }
 
-/// In a blocking thread after the executor returns: store a success, or describe a failure;
-/// with the digest of the key the outcome belongs to (see [`ActionKey::as_seen`]).
-fn finish_run(
-    rebuilder: &Rebuilder,
-    plan: &Plan,
-    node: usize,
-    key: &ActionKey,
-    exec: &ExecResult,
+/// What one job's run left, for [`finish_run`].
+struct Run<'a> {
+    key: &'a ActionKey,
+    exec: &'a ExecResult,
+    inputs: &'a [Input],
     attempts: u32,
     took: Duration,
-) -> (Digest, Done) {
+}
+
+/// In a blocking thread after the executor returns: store a success, or describe a failure;
+/// with the digest of the key the outcome belongs to (see [`ActionKey::as_seen`]).
+fn finish_run(rebuilder: &Rebuilder, plan: &Plan, node: usize, run: Run) -> (Digest, Done) {
     flow_cache::failpoint("after-run");
+    let Run {
+        key,
+        exec,
+        inputs,
+        attempts,
+        took,
+    } = run;
     let action = &plan.nodes[node];
     let mut log = exec.stdout.clone();
     log.extend_from_slice(&exec.stderr);
@@ -253,7 +269,11 @@ fn finish_run(
         }
     }
     // The key must describe the bytes the action saw, not the ones the build hashed before.
-    let (key, rekeyed) = match seen_key(key, exec) {
+    let mut seen = exec.seen_inputs.clone();
+    for tree in rebuilder.dir_inputs_changed(inputs) {
+        seen.insert(tree, None);
+    }
+    let (key, rekeyed) = match seen_key(key, &seen) {
         Ok(seen) => seen,
         Err(why) => {
             let why = format!("{why}; nothing was stored, run the build again");
@@ -288,16 +308,20 @@ fn finish_run(
     (key, done)
 }
 
-/// The key of what the action saw, and how it differs from `key` (see
-/// `ExecResult::seen_inputs`).
-fn seen_key(key: &ActionKey, exec: &ExecResult) -> Result<(Digest, Option<Rekeyed>), String> {
-    if exec.seen_inputs.is_empty() {
+/// The key of what the action saw (`seen`: inputs staged with other bytes than `key` says, as
+/// `ExecResult::seen_inputs`), and how it differs from `key`.
+fn seen_key(
+    key: &ActionKey,
+    seen: &BTreeMap<String, Option<Digest>>,
+) -> Result<(Digest, Option<Rekeyed>), String> {
+    if seen.is_empty() {
         return Ok((key.digest(), None));
     }
-    let seen = key.as_seen(&exec.seen_inputs)?;
+    let as_seen = key.as_seen(seen)?;
     let rekeyed = Rekeyed {
-        sources: exec.seen_inputs.keys().cloned().collect(),
-        json: seen.to_json(),
+        sources: seen.keys().cloned().collect(),
+        json: as_seen.to_json(),
     };
+    let seen = as_seen;
     Ok((seen.digest(), Some(rekeyed)))
 }
