@@ -21,10 +21,14 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::db::open_or_recover;
 use crate::error::{io_err, sql_err};
+use crate::regular::real_dir;
 use crate::{CacheError, Cas};
 
 /// The file name of the database inside the cache directory.
 pub const DB_FILE: &str = "flow.db";
+
+/// The directories inside the cache directory that flow creates and writes into.
+pub const SUBDIRS: [&str; 3] = ["cas", "tmp", "analysis"];
 
 pub struct Cache {
     dir: PathBuf,
@@ -39,8 +43,21 @@ impl Cache {
     /// is moved aside and replaced by an empty one ([`Cache::notices`] says so).
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
         std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        // The directories flow writes into must be its own: a link there would lead the
+        // writes outside the cache, a file or a FIFO would fail every store.
+        let mut notices = Vec::new();
+        for sub in SUBDIRS {
+            let path = dir.join(sub);
+            if let Some(kind) = real_dir(&path).map_err(io_err("create directory", &path))? {
+                notices.push(format!(
+                    "`{}` was {kind}, not a directory; replaced it with an empty directory",
+                    path.display()
+                ));
+            }
+        }
         let cas = Cas::open(dir)?;
-        let (conn, notices) = open_or_recover(dir, &dir.join(DB_FILE))?;
+        let (conn, opened) = open_or_recover(dir, &dir.join(DB_FILE))?;
+        notices.extend(opened);
         Ok(Cache {
             dir: dir.to_owned(),
             cas,

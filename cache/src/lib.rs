@@ -40,6 +40,7 @@ mod manifest;
 mod materialize;
 mod outcome;
 mod paths;
+pub mod regular;
 mod stats;
 mod tree;
 mod tree_stamp;

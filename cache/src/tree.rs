@@ -148,8 +148,15 @@ impl Cas {
             let path = root.join(&e.path);
             match &e.kind {
                 TreeEntryKind::File {
-                    digest, executable, ..
-                } => self.copy_verified(digest, &path, if *executable { 0o755 } else { 0o644 }),
+                    digest,
+                    size,
+                    executable,
+                } => self.copy_verified(
+                    digest,
+                    *size,
+                    &path,
+                    if *executable { 0o755 } else { 0o644 },
+                ),
                 TreeEntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path)
                     .map_err(io_err("create symlink", &path)),
                 TreeEntryKind::Dir => Ok(()),

@@ -71,6 +71,11 @@ pub fn sweep_and_choose_root(cache_dir: &Path, configured: Option<&Path>) -> Pat
     let root = sandbox_root(cache_dir, configured);
     if root != cache_dir.join("sandbox") {
         flow_cache::sweep_sandboxes(&root, true);
+    } else {
+        // The cache's own `sandbox/` must be a real directory: actions are staged, run and
+        // removed there, and a link would lead all of that outside the cache (best effort:
+        // failing here fails the first action, with its path).
+        let _ = flow_cache::regular::real_dir(&root);
     }
     root
 }
