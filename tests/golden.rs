@@ -631,3 +631,68 @@ fn flow_out_that_is_not_a_directory() {
         &["build"],
     );
 }
+
+/// `flow query //...` in `ws` after `setup` planted something, compared with golden `name`.
+fn query_after(name: &str, files: &[(&str, &str)], setup: impl FnOnce(&std::path::Path)) {
+    let mut ws = Ws::new();
+    for (path, contents) in files {
+        ws = ws.file(path, contents);
+    }
+    setup(ws.path());
+    let run = ws.run(&["query", "//..."]);
+    golden(name, run.bad_input());
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+}
+
+/// Regression (issue 15, item 8): a BUILD file linked to a FIFO made flow wait forever, one
+/// linked to `/dev/zero` read it without end; both are refused, named, with what they are.
+#[test]
+fn build_files_that_are_not_regular_files() {
+    query_after(
+        "build_file_special",
+        &[("ok/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        |root| {
+            std::fs::create_dir_all(root.join("fifo")).unwrap();
+            mkfifo(&root.join("fifo/pipe"));
+            std::os::unix::fs::symlink("pipe", root.join("fifo/BUILD")).unwrap();
+            std::fs::create_dir_all(root.join("zero")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", root.join("zero/BUILD")).unwrap();
+        },
+    );
+}
+
+/// Regression (issue 15, item 8): a `.star` file that is a FIFO blocked the `load()` forever.
+#[test]
+fn a_loaded_file_that_is_a_fifo() {
+    query_after(
+        "star_file_fifo",
+        &[("app/BUILD", "load(\":defs.star\", \"v\")\n")],
+        |root| mkfifo(&root.join("app/defs.star")),
+    );
+}
+
+/// Regression (issue 15, item 8): a BUILD file is read up to a limit (16 MiB), not into memory
+/// whatever its size.
+#[test]
+fn a_build_file_over_the_size_limit() {
+    query_after("build_file_too_large", &[], |root| {
+        std::fs::create_dir_all(root.join("big")).unwrap();
+        let line = "# a comment, repeated until the file passes 16 MiB\n";
+        let text = line.repeat((16 << 20) / line.len() + 1);
+        std::fs::write(root.join("big/BUILD"), text).unwrap();
+    });
+}
+
+/// A `.gitignore` the workspace walk would read (a FIFO here) is refused before it is opened:
+/// the walk read it whole and waited forever.
+#[test]
+fn an_ignore_file_that_is_a_fifo() {
+    query_after(
+        "ignore_file_fifo",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        |root| mkfifo(&root.join("app/.gitignore")),
+    );
+}

@@ -62,10 +62,12 @@
 //! be written by root, in its private copy only (such a write fails the action: `sandbox.rs`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use flow_cache::regular::{open_regular, Links};
 
 use super::mounts::Binds;
 use super::Input;
@@ -73,22 +75,26 @@ use super::Input;
 /// Copies `source` to `dest` (which must not exist; its parent must) with mode 0755 if
 /// `executable` or if the source has an executable bit, else 0644. `io::copy` between files uses
 /// `copy_file_range` on Linux: an in-kernel copy, a clone on file systems with reflinks.
+/// `source` must be a regular file (a symlink is followed to one): a FIFO or a device is
+/// refused without blocking (`flow_cache::regular`).
 pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<()> {
-    copy_with_mode(source, dest, Some(executable), 0o644)
+    copy_with_mode(source, Links::Follow, dest, Some(executable), 0o644)
 }
 
-/// Copies `source` to `dest` with `mode` for a file that is not executable (`mode | 0o111` for
-/// one that is): executable as `executable` says, or (`None`) as the source is.
+/// Copies the regular file `source` (a symlink followed or refused as `links` says) to `dest`
+/// with `mode` for a file that is not executable (`mode | 0o111` for one that is): executable
+/// as `executable` says, or (`None`) as the source is.
 fn copy_with_mode(
     source: &Path,
+    links: Links,
     dest: &Path,
     executable: Option<bool>,
     mode: u32,
 ) -> io::Result<()> {
-    let mut from = File::open(source)?;
+    let (mut from, meta) = open_regular(source, links)?;
     let executable = match executable {
         Some(x) => x,
-        None => from.metadata()?.permissions().mode() & 0o111 != 0,
+        None => meta.permissions().mode() & 0o111 != 0,
     };
     let mut to = OpenOptions::new()
         .write(true)
@@ -113,7 +119,7 @@ pub(super) fn copy_tree(source: &Path, dest: &Path) -> io::Result<()> {
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
         } else if kind.is_file() {
-            copy_with_mode(&from, &to, None, 0o444)?;
+            copy_with_mode(&from, Links::Refuse, &to, None, 0o444)?;
         } else {
             return Err(io::Error::other(format!(
                 "`{}` is not a file, directory or symlink",
