@@ -160,14 +160,16 @@ impl Rebuilder {
     /// Whether `path` under `flow-out/` holds the output `kind` describes, judged by file state.
     fn output_in_place(&self, path: &Path, kind: &OutputKind) -> bool {
         match kind {
-            // Its content by file state, and its x bit as stored (a `chmod` keeps size, mtime
-            // and inode, but a dependent would see the mode).
+            // Its content by file state, and its mode as flow writes it (a `chmod` keeps size,
+            // mtime and inode, but a dependent would see the x bit, and `chmod 000` leaves a
+            // file no one but root can read).
             OutputKind::File {
                 digest, executable, ..
             } => {
                 self.hasher.trusted_output(path) == Some(*digest)
-                    && std::fs::symlink_metadata(path)
-                        .is_ok_and(|m| (m.permissions().mode() & 0o111 != 0) == *executable)
+                    && std::fs::symlink_metadata(path).is_ok_and(|m| {
+                        m.permissions().mode() & 0o7777 == flow_cache::output_mode(*executable)
+                    })
             }
             OutputKind::Tree { digest, .. } => {
                 let marker = tree_marker(path);

@@ -60,7 +60,7 @@ pub use file_state::FileState;
 pub use gc::{GcReport, GRACE, PROTECTED_RUNS, STALE_TEMP};
 pub use history::{ActionRun, BuildRow, BuildSummary, Pruned, BUILDS_KEPT, RUNS_KEPT_PER_LABEL};
 pub use manifest::{TreeEntry, TreeEntryKind};
-pub use materialize::real_dest;
+pub use materialize::{output_mode, real_dest};
 pub use outcome::Outcome;
 pub use paths::{check_relative_path, MAX_PATH_BYTES};
 pub use stats::CacheStats;

@@ -35,6 +35,17 @@ use std::path::{Path, PathBuf};
 use crate::error::io_err;
 use crate::{check_relative_path, CacheError, Cas, Digest};
 
+/// The mode of a file flow writes below an output root, whatever the umask: 0755 if
+/// `executable`, else 0644. A file there with another mode is not as flow left it (a `chmod`,
+/// `chmod 000` included, keeps its content, size and mtime) and is restored.
+pub const fn output_mode(executable: bool) -> u32 {
+    if executable {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 impl Cas {
     /// Copies the blob (recorded as `size` bytes) to `dest` (mode 0755 if `executable`, else
     /// 0644) through a temp file in `dest`'s directory and a rename, verifying size and digest
@@ -50,7 +61,7 @@ impl Cas {
         let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
-        self.copy_verified(d, size, &tmp, if executable { 0o755 } else { 0o644 })?;
+        self.copy_verified(d, size, &tmp, output_mode(executable))?;
         replace_with(&tmp, dest)
     }
 

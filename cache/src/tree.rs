@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::cas::file_kind;
 use crate::error::io_err;
 use crate::manifest::{decode, encode, validate, TreeEntry, TreeEntryKind};
-use crate::materialize::{real_dirs, split_dest};
+use crate::materialize::{output_mode, real_dirs, split_dest};
 use crate::{CacheError, Cas, Digest};
 
 enum Found {
@@ -151,12 +151,7 @@ impl Cas {
                     digest,
                     size,
                     executable,
-                } => self.copy_verified(
-                    digest,
-                    *size,
-                    &path,
-                    if *executable { 0o755 } else { 0o644 },
-                ),
+                } => self.copy_verified(digest, *size, &path, output_mode(*executable)),
                 TreeEntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path)
                     .map_err(io_err("create symlink", &path)),
                 TreeEntryKind::Dir => Ok(()),

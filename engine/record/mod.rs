@@ -261,6 +261,11 @@ impl Record {
         let outputs = changed(root, &h.outputs, false, |e, st| {
             st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
                 && matches(e, st)
+                // A file output has a mode flow writes: a `chmod` (to 000, say) keeps size,
+                // mtime and inode. (Which of the two, the results say; a change between them
+                // is seen by the reuse decision of a build from analysis.)
+                && (e.dir.is_some()
+                    || [false, true].map(flow_cache::output_mode).contains(&(st.st_mode & 0o7777)))
                 // A directory output: its marker's mtime is the stamp of the tree's file
                 // states as flow wrote them (`TreeStamp`): an edit inside it is a change.
                 && e.dir
