@@ -278,9 +278,16 @@ impl Rebuilder {
                 }),
             }
         }
+        // Relative to the package, as `$(SRCS)` gives them (computed only if the command
+        // uses the file).
+        let own_srcs = action
+            .srcs
+            .iter()
+            .map(|s| crate::expand::relative(&action.package, s));
         ActionSpec {
             label: action.label.to_string(),
             cmd: action.cmd.clone(),
+            srcs_file: crate::expand::srcs_file_text(&action.cmd, own_srcs),
             package: action.package.clone(),
             inputs,
             outputs: action.outs.clone(),

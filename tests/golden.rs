@@ -696,3 +696,37 @@ fn an_ignore_file_that_is_a_fifo() {
         |root| mkfifo(&root.join("app/.gitignore")),
     );
 }
+
+/// Regression (issue 15, item 15): a command over the kernel's 128 KiB for one argument failed
+/// with "Argument list too long (os error 7)" and no way round it; the failure now names the
+/// sizes and `$(SRCS_FILE)`.
+#[test]
+fn a_command_too_long_to_run() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"long\", outs = [\"o.txt\"], cmd = \"echo \" + \"x\" * 140000 + \" > o.txt\")\n",
+    );
+    let run = ws.run(&["build"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let failed: String = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("[FAILED]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    golden("command_too_long", &failed);
+}
+
+/// `$(SRCS_FILE)` lists one source a line: a source with a newline in its name is refused at
+/// analysis, with the name and the way out.
+#[test]
+fn srcs_file_with_a_newline_in_a_source_name() {
+    query_after(
+        "srcs_file_newline",
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", srcs = glob([\"*.txt\"]), cmd = \"cat $(SRCS_FILE)\")\n",
+        )],
+        |root| std::fs::write(root.join("app/two\nlines.txt"), "").unwrap(),
+    );
+}

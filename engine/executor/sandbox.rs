@@ -177,8 +177,9 @@ impl Executor for SandboxExecutor {
 
 static NEXT_SANDBOX: AtomicU64 = AtomicU64::new(0);
 
-/// Creates a fresh `<root>/<pid>-<n>/` with `home/` and `tmp/`.
-fn private_dir(root: &Path) -> Result<PathBuf, String> {
+/// Creates a fresh `<root>/<pid>-<n>/` with `home/` and `tmp/`, and in `tmp/` the file of
+/// `$(SRCS_FILE)` when the command uses it (`srcs_file`: its text).
+fn private_dir(root: &Path, srcs_file: Option<&str>) -> Result<PathBuf, String> {
     let fail = |e: io::Error| format!("cannot create a sandbox under `{}`: {e}", root.display());
     // Absolute, so HOME and TMPDIR stay valid in the command's working directory.
     let root = &std::path::absolute(root).map_err(fail)?;
@@ -203,6 +204,13 @@ fn private_dir(root: &Path) -> Result<PathBuf, String> {
         if let Err(e) = fs::create_dir(dir.join(sub)) {
             let _ = remove_tree(&dir);
             return Err(fail(e));
+        }
+    }
+    if let Some(text) = srcs_file {
+        let path = dir.join("tmp").join(crate::expand::SRCS_FILE_NAME);
+        if let Err(e) = fs::write(&path, text) {
+            let _ = remove_tree(&dir);
+            return Err(format!("cannot write `{}`: {e}", path.display()));
         }
     }
     Ok(dir)
@@ -232,7 +240,7 @@ async fn run_sandboxed(
         Ok(layout) => layout,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), PathBuf::new()),
     };
-    let dir = match private_dir(&root) {
+    let dir = match private_dir(&root, spec.srcs_file.as_deref()) {
         Ok(dir) => dir,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), PathBuf::new()),
     };
@@ -385,7 +393,7 @@ async fn run_in_tree(
         let message = format!("the package directory `{}` does not exist", cwd.display());
         return ExecResult::not_run(Status::SpawnFailed(message), workspace);
     }
-    let dir = match private_dir(&root) {
+    let dir = match private_dir(&root, spec.srcs_file.as_deref()) {
         Ok(dir) => dir,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), workspace),
     };
