@@ -730,3 +730,15 @@ fn srcs_file_with_a_newline_in_a_source_name() {
         |root| std::fs::write(root.join("app/two\nlines.txt"), "").unwrap(),
     );
 }
+
+/// A cache directory that is not a directory (a FIFO here) is named with what it is; it said
+/// only "File exists". (A link to a directory is the user's choice of cache, and followed.)
+#[test]
+fn a_cache_directory_that_is_a_fifo() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo > x.txt\")\n",
+    );
+    mkfifo(&ws.path().join(".flow"));
+    golden("cache_dir_fifo", ws.run(&["build"]).bad_input());
+}

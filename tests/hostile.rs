@@ -14,6 +14,11 @@
 //! succeeds); each swapped link is replaced by a real directory or file. A sentinel directory
 //! outside the workspace, the target of every escape, stays empty (or unchanged) throughout.
 //!
+//! And special files in every stored location (`special_files_in_every_stored_location`, a
+//! table of locations x kinds, below): FIFOs, links to devices and to outside files and
+//! directories, directories where files belong and files where directories belong, in the cache
+//! and under `flow-out/`; every command ends, never reads without end, never writes outside.
+//!
 //! Also the regressions found on the way: an output with a 250-byte name could not be restored
 //! (the temp file's name was too long); an output `gen` that became `gen/a.txt` failed forever
 //! (the old file blocked the directory); a result listing none of the declared outputs, and a
@@ -578,7 +583,11 @@ fn a_blob_that_is_a_fifo_a_device_or_of_another_size_is_refused_and_rebuilt() {
 //   error and no panic; then the next build succeeds and equals a clean build (nothing stays
 //   broken);
 // - nothing outside the workspace is written or removed (a sentinel directory and the file in
-//   it, the targets of the links, stay as they were), and `flow cache verify` ends too.
+//   it, the targets of the links, stay as they were), and `flow cache verify` (with and without
+//   `--fix`), `cache stats`, `cache gc`, `log`, `explain` and `clean --cache` end too.
+// Not a location here: the cache directory itself. It is the user's choice (`--cache-dir`, a
+// link to a shared volume), followed if it is a link; anything but a directory there is a clear
+// error (`golden::a_cache_directory_that_is_a_fifo`).
 
 /// How long one command may take before it counts as hung.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -742,6 +751,16 @@ const LOCATIONS: &[Location] = &[
         name: "the build record",
         path: |ws| analysis_file(ws, ".rec"),
         unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "a database moved aside",
+        path: |ws| cache_dir(ws).join("flow.db.corrupt-1"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a temp file",
+        path: |ws| cache_dir(ws).join("tmp/1-0-0123456789abcdef"),
+        unmaterialize: &[],
     },
     Location {
         name: "the lock file",
@@ -927,13 +946,17 @@ fn special_case(
         );
     }
     // The commands that read the cache without building end too.
-    for command in [
-        &["cache", "verify"][..],
+    let others: [&[&str]; 6] = [
+        &["cache", "verify"],
+        &["cache", "verify", "--fix"],
+        &["cache", "stats"],
+        &["cache", "gc", "--max-size", "1GiB"],
         &["log", "//p:f"],
         &["explain", "//p:f"],
-    ] {
+    ];
+    for command in others {
         unmaterialize(&ws, "p/f.txt");
-        plant(&(location.path)(&ws), special, &sentinel);
+        plant(&path, special, &sentinel);
         run_limited(&ws, command, &case);
     }
     let second = run_limited(&ws, &["build"], &case);
@@ -943,6 +966,11 @@ fn special_case(
         first.stdout, first.stderr, second.stdout, second.stderr
     );
     assert_eq!(&found_under(&ws.path().join("flow-out")), clean, "{case}");
+    sentinel.assert_untouched(&[("victim", "victim\n")]);
+    // And emptying the cache removes what is there, never what a link leads to.
+    plant(&path, special, &sentinel);
+    let cleaned = run_limited(&ws, &["clean", "--cache"], &case);
+    assert_eq!(cleaned.code, 0, "{case}: {}", cleaned.stderr);
     sentinel.assert_untouched(&[("victim", "victim\n")]);
     eprintln!(
         "{case}: first build exit {}, {} warning(s)",

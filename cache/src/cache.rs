@@ -42,7 +42,17 @@ impl Cache {
     /// and migrating the schema (a database newer than this flow is refused). A damaged database
     /// is moved aside and replaced by an empty one ([`Cache::notices`] says so).
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
-        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            // Something else by that name (a link to one is the caller's choice, and followed).
+            return Err(match std::fs::metadata(dir) {
+                Ok(m) if !m.is_dir() => CacheError::WrongFileType {
+                    path: dir.to_owned(),
+                    expected: "a directory",
+                    found: crate::regular::kind_of(&m),
+                },
+                _ => io_err("create directory", dir)(e),
+            });
+        }
         // The directories flow writes into must be its own: a link there would lead the
         // writes outside the cache, a file or a FIFO would fail every store.
         let mut notices = Vec::new();
