@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use flow_cache::regular::{open_regular, Links};
+use flow_cache::regular::{open_stated, Links};
 use flow_cache::{Digest, FileState};
 use rayon::prelude::*;
 
@@ -186,11 +186,10 @@ fn unchanged(s: &FileState, meta: &std::fs::Metadata) -> bool {
         && s.ino == meta.ino()
 }
 
-/// Reads and hashes one file, which must be a regular file (a symlink is followed to one): a
-/// FIFO or a device put there since it was `stat`ed is refused, not read (it would block, or
-/// never end).
+/// Reads and hashes one file, just `stat`ed as a regular file (a symlink is followed to one):
+/// a FIFO or a device put there since is refused, not read (it would block, or never end).
 pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
-    let (file, meta) = open_regular(path, Links::Follow)?;
+    let (file, meta) = open_stated(path, Links::Follow)?;
     Digest::of_open_file(file, meta.len(), path)
         .map(|(d, _)| d)
         .map_err(std::io::Error::other)

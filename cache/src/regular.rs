@@ -36,6 +36,12 @@ pub fn open_regular(path: &Path, links: Links) -> io::Result<(File, Metadata)> {
         Links::Refuse => std::fs::symlink_metadata(path)?,
     };
     refuse_unless_regular(&before)?;
+    open_stated(path, links)
+}
+
+/// [`open_regular`] without its first `stat`, for a caller that has just `stat`ed `path` and
+/// seen a regular file (steps 2 and 3 only: a swap since is still refused without blocking).
+pub fn open_stated(path: &Path, links: Links) -> io::Result<(File, Metadata)> {
     let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
     if links == Links::Refuse {
         flags |= libc::O_NOFOLLOW;
