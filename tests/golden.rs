@@ -742,3 +742,26 @@ fn a_cache_directory_that_is_a_fifo() {
     mkfifo(&ws.path().join(".flow"));
     golden("cache_dir_fifo", ws.run(&["build"]).bad_input());
 }
+
+/// Regression (issue 15, item 8): a source that is (a link to) a FIFO or a device fails its
+/// action, saying what it is; it said only "cannot read source".
+#[test]
+fn sources_that_are_not_regular_files() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"fifo\", srcs = [\"to-pipe\"], outs = [\"a.txt\"], cmd = \"cat to-pipe > a.txt\")\n\
+         task(name = \"zero\", srcs = [\"zero\"], outs = [\"b.txt\"], cmd = \"head -c 4 zero > b.txt\")\n",
+    );
+    mkfifo(&ws.path().join("p/pipe"));
+    std::os::unix::fs::symlink("pipe", ws.path().join("p/to-pipe")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", ws.path().join("p/zero")).unwrap();
+    let run = ws.run(&["build", "-k"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let mut failed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("[FAILED]"))
+        .collect();
+    failed.sort();
+    golden("source_not_regular", &(failed.join("\n") + "\n"));
+}
