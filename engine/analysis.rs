@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use flow_cache::regular::{read_regular, Links};
 use flow_cache::Cache;
 use flow_rules::snapshot::{self, Snapshot, Stamp};
 use flow_rules::{evaluate_workspace, EvalOptions, PatternTerm};
@@ -93,6 +94,10 @@ fn snapshot_path(cache: &Path, root: &Path) -> PathBuf {
         .join(format!("{}.json", workspace_id(root)))
 }
 
+/// The largest evaluation snapshot read: far above the snapshot of a 100,000-target workspace;
+/// a larger file is not one flow wrote.
+const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
 /// A short, stable name for the workspace at `root` (files about it in the shared cache).
 pub fn workspace_id(root: &Path) -> String {
     let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
@@ -108,7 +113,8 @@ fn evaluate_cached(
 ) -> Result<(flow_rules::Evaluation, Analyzed), Error> {
     let fingerprint = snapshot::fingerprint(&ws.config.vars);
     let path = snapshot_path(cache, &ws.root);
-    if let Ok(bytes) = std::fs::read(&path) {
+    // A regular file (not a link, a FIFO or a device, which would block or never end).
+    if let Ok(bytes) = read_regular(&path, Links::Refuse, MAX_SNAPSHOT_BYTES) {
         if let Ok(snap) = serde_json::from_slice::<Snapshot>(&bytes) {
             if snap.is_valid(&ws.root, &fingerprint) {
                 let inputs = inputs_of(&snap);
@@ -132,11 +138,10 @@ fn evaluate_cached(
     if let Some(snap) = Snapshot::capture(&ws.root, &evaluation, fingerprint, started_at_ns) {
         inputs = Some(inputs_of(&snap));
         // Best effort: a snapshot that cannot be written only costs the next run time.
+        // Never through a link planted at the directory, the temp file or the snapshot.
         if let (Some(dir), Ok(bytes)) = (path.parent(), serde_json::to_vec(&snap)) {
             let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-            let _ = std::fs::create_dir_all(dir)
-                .and_then(|_| std::fs::write(&tmp, bytes))
-                .and_then(|_| std::fs::rename(&tmp, &path));
+            let _ = flow_cache::regular::write_replacing(&path, &tmp, &bytes);
         }
     }
     let analyzed = Analyzed {

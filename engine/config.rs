@@ -17,6 +17,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flow_cache::regular::{read_regular, Links};
 use flow_rules::VisibilityRule;
 use serde::Deserialize;
 use toml::Spanned;
@@ -124,11 +125,16 @@ pub struct ConfigError {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path, display: &str) -> Result<Config, crate::error::Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::error::Error::Io {
+        let io = |e: std::io::Error| crate::error::Error::Io {
             path: path.to_path_buf(),
             action: "read",
             error: e.to_string(),
-        })?;
+        };
+        // A regular file (a link to one is followed), at most 16 MiB: a FIFO or a device
+        // there must not make flow wait or read without end.
+        let bytes = read_regular(path, Links::Follow, 16 << 20).map_err(io)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Config::parse(path, display, &text).map_err(crate::error::Error::Config)
     }
 

@@ -3,6 +3,13 @@
 //! A command runs in its package directory (inside the sandbox, or in the real tree with
 //! `sandbox = False`), so every expansion yields paths relative to that directory:
 //! - `$(SRCS)` / `$(OUTS)`: the action's own sources / declared outputs, space-separated;
+//! - `$(SRCS_FILE)`: a file listing the action's own sources, one a line, for lists too long
+//!   for a command line (Linux takes at most 128 KiB in one argument, and `sh -c CMD` is one).
+//!   It expands to [`SRCS_FILE`], the shell word `"$TMPDIR/flow-srcs.txt"`: `TMPDIR` is the
+//!   action's private directory in both layouts (flow's value always wins), and the text is
+//!   the same in every checkout, so it keys like any other expansion. The executor writes the
+//!   file before the command starts ([`srcs_file_text`]). A source whose name holds a newline
+//!   cannot be listed so, and is an expansion error;
 //! - `$(location //dep:x)`: the one declared output of a dependency (`$(locations ...)`: all of
 //!   them); in the sandbox a dependency's outputs sit at `<dep package>/<out>` of the exec root,
 //!   in the real tree under `flow-out/<dep package>/<out>`;
@@ -12,6 +19,27 @@
 //! analysis (every `flow` command), so a build never meets an expansion error.
 
 use flow_rules::{Label, Target};
+
+/// What `$(SRCS_FILE)` expands to: the file [`srcs_file_text`] fills, in the action's private
+/// temporary directory, as one double-quoted shell word.
+pub const SRCS_FILE: &str = "\"$TMPDIR/flow-srcs.txt\"";
+
+/// The name of that file in the action's `TMPDIR`.
+pub const SRCS_FILE_NAME: &str = "flow-srcs.txt";
+
+/// The content of the `$(SRCS_FILE)` file of an action whose expanded command is `cmd`, with
+/// `srcs` relative to its package (as `$(SRCS)` gives them): each path on a line of its own,
+/// as it is (no quoting: `while IFS= read -r f`, `xargs -d '\n'`); `None` when the command does
+/// not use it.
+pub fn srcs_file_text(cmd: &str, srcs: impl Iterator<Item = String>) -> Option<String> {
+    cmd.contains(SRCS_FILE).then(|| {
+        srcs.fold(String::new(), |mut text, s| {
+            text.push_str(&s);
+            text.push('\n');
+            text
+        })
+    })
+}
 
 /// Why a command cannot be expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +109,18 @@ pub fn expand<'a>(
         };
         match (func, arg.is_empty()) {
             ("SRCS", true) => out.push_str(&join(target.srcs.iter().map(|s| s.as_str()))),
+            ("SRCS_FILE", true) => {
+                if let Some(s) = target.srcs.iter().find(|s| s.contains('\n')) {
+                    return Err(err(
+                        format!(
+                            "`$(SRCS_FILE)` lists one source a line, and the source {s:?} has a \
+                             newline in its name"
+                        ),
+                        Some("rename the file, or pass the sources with `$(SRCS)`".into()),
+                    ));
+                }
+                out.push_str(SRCS_FILE);
+            }
             ("OUTS", true) => {
                 out.push_str(&join(target.outs.iter().map(|s| s.trim_end_matches('/'))))
             }
@@ -129,11 +169,11 @@ pub fn expand<'a>(
                 out.push_str(&join_owned(paths));
             }
             _ => {
-                let known = ["SRCS", "OUTS", "location", "locations"];
+                let known = ["SRCS", "SRCS_FILE", "OUTS", "location", "locations"];
                 let help = match flow_rules::suggest::closest(func, known) {
                     Some(s) if s.starts_with("location") => format!("did you mean `$({s} {arg})`?"),
                     Some(s) => format!("did you mean `$({s})`?"),
-                    None => "known: `$(SRCS)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`; write `$$` for a literal `$`".into(),
+                    None => "known: `$(SRCS)`, `$(SRCS_FILE)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`; write `$$` for a literal `$`".into(),
                 };
                 return Err(err(format!("unknown expansion `$({inner})`"), Some(help)));
             }
@@ -199,6 +239,17 @@ mod tests {
         assert_eq!(relative("", "a/x"), "a/x");
         assert_eq!(relative("a/b", "c"), "../../c");
         assert_eq!(relative("a", "flow-out/b/x"), "../flow-out/b/x");
+    }
+
+    #[test]
+    fn the_srcs_file_lists_one_path_a_line_as_it_is_when_the_command_uses_it() {
+        let srcs = || ["a b.txt", "it's", "sub/x"].into_iter().map(String::from);
+        let cmd = format!("xargs cat < {SRCS_FILE}");
+        assert_eq!(
+            srcs_file_text(&cmd, srcs()).as_deref(),
+            Some("a b.txt\nit's\nsub/x\n")
+        );
+        assert_eq!(srcs_file_text("cat a b", srcs()), None);
     }
 
     #[test]

@@ -14,15 +14,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+use flow_cache::regular::{open_stated, Links};
 use flow_cache::{Digest, FileState};
 use rayon::prelude::*;
 
 /// How much older than its recording a file's mtime must be for its recorded digest to be
 /// trusted. Covers coarse timestamp granularity (ext4/tmpfs ticks; 1–2 s on some filesystems).
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
-
-/// Files at least this large are hashed through mmap with rayon.
-pub const MMAP_THRESHOLD: u64 = 1 << 20;
 
 pub struct FileHasher {
     known: HashMap<String, FileState>,
@@ -77,7 +75,7 @@ impl FileHasher {
             }
         }
         let recorded_at_ns = now_ns();
-        let digest = hash_file(path, meta.len())?;
+        let digest = hash_file(path)?;
         let state = FileState {
             size: meta.len(),
             mtime_ns,
@@ -188,15 +186,13 @@ fn unchanged(s: &FileState, meta: &std::fs::Metadata) -> bool {
         && s.ino == meta.ino()
 }
 
-/// Reads and hashes one file.
-pub fn hash_file(path: &Path, size: u64) -> std::io::Result<Digest> {
-    if size >= MMAP_THRESHOLD {
-        let mut h = blake3::Hasher::new();
-        h.update_mmap_rayon(path)?;
-        return Ok(Digest::from_bytes(*h.finalize().as_bytes()));
-    }
-    let bytes = std::fs::read(path)?;
-    Ok(Digest::of(&bytes))
+/// Reads and hashes one file, just `stat`ed as a regular file (a symlink is followed to one):
+/// a FIFO or a device put there since is refused, not read (it would block, or never end).
+pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
+    let (file, meta) = open_stated(path, Links::Follow)?;
+    Digest::of_open_file(file, meta.len(), path)
+        .map(|(d, _)| d)
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::interrupts::Interrupts;
+use flow_cache::regular::Links;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::runtime::Handle;
@@ -110,11 +111,18 @@ impl WorkspaceLock {
             if let Err(e) = fs::create_dir_all(out_root) {
                 return failed("create", out_root, e);
             }
-            // Anything but a regular file at the lock's place (a link, a FIFO, a socket) is
-            // removed, never followed or read: flow writes nothing through a link below
-            // `flow-out/`, and a FIFO would block the read of the holder's pid forever.
-            if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-                let _ = fs::remove_file(&path);
+            // Anything but a regular file at the lock's place (a link, a FIFO, a socket, a
+            // directory) is removed, never followed or read: flow writes nothing through a
+            // link below `flow-out/`, a FIFO would block the read of the holder's pid forever,
+            // and a directory there would leave every build without the lock.
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    let _ = fs::remove_dir_all(&path);
+                }
+                Ok(m) if !m.is_file() => {
+                    let _ = fs::remove_file(&path);
+                }
+                _ => {}
             }
             let opened = OpenOptions::new()
                 .read(true)
@@ -234,15 +242,6 @@ fn wait_or_interrupt(runtime: &Handle, sigint: &mut Option<Interrupts>) -> bool 
 
 /// The text of `path` if it is a regular file; never follows a link or blocks on a FIFO.
 fn read_regular(path: &Path) -> Option<String> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = String::new();
-    f.read_to_string(&mut text).ok()?;
-    Some(text)
+    let bytes = flow_cache::regular::read_regular(path, Links::Refuse, 64 << 10).ok()?;
+    String::from_utf8(bytes).ok()
 }

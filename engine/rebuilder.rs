@@ -29,6 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flow_cache::regular::{read_regular, Links};
 use flow_cache::{
     check_relative_path, real_dest, ActionResult, Cache, CacheError, Digest, OutputEntry,
     OutputKind, TreeStamp,
@@ -79,7 +80,7 @@ impl Rebuilder {
         for s in &action.srcs {
             let h = sources
                 .get(s)
-                .ok_or_else(|| format!("cannot read source `{s}`"))?;
+                .ok_or_else(|| unreadable_source(&self.workspace_root, s))?;
             inputs.insert(s.clone(), h.digest);
             if h.executable {
                 executable.push(s.clone());
@@ -171,21 +172,24 @@ impl Rebuilder {
     /// Whether `path` under `flow-out/` holds the output `kind` describes, judged by file state.
     fn output_in_place(&self, path: &Path, kind: &OutputKind) -> bool {
         match kind {
-            // Its content by file state, and its x bit as stored (a `chmod` keeps size, mtime
-            // and inode, but a dependent would see the mode).
+            // Its content by file state, and its mode as flow writes it (a `chmod` keeps size,
+            // mtime and inode, but a dependent would see the x bit, and `chmod 000` leaves a
+            // file no one but root can read).
             OutputKind::File {
                 digest, executable, ..
             } => {
                 self.hasher.trusted_output(path) == Some(*digest)
-                    && std::fs::symlink_metadata(path)
-                        .is_ok_and(|m| (m.permissions().mode() & 0o111 != 0) == *executable)
+                    && std::fs::symlink_metadata(path).is_ok_and(|m| {
+                        m.permissions().mode() & 0o7777 == flow_cache::output_mode(*executable)
+                    })
             }
             OutputKind::Tree { digest, .. } => {
                 let marker = tree_marker(path);
                 // The marker as flow wrote it, naming this tree, and every file state inside
                 // the directory as the stamp in its mtime says (a hand edit is repaired).
                 self.hasher.trusted_output(&marker) == Some(*digest)
-                    && std::fs::read(&marker).ok().as_deref() == Some(digest.to_string().as_bytes())
+                    && read_regular(&marker, Links::Refuse, 64).ok().as_deref()
+                        == Some(digest.to_string().as_bytes())
                     && TreeStamp::vouches(&marker, path)
             }
         }
@@ -207,10 +211,12 @@ impl Rebuilder {
             let path = real_dest(&self.out_root, &join_path(&action.package, &o.path))?;
             match &o.kind {
                 OutputKind::File {
-                    digest, executable, ..
+                    digest,
+                    size,
+                    executable,
                 } => {
                     // A directory (or symlink) at `path` is replaced, never followed.
-                    cas.materialize_file(digest, *executable, &path)?;
+                    cas.materialize_file(digest, *size, *executable, &path)?;
                     flow_cache::failpoint("mid-materialize");
                     self.hasher.record(&path, *digest);
                 }
@@ -287,9 +293,16 @@ impl Rebuilder {
                 }),
             }
         }
+        // Relative to the package, as `$(SRCS)` gives them (computed only if the command
+        // uses the file).
+        let own_srcs = action
+            .srcs
+            .iter()
+            .map(|s| crate::expand::relative(&action.package, s));
         ActionSpec {
             label: action.label.to_string(),
             cmd: action.cmd.clone(),
+            srcs_file: crate::expand::srcs_file_text(&action.cmd, own_srcs),
             package: action.package.clone(),
             inputs,
             outputs: action.outs.clone(),
@@ -445,6 +458,15 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
         .map_err(io("write"))
+}
+
+/// Why the source `rel` (workspace-relative) could not be hashed, for the action's failure:
+/// probed again without blocking (a FIFO or a device is named as such).
+fn unreadable_source(root: &Path, rel: &str) -> String {
+    match flow_cache::regular::open_regular(&root.join(rel), Links::Follow) {
+        Err(e) => format!("cannot read source `{rel}`: {e}"),
+        Ok(_) => format!("cannot read source `{rel}`"),
+    }
 }
 
 /// The file beside a materialized directory output that records which tree it holds.

@@ -1048,3 +1048,87 @@ fn a_directory_output_with_a_long_name_is_restored() {
     let third = ws.run(&["build"]);
     assert!(third.ok().contains("0 ran, 1 cached"), "{}", third.stdout);
 }
+
+/// Regression (issue 15, item 15): 10,000 paths in `$(SRCS)` failed with "Argument list too
+/// long" (Linux takes at most 128 KiB in one argument, and `sh -c CMD` is one) and gave no way
+/// round it. The failure now says so and names `$(SRCS_FILE)`; a command that reads the same
+/// 10,000 sources from `$(SRCS_FILE)` works, in the sandbox and in the real tree, names with a
+/// space or a quote included (one path a line, as it is).
+#[test]
+fn ten_thousand_sources_go_through_srcs_file() {
+    let ws = Ws::new();
+    let src = ws.path().join("p/src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut expected = String::new();
+    let mut names: Vec<String> = (0..10_000).map(|i| format!("source-{i:05}.txt")).collect();
+    names.push("with space.txt".into());
+    names.push("it's.txt".into());
+    names.sort();
+    for name in &names {
+        std::fs::write(src.join(name), format!("{name}\n")).unwrap();
+        expected.push_str(&format!("{name}\n"));
+    }
+    let via_file = "xargs -d '\\n' cat < $(SRCS_FILE) > file.txt && wc -l < $(SRCS_FILE) > n.txt";
+    ws.write(
+        "p/BUILD",
+        format!(
+            r#"task(name = "args", srcs = glob(["src/*"]), outs = ["args.txt"], cmd = "cat $(SRCS) > $(OUTS)")
+task(name = "file", srcs = glob(["src/*"]), outs = ["file.txt", "n.txt"], cmd = "{via_file}")
+task(name = "tree", srcs = glob(["src/*"]), outs = ["tree.txt"], cmd = "xargs -d '\\n' cat < $(SRCS_FILE) > tree.txt", sandbox = False)
+"#
+        )
+        .as_bytes(),
+    );
+    let run = ws.run(&["build", "-k"]);
+    expect(
+        &run,
+        1,
+        &[
+            ("FAILED", &["//p:args"]),
+            ("RAN", &["//p:file", "//p:tree"]),
+        ],
+    );
+    assert!(
+        run.stdout.contains(
+            "[FAILED] //p:args (could not start: argument list too long: the command is 205 KiB \
+             after expansion, and the kernel takes at most 128 KiB in one argument; pass long \
+             lists of sources in a file with `$(SRCS_FILE)` (one path a line) instead of \
+             `$(SRCS)`)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(read(&ws, "flow-out/p/file.txt"), expected);
+    assert_eq!(read(&ws, "flow-out/p/n.txt").trim(), "10002");
+    assert_eq!(read(&ws, "flow-out/p/tree.txt"), expected);
+    // The file is the action's own: nothing of it is left in the workspace or `flow-out/`.
+    assert!(!ws.path().join("p/flow-srcs.txt").exists());
+    // The key holds the expansion's text, not a path of this machine: cached next time.
+    let again = ws.run(&["build", "//p:file", "//p:tree"]);
+    expect(&again, 0, &[("CACHED", &["//p:file", "//p:tree"])]);
+}
+
+/// `py_library` copies its sources through `$(SRCS_FILE)` (a package of thousands of files
+/// would pass the kernel's limit with `$(SRCS)`): names with a space or a quote, nested
+/// directories and `strip_prefix` come out as before.
+#[test]
+fn py_library_copies_its_sources_through_srcs_file() {
+    let ws = Ws::new();
+    for (rel, text) in [
+        ("lib/src/pkg/__init__.py", ""),
+        ("lib/src/pkg/a b.py", "A = 1\n"),
+        ("lib/src/pkg/sub/it's.py", "B = 2\n"),
+    ] {
+        ws.write(rel, text.as_bytes());
+    }
+    ws.write(
+        "lib/BUILD",
+        b"load(\"@flow//rules:python.star\", \"py_library\")\n\
+          py_library(name = \"lib\", srcs = glob([\"src/**/*.py\"]), strip_prefix = \"src\")\n",
+    );
+    build(&ws, &[]).ok();
+    let copied = tree(&ws.path().join("flow-out/lib/lib.pylib"));
+    let names: Vec<&str> = copied.keys().map(String::as_str).collect();
+    assert_eq!(names, ["pkg/__init__.py", "pkg/a b.py", "pkg/sub/it's.py"]);
+    assert_eq!(copied["pkg/sub/it's.py"], b"B = 2\n");
+}

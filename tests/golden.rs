@@ -668,3 +668,137 @@ fn flow_out_that_is_not_a_directory() {
         &["build"],
     );
 }
+
+/// `flow query //...` in `ws` after `setup` planted something, compared with golden `name`.
+fn query_after(name: &str, files: &[(&str, &str)], setup: impl FnOnce(&std::path::Path)) {
+    let mut ws = Ws::new();
+    for (path, contents) in files {
+        ws = ws.file(path, contents);
+    }
+    setup(ws.path());
+    let run = ws.run(&["query", "//..."]);
+    golden(name, run.bad_input());
+}
+
+fn mkfifo(path: &std::path::Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+}
+
+/// Regression (issue 15, item 8): a BUILD file linked to a FIFO made flow wait forever, one
+/// linked to `/dev/zero` read it without end; both are refused, named, with what they are.
+#[test]
+fn build_files_that_are_not_regular_files() {
+    query_after(
+        "build_file_special",
+        &[("ok/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        |root| {
+            std::fs::create_dir_all(root.join("fifo")).unwrap();
+            mkfifo(&root.join("fifo/pipe"));
+            std::os::unix::fs::symlink("pipe", root.join("fifo/BUILD")).unwrap();
+            std::fs::create_dir_all(root.join("zero")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", root.join("zero/BUILD")).unwrap();
+        },
+    );
+}
+
+/// Regression (issue 15, item 8): a `.star` file that is a FIFO blocked the `load()` forever.
+#[test]
+fn a_loaded_file_that_is_a_fifo() {
+    query_after(
+        "star_file_fifo",
+        &[("app/BUILD", "load(\":defs.star\", \"v\")\n")],
+        |root| mkfifo(&root.join("app/defs.star")),
+    );
+}
+
+/// Regression (issue 15, item 8): a BUILD file is read up to a limit (16 MiB), not into memory
+/// whatever its size.
+#[test]
+fn a_build_file_over_the_size_limit() {
+    query_after("build_file_too_large", &[], |root| {
+        std::fs::create_dir_all(root.join("big")).unwrap();
+        let line = "# a comment, repeated until the file passes 16 MiB\n";
+        let text = line.repeat((16 << 20) / line.len() + 1);
+        std::fs::write(root.join("big/BUILD"), text).unwrap();
+    });
+}
+
+/// A `.gitignore` the workspace walk would read (a FIFO here) is refused before it is opened:
+/// the walk read it whole and waited forever.
+#[test]
+fn an_ignore_file_that_is_a_fifo() {
+    query_after(
+        "ignore_file_fifo",
+        &[("app/BUILD", "task(name = \"x\", cmd = \"true\")\n")],
+        |root| mkfifo(&root.join("app/.gitignore")),
+    );
+}
+
+/// Regression (issue 15, item 15): a command over the kernel's 128 KiB for one argument failed
+/// with "Argument list too long (os error 7)" and no way round it; the failure now names the
+/// sizes and `$(SRCS_FILE)`.
+#[test]
+fn a_command_too_long_to_run() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"long\", outs = [\"o.txt\"], cmd = \"echo \" + \"x\" * 140000 + \" > o.txt\")\n",
+    );
+    let run = ws.run(&["build"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let failed: String = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("[FAILED]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    golden("command_too_long", &failed);
+}
+
+/// `$(SRCS_FILE)` lists one source a line: a source with a newline in its name is refused at
+/// analysis, with the name and the way out.
+#[test]
+fn srcs_file_with_a_newline_in_a_source_name() {
+    query_after(
+        "srcs_file_newline",
+        &[(
+            "app/BUILD",
+            "task(name = \"x\", srcs = glob([\"*.txt\"]), cmd = \"cat $(SRCS_FILE)\")\n",
+        )],
+        |root| std::fs::write(root.join("app/two\nlines.txt"), "").unwrap(),
+    );
+}
+
+/// A cache directory that is not a directory (a FIFO here) is named with what it is; it said
+/// only "File exists". (A link to a directory is the user's choice of cache, and followed.)
+#[test]
+fn a_cache_directory_that_is_a_fifo() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", outs = [\"x.txt\"], cmd = \"echo > x.txt\")\n",
+    );
+    mkfifo(&ws.path().join(".flow"));
+    golden("cache_dir_fifo", ws.run(&["build"]).bad_input());
+}
+
+/// Regression (issue 15, item 8): a source that is (a link to) a FIFO or a device fails its
+/// action, saying what it is; it said only "cannot read source".
+#[test]
+fn sources_that_are_not_regular_files() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"fifo\", srcs = [\"to-pipe\"], outs = [\"a.txt\"], cmd = \"cat to-pipe > a.txt\")\n\
+         task(name = \"zero\", srcs = [\"zero\"], outs = [\"b.txt\"], cmd = \"head -c 4 zero > b.txt\")\n",
+    );
+    mkfifo(&ws.path().join("p/pipe"));
+    std::os::unix::fs::symlink("pipe", ws.path().join("p/to-pipe")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", ws.path().join("p/zero")).unwrap();
+    let run = ws.run(&["build", "-k"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let mut failed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("[FAILED]"))
+        .collect();
+    failed.sort();
+    golden("source_not_regular", &(failed.join("\n") + "\n"));
+}

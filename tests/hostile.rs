@@ -14,6 +14,11 @@
 //! succeeds); each swapped link is replaced by a real directory or file. A sentinel directory
 //! outside the workspace, the target of every escape, stays empty (or unchanged) throughout.
 //!
+//! And special files in every stored location (`special_files_in_every_stored_location`, a
+//! table of locations x kinds, below): FIFOs, links to devices and to outside files and
+//! directories, directories where files belong and files where directories belong, in the cache
+//! and under `flow-out/`; every command ends, never reads without end, never writes outside.
+//!
 //! Also the regressions found on the way: an output with a 250-byte name could not be restored
 //! (the temp file's name was too long); an output `gen` that became `gen/a.txt` failed forever
 //! (the old file blocked the directory); a result listing none of the declared outputs, and a
@@ -526,4 +531,494 @@ fn forged_results_leave_the_workspace_alone() {
         FILES[0].1
     );
     sentinel.assert_untouched(&[]);
+}
+
+/// Regression (issue 15, item 7): a CAS blob that was a FIFO blocked the restore forever, and
+/// one that was a link to `/dev/zero` was copied into `flow-out/` without end, though the
+/// result records the blob's size. Now each is refused (one warning), moved out of the way,
+/// and the action runs again; a blob of another size than recorded is refused the same way.
+#[test]
+fn a_blob_that_is_a_fifo_a_device_or_of_another_size_is_refused_and_rebuilt() {
+    let ws = workspace(SPECIAL_FILES);
+    quiet_ok(&ws.run(&["build"]));
+    let blob = blob_path(&cache_dir(&ws), &Digest::of(b"in\n"));
+    let sentinel = Sentinel::new();
+    for special in [Special::Fifo, Special::DevZero] {
+        let case = format!("{special:?}");
+        unmaterialize(&ws, "p/f.txt");
+        plant(&blob, special, &sentinel);
+        let run = run_limited(&ws, &["build", "//p:f"], &case);
+        assert_eq!(run.code, 0, "{case}: {}", run.stderr);
+        one_warning(&run, &["//p:f", "cannot be restored", "running it again"]);
+        assert_eq!(run.tagged("RAN"), ["//p:f"], "{case}");
+        let got = std::fs::read(ws.path().join("flow-out/p/f.txt")).unwrap();
+        assert_eq!(got, b"in\n", "{case}");
+        assert!(
+            std::fs::symlink_metadata(&blob).unwrap().is_file(),
+            "{case}"
+        );
+    }
+    // The right bytes and then more: the recorded size decides, before a byte is copied.
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::write(&blob, b"in\nand more").unwrap();
+    unmaterialize(&ws, "p/f.txt");
+    let run = run_limited(&ws, &["build", "//p:f"], "longer");
+    one_warning(&run, &["//p:f", "cannot be restored", "running it again"]);
+    assert_eq!(run.tagged("RAN"), ["//p:f"]);
+    assert_eq!(std::fs::read(&blob).unwrap(), b"in\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Special files in every stored location.
+//
+// Everything flow keeps between builds lives in the cache directory (`.flow/`: blobs and their
+// shard directories, `cas/`, `tmp/`, `analysis/`, the database and its `-wal`, `-shm` and
+// `-journal`, the evaluation snapshot, the build record) and below `flow-out/` (the lock file,
+// outputs, directory outputs, their markers, the directories between them). A cache restored
+// from elsewhere, or a hostile hand, can leave anything at any of those paths. The table below
+// puts each kind of special file at each location in a freshly built workspace and builds:
+// - every command ends (a hang is a failure after `LIMIT`, not a blocked test), within a
+//   memory limit (an unbounded read of `/dev/zero` aborts the process instead of the machine);
+// - the build succeeds and `flow-out/` equals a clean build's, or it fails with a clear
+//   error and no panic; then the next build succeeds and equals a clean build (nothing stays
+//   broken);
+// - nothing outside the workspace is written or removed (a sentinel directory and the file in
+//   it, the targets of the links, stay as they were), and `flow cache verify` (with and without
+//   `--fix`), `cache stats`, `cache gc`, `log`, `explain` and `clean --cache` end too.
+// Not a location here: the cache directory itself. It is the user's choice (`--cache-dir`, a
+// link to a shared volume), followed if it is a link; anything but a directory there is a clear
+// error (`golden::a_cache_directory_that_is_a_fifo`).
+
+/// How long one command may take before it counts as hung.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The virtual memory one command may use (KiB, for `ulimit -v`): far above what these builds
+/// need, far below what reading `/dev/zero` for `LIMIT` would take.
+const MEMORY_KIB: u64 = 8 << 20;
+
+const SPECIAL_FILES: &[(&str, &str)] = &[
+    ("p/in.txt", "in\n"),
+    (
+        "p/BUILD",
+        r#"task(name = "f", srcs = ["in.txt"], outs = ["f.txt"], cmd = "echo loud; cat in.txt > f.txt")
+task(name = "t", outs = ["site/"], cmd = "mkdir -p site/sub && echo page > site/sub/index.html")
+task(name = "deep", outs = ["sub/dir/d.txt"], cmd = "echo deep > sub/dir/d.txt")
+task(name = "use", deps = [":f", ":t"], outs = ["use.txt"], cmd = "cat $(location :f) $(location :t)/sub/index.html > use.txt")
+"#,
+    ),
+];
+
+/// What is planted at a location.
+#[derive(Clone, Copy, Debug)]
+enum Special {
+    /// A named pipe: opening it for reading waits for a writer, reading it waits for data.
+    Fifo,
+    /// A symlink to a character device that never ends.
+    DevZero,
+    /// A symlink to a character device that is always empty and swallows writes.
+    DevNull,
+    /// A symlink to a file outside the workspace (the sentinel's `victim`).
+    OutsideFile,
+    /// A symlink to a directory outside the workspace (the sentinel).
+    OutsideDir,
+    /// A directory (holding a file) where a file belongs.
+    Dir,
+    /// A regular file of garbage where a directory (or another file) belongs.
+    File,
+}
+
+const SPECIALS: &[Special] = &[
+    Special::Fifo,
+    Special::DevZero,
+    Special::DevNull,
+    Special::OutsideFile,
+    Special::OutsideDir,
+    Special::Dir,
+    Special::File,
+];
+
+/// Where something is planted: a path in the built workspace, and what to remove from
+/// `flow-out/` first so that the build has to read it (restore from that blob, say).
+struct Location {
+    name: &'static str,
+    path: fn(&Ws) -> PathBuf,
+    unmaterialize: &'static [&'static str],
+}
+
+fn cache_dir(ws: &Ws) -> PathBuf {
+    ws.path().join(".flow")
+}
+
+/// The one file in `.flow/analysis/` whose name ends with `suffix`.
+fn analysis_file(ws: &Ws, suffix: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(cache_dir(ws).join("analysis"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.ends_with(suffix) && !name.starts_with('.')
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
+}
+
+/// The digest of the tree manifest `//p:t`'s result records.
+fn manifest_of_t(ws: &Ws) -> Digest {
+    let db = db(ws);
+    let outputs: String = db
+        .query_row(
+            "SELECT r.outputs FROM action_results r JOIN action_runs a ON a.key = r.key
+             WHERE a.label = '//p:t' ORDER BY a.id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&outputs).unwrap();
+    Digest::from_hex(v[0]["digest"].as_str().unwrap()).unwrap()
+}
+
+const LOCATIONS: &[Location] = &[
+    Location {
+        name: "the blob of a file output",
+        path: |ws| blob_path(&cache_dir(ws), &Digest::of(b"in\n")),
+        unmaterialize: &["p/f.txt", "p/use.txt"],
+    },
+    Location {
+        name: "the blob of a file in a directory output",
+        path: |ws| blob_path(&cache_dir(ws), &Digest::of(b"page\n")),
+        unmaterialize: &["p/site", "p/.site.flow-tree", "p/use.txt"],
+    },
+    Location {
+        name: "the blob of a tree manifest",
+        path: |ws| blob_path(&cache_dir(ws), &manifest_of_t(ws)),
+        unmaterialize: &["p/site", "p/.site.flow-tree", "p/use.txt"],
+    },
+    Location {
+        name: "the blob of a log",
+        path: |ws| blob_path(&cache_dir(ws), &Digest::of(b"loud\n")),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "a blob's shard directory",
+        path: |ws| {
+            let blob = blob_path(&cache_dir(ws), &Digest::of(b"in\n"));
+            blob.parent().unwrap().to_owned()
+        },
+        unmaterialize: &["p/f.txt", "p/use.txt"],
+    },
+    Location {
+        name: "cas/",
+        path: |ws| cache_dir(ws).join("cas"),
+        unmaterialize: &["p/f.txt", "p/use.txt"],
+    },
+    Location {
+        name: "tmp/",
+        path: |ws| cache_dir(ws).join("tmp"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "analysis/",
+        path: |ws| cache_dir(ws).join("analysis"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "the database",
+        path: |ws| cache_dir(ws).join("flow.db"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "the database's write-ahead log",
+        path: |ws| cache_dir(ws).join("flow.db-wal"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "the database's shared-memory index",
+        path: |ws| cache_dir(ws).join("flow.db-shm"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "the database's rollback journal",
+        path: |ws| cache_dir(ws).join("flow.db-journal"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "the evaluation snapshot",
+        path: |ws| analysis_file(ws, ".json"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "the build record",
+        path: |ws| analysis_file(ws, ".rec"),
+        unmaterialize: &["p/f.txt"],
+    },
+    Location {
+        name: "a database moved aside",
+        path: |ws| cache_dir(ws).join("flow.db.corrupt-1"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a temp file",
+        path: |ws| cache_dir(ws).join("tmp/1-0-0123456789abcdef"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "the lock file",
+        path: |ws| ws.path().join("flow-out/.flow-lock"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a file output",
+        path: |ws| ws.path().join("flow-out/p/f.txt"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a directory output",
+        path: |ws| ws.path().join("flow-out/p/site"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a directory output's marker",
+        path: |ws| ws.path().join("flow-out/p/.site.flow-tree"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a directory between flow-out/ and an output",
+        path: |ws| ws.path().join("flow-out/p/sub"),
+        unmaterialize: &[],
+    },
+    Location {
+        name: "a package's directory under flow-out/",
+        path: |ws| ws.path().join("flow-out/p"),
+        unmaterialize: &[],
+    },
+];
+
+/// Removes whatever is at `path` (never following a link) and puts `special` there.
+fn plant(path: &Path, special: Special, sentinel: &Sentinel) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).unwrap(),
+        Ok(_) => std::fs::remove_file(path).unwrap(),
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    match special {
+        Special::Fifo => nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        Special::DevZero => symlink("/dev/zero", path).unwrap(),
+        Special::DevNull => symlink("/dev/null", path).unwrap(),
+        Special::OutsideFile => symlink(sentinel.path().join("victim"), path).unwrap(),
+        Special::OutsideDir => symlink(sentinel.path(), path).unwrap(),
+        Special::Dir => {
+            std::fs::create_dir(path).unwrap();
+            std::fs::write(path.join("x"), "x\n").unwrap();
+        }
+        Special::File => std::fs::write(path, "garbage\n").unwrap(),
+    }
+}
+
+/// A file, link, directory or special file below `flow-out/`, compared without reading
+/// anything but regular files (a FIFO left there must not block the test).
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    File(Vec<u8>, u32),
+    Link(PathBuf),
+    Dir,
+    Special,
+}
+
+fn found_under(dir: &Path) -> std::collections::BTreeMap<String, Found> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let found = if meta.file_type().is_symlink() {
+                Found::Link(std::fs::read_link(&path).unwrap())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Found::Dir
+            } else if meta.is_file() {
+                let bytes = if rel == LOCK_NAME {
+                    Vec::new() // the holder's line changes with every build
+                } else {
+                    std::fs::read(&path).unwrap()
+                };
+                Found::File(bytes, meta.permissions().mode() & 0o7777)
+            } else {
+                Found::Special
+            };
+            out.insert(rel, found);
+        }
+    }
+    out
+}
+
+const LOCK_NAME: &str = ".flow-lock";
+
+/// Runs `flow ARGS` in `ws` with a time limit and a memory limit; panics on a hang, a panic,
+/// or a crash (a signal, an exit code other than 0, 1 or 2).
+fn run_limited(ws: &Ws, args: &[&str], case: &str) -> crate::support::Run {
+    use std::io::Read;
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {MEMORY_KIB}; exec \"$0\" \"$@\""))
+        .arg(crate::support::flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws.path())
+        .args(args)
+        .env_remove("FLOW_CACHE_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{case}: `flow {}` hung for {LIMIT:?}", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let run = crate::support::Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    assert!(
+        matches!(run.code, 0..=2) && !run.stderr.contains("panicked"),
+        "{case}: `flow {}` crashed ({status}):\n{}\n{}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+/// One (location × special file) case, in a workspace of its own.
+fn special_case(
+    location: &Location,
+    special: Special,
+    clean: &std::collections::BTreeMap<String, Found>,
+) {
+    let case = format!("{special:?} at {}", location.name);
+    let ws = workspace(SPECIAL_FILES);
+    quiet_ok(&ws.run(&["build"]));
+    let sentinel = Sentinel::new();
+    std::fs::write(sentinel.path().join("victim"), "victim\n").unwrap();
+    let path = (location.path)(&ws);
+    for rel in location.unmaterialize {
+        unmaterialize(&ws, rel);
+    }
+    plant(&path, special, &sentinel);
+    let first = run_limited(&ws, &["build"], &case);
+    if first.code == 0 {
+        assert_eq!(
+            &found_under(&ws.path().join("flow-out")),
+            clean,
+            "{case}: {}",
+            first.stdout
+        );
+    } else {
+        assert!(
+            first.stderr.contains("error") || first.stdout.contains("FAILED"),
+            "{case}: a failure must say why:\n{}\n{}",
+            first.stdout,
+            first.stderr
+        );
+    }
+    // The commands that read the cache without building end too.
+    let others: [&[&str]; 6] = [
+        &["cache", "verify"],
+        &["cache", "verify", "--fix"],
+        &["cache", "stats"],
+        &["cache", "gc", "--max-size", "1GiB"],
+        &["log", "//p:f"],
+        &["explain", "//p:f"],
+    ];
+    for command in others {
+        unmaterialize(&ws, "p/f.txt");
+        plant(&path, special, &sentinel);
+        run_limited(&ws, command, &case);
+    }
+    let second = run_limited(&ws, &["build"], &case);
+    assert_eq!(
+        second.code, 0,
+        "{case}: the second build failed:\nfirst:\n{}\n{}\nsecond:\n{}\n{}",
+        first.stdout, first.stderr, second.stdout, second.stderr
+    );
+    assert_eq!(&found_under(&ws.path().join("flow-out")), clean, "{case}");
+    sentinel.assert_untouched(&[("victim", "victim\n")]);
+    // And emptying the cache removes what is there, never what a link leads to.
+    plant(&path, special, &sentinel);
+    let cleaned = run_limited(&ws, &["clean", "--cache"], &case);
+    assert_eq!(cleaned.code, 0, "{case}: {}", cleaned.stderr);
+    sentinel.assert_untouched(&[("victim", "victim\n")]);
+    eprintln!(
+        "{case}: first build exit {}, {} warning(s)",
+        first.code,
+        crate::corruption::warnings(&first).len()
+    );
+}
+
+#[test]
+fn special_files_in_every_stored_location() {
+    let clean = {
+        let ws = workspace(SPECIAL_FILES);
+        quiet_ok(&ws.run(&["build"]));
+        found_under(&ws.path().join("flow-out"))
+    };
+    let cases: Vec<(&Location, Special)> = LOCATIONS
+        .iter()
+        .flat_map(|l| SPECIALS.iter().map(move |s| (l, *s)))
+        .collect();
+    // Every case runs (on a few threads), and every failing one is reported at the end.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((location, special)) = cases.get(i) else {
+                    break;
+                };
+                let run = std::panic::AssertUnwindSafe(|| special_case(location, *special, &clean));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    failed.lock().unwrap().push(message);
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n\n")
+    );
 }

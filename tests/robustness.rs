@@ -145,3 +145,124 @@ fn long_load_cycle_is_reported_whole() {
         "{stderr}"
     );
 }
+
+/// Regression (issue 15, item 8): a BUILD file linked to a FIFO made flow wait forever, and one
+/// linked to `/dev/zero` or `/dev/urandom` was read without end (memory grew ~300 MB/s). Each is
+/// refused at once, with the path and what it is; a BUILD file linked to a regular file is read
+/// through the link as before, and so is a `.star` file.
+#[test]
+fn build_files_linked_to_fifos_and_devices_are_refused_at_once() {
+    let targets: &[(&str, &str)] = &[
+        ("fifo", "a FIFO"),
+        ("/dev/zero", "a character device"),
+        ("/dev/urandom", "a character device"),
+    ];
+    for (target, kind) in targets {
+        let ws = Ws::new();
+        ws.write("ok/real.build", b"task(name = \"x\", cmd = \"true\")\n");
+        std::os::unix::fs::symlink("real.build", ws.path().join("ok/BUILD")).unwrap();
+        std::fs::create_dir_all(ws.path().join("bad")).unwrap();
+        if *target == "fifo" {
+            nix::unistd::mkfifo(&ws.path().join("bad/fifo"), nix::sys::stat::Mode::S_IRWXU)
+                .unwrap();
+        }
+        std::os::unix::fs::symlink(target, ws.path().join("bad/BUILD")).unwrap();
+        let (code, stderr) = run_bounded(&ws);
+        assert_eq!(code, 2, "{target}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot read `bad/BUILD`: it is {kind}")),
+            "{target}: {stderr}"
+        );
+        assert_eq!(stderr.matches("error: cannot read").count(), 1, "{stderr}");
+    }
+    // A `.star` file linked to a FIFO, loaded by a BUILD file that is fine.
+    let ws = Ws::new();
+    ws.write("app/BUILD", b"load(\":defs.star\", \"v\")\n");
+    nix::unistd::mkfifo(&ws.path().join("app/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("pipe", ws.path().join("app/defs.star")).unwrap();
+    let (code, stderr) = run_bounded(&ws);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot read `app/defs.star`: it is a FIFO, not a regular file"),
+        "{stderr}"
+    );
+}
+
+/// Regression (issue 15, item 8): a source that is a FIFO or a device fails its action with a
+/// clear error and never blocks the build; so does one swapped for a FIFO after it was hashed
+/// and before its action was staged (staging opened it and waited for a writer forever).
+#[test]
+fn sources_that_are_fifos_or_devices_fail_their_action_without_blocking() {
+    let ws = Ws::new();
+    ws.write("p/in.txt", b"in\n");
+    let marker = tempfile::tempdir().unwrap();
+    let started = marker.path().join("started");
+    ws.write(
+        "p/BUILD",
+        format!(
+            r#"task(name = "fifo", srcs = ["to-pipe"], outs = ["a.txt"], cmd = "cat to-pipe > a.txt")
+task(name = "zero", srcs = ["zero"], outs = ["b.txt"], cmd = "head -c 4 zero > b.txt")
+task(name = "slow", outs = ["s.txt"], cmd = "touch {}; sleep 3; echo s > s.txt")
+task(name = "late", deps = [":slow"], srcs = ["in.txt"], outs = ["c.txt"], cmd = "cat in.txt > c.txt")
+"#,
+            started.display()
+        )
+        .as_bytes(),
+    );
+    // (A FIFO itself is not a file to the workspace listing: named as a source, it is reported
+    // missing at analysis. A link to one is listed.)
+    nix::unistd::mkfifo(&ws.path().join("p/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("pipe", ws.path().join("p/to-pipe")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", ws.path().join("p/zero")).unwrap();
+    let mut child = Command::new(flow_bin())
+        .args(["--color", "never", "-C"])
+        .arg(ws.path())
+        .args(["build", "-k"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While `//p:slow` runs, `in.txt` (already hashed) becomes a FIFO.
+    let t = Instant::now();
+    while !started.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "//p:slow never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "flow ended before //p:slow started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(ws.path().join("p/in.txt")).unwrap();
+    nix::unistd::mkfifo(&ws.path().join("p/in.txt"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("flow hung for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for line in [
+        "[FAILED] //p:fifo (cannot read source `p/to-pipe`: it is a FIFO, not a regular file)",
+        "[FAILED] //p:zero (cannot read source `p/zero`: it is a character device, not a regular file)",
+        "[RAN] //p:slow",
+    ] {
+        assert!(stdout.contains(line), "`{line}` missing:\n{stdout}");
+    }
+    let late = stdout
+        .lines()
+        .find(|l| l.contains("//p:late"))
+        .unwrap_or_default();
+    assert!(
+        late.starts_with("[FAILED] //p:late") && late.contains("it is a FIFO, not a regular file"),
+        "{stdout}"
+    );
+}

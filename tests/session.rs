@@ -572,3 +572,41 @@ fn a_fifo_planted_at_the_lock_blocks_nothing() {
     let first = first.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", text(&first));
 }
+
+/// Regression (issue 15, item 15): an output under `flow-out/` set to mode 000 (`chmod 000`)
+/// was not restored: the build took it as in place (the reuse decision compared only its x bit,
+/// the build record only its size, mtime and inode, which a `chmod` keeps). Restored now,
+/// whether the build comes from analysis or from the build record, like a file inside a
+/// directory output.
+#[test]
+fn an_output_set_to_mode_000_is_restored() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"gen\", outs = [\"g.txt\"], cmd = \"echo data > $(OUTS)\")\n\
+         task(name = \"tree\", outs = [\"t/\"], cmd = \"mkdir -p t && echo leaf > t/leaf.txt\")\n",
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let files = ["flow-out/p/g.txt", "flow-out/p/t/leaf.txt"];
+    ws.run(&["build"]).ok();
+    for from_record in [false, true] {
+        if from_record {
+            // Past the racy-edit window, so that the record answers the next build alone.
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            ws.run(&["build"]).ok();
+        } else {
+            std::fs::remove_dir_all(ws.path().join(".flow/analysis")).unwrap();
+        }
+        for f in files {
+            let p = ws.path().join(f);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        let out = ws.run(&["build"]);
+        out.ok();
+        for (f, text) in files.iter().zip(["data\n", "leaf\n"]) {
+            let p = ws.path().join(f);
+            assert_eq!(mode(&p), 0o644, "{f}, from the record: {from_record}");
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+        }
+    }
+}

@@ -29,6 +29,7 @@ use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use crate::db::{self, open_or_recover, FileId};
 use crate::error::{io_err, sql_err};
+use crate::regular::real_dir;
 use crate::{CacheError, Cas};
 
 /// The file name of the database inside the cache directory.
@@ -36,6 +37,9 @@ pub const DB_FILE: &str = "flow.db";
 
 /// Where the repairs are reported as they happen.
 type Sink = Box<dyn Fn(&str) + Send + Sync>;
+
+/// The directories inside the cache directory that flow creates and writes into.
+pub const SUBDIRS: [&str; 3] = ["cas", "tmp", "analysis"];
 
 pub struct Cache {
     dir: PathBuf,
@@ -73,10 +77,33 @@ impl Cache {
     /// is moved aside and replaced by an empty one ([`Cache::notices`] says so), at open or
     /// when a statement first meets the damage.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
-        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            // Something else by that name (a link to one is the caller's choice, and followed).
+            return Err(match std::fs::metadata(dir) {
+                Ok(m) if !m.is_dir() => CacheError::WrongFileType {
+                    path: dir.to_owned(),
+                    expected: "a directory",
+                    found: crate::regular::kind_of(&m),
+                },
+                _ => io_err("create directory", dir)(e),
+            });
+        }
+        // The directories flow writes into must be its own: a link there would lead the
+        // writes outside the cache, a file or a FIFO would fail every store.
+        let mut notices = Vec::new();
+        for sub in SUBDIRS {
+            let path = dir.join(sub);
+            if let Some(kind) = real_dir(&path).map_err(io_err("create directory", &path))? {
+                notices.push(format!(
+                    "`{}` was {kind}, not a directory; replaced it with an empty directory",
+                    path.display()
+                ));
+            }
+        }
         let cas = Cas::open(dir)?;
         let path = dir.join(DB_FILE);
-        let (conn, file, notices) = open_or_recover(dir, &path)?;
+        let (conn, file, opened) = open_or_recover(dir, &path)?;
+        notices.extend(opened);
         Ok(Cache {
             dir: dir.to_owned(),
             cas,

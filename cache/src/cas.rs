@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::digest::LARGE_FILE;
 use crate::error::{io_err, CacheError};
+use crate::regular::{is_not_regular, open_regular, Links};
 use crate::Digest;
 
 /// An existing blob that is stored again gets its mtime refreshed when older than this.
@@ -135,19 +136,33 @@ impl Cas {
         Ok((d, size, executable))
     }
 
-    /// The blob's content, re-hashed. `Corrupt` if it is missing or hashes to something else (a
-    /// corrupt blob is removed, so the next store of that content repairs it).
+    /// The blob's content, re-hashed. `Corrupt` if it is missing, is not a regular file (a
+    /// FIFO, a device, a symlink, a directory: never opened to be read), or hashes to something
+    /// else; a corrupt blob is moved out of the way, so the next store of that content repairs
+    /// it. Reads at most the size the blob had when opened.
     pub fn read_verified(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
         let path = self.path_of(d);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.corrupt(d)),
-            Err(e) => return Err(io_err("read", &path)(e)),
-        };
+        let (file, meta) = self.open_blob(d)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, meta.len()), &mut bytes)
+            .map_err(io_err("read", &path))?;
         if Digest::of(&bytes) != *d {
             return Err(self.corrupt(d));
         }
         Ok(bytes)
+    }
+
+    /// The blob `d` opened for reading, with its metadata: `Corrupt` (and moved out of the way)
+    /// when it is missing or anything but a regular file. A symlink is never followed.
+    pub(crate) fn open_blob(&self, d: &Digest) -> Result<(File, fs::Metadata), CacheError> {
+        let path = self.path_of(d);
+        match open_regular(&path, Links::Refuse) {
+            Ok(opened) => Ok(opened),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || is_not_regular(&e) => {
+                Err(self.corrupt(d))
+            }
+            Err(e) => Err(io_err("open", &path)(e)),
+        }
     }
 
     /// A fresh temp path `tmp/<pid>-<counter>-<random>` (not created).
@@ -165,12 +180,21 @@ impl Cas {
         format!("{}-{n}-{random:016x}", std::process::id())
     }
 
-    /// Moves a corrupt or missing blob out of the way and returns the error to report.
+    /// Moves a corrupt or missing blob out of the way and returns the error to report. Whatever
+    /// is at the blob's path (a damaged file, a FIFO, a link, a directory) is renamed into
+    /// `tmp/` and removed there (a link is removed, never followed).
     pub(crate) fn corrupt(&self, d: &Digest) -> CacheError {
         let path = self.path_of(d);
         let away = self.tmp.join(format!("corrupt-{}", self.unique_name()));
         if fs::rename(&path, &away).is_ok() {
-            let _ = fs::remove_file(&away);
+            match fs::symlink_metadata(&away) {
+                Ok(m) if m.is_dir() => {
+                    let _ = fs::remove_dir_all(&away);
+                }
+                _ => {
+                    let _ = fs::remove_file(&away);
+                }
+            }
         }
         CacheError::Corrupt { digest: *d, path }
     }
@@ -185,7 +209,7 @@ impl Cas {
         let sound = meta.is_file()
             && meta.len() == size
             && (size >= VERIFY_EXISTING_BELOW
-                || Digest::of_file(&path).is_ok_and(|(got, _)| got == *d));
+                || Digest::of_file(&path, Links::Refuse).is_ok_and(|(got, _)| got == *d));
         if !sound {
             let _ = self.corrupt(d);
             return false;
@@ -215,7 +239,7 @@ impl Cas {
                     found: file_kind(&meta),
                 });
             }
-            let (d, size) = Digest::of_file(tmp)?;
+            let (d, size) = Digest::of_file(tmp, Links::Refuse)?;
             if self.refresh_existing(&d, size) {
                 let _ = fs::remove_file(tmp);
             } else {
@@ -238,7 +262,7 @@ impl Cas {
             let d = self.put_bytes(&bytes)?;
             return Ok((d, bytes.len() as u64));
         }
-        let (d, size) = Digest::of_file(src)?;
+        let (d, size) = Digest::of_file(src, Links::Refuse)?;
         if self.refresh_existing(&d, size) {
             return Ok((d, size));
         }
@@ -261,11 +285,16 @@ impl Cas {
     /// Renames the complete file `tmp` to the blob path of `d`, creating the shard directory.
     fn install(&self, tmp: &Path, d: &Digest) -> Result<(), CacheError> {
         let dest = self.path_of(d);
-        let mut result = fs::rename(tmp, &dest);
-        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-            let shard = dest.parent().expect("a blob path has a shard directory");
-            fs::create_dir_all(shard).map_err(io_err("create directory", shard))?;
+        // The shard must be a real directory: a link there would put the blob outside `cas/`.
+        let shard = dest.parent().expect("a blob path has a shard directory");
+        let mut result = Err(io::ErrorKind::NotFound.into());
+        for _ in 0..2 {
+            crate::regular::real_dir(shard).map_err(io_err("create directory", shard))?;
             result = fs::rename(tmp, &dest);
+            // A shard emptied and removed meanwhile (`gc`): make it again, once.
+            if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                break;
+            }
         }
         result.map_err(|e| {
             let _ = fs::remove_file(tmp);
@@ -294,7 +323,6 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Cach
         })
 }
 
-/// A short name for what a non-regular file is, for errors.
 /// Refuses `dir` unless it is a directory itself (a symlink to one is refused, not followed).
 pub(crate) fn require_dir(dir: &Path) -> Result<(), CacheError> {
     let meta = fs::symlink_metadata(dir).map_err(crate::error::io_err("stat", dir))?;
@@ -308,15 +336,7 @@ pub(crate) fn require_dir(dir: &Path) -> Result<(), CacheError> {
     })
 }
 
+/// A short name for what a file is, for errors ("a FIFO", "a directory", ...).
 pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symlink"
-    } else if t.is_file() {
-        "a regular file"
-    } else {
-        "a special file"
-    }
+    crate::regular::kind_of(meta)
 }

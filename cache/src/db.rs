@@ -186,7 +186,8 @@ pub(crate) fn open_or_recover(
     dir: &Path,
     path: &Path,
 ) -> Result<(Connection, Option<FileId>, Vec<String>), CacheError> {
-    let mut notices: Vec<String> = check_wal(path).into_iter().collect();
+    let mut notices = clear_special_files(dir, path)?;
+    notices.extend(check_wal(path));
     let before = file_id(path);
     match open_db(path) {
         Ok(conn) => {
@@ -255,6 +256,67 @@ fn move_aside_damaged(path: &Path, reason: &str) -> Result<String, CacheError> {
         path.display(),
         aside.display()
     ))
+}
+
+/// SQLite's files for the database `db`, besides `db` itself: each must be a regular file if
+/// it is there at all.
+const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Clears what SQLite must never open: `db` or one of its [`COMPANIONS`] that is a FIFO, a
+/// device, a socket, a directory or a symlink (SQLite opens these by name and follows links:
+/// it would block on a FIFO, or write through a link to wherever it leads). Such a database is
+/// moved aside like a damaged one (SQLite never makes anything but a regular file, so nothing
+/// is lost); such a companion is removed. Under the repair lock; one sentence per file, as a
+/// warning. One `lstat` per file when all is well.
+fn clear_special_files(dir: &Path, db: &Path) -> Result<Vec<String>, CacheError> {
+    let special = |path: &Path| -> Option<&'static str> {
+        let meta = fs::symlink_metadata(path).ok()?;
+        (!meta.is_file()).then(|| crate::regular::kind_of(&meta))
+    };
+    let found = std::iter::once(db.to_owned())
+        .chain(COMPANIONS.iter().map(|s| companion(db, s)))
+        .any(|p| special(&p).is_some());
+    if !found {
+        return Ok(Vec::new());
+    }
+    let lock = File::open(dir).map_err(io_err("open", dir))?;
+    lock.lock().map_err(io_err("lock", dir))?;
+    let mut notices = Vec::new();
+    for suffix in COMPANIONS {
+        let path = companion(db, suffix);
+        if let Some(kind) = special(&path) {
+            remove_any(&path).map_err(io_err("remove", &path))?;
+            notices.push(format!(
+                "`{}` was {kind}, not a regular file; removed it",
+                path.display()
+            ));
+        }
+    }
+    if let Some(kind) = special(db) {
+        let aside = move_aside(db)?;
+        notices.push(format!(
+            "the cache database `{}` was {kind}, not a regular file; moved it aside to `{}` \
+             and started an empty one: cached results are lost and their actions run again",
+            db.display(),
+            aside.display()
+        ));
+    }
+    drop(lock);
+    Ok(notices)
+}
+
+/// Removes `path` whatever it is: a file, a link (never followed), a special file, a directory
+/// tree.
+fn remove_any(path: &Path) -> io::Result<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Whether SQLite reported `e` as a damaged database file.
@@ -357,13 +419,10 @@ pub(crate) fn moved_aside(db: &Path) -> Result<Vec<MovedAside>, CacheError> {
 }
 
 /// Removes every file [`moved_aside`] lists; one already gone is no error.
+/// (A directory moved aside, found where the database belonged, is removed whole.)
 pub(crate) fn remove_moved_aside(db: &Path) -> Result<(), CacheError> {
     for file in moved_aside(db)? {
-        match fs::remove_file(&file.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &file.path)(e)),
-        }
+        remove_any(&file.path).map_err(io_err("remove", &file.path))?;
     }
     Ok(())
 }
@@ -375,8 +434,9 @@ pub(crate) fn remove_moved_aside(db: &Path) -> Result<(), CacheError> {
 fn check_wal(db: &Path) -> Option<String> {
     let wal = companion(db, "-wal");
     let mut head = Vec::with_capacity(32);
-    File::open(&wal)
+    crate::regular::open_regular(&wal, crate::regular::Links::Refuse)
         .ok()?
+        .0
         .take(32)
         .read_to_end(&mut head)
         .ok()?;

@@ -9,12 +9,15 @@
 //! pays above about 1 MiB; below it the cost is open/read/close, not the hash).
 
 use std::fmt;
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, CacheError};
+use crate::regular::{open_regular, Links};
 
 /// Files at least this large are hashed with `update_mmap_rayon`.
 pub const LARGE_FILE: u64 = 1 << 20;
@@ -34,16 +37,33 @@ impl Digest {
         }
     }
 
-    /// The digest of the file at `path` and the number of bytes hashed. Follows symlinks, like
-    /// `open`; callers that must not follow them check with `symlink_metadata` first.
-    pub fn of_file(path: &Path) -> Result<(Digest, u64), CacheError> {
-        let mut file = std::fs::File::open(path).map_err(io_err("open", path))?;
-        let len = file.metadata().map_err(io_err("stat", path))?.len();
+    /// The digest of the regular file at `path` and the number of bytes hashed. A symlink is
+    /// followed or refused as `links` says; anything but a regular file (a FIFO, a device, a
+    /// directory) is refused without blocking ([`crate::regular::open_regular`]).
+    pub fn of_file(path: &Path, links: Links) -> Result<(Digest, u64), CacheError> {
+        let (file, meta) = open_regular(path, links).map_err(io_err("open", path))?;
+        Digest::of_open_file(file, meta.len(), path)
+    }
+
+    /// The digest of `file`, a regular file of about `len` bytes opened from `path` (named in
+    /// errors), and the number of bytes hashed. From [`LARGE_FILE`] bytes on, it is mapped
+    /// through `/proc/self/fd` (the file already opened, not `path` again, which may have been
+    /// swapped for something else since) and hashed on the rayon pool.
+    pub fn of_open_file(
+        mut file: File,
+        len: u64,
+        path: &Path,
+    ) -> Result<(Digest, u64), CacheError> {
         let mut hasher = blake3::Hasher::new();
         if len >= LARGE_FILE {
-            drop(file);
+            let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+            if hasher.update_mmap_rayon(&by_fd).is_ok() {
+                return Ok((Digest::from_hasher(&hasher), hasher.count()));
+            }
+            // No /proc: read it (a regular file; the reads end at its end).
+            hasher = blake3::Hasher::new();
             hasher
-                .update_mmap_rayon(path)
+                .update_reader(&mut file)
                 .map_err(io_err("read", path))?;
         } else {
             let mut buf = Vec::with_capacity(len as usize + 1);
@@ -135,7 +155,7 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &bytes).unwrap();
             assert_eq!(
-                Digest::of_file(&path).unwrap(),
+                Digest::of_file(&path, Links::Refuse).unwrap(),
                 (Digest::of(&bytes), len as u64)
             );
         }

@@ -1,11 +1,13 @@
 //! Restoring blobs as files: `Cas::materialize_file` and the verified copy it shares with
 //! `Cas::materialize_tree`; [`real_dest`], which prepares a destination below an output root.
 //!
-//! 1. open the blob (missing: `Corrupt`);
-//! 2. copy it into a new temp file `.flow-tmp-<unique>` beside the destination (`O_EXCL`: never
-//!    through an existing file or symlink), hashing while copying, and set the mode (0644, or
-//!    0755 for executables) explicitly, whatever the umask;
-//! 3. if the hash differs: remove the temp file and the blob, `Corrupt` (the destination was
+//! 1. open the blob: a regular file of the size the result records, never through a symlink
+//!    and without blocking (missing, a FIFO, a device, a link, a directory, another size:
+//!    `Corrupt`, and it is moved out of the way);
+//! 2. copy at most that many bytes into a new temp file `.flow-tmp-<unique>` beside the
+//!    destination (`O_EXCL`: never through an existing file or symlink), hashing while copying,
+//!    and set the mode (0644, or 0755 for executables) explicitly, whatever the umask;
+//! 3. if fewer bytes came or the hash differs: remove the temp file and the blob, `Corrupt` (the destination was
 //!    never touched); else rename the temp file over the destination (a symlink there is
 //!    replaced, never followed).
 //!
@@ -25,7 +27,7 @@
 //! Admitted limit: the directory checks are `lstat` then `mkdir`, not `openat`-relative, so a
 //! process swapping a directory for a link while a restore runs could still race them.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -33,32 +35,52 @@ use std::path::{Path, PathBuf};
 use crate::error::io_err;
 use crate::{check_relative_path, CacheError, Cas, Digest};
 
+/// The mode of a file flow writes below an output root, whatever the umask: 0755 if
+/// `executable`, else 0644. A file there with another mode is not as flow left it (a `chmod`,
+/// `chmod 000` included, keeps its content, size and mtime) and is restored.
+pub const fn output_mode(executable: bool) -> u32 {
+    if executable {
+        0o755
+    } else {
+        0o644
+    }
+}
+
 impl Cas {
-    /// Copies the blob to `dest` (mode 0755 if `executable`, else 0644) through a temp file in
-    /// `dest`'s directory and a rename, verifying the digest while copying: on `Corrupt`, `dest`
-    /// is untouched. Creates `dest`'s parent directories; replaces a directory at `dest`.
+    /// Copies the blob (recorded as `size` bytes) to `dest` (mode 0755 if `executable`, else
+    /// 0644) through a temp file in `dest`'s directory and a rename, verifying size and digest
+    /// while copying: on `Corrupt`, `dest` is untouched. Creates `dest`'s parent directories;
+    /// replaces a directory at `dest`.
     pub fn materialize_file(
         &self,
         d: &Digest,
+        size: u64,
         executable: bool,
         dest: &Path,
     ) -> Result<(), CacheError> {
         let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
-        self.copy_verified(d, &tmp, if executable { 0o755 } else { 0o644 })?;
+        self.copy_verified(d, size, &tmp, output_mode(executable))?;
         replace_with(&tmp, dest)
     }
 
-    /// Writes the blob to the new file `to` with `mode`, hashing while copying. On a digest
-    /// mismatch `to` is removed, the blob too, and the result is `Corrupt`.
-    pub(crate) fn copy_verified(&self, d: &Digest, to: &Path, mode: u32) -> Result<(), CacheError> {
+    /// Writes the blob, recorded as `size` bytes, to the new file `to` with `mode`, hashing
+    /// while copying. The blob must be a regular file (not a link, FIFO, device or directory:
+    /// [`Cas::open_blob`]) of exactly `size` bytes, and at most `size` bytes are read; anything
+    /// else, or a digest mismatch, removes `to` and the blob, and the result is `Corrupt`.
+    pub(crate) fn copy_verified(
+        &self,
+        d: &Digest,
+        size: u64,
+        to: &Path,
+        mode: u32,
+    ) -> Result<(), CacheError> {
         let blob = self.path_of(d);
-        let mut src = match File::open(&blob) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.corrupt(d)),
-            Err(e) => return Err(io_err("open", &blob)(e)),
-        };
+        let (src, meta) = self.open_blob(d)?;
+        if meta.len() != size {
+            return Err(self.corrupt(d));
+        }
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -68,8 +90,8 @@ impl Cas {
         let mut hasher = blake3::Hasher::new();
         // Sized to the blob (most outputs are small): zeroing 256 KiB per restored file cost
         // more than copying it.
-        let len = src.metadata().map_or(0, |m| m.len());
-        let mut buf = vec![0u8; (len as usize).clamp(4 << 10, 256 << 10)];
+        let mut buf = vec![0u8; (size as usize).clamp(4 << 10, 256 << 10)];
+        let mut src = src.take(size);
         let copied = (|| -> Result<(), CacheError> {
             loop {
                 let n = src.read(&mut buf).map_err(io_err("read", &blob))?;
@@ -83,8 +105,9 @@ impl Cas {
                 .map_err(io_err("chmod", to))
         })();
         drop(out);
+        let sound = hasher.count() == size && Digest::from_hasher(&hasher) == *d;
         let result = match copied {
-            Ok(()) if Digest::from_hasher(&hasher) == *d => return Ok(()),
+            Ok(()) if sound => return Ok(()),
             Ok(()) => Err(self.corrupt(d)),
             Err(e) => Err(e),
         };

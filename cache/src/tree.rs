@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use crate::cas::file_kind;
 use crate::error::io_err;
 use crate::manifest::{decode, encode, validate, TreeEntry, TreeEntryKind};
-use crate::materialize::{real_dirs, split_dest};
+use crate::materialize::{output_mode, real_dirs, split_dest};
 use crate::{CacheError, Cas, Digest};
 
 enum Found {
@@ -148,8 +148,10 @@ impl Cas {
             let path = root.join(&e.path);
             match &e.kind {
                 TreeEntryKind::File {
-                    digest, executable, ..
-                } => self.copy_verified(digest, &path, if *executable { 0o755 } else { 0o644 }),
+                    digest,
+                    size,
+                    executable,
+                } => self.copy_verified(digest, *size, &path, output_mode(*executable)),
                 TreeEntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path)
                     .map_err(io_err("create symlink", &path)),
                 TreeEntryKind::Dir => Ok(()),

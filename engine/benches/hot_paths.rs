@@ -547,7 +547,7 @@ fn bench_cas(runs: usize) {
             let dest = out.path().join(format!("r{round}"));
             let t = Instant::now();
             for (i, d) in digests.iter().enumerate() {
-                cas.materialize_file(d, false, &dest.join(format!("o{i:04}")))
+                cas.materialize_file(d, size as u64, false, &dest.join(format!("o{i:04}")))
                     .unwrap();
             }
             let took = t.elapsed();

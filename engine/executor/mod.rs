@@ -79,6 +79,9 @@ pub struct ActionSpec {
     pub label: String,
     /// Run as `/bin/sh -c cmd`; already expanded.
     pub cmd: String,
+    /// The text of the `$(SRCS_FILE)` file (the sources, one a line), written to
+    /// `$TMPDIR/flow-srcs.txt` before the command starts; `None` when `cmd` does not use it.
+    pub srcs_file: Option<String>,
     /// The package directory relative to the exec root (`""` = the root): the working directory.
     pub package: String,
     /// What the sandbox holds.
@@ -102,6 +105,7 @@ impl fmt::Debug for ActionSpec {
         f.debug_struct("ActionSpec")
             .field("label", &self.label)
             .field("cmd", &self.cmd)
+            .field("srcs_file", &self.srcs_file.as_ref().map(String::len))
             .field("package", &self.package)
             .field("inputs", &self.inputs)
             .field("outputs", &self.outputs)

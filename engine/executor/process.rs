@@ -74,6 +74,33 @@ enum End {
     Cancelled,
 }
 
+/// The most Linux takes in one argument (`MAX_ARG_STRLEN`, 32 pages): `sh -c CMD` passes the
+/// whole command as one.
+const MAX_ARG_BYTES: usize = 128 << 10;
+
+/// Why the kernel refused to start the command with `E2BIG`, and the way round it.
+fn too_long(cmd: &str, env: &BTreeMap<OsString, OsString>) -> String {
+    let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let what = if cmd.len() >= MAX_ARG_BYTES {
+        format!(
+            "the command is {} KiB after expansion, and the kernel takes at most {} KiB in one \
+             argument",
+            cmd.len() >> 10,
+            MAX_ARG_BYTES >> 10
+        )
+    } else {
+        format!(
+            "the command ({} KiB) and its environment ({} KiB) are more than the kernel takes",
+            cmd.len() >> 10,
+            env_bytes >> 10
+        )
+    };
+    format!(
+        "argument list too long: {what}; pass long lists of sources in a file with \
+         `$(SRCS_FILE)` (one path a line) instead of `$(SRCS)`"
+    )
+}
+
 pub(super) async fn run(c: Command<'_>) -> Finished {
     let mut command = tokio::process::Command::new("/bin/sh");
     command
@@ -92,11 +119,13 @@ pub(super) async fn run(c: Command<'_>) -> Finished {
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
+            let message = if error.raw_os_error() == Some(Errno::E2BIG as i32) {
+                too_long(c.cmd, c.env)
+            } else {
+                format!("cannot run `/bin/sh` in `{}`: {error}", c.cwd.display())
+            };
             return Finished {
-                status: Status::SpawnFailed(format!(
-                    "cannot run `/bin/sh` in `{}`: {error}",
-                    c.cwd.display()
-                )),
+                status: Status::SpawnFailed(message),
                 stdout: Vec::new(),
                 stderr: Vec::new(),
             };

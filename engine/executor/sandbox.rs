@@ -71,6 +71,11 @@ pub fn sweep_and_choose_root(cache_dir: &Path, configured: Option<&Path>) -> Pat
     let root = sandbox_root(cache_dir, configured);
     if root != cache_dir.join("sandbox") {
         flow_cache::sweep_sandboxes(&root, true);
+    } else {
+        // The cache's own `sandbox/` must be a real directory: actions are staged, run and
+        // removed there, and a link would lead all of that outside the cache (best effort:
+        // failing here fails the first action, with its path).
+        let _ = flow_cache::regular::real_dir(&root);
     }
     root
 }
@@ -172,8 +177,9 @@ impl Executor for SandboxExecutor {
 
 static NEXT_SANDBOX: AtomicU64 = AtomicU64::new(0);
 
-/// Creates a fresh `<root>/<pid>-<n>/` with `home/` and `tmp/`.
-fn private_dir(root: &Path) -> Result<PathBuf, String> {
+/// Creates a fresh `<root>/<pid>-<n>/` with `home/` and `tmp/`, and in `tmp/` the file of
+/// `$(SRCS_FILE)` when the command uses it (`srcs_file`: its text).
+fn private_dir(root: &Path, srcs_file: Option<&str>) -> Result<PathBuf, String> {
     let fail = |e: io::Error| format!("cannot create a sandbox under `{}`: {e}", root.display());
     // Absolute, so HOME and TMPDIR stay valid in the command's working directory.
     let root = &std::path::absolute(root).map_err(fail)?;
@@ -198,6 +204,13 @@ fn private_dir(root: &Path) -> Result<PathBuf, String> {
         if let Err(e) = fs::create_dir(dir.join(sub)) {
             let _ = remove_tree(&dir);
             return Err(fail(e));
+        }
+    }
+    if let Some(text) = srcs_file {
+        let path = dir.join("tmp").join(crate::expand::SRCS_FILE_NAME);
+        if let Err(e) = fs::write(&path, text) {
+            let _ = remove_tree(&dir);
+            return Err(format!("cannot write `{}`: {e}", path.display()));
         }
     }
     Ok(dir)
@@ -227,7 +240,7 @@ async fn run_sandboxed(
         Ok(layout) => layout,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), PathBuf::new()),
     };
-    let dir = match private_dir(&root) {
+    let dir = match private_dir(&root, spec.srcs_file.as_deref()) {
         Ok(dir) => dir,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), PathBuf::new()),
     };
@@ -388,7 +401,7 @@ async fn run_in_tree(
         let message = format!("the package directory `{}` does not exist", cwd.display());
         return ExecResult::not_run(Status::SpawnFailed(message), workspace);
     }
-    let dir = match private_dir(&root) {
+    let dir = match private_dir(&root, spec.srcs_file.as_deref()) {
         Ok(dir) => dir,
         Err(message) => return ExecResult::not_run(Status::SpawnFailed(message), workspace),
     };
@@ -454,9 +467,7 @@ fn changed_in_place(inputs: &[Input]) -> BTreeMap<String, Option<flow_cache::Dig
         .iter()
         .filter_map(|i| {
             let keyed = i.digest?;
-            let now = fs::metadata(&i.source)
-                .and_then(|m| crate::hasher::hash_file(&i.source, m.len()))
-                .ok();
+            let now = crate::hasher::hash_file(&i.source).ok();
             (now != Some(keyed)).then(|| (i.dest.clone(), now))
         })
         .collect()

@@ -73,37 +73,39 @@
 //! be written by root, in its private copy only (such a write fails the action: `sandbox.rs`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use flow_cache::Digest;
+use flow_cache::regular::{open_regular, Links};
+use flow_cache::{Digest, LARGE_FILE};
 
 use super::mounts::Binds;
 use super::Input;
-use crate::hasher::MMAP_THRESHOLD;
 
 /// Copies `source` to `dest` (which must not exist; its parent must) with mode 0755 if
 /// `executable`, else 0644, and returns the digest of the bytes copied, hashed as they pass
-/// (one read of the source; a file under [`MMAP_THRESHOLD`] in one piece). Measured against an
-/// unhashed `copy_file_range` by `staging_bench.rs`: see the table above.
+/// (one read of the source; a file under [`LARGE_FILE`] in one piece). Measured against an
+/// unhashed `copy_file_range` by `staging_bench.rs`: see the table above. `source` must be a
+/// regular file (a symlink is followed to one): a FIFO or a device is refused without blocking
+/// (`flow_cache::regular`).
 pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Result<Digest> {
-    let mut from = File::open(source)?;
-    let size = from.metadata()?.len();
+    let (mut from, meta) = open_regular(source, Links::Follow)?;
+    let size = meta.len();
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(if executable { 0o755 } else { 0o644 })
         .open(dest)?;
-    if size < MMAP_THRESHOLD {
+    if size < LARGE_FILE {
         let mut bytes = Vec::with_capacity(size as usize);
         from.read_to_end(&mut bytes)?;
         to.write_all(&bytes)?;
         return Ok(Digest::of(&bytes));
     }
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; MMAP_THRESHOLD as usize];
+    let mut buf = vec![0u8; LARGE_FILE as usize];
     loop {
         let n = from.read(&mut buf)?;
         if n == 0 {
@@ -115,10 +117,11 @@ pub(super) fn copy_file(source: &Path, dest: &Path, executable: bool) -> io::Res
     Ok(Digest::from_bytes(*hasher.finalize().as_bytes()))
 }
 
-/// Copies `source` to `dest` read-only: 0555 if the source has an executable bit, else 0444.
+/// Copies the regular file `source` (not a symlink) to `dest` read-only: 0555 if the source has
+/// an executable bit, else 0444.
 fn copy_read_only(source: &Path, dest: &Path) -> io::Result<()> {
-    let mut from = File::open(source)?;
-    let executable = from.metadata()?.permissions().mode() & 0o111 != 0;
+    let (mut from, meta) = open_regular(source, Links::Refuse)?;
+    let executable = meta.permissions().mode() & 0o111 != 0;
     let mut to = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -40,6 +40,7 @@ impl Fixture {
         ActionSpec {
             label: "//app:t".into(),
             cmd: cmd.into(),
+            srcs_file: None,
             package: "app".into(),
             inputs: vec![Input {
                 dest: "app/input.txt".into(),
@@ -598,6 +599,7 @@ fn fake_spec(label: &str, outputs: &[&str]) -> ActionSpec {
     ActionSpec {
         label: label.into(),
         cmd: String::new(),
+        srcs_file: None,
         package: String::new(),
         inputs: Vec::new(),
         outputs: outputs.iter().map(|o| o.to_string()).collect(),

@@ -49,13 +49,8 @@ impl Capture<'_> {
         let written = bytes.and_then(|bytes| {
             let dir = path.parent()?;
             let tmp = dir.join(format!(".{}.rec.tmp", std::process::id()));
-            std::fs::create_dir_all(dir)
-                .and_then(|()| std::fs::write(&tmp, bytes))
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|_| {
-                    let _ = std::fs::remove_file(&tmp);
-                })
-                .ok()
+            // Never through a link planted at the directory, the temp file or the record.
+            flow_cache::regular::write_replacing(path, &tmp, &bytes).ok()
         });
         if written.is_none() {
             forget(path);

@@ -210,8 +210,14 @@ pub(super) fn patch_file(
     bytes: &[u8],
     mut ranges: Vec<(usize, usize)>,
 ) -> bool {
-    use std::os::unix::fs::FileExt;
-    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    // Never through a symlink, and never waiting on a FIFO swapped in since the read (opening
+    // one for writing would wait for a reader): such a file is not the one read (`id`) anyway.
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+    else {
         return false;
     };
     let now = f.metadata().ok().map(|m| FileId {

@@ -200,6 +200,10 @@ pub fn forget_all(cache: &Path) {
     }
 }
 
+/// The largest record read: far above the record of a 100,000-action workspace; a larger file
+/// is not one flow wrote.
+const MAX_RECORD_BYTES: u64 = 1 << 30;
+
 /// Removes the record at `path`, if any.
 pub fn forget(path: &Path) {
     let _ = std::fs::remove_file(path);
@@ -209,12 +213,11 @@ impl Record {
     /// The record at `path` if it was written by this flow binary for this request and these
     /// settings.
     pub fn load(path: &Path, request: &str, config: &[u8; 32]) -> Option<Record> {
-        use std::io::Read;
+        use flow_cache::regular::{open_regular, read_at_most, Links};
         use std::os::unix::fs::MetadataExt;
-        let mut f = std::fs::File::open(path).ok()?;
-        let meta = f.metadata().ok()?;
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        f.read_to_end(&mut bytes).ok()?;
+        // A regular file, not a link, FIFO or device (which would block or never end).
+        let (f, meta) = open_regular(path, Links::Refuse).ok()?;
+        let bytes = read_at_most(f, meta.len(), MAX_RECORD_BYTES).ok()?;
         let values_len = checked_values(&bytes)?;
         let shape = &bytes[HEADER + values_len..];
         let (mut head, rest): (Head, &[u8]) = postcard::take_from_bytes(shape).ok()?;
@@ -259,6 +262,11 @@ impl Record {
         let outputs = changed(root, &h.outputs, false, |e, st| {
             st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
                 && matches(e, st)
+                // A file output has a mode flow writes: a `chmod` (to 000, say) keeps size,
+                // mtime and inode. (Which of the two, the results say; a change between them
+                // is seen by the reuse decision of a build from analysis.)
+                && (e.dir.is_some()
+                    || [false, true].map(flow_cache::output_mode).contains(&(st.st_mode & 0o7777)))
                 // A directory output: its marker's mtime is the stamp of the tree's file
                 // states as flow wrote them (`TreeStamp`): an edit inside it is a change.
                 && e.dir

@@ -39,7 +39,9 @@ use crate::target::Package;
 use loads::LoadGraph;
 use modules::{evaluate_modules, FrozenModules};
 use package::{evaluate_packages, PackageOutcome};
+pub(crate) use source::kind_of;
 use source::parse_build_files;
+pub use source::MAX_SOURCE_BYTES;
 use starlark_error::suggest_parameter;
 
 /// What an evaluation needs besides the files.

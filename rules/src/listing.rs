@@ -33,6 +33,11 @@ impl Listing {
     pub fn scan(root: &Path, skip: &[PathBuf]) -> std::io::Result<Listing> {
         let root_owned = root.to_path_buf();
         let skip = skip.to_vec();
+        check_ignore_files(root, root)?;
+        // A directory whose ignore file cannot be read safely is not entered; the walk fails.
+        let refused: std::sync::Arc<Mutex<Option<std::io::Error>>> = Default::default();
+        let refused_in_filter = refused.clone();
+        let root_for_filter = root.to_path_buf();
         let walker = ignore::WalkBuilder::new(root)
             .hidden(false)
             .git_global(false)
@@ -55,7 +60,19 @@ impl Listing {
                     return false;
                 }
                 // A nested workspace is not part of this one.
-                !(entry.path() != root_owned && entry.path().join("flow.toml").is_file())
+                if entry.path() != root_owned && entry.path().join("flow.toml").is_file() {
+                    return false;
+                }
+                match check_ignore_files(&root_for_filter, entry.path()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused_in_filter
+                            .lock()
+                            .expect("walk lock")
+                            .get_or_insert(e);
+                        false
+                    }
+                }
             })
             .build_parallel();
         // Walked on several threads (reading directories was most of an evaluation's walk:
@@ -102,6 +119,9 @@ impl Listing {
             })
         });
         if let Some(e) = failed.into_inner().expect("walk lock") {
+            return Err(e);
+        }
+        if let Some(e) = refused.lock().expect("walk lock").take() {
             return Err(e);
         }
         let (mut files, mut dirs) = found.into_inner().expect("walk lock");
@@ -161,4 +181,36 @@ impl Listing {
                 .map(move |p| &p[package.len() + 1..]),
         )
     }
+}
+
+/// The ignore files the walk reads in each directory (the `ignore` crate opens and reads them
+/// whole, blocking on a FIFO and reading a link to `/dev/zero` without end).
+const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
+
+/// The most the walk lets the `ignore` crate read of one ignore file.
+const MAX_IGNORE_FILE_BYTES: u64 = 16 << 20;
+
+/// Refuses the directory `dir` when an ignore file in it is there but is not a regular file
+/// (after following links) or is larger than [`MAX_IGNORE_FILE_BYTES`]: one `stat` per name,
+/// before the `ignore` crate opens it.
+fn check_ignore_files(root: &Path, dir: &Path) -> std::io::Result<()> {
+    for name in IGNORE_FILES {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let problem = if !meta.is_file() {
+            format!("it is {}, not a regular file", crate::eval::kind_of(&meta))
+        } else if meta.len() > MAX_IGNORE_FILE_BYTES {
+            format!("it is larger than {} MiB", MAX_IGNORE_FILE_BYTES >> 20)
+        } else {
+            continue;
+        };
+        let shown = path.strip_prefix(root).unwrap_or(&path);
+        return Err(std::io::Error::other(format!(
+            "cannot read `{}`: {problem}",
+            shown.display()
+        )));
+    }
+    Ok(())
 }

@@ -82,10 +82,10 @@ fn files_are_copied_or_taken_with_their_executable_bit() {
     assert_eq!(fs::metadata(cas.path_of(&d2)).unwrap().ino(), ino);
 
     let out = dir.path().join("restored/deep/tool.sh");
-    cas.materialize_file(&d, true, &out).unwrap();
+    cas.materialize_file(&d, 18, true, &out).unwrap();
     assert_eq!(fs::read(&out).unwrap(), b"#!/bin/sh\necho hi\n");
     assert_eq!(mode(&out), 0o755);
-    cas.materialize_file(&d2, false, &out).unwrap();
+    cas.materialize_file(&d2, 4, false, &out).unwrap();
     assert_eq!(fs::read(&out).unwrap(), b"data");
     assert_eq!(mode(&out), 0o644);
     assert_eq!(
@@ -129,7 +129,7 @@ fn large_files_round_trip() {
         assert_eq!((d, size), (Digest::of(&bytes), bytes.len() as u64));
         assert_eq!(src.exists(), !take);
         let out = dir.path().join(format!("out-{take}"));
-        cas.materialize_file(&d, false, &out).unwrap();
+        cas.materialize_file(&d, size, false, &out).unwrap();
         assert_eq!(fs::read(&out).unwrap(), bytes);
     }
 }
@@ -175,7 +175,7 @@ fn a_corrupt_blob_is_detected_removed_and_repaired() {
     let dest = dir.path().join("out/file.txt");
     fs::create_dir_all(dest.parent().unwrap()).unwrap();
     fs::write(&dest, "old").unwrap();
-    match cas.materialize_file(&d, false, &dest) {
+    match cas.materialize_file(&d, 16, false, &dest) {
         Err(CacheError::Corrupt { digest, .. }) => assert_eq!(digest, d),
         other => panic!("{other:?}"),
     }
@@ -192,7 +192,7 @@ fn a_corrupt_blob_is_detected_removed_and_repaired() {
     ));
 
     assert_eq!(cas.put_bytes(b"precious content").unwrap(), d);
-    cas.materialize_file(&d, false, &dest).unwrap();
+    cas.materialize_file(&d, 16, false, &dest).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), b"precious content");
 
     corrupt(&cache, &d);
@@ -210,7 +210,7 @@ fn materializing_replaces_a_directory_in_the_way() {
     let d = cache.cas().put_bytes(b"file now").unwrap();
     let dest = dir.path().join("out");
     fs::create_dir_all(dest.join("was/a/dir")).unwrap();
-    cache.cas().materialize_file(&d, false, &dest).unwrap();
+    cache.cas().materialize_file(&d, 8, false, &dest).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), b"file now");
 }
 

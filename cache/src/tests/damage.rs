@@ -63,7 +63,7 @@ fn a_large_blob_is_checked_by_size_only() {
     cas.put_bytes(&big).unwrap();
     assert_eq!(fs::read(&path).unwrap(), flipped);
     assert!(matches!(
-        cas.materialize_file(&d, false, &dir.path().join("out")),
+        cas.materialize_file(&d, big.len() as u64, false, &dir.path().join("out")),
         Err(CacheError::Corrupt { .. })
     ));
     cas.put_bytes(&big).unwrap();
@@ -257,7 +257,7 @@ fn materializing_replaces_a_link_at_the_destination() {
     let dest = dir.path().join("out/f");
     fs::create_dir_all(dir.path().join("out")).unwrap();
     symlink(outside.join("victim"), &dest).unwrap();
-    cas.materialize_file(&d, false, &dest).unwrap();
+    cas.materialize_file(&d, 4, false, &dest).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), b"good");
     assert!(fs::symlink_metadata(&dest).unwrap().is_file());
     assert_eq!(fs::read(outside.join("victim")).unwrap(), b"victim");
@@ -281,7 +281,7 @@ fn a_255_byte_output_name_materializes() {
     let d = cas.put_bytes(b"long").unwrap();
     let name = "n".repeat(255);
     let dest = real_dest(&dir.path().join("out"), &format!("p/{name}")).unwrap();
-    cas.materialize_file(&d, false, &dest).unwrap();
+    cas.materialize_file(&d, 4, false, &dest).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), b"long");
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
@@ -403,4 +403,67 @@ fn handles_meeting_one_damaged_page_move_the_database_aside_once() {
     a.put_action(&key, &super::file_result(Digest::of(b"y"), 1))
         .unwrap();
     assert_eq!(b.get_actions(&[key]).unwrap().len(), 1);
+}
+
+/// Regression (issue 15, item 7): restoring from a blob that is a FIFO waited for a writer
+/// forever, and from a link to `/dev/zero` copied without end. A blob that is not a regular
+/// file, or not of the recorded size, is `Corrupt` at once, moved out of the way, and never
+/// read; storing the content again repairs it.
+#[test]
+fn a_blob_that_is_not_a_regular_file_of_its_size_is_corrupt_and_never_read() {
+    let dir = temp();
+    let cache = open(&dir);
+    let cas = cache.cas();
+    let d = cas.put_bytes(b"good").unwrap();
+    let path = cas.path_of(&d);
+    let dest = dir.path().join("out/f");
+    let fifo = |p: &std::path::Path| {
+        let made = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    type Plant<'a> = &'a dyn Fn(&std::path::Path);
+    let plants: [(&str, Plant); 4] = [
+        ("a FIFO", &fifo),
+        ("a link to /dev/zero", &|p| symlink("/dev/zero", p).unwrap()),
+        ("a directory", &|p| fs::create_dir(p).unwrap()),
+        ("a longer file", &|p| {
+            fs::write(p, b"good and more").unwrap()
+        }),
+    ];
+    for (what, plant) in plants {
+        fs::remove_file(&path).unwrap();
+        plant(&path);
+        let reads: [&dyn Fn() -> Result<Vec<u8>, CacheError>; 2] = [
+            &|| {
+                cas.materialize_file(&d, 4, false, &dest)
+                    .map(|_| Vec::new())
+            },
+            &|| cas.read_verified(&d),
+        ];
+        for read in reads {
+            let result = read();
+            assert!(
+                matches!(result, Err(CacheError::Corrupt { .. })),
+                "{what}: {result:?}"
+            );
+            assert!(
+                fs::symlink_metadata(&path).is_err(),
+                "{what}: not moved away"
+            );
+            plant(&path);
+        }
+        assert!(!dest.exists(), "{what}");
+        fs::remove_file(&path)
+            .or_else(|_| fs::remove_dir(&path))
+            .unwrap();
+        assert_eq!(cas.put_bytes(b"good").unwrap(), d);
+    }
+    // A forged result recording another size: refused without copying.
+    assert!(matches!(
+        cas.materialize_file(&d, 5, false, &dest),
+        Err(CacheError::Corrupt { .. })
+    ));
 }

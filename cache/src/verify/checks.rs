@@ -16,6 +16,7 @@ use crate::action_cache::{OutputEntry, OutputKind};
 use crate::error::sql_err;
 use crate::manifest::{decode, TreeEntryKind};
 use crate::paths::check_relative_path;
+use crate::regular::Links;
 use crate::stats::list_blobs;
 use crate::{Cache, CacheError, Digest};
 
@@ -34,10 +35,15 @@ impl Blob {
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Blob::Missing,
             Err(e) => return Blob::Unreadable(e.to_string()),
-            Ok(m) if !m.is_file() => return Blob::Unreadable("not a regular file".into()),
+            Ok(m) if !m.is_file() => {
+                return Blob::Unreadable(format!(
+                    "it is {}, not a regular file",
+                    crate::regular::kind_of(&m)
+                ))
+            }
             Ok(_) => {}
         }
-        match Digest::of_file(path) {
+        match Digest::of_file(path, Links::Refuse) {
             Ok((actual, size)) if actual == *d => Blob::Sound { size },
             Ok((actual, _)) => Blob::Corrupt { actual },
             Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -261,7 +267,8 @@ impl Cache {
                 OutputKind::Tree { digest, size } => {
                     let what = format!("the tree manifest of output `{}`", o.path);
                     need(digest, &what, None)?;
-                    let bytes = fs::read(self.cas().path_of(digest))
+                    let path = self.cas().path_of(digest);
+                    let bytes = crate::regular::read_regular(&path, Links::Refuse, u64::MAX)
                         .map_err(|e| format!("{what} cannot be read: {e}"))?;
                     let entries = decode(digest, &bytes).map_err(|e| format!("{what}: {e}"))?;
                     let mut total = 0;

@@ -217,11 +217,14 @@ fn enqueue(
 /// The source of module `id`, or why it cannot be had (one line, for the load site).
 fn module_source(root: &Path, id: &ModuleId) -> Result<Arc<str>, String> {
     match id {
-        ModuleId::Workspace(path) => read_source(root, path).map_err(|_| {
+        ModuleId::Workspace(path) => read_source(root, path).map_err(|e| {
             if root.join(path).is_dir() {
                 format!("`{path}` is a directory")
-            } else {
+            } else if std::fs::metadata(root.join(path)).is_err() {
                 format!("`{path}` does not exist in the workspace")
+            } else {
+                // A FIFO, a device, too large, not UTF-8: the reason, with the path.
+                e.to_string()
             }
         }),
         ModuleId::Prelude(path) => prelude::get(path).map(Arc::from).ok_or_else(|| {

@@ -145,28 +145,109 @@ fn check_nesting(file: &str, source: &Arc<str>) -> Result<(), AnalysisError> {
     Ok(())
 }
 
+/// The most flow reads of one BUILD or `.star` file. Real ones are a few KiB; the limit is far
+/// above any of them and keeps a link to `/dev/zero`-like content, or a huge generated file,
+/// from being read into memory without end.
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
 /// The file at `rel` under `root`, which must be UTF-8.
 pub(super) fn read_source(root: &Path, rel: &str) -> Result<Arc<str>, AnalysisError> {
-    match std::fs::read(root.join(rel)) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => Ok(Arc::from(s)),
-            Err(e) => Err(AnalysisError::new(
-                K::Io {
-                    path: rel.to_owned(),
-                    error: format!(
-                        "not valid UTF-8 (first bad byte at offset {})",
-                        e.utf8_error().valid_up_to()
-                    ),
-                },
-                None,
-            )),
-        },
-        Err(e) => Err(AnalysisError::new(
+    let io_error = |error: String| {
+        AnalysisError::new(
             K::Io {
                 path: rel.to_owned(),
-                error: e.to_string(),
+                error,
             },
             None,
-        )),
+        )
+    };
+    match read_bounded(&root.join(rel)) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Ok(Arc::from(s)),
+            Err(e) => Err(io_error(format!(
+                "not valid UTF-8 (first bad byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))),
+        },
+        Err(e) => Err(io_error(e.to_string())),
+    }
+}
+
+/// Why a BUILD or `.star` file cannot be read.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// `stat` or `open` failed (missing, no permission, a loop of links).
+    Io(std::io::Error),
+    /// Not a regular file, after following links: a FIFO (reading it would wait for a writer
+    /// forever), a device (`/dev/zero` never ends), a directory, a socket.
+    NotRegular(&'static str),
+    TooLarge,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::NotRegular(kind) => write!(f, "it is {kind}, not a regular file"),
+            ReadError::TooLarge => write!(
+                f,
+                "it is larger than {} MiB, the most flow reads of a BUILD or `.star` file",
+                MAX_SOURCE_BYTES >> 20
+            ),
+        }
+    }
+}
+
+/// The content of the regular file at `path` (a symlink is followed to it), at most
+/// [`MAX_SOURCE_BYTES`]. Never blocks: anything but a regular file is refused after a `stat`,
+/// and the file is opened `O_NONBLOCK` and checked again with `fstat` (it could have been
+/// swapped for a FIFO in between), so no BUILD file makes flow wait or read without end.
+pub(super) fn read_bounded(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let regular = |meta: &std::fs::Metadata| {
+        if meta.is_file() {
+            Ok(())
+        } else {
+            Err(ReadError::NotRegular(kind_of(meta)))
+        }
+    };
+    regular(&std::fs::metadata(path).map_err(ReadError::Io)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    regular(&meta)?;
+    if meta.len() > MAX_SOURCE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_SOURCE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// "a FIFO", "a character device", ... for messages.
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
     }
 }
