@@ -65,7 +65,7 @@ impl ActionKey {
     /// `ExecResult::seen_inputs`): sources saved while the build ran. Their result is stored
     /// under this key, which describes the bytes the action saw. An error names an input no key
     /// can describe: a dependency's output (its digest is the dependency's result, not the
-    /// file's), or a file that could not be read again.
+    /// file's), or a file an action read in place (`None`: when it read it is unknown).
     pub fn as_seen(&self, seen: &BTreeMap<String, Option<Digest>>) -> Result<ActionKey, String> {
         let mut key = self.clone();
         for (path, digest) in seen {

@@ -132,28 +132,53 @@ fn a_source_saved_while_a_dependency_runs_never_poisons_the_cache() {
     assert_eq!(read(&ws, "flow-out/p/out.txt"), "new\n");
 }
 
-/// Regression (issue 15, item 1), for an action that runs in the real tree (`sandbox = False`):
-/// nothing is staged, so the sources it read are read again after it ran, and a result from
-/// bytes its key does not describe is kept under the key of the bytes found.
+/// Regression (issue 15, item 1, and the adversarial run after it), for actions that run in
+/// the real tree (`sandbox = False`): nothing is staged, so when they read a source, or a
+/// dependency's output under `flow-out/`, is unknown. A file that changed while the build ran
+/// (before or after the action read it) fails the action and nothing is stored; a first fix
+/// stored the result under the key of the bytes found after the run, which the action had not
+/// read.
 #[test]
-fn a_source_saved_while_an_unsandboxed_action_runs_is_keyed_as_found() {
-    let gate = Gate::new();
-    let ws = Ws::new().file("p/b.txt", "old\n").file(
-        "p/BUILD",
-        &format!(
-            "task(name = \"b\", srcs = [\"b.txt\"], outs = [\"out.txt\"], sandbox = False,\n\
-             \x20    cmd = \"{}; cat b.txt > out.txt\")\n",
-            gate.cmd()
-        ),
-    );
-    let build = spawn_build(ws.path());
-    gate.hold_while(|| ws.write("p/b.txt", b"new\n"));
-    let racy = finish(build);
-    assert!(racy.contains("changed while the build ran"), "{racy}");
-    ws.write("p/b.txt", b"old\n");
-    let back = ws.run(&["build", "//..."]);
-    assert!(back.ok().contains("[RAN] //p:b"), "{}", back.stdout);
-    assert_eq!(read(&ws, "flow-out/p/out.txt"), "old\n");
+fn a_file_changed_while_an_unsandboxed_action_runs_stores_nothing() {
+    for edited in ["p/s.txt", "flow-out/p/a.txt"] {
+        let gate = Gate::new();
+        let ws = Ws::new().file("p/s.txt", "v1\n").file(
+            "p/BUILD",
+            &format!(
+                "task(name = \"a\", srcs = [\"s.txt\"], outs = [\"a.txt\"], cmd = \"cat s.txt > a.txt\")\n\
+                 task(name = \"c\", deps = [\":a\"], srcs = [\"s.txt\"], outs = [\"c.txt\"],\n\
+                 \x20    sandbox = False, cmd = \"cat s.txt $(location :a) > c.txt; {}\")\n",
+                gate.cmd()
+            ),
+        );
+        let build = spawn_build(ws.path());
+        gate.hold_while(|| ws.write(edited, b"v2\n"));
+        let out = build.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{edited}: {stdout}");
+        assert!(stdout.contains("nothing was stored"), "{edited}: {stdout}");
+        if edited == "p/s.txt" {
+            // The action read v1; a result for the key of v2 must come from v2.
+            let again = ws.run(&["build", "//..."]);
+            again.ok();
+            assert_eq!(
+                read(&ws, "flow-out/p/c.txt"),
+                "v2\nv2\n",
+                "{}",
+                again.stdout
+            );
+        }
+        ws.write("p/s.txt", b"v1\n");
+        let back = ws.run(&["build", "//..."]);
+        back.ok();
+        assert_eq!(
+            read(&ws, "flow-out/p/c.txt"),
+            "v1\nv1\n",
+            "{edited}: {}",
+            back.stdout
+        );
+        assert_eq!(read(&ws, "flow-out/p/a.txt"), "v1\n", "{edited}");
+    }
 }
 
 /// The warning a build prints when it re-keys a result, and the failure when a dependency's

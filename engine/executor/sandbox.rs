@@ -460,15 +460,17 @@ async fn run_in_tree(
 }
 
 /// The file inputs of an action that ran in the real tree whose bytes now differ from the
-/// digests their key holds (saved before or while it ran). An edit undone before the action
-/// ended goes unseen here; a sandboxed action's copies are exact (`stage.rs`).
+/// digests their key holds (saved before or while it ran), each with `None`: when it read them
+/// is unknown, so no key describes what it saw and nothing is stored. `source` is the file it
+/// reads (`Rebuilder::spec`). An edit undone before the action ended goes unseen here; a
+/// sandboxed action's copies are exact (`stage.rs`).
 fn changed_in_place(inputs: &[Input]) -> BTreeMap<String, Option<flow_cache::Digest>> {
     inputs
         .iter()
         .filter_map(|i| {
             let keyed = i.digest?;
             let now = crate::hasher::hash_file(&i.source).ok();
-            (now != Some(keyed)).then(|| (i.dest.clone(), now))
+            (now != Some(keyed)).then(|| (i.dest.clone(), None))
         })
         .collect()
 }
