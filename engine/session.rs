@@ -29,6 +29,10 @@ use crate::workspace::Workspace;
 /// The name of the directory, at the workspace root, where outputs are materialized.
 pub const OUT_DIR: &str = "flow-out";
 
+/// The file that marks the directory a linked `flow-out` leads to as flow's (written when the
+/// link is first used, into an empty directory; kept by the sweep of stale outputs).
+pub const OUT_TAG: &str = ".flow-outputs";
+
 /// `<root>/flow-out`.
 pub fn out_root(workspace_root: &Path) -> PathBuf {
     workspace_root.join(OUT_DIR)
@@ -121,28 +125,74 @@ impl Session {
     }
 
     /// Refuses a `flow-out` that is not a directory (a file, a dangling link, a link to a
-    /// file): flow keeps outputs there, and would otherwise fail action after action.
+    /// file): flow keeps outputs there, and would otherwise fail action after action. A link to
+    /// a directory (outputs on another disk) is followed only to a directory that is flow's:
+    /// empty (then tagged with [`OUT_TAG`]), or tagged. Flow deletes what it did not write under
+    /// `flow-out/`, so a link to a directory of other files would have them deleted.
     pub fn check_out_root(&self) -> Result<(), Error> {
         let Ok(meta) = std::fs::symlink_metadata(&self.out_root) else {
             return Ok(());
         };
-        if std::fs::metadata(&self.out_root).is_ok_and(|m| m.is_dir()) {
+        let refuse = |what: String, help: String| {
+            Err(Error::Usage {
+                message: format!(
+                    "`{}` is {what}; flow keeps the outputs of builds there",
+                    self.out_root.display()
+                ),
+                help: Some(help),
+            })
+        };
+        if !std::fs::metadata(&self.out_root).is_ok_and(|m| m.is_dir()) {
+            let what = if meta.is_symlink() {
+                "a link that does not lead to a directory"
+            } else {
+                "not a directory"
+            };
+            let help = format!(
+                "remove it (`flow clean` does), or move it aside; the name `{OUT_DIR}` is flow's"
+            );
+            return refuse(what.to_owned(), help);
+        }
+        if !meta.is_symlink() {
             return Ok(());
         }
-        let what = if meta.is_symlink() {
-            "a link that does not lead to a directory"
-        } else {
-            "not a directory"
+        let Ok(entries) = std::fs::read_dir(&self.out_root) else {
+            return Ok(());
         };
-        Err(Error::Usage {
-            message: format!(
-                "`{}` is {what}; flow keeps the outputs of builds there",
-                self.out_root.display()
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.iter().any(|n| n == OUT_TAG) {
+            return Ok(());
+        }
+        if names.is_empty() {
+            let tag = self.out_root.join(OUT_TAG);
+            let text = format!(
+                "the outputs of the flow workspace {}\n",
+                self.ws.root.display()
+            );
+            return std::fs::write(&tag, text).map_err(|e| Error::Usage {
+                message: format!("cannot write `{}`: {e}", tag.display()),
+                help: None,
+            });
+        }
+        let target = std::fs::read_link(&self.out_root).unwrap_or_default();
+        let mut shown: Vec<&String> = names.iter().collect();
+        shown.sort();
+        shown.truncate(3);
+        let shown: Vec<String> = shown.iter().map(|n| format!("`{n}`")).collect();
+        refuse(
+            format!(
+                "a link to `{}`, a directory of files flow did not write ({})",
+                target.display(),
+                shown.join(", ")
             ),
-            help: Some(format!(
-                "remove it (`flow clean` does), or move it aside; the name `{OUT_DIR}` is flow's"
-            )),
-        })
+            format!(
+                "flow deletes what it did not write under `{OUT_DIR}/`: point the link at an \
+                 empty directory, or remove it"
+            ),
+        )
     }
 
     /// Takes the workspace lock for `command` unless held already (see `lock.rs`): whether

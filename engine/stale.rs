@@ -21,6 +21,7 @@ use crate::expand::join_path;
 use crate::graph::TargetGraph;
 use crate::lock::LOCK_FILE;
 use crate::rebuilder::tree_marker_name;
+use crate::session::OUT_TAG;
 
 /// What the graph declares: output files and output directories, workspace-relative.
 pub struct Declared {
@@ -51,6 +52,7 @@ impl Declared {
 
     fn keeps(&self, rel: &str) -> bool {
         rel == LOCK_FILE
+            || rel == OUT_TAG
             || self.files.contains(rel)
             || self.dirs.iter().any(|d| {
                 rel == d

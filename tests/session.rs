@@ -610,3 +610,40 @@ fn an_output_set_to_mode_000_is_restored() {
         }
     }
 }
+
+/// Regression (issue 15, adversarial run): `flow-out` as a link to a directory of other files
+/// (outputs on a bigger disk, pointed at the wrong place) had every file there deleted by the
+/// first build's sweep of what flow did not write. Such a link is refused; a link to an empty
+/// directory is used, and stays usable.
+#[test]
+fn flow_out_linked_to_a_directory_of_other_files_deletes_nothing() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"a\", outs = [\"a.txt\"], cmd = \"echo a > a.txt\")\n",
+    );
+    let data = ws.path().join("elsewhere");
+    std::fs::create_dir_all(data.join("mydata")).unwrap();
+    std::fs::write(data.join("mydata/important.txt"), "precious\n").unwrap();
+    std::fs::write(data.join("notes.txt"), "precious\n").unwrap();
+    std::os::unix::fs::symlink(&data, ws.path().join("flow-out")).unwrap();
+    let refused = ws.run(&["build", "//..."]);
+    crate::support::golden("flow_out_linked_to_other_files", refused.bad_input());
+    assert_eq!(
+        std::fs::read_to_string(data.join("mydata/important.txt")).unwrap(),
+        "precious\n"
+    );
+    assert!(data.join("notes.txt").exists());
+    assert!(!data.join("p").exists(), "nothing may be written there");
+
+    let empty = ws.path().join("bigdisk");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::remove_file(ws.path().join("flow-out")).unwrap();
+    std::os::unix::fs::symlink(&empty, ws.path().join("flow-out")).unwrap();
+    for _ in 0..2 {
+        ws.run(&["build", "//..."]).ok();
+        assert_eq!(
+            std::fs::read_to_string(empty.join("p/a.txt")).unwrap(),
+            "a\n"
+        );
+    }
+}
