@@ -250,6 +250,22 @@ fn outputs_overlapping_across_packages() {
     );
 }
 
+/// Regression (issue 15, adversarial run): an output named like another output's tree marker
+/// (`.d.flow-tree` beside `d/`) was accepted; the two overwrote each other and builds never
+/// settled. Names flow keeps for its own files are refused.
+#[test]
+fn an_output_named_like_a_tree_marker() {
+    query_all(
+        "output_with_a_reserved_name",
+        &[(
+            "a/BUILD",
+            "task(name = \"mk\", outs = [\".d.flow-tree\"], cmd = \"echo fake > .d.flow-tree\")\n\
+             task(name = \"d\", outs = [\"d/\"], cmd = \"mkdir d\")\n\
+             task(name = \"tmp\", outs = [\"x/.flow-tmp-1\"], cmd = \"true\")\n",
+        )],
+    );
+}
+
 /// Regression (issue 15, item 11): within a package, only neighbours in sorted order were
 /// compared, so `gen.txt` sorting between `gen` and `gen/x.txt` hid the nesting.
 #[test]

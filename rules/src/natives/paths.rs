@@ -25,6 +25,12 @@ fn path_problem(path: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether an output path segment has a name flow gives its own files under `flow-out/`: the
+/// marker of a directory output (`.NAME.flow-tree`), the lock, temp files (`.flow-*`).
+fn reserved(segment: &str) -> bool {
+    segment.starts_with('.') && (segment.ends_with(".flow-tree") || segment.starts_with(".flow-"))
+}
+
 /// Checks that each of `srcs` is a normalized path naming a file of the package.
 pub(super) fn check_srcs(
     build: &BuildState,
@@ -113,6 +119,11 @@ pub(super) fn check_outs(
         let path = out.strip_suffix('/').unwrap_or(out);
         let reason = if let Some(p) = path_problem(path) {
             Some(p.to_owned())
+        } else if let Some(name) = path.split('/').find(|s| reserved(s)) {
+            Some(format!(
+                "uses the name `{name}`, which flow keeps for its own files under flow-out/ \
+                 (`.NAME.flow-tree` marks the directory output `NAME/`; `.flow-*` are flow's)"
+            ))
         } else if srcs.iter().any(|s| s == path) {
             Some("is also a source of the target; outputs must be new files".to_owned())
         } else if build.files.binary_search(&path.to_owned()).is_ok() {
