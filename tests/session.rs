@@ -647,3 +647,45 @@ fn flow_out_linked_to_a_directory_of_other_files_deletes_nothing() {
         );
     }
 }
+
+/// Regression (issue 15, adversarial run): `--events` naming a FIFO that no one reads blocked
+/// `flow build` forever in `open`, before any signal handler was in place. It is an error at
+/// once; with a reader, the events flow through it.
+#[test]
+fn events_to_a_fifo_without_a_reader_is_an_error_not_a_hang() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"a\", outs = [\"a.txt\"], cmd = \"echo a > a.txt\")\n",
+    );
+    let fifo = ws.path().join("events.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut child = flow(ws.path(), &["build", "--events", "events.fifo"])
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("flow build blocked on a FIFO without a reader");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&ws.path().display().to_string(), "$WS");
+    crate::support::golden("events_fifo_without_reader", &stderr);
+
+    // With a reader, the events arrive.
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::read_to_string(fifo).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out = flow(ws.path(), &["build", "--events"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(reader.join().unwrap().contains("//p:a"));
+}

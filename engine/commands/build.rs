@@ -38,7 +38,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let terms = parse_patterns(args.patterns)?;
     let mut session = Session::open(start, args.session)?;
     let events = match args.events {
-        Some(path) => Some(std::fs::File::create(path).map_err(|e| Error::Io {
+        Some(path) => Some(open_events(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             action: "create",
             error: e.to_string(),
@@ -138,4 +138,25 @@ fn write_record(session: &Session, patterns: &[String], ready: Ready, finished: 
         }
         .write(&ready.record_path, basis)
     });
+}
+
+/// Opens the `--events` file for writing, truncated: a regular file is created; a FIFO needs a
+/// reader already there (opening it waits for none: an error instead of a build that never
+/// starts), and is then written to as any file.
+fn open_events(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ENXIO) => std::io::Error::other("a FIFO with no reader"),
+            _ => e,
+        })?;
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+    let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(blocking))?;
+    Ok(file)
 }
