@@ -24,7 +24,10 @@ impl Workspace {
         let mut dir = start.as_path();
         loop {
             let candidate = dir.join(CONFIG_FILE);
-            if candidate.is_file() {
+            // Any kind of file by that name marks the root: one that cannot be read as a
+            // configuration (a FIFO, a device, a directory) is an error there, not a reason to
+            // walk on to a parent workspace.
+            if candidate.symlink_metadata().is_ok() {
                 let display = display_path(&candidate);
                 let config = Config::load(&candidate, &display)?;
                 return Ok(Workspace {

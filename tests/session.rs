@@ -689,3 +689,27 @@ fn events_to_a_fifo_without_a_reader_is_an_error_not_a_hang() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(reader.join().unwrap().contains("//p:a"));
 }
+
+/// Regression (issue 15, adversarial run): a `flow.toml` that is a FIFO or a link to a device
+/// was passed over ("no `flow.toml` found"), and in a workspace nested in another one, the
+/// outer workspace was built instead. It marks the root, and is an error there.
+#[test]
+fn a_flow_toml_that_is_not_a_file_is_an_error_where_it_is() {
+    let outer = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"a\", outs = [\"a.txt\"], cmd = \"echo a > a.txt\")\n",
+    );
+    let inner = outer.path().join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    nix::unistd::mkfifo(
+        &inner.join("flow.toml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let run = outer.run_in(&inner, &["build", "//..."]);
+    crate::support::golden("flow_toml_fifo", run.bad_input());
+    assert!(
+        !outer.path().join("flow-out").exists(),
+        "the outer workspace was built"
+    );
+}
