@@ -1,10 +1,13 @@
 //! `FileHasher`: content digests of input files without re-reading unchanged ones.
 //!
-//! A file-state table (absolute path → size, mtime, inode, digest, when recorded) answers for a
-//! file whose metadata is unchanged. The "racy" case — a file rewritten within the same
-//! timestamp tick as it was hashed, keeping size and mtime — is guarded as git does: a state is
-//! trusted only if the file's mtime is at least `RACY_WINDOW` older than the moment the digest was
-//! recorded; otherwise the file is read again (and recorded anew, so it is trusted next time).
+//! A file-state table (absolute path → size, mtime, ctime, inode, digest, when recorded) answers
+//! for a file whose metadata is unchanged. The ctime is what gives away an in-place rewrite
+//! that keeps the size and sets the mtime back (`cp -p`), and a `chmod`: no call sets it back.
+//! The "racy" case — a file rewritten within the same timestamp tick as it was hashed — is
+//! guarded as git does: a state is trusted only if the file's mtime is at least `RACY_WINDOW_NS`
+//! older than the moment the digest was recorded, and its ctime older by the ctime window
+//! (`flow_rules::snapshot::settled`); otherwise the file is read again (and recorded anew, so it
+//! is trusted next time).
 //!
 //! Files are hashed in parallel (rayon); files of 1 MiB and more are memory-mapped and hashed
 //! with blake3's multi-threaded mode. New or changed states are collected for one batched write.
@@ -19,7 +22,8 @@ use rayon::prelude::*;
 
 /// How much older than its recording a file's mtime must be for its recorded digest to be
 /// trusted. Covers coarse timestamp granularity (ext4/tmpfs ticks; 1–2 s on some filesystems).
-pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+pub use flow_rules::snapshot::RACY_WINDOW_NS;
+use flow_rules::snapshot::{ctime_ns, mtime_ns, settled};
 
 /// Files at least this large are hashed through mmap with rayon.
 const MMAP_THRESHOLD: u64 = 1 << 20;
@@ -64,10 +68,9 @@ impl FileHasher {
             )));
         }
         let key = path.to_string_lossy().into_owned();
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let executable = meta.mode() & 0o111 != 0;
         if let Some(s) = self.known.get(&key) {
-            if unchanged(s, &meta) && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns {
+            if unchanged(s, &meta) && settled(s.mtime_ns, s.ctime_ns, s.recorded_at_ns) {
                 return Ok(Hashed {
                     digest: s.digest,
                     size: s.size,
@@ -80,7 +83,8 @@ impl FileHasher {
         let digest = hash_file(path, meta.len())?;
         let state = FileState {
             size: meta.len(),
-            mtime_ns,
+            mtime_ns: mtime_ns(&meta),
+            ctime_ns: ctime_ns(&meta),
             ino: meta.ino(),
             digest,
             recorded_at_ns,
@@ -108,7 +112,8 @@ impl FileHasher {
         if let Ok(meta) = std::fs::metadata(path) {
             let state = FileState {
                 size: meta.len(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime_ns: mtime_ns(&meta),
+                ctime_ns: ctime_ns(&meta),
                 ino: meta.ino(),
                 digest,
                 recorded_at_ns: now_ns(),
@@ -181,10 +186,11 @@ impl FileHasher {
     }
 }
 
-/// Whether `meta` still has the size, mtime and inode recorded in `s`.
+/// Whether `meta` still has the size, mtime, ctime and inode recorded in `s`.
 fn unchanged(s: &FileState, meta: &std::fs::Metadata) -> bool {
     s.size == meta.len()
-        && s.mtime_ns == meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        && s.mtime_ns == mtime_ns(meta)
+        && s.ctime_ns == ctime_ns(meta)
         && s.ino == meta.ino()
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::Watcher;
 use crate::runner::interrupted;
 use crate::session::OUT_DIR;
+use flow_rules::listing::GITIGNORE;
 
 #[derive(Debug, Default)]
 /// What a batch of events amounts to.
@@ -152,12 +153,17 @@ impl Watcher<'_> {
                 continue;
             };
             let name = rel.rsplit('/').next().unwrap_or(&rel);
+            let analysed = name == "BUILD"
+                || name.ends_with(".star")
+                || name == GITIGNORE
+                || rel == "flow.toml"
+                || self.analysis_links.contains(&rel);
             let known_source = self
                 .state
                 .as_ref()
                 .is_some_and(|s| s.readers.contains_key(&rel))
                 && path.is_file();
-            if name == "BUILD" || name.ends_with(".star") || rel == "flow.toml" {
+            if analysed {
                 batch.structural = true;
             } else if structural_kind && !known_source && !path.is_dir() {
                 // A new, deleted or renamed file may change what a glob matches.
@@ -168,7 +174,8 @@ impl Watcher<'_> {
         batch
     }
 
-    /// The workspace-relative path of `path` unless it is ignored.
+    /// The workspace-relative path of `path` unless it is ignored (a `.gitignore` never is: it
+    /// may ignore itself, and still applies).
     fn relevant(&self, path: &Path) -> Option<String> {
         let rel = path.strip_prefix(&self.session.ws.root).ok()?;
         if path.starts_with(&self.session.cache_dir) {
@@ -181,10 +188,12 @@ impl Watcher<'_> {
             return None;
         }
         let is_dir = path.is_dir();
-        if self
-            .gitignore
-            .matched_path_or_any_parents(rel, is_dir)
-            .is_ignore()
+        let gitignore = rel.file_name().is_some_and(|n| n == GITIGNORE);
+        if !gitignore
+            && self
+                .gitignore
+                .matched_path_or_any_parents(rel, is_dir)
+                .is_ignore()
         {
             return None;
         }

@@ -35,7 +35,7 @@
 mod events;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,7 +137,12 @@ struct Watcher<'a> {
     args: &'a WatchArgs<'a>,
     terms: Vec<PatternTerm>,
     known: HashMap<String, FileState>,
+    /// The root `.gitignore`, read again at each analysis: events on what it excludes are
+    /// dropped.
     gitignore: Gitignore,
+    /// Workspace-relative targets of the symlinks among the files analysis read (a BUILD,
+    /// `.star` or `.gitignore` that is a link): an event on one means analysing again.
+    analysis_links: HashSet<String>,
     state: Option<Analyzed>,
     /// The last cycle's results, for carrying over what a batch cannot affect; `None` before
     /// the first cycle and after each analysis (node indices change).
@@ -169,9 +174,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         .watch(&root, RecursiveMode::Recursive)
         .map_err(|e| watch_error(&root, e))?;
 
-    let mut builder = GitignoreBuilder::new(&root);
-    builder.add(root.join(".gitignore"));
-    let gitignore = builder.build().unwrap_or_else(|_| Gitignore::empty());
+    let gitignore = root_gitignore(&root);
     session.executor();
     let mut w = Watcher {
         session,
@@ -180,6 +183,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         terms,
         known: HashMap::new(),
         gitignore,
+        analysis_links: HashSet::new(),
         state: None,
         last: None,
         dirty: BTreeSet::new(),
@@ -191,6 +195,25 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
     let session = w.session;
     session.close(Some(runtime));
     Ok(code)
+}
+
+/// The root `.gitignore` of the workspace at `root`, as a matcher (empty if none).
+fn root_gitignore(root: &Path) -> Gitignore {
+    let mut builder = GitignoreBuilder::new(root);
+    builder.add(root.join(flow_rules::listing::GITIGNORE));
+    builder.build().unwrap_or_else(|_| Gitignore::empty())
+}
+
+/// The workspace-relative targets of the symlinks among `stamped` (workspace-relative paths
+/// analysis depended on) that lead inside the workspace at `root` (canonical).
+fn link_targets<'a>(root: &Path, stamped: impl Iterator<Item = &'a String>) -> HashSet<String> {
+    stamped
+        .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_symlink()))
+        .filter_map(|p| {
+            let target = std::fs::canonicalize(root.join(p)).ok()?;
+            Some(target.strip_prefix(root).ok()?.to_str()?.to_owned())
+        })
+        .collect()
 }
 
 fn join(labels: &[&String]) -> String {
@@ -326,7 +349,12 @@ impl Watcher<'_> {
     fn analyze(&mut self) -> Result<(), Error> {
         let root = self.session.ws.root.clone();
         self.session.ws = crate::workspace::Workspace::discover(&root)?;
-        let (graph, _) = analyze(&self.session.ws, &self.session.cache_dir)?;
+        let (graph, analyzed) = analyze(&self.session.ws, &self.session.cache_dir)?;
+        self.gitignore = root_gitignore(&root);
+        self.analysis_links = analyzed
+            .inputs
+            .map(|i| link_targets(&root, i.stamps.iter().map(|(p, _)| p)))
+            .unwrap_or_default();
         let selected = graph.resolve_terms(&self.terms).map_err(Error::Unmatched)?;
         let action_path = self.session.ws.config.action_path.clone();
         let plan = Arc::new(Plan::new(&graph, &selected, &action_path));
@@ -379,7 +407,9 @@ impl Watcher<'_> {
             }
             match hasher.digest(&self.session.ws.root.join(p)) {
                 Ok(h) => {
-                    if state.sources.get(p).map(|o| o.digest) != Some(h.digest) {
+                    // The x bit is part of the key, as the content is (a `chmod`).
+                    let seen = |h: &Hashed| (h.digest, h.executable);
+                    if state.sources.get(p).map(seen) != Some(seen(&h)) {
                         changed.insert(p.clone());
                     }
                     state.sources.insert(p.clone(), h);
