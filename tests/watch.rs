@@ -481,3 +481,23 @@ fn an_edit_of_a_symlinked_build_files_target_or_of_a_gitignore_analyses_again() 
     assert_eq!(out(), "b\nb\n");
     w.stop();
 }
+
+/// An edit of the target of a source that is a symlink: the watcher names the target, which no
+/// target reads; the link's readers run.
+#[test]
+fn an_edit_of_a_symlinked_sources_target_reruns_its_readers() {
+    let ws = Ws::new().file("shared/words.txt", "one\n").file(
+        "p/BUILD",
+        "task(name = \"t\", srcs = [\"words.txt\"], outs = [\"o.txt\"], cmd = \"cat words.txt > o.txt\")\n",
+    );
+    std::os::unix::fs::symlink("../shared/words.txt", ws.path().join("p/words.txt")).unwrap();
+    let mut w = Watch::start(&ws);
+    ws.write("shared/words.txt", b"two\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:t"], "{cycle:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/o.txt")).unwrap(),
+        "two\n"
+    );
+    w.stop();
+}

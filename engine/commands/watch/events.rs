@@ -169,6 +169,8 @@ impl Watcher<'_> {
                 // A new, deleted or renamed file may change what a glob matches.
                 batch.structural = true;
             }
+            let linked = self.state.as_ref().and_then(|s| s.linked_sources.get(&rel));
+            batch.paths.extend(linked.into_iter().flatten().cloned());
             batch.paths.insert(rel);
         }
         batch

@@ -76,6 +76,9 @@ struct Analyzed {
     plan: Arc<Plan>,
     /// Workspace-relative source → nodes that read it.
     readers: HashMap<String, Vec<usize>>,
+    /// The target of a source that is a symlink (inside the workspace) → the sources that lead
+    /// to it: an event on the target is a change of those sources.
+    linked_sources: HashMap<String, Vec<String>>,
     sources: HashMap<String, Hashed>,
     tools: HashMap<String, String>,
     /// What the last analysis declares: the next cycle sweeps the outputs it does not declare
@@ -204,16 +207,19 @@ fn root_gitignore(root: &Path) -> Gitignore {
     builder.build().unwrap_or_else(|_| Gitignore::empty())
 }
 
-/// The workspace-relative targets of the symlinks among `stamped` (workspace-relative paths
-/// analysis depended on) that lead inside the workspace at `root` (canonical).
-fn link_targets<'a>(root: &Path, stamped: impl Iterator<Item = &'a String>) -> HashSet<String> {
-    stamped
+/// The symlinks among `paths` (workspace-relative) that lead inside the workspace at `root`
+/// (canonical), each with its target, workspace-relative: the watcher reports an edit of a
+/// link's target under the target's name.
+fn link_targets<'a>(
+    root: &'a Path,
+    paths: impl Iterator<Item = &'a String> + 'a,
+) -> impl Iterator<Item = (&'a String, String)> + 'a {
+    paths
         .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_symlink()))
-        .filter_map(|p| {
+        .filter_map(move |p| {
             let target = std::fs::canonicalize(root.join(p)).ok()?;
-            Some(target.strip_prefix(root).ok()?.to_str()?.to_owned())
+            Some((p, target.strip_prefix(root).ok()?.to_str()?.to_owned()))
         })
-        .collect()
 }
 
 fn join(labels: &[&String]) -> String {
@@ -353,7 +359,10 @@ impl Watcher<'_> {
         self.gitignore = root_gitignore(&root);
         self.analysis_links = analyzed
             .inputs
-            .map(|i| link_targets(&root, i.stamps.iter().map(|(p, _)| p)))
+            .map(|i| {
+                let stamped = i.stamps.iter().map(|(p, _)| p);
+                link_targets(&root, stamped).map(|(_, t)| t).collect()
+            })
             .unwrap_or_default();
         let selected = graph.resolve_terms(&self.terms).map_err(Error::Unmatched)?;
         let action_path = self.session.ws.config.action_path.clone();
@@ -381,11 +390,19 @@ impl Watcher<'_> {
                 readers.entry(s.clone()).or_default().push(i);
             }
         }
+        let mut linked_sources: HashMap<String, Vec<String>> = HashMap::new();
+        for (source, target) in link_targets(&root, sources.iter()) {
+            linked_sources
+                .entry(target)
+                .or_default()
+                .push(source.clone());
+        }
         // A sweep still due from an earlier analysis is kept until a cycle runs it.
         let declared = declared.or(self.state.take().and_then(|s| s.declared));
         self.state = Some(Analyzed {
             plan,
             readers,
+            linked_sources,
             sources: digests,
             tools,
             declared,
