@@ -208,6 +208,7 @@ pub fn hash_file(path: &Path, size: u64) -> std::io::Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flow_rules::snapshot::CTIME_WINDOW_NS;
 
     #[test]
     fn trusted_states_are_not_read_and_racy_ones_are() {
@@ -237,5 +238,32 @@ mod tests {
         let fourth = h4.digest(&p).unwrap();
         assert!(fourth.read);
         assert_eq!(fourth.digest, Digest::of(b"two"));
+    }
+
+    /// Issue 15, item 5: an overwrite in place that keeps the size and sets the mtime back
+    /// (`cp -p`) changes only the ctime, which the state holds.
+    #[test]
+    fn an_overwrite_that_keeps_size_and_mtime_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "one").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let set_mtime = || {
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(long_ago).unwrap();
+        };
+        set_mtime();
+        std::thread::sleep(std::time::Duration::from_nanos(2 * CTIME_WINDOW_NS as u64));
+        let h = FileHasher::new(HashMap::new());
+        assert!(h.digest(&p).unwrap().read);
+        let states: HashMap<String, FileState> = h.take_changed().into_iter().collect();
+        assert!(!FileHasher::new(states.clone()).digest(&p).unwrap().read);
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        std::fs::write(&p, "two").unwrap();
+        set_mtime();
+        assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
+        let again = FileHasher::new(states).digest(&p).unwrap();
+        assert!(again.read);
+        assert_eq!(again.digest, Digest::of(b"two"));
     }
 }

@@ -470,3 +470,42 @@ pub fn fingerprint(vars: &BTreeMap<String, serde_json::Value>) -> String {
 fn yes() -> bool {
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_is_settled_once_its_mtime_and_ctime_are_old_enough() {
+        let at = 1_800_000_000 * 1_000_000_000 + 123_456_789;
+        let old = at - 10 * RACY_WINDOW_NS;
+        assert!(settled(old, old + 7, at));
+        // A recent mtime, or a recent ctime (a `chmod`, a `touch -d` back in time).
+        assert!(!settled(at - RACY_WINDOW_NS / 2, old + 7, at));
+        assert!(!settled(old, at - CTIME_WINDOW_NS / 2, at));
+        assert!(settled(old, at - 2 * CTIME_WINDOW_NS + 7, at));
+        // A ctime of whole seconds: a file system that keeps seconds, the 2 s window.
+        let whole = (at / 1_000_000_000 - 1) * 1_000_000_000;
+        assert!(!settled(old, whole, at));
+        assert!(settled(old, whole - 2 * RACY_WINDOW_NS, at));
+    }
+
+    #[test]
+    fn a_symlink_is_stamped_by_its_target_and_a_dangling_one_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.build");
+        let link = dir.path().join("BUILD");
+        std::os::unix::fs::symlink("real.build", &link).unwrap();
+        let dangling = Stamp::of(&link).unwrap();
+        assert_eq!(
+            dangling.ino,
+            std::fs::symlink_metadata(&link).unwrap().ino()
+        );
+        std::fs::write(&target, "x = 1\n").unwrap();
+        let stamp = Stamp::of(&link).unwrap();
+        assert_eq!(Some(stamp), Stamp::of(&target));
+        assert_ne!(stamp, dangling);
+        std::fs::write(&target, "x = 22\n").unwrap();
+        assert_ne!(Stamp::of(&link), Some(stamp));
+    }
+}
