@@ -13,6 +13,7 @@ use super::Watcher;
 use crate::runner::interrupted;
 use crate::session::OUT_DIR;
 use flow_rules::listing::GITIGNORE;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 #[derive(Debug, Default)]
 /// What a batch of events amounts to.
@@ -202,6 +203,28 @@ impl Watcher<'_> {
         let text = rel.to_str()?.to_owned();
         (!text.is_empty()).then_some(text)
     }
+}
+
+/// The root `.gitignore` of the workspace at `root`, as a matcher (empty if none).
+pub(super) fn root_gitignore(root: &Path) -> Gitignore {
+    let mut builder = GitignoreBuilder::new(root);
+    builder.add(root.join(flow_rules::listing::GITIGNORE));
+    builder.build().unwrap_or_else(|_| Gitignore::empty())
+}
+
+/// The symlinks among `paths` (workspace-relative) that lead inside the workspace at `root`
+/// (canonical), each with its target, workspace-relative: the watcher reports an edit of a
+/// link's target under the target's name.
+pub(super) fn link_targets<'a>(
+    root: &'a Path,
+    paths: impl Iterator<Item = &'a String> + 'a,
+) -> impl Iterator<Item = (&'a String, String)> + 'a {
+    paths
+        .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_symlink()))
+        .filter_map(move |p| {
+            let target = std::fs::canonicalize(root.join(p)).ok()?;
+            Some((p, target.strip_prefix(root).ok()?.to_str()?.to_owned()))
+        })
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ use std::time::Duration;
 use crate::interrupts::Interrupts;
 use flow_cache::{Digest, FileState};
 use flow_rules::{Label, PatternTerm};
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::gitignore::Gitignore;
 use notify::{Event, RecursiveMode, Watcher as _};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ use crate::runner::{few_keyed, runtime_with_sigint, Control, Resolved, Runner};
 use crate::session::{Session, SessionArgs};
 use crate::stale::Declared;
 
-use events::{touches, Batch};
+use events::{link_targets, root_gitignore, touches, Batch};
 
 pub struct WatchArgs<'a> {
     pub patterns: &'a [String],
@@ -198,28 +198,6 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
     let session = w.session;
     session.close(Some(runtime));
     Ok(code)
-}
-
-/// The root `.gitignore` of the workspace at `root`, as a matcher (empty if none).
-fn root_gitignore(root: &Path) -> Gitignore {
-    let mut builder = GitignoreBuilder::new(root);
-    builder.add(root.join(flow_rules::listing::GITIGNORE));
-    builder.build().unwrap_or_else(|_| Gitignore::empty())
-}
-
-/// The symlinks among `paths` (workspace-relative) that lead inside the workspace at `root`
-/// (canonical), each with its target, workspace-relative: the watcher reports an edit of a
-/// link's target under the target's name.
-fn link_targets<'a>(
-    root: &'a Path,
-    paths: impl Iterator<Item = &'a String> + 'a,
-) -> impl Iterator<Item = (&'a String, String)> + 'a {
-    paths
-        .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_symlink()))
-        .filter_map(move |p| {
-            let target = std::fs::canonicalize(root.join(p)).ok()?;
-            Some((p, target.strip_prefix(root).ok()?.to_str()?.to_owned()))
-        })
 }
 
 fn join(labels: &[&String]) -> String {
