@@ -69,6 +69,8 @@ pub struct AnalysisInputs {
     pub stamps: Vec<(String, Stamp)>,
     pub taken_at_ns: i64,
     pub root_entries: Vec<String>,
+    /// Every symlink the walk met, and whether it led to a file.
+    pub links: Vec<(String, bool)>,
 }
 
 /// Evaluates the workspace `ws` (through the snapshot in `cache` when valid) and builds the
@@ -156,6 +158,7 @@ fn inputs_of(snap: &Snapshot) -> AnalysisInputs {
         stamps: snap.stamps().iter().map(|(p, s)| (p.clone(), *s)).collect(),
         taken_at_ns: snap.taken_at_ns(),
         root_entries: snap.root_entries().to_vec(),
+        links: snap.links().to_vec(),
     }
 }
 

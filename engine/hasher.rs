@@ -1,10 +1,13 @@
 //! `FileHasher`: content digests of input files without re-reading unchanged ones.
 //!
-//! A file-state table (absolute path → size, mtime, inode, digest, when recorded) answers for a
-//! file whose metadata is unchanged. The "racy" case — a file rewritten within the same
-//! timestamp tick as it was hashed, keeping size and mtime — is guarded as git does: a state is
-//! trusted only if the file's mtime is at least `RACY_WINDOW` older than the moment the digest was
-//! recorded; otherwise the file is read again (and recorded anew, so it is trusted next time).
+//! A file-state table (absolute path → size, mtime, ctime, inode, digest, when recorded) answers
+//! for a file whose metadata is unchanged. The ctime is what gives away an in-place rewrite
+//! that keeps the size and sets the mtime back (`cp -p`), and a `chmod`: no call sets it back.
+//! The "racy" case — a file rewritten within the same timestamp tick as it was hashed — is
+//! guarded as git does: a state is trusted only if the file's mtime is at least `RACY_WINDOW_NS`
+//! older than the moment the digest was recorded, and its ctime older by the ctime window
+//! (`flow_rules::snapshot::settled`); otherwise the file is read again (and recorded anew, so it
+//! is trusted next time).
 //!
 //! Files are hashed in parallel (rayon); files of 1 MiB and more are memory-mapped and hashed
 //! with blake3's multi-threaded mode. New or changed states are collected for one batched write.
@@ -20,7 +23,8 @@ use rayon::prelude::*;
 
 /// How much older than its recording a file's mtime must be for its recorded digest to be
 /// trusted. Covers coarse timestamp granularity (ext4/tmpfs ticks; 1–2 s on some filesystems).
-pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+pub use flow_rules::snapshot::RACY_WINDOW_NS;
+use flow_rules::snapshot::{ctime_ns, mtime_ns, settled};
 
 pub struct FileHasher {
     known: HashMap<String, FileState>,
@@ -62,10 +66,9 @@ impl FileHasher {
             )));
         }
         let key = path.to_string_lossy().into_owned();
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let executable = meta.mode() & 0o111 != 0;
         if let Some(s) = self.known.get(&key) {
-            if unchanged(s, &meta) && mtime_ns.saturating_add(RACY_WINDOW_NS) <= s.recorded_at_ns {
+            if unchanged(s, &meta) && settled(s.mtime_ns, s.ctime_ns, s.recorded_at_ns) {
                 return Ok(Hashed {
                     digest: s.digest,
                     size: s.size,
@@ -78,7 +81,8 @@ impl FileHasher {
         let digest = hash_file(path)?;
         let state = FileState {
             size: meta.len(),
-            mtime_ns,
+            mtime_ns: mtime_ns(&meta),
+            ctime_ns: ctime_ns(&meta),
             ino: meta.ino(),
             digest,
             recorded_at_ns,
@@ -106,7 +110,8 @@ impl FileHasher {
         if let Ok(meta) = std::fs::metadata(path) {
             let state = FileState {
                 size: meta.len(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime_ns: mtime_ns(&meta),
+                ctime_ns: ctime_ns(&meta),
                 ino: meta.ino(),
                 digest,
                 recorded_at_ns: now_ns(),
@@ -179,10 +184,11 @@ impl FileHasher {
     }
 }
 
-/// Whether `meta` still has the size, mtime and inode recorded in `s`.
+/// Whether `meta` still has the size, mtime, ctime and inode recorded in `s`.
 fn unchanged(s: &FileState, meta: &std::fs::Metadata) -> bool {
     s.size == meta.len()
-        && s.mtime_ns == meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        && s.mtime_ns == mtime_ns(meta)
+        && s.ctime_ns == ctime_ns(meta)
         && s.ino == meta.ino()
 }
 
@@ -198,6 +204,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flow_rules::snapshot::CTIME_WINDOW_NS;
 
     #[test]
     fn trusted_states_are_not_read_and_racy_ones_are() {
@@ -227,5 +234,32 @@ mod tests {
         let fourth = h4.digest(&p).unwrap();
         assert!(fourth.read);
         assert_eq!(fourth.digest, Digest::of(b"two"));
+    }
+
+    /// Issue 15, item 5: an overwrite in place that keeps the size and sets the mtime back
+    /// (`cp -p`) changes only the ctime, which the state holds.
+    #[test]
+    fn an_overwrite_that_keeps_size_and_mtime_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "one").unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let set_mtime = || {
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(long_ago).unwrap();
+        };
+        set_mtime();
+        std::thread::sleep(std::time::Duration::from_nanos(2 * CTIME_WINDOW_NS as u64));
+        let h = FileHasher::new(HashMap::new());
+        assert!(h.digest(&p).unwrap().read);
+        let states: HashMap<String, FileState> = h.take_changed().into_iter().collect();
+        assert!(!FileHasher::new(states.clone()).digest(&p).unwrap().read);
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        std::fs::write(&p, "two").unwrap();
+        set_mtime();
+        assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
+        let again = FileHasher::new(states).digest(&p).unwrap();
+        assert!(again.read);
+        assert_eq!(again.digest, Digest::of(b"two"));
     }
 }

@@ -203,6 +203,7 @@ fn a_hand_edit_inside_a_directory_output_is_repaired_by_a_build_from_the_record(
     let ws = workspace("cat $(location :dir)/sub/b.txt > use.txt");
     // Sources older than the racy-edit window, so that the record answers the next builds.
     age(ws.path());
+    crate::support::settle();
     ok(flow(&ws, true, &["build", "//p:use"]));
     ok(flow(&ws, true, &["build", "//p:use"]));
     edit_by_hand(&ws);

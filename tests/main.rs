@@ -13,6 +13,7 @@ mod hermetic;
 mod hostile;
 mod incremental;
 mod layout;
+mod listing;
 mod prelude;
 mod query;
 mod races;

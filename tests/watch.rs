@@ -2,6 +2,7 @@
 //! speed: every wait has a generous timeout).
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -425,4 +426,78 @@ fn a_kept_failure_gives_way_to_a_success_stored_meanwhile() {
     assert_eq!(tagged(&cycle, "FAILED"), Vec::<String>::new(), "{cycle:?}");
     assert!(cycle.iter().any(|l| l.starts_with("flow: ok")), "{cycle:?}");
     assert_eq!(w.stop(), 130);
+}
+
+/// Regression (issue 15, item 2): `flow watch` compared only digests after an event, so a
+/// `chmod +x` of a source (the x bit is in the action key) ran nothing.
+#[test]
+fn a_chmod_of_a_source_reruns_its_action() {
+    let ws = Ws::new().file("p/run.sh", "echo hi\n").file(
+        "p/BUILD",
+        "task(name = \"t\", srcs = [\"run.sh\"], outs = [\"o.txt\"], cmd = \"if test -x run.sh; then echo x; else echo -; fi > o.txt\")\n",
+    );
+    let mut w = Watch::start(&ws);
+    let script = ws.path().join("p/run.sh");
+    let out = || std::fs::read_to_string(ws.path().join("flow-out/p/o.txt")).unwrap();
+    assert_eq!(out(), "-\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:t"], "{cycle:?}");
+    assert_eq!(out(), "x\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "CACHED"), ["//p:t"], "{cycle:?}");
+    assert_eq!(out(), "-\n");
+    w.stop();
+}
+
+/// Regression (issue 15, items 3 and 4, in `flow watch`): an edit of a symlinked BUILD file's
+/// target, or of a package's `.gitignore`, was not taken for a change of the graph: the watcher
+/// saw a file no target reads and did nothing.
+#[test]
+fn an_edit_of_a_symlinked_build_files_target_or_of_a_gitignore_analyses_again() {
+    let ws = Ws::new()
+        .file(
+            "shared/p.build",
+            "task(name = \"t\", srcs = glob([\"*.in\"]), outs = [\"o.txt\"], cmd = \"cat $(SRCS) > o.txt\")\n",
+        )
+        .file("p/a.in", "a\n")
+        .file("p/b.in", "b\n")
+        .file("p/.gitignore", "b.in\n");
+    std::os::unix::fs::symlink("../shared/p.build", ws.path().join("p/BUILD")).unwrap();
+    let mut w = Watch::start(&ws);
+    let out = || std::fs::read_to_string(ws.path().join("flow-out/p/o.txt")).unwrap();
+    assert_eq!(out(), "a\n");
+    ws.write("p/.gitignore", b"a.in\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:t"], "{cycle:?}");
+    assert_eq!(out(), "b\n");
+    ws.write(
+        "shared/p.build",
+        b"task(name = \"t\", srcs = glob([\"*.in\"]), outs = [\"o.txt\"], cmd = \"cat $(SRCS) $(SRCS) > o.txt\")\n",
+    );
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:t"], "{cycle:?}");
+    assert_eq!(out(), "b\nb\n");
+    w.stop();
+}
+
+/// An edit of the target of a source that is a symlink: the watcher names the target, which no
+/// target reads; the link's readers run.
+#[test]
+fn an_edit_of_a_symlinked_sources_target_reruns_its_readers() {
+    let ws = Ws::new().file("shared/words.txt", "one\n").file(
+        "p/BUILD",
+        "task(name = \"t\", srcs = [\"words.txt\"], outs = [\"o.txt\"], cmd = \"cat words.txt > o.txt\")\n",
+    );
+    std::os::unix::fs::symlink("../shared/words.txt", ws.path().join("p/words.txt")).unwrap();
+    let mut w = Watch::start(&ws);
+    ws.write("shared/words.txt", b"two\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:t"], "{cycle:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/o.txt")).unwrap(),
+        "two\n"
+    );
+    w.stop();
 }

@@ -1,6 +1,6 @@
 //! The SQLite database `flow.db`: its schema, its migrations and how it is opened.
 //!
-//! Schema (version 3; all timestamps are unix milliseconds unless named `_ns`; every digest is
+//! Schema (version 4; all timestamps are unix milliseconds unless named `_ns`; every digest is
 //! a 32-byte BLOB):
 //!
 //! ```sql
@@ -12,7 +12,8 @@
 //!                created_at INTEGER, last_used_at INTEGER)  WITHOUT ROWID
 //! file_state(path TEXT PRIMARY KEY,         -- absolute path
 //!            size INTEGER, mtime_ns INTEGER, ino INTEGER, digest BLOB,
-//!            recorded_at_ns INTEGER)        -- when the digest was taken (racy-edit guard)
+//!            recorded_at_ns INTEGER,        -- when the digest was taken (racy-edit guard)
+//!            ctime_ns INTEGER)              -- version 4; 0 in older rows, which never match
 //!            WITHOUT ROWID
 //! builds(id INTEGER PRIMARY KEY, started_at, finished_at /* NULL while running */, workspace,
 //!        args, outcome, ran, cached, up_to_date, failed, skipped, flaky, duration_ms)
@@ -156,6 +157,10 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO action_keys_by_row (key, json) SELECT key, json FROM action_keys;
     DROP TABLE action_keys;
     ALTER TABLE action_keys_by_row RENAME TO action_keys;",
+    // 3 → 4: each file state's ctime, compared with the size, mtime and inode: an in-place
+    // rewrite that keeps the size and sets the mtime back (`cp -p`), or a `chmod`, changes only
+    // the ctime. Older rows get 0, which no file has: their files are hashed again once.
+    "ALTER TABLE file_state ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long a writer waits for another process's transaction before "database is locked".

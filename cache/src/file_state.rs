@@ -1,4 +1,4 @@
-//! The file-state table: absolute path → (size, mtime, inode) → content digest.
+//! The file-state table: absolute path → (size, mtime, ctime, inode) → content digest.
 //!
 //! Input hashing reads a file only when its metadata changed (design brief, "Execution and cache
 //! semantics"). The engine, per build:
@@ -6,11 +6,13 @@
 //!    query `path >= prefix AND path < prefix⁺`, where `prefix⁺` is the prefix with its last
 //!    character incremented, so the primary key index answers it and two workspaces sharing the
 //!    cache never mix);
-//! 2. `lstat`s each input; equal size, mtime and inode reuse the digest, others are re-hashed;
+//! 2. `stat`s each input; equal size, mtime, ctime and inode reuse the digest, others are
+//!    re-hashed;
 //! 3. saves the new or changed rows in one transaction ([`Cache::save_file_states`]).
 //!
 //! Invariant kept by the engine, not here: a row whose `recorded_at_ns` is not safely later than
-//! its `mtime_ns` (the "racy" same-tick edit, as in git's index) must not be trusted.
+//! its `mtime_ns` and `ctime_ns` (the "racy" same-tick edit, as in git's index) must not be
+//! trusted (`flow_rules::snapshot::settled`).
 
 use std::collections::HashMap;
 
@@ -23,6 +25,8 @@ use crate::{Cache, CacheError, Digest};
 pub struct FileState {
     pub size: u64,
     pub mtime_ns: i64,
+    /// When the inode last changed (content, mode, links, name); no call can set it back.
+    pub ctime_ns: i64,
     pub ino: u64,
     pub digest: Digest,
     /// When `digest` was taken (unix nanoseconds).
@@ -34,7 +38,7 @@ impl Cache {
     pub fn load_file_states(&self, prefix: &str) -> Result<HashMap<String, FileState>, CacheError> {
         self.with_conn(|conn| {
             const COLUMNS: &str =
-                "SELECT path, size, mtime_ns, ino, digest, recorded_at_ns FROM file_state";
+                "SELECT path, size, mtime_ns, ino, digest, recorded_at_ns, ctime_ns FROM file_state";
             let mut stmt;
             let rows = match upper_bound(prefix) {
                 Some(upper) => {
@@ -72,8 +76,8 @@ impl Cache {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO file_state \
-                     (path, size, mtime_ns, ino, digest, recorded_at_ns) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     (path, size, mtime_ns, ino, digest, recorded_at_ns, ctime_ns) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(sql_err("save file states"))?;
             for (path, s) in rows {
@@ -83,7 +87,8 @@ impl Cache {
                     s.mtime_ns,
                     s.ino as i64,
                     s.digest,
-                    s.recorded_at_ns
+                    s.recorded_at_ns,
+                    s.ctime_ns
                 ])
                 .map_err(sql_err("save file states"))?;
             }
@@ -100,6 +105,7 @@ fn row_to_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Option<FileS
             ino: r.get::<_, i64>(3).ok()? as u64,
             digest: r.get(4).ok()?,
             recorded_at_ns: r.get(5).ok()?,
+            ctime_ns: r.get(6).ok()?,
         })
     };
     Ok((r.get(0)?, state()))

@@ -123,6 +123,7 @@ impl Capture<'_> {
             analysis_taken_at_ns: analysis.taken_at_ns,
             root_entries: analysis.root_entries.clone(),
             analysis: analysis.stamps.clone(),
+            links: analysis.links.clone(),
             tools: tool_stamps,
             sources,
             outputs,

@@ -27,15 +27,15 @@ use crate::plan::Action;
 use crate::rebuilder::StagedOutput;
 
 /// Bumped when the record's layout or meaning changes.
-pub(super) const FORMAT: u32 = 6;
-pub(super) const MAGIC: &[u8; 8] = b"flowrec\x06";
+pub(super) const FORMAT: u32 = 7;
+pub(super) const MAGIC: &[u8; 8] = b"flowrec\x07";
 /// Where the checksummed bytes start: after `MAGIC` and the checksum.
 pub(super) const SUMMED: usize = MAGIC.len() + 32;
 /// `MAGIC`, the blake3 of the bytes from [`SUMMED`] on, the values' length in bytes (u64,
 /// little-endian).
 pub(super) const HEADER: usize = SUMMED + 8;
-/// A file state in the values: size, mtime, inode, digest, when recorded.
-pub(super) const ENTRY_BYTES: usize = 8 + 8 + 8 + 32 + 8;
+/// A file state in the values: size, mtime, inode, digest, when recorded, ctime.
+pub(super) const ENTRY_BYTES: usize = 8 + 8 + 8 + 32 + 8 + 8;
 /// A node's key in the values: 1 if present, the key.
 pub(super) const KEY_BYTES: usize = 1 + 32;
 /// A staged output in the values: digest, size, 1 if a tree, 1 if executable.
@@ -58,8 +58,10 @@ pub(super) struct Head {
     pub(super) touched_at_ms: i64,
     pub(super) analysis_taken_at_ns: i64,
     pub(super) root_entries: Vec<String>,
-    /// Workspace-relative, `lstat`.
+    /// Workspace-relative; a symlink stamped by its target (`Stamp::of`).
     pub(super) analysis: Vec<(String, Stamp)>,
+    /// Every symlink the workspace walk met, and whether it led to a file.
+    pub(super) links: Vec<(String, bool)>,
     pub(super) tools: ToolStamps,
     pub(super) sources: Vec<Entry>,
     pub(super) outputs: Vec<Entry>,
@@ -80,6 +82,8 @@ pub(super) struct Entry {
     pub(super) size: u64,
     #[serde(skip)]
     pub(super) mtime_ns: i64,
+    #[serde(skip)]
+    pub(super) ctime_ns: i64,
     #[serde(skip)]
     pub(super) ino: u64,
     #[serde(skip)]
@@ -141,6 +145,7 @@ impl Entry {
             path,
             size: s.size,
             mtime_ns: s.mtime_ns,
+            ctime_ns: s.ctime_ns,
             ino: s.ino,
             digest: *s.digest.as_bytes(),
             recorded_at_ns: s.recorded_at_ns,
@@ -152,6 +157,7 @@ impl Entry {
         FileState {
             size: self.size,
             mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
             ino: self.ino,
             digest: Digest::from_bytes(self.digest),
             recorded_at_ns: self.recorded_at_ns,
@@ -297,6 +303,7 @@ pub(super) fn put_entry(v: &mut [u8], e: &Entry) {
     v[16..24].copy_from_slice(&e.ino.to_le_bytes());
     v[24..56].copy_from_slice(&e.digest);
     v[56..64].copy_from_slice(&e.recorded_at_ns.to_le_bytes());
+    v[64..72].copy_from_slice(&e.ctime_ns.to_le_bytes());
 }
 
 /// Reads the state of `e` from `v` (at least [`ENTRY_BYTES`] long: the caller checked).
@@ -307,6 +314,7 @@ pub(super) fn get_entry(v: &[u8], e: &mut Entry) {
     e.ino = u64::from_le_bytes(word(16));
     e.digest.copy_from_slice(&v[24..56]);
     e.recorded_at_ns = i64::from_le_bytes(word(56));
+    e.ctime_ns = i64::from_le_bytes(word(64));
 }
 
 pub(super) fn put_key(v: &mut [u8], key: Option<[u8; 32]>) {

@@ -8,6 +8,7 @@ fn entry(path: &str, n: u8, dir: Option<&str>) -> Entry {
         path: path.to_owned(),
         size: u64::from(n) * 10,
         mtime_ns: i64::from(n) * 1_000_000_007,
+        ctime_ns: i64::from(n) * 1_000_000_013,
         ino: u64::from(n) + 1000,
         digest: [n; 32],
         recorded_at_ns: i64::from(n) * 2_000_000_011,
@@ -31,6 +32,7 @@ fn head() -> Head {
         exe: Stamp {
             size: 1,
             mtime_ns: 2,
+            ctime_ns: 8,
             ino: 3,
         },
         request: "//...".into(),
@@ -43,9 +45,11 @@ fn head() -> Head {
             Stamp {
                 size: 4,
                 mtime_ns: 5,
+                ctime_ns: 9,
                 ino: 6,
             },
         )],
+        links: vec![("a/lib64".into(), false), ("a/x.py".into(), true)],
         tools: ToolStamps::default(),
         sources: vec![entry("a/x.py", 1, None), entry("a/y.py", 2, None)],
         outputs: vec![
@@ -86,6 +90,7 @@ fn same_entry(a: &Entry, b: &Entry) -> bool {
         a.path.as_str(),
         a.size,
         a.mtime_ns,
+        a.ctime_ns,
         a.ino,
         a.digest,
         a.recorded_at_ns,
@@ -94,6 +99,7 @@ fn same_entry(a: &Entry, b: &Entry) -> bool {
         b.path.as_str(),
         b.size,
         b.mtime_ns,
+        b.ctime_ns,
         b.ino,
         b.digest,
         b.recorded_at_ns,
@@ -117,6 +123,7 @@ fn a_record_reads_back_as_written() {
         (h2.request.as_str(), h2.config),
         (h.request.as_str(), h.config)
     );
+    assert_eq!((&h2.analysis, &h2.links), (&h.analysis, &h.links));
     assert!(h
         .sources
         .iter()

@@ -10,7 +10,8 @@
 //! - the stamps analysis depended on (BUILD and `.star` files, directories, the root's entries;
 //!   the same ones the evaluation snapshot checks), a digest of `flow.toml`'s settings, the
 //!   identity of the flow binary, and the action `PATH` with every tool it resolves;
-//! - every source's file state (size, mtime, inode, digest, when recorded) as the build hashed it;
+//! - every source's file state (size, mtime, ctime, inode, digest, when recorded) as the build
+//!   hashed it;
 //! - every output's file state as flow wrote or verified it under `flow-out/` (a directory
 //!   output by its tree marker, whose mtime is the stamp of the tree's file states: the check
 //!   walks the tree, an `lstat` per entry);
@@ -29,10 +30,11 @@
 //!   runner. What is not carried is keyed as usual (cache, early cutoff); only its sources are
 //!   hashed ([`Opened::keyed`]).
 //!
-//! Trust follows the rules of the rest of flow: a source's state is trusted only if its mtime is
-//! older than its recording by the racy window (`hasher::RACY_WINDOW_NS`), so a same-tick
+//! Trust follows the rules of the rest of flow: a source's state is trusted only if its mtime and
+//! ctime are older than its recording by the racy windows (`snapshot::settled`), so a same-tick
 //! rewrite is never missed; an analysis stamp only if older than the evaluation's start by the
-//! same window; an output's state because only flow writes `flow-out/`. Anything not trusted
+//! same windows; an output's state because only flow writes `flow-out/`. Every comparison
+//! includes the ctime, which a `chmod` or a rewrite that sets the mtime back (`cp -p`) changes. Anything not trusted
 //! counts as changed. A record is written only after a build in which every planned action
 //! succeeded, from the states that build used (never from a later `stat`), and removed after any
 //! other outcome, by `flow cache gc`, `flow cache verify --fix` and `flow clean --cache`, since
@@ -60,13 +62,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use flow_cache::FileState;
-use flow_rules::snapshot;
+use flow_rules::snapshot::{self, settled};
 use rayon::prelude::*;
 
 use crate::analysis::AnalysisInputs;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::hasher::RACY_WINDOW_NS;
 use crate::plan::Plan;
 use crate::rebuilder::{Carried, LastResult};
 
@@ -249,15 +250,18 @@ impl Record {
     pub fn check(&self, root: &Path) -> Option<Changes> {
         let h = &self.head;
         let analysis = h.analysis.par_iter().map(|(p, s)| (p, s));
-        let analysis_unchanged =
-            snapshot::unchanged(root, analysis, h.analysis_taken_at_ns, &h.root_entries)
-                && h.tools.unchanged();
+        let analysis_unchanged = snapshot::unchanged(
+            root,
+            analysis,
+            h.analysis_taken_at_ns,
+            &h.root_entries,
+            &h.links,
+        ) && h.tools.unchanged();
         if !analysis_unchanged {
             return None;
         }
         let sources = changed(root, &h.sources, true, |e, st| {
-            let trusted = e.mtime_ns.saturating_add(RACY_WINDOW_NS) <= e.recorded_at_ns;
-            trusted && matches(e, st)
+            settled(e.mtime_ns, e.ctime_ns, e.recorded_at_ns) && matches(e, st)
         });
         let outputs = changed(root, &h.outputs, false, |e, st| {
             st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG

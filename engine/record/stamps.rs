@@ -10,10 +10,12 @@ use rayon::prelude::*;
 
 use super::format::Entry;
 
-/// Whether `st` has the size, mtime and inode of `e`.
+/// Whether `st` has the size, mtime, ctime and inode of `e`. The ctime is what a `chmod` or an
+/// in-place rewrite that sets the mtime back (`cp -p`) changes.
 pub(super) fn matches(e: &Entry, st: &FileStat) -> bool {
     e.size == st.st_size as u64
         && e.mtime_ns == st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+        && e.ctime_ns == st.st_ctime * 1_000_000_000 + st.st_ctime_nsec
         && e.ino == st.st_ino
 }
 

@@ -2,13 +2,11 @@
 //! the flow binary, as the record checks them by `stat`.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use flow_rules::snapshot::{self, Stamp};
 use serde::{Deserialize, Serialize};
 
-use crate::hasher::RACY_WINDOW_NS;
 use crate::plan::{find_tool, Plan};
 
 /// What the tools of a plan resolve to, and the action `PATH` they are looked up on: a
@@ -56,8 +54,7 @@ impl ToolStamps {
     }
 
     pub(super) fn unchanged(&self) -> bool {
-        let limit = self.taken_at_ns - RACY_WINDOW_NS;
-        let trusted = |s: &Stamp| s.mtime_ns < limit;
+        let trusted = |s: &Stamp| s.settled(self.taken_at_ns);
         self.dirs.iter().all(|(d, s)| {
             s.as_ref().is_none_or(trusted) && stamp_following(Path::new(d)).as_ref() == s.as_ref()
         }) && self.tools.iter().all(|(found, canonical, s)| {
@@ -74,10 +71,5 @@ pub(super) fn exe_stamp() -> Option<Stamp> {
 }
 
 pub(super) fn stamp_following(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        size: if m.is_dir() { 0 } else { m.len() },
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        ino: m.ino(),
-    })
+    Stamp::following(path)
 }

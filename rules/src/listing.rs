@@ -5,6 +5,23 @@
 //! Skipped: `.git/`, `.flow/`, `flow-out/`, the directories listed in `EvalOptions::skip_dirs`
 //! (the cache directory), nested workspaces (a directory with its own `flow.toml`) and everything
 //! the workspace's `.gitignore` files exclude.
+//!
+//! Which files exclude: only the `.gitignore` files inside the workspace, each in the directory
+//! it is in and below it, as git reads them (with or without a git repository). Nothing else:
+//! not `.ignore` files (the `ignore` crate's default), not `.git/info/exclude`, not the global
+//! `core.excludesFile`, not a `.gitignore` above the workspace root. So what a glob matches
+//! depends on the workspace's files alone, the same in every checkout, and the evaluation
+//! snapshot knows every file that can change it (`snapshot.rs` stamps every `.gitignore` of a
+//! walked directory, even one that ignores itself).
+//!
+//! Names are listed as they are: a `\` is an ordinary character of a file name (it is not a
+//! separator on Unix), so `a\b.txt` is one file in its directory.
+//!
+//! Symlinks: a symlink to a file is a file (listed; reading it reads the target). A symlink to
+//! anything else — a directory, a FIFO, a device — and a dangling one are not files: they are
+//! neither listed nor followed (a directory is never entered through a link). Every symlink
+//! walked is kept in [`Listing::links`] with whether it led to a file, so that a target that
+//! appears, disappears or changes kind is seen as a change of the listing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +32,20 @@ use ignore::WalkState;
 /// The name of the file that makes a directory a package.
 pub const BUILD_FILE: &str = "BUILD";
 
+/// The name of the only files that exclude others from the listing (module docs).
+pub const GITIGNORE: &str = ".gitignore";
+
 /// Directory names never walked, wherever they are.
 pub const ALWAYS_SKIPPED: &[&str] = &[".git", ".flow", "flow-out"];
+
+/// What the walk collects, workspace-relative: regular files and symlinks to files, walked
+/// directories, and every symlink with whether it led to a file.
+#[derive(Default)]
+struct Found {
+    files: Vec<String>,
+    dirs: Vec<String>,
+    links: Vec<(String, bool)>,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Listing {
@@ -26,6 +55,9 @@ pub struct Listing {
     /// Every walked directory, workspace-relative (for snapshots: a directory's mtime changes
     /// when an entry is added, removed or renamed in it).
     pub dirs: Vec<String>,
+    /// Every symlink walked, workspace-relative, sorted, and whether it led to a file (and so
+    /// was listed).
+    pub links: Vec<(String, bool)>,
 }
 
 impl Listing {
@@ -40,6 +72,9 @@ impl Listing {
         let root_for_filter = root.to_path_buf();
         let walker = ignore::WalkBuilder::new(root)
             .hidden(false)
+            // Only `.gitignore` files of the workspace exclude (module docs).
+            .ignore(false)
+            .git_ignore(true)
             .git_global(false)
             .git_exclude(false)
             .require_git(false)
@@ -77,7 +112,7 @@ impl Listing {
             .build_parallel();
         // Walked on several threads (reading directories was most of an evaluation's walk:
         // ~58 of ~150 ms at 1,000 packages); the order is restored by sorting below.
-        let found: Mutex<(Vec<String>, Vec<String>)> = Mutex::default();
+        let found: Mutex<Found> = Mutex::default();
         let failed: Mutex<Option<std::io::Error>> = Mutex::default();
         walker.run(|| {
             Box::new(|entry| {
@@ -92,28 +127,33 @@ impl Listing {
                         return WalkState::Quit;
                     }
                 };
-                let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-                let is_file = entry
-                    .file_type()
-                    .is_some_and(|t| t.is_file() || t.is_symlink());
                 // Non-UTF-8 names cannot be named in a BUILD file.
-                let rel = entry
+                let Some(rel) = entry
                     .path()
                     .strip_prefix(root)
                     .ok()
-                    .and_then(|r| r.to_str());
-                match rel {
-                    Some(rel) if is_dir && !rel.is_empty() => {
-                        found.lock().expect("walk lock").1.push(rel.to_owned());
+                    .and_then(|r| r.to_str())
+                else {
+                    return WalkState::Continue;
+                };
+                let Some(kind) = entry.file_type() else {
+                    return WalkState::Continue;
+                };
+                if kind.is_dir() {
+                    if !rel.is_empty() {
+                        found.lock().expect("walk lock").dirs.push(rel.to_owned());
                     }
-                    Some(rel) if is_file && !is_dir => {
-                        found
-                            .lock()
-                            .expect("walk lock")
-                            .0
-                            .push(rel.replace('\\', "/"));
+                } else if kind.is_file() {
+                    found.lock().expect("walk lock").files.push(rel.to_owned());
+                } else if kind.is_symlink() {
+                    // `stat` never blocks, whatever the target is (a FIFO is only opened by
+                    // whoever reads it).
+                    let file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+                    let mut found = found.lock().expect("walk lock");
+                    found.links.push((rel.to_owned(), file));
+                    if file {
+                        found.files.push(rel.to_owned());
                     }
-                    _ => {}
                 }
                 WalkState::Continue
             })
@@ -124,9 +164,14 @@ impl Listing {
         if let Some(e) = refused.lock().expect("walk lock").take() {
             return Err(e);
         }
-        let (mut files, mut dirs) = found.into_inner().expect("walk lock");
+        let Found {
+            mut files,
+            mut dirs,
+            mut links,
+        } = found.into_inner().expect("walk lock");
         files.sort();
         dirs.sort();
+        links.sort();
         let mut packages: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for f in &files {
             let (dir, name) = f.rsplit_once('/').unwrap_or(("", f));
@@ -155,7 +200,11 @@ impl Listing {
         for list in packages.values_mut() {
             list.sort();
         }
-        Ok(Listing { packages, dirs })
+        Ok(Listing {
+            packages,
+            dirs,
+            links,
+        })
     }
 
     /// The sub-packages strictly below `package`, relative to it (`a/b` for `//pkg/a/b`).
@@ -185,7 +234,7 @@ impl Listing {
 
 /// The ignore files the walk reads in each directory (the `ignore` crate opens and reads them
 /// whole, blocking on a FIFO and reading a link to `/dev/zero` without end).
-const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
+const IGNORE_FILES: &[&str] = &[".gitignore"];
 
 /// The most the walk lets the `ignore` crate read of one ignore file.
 const MAX_IGNORE_FILE_BYTES: u64 = 16 << 20;

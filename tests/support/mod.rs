@@ -16,6 +16,16 @@ pub use files::files_under;
 pub use random::{env_number, seeded_rng, Rng};
 pub use status::{label_tags, status_line, summary, summary_counts, tagged, tags};
 
+/// Waits until the ctimes set by now are settled: a test that *ages* files (sets their mtimes
+/// back, so that flow trusts their states at once) cannot set their ctimes back, which the
+/// aging itself just set; flow trusts a state only once its ctime is older than the recording
+/// by `CTIME_WINDOW_NS` (`flow_rules::snapshot::settled`). A sleep lasts at least as long as
+/// asked, and flow reads the clock after it: the margin is only for the clock's resolution.
+pub fn settle() {
+    let window = std::time::Duration::from_nanos(flow_rules::snapshot::CTIME_WINDOW_NS as u64);
+    std::thread::sleep(window + std::time::Duration::from_millis(10));
+}
+
 /// A temporary workspace.
 pub struct Ws {
     dir: tempfile::TempDir,

@@ -29,6 +29,7 @@ fn two_handles_share_one_directory() {
                             let state = FileState {
                                 size: f,
                                 mtime_ns: i as i64,
+                                ctime_ns: i as i64,
                                 ino: f,
                                 digest: Digest::of(&f.to_le_bytes()),
                                 recorded_at_ns: i as i64,

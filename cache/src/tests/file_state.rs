@@ -7,6 +7,7 @@ fn state(n: u64) -> FileState {
     FileState {
         size: n,
         mtime_ns: 1_700_000_000_000_000_000 + n as i64,
+        ctime_ns: 1_700_000_000_000_000_007 + n as i64,
         ino: u64::MAX - n, // inodes above i64::MAX survive the INTEGER column
         digest: Digest::of(&n.to_le_bytes()),
         recorded_at_ns: 1_700_000_000_100_000_000,

@@ -174,6 +174,7 @@ fn stats_count_everything_and_clear_empties_it() {
     let state = crate::FileState {
         size: 5,
         mtime_ns: 1,
+        ctime_ns: 1,
         ino: 2,
         digest: d,
         recorded_at_ns: 3,

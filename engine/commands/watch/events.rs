@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use super::Watcher;
 use crate::runner::interrupted;
 use crate::session::OUT_DIR;
+use flow_rules::listing::GITIGNORE;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 #[derive(Debug, Default)]
 /// What a batch of events amounts to.
@@ -152,23 +154,31 @@ impl Watcher<'_> {
                 continue;
             };
             let name = rel.rsplit('/').next().unwrap_or(&rel);
+            let analysed = name == "BUILD"
+                || name.ends_with(".star")
+                || name == GITIGNORE
+                || rel == "flow.toml"
+                || self.analysis_links.contains(&rel);
             let known_source = self
                 .state
                 .as_ref()
                 .is_some_and(|s| s.readers.contains_key(&rel))
                 && path.is_file();
-            if name == "BUILD" || name.ends_with(".star") || rel == "flow.toml" {
+            if analysed {
                 batch.structural = true;
             } else if structural_kind && !known_source && !path.is_dir() {
                 // A new, deleted or renamed file may change what a glob matches.
                 batch.structural = true;
             }
+            let linked = self.state.as_ref().and_then(|s| s.linked_sources.get(&rel));
+            batch.paths.extend(linked.into_iter().flatten().cloned());
             batch.paths.insert(rel);
         }
         batch
     }
 
-    /// The workspace-relative path of `path` unless it is ignored.
+    /// The workspace-relative path of `path` unless it is ignored (a `.gitignore` never is: it
+    /// may ignore itself, and still applies).
     fn relevant(&self, path: &Path) -> Option<String> {
         let rel = path.strip_prefix(&self.session.ws.root).ok()?;
         if path.starts_with(&self.session.cache_dir) {
@@ -181,16 +191,40 @@ impl Watcher<'_> {
             return None;
         }
         let is_dir = path.is_dir();
-        if self
-            .gitignore
-            .matched_path_or_any_parents(rel, is_dir)
-            .is_ignore()
+        let gitignore = rel.file_name().is_some_and(|n| n == GITIGNORE);
+        if !gitignore
+            && self
+                .gitignore
+                .matched_path_or_any_parents(rel, is_dir)
+                .is_ignore()
         {
             return None;
         }
         let text = rel.to_str()?.to_owned();
         (!text.is_empty()).then_some(text)
     }
+}
+
+/// The root `.gitignore` of the workspace at `root`, as a matcher (empty if none).
+pub(super) fn root_gitignore(root: &Path) -> Gitignore {
+    let mut builder = GitignoreBuilder::new(root);
+    builder.add(root.join(flow_rules::listing::GITIGNORE));
+    builder.build().unwrap_or_else(|_| Gitignore::empty())
+}
+
+/// The symlinks among `paths` (workspace-relative) that lead inside the workspace at `root`
+/// (canonical), each with its target, workspace-relative: the watcher reports an edit of a
+/// link's target under the target's name.
+pub(super) fn link_targets<'a>(
+    root: &'a Path,
+    paths: impl Iterator<Item = &'a String> + 'a,
+) -> impl Iterator<Item = (&'a String, String)> + 'a {
+    paths
+        .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_symlink()))
+        .filter_map(move |p| {
+            let target = std::fs::canonicalize(root.join(p)).ok()?;
+            Some((p, target.strip_prefix(root).ok()?.to_str()?.to_owned()))
+        })
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@
 mod events;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ use std::time::Duration;
 use crate::interrupts::Interrupts;
 use flow_cache::{Digest, FileState};
 use flow_rules::{Label, PatternTerm};
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::gitignore::Gitignore;
 use notify::{Event, RecursiveMode, Watcher as _};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -60,7 +60,7 @@ use crate::runner::{few_keyed, runtime_with_sigint, Control, Resolved, Runner};
 use crate::session::{Session, SessionArgs};
 use crate::stale::Declared;
 
-use events::{touches, Batch};
+use events::{link_targets, root_gitignore, touches, Batch};
 
 pub struct WatchArgs<'a> {
     pub patterns: &'a [String],
@@ -76,6 +76,9 @@ struct Analyzed {
     plan: Arc<Plan>,
     /// Workspace-relative source → nodes that read it.
     readers: HashMap<String, Vec<usize>>,
+    /// The target of a source that is a symlink (inside the workspace) → the sources that lead
+    /// to it: an event on the target is a change of those sources.
+    linked_sources: HashMap<String, Vec<String>>,
     sources: HashMap<String, Hashed>,
     tools: HashMap<String, String>,
     /// What the last analysis declares: the next cycle sweeps the outputs it does not declare
@@ -137,7 +140,12 @@ struct Watcher<'a> {
     args: &'a WatchArgs<'a>,
     terms: Vec<PatternTerm>,
     known: HashMap<String, FileState>,
+    /// The root `.gitignore`, read again at each analysis: events on what it excludes are
+    /// dropped.
     gitignore: Gitignore,
+    /// Workspace-relative targets of the symlinks among the files analysis read (a BUILD,
+    /// `.star` or `.gitignore` that is a link): an event on one means analysing again.
+    analysis_links: HashSet<String>,
     state: Option<Analyzed>,
     /// The last cycle's results, for carrying over what a batch cannot affect; `None` before
     /// the first cycle and after each analysis (node indices change).
@@ -169,9 +177,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         .watch(&root, RecursiveMode::Recursive)
         .map_err(|e| watch_error(&root, e))?;
 
-    let mut builder = GitignoreBuilder::new(&root);
-    builder.add(root.join(".gitignore"));
-    let gitignore = builder.build().unwrap_or_else(|_| Gitignore::empty());
+    let gitignore = root_gitignore(&root);
     session.executor();
     let mut w = Watcher {
         session,
@@ -180,6 +186,7 @@ pub fn run(start: &Path, args: WatchArgs) -> Result<i32, Error> {
         terms,
         known: HashMap::new(),
         gitignore,
+        analysis_links: HashSet::new(),
         state: None,
         last: None,
         dirty: BTreeSet::new(),
@@ -326,7 +333,15 @@ impl Watcher<'_> {
     fn analyze(&mut self) -> Result<(), Error> {
         let root = self.session.ws.root.clone();
         self.session.ws = crate::workspace::Workspace::discover(&root)?;
-        let (graph, _) = analyze(&self.session.ws, &self.session.cache_dir)?;
+        let (graph, analyzed) = analyze(&self.session.ws, &self.session.cache_dir)?;
+        self.gitignore = root_gitignore(&root);
+        self.analysis_links = analyzed
+            .inputs
+            .map(|i| {
+                let stamped = i.stamps.iter().map(|(p, _)| p);
+                link_targets(&root, stamped).map(|(_, t)| t).collect()
+            })
+            .unwrap_or_default();
         let selected = graph.resolve_terms(&self.terms).map_err(Error::Unmatched)?;
         let action_path = self.session.ws.config.action_path.clone();
         let plan = Arc::new(Plan::new(&graph, &selected, &action_path));
@@ -353,11 +368,19 @@ impl Watcher<'_> {
                 readers.entry(s.clone()).or_default().push(i);
             }
         }
+        let mut linked_sources: HashMap<String, Vec<String>> = HashMap::new();
+        for (source, target) in link_targets(&root, sources.iter()) {
+            linked_sources
+                .entry(target)
+                .or_default()
+                .push(source.clone());
+        }
         // A sweep still due from an earlier analysis is kept until a cycle runs it.
         let declared = declared.or(self.state.take().and_then(|s| s.declared));
         self.state = Some(Analyzed {
             plan,
             readers,
+            linked_sources,
             sources: digests,
             tools,
             declared,
@@ -379,7 +402,9 @@ impl Watcher<'_> {
             }
             match hasher.digest(&self.session.ws.root.join(p)) {
                 Ok(h) => {
-                    if state.sources.get(p).map(|o| o.digest) != Some(h.digest) {
+                    // The x bit is part of the key, as the content is (a `chmod`).
+                    let seen = |h: &Hashed| (h.digest, h.executable);
+                    if state.sources.get(p).map(seen) != Some(seen(&h)) {
                         changed.insert(p.clone());
                     }
                     state.sources.insert(p.clone(), h);
