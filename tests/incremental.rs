@@ -243,7 +243,6 @@ struct Model {
     files: BTreeMap<(usize, String), SrcFile>,
     tasks: Vec<Task>,
     subpackage: [bool; 3],
-    gitignore: [bool; 3],
     /// The directory of the gates that hold a task while an edit races it (see `Edit::Race`):
     /// outside the workspaces, the same in A and B, so commands are the same in both.
     gate: String,
@@ -522,7 +521,6 @@ impl Model {
             files,
             tasks: Vec::new(),
             subpackage: [false; 3],
-            gitignore: [false; 3],
             gate: String::new(),
             ignores: BTreeMap::new(),
             linked_build: case.linked.0,

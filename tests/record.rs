@@ -415,6 +415,77 @@ task(name = "d", srcs = ["d.txt"], outs = ["d.out"], cmd = "cat d.txt > $(OUTS)"
     );
 }
 
+/// Regression (issue 15, item 2): the record stamped a source by its size, mtime and inode only,
+/// so after a `chmod +x` (the x bit is in the action key) every build was a `[CACHED]` no-op,
+/// while `flow explain` said the target would run. A `chmod` changes the ctime, which every
+/// stamp now holds.
+#[test]
+fn a_chmod_of_a_source_is_seen_by_the_record() {
+    let ws = Ws::new().file("p/run.sh", "echo hi\n").file(
+        "p/BUILD",
+        r#"task(name = "t", srcs = ["run.sh"], outs = ["o.txt"], cmd = "if test -x run.sh; then echo x; else echo -; fi > $(OUTS)")"#,
+    );
+    recorded(&ws);
+    assert_eq!(build(&ws, &[]).1, Way::NoOp);
+    let out = || std::fs::read_to_string(ws.path().join("flow-out/p/o.txt")).unwrap();
+    assert_eq!(out(), "-\n");
+    for (mode, want) in [(0o755, "x\n"), (0o644, "-\n")] {
+        let script = ws.path().join("p/run.sh");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(mode)).unwrap();
+        let explained = ws.run(&["explain", "//..."]);
+        assert!(
+            !explained.ok().contains("[CARRIED]"),
+            "{}",
+            explained.stdout
+        );
+        let (run, path) = build(&ws, &[]);
+        assert_eq!(path, Way::Carried, "{}", run.stderr);
+        run.ok();
+        assert_eq!(out(), want, "mode {mode:o}");
+    }
+}
+
+/// Overwrites the file at `path` in place (same inode) with `bytes`, of its size, and sets its
+/// mtime back, as `cp -p` over it would: only the ctime tells.
+fn overwrite_keeping_size_and_mtime(path: &Path, bytes: &[u8]) {
+    let before = std::fs::metadata(path).unwrap();
+    assert_eq!(before.len(), bytes.len() as u64);
+    std::fs::write(path, bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(before.modified().unwrap()).unwrap();
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap(), after.ino()),
+        (before.len(), before.modified().unwrap(), before.ino())
+    );
+}
+
+/// Regression (issue 15, item 5): an in-place overwrite that keeps the size and the mtime
+/// (`cp -p`) went undetected, by the build record and by the file-state table alike: the old
+/// digest was trusted and the action reported `[CACHED]` with the old output. The ctime changes,
+/// and every stamp now holds it.
+#[test]
+fn an_in_place_overwrite_that_keeps_size_and_mtime_is_seen_with_or_without_the_record() {
+    let ws = chain();
+    recorded(&ws);
+    // Through the record.
+    overwrite_keeping_size_and_mtime(&ws.path().join("p/a.txt"), b"omega\n");
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Carried, "{}", run.stderr);
+    assert_eq!(tags(run.ok())["RAN"], ["//p:a", "//p:b", "//p:c"]);
+    let read = |rel: &str| std::fs::read_to_string(ws.path().join(rel)).unwrap();
+    assert_eq!(read("flow-out/p/b.out"), "OMEGA\n");
+    // Through the file-state table alone: the states are trusted, the record is gone.
+    age(ws.path());
+    build(&ws, &[]).0.ok();
+    overwrite_keeping_size_and_mtime(&ws.path().join("p/d.txt"), b"gamma\n");
+    std::fs::remove_file(record_file(&ws)).unwrap();
+    let (run, path) = build(&ws, &[]);
+    assert_eq!(path, Way::Analysis, "{}", run.stderr);
+    assert_eq!(tags(run.ok())["RAN"], ["//p:d"]);
+    assert_eq!(read("flow-out/p/d.out"), "gamma\n");
+}
+
 /// The sources of [`chain`] in one of two states, each of which changes every output.
 fn chain_state(ws: &Ws, second: bool) {
     let (a, d) = if second {
@@ -510,74 +581,4 @@ fn a_flipped_byte_anywhere_in_the_record_sets_it_aside() {
         );
         assert_eq!(way, Way::Analysis, "{what} was accepted:\n{}", run.stderr);
     }
-
-/// Regression (issue 15, item 2): the record stamped a source by its size, mtime and inode only,
-/// so after a `chmod +x` (the x bit is in the action key) every build was a `[CACHED]` no-op,
-/// while `flow explain` said the target would run. A `chmod` changes the ctime, which every
-/// stamp now holds.
-#[test]
-fn a_chmod_of_a_source_is_seen_by_the_record() {
-    let ws = Ws::new().file("p/run.sh", "echo hi\n").file(
-        "p/BUILD",
-        r#"task(name = "t", srcs = ["run.sh"], outs = ["o.txt"], cmd = "if test -x run.sh; then echo x; else echo -; fi > $(OUTS)")"#,
-    );
-    recorded(&ws);
-    assert_eq!(build(&ws, &[]).1, Way::NoOp);
-    let out = || std::fs::read_to_string(ws.path().join("flow-out/p/o.txt")).unwrap();
-    assert_eq!(out(), "-\n");
-    for (mode, want) in [(0o755, "x\n"), (0o644, "-\n")] {
-        let script = ws.path().join("p/run.sh");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(mode)).unwrap();
-        let explained = ws.run(&["explain", "//..."]);
-        assert!(
-            !explained.ok().contains("[CARRIED]"),
-            "{}",
-            explained.stdout
-        );
-        let (run, path) = build(&ws, &[]);
-        assert_eq!(path, Way::Carried, "{}", run.stderr);
-        run.ok();
-        assert_eq!(out(), want, "mode {mode:o}");
-    }
-}
-
-/// Overwrites the file at `path` in place (same inode) with `bytes`, of its size, and sets its
-/// mtime back, as `cp -p` over it would: only the ctime tells.
-fn overwrite_keeping_size_and_mtime(path: &Path, bytes: &[u8]) {
-    let before = std::fs::metadata(path).unwrap();
-    assert_eq!(before.len(), bytes.len() as u64);
-    std::fs::write(path, bytes).unwrap();
-    let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(before.modified().unwrap()).unwrap();
-    let after = std::fs::metadata(path).unwrap();
-    assert_eq!(
-        (after.len(), after.modified().unwrap(), after.ino()),
-        (before.len(), before.modified().unwrap(), before.ino())
-    );
-}
-
-/// Regression (issue 15, item 5): an in-place overwrite that keeps the size and the mtime
-/// (`cp -p`) went undetected, by the build record and by the file-state table alike: the old
-/// digest was trusted and the action reported `[CACHED]` with the old output. The ctime changes,
-/// and every stamp now holds it.
-#[test]
-fn an_in_place_overwrite_that_keeps_size_and_mtime_is_seen_with_or_without_the_record() {
-    let ws = chain();
-    recorded(&ws);
-    // Through the record.
-    overwrite_keeping_size_and_mtime(&ws.path().join("p/a.txt"), b"omega\n");
-    let (run, path) = build(&ws, &[]);
-    assert_eq!(path, Way::Carried, "{}", run.stderr);
-    assert_eq!(tags(run.ok())["RAN"], ["//p:a", "//p:b", "//p:c"]);
-    let read = |rel: &str| std::fs::read_to_string(ws.path().join(rel)).unwrap();
-    assert_eq!(read("flow-out/p/b.out"), "OMEGA\n");
-    // Through the file-state table alone: the states are trusted, the record is gone.
-    age(ws.path());
-    build(&ws, &[]).0.ok();
-    overwrite_keeping_size_and_mtime(&ws.path().join("p/d.txt"), b"gamma\n");
-    std::fs::remove_file(record_file(&ws)).unwrap();
-    let (run, path) = build(&ws, &[]);
-    assert_eq!(path, Way::Analysis, "{}", run.stderr);
-    assert_eq!(tags(run.ok())["RAN"], ["//p:d"]);
-    assert_eq!(read("flow-out/p/d.out"), "gamma\n");
 }
