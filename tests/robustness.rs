@@ -188,9 +188,11 @@ fn build_files_linked_to_fifos_and_devices_are_refused_at_once() {
     );
 }
 
-/// Regression (issue 15, item 8): a source that is a FIFO or a device fails its action with a
-/// clear error and never blocks the build; so does one swapped for a FIFO after it was hashed
-/// and before its action was staged (staging opened it and waited for a writer forever).
+/// Regression (issue 15, item 8): a source swapped for a FIFO after it was hashed and before
+/// its action was staged (staging opened it and waited for a writer forever) fails its action
+/// with a clear error and never blocks the build. (A FIFO, or a link to one or to a device, is
+/// not a file to the workspace listing: named as a source, it is an analysis error, see
+/// `golden::sources_that_are_not_regular_files`.)
 #[test]
 fn sources_that_are_fifos_or_devices_fail_their_action_without_blocking() {
     let ws = Ws::new();
@@ -200,20 +202,13 @@ fn sources_that_are_fifos_or_devices_fail_their_action_without_blocking() {
     ws.write(
         "p/BUILD",
         format!(
-            r#"task(name = "fifo", srcs = ["to-pipe"], outs = ["a.txt"], cmd = "cat to-pipe > a.txt")
-task(name = "zero", srcs = ["zero"], outs = ["b.txt"], cmd = "head -c 4 zero > b.txt")
-task(name = "slow", outs = ["s.txt"], cmd = "touch {}; sleep 3; echo s > s.txt")
+            r#"task(name = "slow", outs = ["s.txt"], cmd = "touch {}; sleep 3; echo s > s.txt")
 task(name = "late", deps = [":slow"], srcs = ["in.txt"], outs = ["c.txt"], cmd = "cat in.txt > c.txt")
 "#,
             started.display()
         )
         .as_bytes(),
     );
-    // (A FIFO itself is not a file to the workspace listing: named as a source, it is reported
-    // missing at analysis. A link to one is listed.)
-    nix::unistd::mkfifo(&ws.path().join("p/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-    std::os::unix::fs::symlink("pipe", ws.path().join("p/to-pipe")).unwrap();
-    std::os::unix::fs::symlink("/dev/zero", ws.path().join("p/zero")).unwrap();
     let mut child = Command::new(flow_bin())
         .args(["--color", "never", "-C"])
         .arg(ws.path())
@@ -250,13 +245,7 @@ task(name = "late", deps = [":slow"], srcs = ["in.txt"], outs = ["c.txt"], cmd =
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for line in [
-        "[FAILED] //p:fifo (cannot read source `p/to-pipe`: it is a FIFO, not a regular file)",
-        "[FAILED] //p:zero (cannot read source `p/zero`: it is a character device, not a regular file)",
-        "[RAN] //p:slow",
-    ] {
-        assert!(stdout.contains(line), "`{line}` missing:\n{stdout}");
-    }
+    assert!(stdout.contains("[RAN] //p:slow"), "{stdout}");
     let late = stdout
         .lines()
         .find(|l| l.contains("//p:late"))

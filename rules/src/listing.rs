@@ -19,7 +19,9 @@
 //!
 //! Symlinks: a symlink to a file is a file (listed; reading it reads the target). A symlink to
 //! anything else — a directory, a FIFO, a device — and a dangling one are not files: they are
-//! neither listed nor followed (a directory is never entered through a link). Every symlink
+//! neither listed nor followed (a directory is never entered through a link). One exception: a
+//! `BUILD` that is a FIFO, a device or a link to one is listed, so that its directory is still a
+//! package and its evaluation says what the file is, instead of the package silently vanishing. Every symlink
 //! walked is kept in [`Listing::links`] with whether it led to a file, so that a target that
 //! appears, disappears or changes kind is seen as a change of the listing.
 
@@ -148,12 +150,18 @@ impl Listing {
                 } else if kind.is_symlink() {
                     // `stat` never blocks, whatever the target is (a FIFO is only opened by
                     // whoever reads it).
-                    let file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+                    let target = std::fs::metadata(entry.path());
+                    let file = target.as_ref().is_ok_and(|m| m.is_file());
+                    let special = target.is_ok_and(|m| !m.is_file() && !m.is_dir());
                     let mut found = found.lock().expect("walk lock");
                     found.links.push((rel.to_owned(), file));
-                    if file {
+                    if file || (special && is_build_file(rel)) {
                         found.files.push(rel.to_owned());
                     }
+                } else if is_build_file(rel) {
+                    // A BUILD that is a FIFO, a device or a socket still makes a package, whose
+                    // evaluation then says what it is (and never opens it to wait).
+                    found.lock().expect("walk lock").files.push(rel.to_owned());
                 }
                 WalkState::Continue
             })
@@ -230,6 +238,11 @@ impl Listing {
                 .map(move |p| &p[package.len() + 1..]),
         )
     }
+}
+
+/// Whether the workspace-relative `rel` names a BUILD file.
+fn is_build_file(rel: &str) -> bool {
+    rel.rsplit('/').next() == Some(BUILD_FILE)
 }
 
 /// The ignore files the walk reads in each directory (the `ignore` crate opens and reads them
