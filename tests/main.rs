@@ -20,5 +20,6 @@ mod record;
 mod robustness;
 mod secrets;
 mod session;
+mod snapshot;
 mod watch;
 mod workspace;

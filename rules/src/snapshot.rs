@@ -13,6 +13,9 @@
 //! `validate` only stats (a few thousand `stat` calls); nothing is read. Spans are stored as byte
 //! ranges into their package's BUILD file, whose text is stored once per package.
 //!
+//! The file that holds a snapshot carries a digest of every byte (`engine/snapshot_file.rs`):
+//! a damaged one is never used.
+//!
 //! Limit: an edit that keeps a file's size, mtime and inode is not seen (as for every
 //! stat-based check in flow, the racy-edit window is guarded by comparing with the recording
 //! time).
