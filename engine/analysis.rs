@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use flow_cache::regular::{read_regular, Links};
 use flow_cache::Cache;
 use flow_rules::snapshot::{self, Snapshot, Stamp};
 use flow_rules::{evaluate_workspace, EvalOptions, PatternTerm};
@@ -96,10 +95,6 @@ fn snapshot_path(cache: &Path, root: &Path) -> PathBuf {
         .join(format!("{}.json", workspace_id(root)))
 }
 
-/// The largest evaluation snapshot read: far above the snapshot of a 100,000-target workspace;
-/// a larger file is not one flow wrote.
-const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
-
 /// A short, stable name for the workspace at `root` (files about it in the shared cache).
 pub fn workspace_id(root: &Path) -> String {
     let id = blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex();
@@ -115,9 +110,9 @@ fn evaluate_cached(
 ) -> Result<(flow_rules::Evaluation, Analyzed), Error> {
     let fingerprint = snapshot::fingerprint(&ws.config.vars);
     let path = snapshot_path(cache, &ws.root);
-    // A regular file (not a link, a FIFO or a device, which would block or never end).
-    if let Ok(bytes) = read_regular(&path, Links::Refuse, MAX_SNAPSHOT_BYTES) {
-        if let Ok(snap) = serde_json::from_slice::<Snapshot>(&bytes) {
+    // Sound (it matches its checksum) or not used: a damaged one is written over below.
+    if let Some(json) = crate::snapshot_file::read(&path) {
+        if let Ok(snap) = serde_json::from_slice::<Snapshot>(&json) {
             if snap.is_valid(&ws.root, &fingerprint) {
                 let inputs = inputs_of(&snap);
                 if let Some(evaluation) = snap.into_evaluation() {
@@ -141,8 +136,9 @@ fn evaluate_cached(
         inputs = Some(inputs_of(&snap));
         // Best effort: a snapshot that cannot be written only costs the next run time.
         // Never through a link planted at the directory, the temp file or the snapshot.
-        if let (Some(dir), Ok(bytes)) = (path.parent(), serde_json::to_vec(&snap)) {
+        if let (Some(dir), Ok(json)) = (path.parent(), serde_json::to_vec(&snap)) {
             let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+            let bytes = crate::snapshot_file::seal(&json);
             let _ = flow_cache::regular::write_replacing(&path, &tmp, &bytes);
         }
     }

@@ -40,5 +40,6 @@ pub mod reporter;
 pub mod runner;
 pub mod scheduler;
 pub mod session;
+pub mod snapshot_file;
 pub mod stale;
 pub mod workspace;

@@ -21,5 +21,6 @@ mod record;
 mod robustness;
 mod secrets;
 mod session;
+mod snapshot;
 mod watch;
 mod workspace;

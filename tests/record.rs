@@ -58,7 +58,7 @@ fn build(ws: &Ws, args: &[&str]) -> (Run, Way) {
 
 /// Sets the mtime of every file and directory under `root` (but `flow-out/` and `.flow/`) a
 /// minute back, each to a distinct value, and waits until the ctimes that set are settled.
-fn age(root: &Path) {
+pub fn age(root: &Path) {
     let base = SystemTime::now() - Duration::from_secs(60);
     let mut n = 0u64;
     let mut stack = vec![root.to_path_buf()];

@@ -96,10 +96,14 @@ pub enum ProblemKind {
     StaleSandbox,
     /// A temp file or directory beside an output of an interrupted restore; fixed by removing it.
     Leftover,
+    /// An evaluation snapshot that does not match its checksum (checked by the engine, which
+    /// owns its format); fixed by removing it.
+    Snapshot,
 }
 
 impl Problem {
-    fn new(kind: ProblemKind, message: String) -> Problem {
+    /// A problem, not (yet) fixed.
+    pub fn new(kind: ProblemKind, message: String) -> Problem {
         Problem {
             kind,
             message,
@@ -108,7 +112,8 @@ impl Problem {
         }
     }
 
-    fn outcome(&mut self, result: Result<(), String>) {
+    /// Records how a repair went.
+    pub fn outcome(&mut self, result: Result<(), String>) {
         match result {
             Ok(()) => self.fixed = true,
             Err(why) => self.not_fixed = Some(why),

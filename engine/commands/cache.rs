@@ -95,8 +95,8 @@ pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Re
     Ok(0)
 }
 
-/// Checks the cache (`Cache::verify`) and this workspace's `flow-out/` for leftovers of
-/// interrupted restores. One line per problem on stdout (`problem: …`, or `fixed: …` with
+/// Checks the cache (`Cache::verify`), the evaluation snapshots in it (`snapshot_file`) and
+/// this workspace's `flow-out/` for leftovers of interrupted restores. One line per problem on stdout (`problem: …`, or `fixed: …` with
 /// `--fix`), then a summary. Exit 1 if anything is (still) wrong.
 pub fn verify(start: &Path, fix: bool, cache_flag: Option<&Path>) -> Result<i32, Error> {
     let ws = Workspace::discover(start)?;
@@ -110,6 +110,9 @@ pub fn verify(start: &Path, fix: bool, cache_flag: Option<&Path>) -> Result<i32,
         path: dir.clone(),
         error: e.to_string(),
     })?;
+    report
+        .problems
+        .extend(crate::snapshot_file::check_all(&dir, fix));
     report.problems.extend(flow_cache::sweep_leftovers(
         &crate::session::out_root(&ws.root),
         fix,

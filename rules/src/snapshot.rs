@@ -23,6 +23,9 @@
 //! sets it back, so an edit that restores the size and mtime (`cp -p`) is still seen. A stamp is
 //! trusted only when [`settled`] before the moment it vouches for: an edit within the same
 //! timestamp tick would leave it unchanged.
+//!
+//! The file that holds a snapshot carries a digest of every byte (`engine/snapshot_file.rs`):
+//! a damaged one is never used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
