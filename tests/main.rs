@@ -13,6 +13,7 @@ mod hermetic;
 mod hostile;
 mod incremental;
 mod layout;
+mod orphans;
 mod prelude;
 mod query;
 mod races;
