@@ -15,9 +15,12 @@
 //! 2. once locked, check that the path still names the locked file: a holder removes it when it
 //!    exits, so a waiter may have locked a file that is gone; then start over;
 //! 3. a file that already holds a pid was left by a command that died holding it (a clean exit
-//!    removes it): it may have left temp files beside its outputs, which are swept;
-//! 4. write our pid, start time and command into it; on exit, remove it (then `flow-out/` if
-//!    empty), and unlock.
+//!    removes it): the process groups of its actions that still run are killed (it recorded
+//!    them in the file, see `executor/groups.rs`), and it may have left temp files beside its
+//!    outputs, which are swept;
+//! 4. write our pid, start time and command into it, then, while actions run, a line per
+//!    action's process group (`executor/groups.rs`); on exit, remove it (then
+//!    `flow-out/` if empty), and unlock.
 //!
 //! If the file cannot be created or locked (a read-only workspace, a file system without
 //! `flock`), the command warns and goes on without the lock: alone, it is still correct.
@@ -28,6 +31,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::executor::kill_left;
 use crate::interrupts::Interrupts;
 use flow_cache::regular::Links;
 use nix::errno::Errno;
@@ -160,6 +164,9 @@ impl WorkspaceLock {
             }
             let mut previous = String::new();
             let _ = locked.read_to_string(&mut previous);
+            // A holder that died may have left actions running (SIGKILL ends flow, not them):
+            // end them before anything is read or swept, and before the record is overwritten.
+            kill_left(&previous);
             let started = clock.now_secs();
             // Only the waiting message reads it: a failed write is not worth failing the command.
             let pid = std::process::id();
@@ -186,6 +193,14 @@ impl Drop for WorkspaceLock {
             let _ = fs::remove_file(&self.path);
             let _ = fs::remove_dir(&self.out_root); // only if empty: no outputs were made
         }
+    }
+}
+
+impl WorkspaceLock {
+    /// The lock file: where the running actions' process groups are recorded while the lock
+    /// is held (`executor/groups.rs`).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -240,8 +255,11 @@ fn wait_or_interrupt(runtime: &Handle, sigint: &mut Option<Interrupts>) -> bool 
     })
 }
 
-/// The text of `path` if it is a regular file; never follows a link or blocks on a FIFO.
+/// The first 4 KiB of `path` (the holder's own lines; the process groups follow) if it is a
+/// regular file; never follows a link or blocks on a FIFO.
 fn read_regular(path: &Path) -> Option<String> {
-    let bytes = flow_cache::regular::read_regular(path, Links::Refuse, 64 << 10).ok()?;
-    String::from_utf8(bytes).ok()
+    let (file, _) = flow_cache::regular::open_regular(path, Links::Refuse).ok()?;
+    let mut bytes = Vec::new();
+    file.take(4 << 10).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }

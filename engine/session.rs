@@ -19,7 +19,7 @@ use tokio::runtime::{Handle, Runtime};
 use crate::analysis::{cache_dir, open_cache};
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::executor::{release_root, sweep_and_choose_root, SandboxExecutor};
+use crate::executor::{release_root, sweep_and_choose_root, GroupLog, SandboxExecutor};
 use crate::hasher::FileHasher;
 use crate::lock::{lock_workspace, WorkspaceLock};
 use crate::rebuilder::Rebuilder;
@@ -71,6 +71,9 @@ pub struct Session {
     lock: Option<WorkspaceLock>,
     sandboxes: Option<PathBuf>,
     executor: Option<Arc<SandboxExecutor>>,
+    /// Where the executor records its running actions' process groups: the lock file while the
+    /// lock is held (`executor/groups.rs`).
+    groups: Arc<GroupLog>,
 }
 
 impl Session {
@@ -98,6 +101,7 @@ impl Session {
             lock: None,
             sandboxes: None,
             executor: None,
+            groups: Arc::default(),
         }
     }
 
@@ -207,12 +211,15 @@ impl Session {
             return Ok(false);
         }
         let (lock, waited) = lock_workspace(&self.out_root, command, &self.clock, runtime, sigint)?;
+        self.groups
+            .set(lock.as_ref().map(|l| l.path().to_path_buf()));
         self.lock = lock;
         Ok(waited)
     }
 
     /// Gives the workspace lock back (`flow watch`, between cycles).
     pub fn unlock(&mut self) {
+        self.groups.set(None);
         self.lock = None;
     }
 
@@ -223,7 +230,10 @@ impl Session {
         }
         let configured = self.ws.config.sandbox_dir.as_deref();
         let root = sweep_and_choose_root(&self.cache_dir, configured);
-        let executor = Arc::new(SandboxExecutor::new(root.clone()));
+        let executor = Arc::new(SandboxExecutor {
+            groups: Some(self.groups.clone()),
+            ..SandboxExecutor::new(root.clone())
+        });
         self.sandboxes = Some(root);
         self.executor = Some(executor.clone());
         executor
@@ -253,6 +263,7 @@ impl Session {
     /// Ends the session: unlocks, lets the runtime finish the sandbox removals still running,
     /// then removes the sandbox root if flow chose it.
     pub fn close(mut self, runtime: Option<Runtime>) {
+        self.groups.set(None);
         drop(self.lock.take());
         drop(self.executor.take());
         drop(runtime);

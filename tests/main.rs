@@ -14,6 +14,7 @@ mod hostile;
 mod incremental;
 mod layout;
 mod listing;
+mod orphans;
 mod prelude;
 mod query;
 mod races;

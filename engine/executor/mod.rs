@@ -28,7 +28,8 @@
 //! - the child's environment is exactly `spec.env` + `spec.secrets` + `HOME` + `TMPDIR` (both
 //!   inside the action's private directory); nothing leaks from flow's own environment;
 //! - no process of the action's process group outlives [`Executor::run`] (processes that leave the
-//!   group, e.g. with `setsid`, are out of reach: see limits in `process.rs`);
+//!   group, e.g. with `setsid`, are out of reach: see limits in `process.rs`); if flow is killed
+//!   with SIGKILL, none outlives the next flow command in the workspace (`groups.rs`);
 //! - no complete occurrence of a secret value (4 bytes or longer) is returned in `stdout`/`stderr`,
 //!   not even one cut by the 16 MiB truncation;
 //! - a staged input never shares an inode with a workspace source, so writing to it cannot change
@@ -43,6 +44,7 @@
 mod cancel;
 mod capture;
 mod fake;
+mod groups;
 mod mounts;
 mod outputs;
 mod process;
@@ -66,6 +68,7 @@ use flow_cache::Digest;
 pub use cancel::{Cancel, CancelHandle};
 pub use capture::OUTPUT_CAP;
 pub use fake::{FakeAction, FakeEvent, FakeExecutor};
+pub use groups::{kill_left, GroupLog};
 pub use process::KILL_GRACE;
 pub use sandbox::{
     release_root, sandbox_root, sweep_and_choose_root, SandboxExecutor, TMPFS_MIN_FREE,

@@ -14,7 +14,9 @@
 //!
 //! Invariants: a [`GroupGuard`] SIGKILLs the group if the future is dropped half-way, so even an
 //! aborted runner leaves no process of the group behind. The status is `TimedOut`/`Cancelled`
-//! whenever flow ended the action, whatever signal the shell died of.
+//! whenever flow ended the action, whatever signal the shell died of. While the group runs, it
+//! is recorded in the workspace lock file (`groups.rs`), so that if flow is killed with SIGKILL
+//! (no guard runs) the next flow command in the workspace kills it before building.
 //!
 //! Limits: a process that calls `setsid`/`setpgid` escapes the group and is not killed (Linux
 //! offers cgroups or PID namespaces for that; not used here). "No live member" is read from
@@ -36,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::capture::{Capture, Masker, OUTPUT_CAP};
+use super::groups::{proc_stats, GroupLog};
 use super::mounts::Binds;
 use super::{Cancel, Status};
 
@@ -58,6 +61,8 @@ pub(super) struct Command<'a> {
     pub masker: &'a Masker,
     /// Read-only binds of directory inputs, made in the child (`mounts.rs`); usually none.
     pub binds: Binds,
+    /// Where the group is recorded while it runs (`groups.rs`); `None` in unit tests.
+    pub groups: Option<&'a GroupLog>,
 }
 
 /// What [`run`] saw.
@@ -132,7 +137,11 @@ pub(super) async fn run(c: Command<'_>) -> Finished {
         }
     };
     let pid = child.id().expect("a child that was just spawned has a pid");
-    let group = GroupGuard(Pid::from_raw(pid as i32));
+    let leader = Pid::from_raw(pid as i32);
+    // Declared before the group's guard, so dropped after it: the record goes once the group
+    // has been killed.
+    let _recorded = c.groups.and_then(|log| log.record(leader));
+    let group = GroupGuard(leader);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -259,26 +268,5 @@ impl Drop for GroupGuard {
 
 /// Scans `/proc` for a process of group `pgid` that is not a zombie; `None` without `/proc`.
 fn live_member_in_proc(pgid: Pid) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue; // exited meanwhile
-        };
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_ascii_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-        if pgrp == Some(pgid.as_raw()) && !matches!(state, Some("Z" | "X")) {
-            return Some(true);
-        }
-    }
-    Some(false)
+    Some(proc_stats()?.any(|p| p.pgrp == pgid.as_raw() && p.live))
 }

@@ -35,9 +35,11 @@ use std::io::{self, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::capture::Masker;
+use super::groups::GroupLog;
 use super::mounts::{self, Binds};
 use super::stage::{self, DirMaker, Layout, Staged};
 use super::tree::Snapshot;
@@ -132,6 +134,8 @@ pub struct SandboxExecutor {
     /// Bind directory inputs read-only where the kernel allows it (`mounts.rs`); `false`
     /// copies them always (the fallback, which tests exercise this way).
     pub bind_dir_inputs: bool,
+    /// Where running actions' process groups are recorded (`groups.rs`); `None`: nowhere.
+    pub groups: Option<Arc<GroupLog>>,
 }
 
 impl SandboxExecutor {
@@ -139,6 +143,7 @@ impl SandboxExecutor {
         SandboxExecutor {
             sandbox_root: sandbox_root.into(),
             bind_dir_inputs: true,
+            groups: None,
         }
     }
 }
@@ -152,13 +157,15 @@ impl Executor for SandboxExecutor {
     ) -> impl Future<Output = ExecResult> + Send {
         let root = self.sandbox_root.clone();
         let bind = self.bind_dir_inputs;
+        let groups = self.groups.clone();
         async move {
+            let groups = groups.as_deref();
             if cancel.is_cancelled() {
                 ExecResult::not_run(Status::Cancelled, PathBuf::new())
             } else if spec.sandbox {
-                run_sandboxed(root, spec, bind, cancel, ticket).await
+                run_sandboxed(root, spec, bind, groups, cancel, ticket).await
             } else {
-                run_in_tree(root, spec, cancel, ticket).await
+                run_in_tree(root, spec, groups, cancel, ticket).await
             }
         }
     }
@@ -233,6 +240,7 @@ async fn run_sandboxed(
     root: PathBuf,
     spec: ActionSpec,
     bind: bool,
+    groups: Option<&GroupLog>,
     cancel: Cancel,
     ticket: Ticket,
 ) -> ExecResult {
@@ -278,6 +286,7 @@ async fn run_sandboxed(
         cancel: &cancel,
         masker: &masker,
         binds: staged.binds,
+        groups,
     })
     .await;
     // A stat per declared output, before the slot is given back.
@@ -380,6 +389,7 @@ fn copy_stamp(dir: &Path) -> Option<(flow_cache::TreeStamp, i64)> {
 async fn run_in_tree(
     root: PathBuf,
     spec: ActionSpec,
+    groups: Option<&GroupLog>,
     cancel: Cancel,
     ticket: Ticket,
 ) -> ExecResult {
@@ -436,6 +446,7 @@ async fn run_in_tree(
         cancel: &cancel,
         masker: &masker,
         binds: Binds::default(),
+        groups,
     })
     .await;
     let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);
