@@ -713,3 +713,30 @@ fn a_flow_toml_that_is_not_a_file_is_an_error_where_it_is() {
         "the outer workspace was built"
     );
 }
+
+/// Regression (issue 15, second adversarial run): a directory output set to mode 000 (or 700)
+/// under `flow-out/` was never restored, from analysis or the record, and a dependent that ran
+/// next stored the mode it saw (`ls -ld`) under the key a clean checkout computes. The tree's
+/// stamp now holds its own mode.
+#[test]
+fn a_directory_output_whose_mode_changed_is_restored() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new().file("p/s.txt", "s\n").file("p/b.txt", "b\n").file(
+        "p/BUILD",
+        "task(name = \"a\", srcs = [\"s.txt\"], outs = [\"d/\"], cmd = \"mkdir -p d; cat s.txt > d/t\")\n\
+         task(name = \"b\", srcs = [\"b.txt\"], deps = [\":a\"], outs = [\"b.out\"],\n\
+         \x20    cmd = \"cat b.txt > $(OUTS); ls -ld $(location :a) | cut -c1-10 >> $(OUTS)\")\n",
+    );
+    ws.run(&["build", "//..."]).ok();
+    let d = ws.path().join("flow-out/p/d");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let want = mode(&d);
+    for (changed, again) in [(0o000, "b2\n"), (0o700, "b3\n")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(changed)).unwrap();
+        ws.write("p/b.txt", again.as_bytes());
+        ws.run(&["build", "//..."]).ok();
+        assert_eq!(mode(&d), want, "mode {changed:o} was kept");
+        let out = std::fs::read_to_string(ws.path().join("flow-out/p/b.out")).unwrap();
+        assert_eq!(out, format!("{again}drwxr-xr-x\n"), "mode {changed:o}");
+    }
+}

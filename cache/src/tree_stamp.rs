@@ -49,11 +49,19 @@ use crate::{CacheError, Digest};
 pub struct TreeStamp(Digest);
 
 impl TreeStamp {
-    /// The stamp of the tree at `dir` (a directory, not followed if a symlink).
+    /// The stamp of the tree at `dir` (a directory, not followed if a symlink), its own mode
+    /// included: a dependent sees it (`ls -ld`), and a `chmod 000` of it must not pass for the
+    /// tree flow wrote.
     pub fn of(dir: &Path) -> Result<TreeStamp, CacheError> {
         crate::cas::require_dir(dir)?;
-        let digest = walk(dir).map_err(io_err("walk", dir))?;
-        Ok(TreeStamp(Digest::from_bytes(digest)))
+        let mode = fs::symlink_metadata(dir)
+            .map_err(io_err("stat", dir))?
+            .mode();
+        let below = walk(dir).map_err(io_err("walk", dir))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&below);
+        hasher.update(&mode.to_le_bytes());
+        Ok(TreeStamp(Digest::from_bytes(*hasher.finalize().as_bytes())))
     }
 
     /// The stamp as a file time: nanoseconds since the epoch, from 2004-01-10 (2^30 s) to 2038.
