@@ -30,6 +30,8 @@ pub(crate) struct BuildState {
     pub files: Arc<Vec<String>>,
     /// Sub-packages below this one, package-relative.
     pub subpackages: Vec<String>,
+    /// Symlinks below it that lead to no regular file, package-relative (for messages).
+    pub links_to_non_files: Vec<String>,
     pub declared: RefCell<Declared>,
 }
 

@@ -215,6 +215,22 @@ impl Listing {
         })
     }
 
+    /// The symlinks in `package`'s directory tree (package-relative) that do not lead to a
+    /// regular file: not files to `glob()` or `srcs`, named only to say so.
+    pub fn links_to_non_files(&self, package: &str) -> Vec<String> {
+        let prefix = if package.is_empty() {
+            String::new()
+        } else {
+            format!("{package}/")
+        };
+        self.links
+            .iter()
+            .filter(|(_, file)| !file)
+            .filter_map(|(path, _)| path.strip_prefix(prefix.as_str()))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The sub-packages strictly below `package`, relative to it (`a/b` for `//pkg/a/b`).
     pub fn subpackages_of<'a>(
         &'a self,

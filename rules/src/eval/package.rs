@@ -74,6 +74,7 @@ fn evaluate_package(
             source: source.clone(),
             files: Arc::new(listing.packages.get(&pkg).cloned().unwrap_or_default()),
             subpackages: listing.subpackages_of(&pkg).map(str::to_owned).collect(),
+            links_to_non_files: listing.links_to_non_files(&pkg),
             declared: RefCell::new(Declared::default()),
         }),
         errors: RefCell::new(Vec::new()),

@@ -65,6 +65,13 @@ pub(super) fn check_srcs(
         if build.files.binary_search(src).is_ok() {
             continue;
         }
+        if build.links_to_non_files.iter().any(|l| l == src) {
+            errors.push(bad(
+                "is a symlink that does not lead to a regular file (but to a directory, a FIFO, \
+                 a device, or nothing); a source must be a file",
+            ));
+            continue;
+        }
         if let Some(sub) = build
             .subpackages
             .iter()
