@@ -501,3 +501,37 @@ fn an_edit_of_a_symlinked_sources_target_reruns_its_readers() {
     );
     w.stop();
 }
+
+/// Regression (issue 15, second adversarial run): the watcher dropped every event the root
+/// `.gitignore` excludes, also for files the analysis or the plan reads: a source a nested
+/// `.gitignore` re-includes (`!keep.txt`, which `glob()` lists), and the target of a symlinked
+/// BUILD file in an ignored directory. Edits of either were never seen, and the next cycle
+/// ran actions of the stale BUILD file.
+#[test]
+fn edits_of_files_read_despite_the_root_gitignore_are_seen() {
+    let ws = Ws::new()
+        .file(".gitignore", "p/*.txt\nreal/\n")
+        .file("p/.gitignore", "!keep.txt\n")
+        .file("p/keep.txt", "k1\n")
+        .file("p/drop.txt", "d\n")
+        .file(
+            "real/BUILD.p",
+            "task(name = \"a\", srcs = glob([\"*.txt\"]), outs = [\"a.out\"], cmd = \"cat $(SRCS) > $(OUTS)\")\n",
+        );
+    std::os::unix::fs::symlink("../real/BUILD.p", ws.path().join("p/BUILD")).unwrap();
+    let mut w = Watch::start(&ws);
+    let out = || std::fs::read_to_string(ws.path().join("flow-out/p/a.out")).unwrap();
+    assert_eq!(out(), "k1\n");
+    ws.write("p/keep.txt", b"k2\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:a"], "{cycle:?}");
+    assert_eq!(out(), "k2\n");
+    ws.write(
+        "real/BUILD.p",
+        b"task(name = \"a\", srcs = glob([\"*.txt\"]), outs = [\"a.out\"], cmd = \"cat $(SRCS) | tr k K > $(OUTS)\")\n",
+    );
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:a"], "{cycle:?}");
+    assert_eq!(out(), "K2\n");
+    w.stop();
+}

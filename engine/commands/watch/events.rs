@@ -178,7 +178,9 @@ impl Watcher<'_> {
     }
 
     /// The workspace-relative path of `path` unless it is ignored (a `.gitignore` never is: it
-    /// may ignore itself, and still applies).
+    /// may ignore itself, and still applies). Ignored or not, a path the last analysis or plan
+    /// reads is kept: a source a nested `.gitignore` re-includes (`!keep.txt`), the target of a
+    /// symlinked BUILD, `.star` or source file in an ignored directory.
     fn relevant(&self, path: &Path) -> Option<String> {
         let rel = path.strip_prefix(&self.session.ws.root).ok()?;
         if path.starts_with(&self.session.cache_dir) {
@@ -190,9 +192,18 @@ impl Watcher<'_> {
         }) {
             return None;
         }
+        let text = rel.to_str()?.to_owned();
+        if text.is_empty() {
+            return None;
+        }
         let is_dir = path.is_dir();
         let gitignore = rel.file_name().is_some_and(|n| n == GITIGNORE);
+        let read = self.analysis_links.contains(&text)
+            || self.state.as_ref().is_some_and(|s| {
+                s.readers.contains_key(&text) || s.linked_sources.contains_key(&text)
+            });
         if !gitignore
+            && !read
             && self
                 .gitignore
                 .matched_path_or_any_parents(rel, is_dir)
@@ -200,8 +211,7 @@ impl Watcher<'_> {
         {
             return None;
         }
-        let text = rel.to_str()?.to_owned();
-        (!text.is_empty()).then_some(text)
+        Some(text)
     }
 }
 
