@@ -170,7 +170,8 @@ impl Session {
         if names.iter().any(|n| n == OUT_TAG) {
             return Ok(());
         }
-        if names.is_empty() {
+        // Empty, or holding only flow's lock file (left by a command killed before its end).
+        if names.iter().all(|n| n == crate::lock::LOCK_FILE) {
             let tag = self.out_root.join(OUT_TAG);
             let text = format!(
                 "the outputs of the flow workspace {}\n",
