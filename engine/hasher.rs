@@ -31,6 +31,10 @@ pub struct FileHasher {
     changed: Mutex<Vec<(String, FileState)>>,
     /// States already handed out by `take_changed` (kept for `snapshot`).
     saved: Mutex<Vec<(String, FileState)>>,
+    /// The states `record` took during this build, by path: outputs flow has just written,
+    /// which `trusted_output` answers for before `known` (a dependent of an action that ran in
+    /// this build stages its output from `flow-out/` instead of reading and verifying the blob).
+    written: Mutex<HashMap<String, FileState>>,
 }
 
 /// The result of hashing one file.
@@ -53,6 +57,7 @@ impl FileHasher {
             known,
             changed: Mutex::new(Vec::new()),
             saved: Mutex::new(Vec::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,10 +121,15 @@ impl FileHasher {
                 digest,
                 recorded_at_ns: now_ns(),
             };
+            let path = path.to_string_lossy().into_owned();
+            self.written
+                .lock()
+                .expect("hasher lock poisoned")
+                .insert(path.clone(), state.clone());
             self.changed
                 .lock()
                 .expect("hasher lock poisoned")
-                .push((path.to_string_lossy().into_owned(), state));
+                .push((path, state));
         }
     }
 
@@ -128,7 +138,9 @@ impl FileHasher {
     /// under `flow-out/`), whose state was taken right after writing them.
     pub fn trusted_output(&self, path: &Path) -> Option<Digest> {
         let meta = std::fs::symlink_metadata(path).ok()?;
-        let s = self.known.get(path.to_str()?)?;
+        let key = path.to_str()?;
+        let written = self.written.lock().expect("hasher lock poisoned");
+        let s = written.get(key).or_else(|| self.known.get(key))?;
         (meta.is_file() && unchanged(s, &meta)).then_some(s.digest)
     }
 
