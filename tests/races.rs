@@ -7,9 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{flow_bin, wait_for_file, Ws};
 
 /// Two marker files outside the workspace: the gate creates `running`, then waits for `go`.
 struct Gate {
@@ -42,22 +41,9 @@ impl Gate {
 
     /// Waits until the gate is running, then lets `edit` happen, then opens the gate.
     fn hold_while(&self, edit: impl FnOnce()) {
-        wait_for(&self.running());
+        wait_for_file(&self.running());
         edit();
         std::fs::write(self.go(), "").unwrap();
-    }
-}
-
-#[track_caller]
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "`{}` never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -220,7 +206,7 @@ fn an_output_edited_under_flow_out_while_the_build_runs_is_not_staged() {
     let build = spawn_build(ws.path());
     gate.hold_while(|| {
         let a = ws.path().join("flow-out/p/a.txt");
-        wait_for(&a);
+        wait_for_file(&a);
         std::fs::write(&a, "hand\n").unwrap();
     });
     let racy = finish(build);

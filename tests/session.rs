@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{flow_bin, wait_for_file, Ws};
 
 fn flow(ws: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(flow_bin());
@@ -28,20 +28,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Waits until `path` exists (a marker a running action writes), or panics.
-#[track_caller]
-fn wait_for_file(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "`{}` never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A producer of a directory output that announces itself and then takes its time, and a
