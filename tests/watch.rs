@@ -535,3 +535,27 @@ fn edits_of_files_read_despite_the_root_gitignore_are_seen() {
     assert_eq!(out(), "K2\n");
     w.stop();
 }
+
+/// Regression (issue 15, final adversarial run): a `sandbox = False` action writes its output
+/// in the real tree before flow moves it to `flow-out/`; the watcher took that write for an
+/// edit, superseded (killed) the very cycle writing it, and the file left behind then
+/// collided with the output at every analysis: watch waited for good on an error no one made.
+#[test]
+fn the_real_tree_writes_of_an_unsandboxed_action_are_not_edits() {
+    let ws = Ws::new().file("in.txt", "1\n").file(
+        "BUILD",
+        "task(name = \"u\", srcs = [\"in.txt\"], outs = [\"u.out\"], sandbox = False,\n\
+         \x20    cmd = \"cat in.txt > $(OUTS); sleep 0.5\")\n",
+    );
+    let mut w = Watch::start(&ws);
+    let out = || std::fs::read_to_string(ws.path().join("flow-out/u.out")).unwrap();
+    assert_eq!(out(), "1\n", "{:?}", w.seen);
+    ws.write("in.txt", b"2\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//:u"], "{cycle:?}");
+    assert!(!cycle.iter().any(|l| l.contains("superseded")), "{cycle:?}");
+    assert_eq!(out(), "2\n");
+    assert!(!ws.path().join("u.out").exists());
+    w.stop();
+    ws.run(&["build", "//..."]).ok();
+}

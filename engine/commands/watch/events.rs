@@ -196,6 +196,18 @@ impl Watcher<'_> {
         if text.is_empty() {
             return None;
         }
+        // What a `sandbox = False` action writes in the real tree (before flow moves it to
+        // `flow-out/`) is no edit: taken for one, it superseded the very cycle writing it.
+        if self.state.as_ref().is_some_and(|s| {
+            s.in_tree_outputs.iter().any(|o| {
+                text == *o
+                    || text
+                        .strip_prefix(o.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+        }) {
+            return None;
+        }
         let is_dir = path.is_dir();
         let gitignore = rel.file_name().is_some_and(|n| n == GITIGNORE);
         let read = self.analysis_links.contains(&text)

@@ -79,6 +79,9 @@ struct Analyzed {
     /// The target of a source that is a symlink (inside the workspace) → the sources that lead
     /// to it: an event on the target is a change of those sources.
     linked_sources: HashMap<String, Vec<String>>,
+    /// The declared outputs of `sandbox = False` actions, workspace-relative (without a
+    /// trailing `/`): they are written in the real tree, and their events are flow's own.
+    in_tree_outputs: HashSet<String>,
     sources: HashMap<String, Hashed>,
     tools: HashMap<String, String>,
     /// What the last analysis declares: the next cycle sweeps the outputs it does not declare
@@ -368,6 +371,16 @@ impl Watcher<'_> {
                 readers.entry(s.clone()).or_default().push(i);
             }
         }
+        let in_tree_outputs = plan
+            .nodes
+            .iter()
+            .filter(|a| !a.sandbox)
+            .flat_map(|a| {
+                a.outs
+                    .iter()
+                    .map(|o| crate::expand::join_path(&a.package, o.trim_end_matches('/')))
+            })
+            .collect();
         let mut linked_sources: HashMap<String, Vec<String>> = HashMap::new();
         for (source, target) in link_targets(&root, sources.iter()) {
             linked_sources
@@ -381,6 +394,7 @@ impl Watcher<'_> {
             plan,
             readers,
             linked_sources,
+            in_tree_outputs,
             sources: digests,
             tools,
             declared,
