@@ -465,13 +465,30 @@ fn check_wal(db: &Path) -> Option<String> {
     })
 }
 
+/// Puts the database in WAL mode. A new database is still in rollback mode, and changing that
+/// takes its exclusive lock: when several processes open it at once, SQLite answers the ones
+/// that would deadlock (holding a shared lock while another waits for the exclusive one) with
+/// `SQLITE_BUSY` at once, without calling the busy handler. So a busy answer is retried here,
+/// within the same [`BUSY_TIMEOUT`] the busy handler keeps elsewhere.
+fn enable_wal(conn: &Connection) -> Result<(), CacheError> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(e) if crate::error::is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(sql_err("enable WAL")(e)),
+        }
+    }
+}
+
 /// Opens `path`, configures the connection and brings the schema up to date.
 pub(crate) fn open_db(path: &Path) -> Result<Connection, CacheError> {
     let mut conn = Connection::open(path).map_err(sql_err("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sql_err("set busy_timeout"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql_err("enable WAL"))?;
+    enable_wal(&conn)?;
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536; PRAGMA foreign_keys = ON;",
     )

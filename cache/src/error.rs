@@ -95,7 +95,7 @@ pub(crate) fn sql_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Cache
     move |source| CacheError::Sqlite { op, source }
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)

@@ -71,3 +71,31 @@ fn two_handles_share_one_directory() {
         (2, 300, 300)
     );
 }
+
+/// Many handles opening a new cache directory at the same instant: turning a new database
+/// into WAL mode needs its exclusive lock, and SQLite answers a connection that would
+/// deadlock waiting for it with `SQLITE_BUSY` at once, without its busy handler (seen in CI:
+/// "enable WAL ... database is locked" from one of six builds sharing a new cache).
+#[test]
+fn many_handles_open_a_new_directory_at_once() {
+    for round in 0..40 {
+        let dir = temp();
+        let path = dir.path().join("shared-cache");
+        let barrier = Arc::new(Barrier::new(8));
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                let barrier = barrier.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    Cache::open(&path).map(drop).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for w in workers {
+            if let Err(e) = w.join().unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}
