@@ -42,6 +42,11 @@ pub struct ActionKey {
     pub tools: BTreeMap<String, String>,
     pub outs: Vec<String>,
     pub sandbox: bool,
+    /// Each service the action needs (label) → the digest of its definition and sources
+    /// (`plan::ServiceUse`). Left out when empty, so keys of actions without services are
+    /// those of earlier versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, Digest>,
 }
 
 impl ActionKey {
@@ -197,6 +202,7 @@ mod tests {
             tools: BTreeMap::new(),
             outs: vec!["out.txt".into()],
             sandbox: true,
+            services: BTreeMap::new(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Command expansion: `$(SRCS)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)` and `$$`.
+//! Command expansion: `$(SRCS)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`,
+//! `$(ARTIFACT)` and `$$`.
 //!
 //! A command runs in its package directory (inside the sandbox, or in the real tree with
 //! `sandbox = False`), so every expansion yields paths relative to that directory:
@@ -13,12 +14,14 @@
 //! - `$(location //dep:x)`: the one declared output of a dependency (`$(locations ...)`: all of
 //!   them); in the sandbox a dependency's outputs sit at `<dep package>/<out>` of the exec root,
 //!   in the real tree under `flow-out/<dep package>/<out>`;
+//! - `$(ARTIFACT)`: in a deploy's command, the path of its artifact (the one output of its
+//!   `artifact` target), as `$(location ARTIFACT)` would give it;
 //! - `$$`: a literal `$`. Any other `$` is left for the shell (`$HOME`, `$1`).
 //!
 //! Paths are shell-quoted when they contain anything but `[A-Za-z0-9_./+-@%=,:]`. Validation runs at
 //! analysis (every `flow` command), so a build never meets an expansion error.
 
-use flow_rules::{Label, Target};
+use flow_rules::{Delivery, Label, Target};
 
 /// What `$(SRCS_FILE)` expands to: the file [`srcs_file_text`] fills, in the action's private
 /// temporary directory, as one double-quoted shell word.
@@ -141,35 +144,48 @@ pub fn expand<'a>(
                     ));
                 }
                 let outs = outs_of(&label).unwrap_or(&[]);
-                if outs.is_empty() {
-                    return Err(err(
+                let (message, help) = match (outs.len(), func) {
+                    (0, _) => (
                         format!("`{label}` declares no outputs, so `$({func} {arg})` has nothing to point at"),
                         None,
-                    ));
-                }
-                if func == "location" && outs.len() > 1 {
-                    return Err(err(
-                        format!(
-                            "`{label}` declares {} outputs; `$(location ...)` needs exactly one",
-                            outs.len()
-                        ),
+                    ),
+                    (1, _) | (_, "locations") => {
+                        out.push_str(&locations(package, &label, outs, layout));
+                        offset = end;
+                        rest = &cmd[end..];
+                        continue;
+                    }
+                    (n, _) => (
+                        format!("`{label}` declares {n} outputs; `$(location ...)` needs exactly one"),
                         Some(format!("use `$(locations {arg})` for all of them")),
-                    ));
-                }
-                let paths = outs.iter().map(|o| {
-                    let o = o.trim_end_matches('/');
-                    let target_path = match layout {
-                        Layout::Sandbox => join_path(label.package(), o),
-                        Layout::RealTree => {
-                            join_path(&join_path(crate::session::OUT_DIR, label.package()), o)
-                        }
-                    };
-                    relative(package, &target_path)
-                });
-                out.push_str(&join_owned(paths));
+                    ),
+                };
+                return Err(err(message, help));
             }
+            ("ARTIFACT", true) => match &target.delivery {
+                // Its one output was checked with the graph (`graph::check_delivery`).
+                Some(Delivery::Deploy { artifact, .. }) => out.push_str(&locations(
+                    package,
+                    artifact,
+                    outs_of(artifact).unwrap_or(&[]),
+                    layout,
+                )),
+                _ => {
+                    return Err(err(
+                        "`$(ARTIFACT)` is the artifact of a `deploy`; this is not one".into(),
+                        Some("use `$(location LABEL)` for a dependency's output".into()),
+                    ))
+                }
+            },
             _ => {
-                let known = ["SRCS", "SRCS_FILE", "OUTS", "location", "locations"];
+                let known = [
+                    "SRCS",
+                    "SRCS_FILE",
+                    "OUTS",
+                    "location",
+                    "locations",
+                    "ARTIFACT",
+                ];
                 let help = match flow_rules::suggest::closest(func, known) {
                     Some(s) if s.starts_with("location") => format!("did you mean `$({s} {arg})`?"),
                     Some(s) => format!("did you mean `$({s})`?"),
@@ -183,6 +199,19 @@ pub fn expand<'a>(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The paths of `outs` (declared by `label`) as a command of `package` sees them, joined.
+fn locations(package: &str, label: &Label, outs: &[String], layout: Layout) -> String {
+    let paths = outs.iter().map(|o| {
+        let o = o.trim_end_matches('/');
+        let target_path = match layout {
+            Layout::Sandbox => join_path(label.package(), o),
+            Layout::RealTree => join_path(&join_path(crate::session::OUT_DIR, label.package()), o),
+        };
+        relative(package, &target_path)
+    });
+    join_owned(paths)
 }
 
 /// `a/b` + `c` → `a/b/c`; the root package is `""`.

@@ -216,6 +216,7 @@ impl TargetGraph {
         }
 
         check_expansions(&targets, &index, &mut errors);
+        crate::delivery::checks::check_targets(&targets, &index, &mut errors);
         check_outputs(&targets, &mut errors);
         check_cycles(&targets, &graph, &mut errors);
         sort_errors(&mut errors);

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flow_rules::{Label, TargetKind};
+use flow_rules::{Delivery, Label, TargetKind};
 use serde::{Deserialize, Serialize};
 
 use crate::expand::{expand, join_path, Layout};
@@ -30,20 +30,51 @@ pub enum ActionKind {
     Uncached,
     /// Runs nothing: orders its dependencies and forwards their outputs.
     Group,
+    /// Effects (docs/delivery.md): they change the world, so they run whenever a build
+    /// includes them; what they did goes to the ledger, never to the action cache.
+    Deploy,
+    Monitor,
+    Notify,
+    /// A process started for the tasks that depend on it (when one of them runs); the node
+    /// itself runs nothing and forwards nothing. Its definition keys its dependents.
+    Service,
 }
 
 impl ActionKind {
     /// Whether a result of an earlier run of this kind may stand in for running it.
     pub fn reusable(self) -> bool {
         match self {
-            ActionKind::Task | ActionKind::Group => true,
-            ActionKind::Uncached => false,
+            ActionKind::Task | ActionKind::Group | ActionKind::Service => true,
+            ActionKind::Uncached
+            | ActionKind::Deploy
+            | ActionKind::Monitor
+            | ActionKind::Notify => false,
         }
     }
 
-    /// Whether nodes of this kind run a command (groups do not).
+    /// Whether nodes of this kind are keyed and run as actions (groups and services are not).
     pub fn runs(self) -> bool {
-        self != ActionKind::Group
+        !matches!(self, ActionKind::Group | ActionKind::Service)
+    }
+
+    /// Whether the kind is an effect: its outcome goes to the ledger, not the action cache.
+    pub fn is_effect(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Deploy | ActionKind::Monitor | ActionKind::Notify
+        )
+    }
+
+    fn of(target: &flow_rules::Target) -> ActionKind {
+        match target.kind {
+            TargetKind::Group => ActionKind::Group,
+            TargetKind::Task if target.cache => ActionKind::Task,
+            TargetKind::Task => ActionKind::Uncached,
+            TargetKind::Deploy => ActionKind::Deploy,
+            TargetKind::Monitor => ActionKind::Monitor,
+            TargetKind::Notify => ActionKind::Notify,
+            TargetKind::Service => ActionKind::Service,
+        }
     }
 }
 
@@ -69,6 +100,24 @@ pub struct Action {
     pub sandbox: bool,
     /// Node indices of direct dependencies.
     pub deps: Vec<usize>,
+    /// A deploy's, monitor's, notification's or service's own attributes.
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
+    /// The services it depends on directly: started for it, and part of its key.
+    #[serde(default)]
+    pub services: Vec<ServiceUse>,
+}
+
+/// A service as the key of an action that needs it sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceUse {
+    /// Its node.
+    pub node: usize,
+    pub label: String,
+    /// Its label, `start`, `ready`, `stop`, package and env, as canonical JSON.
+    pub definition: String,
+    /// Its sources, workspace-relative: their digests are keyed too.
+    pub srcs: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -106,9 +155,9 @@ impl Plan {
                 };
                 let outs_of = |l: &Label| graph.get(l).map(|t| t.outs.as_slice());
                 let cmd = match target.kind {
+                    TargetKind::Group | TargetKind::Monitor => String::new(),
                     // Validated at analysis: expansion cannot fail here.
-                    TargetKind::Task => expand(target, layout, outs_of).unwrap_or_default(),
-                    TargetKind::Group => String::new(),
+                    _ => expand(target, layout, outs_of).unwrap_or_default(),
                 };
                 let mut env = target.env.clone();
                 env.insert("PATH".into(), path.clone());
@@ -117,11 +166,7 @@ impl Plan {
                 Action {
                     label: target.label.clone(),
                     package: target.label.package().to_owned(),
-                    kind: match target.kind {
-                        TargetKind::Group => ActionKind::Group,
-                        TargetKind::Task if target.cache => ActionKind::Task,
-                        TargetKind::Task => ActionKind::Uncached,
-                    },
+                    kind: ActionKind::of(target),
                     cmd,
                     srcs: target
                         .srcs
@@ -135,7 +180,12 @@ impl Plan {
                     timeout: target.timeout,
                     retries: target.retries,
                     sandbox: target.sandbox,
+                    services: deps
+                        .iter()
+                        .filter_map(|&d| service_use(graph.target(order[d]), d))
+                        .collect(),
                     deps,
+                    delivery: target.delivery.clone(),
                 }
             })
             .collect::<Vec<_>>();
@@ -220,6 +270,30 @@ impl Plan {
     pub fn all_dependents(&self) -> Vec<Vec<usize>> {
         self.dependents.clone()
     }
+}
+
+/// How a dependent sees `target` (node `node`), if it is a service.
+fn service_use(target: &flow_rules::Target, node: usize) -> Option<ServiceUse> {
+    let Some(Delivery::Service { ready, stop, .. }) = &target.delivery else {
+        return None;
+    };
+    let definition = serde_json::json!({
+        "label": target.label.to_string(),
+        "start": target.cmd,
+        "ready": ready,
+        "stop": stop,
+        "env": target.env,
+    });
+    Some(ServiceUse {
+        node,
+        label: target.label.to_string(),
+        definition: definition.to_string(),
+        srcs: target
+            .srcs
+            .iter()
+            .map(|s| join_path(target.label.package(), s))
+            .collect(),
+    })
 }
 
 /// Where tool `name` is on the action `PATH`: the first executable file of that name, as

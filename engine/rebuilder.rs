@@ -101,6 +101,23 @@ impl Rebuilder {
         }
         let mut secrets = action.secrets.clone();
         secrets.sort();
+        let mut services = BTreeMap::new();
+        for service in &action.services {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(service.definition.as_bytes());
+            for s in &service.srcs {
+                let h = sources
+                    .get(s)
+                    .ok_or_else(|| unreadable_source(&self.workspace_root, s))?;
+                hasher.update(b"\0");
+                hasher.update(s.as_bytes());
+                hasher.update(h.digest.to_string().as_bytes());
+            }
+            services.insert(
+                service.label.clone(),
+                Digest::from_bytes(*hasher.finalize().as_bytes()),
+            );
+        }
         Ok(ActionKey {
             version: KEY_FORMAT_VERSION,
             platform: ActionKey::this_platform(),
@@ -114,6 +131,7 @@ impl Rebuilder {
             tools: tool_ids,
             outs: action.outs.clone(),
             sandbox: action.sandbox,
+            services,
         })
     }
 

@@ -251,6 +251,8 @@ mod tests {
                 retries: 0,
                 sandbox: true,
                 deps: d.to_vec(),
+                delivery: None,
+                services: Vec::new(),
             })
             .collect();
         Plan::from_nodes(nodes, BTreeSet::new())

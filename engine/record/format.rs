@@ -27,8 +27,8 @@ use crate::plan::Action;
 use crate::rebuilder::StagedOutput;
 
 /// Bumped when the record's layout or meaning changes.
-pub(super) const FORMAT: u32 = 7;
-pub(super) const MAGIC: &[u8; 8] = b"flowrec\x07";
+pub(super) const FORMAT: u32 = 8;
+pub(super) const MAGIC: &[u8; 8] = b"flowrec\x08";
 /// Where the checksummed bytes start: after `MAGIC` and the checksum.
 pub(super) const SUMMED: usize = MAGIC.len() + 32;
 /// `MAGIC`, the blake3 of the bytes from [`SUMMED`] on, the values' length in bytes (u64,

@@ -173,6 +173,14 @@ pub enum AnalysisErrorKind {
         message: String,
         hint: Option<String>,
     },
+    /// A deploy, monitor, notification or service that cannot work as declared (its artifact
+    /// has no single output, its environment is not declared, ...).
+    #[error("`{label}`: {message}")]
+    Delivery {
+        label: Label,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("output `{path}` is declared by both `{first}` and `{second}`")]
     DuplicateOutput {
         path: String,
@@ -317,7 +325,9 @@ impl AnalysisError {
                         .into(),
                 );
             }
-            Starlark { hint: Some(h), .. } | Expansion { hint: Some(h), .. } => out.push(h.clone()),
+            Starlark { hint: Some(h), .. }
+            | Expansion { hint: Some(h), .. }
+            | Delivery { hint: Some(h), .. } => out.push(h.clone()),
             BadLabel { .. } => {
                 out.push("labels look like `//path/to/pkg:name`, `//path/to/pkg` or `:name`".into())
             }

@@ -13,6 +13,7 @@
 
 mod attrs;
 mod declare;
+mod delivery;
 mod paths;
 
 use starlark::collections::SmallMap;
@@ -31,6 +32,7 @@ use crate::target::{GlobCall, TargetKind};
 use attrs::literal_span;
 pub use attrs::parse_duration;
 use declare::declare;
+pub use delivery::{DEPLOY_ATTRS, MONITOR_ATTRS, NOTIFY_ATTRS, SERVICE_ATTRS};
 
 /// Attributes of `task`.
 pub const TASK_ATTRS: &[&str] = &[
@@ -87,7 +89,7 @@ fn call_site(eval: &Evaluator<'_, '_, '_>, build: &BuildState) -> (SourceSpan, O
                     loc.span.end().get() as usize,
                 );
                 let generator = match frame.name.as_str() {
-                    "task" | "group" => None,
+                    "task" | "group" | "deploy" | "monitor" | "notify" | "service" => None,
                     other => Some(other.to_owned()),
                 };
                 return (span, generator);
@@ -117,6 +119,42 @@ pub(crate) fn natives(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         declare(eval, TargetKind::Group, &kwargs)?;
+        Ok(NoneType)
+    }
+
+    /// Declares a deploy: ships `artifact` to `environment` (docs/delivery.md).
+    fn deploy<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        declare(eval, TargetKind::Deploy, &kwargs)?;
+        Ok(NoneType)
+    }
+
+    /// Declares a monitor: probes a deployed environment, rolling it back on failure.
+    fn monitor<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        declare(eval, TargetKind::Monitor, &kwargs)?;
+        Ok(NoneType)
+    }
+
+    /// Declares a notification: a command told the outcome of the build.
+    fn notify<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        declare(eval, TargetKind::Notify, &kwargs)?;
+        Ok(NoneType)
+    }
+
+    /// Declares a service: a process started for the actions that depend on it.
+    fn service<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        declare(eval, TargetKind::Service, &kwargs)?;
         Ok(NoneType)
     }
 

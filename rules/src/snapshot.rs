@@ -44,7 +44,7 @@ use crate::target::{GlobCall, Package, Target, TargetKind};
 use crate::visibility::VisibilityRule;
 
 /// Bumped when the snapshot format changes.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// How much older than the moment a recording vouches for a file's mtime must be for the
 /// recorded state to be trusted: covers coarse timestamp granularity (ext4 and tmpfs stamp
@@ -179,6 +179,8 @@ struct TargetSnap {
     #[serde(default = "yes")]
     cache: bool,
     doc: Option<String>,
+    #[serde(default)]
+    delivery: Option<crate::target::Delivery>,
     at: (usize, usize),
     dep_spans: Vec<(usize, usize)>,
 }
@@ -353,6 +355,7 @@ impl TargetSnap {
             sandbox: t.sandbox,
             cache: t.cache,
             doc: t.doc.clone(),
+            delivery: t.delivery.clone(),
             at: (t.at.start, t.at.end),
             dep_spans: t.dep_spans.iter().map(|s| (s.start, s.end)).collect(),
         }
@@ -389,6 +392,7 @@ impl TargetSnap {
             sandbox: self.sandbox,
             cache: self.cache,
             doc: self.doc,
+            delivery: self.delivery,
             at: span(self.at),
             dep_spans: self.dep_spans.into_iter().map(span).collect(),
         })

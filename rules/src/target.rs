@@ -19,6 +19,14 @@ pub enum TargetKind {
     Task,
     /// A named set of other targets; it runs nothing itself.
     Group,
+    /// An effect: ships an artifact to an environment (`deploy`).
+    Deploy,
+    /// An effect: probes a deployed environment for a while, rolling it back on failure.
+    Monitor,
+    /// An effect: tells people the outcome of a build (`notify`).
+    Notify,
+    /// A process its dependents need while they run (`service`).
+    Service,
 }
 
 impl TargetKind {
@@ -27,7 +35,89 @@ impl TargetKind {
         match self {
             TargetKind::Task => "task",
             TargetKind::Group => "group",
+            TargetKind::Deploy => "deploy",
+            TargetKind::Monitor => "monitor",
+            TargetKind::Notify => "notify",
+            TargetKind::Service => "service",
         }
+    }
+
+    /// Whether the kind changes the world (deploy, monitor, notify): never reused, never
+    /// selected by a wildcard pattern.
+    pub fn is_effect(self) -> bool {
+        matches!(
+            self,
+            TargetKind::Deploy | TargetKind::Monitor | TargetKind::Notify
+        )
+    }
+}
+
+/// What a monitor does when a probe fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// The monitor fails; the environment stays as it is.
+    Fail,
+    /// The environment goes back to its previous live artifact, then the monitor fails.
+    Rollback,
+}
+
+/// The outcomes a `notify` target can be told about.
+pub const NOTIFY_EVENTS: &[&str] = &["failure", "success", "deploy", "rollback"];
+
+/// The attributes only the delivery kinds have (their `cmd` is `Target::cmd`: a deploy's
+/// command, a notification's command, a service's `start`).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Delivery {
+    Deploy {
+        environment: String,
+        /// The target whose one output is shipped (also in `deps`).
+        artifact: Label,
+        /// Branches it may be deployed from (empty: any).
+        branches: Vec<String>,
+        /// A probe that must pass after `cmd` for the deploy to succeed.
+        health: Option<String>,
+        #[serde(with = "secs")]
+        health_timeout: Duration,
+        /// A command printing the artifact digest live in the environment.
+        live: Option<String>,
+    },
+    Monitor {
+        /// The deploy it watches (also in `deps`).
+        target: Label,
+        probe: String,
+        #[serde(with = "secs")]
+        interval: Duration,
+        #[serde(with = "secs")]
+        duration: Duration,
+        on_failure: OnFailure,
+    },
+    Notify {
+        /// A subset of [`NOTIFY_EVENTS`].
+        on: Vec<String>,
+    },
+    Service {
+        ready: String,
+        stop: Option<String>,
+        #[serde(with = "secs")]
+        timeout: Duration,
+    },
+}
+
+/// A duration as seconds (`1.5`), both ways.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 
@@ -58,6 +148,8 @@ pub struct Target {
     /// carried over, not answered by a no-op): it runs in every build that includes it.
     pub cache: bool,
     pub doc: Option<String>,
+    /// The attributes of a deploy, monitor, notify or service.
+    pub delivery: Option<Delivery>,
     /// The call in the BUILD file that declared the target (the macro call for a macro).
     #[serde(skip)]
     pub at: SourceSpan,
@@ -67,9 +159,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Whether the target carries the `manual` tag (matched only when named exactly).
+    /// Whether a wildcard pattern (`//...`, `:all`) skips the target: it carries the `manual`
+    /// tag, or it is an effect. Such a target is built only when named, or when a named
+    /// target depends on it.
     pub fn is_manual(&self) -> bool {
-        self.tags.iter().any(|t| t == "manual")
+        self.kind.is_effect() || self.tags.iter().any(|t| t == "manual")
     }
 }
 

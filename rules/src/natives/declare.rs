@@ -1,4 +1,4 @@
-//! `task` and `group`: one call's keyword arguments checked and recorded as a `Target`.
+//! `task`, `group` and the delivery natives: one call's keyword arguments checked and recorded as a `Target`.
 //!
 //! Outline of `declare`:
 //! 1. Unknown attributes (with "did you mean"); `name` present and a valid target name.
@@ -19,6 +19,7 @@ use starlark::eval::Evaluator;
 use starlark::values::Value;
 
 use super::attrs::{attr_span, literal_span, Attrs};
+use super::delivery;
 use super::paths::{check_outs, check_srcs};
 use super::{build_state, call_site, GROUP_ATTRS, TASK_ATTRS};
 use crate::error::{AnalysisError, AnalysisErrorKind as K, SourceSpan};
@@ -55,30 +56,17 @@ pub(super) fn declare<'v>(
     }
     let label = name.as_ref().and_then(|n| name_label(&mut a, build, n));
 
-    let cmd = if kind == TargetKind::Task {
-        let cmd = a.string("cmd");
-        if cmd.is_none() && a.get("cmd").is_none() {
-            a.errors.push(AnalysisError::new(
-                K::MissingAttribute {
-                    rule: "task",
-                    attr: "cmd",
-                },
-                Some(call.clone()),
-            ));
-        }
-        cmd
-    } else {
-        None
-    };
-    let (deps, dep_spans) = read_deps(&mut a, build);
+    let cmd = delivery::command(&mut a, kind);
+    let (mut deps, mut dep_spans) = read_deps(&mut a, build);
+    let delivery = delivery::read(&mut a, build, kind, &mut deps, &mut dep_spans);
     let visibility = read_visibility(&mut a);
     let tags = a.strings("tags");
     let doc = a.string("doc");
     let cache = kind != TargetKind::Task || a.bool("cache", true);
-    let task = if kind == TargetKind::Task {
-        TaskAttrs::read(&mut a)
-    } else {
+    let task = if kind == TargetKind::Group {
         TaskAttrs::of_group()
+    } else {
+        TaskAttrs::read(&mut a)
     };
 
     let mut errors = std::mem::take(&mut a.errors);
@@ -103,6 +91,7 @@ pub(super) fn declare<'v>(
             sandbox: task.sandbox,
             cache,
             doc,
+            delivery,
             at: call.clone(),
             dep_spans,
         };
@@ -117,6 +106,10 @@ fn check_known(a: &mut Attrs<'_, '_>, kind: TargetKind) {
     let allowed = match kind {
         TargetKind::Task => TASK_ATTRS,
         TargetKind::Group => GROUP_ATTRS,
+        TargetKind::Deploy => delivery::DEPLOY_ATTRS,
+        TargetKind::Monitor => delivery::MONITOR_ATTRS,
+        TargetKind::Notify => delivery::NOTIFY_ATTRS,
+        TargetKind::Service => delivery::SERVICE_ATTRS,
     };
     for key in a.kwargs.keys() {
         if !allowed.contains(&key.as_str()) {
