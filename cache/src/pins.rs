@@ -40,7 +40,9 @@ impl Cache {
                 .prepare("SELECT digest, is_tree FROM pins ORDER BY digest")
                 .map_err(sql_err("read pins"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, Digest>(0)?, r.get::<_, i64>(1)? != 0)))
+                .query_map([], |r| {
+                    Ok((r.get::<_, Digest>(0)?, r.get::<_, i64>(1)? != 0))
+                })
                 .map_err(sql_err("read pins"))?;
             rows.collect::<Result<_, _>>().map_err(sql_err("read pins"))
         })

@@ -53,9 +53,9 @@ fn gc_keeps_a_pinned_file_and_a_pinned_trees_blobs() {
     // Unpinned, they go too.
     cache.set_pins(&[]).unwrap();
     cache.gc(0).unwrap();
-    assert!(names(cache.cas().root()).iter().all(|shard| {
-        names(&cache.cas().root().join(shard)).is_empty()
-    }));
+    assert!(names(cache.cas().root())
+        .iter()
+        .all(|shard| { names(&cache.cas().root().join(shard)).is_empty() }));
 }
 
 #[test]
