@@ -1,6 +1,6 @@
 //! The SQLite database `flow.db`: its schema, its migrations and how it is opened.
 //!
-//! Schema (version 4; all timestamps are unix milliseconds unless named `_ns`; every digest is
+//! Schema (version 5; all timestamps are unix milliseconds unless named `_ns`; every digest is
 //! a 32-byte BLOB):
 //!
 //! ```sql
@@ -26,6 +26,9 @@
 //!               key BLOB,                   -- each action_runs row: its latest key, and the
 //!               duration_ms INTEGER,        -- duration of its latest run that executed
 //!               PRIMARY KEY (workspace, label))  WITHOUT ROWID
+//! pins(digest BLOB PRIMARY KEY,             -- version 5: artifacts the deploy ledger pins;
+//!      is_tree INTEGER)                     -- 1: a tree manifest, whose entries stay too
+//!      WITHOUT ROWID
 //! ```
 //!
 //! Opening:
@@ -161,6 +164,12 @@ pub const MIGRATIONS: &[&str] = &[
     // rewrite that keeps the size and sets the mtime back (`cp -p`), or a `chmod`, changes only
     // the ctime. Older rows get 0, which no file has: their files are hashed again once.
     "ALTER TABLE file_state ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;",
+    // 4 → 5: the artifacts the deploy ledger names as live or previously live, which `gc` and
+    // `clear` keep (`pins.rs`); a tree's manifest keeps the blobs it lists.
+    "CREATE TABLE pins (
+        digest BLOB PRIMARY KEY NOT NULL,
+        is_tree INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// How long a writer waits for another process's transaction before "database is locked".

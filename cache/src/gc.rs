@@ -9,7 +9,8 @@
 //! 3. load every action result, oldest `last_used_at` first, and the blobs each one needs: its
 //!    outputs, the entries listed in its tree manifests, its logs. Blobs named by the
 //!    [`PROTECTED_RUNS`] most recent `action_runs` (logs and key) and blobs modified within
-//!    [`GRACE`] (a concurrent build may be about to record them) are pinned;
+//!    [`GRACE`] (a concurrent build may be about to record them) are pinned, and so are the
+//!    artifacts the deploy ledger pins (`pins.rs`: a tree with its manifest's entries);
 //! 4. count what the live set weighs (blobs needed by some result, or pinned), and drop results
 //!    from the oldest until it fits in `max_bytes` (or none is left);
 //! 5. delete the dropped rows in one IMMEDIATE transaction, only where `last_used_at` is still
@@ -76,6 +77,7 @@ impl Cache {
         }
         let held = self.held_results()?;
         let mut pinned = self.pinned_by_runs()?;
+        pinned.extend(self.pinned_blobs()?);
         let fresh = |m: SystemTime| m.elapsed().map_or(true, |age| age < GRACE);
         pinned.extend(blobs.iter().filter(|b| fresh(b.modified)).map(|b| b.digest));
         let mut refs: HashMap<Digest, u32> = HashMap::new();
@@ -129,8 +131,9 @@ impl Cache {
     }
 
     /// Removes every blob, temp file, action result, file state and history row, and the damaged
-    /// databases an earlier open moved aside; keeps the schema. For `flow clean --cache`.
-    pub fn clear(&self) -> Result<(), CacheError> {
+    /// databases an earlier open moved aside; keeps the schema, the pins and the blobs they keep
+    /// (`pins.rs`). For `flow clean --cache`. Returns how many pinned artifacts were kept.
+    pub fn clear(&self) -> Result<usize, CacheError> {
         crate::db::remove_moved_aside(&self.dir().join(crate::DB_FILE))?;
         self.write("clear", |tx| {
             tx.execute_batch(
@@ -141,17 +144,30 @@ impl Cache {
         })?;
         // Best effort: give the space back; another process reading the cache may prevent it.
         let _ = self.with_conn(|conn| conn.execute_batch("VACUUM").map_err(sql_err("vacuum")));
-        for dir in [self.cas().root(), self.cas().tmp_dir()] {
-            for path in read_dir(dir)? {
-                let removed = if path.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                removed.map_err(crate::error::io_err("remove", &path))?;
+        let kept = self.pinned_blobs()?;
+        for path in read_dir(self.cas().tmp_dir())? {
+            remove_any(&path)?;
+        }
+        for shard in read_dir(self.cas().root())? {
+            let prefix = shard.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let prefix = prefix.to_owned();
+            if kept.is_empty() || !shard.is_dir() {
+                remove_any(&shard)?;
+                continue;
+            }
+            let mut left = false;
+            for path in read_dir(&shard)? {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                match Digest::from_hex(&format!("{prefix}{name}")) {
+                    Some(d) if kept.contains(&d) => left = true,
+                    _ => remove_any(&path)?,
+                }
+            }
+            if !left {
+                remove_any(&shard)?;
             }
         }
-        Ok(())
+        Ok(self.pins()?.len())
     }
 
     /// Every action result, least recently used first, with the blobs it needs.
@@ -253,6 +269,16 @@ impl Cache {
         report.removed_results += removed;
         Ok(kept)
     }
+}
+
+/// Removes a file or a whole directory.
+fn remove_any(path: &std::path::Path) -> Result<(), CacheError> {
+    let removed = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    removed.map_err(crate::error::io_err("remove", path))
 }
 
 /// Removes entries of `tmp/` older than [`STALE_TEMP`].

@@ -40,6 +40,7 @@ mod manifest;
 mod materialize;
 mod outcome;
 mod paths;
+mod pins;
 pub mod regular;
 mod stats;
 mod tree;

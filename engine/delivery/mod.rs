@@ -6,3 +6,5 @@
 //! the action cache.
 
 pub mod checks;
+pub mod git;
+pub mod ledger;

@@ -207,7 +207,7 @@ fn stats_count_everything_and_clear_empties_it() {
     assert!(stats.db_bytes > 0);
 
     fs::write(cache.cas().temp_path(), "partial").unwrap();
-    cache.clear().unwrap();
+    assert_eq!(cache.clear().unwrap(), 0);
     let stats = cache.stats().unwrap();
     assert_eq!(
         stats,

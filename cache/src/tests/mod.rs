@@ -10,6 +10,7 @@ mod gc;
 mod history;
 mod migrations;
 mod paths;
+mod pins;
 mod tree;
 mod verify;
 

@@ -1,0 +1,294 @@
+//! The deploy ledger: every deploy, rollback and monitor verdict, per environment. It is
+//! history, not cache: it lives in `<workspace>/.flow/ledger/` ([`ledger_dir`]), which `gc` and
+//! `flow clean --cache` never touch, and the artifacts it names as live or previously live are
+//! pinned in the CAS ([`Ledger::pinned`], `flow_cache::Cache::set_pins`).
+//!
+//! Local home (`store.rs`): one JSON file per entry, `entries/<started_ms>-<id>.json`, written
+//! through a temp file and a rename, so that concurrent writers need no lock and a reader never
+//! sees half an entry. Shared home (`share.rs`, when `[ledger] remote` is set): the git ref
+//! `refs/flow/ledger` on that remote, whose tree holds the same files under `entries/`. Entries
+//! are never edited or removed, so merging two ledgers is the union of their files.
+//!
+//! What is live in an environment: the artifact of its latest succeeded entry of a deploying
+//! kind (deploy, rollback, automatic rollback, emergency), in the order `(started_ms, id)`.
+
+mod share;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// What an entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    Deploy,
+    Rollback,
+    AutomaticRollback,
+    Emergency,
+    Monitor,
+}
+
+impl EntryKind {
+    /// Whether a succeeded entry of this kind makes its artifact the live one.
+    pub fn deploys(self) -> bool {
+        !matches!(self, EntryKind::Monitor)
+    }
+
+    /// The word the ledger's JSON and `flow ledger` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Deploy => "deploy",
+            EntryKind::Rollback => "rollback",
+            EntryKind::AutomaticRollback => "automatic-rollback",
+            EntryKind::Emergency => "emergency",
+            EntryKind::Monitor => "monitor",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    File,
+    Tree,
+}
+
+/// What was deployed: one declared output of a target, by content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// 64 hex characters: a file's blake3, or a directory's tree-manifest digest.
+    pub digest: String,
+    pub kind: ArtifactKind,
+    pub size: u64,
+    pub executable: bool,
+    /// The output's path relative to its package.
+    pub name: String,
+    /// The target that produced it.
+    pub label: String,
+}
+
+/// One record of the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub environment: String,
+    /// The deploy or monitor target.
+    pub label: String,
+    pub kind: EntryKind,
+    pub outcome: Verdict,
+    pub artifact: Artifact,
+    pub commit: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub commit_time: Option<i64>,
+    pub branch: Option<String>,
+    pub user: String,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    pub reason: Option<String>,
+    pub approved_by: Option<String>,
+}
+
+impl Entry {
+    /// The file name of this entry, locally and on the shared ref.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}.json", self.started_ms, self.id)
+    }
+
+    fn sort_key(&self) -> (i64, &str) {
+        (self.started_ms, &self.id)
+    }
+
+    fn made_live(&self) -> bool {
+        self.kind.deploys() && self.outcome == Verdict::Succeeded
+    }
+}
+
+/// `[ledger]` of `flow.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// A git remote (a name or a URL) whose `refs/flow/ledger` shares the ledger.
+    pub remote: Option<String>,
+    /// Artifacts pinned per environment besides the live one.
+    pub keep: usize,
+}
+
+/// The default of `[ledger] keep`.
+pub const DEFAULT_KEEP: usize = 5;
+
+impl Default for LedgerConfig {
+    fn default() -> LedgerConfig {
+        LedgerConfig {
+            remote: None,
+            keep: DEFAULT_KEEP,
+        }
+    }
+}
+
+/// The local home of the ledger: `<workspace>/.flow/ledger/`.
+pub fn ledger_dir(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(".flow").join("ledger")
+}
+
+/// A fresh entry id, unique across processes and machines: the time, the process id and 64
+/// random bits.
+pub fn new_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!(
+        "{now:x}-{:x}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    )
+}
+
+/// The ledger of one workspace, read once; [`Ledger::record`] adds to it.
+pub struct Ledger {
+    dir: PathBuf,
+    entries: Vec<Entry>,
+    keep: usize,
+    share: Option<share::Share>,
+}
+
+impl Ledger {
+    /// Reads `<workspace>/.flow/ledger/`; with a remote, fetches `refs/flow/ledger` first and
+    /// adds the entries missing locally. `warn` receives one sentence per problem that loses
+    /// nothing (the remote cannot be reached, an entry file that does not parse).
+    pub fn open(
+        workspace_root: &Path,
+        config: &LedgerConfig,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Ledger, Error> {
+        let dir = ledger_dir(workspace_root);
+        let share = match &config.remote {
+            Some(remote) => Some(share::Share::new(workspace_root, remote, &dir)?),
+            None => None,
+        };
+        if let Some(share) = &share {
+            share.pull(warn)?;
+        }
+        let entries = store::read_all(&dir, warn)?;
+        Ok(Ledger {
+            dir,
+            entries,
+            keep: config.keep,
+            share,
+        })
+    }
+
+    /// Writes the entry locally (temp file + rename), then, with a remote, commits the union
+    /// on the fetched tip and pushes it (a rejected push is retried, a bounded number of
+    /// times). A remote that cannot be reached is a warning: the entry stays local and the
+    /// next record pushes it.
+    pub fn record(&mut self, entry: Entry, warn: &mut dyn FnMut(String)) -> Result<(), Error> {
+        store::write(&self.dir, &entry)?;
+        let at = self
+            .entries
+            .partition_point(|e| e.sort_key() <= entry.sort_key());
+        self.entries.insert(at, entry);
+        if let Some(share) = &mut self.share {
+            if share.push(warn)? {
+                // Entries other runners pushed meanwhile are local now too.
+                self.entries = store::read_all(&self.dir, warn)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry, ordered by `(started_ms, id)`.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The environments with entries, sorted.
+    pub fn environments(&self) -> Vec<&str> {
+        let mut envs: Vec<&str> = self
+            .entries
+            .iter()
+            .map(|e| e.environment.as_str())
+            .collect();
+        envs.sort_unstable();
+        envs.dedup();
+        envs
+    }
+
+    /// The entry that made the live artifact of `environment` live.
+    pub fn live(&self, environment: &str) -> Option<&Entry> {
+        self.deployed(environment).next()
+    }
+
+    /// The artifacts live in `environment` before the live one (distinct digests, never the
+    /// live one), newest first, each with the latest entry that made it live: `[0]` is what a
+    /// rollback goes back to.
+    pub fn previous(&self, environment: &str) -> Vec<&Entry> {
+        let mut deployed = self.deployed(environment);
+        let Some(live) = deployed.next() else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::from([live.artifact.digest.as_str()]);
+        deployed
+            .filter(|e| seen.insert(e.artifact.digest.as_str()))
+            .collect()
+    }
+
+    /// What the CAS must keep: the live artifact and the last `keep` previous ones of every
+    /// environment, each once.
+    pub fn pinned(&self) -> Vec<Artifact> {
+        let mut seen = HashSet::new();
+        let mut pinned = Vec::new();
+        for env in self.environments() {
+            let live = self.live(env).into_iter();
+            let previous = self.previous(env).into_iter().take(self.keep);
+            for e in live.chain(previous) {
+                if seen.insert(e.artifact.digest.as_str()) {
+                    pinned.push(e.artifact.clone());
+                }
+            }
+        }
+        pinned
+    }
+
+    /// Makes the cache's pins ([`flow_cache::Cache::set_pins`]) what [`Ledger::pinned`] says;
+    /// returns how many artifacts are pinned. A digest that is not 64 hex characters (a
+    /// hand-edited entry) pins nothing.
+    pub fn pin_in(&self, cache: &flow_cache::Cache) -> Result<usize, flow_cache::CacheError> {
+        let pins: Vec<(flow_cache::Digest, bool)> = self
+            .pinned()
+            .iter()
+            .filter_map(|a| {
+                let digest = flow_cache::Digest::from_hex(&a.digest)?;
+                Some((digest, a.kind == ArtifactKind::Tree))
+            })
+            .collect();
+        cache.set_pins(&pins)?;
+        Ok(pins.len())
+    }
+
+    /// The succeeded deploying entries of `environment`, newest first.
+    fn deployed(&self, environment: &str) -> impl Iterator<Item = &Entry> + '_ {
+        let environment = environment.to_owned();
+        self.entries
+            .iter()
+            .rev()
+            .filter(move |e| e.environment == environment && e.made_live())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn share_mut(&mut self) -> Option<&mut share::Share> {
+        self.share.as_mut()
+    }
+}

@@ -1,0 +1,105 @@
+//! The ledger's local home: `entries/<started_ms>-<id>.json` under [`super::ledger_dir`], one
+//! JSON object per file. Writes go through a temp file in the same directory and a rename, so a
+//! reader sees a whole entry or none, and two processes recording at once need no lock.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::Entry;
+use crate::error::Error;
+
+/// The directory of the entry files.
+pub(super) fn entries_dir(ledger: &Path) -> PathBuf {
+    ledger.join("entries")
+}
+
+fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |e| Error::Io {
+        path,
+        action,
+        error: e.to_string(),
+    }
+}
+
+/// Whether `name` is a name the ledger gives an entry file (what may be copied from a shared
+/// tree into the local directory: never a path, never a hidden or temp file).
+pub(super) fn is_entry_name(name: &str) -> bool {
+    name.ends_with(".json")
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Every entry file name in the local directory, sorted.
+pub(super) fn names(ledger: &Path) -> Result<Vec<String>, Error> {
+    let dir = entries_dir(ledger);
+    let read = match fs::read_dir(&dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&dir, "read")(e)),
+    };
+    let mut names = Vec::new();
+    for entry in read {
+        let entry = entry.map_err(io(&dir, "read"))?;
+        if let Some(name) = entry.file_name().to_str().filter(|n| is_entry_name(n)) {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Reads every entry, ordered by `(started_ms, id)`. A file that does not parse is skipped with
+/// a warning (it stays where it is).
+pub(super) fn read_all(ledger: &Path, warn: &mut dyn FnMut(String)) -> Result<Vec<Entry>, Error> {
+    let dir = entries_dir(ledger);
+    let mut entries = Vec::new();
+    for name in names(ledger)? {
+        let path = dir.join(&name);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path, "read")(e)),
+        };
+        match serde_json::from_slice::<Entry>(&bytes) {
+            Ok(entry) => entries.push(entry),
+            Err(e) => warn(format!(
+                "skipped the ledger entry `{}`: it is not a ledger entry ({e})",
+                path.display()
+            )),
+        }
+    }
+    entries.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    Ok(entries)
+}
+
+/// Writes `entry` as its own file.
+pub(super) fn write(ledger: &Path, entry: &Entry) -> Result<(), Error> {
+    let mut bytes = serde_json::to_vec_pretty(entry).expect("an entry serializes");
+    bytes.push(b'\n');
+    write_file(ledger, &entry.file_name(), &bytes)
+}
+
+/// Writes the entry file `name` with `bytes` (temp file + rename); an existing file is
+/// replaced by the same content, since names are unique.
+pub(super) fn write_file(ledger: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    let dir = entries_dir(ledger);
+    fs::create_dir_all(&dir).map_err(io(&dir, "create directory"))?;
+    let tmp = dir.join(format!(".tmp-{}", super::new_id()));
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp, "write")(e));
+    }
+    let dest = dir.join(name);
+    fs::rename(&tmp, &dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(&dest, "write")(e)
+    })
+}
