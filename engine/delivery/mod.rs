@@ -4,3 +4,7 @@
 //! A task is a pure function of its key; an effect changes the world. Effects are never
 //! reused (`plan::ActionKind::reusable`), and what they did is written to the ledger, not to
 //! the action cache.
+
+pub mod probe;
+pub mod service;
+pub mod window;
