@@ -310,12 +310,7 @@ async fn run_command(cmd: &str, ctx: &ProbeContext) -> Result<(), String> {
     if status.success() {
         return Ok(());
     }
-    use std::os::unix::process::ExitStatusExt;
-    let how = match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => format!("ended with {status}"),
-    };
+    let how = describe_exit(status);
     out.extend_from_slice(&err);
     let output = quote_tail(&out);
     Err(if output.is_empty() {
@@ -323,6 +318,16 @@ async fn run_command(cmd: &str, ctx: &ProbeContext) -> Result<(), String> {
     } else {
         format!("`{cmd}` {how}: {output}")
     })
+}
+
+/// `exited with code 3`, `was killed by signal 9`.
+pub(super) fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => format!("ended with {status}"),
+    }
 }
 
 /// Reads `pipe` to its end, keeping its last [`KEEP_BYTES`].

@@ -3,6 +3,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use super::*;
+use crate::executor::group_alive;
 
 fn ctx(dir: &Path) -> ProbeContext {
     ProbeContext {
@@ -32,20 +33,6 @@ fn responder(status: &'static str, body: &'static str) -> u16 {
         }
     });
     port
-}
-
-/// Whether a process of group `pgid` is alive (a zombie is not).
-pub(super) fn group_alive(pgid: i32) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields.get(2) == Some(&pgid.to_string().as_str()) && !matches!(fields[0], "Z" | "X")
-    })
 }
 
 #[test]
@@ -137,7 +124,8 @@ async fn a_command_sees_exactly_its_env_and_cwd_and_reports_exit_and_tail() {
     let mut c = ctx(dir.path());
     c.env.insert("ONLY".into(), "yes".into());
     // HOME is set in any test run: it must not leak into the probe.
-    let passing = Probe::Command(r#"test "$ONLY" = yes && test -z "$HOME" && test -f marker"#.into());
+    let passing =
+        Probe::Command(r#"test "$ONLY" = yes && test -z "$HOME" && test -f marker"#.into());
     check(&passing, &c).await.unwrap();
     let failing = Probe::Command("echo first; echo oops >&2; exit 3".into());
     let e = check(&failing, &c).await.unwrap_err();
@@ -145,7 +133,9 @@ async fn a_command_sees_exactly_its_env_and_cwd_and_reports_exit_and_tail() {
         e,
         "`echo first; echo oops >&2; exit 3` exited with code 3: first | oops"
     );
-    let silent = check(&Probe::Command("false".into()), &c).await.unwrap_err();
+    let silent = check(&Probe::Command("false".into()), &c)
+        .await
+        .unwrap_err();
     assert_eq!(silent, "`false` exited with code 1 and printed nothing");
 }
 
@@ -157,7 +147,10 @@ async fn a_slow_command_is_killed_with_its_group() {
     let probe = Probe::Command("echo $$ > pgid; sleep 30 & sleep 30".into());
     let started = std::time::Instant::now();
     let e = check(&probe, &c).await.unwrap_err();
-    assert_eq!(e, "`echo $$ > pgid; sleep 30 & sleep 30` did not finish within 300ms");
+    assert_eq!(
+        e,
+        "`echo $$ > pgid; sleep 30 & sleep 30` did not finish within 300ms"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     let pgid: i32 = std::fs::read_to_string(dir.path().join("pgid"))
         .unwrap()
@@ -194,17 +187,30 @@ async fn wait_until_retries_until_it_passes_or_gives_up_with_the_last_reason() {
         "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo try $n; test $n -ge 3"
             .into(),
     );
-    let took = wait_until(&third, &c, Duration::from_millis(50), Duration::from_secs(10))
-        .await
-        .unwrap();
+    let took = wait_until(
+        &third,
+        &c,
+        Duration::from_millis(50),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert!(took >= Duration::from_millis(100), "{took:?}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("n")).unwrap(), "3\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("n")).unwrap(),
+        "3\n"
+    );
 
     let never = Probe::Command("echo not yet; exit 1".into());
     let started = std::time::Instant::now();
-    let e = wait_until(&never, &c, Duration::from_millis(50), Duration::from_millis(400))
-        .await
-        .unwrap_err();
+    let e = wait_until(
+        &never,
+        &c,
+        Duration::from_millis(50),
+        Duration::from_millis(400),
+    )
+    .await
+    .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(
         e.starts_with("`echo not yet; exit 1` never passed within 400ms (")
