@@ -8,3 +8,5 @@
 pub mod checks;
 pub mod git;
 pub mod ledger;
+pub mod probe;
+pub mod service;

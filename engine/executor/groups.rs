@@ -70,8 +70,9 @@ enum Target {
     Open(Arc<File>),
 }
 
-/// A group's record; on drop, the group is recorded as ended.
-pub(super) struct Recorded {
+/// A group's record; on drop, the group is recorded as ended (drop it after killing the group).
+#[derive(Debug)]
+pub struct Recorded {
     file: Arc<File>,
     group: Group,
 }
@@ -84,8 +85,9 @@ impl GroupLog {
     }
 
     /// Records the group led by the just-spawned `leader`; `None` if it cannot (the action runs
-    /// anyway: the record only matters if flow is killed).
-    pub(super) fn record(&self, leader: Pid) -> Option<Recorded> {
+    /// anyway: the record only matters if flow is killed). Used for actions (`process.rs`) and
+    /// for the services of `delivery::service`.
+    pub fn record(&self, leader: Pid) -> Option<Recorded> {
         let file = {
             let mut target = self.file.lock().ok()?;
             if let Target::Path(path) = &*target {
@@ -151,6 +153,21 @@ pub fn kill_left(record: &str) {
     }
 }
 
+/// Whether a process of group `pgid` is alive; zombies do not count (where PID 1 does not reap
+/// orphans, a dead orphan stays a zombie and `kill(-pgid, 0)` keeps succeeding), read from
+/// `/proc`; without `/proc`, whether `kill(-pgid, 0)` succeeds.
+pub fn group_alive(pgid: i32) -> bool {
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(nix::errno::Errno::ESRCH) => false,
+        Err(_) => true,
+        Ok(()) => match proc_stats() {
+            Some(mut stats) => stats.any(|p| p.pgrp == pgid && p.live),
+            None => true,
+        },
+    }
+}
+
+#[derive(Debug)]
 /// One recorded group: its id (the leader's pid) and the leader's start time.
 struct Group {
     pgid: i32,

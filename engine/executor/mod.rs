@@ -68,7 +68,7 @@ use flow_cache::Digest;
 pub use cancel::{Cancel, CancelHandle};
 pub use capture::OUTPUT_CAP;
 pub use fake::{FakeAction, FakeEvent, FakeExecutor};
-pub use groups::{kill_left, GroupLog};
+pub use groups::{group_alive, kill_left, GroupLog, Recorded};
 pub use process::KILL_GRACE;
 pub use sandbox::{
     release_root, sandbox_root, sweep_and_choose_root, SandboxExecutor, TMPFS_MIN_FREE,

@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::capture::{Capture, Masker, OUTPUT_CAP};
-use super::groups::{proc_stats, GroupLog};
+use super::groups::{group_alive, GroupLog};
 use super::mounts::Binds;
 use super::{Cancel, Status};
 
@@ -248,11 +248,7 @@ impl GroupGuard {
 
     /// Whether a process of the group is alive (zombies do not count).
     fn alive(&self) -> bool {
-        match killpg(self.0, None) {
-            Err(Errno::ESRCH) => false,
-            Err(_) => true,
-            Ok(()) => live_member_in_proc(self.0).unwrap_or(true),
-        }
+        group_alive(self.0.as_raw())
     }
 
     fn disarm(self) {
@@ -264,9 +260,4 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
     }
-}
-
-/// Scans `/proc` for a process of group `pgid` that is not a zombie; `None` without `/proc`.
-fn live_member_in_proc(pgid: Pid) -> Option<bool> {
-    Some(proc_stats()?.any(|p| p.pgrp == pgid.as_raw() && p.live))
 }
