@@ -10,3 +10,4 @@ pub mod git;
 pub mod ledger;
 pub mod probe;
 pub mod service;
+pub mod window;
