@@ -23,6 +23,8 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
     pub flaky: usize,
+    /// Deploys whose artifact was live already: nothing ran.
+    pub live: usize,
     pub not_started: usize,
     pub interrupted: bool,
     /// A watch cycle cut short because files changed under it.
@@ -226,6 +228,12 @@ impl Reporter {
         self.line(&text);
     }
 
+    /// An effect that succeeded, with its own line (`[DEPLOYED] ...`, `[LIVE] ...`).
+    pub fn effect(&mut self, label: &str, line: &str) {
+        self.finished(label);
+        self.line(line);
+    }
+
     pub fn skipped(&mut self, label: &str, reason: &str) {
         self.finished(label);
         self.line(&format!("[SKIPPED] {label} ({reason})"));
@@ -250,6 +258,9 @@ impl Reporter {
             format!("{} skipped", s.skipped),
             format!("{} flaky", s.flaky),
         ];
+        if s.live > 0 {
+            parts.push(format!("{} live", s.live));
+        }
         if s.not_started > 0 {
             parts.push(format!("{} not started", s.not_started));
         }

@@ -427,6 +427,7 @@ fn bench_runner(runs: usize, w: &Workload) {
      -> (Duration, flow::reporter::Summary, Arc<FileHasher>) {
         let hasher = Arc::new(FileHasher::new(known));
         let runner = Runner {
+            effects: None,
             plan: w.plan.clone(),
             rebuilder: Arc::new(Rebuilder {
                 cache: cache.clone(),

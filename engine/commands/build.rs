@@ -78,6 +78,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let ready = session.resolve(prepared)?;
     profile.mark("hash sources and tools");
     let runner = Runner {
+            effects: None,
         plan: ready.plan.clone(),
         rebuilder: session.rebuilder(ready.hasher.clone())?,
         executor: session.executor(),

@@ -11,3 +11,4 @@ pub mod ledger;
 pub mod probe;
 pub mod service;
 pub mod window;
+pub mod effects;

@@ -258,6 +258,40 @@ impl Drop for Group {
 }
 
 async fn run_command(cmd: &str, ctx: &ProbeContext) -> Result<(), String> {
+    let (status, mut out, err) = run_captured(cmd, ctx).await?;
+    if status.success() {
+        return Ok(());
+    }
+    let how = describe_exit(status);
+    out.extend_from_slice(&err);
+    let output = quote_tail(&out);
+    Err(if output.is_empty() {
+        format!("`{cmd}` {how} and printed nothing")
+    } else {
+        format!("`{cmd}` {how}: {output}")
+    })
+}
+
+/// Runs `cmd` as a command probe would, and returns what it printed on stdout when it exits 0
+/// (a deploy's `live` command).
+pub async fn output(cmd: &str, ctx: &ProbeContext) -> Result<String, String> {
+    let (status, out, err) = run_captured(cmd, ctx).await?;
+    if status.success() {
+        return Ok(String::from_utf8_lossy(&out).into_owned());
+    }
+    Err(format!(
+        "`{cmd}` {}: {}",
+        describe_exit(status),
+        quote_tail(&err)
+    ))
+}
+
+/// Runs `cmd` in its own process group within `ctx.attempt_timeout`: its status and the tails
+/// of its stdout and stderr.
+async fn run_captured(
+    cmd: &str,
+    ctx: &ProbeContext,
+) -> Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), String> {
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
@@ -307,17 +341,7 @@ async fn run_command(cmd: &str, ctx: &ProbeContext) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("cannot wait for `{cmd}`: {e}")),
         Ok(Ok(status)) => status,
     };
-    if status.success() {
-        return Ok(());
-    }
-    let how = describe_exit(status);
-    out.extend_from_slice(&err);
-    let output = quote_tail(&out);
-    Err(if output.is_empty() {
-        format!("`{cmd}` {how} and printed nothing")
-    } else {
-        format!("`{cmd}` {how}: {output}")
-    })
+    Ok((status, out, err))
 }
 
 /// `exited with code 3`, `was killed by signal 9`.

@@ -92,6 +92,24 @@ impl<E: Executor> Drive<'_, E> {
                 self.history.run(label, c.key, row);
                 self.skip_dependents(c.node, reporter);
             }
+            Done::Effect(done) => {
+                self.report_effect(&label, &done, reporter);
+                let row = RunRow {
+                    outcome: if done.ok { Outcome::Ran } else { Outcome::Failed },
+                    took: done.took,
+                    exit: None,
+                    stdout: None,
+                    stderr: None,
+                };
+                self.history.run(label, c.key, row);
+                if done.ok {
+                    self.outputs[c.node] = Some(Vec::new());
+                    self.sched.finish(c.node, true);
+                } else {
+                    self.failures[c.node] = Some(done.line);
+                    self.skip_dependents(c.node, reporter);
+                }
+            }
             Done::Cancelled => {
                 // Nothing recorded: the action is simply not done.
                 self.sched.finish(c.node, false);

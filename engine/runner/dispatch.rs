@@ -32,7 +32,19 @@ impl<E: Executor> Drive<'_, E> {
             .flat_map(|&d| self.outputs[d].clone().unwrap_or_default())
             .collect();
         if !action.kind.runs() {
-            self.outputs[i] = Some(deps);
+            // A service forwards nothing: it is started for its dependents (`services.rs`).
+            let forwarded = if action.kind == crate::plan::ActionKind::Service {
+                Vec::new()
+            } else {
+                deps
+            };
+            self.outputs[i] = Some(forwarded);
+            self.sched.finish(i, true);
+            return;
+        }
+        if action.kind == crate::plan::ActionKind::Notify {
+            // Told the outcome at the end (`Drive::notify`), whatever happens meanwhile.
+            self.notifications.push(i);
             self.sched.finish(i, true);
             return;
         }
@@ -159,6 +171,16 @@ impl<E: Executor> Drive<'_, E> {
         self.in_flight += 1;
         let (handle, cancel) = Cancel::new();
         self.cancels.insert(i, handle);
+        if action.kind.is_effect() {
+            // An effect runs one command at a time, after its slot: it is reported running
+            // once it has it, as a task is.
+            let started = self.started.clone();
+            let ticket = self.slots.ticket().await.on_enter(move || {
+                let _ = started.send(i);
+            });
+            self.start_effect(i, &key, spec, &deps, cancel, ticket);
+            return;
+        }
         let job = Job {
             node: i,
             key,

@@ -22,6 +22,8 @@
 
 mod completion;
 mod dispatch;
+mod effect_job;
+mod notify;
 mod history;
 mod worker;
 
@@ -105,6 +107,8 @@ pub struct Runner<E: Executor> {
     pub rebuilder: Arc<Rebuilder>,
     pub executor: Arc<E>,
     pub options: BuildOptions,
+    /// What effects share (the ledger, ...); `None` where effects cannot run (watch).
+    pub effects: Option<Arc<crate::delivery::effects::Effects>>,
 }
 
 /// The state of one run of the owner loop.
@@ -128,6 +132,8 @@ struct Drive<'a, E: Executor> {
     done: mpsc::UnboundedSender<Completion>,
     /// Workers say here which action got its slot (its command starts).
     started: mpsc::UnboundedSender<usize>,
+    /// Notification nodes, run once every other node settled.
+    notifications: Vec<usize>,
 }
 
 impl<E: Executor> Runner<E> {
@@ -193,6 +199,9 @@ impl<E: Executor> Runner<E> {
                 }
             }
         }
+        if !drive.summary.interrupted && !drive.summary.superseded {
+            drive.notify(reporter).await;
+        }
         drive.finish(reporter, started.elapsed())
     }
 }
@@ -245,7 +254,7 @@ impl<'a, E: Executor> Drive<'a, E> {
         Drive {
             runner,
             resolved,
-            sched: Scheduler::with_dependents(&plan.deps(), plan.all_dependents(), &costs),
+            sched: notify::scheduler(plan, &costs),
             outputs: vec![None; n],
             keys: vec![None; n],
             failures: vec![None; n],
@@ -258,6 +267,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             in_flight_limit: jobs * 2,
             done,
             started,
+            notifications: Vec::new(),
         }
     }
 

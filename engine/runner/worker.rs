@@ -36,6 +36,8 @@ pub(super) enum Done {
         took: Duration,
     },
     Cancelled,
+    /// An effect ended (`runner::effect_job`).
+    Effect(crate::delivery::effects::EffectDone),
     /// Staged, but its command never ran: the build stopped, or it was cancelled, while it
     /// waited for a job slot.
     NotStarted,

@@ -501,6 +501,7 @@ impl Watcher<'_> {
         let sources = std::mem::take(&mut self.state.as_mut().expect("analysed").sources);
         let state = self.state.as_ref().expect("analysed before a cycle");
         let runner = Runner {
+            effects: None,
             plan: state.plan.clone(),
             rebuilder,
             executor: self.session.executor(),

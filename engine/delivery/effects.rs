@@ -1,0 +1,597 @@
+//! Running effects: a deploy (or a rollback, which is a deploy of an older artifact), a monitor
+//! and what they write to the ledger. The runner hands an effect here once every dependency
+//! succeeded (`runner::dispatch`); nothing here is ever stored in the action cache.
+//!
+//! A deploy:
+//! 1. names its artifact by content (the one output of its `artifact` target, as staged);
+//! 2. asks the ledger what is live in its environment: the same artifact means nothing runs
+//!    (`[LIVE]`); when the deploy declares `live`, that command is asked too, and a different
+//!    answer is a warning (the ledger is history; the environment is the truth);
+//! 3. runs `cmd` through the executor, sandboxed like a task, with the `FLOW_*` variables;
+//! 4. runs its `health` probe until it passes, within `health_timeout`;
+//! 5. records the outcome in the ledger (succeeded or failed) and pins the artifacts the ledger
+//!    names in the CAS, so that a rollback never needs a rebuild.
+//!
+//! A monitor probes every `interval` for `duration`; on the first failure it records a failed
+//! verdict and, with `on_failure = "rollback"`, deploys the previous live artifact again
+//! (restored from the CAS, staged where the artifact was) as an automatic rollback.
+//!
+//! Command probes run in the package directory of the real tree, with the effect's
+//! environment. Windows and branch rules are checked before the build starts
+//! (`delivery::policy`), not here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flow_cache::{Cache, Digest, OutputKind};
+use flow_rules::{Delivery, OnFailure};
+
+use super::git::GitFacts;
+use super::ledger::{Artifact, ArtifactKind, Entry, EntryKind, Ledger, Verdict};
+use super::probe::{self, Probe, ProbeContext};
+use super::window::Emergency;
+use crate::clock::Clock;
+use crate::executor::{ActionSpec, Cancel, ExecResult, Executor, Input, Status, Ticket};
+use crate::plan::Action;
+use crate::rebuilder::StagedOutput;
+
+/// What the effects of one command share.
+pub struct Effects {
+    pub workspace_root: PathBuf,
+    pub cache: Arc<Cache>,
+    /// Opened when the command has effects; `Err`: why it could not be (each effect fails).
+    pub ledger: Mutex<Result<Ledger, String>>,
+    pub git: Option<GitFacts>,
+    pub user: String,
+    pub clock: Clock,
+    pub emergency: Option<Emergency>,
+    /// What this command did, for notifications.
+    pub happened: Mutex<Happened>,
+    /// Warnings the effects gave (printed by the runner when the effect completes).
+    pub warnings: Mutex<Vec<String>>,
+}
+
+/// The delivery events of one build, for `notify`.
+#[derive(Clone, Debug, Default)]
+pub struct Happened {
+    /// Ledger entries recorded (deploys, rollbacks, monitor verdicts), in order.
+    pub entries: Vec<Entry>,
+}
+
+impl Happened {
+    pub fn deployed(&self) -> bool {
+        self.entries.iter().any(|e| {
+            e.outcome == Verdict::Succeeded
+                && matches!(e.kind, EntryKind::Deploy | EntryKind::Emergency)
+        })
+    }
+
+    pub fn rolled_back(&self) -> bool {
+        self.entries.iter().any(|e| {
+            e.outcome == Verdict::Succeeded
+                && matches!(e.kind, EntryKind::Rollback | EntryKind::AutomaticRollback)
+        })
+    }
+}
+
+/// How an effect ended, for the runner's report.
+pub struct EffectDone {
+    pub ok: bool,
+    /// The report line (`[DEPLOYED] //:d to staging (...)`, `[LIVE] ...`); on failure, why.
+    pub line: String,
+    /// What its commands printed.
+    pub log: Vec<u8>,
+    pub took: Duration,
+    /// Whether a command ran (a `[LIVE]` deploy runs none).
+    pub ran: bool,
+}
+
+impl EffectDone {
+    /// An effect that could not start: `why`.
+    pub fn failed_to_start(why: String) -> EffectDone {
+        EffectDone::failed(why, Vec::new(), Duration::ZERO)
+    }
+
+    fn failed(why: String, log: Vec<u8>, took: Duration) -> EffectDone {
+        EffectDone {
+            ok: false,
+            line: why,
+            log,
+            took,
+            ran: true,
+        }
+    }
+}
+
+/// The short form of a digest in messages.
+pub fn short(digest: &str) -> String {
+    format!("{}…", &digest[..digest.len().min(10)])
+}
+
+/// A time in messages: `2026-12-07 14:03 UTC`.
+pub fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// The artifact of deploy `action` among its dependencies' staged outputs.
+pub fn artifact_of(action: &Action, deps: &[StagedOutput], outs_of: &[String]) -> Option<Artifact> {
+    let Some(Delivery::Deploy { artifact, .. }) = &action.delivery else {
+        return None;
+    };
+    let name = outs_of.first()?.trim_end_matches('/').to_owned();
+    let path = crate::expand::join_path(artifact.package(), &name);
+    let staged = deps.iter().find(|o| o.path == path)?;
+    let (kind, size, executable) = match &staged.kind {
+        OutputKind::File {
+            size, executable, ..
+        } => (ArtifactKind::File, *size, *executable),
+        OutputKind::Tree { size, .. } => (ArtifactKind::Tree, *size, false),
+    };
+    Some(Artifact {
+        digest: staged.kind.digest().to_string(),
+        kind,
+        size,
+        executable,
+        name,
+        label: artifact.to_string(),
+    })
+}
+
+/// One effect's run: the action, how to run its commands, and what it needs.
+pub struct EffectRun<'a, E: Executor> {
+    pub effects: &'a Effects,
+    pub executor: &'a E,
+    pub action: &'a Action,
+    pub spec: ActionSpec,
+    pub cancel: Cancel,
+    /// The job slot of its command (behind a lock only so that the run is `Sync`).
+    pub ticket: Mutex<Option<Ticket>>,
+}
+
+impl<E: Executor> EffectRun<'_, E> {
+    /// Deploys `artifact` (staged at its place in `spec`) as `kind`.
+    pub async fn deploy(mut self, artifact: Artifact, kind: EntryKind) -> EffectDone {
+        let started = Instant::now();
+        let label = self.spec.label.clone();
+        let Some(Delivery::Deploy {
+            environment,
+            health,
+            health_timeout,
+            live,
+            ..
+        }) = self.action.delivery.clone()
+        else {
+            return EffectDone::failed("not a deploy".into(), Vec::new(), started.elapsed());
+        };
+        if kind == EntryKind::Deploy || kind == EntryKind::Emergency {
+            let live_entry = self.effects.with_ledger(|l| Ok(l.live(&environment).cloned()));
+            match live_entry {
+                Err(why) => return EffectDone::failed(why, Vec::new(), started.elapsed()),
+                Ok(Some(e)) if e.artifact.digest == artifact.digest => {
+                    if let Some(cmd) = &live {
+                        self.compare_live(cmd, &environment, &artifact).await;
+                    }
+                    return EffectDone {
+                        ok: true,
+                        line: format!(
+                            "[LIVE] {label} (artifact {}, live in {environment} since {})",
+                            short(&artifact.digest),
+                            when(e.ended_ms)
+                        ),
+                        log: Vec::new(),
+                        took: started.elapsed(),
+                        ran: false,
+                    };
+                }
+                Ok(_) => {}
+            }
+        }
+        let started_ms = self.effects.clock.now_ms();
+        self.set_env(&environment, &artifact, kind);
+        let (outcome, why, log) = self.run_command(health, health_timeout).await;
+        let entry = self.effects.entry(
+            &environment,
+            &label,
+            kind,
+            outcome,
+            artifact.clone(),
+            started_ms,
+            why.clone(),
+        );
+        if let Err(e) = self.effects.record(entry) {
+            return EffectDone::failed(
+                format!("{}; and it could not be recorded in the ledger: {e}", why.unwrap_or_default()),
+                log,
+                started.elapsed(),
+            );
+        }
+        match why {
+            Some(why) => EffectDone::failed(why, log, started.elapsed()),
+            None => EffectDone {
+                ok: true,
+                line: format!(
+                    "[{}] {label} to {environment} (artifact {}, {:.2}s)",
+                    match kind {
+                        EntryKind::Rollback | EntryKind::AutomaticRollback => "ROLLED BACK",
+                        _ => "DEPLOYED",
+                    },
+                    short(&artifact.digest),
+                    started.elapsed().as_secs_f64()
+                ),
+                log,
+                took: started.elapsed(),
+                ran: true,
+            },
+        }
+    }
+
+    /// The `FLOW_*` variables of a deploy's command and probes.
+    fn set_env(&mut self, environment: &str, artifact: &Artifact, kind: EntryKind) {
+        let path = self
+            .spec
+            .inputs
+            .iter()
+            .find(|i| i.dest.ends_with(&artifact.name))
+            .map(|i| crate::expand::relative(&self.spec.package, &i.dest))
+            .unwrap_or_default();
+        let env = &mut self.spec.env;
+        env.insert("FLOW_ENVIRONMENT".into(), environment.into());
+        env.insert("FLOW_ARTIFACT".into(), path);
+        env.insert("FLOW_ARTIFACT_DIGEST".into(), artifact.digest.clone());
+        env.insert("FLOW_DEPLOY_KIND".into(), kind.as_str().into());
+        env.insert(
+            "FLOW_WORKSPACE".into(),
+            self.effects.workspace_root.display().to_string(),
+        );
+    }
+
+    /// Runs the command, then the health probe: (verdict, why it failed, log).
+    async fn run_command(
+        &mut self,
+        health: Option<String>,
+        health_timeout: Duration,
+    ) -> (Verdict, Option<String>, Vec<u8>) {
+        let ticket = self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let ticket = match ticket {
+            Some(t) => t,
+            None => return (Verdict::Failed, Some("no job slot".into()), Vec::new()),
+        };
+        let r = self
+            .executor
+            .run(self.spec.clone(), self.cancel.clone(), ticket)
+            .await;
+        let mut log = r.stdout.clone();
+        log.extend_from_slice(&r.stderr);
+        let failed = status_failure(&r, self.spec.timeout);
+        self.executor.cleanup(&r);
+        if let Some(why) = failed {
+            return (Verdict::Failed, Some(why), log);
+        }
+        let Some(health) = health else {
+            return (Verdict::Succeeded, None, log);
+        };
+        match self
+            .probe(&health, Duration::from_secs(1), health_timeout)
+            .await
+        {
+            Ok(_) => (Verdict::Succeeded, None, log),
+            Err(why) => (Verdict::Failed, Some(format!("health check failed: {why}")), log),
+        }
+    }
+
+    /// Runs probe `text` every `every` until it passes, within `within`.
+    async fn probe(&self, text: &str, every: Duration, within: Duration) -> Result<Duration, String> {
+        let probe = Probe::parse(text)?;
+        probe::wait_until(&probe, &self.probe_context(), every, within).await
+    }
+
+    fn probe_context(&self) -> ProbeContext {
+        let mut env = self.spec.env.clone();
+        env.extend(self.spec.secrets.clone());
+        ProbeContext {
+            cwd: self.effects.workspace_root.join(&self.spec.package),
+            env,
+            attempt_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Asks the environment what is live (`live`), warning when it is not what the ledger says.
+    async fn compare_live(&mut self, cmd: &str, environment: &str, artifact: &Artifact) {
+        self.set_env(environment, artifact, EntryKind::Deploy);
+        let ctx = self.probe_context();
+        let answer = probe::output(cmd, &ctx).await;
+        let warning = match answer {
+            Ok(text) if text.trim() == artifact.digest => return,
+            Ok(text) if text.trim().is_empty() => format!(
+                "the ledger says artifact {} is live in {environment}, but the environment's \
+                 `live` command says nothing is; redeploy with `flow rollback {environment} --to \
+                 {}` or check the environment",
+                short(&artifact.digest),
+                &artifact.digest[..12]
+            ),
+            Ok(text) => format!(
+                "the ledger says artifact {} is live in {environment}, but the environment's \
+                 `live` command says `{}`",
+                short(&artifact.digest),
+                text.trim()
+            ),
+            Err(why) => format!("could not ask {environment} what is live: {why}"),
+        };
+        self.effects.warn(warning);
+    }
+
+    /// Monitors the environment of the deploy `deploy` (whose spec, with the artifact staged,
+    /// is `deploy_spec`): see the module doc.
+    pub async fn monitor(self, deploy: &Action, deploy_spec: ActionSpec) -> EffectDone {
+        let started = Instant::now();
+        let label = self.spec.label.clone();
+        let (Some(Delivery::Monitor {
+            probe,
+            interval,
+            duration,
+            on_failure,
+            ..
+        }), Some(Delivery::Deploy { environment, .. })) =
+            (self.action.delivery.clone(), deploy.delivery.clone())
+        else {
+            return EffectDone::failed("not a monitor of a deploy".into(), Vec::new(), started.elapsed());
+        };
+        let live = match self.effects.with_ledger(|l| Ok(l.live(&environment).cloned())) {
+            Ok(Some(e)) => e.artifact,
+            Ok(None) => {
+                let why = format!("nothing is live in {environment} to monitor");
+                return EffectDone::failed(why, Vec::new(), started.elapsed());
+            }
+            Err(why) => return EffectDone::failed(why, Vec::new(), started.elapsed()),
+        };
+        let probe_parsed = match Probe::parse(&probe) {
+            Ok(p) => p,
+            Err(why) => return EffectDone::failed(why, Vec::new(), started.elapsed()),
+        };
+        let started_ms = self.effects.clock.now_ms();
+        let ctx = self.probe_context();
+        let mut checks = 0u32;
+        let failure = loop {
+            checks += 1;
+            if let Err(why) = probe::check(&probe_parsed, &ctx).await {
+                break Some(why);
+            }
+            if started.elapsed() + interval > duration {
+                break None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.cancel.cancelled() => {
+                    return EffectDone::failed("interrupted".into(), Vec::new(), started.elapsed());
+                }
+            }
+        };
+        let verdict = if failure.is_some() {
+            Verdict::Failed
+        } else {
+            Verdict::Succeeded
+        };
+        let entry = self.effects.entry(
+            &environment,
+            &label,
+            EntryKind::Monitor,
+            verdict,
+            live.clone(),
+            started_ms,
+            failure.clone(),
+        );
+        if let Err(e) = self.effects.record(entry) {
+            self.effects.warn(format!("the monitor's verdict was not recorded: {e}"));
+        }
+        let Some(why) = failure else {
+            return EffectDone {
+                ok: true,
+                line: format!(
+                    "[HEALTHY] {label} ({environment}, {checks} probe(s) passed over {:.0}s)",
+                    started.elapsed().as_secs_f64()
+                ),
+                log: Vec::new(),
+                took: started.elapsed(),
+                ran: true,
+            };
+        };
+        let mut why = format!("{environment} is unhealthy after {checks} probe(s): {why}");
+        if on_failure == OnFailure::Rollback {
+            why.push_str(&self.roll_back(deploy, deploy_spec, &environment).await);
+        }
+        EffectDone::failed(why, Vec::new(), started.elapsed())
+    }
+
+    /// The automatic rollback of a monitor: one sentence to append to its failure.
+    async fn roll_back(&self, deploy: &Action, spec: ActionSpec, environment: &str) -> String {
+        let previous = self
+            .effects
+            .with_ledger(|l| Ok(l.previous(environment).first().map(|e| e.artifact.clone())));
+        let previous = match previous {
+            Ok(Some(a)) => a,
+            Ok(None) => return "; no earlier artifact to roll back to".into(),
+            Err(why) => return format!("; cannot roll back: {why}"),
+        };
+        let run = match rollback_run(self.effects, self.executor, deploy, spec, &previous, self.cancel.clone()).await {
+            Ok(run) => run,
+            Err(why) => return format!("; cannot roll back: {why}"),
+        };
+        let done = run.deploy(previous.clone(), EntryKind::AutomaticRollback).await;
+        if done.ok {
+            format!(
+                "; rolled {environment} back to artifact {} (automatic rollback)",
+                short(&previous.digest)
+            )
+        } else {
+            format!("; the automatic rollback failed too: {}", done.line)
+        }
+    }
+}
+
+/// An [`EffectRun`] of deploy `deploy` with `artifact` restored from the CAS and staged where
+/// its current artifact is in `spec` (a rollback: no rebuild).
+pub async fn rollback_run<'a, E: Executor>(
+    effects: &'a Effects,
+    executor: &'a E,
+    deploy: &'a Action,
+    mut spec: ActionSpec,
+    artifact: &Artifact,
+    cancel: Cancel,
+) -> Result<EffectRun<'a, E>, String> {
+    let restored = effects.restore(artifact)?;
+    let dest = match &deploy.delivery {
+        Some(Delivery::Deploy { artifact: label, .. }) => {
+            crate::expand::join_path(label.package(), &artifact.name)
+        }
+        _ => return Err("not a deploy".into()),
+    };
+    spec.inputs.retain(|i| i.dest != dest);
+    spec.inputs.push(Input {
+        dest,
+        source: restored,
+        executable: artifact.executable,
+        is_dir: artifact.kind == ArtifactKind::Tree,
+        digest: None,
+    });
+    let ticket = crate::executor::Slots::new(1).ticket().await;
+    Ok(EffectRun {
+        effects,
+        executor,
+        action: deploy,
+        spec,
+        cancel,
+        ticket: Mutex::new(Some(ticket)),
+    })
+}
+
+impl Effects {
+    /// Runs `f` on the open ledger, or says why there is none.
+    pub fn with_ledger<T>(
+        &self,
+        f: impl FnOnce(&mut Ledger) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut guard = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *guard {
+            Ok(l) => f(l),
+            Err(why) => Err(format!("the deploy ledger is not available: {why}")),
+        }
+    }
+
+    pub fn warn(&self, text: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text);
+    }
+
+    /// A ledger entry of this command, ended now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn entry(
+        &self,
+        environment: &str,
+        label: &str,
+        kind: EntryKind,
+        outcome: Verdict,
+        artifact: Artifact,
+        started_ms: i64,
+        reason: Option<String>,
+    ) -> Entry {
+        let kind = match (kind, &self.emergency) {
+            (EntryKind::Deploy, Some(_)) => EntryKind::Emergency,
+            (k, _) => k,
+        };
+        let reason = match (&self.emergency, kind) {
+            (Some(e), EntryKind::Emergency) => Some(match reason {
+                Some(r) => format!("{}; {r}", e.reason),
+                None => e.reason.clone(),
+            }),
+            _ => reason,
+        };
+        Entry {
+            id: super::ledger::new_id(),
+            environment: environment.into(),
+            label: label.into(),
+            kind,
+            outcome,
+            artifact,
+            commit: self.git.as_ref().map(|g| g.commit.clone()),
+            commit_time: self.git.as_ref().map(|g| g.commit_time),
+            branch: self.git.as_ref().and_then(|g| g.branch.clone()),
+            user: self.user.clone(),
+            started_ms,
+            ended_ms: self.clock.now_ms().max(started_ms),
+            reason,
+            approved_by: self.emergency.as_ref().and_then(|e| e.approved_by.clone()),
+        }
+    }
+
+    /// Records `entry` (and what it pins); remembers it for notifications.
+    pub fn record(&self, entry: Entry) -> Result<(), String> {
+        let mut warnings = Vec::new();
+        let recorded = self.with_ledger(|l| {
+            l.record(entry.clone(), &mut |w| warnings.push(w))
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = l.pin_in(&self.cache) {
+                warnings.push(format!("could not pin the ledger's artifacts in the cache: {e}"));
+            }
+            Ok(())
+        });
+        for w in warnings {
+            self.warn(w);
+        }
+        recorded?;
+        self.happened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .push(entry);
+        Ok(())
+    }
+
+    /// Restores `artifact` from the CAS into a private directory; returns its path.
+    pub fn restore(&self, artifact: &Artifact) -> Result<PathBuf, String> {
+        let digest = Digest::from_hex(&artifact.digest)
+            .ok_or_else(|| format!("`{}` is not a digest", artifact.digest))?;
+        let dir = self
+            .cache
+            .dir()
+            .join("tmp")
+            .join(format!("rollback-{}", super::ledger::new_id()));
+        let dest = dir.join(Path::new(&artifact.name).file_name().unwrap_or_default());
+        let cas = self.cache.cas();
+        let restored = match artifact.kind {
+            ArtifactKind::File => {
+                cas.materialize_file(&digest, artifact.size, artifact.executable, &dest)
+            }
+            ArtifactKind::Tree => cas.materialize_tree(&digest, &dest),
+        };
+        restored.map_err(|e| {
+            format!(
+                "artifact {} ({}) is not in the cache any more ({e}); build it again from its \
+                 commit and deploy that",
+                short(&artifact.digest),
+                artifact.label
+            )
+        })?;
+        Ok(dest)
+    }
+}
+
+/// Why a run failed, from its status; `None` when it exited 0.
+pub fn status_failure(r: &ExecResult, timeout: Option<Duration>) -> Option<String> {
+    Some(match &r.status {
+        Status::Exited(0) => return None,
+        Status::Exited(c) => format!("exit {c}, {:.2}s", r.duration.as_secs_f64()),
+        Status::Signaled(s) => format!("killed by signal {s}"),
+        Status::TimedOut => format!(
+            "timed out after {:.1}s",
+            timeout.unwrap_or_default().as_secs_f64()
+        ),
+        Status::Cancelled => "interrupted".into(),
+        Status::NotStarted => "not started".into(),
+        Status::SpawnFailed(why) => format!("could not start: {why}"),
+    })
+}

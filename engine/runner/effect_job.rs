@@ -1,0 +1,136 @@
+//! Effects in the owner loop: a deploy or a monitor whose dependencies all succeeded is handed
+//! to `delivery::effects` in a task of its own, as a task goes to a worker; notifications are
+//! held until every other node settled and run at the end (`Drive::notify`). The outcome comes
+//! back as [`Done::Effect`]; nothing of it reaches the action cache.
+
+use flow_rules::Delivery;
+
+use super::worker::{Completion, Done};
+use super::Drive;
+use crate::action_key::ActionKey;
+use crate::delivery::effects::{artifact_of, EffectDone, EffectRun};
+use crate::delivery::ledger::EntryKind;
+use crate::executor::{ActionSpec, Cancel, Executor};
+use crate::plan::ActionKind;
+use crate::rebuilder::StagedOutput;
+use crate::reporter::Reporter;
+
+impl<E: Executor> Drive<'_, E> {
+    /// Starts effect `i` (a deploy or a monitor) with `spec`; `deps` are its inputs' outputs.
+    pub(super) fn start_effect(
+        &mut self,
+        i: usize,
+        key: &ActionKey,
+        spec: ActionSpec,
+        deps: &[StagedOutput],
+        cancel: Cancel,
+        ticket: crate::executor::Ticket,
+    ) {
+        let runner = self.runner;
+        let plan = runner.plan.clone();
+        let action = &plan.nodes[i];
+        let digest = key.digest();
+        let done = self.done.clone();
+        let executor = runner.executor.clone();
+        let Some(effects) = runner.effects.clone() else {
+            let why = "effects need `flow build` (this command runs none)".to_owned();
+            let _ = done.send(Completion {
+                node: i,
+                key: digest,
+                done: Done::Effect(EffectDone::failed_to_start(why)),
+                holds_slot: false,
+            });
+            return;
+        };
+        let monitored = match &action.delivery {
+            Some(Delivery::Monitor { target, .. }) => plan.index.get(target).map(|&d| {
+                let deploy = &plan.nodes[d];
+                let deploy_deps: Vec<StagedOutput> = deploy
+                    .deps
+                    .iter()
+                    .flat_map(|&x| self.outputs[x].clone().unwrap_or_default())
+                    .collect();
+                let spec = runner.rebuilder.spec(
+                    deploy,
+                    &self.resolved.sources,
+                    &deploy_deps,
+                    secrets_of(&deploy.secrets),
+                );
+                (d, spec)
+            }),
+            _ => None,
+        };
+        let artifact = artifact_outs(&plan, i).and_then(|outs| artifact_of(action, deps, &outs));
+        let task = async move {
+            let action = &plan.nodes[i];
+            let run = EffectRun {
+                effects: &effects,
+                executor: &*executor,
+                action,
+                spec,
+                cancel,
+                ticket: std::sync::Mutex::new(Some(ticket)),
+            };
+            let outcome = match (action.kind, artifact, monitored) {
+                (ActionKind::Deploy, Some(artifact), _) => {
+                    run.deploy(artifact, EntryKind::Deploy).await
+                }
+                (ActionKind::Monitor, _, Some((d, deploy_spec))) => {
+                    run.monitor(&plan.nodes[d], deploy_spec).await
+                }
+                _ => EffectDone::failed_to_start(format!(
+                    "`{}`: its artifact or its deploy is not in this build",
+                    action.label
+                )),
+            };
+            let _ = done.send(Completion {
+                node: i,
+                key: digest,
+                done: Done::Effect(outcome),
+                holds_slot: false,
+            });
+        };
+        tokio::spawn(task);
+    }
+
+    /// Reports an effect's outcome (see `completion.rs` for the rest of the bookkeeping).
+    pub(super) fn report_effect(&mut self, label: &str, done: &EffectDone, reporter: &mut Reporter) {
+        if let Some(effects) = &self.runner.effects {
+            let warnings = std::mem::take(&mut *effects.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+            for w in warnings {
+                reporter.warn(&w);
+            }
+        }
+        if done.ok {
+            reporter.effect(label, &done.line);
+            if done.ran {
+                self.summary.ran += 1;
+            } else {
+                self.summary.live += 1;
+            }
+        } else {
+            reporter.failed(label, &done.line, &done.log);
+            self.summary.failed += 1;
+        }
+    }
+}
+
+/// The declared outputs of the artifact of deploy node `i` of `plan`.
+fn artifact_outs(plan: &crate::plan::Plan, i: usize) -> Option<Vec<String>> {
+    match &plan.nodes[i].delivery {
+        Some(Delivery::Deploy { artifact, .. }) => {
+            plan.index.get(artifact).map(|&a| plan.nodes[a].outs.clone())
+        }
+        _ => Some(Vec::new()),
+    }
+}
+
+/// The values of `names` in flow's environment (those unset are left out; the dispatch
+/// already failed an effect missing one of its own).
+pub(super) fn secrets_of(names: &[String]) -> std::collections::BTreeMap<String, String> {
+    names
+        .iter()
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
+        .collect()
+}
+
