@@ -99,6 +99,15 @@ pub enum Command {
         /// Where to create the workspace
         dir: Option<PathBuf>,
     },
+    /// Show the deploy ledger: what is live in each environment, since when, from which
+    /// commit; with ENV, that environment's history, newest first
+    Ledger {
+        /// An environment, e.g. `production`
+        environment: Option<String>,
+        /// Print the entries as a JSON array
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask about the target graph: `flow query 'deps(//app:test)'`
     Query {
         /// A query expression: target patterns, deps(), rdeps(), somepath(), allpaths(), kind(),
@@ -218,6 +227,9 @@ impl Cli {
                     self.cache_dir.as_deref(),
                 ),
             },
+            Command::Ledger { environment, json } => {
+                crate::commands::ledger::run(&self.start_dir()?, environment.as_deref(), *json)
+            }
             Command::Clean { cache } => {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }

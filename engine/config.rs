@@ -10,6 +10,10 @@
 //!
 //! [vars]                                         # free-form values, read with config("key")
 //! python_versions = ["3.11", "3.12"]
+//!
+//! [ledger]                                       # the deploy ledger (delivery/ledger/)
+//! remote = "origin"                              # a git remote sharing it; default: local
+//! keep = 5                                       # artifacts pinned per environment
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,6 +25,8 @@ use flow_cache::regular::{read_regular, Links};
 use flow_rules::VisibilityRule;
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::delivery::ledger::LedgerConfig;
 
 /// The file name that marks a workspace root.
 pub const CONFIG_FILE: &str = "flow.toml";
@@ -50,6 +56,13 @@ default_visibility = ["//visibility:public"]
 [vars]
 # Values BUILD files read with config("name"), e.g. a Python test matrix.
 # python_versions = ["3.11", "3.12"]
+
+[ledger]
+# A git remote (name or URL) whose ref `refs/flow/ledger` shares the deploy ledger, so that CI
+# runners that start empty see what is live; default: the ledger stays in `.flow/ledger/`.
+# remote = "origin"
+# Artifacts kept in the cache per environment for rollbacks, besides the live one.
+# keep = 5
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +76,8 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     vars: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    ledger: RawLedger,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +103,42 @@ struct RawCache {
     max_size: Option<Spanned<String>>,
 }
 
+/// `[ledger]`: where the deploy ledger is shared, and how many artifacts stay pinned.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    remote: Option<Spanned<String>>,
+    keep: Option<Spanned<i64>>,
+}
+
+impl RawLedger {
+    fn validate(
+        self,
+        err: &dyn Fn(Range<usize>, String) -> ConfigError,
+    ) -> Result<LedgerConfig, ConfigError> {
+        let remote = match self.remote {
+            Some(r) if r.get_ref().trim().is_empty() => {
+                return Err(err(r.span(), "invalid value for key `ledger.remote`: an empty remote (a git remote's name or URL)".into()))
+            }
+            r => r.map(Spanned::into_inner),
+        };
+        let keep = match self.keep {
+            None => crate::delivery::ledger::DEFAULT_KEEP,
+            Some(k) if (0..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
+            Some(k) => {
+                return Err(err(
+                    k.span(),
+                    format!(
+                        "invalid value for key `ledger.keep`: {} (must be between 0 and 1000)",
+                        k.get_ref()
+                    ),
+                ))
+            }
+        };
+        Ok(LedgerConfig { remote, keep })
+    }
+}
+
 /// The parsed and validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -108,6 +159,8 @@ pub struct Config {
     pub cache_max_size: Option<u64>,
     /// `[vars]`, as JSON values (what Starlark's `config()` returns).
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// `[ledger]`: the deploy ledger's remote and how many artifacts it pins.
+    pub ledger: LedgerConfig,
 }
 
 /// A problem in `flow.toml`, with the span of the offending key or value when known.
@@ -228,6 +281,9 @@ impl Config {
                 )
             })?),
         };
+        let ledger = raw
+            .ledger
+            .validate(&|span, message| err(Some(span), message, None))?;
         let vars = raw
             .vars
             .into_iter()
@@ -244,6 +300,7 @@ impl Config {
             cache_dir: raw.cache.dir.map(PathBuf::from),
             cache_max_size,
             vars,
+            ledger,
         })
     }
 }
@@ -335,6 +392,21 @@ mod tests {
         assert_eq!(e.message, "unknown key `jbos`");
         assert_eq!(e.help.as_deref(), Some("did you mean `jobs`?"));
         assert_eq!(e.span, Some(8..12));
+    }
+
+    #[test]
+    fn ledger_table() {
+        let c = parse("").unwrap();
+        assert_eq!(c.ledger, LedgerConfig::default());
+        let c = parse("[ledger]\nremote = \"origin\"\nkeep = 2\n").unwrap();
+        assert_eq!(
+            (c.ledger.remote.as_deref(), c.ledger.keep),
+            (Some("origin"), 2)
+        );
+        let e = parse("[ledger]\nkeep = -1\n").unwrap_err();
+        assert!(e.message.contains("`ledger.keep`"), "{}", e.message);
+        let e = parse("[ledger]\nremot = \"origin\"\n").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `remote`?"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod hermetic;
 mod hostile;
 mod incremental;
 mod layout;
+mod ledger;
 mod listing;
 mod orphans;
 mod prelude;

@@ -72,6 +72,8 @@ pub fn gc(start: &Path, max_size: Option<&str>, cache_flag: Option<&Path>) -> Re
     let cache = open_cache(&dir)?;
     // Build records carry results that gc may remove: the next build goes the long way.
     crate::record::forget_all(&dir);
+    // What the deploy ledger names stays, for rollbacks.
+    crate::delivery::ledger::Ledger::pin_local(&ws.root, &ws.config.ledger, &cache)?;
     let r = cache.gc(max).map_err(|e| Error::Cache {
         path: dir.clone(),
         error: e.to_string(),

@@ -1,10 +1,13 @@
 //! `flow clean`: removes the materialized outputs (`flow-out/`); `--cache` also empties the
-//! cache (results, blobs, file states, history). It holds the workspace lock while it does
+//! cache (results, blobs, file states, history), but for the artifacts the deploy ledger pins
+//! (live or previously live in an environment, `delivery::ledger`); the ledger itself, in
+//! `.flow/ledger/`, is history and stays. It holds the workspace lock while it does
 //! (`lock.rs`), so it never removes outputs under a running build or watch cycle: it waits for
 //! them, saying so.
 
 use std::path::Path;
 
+use crate::delivery::ledger::Ledger;
 use crate::error::Error;
 use crate::lock::LOCK_FILE;
 use crate::runner::runtime_with_sigint;
@@ -24,14 +27,23 @@ pub fn run(start: &Path, cache: bool, cache_flag: Option<&Path>) -> Result<i32, 
     eprintln!("flow: removed `{}`", out.display());
     if cache {
         let dir = session.cache_dir.clone();
+        let mut pinned = 0;
         if dir.exists() {
             crate::record::forget_all(&dir);
-            session
-                .cache()?
-                .clear()
-                .map_err(|e| session.cache_error(e))?;
+            let cache = session.cache()?;
+            // The artifacts the deploy ledger names stay, for rollbacks (`delivery::ledger`).
+            Ledger::pin_local(&session.ws.root, &session.ws.config.ledger, &cache)?;
+            pinned = cache.clear().map_err(|e| session.cache_error(e))?;
         }
-        eprintln!("flow: emptied the cache at `{}`", dir.display());
+        match pinned {
+            0 => eprintln!("flow: emptied the cache at `{}`", dir.display()),
+            n => eprintln!(
+                "flow: emptied the cache at `{}`, but for the {n} artifact{} the deploy ledger \
+                 pins for rollbacks",
+                dir.display(),
+                if n == 1 { "" } else { "s" }
+            ),
+        }
     }
     // Unlocking removes the lock file, then `flow-out/` itself once empty.
     session.close(Some(runtime));

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod clean;
 pub mod explain;
 pub mod init;
+pub mod ledger;
 pub mod log;
 pub mod query;
 pub mod watch;

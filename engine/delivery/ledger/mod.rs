@@ -278,6 +278,24 @@ impl Ledger {
         Ok(pins.len())
     }
 
+    /// Opens the local ledger only (never the remote: `gc` and `clean` must not need the
+    /// network) and makes the cache's pins what it says; returns how many artifacts are pinned.
+    pub fn pin_local(
+        workspace_root: &Path,
+        config: &LedgerConfig,
+        cache: &flow_cache::Cache,
+    ) -> Result<usize, Error> {
+        let local = LedgerConfig {
+            remote: None,
+            keep: config.keep,
+        };
+        let ledger = Ledger::open(workspace_root, &local, &mut |w| eprintln!("warning: {w}"))?;
+        ledger.pin_in(cache).map_err(|e| Error::Cache {
+            path: cache.dir().to_path_buf(),
+            error: e.to_string(),
+        })
+    }
+
     /// The succeeded deploying entries of `environment`, newest first.
     fn deployed(&self, environment: &str) -> impl Iterator<Item = &Entry> + '_ {
         let environment = environment.to_owned();

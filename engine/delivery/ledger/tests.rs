@@ -281,7 +281,7 @@ fn an_unreachable_remote_is_a_warning_and_the_entry_is_pushed_later() {
     assert!(warnings
         .iter()
         .all(|w| w.contains("could not reach the ledger's remote `origin`")));
-    assert_eq!(local(a).entries(), [e.clone()], "kept locally");
+    assert_eq!(local(a).entries(), std::slice::from_ref(&e), "kept locally");
     std::fs::rename(&away, &remote).unwrap();
     let later = entry("staging", EntryKind::Deploy, Verdict::Succeeded, 'b', 20);
     ledger.record(later.clone(), &mut no_warnings()).unwrap();
