@@ -14,6 +14,9 @@
 //! [ledger]                                       # the deploy ledger (delivery/ledger/)
 //! remote = "origin"                              # a git remote sharing it; default: local
 //! keep = 5                                       # artifacts pinned per environment
+//! [environments.production]                      # every environment a deploy names
+//! window = "Tue-Thu 10:00-16:00 America/New_York"   # or a list; absent: always open
+//! emergency_approval = true                      # --emergency also needs --approved-by
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::delivery::ledger::LedgerConfig;
+use crate::delivery::window::{Environment, Window, Windows};
 
 /// The file name that marks a workspace root.
 pub const CONFIG_FILE: &str = "flow.toml";
@@ -78,6 +82,23 @@ struct RawConfig {
     vars: BTreeMap<String, toml::Value>,
     #[serde(default)]
     ledger: RawLedger,
+    environments: BTreeMap<String, RawEnvironment>,
+}
+
+/// `[environments.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    window: Option<Spanned<OneOrMany>>,
+    emergency_approval: Option<bool>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +182,8 @@ pub struct Config {
     pub vars: BTreeMap<String, serde_json::Value>,
     /// `[ledger]`: the deploy ledger's remote and how many artifacts it pins.
     pub ledger: LedgerConfig,
+    /// `[environments.NAME]`: where deploys may go, with their windows.
+    pub environments: BTreeMap<String, Environment>,
 }
 
 /// A problem in `flow.toml`, with the span of the offending key or value when known.
@@ -289,6 +312,8 @@ impl Config {
             .into_iter()
             .map(|(k, v)| (k, toml_to_json(v)))
             .collect();
+        let environments = parse_environments(raw.environments)
+            .map_err(|(span, message)| err(Some(span), message, None))?;
         Ok(Config {
             path: path.to_path_buf(),
             name: raw.workspace.name,
@@ -301,8 +326,42 @@ impl Config {
             cache_max_size,
             vars,
             ledger,
+            environments,
         })
     }
+}
+
+/// `[environments.*]` → environments; `Err`: the span of the bad window and why.
+fn parse_environments(
+    raw: BTreeMap<String, RawEnvironment>,
+) -> Result<BTreeMap<String, Environment>, (Range<usize>, String)> {
+    let mut environments = BTreeMap::new();
+    for (name, env) in raw {
+        let mut windows = Vec::new();
+        if let Some(value) = env.window {
+            let span = value.span();
+            let texts = match value.into_inner() {
+                OneOrMany::One(text) => vec![text],
+                OneOrMany::Many(texts) => texts,
+            };
+            for text in texts {
+                let window = Window::parse(&text).map_err(|why| {
+                    (
+                        span.clone(),
+                        format!("invalid value for key `environments.{name}.window`: {why}"),
+                    )
+                })?;
+                windows.push(window);
+            }
+        }
+        let environment = Environment {
+            name: name.clone(),
+            windows: Windows(windows),
+            emergency_approval: env.emergency_approval.unwrap_or(false),
+        };
+        environments.insert(name, environment);
+    }
+    Ok(environments)
 }
 
 /// The action `PATH` when `flow.toml` does not set `build.action_path`.
@@ -416,6 +475,41 @@ mod tests {
         assert_eq!(parse_size("1024"), Some(1024));
         assert_eq!(parse_size("1.5 MiB"), Some(1_572_864));
         assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn environments_with_windows() {
+        let c = parse(
+            "[environments.staging]\n\
+             [environments.production]\n\
+             window = [\"Tue-Thu 10:00-16:00 America/New_York\", \"Sat 06:00-07:00 UTC\"]\n\
+             emergency_approval = true\n\
+             [environments.qa]\nwindow = \"Mon 09:00-10:00 UTC\"\n",
+        )
+        .unwrap();
+        let names: Vec<&String> = c.environments.keys().collect();
+        assert_eq!(names, ["production", "qa", "staging"]);
+        let production = &c.environments["production"];
+        assert_eq!(production.windows.0.len(), 2);
+        assert!(production.emergency_approval);
+        assert_eq!(c.environments["qa"].windows.0.len(), 1);
+        assert!(c.environments["staging"].windows.0.is_empty());
+        assert!(!c.environments["staging"].emergency_approval);
+
+        let text = "[environments.production]\nwindow = \"Tues 10:00-16:00 UTC\"\n";
+        let e = parse(text).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid value for key `environments.production.window`: `Tues`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(&text[e.span.unwrap()], "\"Tues 10:00-16:00 UTC\"");
+        let e =
+            parse("[environments.production]\nwindows = \"Tue 10:00-16:00 UTC\"\n").unwrap_err();
+        assert_eq!(e.message, "unknown key `windows`");
+        assert_eq!(e.help.as_deref(), Some("did you mean `window`?"));
+        assert!(parse("[environments.p]\nwindow = 3\n").is_err());
     }
 
     #[test]

@@ -105,6 +105,13 @@ impl Session {
         }
     }
 
+    /// Where running process groups are recorded while the lock is held: pass it to
+    /// `delivery::service::RunningService::start_recorded` so the next command kills a service
+    /// left by a flow killed with SIGKILL (`executor/groups.rs`).
+    pub fn group_log(&self) -> &GroupLog {
+        &self.groups
+    }
+
     /// The workspace root as text: history rows are per workspace.
     pub fn workspace_text(&self) -> String {
         self.ws.root.display().to_string()

@@ -558,6 +558,19 @@ fn config_bad_value() {
 }
 
 #[test]
+fn config_bad_window() {
+    case(
+        "config_bad_window",
+        &[(
+            "flow.toml",
+            "[environments.staging]\n\n[environments.production]\n\
+             window = [\"Tue-Thu 10:00-16:00 America/New_York\", \"Sat 10:00-9:00 UTC\"]\n",
+        )],
+        &["query", "//..."],
+    );
+}
+
+#[test]
 fn config_relative_sandbox_dir() {
     case(
         "config_relative_sandbox_dir",
