@@ -1,6 +1,5 @@
-from deployment.application.deploy import deploy_blue_green, rollback
+from deployment.application.deploy import deploy_blue_green, release, rollback
 from deployment.domain.release import Environment
-from deployment.infrastructure import cli
 
 
 def test_healthy_release_switches_traffic():
@@ -17,17 +16,27 @@ def test_unhealthy_release_keeps_traffic():
     assert env == before
 
 
-def test_cli_records_state(tmp_path, monkeypatch):
-    monkeypatch.setenv("DEPLOY_STATE_DIR", str(tmp_path))
-    monkeypatch.delenv("DEPLOY_HEALTH_URL", raising=False)
-    assert cli.main(["deploy", "--environment", "staging", "--version", "abc123"]) == 0
-    assert (tmp_path / "staging.json").exists()
-    assert cli.main(["rollback", "--environment", "staging"]) == 0
+def test_release_installs_into_the_idle_slot_then_switches_back_without_installing():
+    installed = []
+
+    def install(slot, version):
+        installed.append((slot, version))
+
+    env = Environment("prod", blue="v1")
+    env, ok, what = release(env, "v2", install, lambda e, s: True)
+    assert ok and env.live == "green" and installed == [("green", "v2")]
+    assert what == "installed v2 on green"
+    # A rollback to v1: v1 is in the idle slot, so nothing is copied.
+    env, ok, what = release(env, "v1", install, lambda e, s: True)
+    assert ok and env.live_version() == "v1" and installed == [("green", "v2")]
+    assert what == "switched back to v1 on blue"
+    # Again: already live, nothing happens.
+    same, ok, what = release(env, "v1", install, lambda e, s: False)
+    assert ok and same == env and "already live" in what
 
 
-def test_bundle_version_follows_content(tmp_path):
-    (tmp_path / "a.zip").write_bytes(b"one")
-    first = cli.bundle_version(tmp_path)
-    assert first == cli.bundle_version(tmp_path)
-    (tmp_path / "a.zip").write_bytes(b"two")
-    assert cli.bundle_version(tmp_path) != first
+def test_release_that_is_not_ready_keeps_traffic():
+    env = Environment("prod", blue="v1")
+    after, ok, _ = release(env, "v2", lambda s, v: None, lambda e, s: False)
+    assert not ok
+    assert after.live_version() == "v1" and after.slot_of("v2") == "green"

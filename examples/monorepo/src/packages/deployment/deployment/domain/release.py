@@ -3,6 +3,8 @@
 from dataclasses import dataclass, replace
 from typing import Optional
 
+SLOTS = ("blue", "green")
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -16,7 +18,17 @@ class Environment:
         return "green" if self.live == "blue" else "blue"
 
     def live_version(self) -> Optional[str]:
-        return self.blue if self.live == "blue" else self.green
+        return self.version_in(self.live)
+
+    def version_in(self, slot: str) -> Optional[str]:
+        return self.blue if slot == "blue" else self.green
+
+    def slot_of(self, version: str) -> Optional[str]:
+        """The slot holding `version`, the live one first; None when neither does."""
+        for slot in (self.live, self.idle):
+            if self.version_in(slot) == version:
+                return slot
+        return None
 
     def stage(self, version: str) -> "Environment":
         """Installs `version` in the idle slot; traffic is unchanged."""
