@@ -81,8 +81,11 @@ pub fn analyze(ws: &Workspace, cache: &Path) -> Result<(TargetGraph, Analyzed), 
         skip_dirs: vec![cache.to_path_buf()],
     };
     let (evaluation, analyzed) = evaluate_cached(ws, &opts, cache)?;
-    let (graph, errors) = TargetGraph::build(evaluation, &ws.config.default_visibility);
+    let (graph, mut errors) = TargetGraph::build(evaluation, &ws.config.default_visibility);
+    let declared: Vec<&str> = ws.config.environments.keys().map(|k| k.as_str()).collect();
+    crate::delivery::checks::check_environments(graph.targets().iter(), &declared, &mut errors);
     if !errors.is_empty() {
+        flow_rules::error::sort_errors(&mut errors);
         return Err(Error::Analysis(errors));
     }
     Ok((graph, analyzed))

@@ -52,6 +52,16 @@ pub enum Command {
         /// reuse decision: carried, cached, restored, ran, failed)
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+        /// Deploy even outside the environments' deployment windows (needs `--reason`;
+        /// recorded in the ledger with the user)
+        #[arg(long, requires = "reason")]
+        emergency: bool,
+        /// Why the emergency deploy cannot wait (recorded in the ledger)
+        #[arg(long, value_name = "TEXT", requires = "emergency")]
+        reason: Option<String>,
+        /// Who approved the emergency deploy, where the environment requires an approval
+        #[arg(long, value_name = "NAME", requires = "emergency")]
+        approved_by: Option<String>,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -180,12 +190,19 @@ impl Cli {
                 jobs,
                 keep_going,
                 events,
+                emergency,
+                reason,
+                approved_by,
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
                     patterns,
                     session: self.session(*jobs, *keep_going),
                     events: events.as_deref(),
+                    emergency: emergency.then(|| crate::delivery::window::Emergency {
+                        reason: reason.clone().unwrap_or_default(),
+                        approved_by: approved_by.clone(),
+                    }),
                 },
             ),
             Command::Watch {

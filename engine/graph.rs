@@ -297,11 +297,12 @@ impl TargetGraph {
                 suggestions: closest_n(package, self.packages.iter().map(|s| s.as_str()), 3),
             });
         }
+        let effects = self.reaching_effects();
         let found: BTreeSet<usize> = self
             .targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| pattern.matches(&t.label, t.is_manual()))
+            .filter(|(i, t)| pattern.matches(&t.label, t.is_manual() || effects[*i]))
             .map(|(i, _)| i)
             .collect();
         if found.is_empty() {
@@ -310,6 +311,21 @@ impl TargetGraph {
             });
         }
         Ok(found)
+    }
+
+    /// Per target, whether it is an effect or depends on one, directly or not: a wildcard
+    /// skips those (`flow build //...` never deploys, not even through a group).
+    fn reaching_effects(&self) -> Vec<bool> {
+        let mut reached = vec![false; self.targets.len()];
+        let mut stack: Vec<usize> = (0..self.targets.len())
+            .filter(|&i| self.targets[i].kind.is_effect())
+            .collect();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut reached[i], true) {
+                stack.extend(self.rdeps(i));
+            }
+        }
+        reached
     }
 
     /// The targets a list of patterns selects, applied in order (`-PATTERN` removes). Each

@@ -30,6 +30,8 @@ pub struct BuildArgs<'a> {
     pub session: SessionArgs<'a>,
     /// `--events FILE`: the event stream, as JSON lines.
     pub events: Option<&'a Path>,
+    /// `--emergency --reason TEXT [--approved-by NAME]`.
+    pub emergency: Option<crate::delivery::window::Emergency>,
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
@@ -77,8 +79,18 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let _ = cache.sweep_orphans();
     let ready = session.resolve(prepared)?;
     profile.mark("hash sources and tools");
+    let mut warnings = Vec::new();
+    let effects = crate::delivery::policy::open_effects(
+        &mut session,
+        &ready.plan,
+        args.emergency,
+        &mut |w| warnings.push(w),
+    )?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     let runner = Runner {
-            effects: None,
+        effects,
         plan: ready.plan.clone(),
         rebuilder: session.rebuilder(ready.hasher.clone())?,
         executor: session.executor(),

@@ -167,7 +167,9 @@ impl<E: Executor> EffectRun<'_, E> {
             return EffectDone::failed("not a deploy".into(), Vec::new(), started.elapsed());
         };
         if kind == EntryKind::Deploy || kind == EntryKind::Emergency {
-            let live_entry = self.effects.with_ledger(|l| Ok(l.live(&environment).cloned()));
+            let live_entry = self
+                .effects
+                .with_ledger(|l| Ok(l.live(&environment).cloned()));
             match live_entry {
                 Err(why) => return EffectDone::failed(why, Vec::new(), started.elapsed()),
                 Ok(Some(e)) if e.artifact.digest == artifact.digest => {
@@ -203,7 +205,10 @@ impl<E: Executor> EffectRun<'_, E> {
         );
         if let Err(e) = self.effects.record(entry) {
             return EffectDone::failed(
-                format!("{}; and it could not be recorded in the ledger: {e}", why.unwrap_or_default()),
+                format!(
+                    "{}; and it could not be recorded in the ledger: {e}",
+                    why.unwrap_or_default()
+                ),
                 log,
                 started.elapsed(),
             );
@@ -278,12 +283,21 @@ impl<E: Executor> EffectRun<'_, E> {
             .await
         {
             Ok(_) => (Verdict::Succeeded, None, log),
-            Err(why) => (Verdict::Failed, Some(format!("health check failed: {why}")), log),
+            Err(why) => (
+                Verdict::Failed,
+                Some(format!("health check failed: {why}")),
+                log,
+            ),
         }
     }
 
     /// Runs probe `text` every `every` until it passes, within `within`.
-    async fn probe(&self, text: &str, every: Duration, within: Duration) -> Result<Duration, String> {
+    async fn probe(
+        &self,
+        text: &str,
+        every: Duration,
+        within: Duration,
+    ) -> Result<Duration, String> {
         let probe = Probe::parse(text)?;
         probe::wait_until(&probe, &self.probe_context(), every, within).await
     }
@@ -325,21 +339,30 @@ impl<E: Executor> EffectRun<'_, E> {
 
     /// Monitors the environment of the deploy `deploy` (whose spec, with the artifact staged,
     /// is `deploy_spec`): see the module doc.
-    pub async fn monitor(self, deploy: &Action, deploy_spec: ActionSpec) -> EffectDone {
+    pub async fn monitor(mut self, deploy: &Action, deploy_spec: ActionSpec) -> EffectDone {
         let started = Instant::now();
         let label = self.spec.label.clone();
-        let (Some(Delivery::Monitor {
-            probe,
-            interval,
-            duration,
-            on_failure,
-            ..
-        }), Some(Delivery::Deploy { environment, .. })) =
-            (self.action.delivery.clone(), deploy.delivery.clone())
+        let (
+            Some(Delivery::Monitor {
+                probe,
+                interval,
+                duration,
+                on_failure,
+                ..
+            }),
+            Some(Delivery::Deploy { environment, .. }),
+        ) = (self.action.delivery.clone(), deploy.delivery.clone())
         else {
-            return EffectDone::failed("not a monitor of a deploy".into(), Vec::new(), started.elapsed());
+            return EffectDone::failed(
+                "not a monitor of a deploy".into(),
+                Vec::new(),
+                started.elapsed(),
+            );
         };
-        let live = match self.effects.with_ledger(|l| Ok(l.live(&environment).cloned())) {
+        let live = match self
+            .effects
+            .with_ledger(|l| Ok(l.live(&environment).cloned()))
+        {
             Ok(Some(e)) => e.artifact,
             Ok(None) => {
                 let why = format!("nothing is live in {environment} to monitor");
@@ -352,6 +375,7 @@ impl<E: Executor> EffectRun<'_, E> {
             Err(why) => return EffectDone::failed(why, Vec::new(), started.elapsed()),
         };
         let started_ms = self.effects.clock.now_ms();
+        self.set_env(&environment, &live, EntryKind::Monitor);
         let ctx = self.probe_context();
         let mut checks = 0u32;
         let failure = loop {
@@ -384,7 +408,8 @@ impl<E: Executor> EffectRun<'_, E> {
             failure.clone(),
         );
         if let Err(e) = self.effects.record(entry) {
-            self.effects.warn(format!("the monitor's verdict was not recorded: {e}"));
+            self.effects
+                .warn(format!("the monitor's verdict was not recorded: {e}"));
         }
         let Some(why) = failure else {
             return EffectDone {
@@ -415,11 +440,22 @@ impl<E: Executor> EffectRun<'_, E> {
             Ok(None) => return "; no earlier artifact to roll back to".into(),
             Err(why) => return format!("; cannot roll back: {why}"),
         };
-        let run = match rollback_run(self.effects, self.executor, deploy, spec, &previous, self.cancel.clone()).await {
+        let run = match rollback_run(
+            self.effects,
+            self.executor,
+            deploy,
+            spec,
+            &previous,
+            self.cancel.clone(),
+        )
+        .await
+        {
             Ok(run) => run,
             Err(why) => return format!("; cannot roll back: {why}"),
         };
-        let done = run.deploy(previous.clone(), EntryKind::AutomaticRollback).await;
+        let done = run
+            .deploy(previous.clone(), EntryKind::AutomaticRollback)
+            .await;
         if done.ok {
             format!(
                 "; rolled {environment} back to artifact {} (automatic rollback)",
@@ -443,9 +479,9 @@ pub async fn rollback_run<'a, E: Executor>(
 ) -> Result<EffectRun<'a, E>, String> {
     let restored = effects.restore(artifact)?;
     let dest = match &deploy.delivery {
-        Some(Delivery::Deploy { artifact: label, .. }) => {
-            crate::expand::join_path(label.package(), &artifact.name)
-        }
+        Some(Delivery::Deploy {
+            artifact: label, ..
+        }) => crate::expand::join_path(label.package(), &artifact.name),
         _ => return Err("not a deploy".into()),
     };
     spec.inputs.retain(|i| i.dest != dest);
@@ -535,7 +571,9 @@ impl Effects {
             l.record(entry.clone(), &mut |w| warnings.push(w))
                 .map_err(|e| e.to_string())?;
             if let Err(e) = l.pin_in(&self.cache) {
-                warnings.push(format!("could not pin the ledger's artifacts in the cache: {e}"));
+                warnings.push(format!(
+                    "could not pin the ledger's artifacts in the cache: {e}"
+                ));
             }
             Ok(())
         });

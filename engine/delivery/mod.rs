@@ -6,9 +6,10 @@
 //! the action cache.
 
 pub mod checks;
+pub mod effects;
 pub mod git;
 pub mod ledger;
+pub mod policy;
 pub mod probe;
 pub mod service;
 pub mod window;
-pub mod effects;

@@ -95,7 +95,11 @@ impl<E: Executor> Drive<'_, E> {
             Done::Effect(done) => {
                 self.report_effect(&label, &done, reporter);
                 let row = RunRow {
-                    outcome: if done.ok { Outcome::Ran } else { Outcome::Failed },
+                    outcome: if done.ok {
+                        Outcome::Ran
+                    } else {
+                        Outcome::Failed
+                    },
                     took: done.took,
                     exit: None,
                     stdout: None,

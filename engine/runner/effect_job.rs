@@ -94,9 +94,15 @@ impl<E: Executor> Drive<'_, E> {
     }
 
     /// Reports an effect's outcome (see `completion.rs` for the rest of the bookkeeping).
-    pub(super) fn report_effect(&mut self, label: &str, done: &EffectDone, reporter: &mut Reporter) {
+    pub(super) fn report_effect(
+        &mut self,
+        label: &str,
+        done: &EffectDone,
+        reporter: &mut Reporter,
+    ) {
         if let Some(effects) = &self.runner.effects {
-            let warnings = std::mem::take(&mut *effects.warnings.lock().unwrap_or_else(|e| e.into_inner()));
+            let warnings =
+                std::mem::take(&mut *effects.warnings.lock().unwrap_or_else(|e| e.into_inner()));
             for w in warnings {
                 reporter.warn(&w);
             }
@@ -118,9 +124,10 @@ impl<E: Executor> Drive<'_, E> {
 /// The declared outputs of the artifact of deploy node `i` of `plan`.
 fn artifact_outs(plan: &crate::plan::Plan, i: usize) -> Option<Vec<String>> {
     match &plan.nodes[i].delivery {
-        Some(Delivery::Deploy { artifact, .. }) => {
-            plan.index.get(artifact).map(|&a| plan.nodes[a].outs.clone())
-        }
+        Some(Delivery::Deploy { artifact, .. }) => plan
+            .index
+            .get(artifact)
+            .map(|&a| plan.nodes[a].outs.clone()),
         _ => Some(Vec::new()),
     }
 }
@@ -133,4 +140,3 @@ pub(super) fn secrets_of(names: &[String]) -> std::collections::BTreeMap<String,
         .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
         .collect()
 }
-

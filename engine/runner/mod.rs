@@ -23,8 +23,8 @@
 mod completion;
 mod dispatch;
 mod effect_job;
-mod notify;
 mod history;
+mod notify;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap};

@@ -48,7 +48,10 @@ impl<E: Executor> Drive<'_, E> {
                     self.summary.ran += 1;
                     reporter.effect(&label, &line);
                 }
-                Ok(None) => reporter.effect(&label, &format!("[QUIET] {label} (none of its events happened)")),
+                Ok(None) => reporter.effect(
+                    &label,
+                    &format!("[QUIET] {label} (none of its events happened)"),
+                ),
                 Err((why, log)) => {
                     self.summary.failed += 1;
                     self.failures[i] = Some(why.clone());
@@ -96,7 +99,10 @@ impl<E: Executor> Drive<'_, E> {
             .collect();
         if !missing.is_empty() {
             let names: Vec<String> = missing.iter().map(|s| format!("`{s}`")).collect();
-            let why = format!("secret(s) {} not set in flow's environment", names.join(", "));
+            let why = format!(
+                "secret(s) {} not set in flow's environment",
+                names.join(", ")
+            );
             return Err((why, Vec::new()));
         }
         let event = self.event_json(&events, &happened.entries, runner.effects.as_deref());

@@ -62,7 +62,7 @@ async fn build(
         workspace_root: f.root.clone(),
     });
     let runner = Runner {
-            effects: None,
+        effects: None,
         plan: f.plan.clone(),
         rebuilder,
         executor: Arc::new(exec.clone()),

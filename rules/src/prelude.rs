@@ -3,7 +3,10 @@
 /// `(path inside the prelude, contents)`; `load("@flow//rules:python.star")` reads
 /// `rules/python.star`.
 pub const FILES: &[(&str, &str)] = &[
-    ("rules/delivery.star", include_str!("../prelude/delivery.star")),
+    (
+        "rules/delivery.star",
+        include_str!("../prelude/delivery.star"),
+    ),
     ("rules/python.star", include_str!("../prelude/python.star")),
     ("rules/util.star", include_str!("../prelude/util.star")),
 ];
