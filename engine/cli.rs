@@ -118,6 +118,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deploy an earlier artifact again, restored from the cache (no rebuild): `flow rollback
+    /// production`, or `--to N` artifacts back, or `--to DIGEST`; recorded in the ledger
+    Rollback {
+        /// An environment (`production`) or a deploy's label (`//deploy:production`)
+        target: String,
+        /// How many artifacts back (1 = the one live before the current one), or a digest prefix
+        #[arg(long, value_name = "N|DIGEST")]
+        to: Option<String>,
+    },
     /// Ask about the target graph: `flow query 'deps(//app:test)'`
     Query {
         /// A query expression: target patterns, deps(), rdeps(), somepath(), allpaths(), kind(),
@@ -247,6 +256,12 @@ impl Cli {
             Command::Ledger { environment, json } => {
                 crate::commands::ledger::run(&self.start_dir()?, environment.as_deref(), *json)
             }
+            Command::Rollback { target, to } => crate::commands::rollback::run(
+                &self.start_dir()?,
+                target,
+                to.as_deref(),
+                self.cache_dir.as_deref(),
+            ),
             Command::Clean { cache } => {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }

@@ -82,6 +82,7 @@ struct RawConfig {
     vars: BTreeMap<String, toml::Value>,
     #[serde(default)]
     ledger: RawLedger,
+    #[serde(default)]
     environments: BTreeMap<String, RawEnvironment>,
 }
 

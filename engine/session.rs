@@ -112,6 +112,11 @@ impl Session {
         &self.groups
     }
 
+    /// The log of running process groups, shared (services record theirs there).
+    pub fn groups(&self) -> Arc<GroupLog> {
+        self.groups.clone()
+    }
+
     /// The workspace root as text: history rows are per workspace.
     pub fn workspace_text(&self) -> String {
         self.ws.root.display().to_string()

@@ -428,6 +428,7 @@ fn bench_runner(runs: usize, w: &Workload) {
         let hasher = Arc::new(FileHasher::new(known));
         let runner = Runner {
             effects: None,
+            groups: None,
             plan: w.plan.clone(),
             rebuilder: Arc::new(Rebuilder {
                 cache: cache.clone(),

@@ -91,6 +91,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     }
     let runner = Runner {
         effects,
+        groups: Some(session.groups()),
         plan: ready.plan.clone(),
         rebuilder: session.rebuilder(ready.hasher.clone())?,
         executor: session.executor(),

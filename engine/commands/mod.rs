@@ -8,4 +8,5 @@ pub mod init;
 pub mod ledger;
 pub mod log;
 pub mod query;
+pub mod rollback;
 pub mod watch;

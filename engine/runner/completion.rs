@@ -15,6 +15,7 @@ use super::Drive;
 impl<E: Executor> Drive<'_, E> {
     pub(super) fn complete(&mut self, c: Completion, reporter: &mut Reporter) {
         self.in_flight -= 1;
+        self.settle_services(c.node);
         self.cancels.remove(&c.node);
         let action = &self.runner.plan.nodes[c.node];
         let label = action.label.to_string();
@@ -125,6 +126,14 @@ impl<E: Executor> Drive<'_, E> {
                 self.slots.close();
             }
             self.slots.release();
+        }
+    }
+
+    /// Node `i` settled: the services it needs may stop (`services.rs`).
+    pub(super) fn settle_services(&self, i: usize) {
+        if !self.runner.plan.nodes[i].services.is_empty() {
+            let pool = self.services.clone();
+            tokio::spawn(async move { pool.settled(i).await });
         }
     }
 

@@ -62,6 +62,7 @@ impl<E: Executor> Drive<'_, E> {
         let report_all = runner.options.report_up_to_date;
         match decision {
             Decision::Carried(last) => {
+                self.settle_services(i);
                 self.history.carried(last.key, self.resolved.touch_carried);
                 self.outputs[i] = Some(last.staged);
                 self.keys[i] = Some(last.key);
@@ -79,6 +80,7 @@ impl<E: Executor> Drive<'_, E> {
                 result,
                 restored,
             } => {
+                self.settle_services(i);
                 let row = RunRow::cached(result.stdout, result.stderr);
                 self.history.reused(&label, key, restored, row);
                 self.outputs[i] = Some(staged(action, &result));
@@ -200,6 +202,7 @@ impl<E: Executor> Drive<'_, E> {
             plan: runner.plan.clone(),
             slots: self.slots.clone(),
             done: self.done.clone(),
+            services: self.services.clone(),
         };
         tokio::spawn(job.run());
     }

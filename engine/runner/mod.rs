@@ -25,6 +25,7 @@ mod dispatch;
 mod effect_job;
 mod history;
 mod notify;
+mod services;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap};
@@ -109,6 +110,8 @@ pub struct Runner<E: Executor> {
     pub options: BuildOptions,
     /// What effects share (the ledger, ...); `None` where effects cannot run (watch).
     pub effects: Option<Arc<crate::delivery::effects::Effects>>,
+    /// Where services record their process groups (the lock file's log).
+    pub groups: Option<Arc<crate::executor::GroupLog>>,
 }
 
 /// The state of one run of the owner loop.
@@ -134,6 +137,7 @@ struct Drive<'a, E: Executor> {
     started: mpsc::UnboundedSender<usize>,
     /// Notification nodes, run once every other node settled.
     notifications: Vec<usize>,
+    services: Arc<services::ServicePool>,
 }
 
 impl<E: Executor> Runner<E> {
@@ -199,6 +203,7 @@ impl<E: Executor> Runner<E> {
                 }
             }
         }
+        drive.services.stop_all().await;
         if !drive.summary.interrupted && !drive.summary.superseded {
             drive.notify(reporter).await;
         }
@@ -268,6 +273,12 @@ impl<'a, E: Executor> Drive<'a, E> {
             done,
             started,
             notifications: Vec::new(),
+            services: Arc::new(services::ServicePool::new(
+                plan.clone(),
+                runner.rebuilder.workspace_root.clone(),
+                cache.dir().join("tmp"),
+                runner.groups.clone(),
+            )),
         }
     }
 

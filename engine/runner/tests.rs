@@ -63,6 +63,7 @@ async fn build(
     });
     let runner = Runner {
         effects: None,
+        groups: None,
         plan: f.plan.clone(),
         rebuilder,
         executor: Arc::new(exec.clone()),

@@ -90,6 +90,8 @@ pub(super) struct Job<E: Executor> {
     pub plan: Arc<Plan>,
     pub slots: Slots,
     pub done: mpsc::UnboundedSender<Completion>,
+    /// The services it needs are started (and ready) before its command runs.
+    pub services: Arc<super::services::ServicePool>,
 }
 
 impl<E: Executor> Job<E> {
@@ -107,7 +109,19 @@ impl<E: Executor> Job<E> {
             plan,
             slots,
             done: tx,
+            services,
         } = self;
+        for need in &plan.nodes[node].services {
+            if let Err(why) = services.ensure(need.node).await {
+                let _ = tx.send(Completion {
+                    node,
+                    key: key.digest(),
+                    done: Done::internal(why, Duration::ZERO),
+                    holds_slot: false,
+                });
+                return;
+            }
+        }
         // The time its commands ran, retries included (not the wait for a slot).
         let mut took = Duration::ZERO;
         let mut attempts = 0;

@@ -502,6 +502,7 @@ impl Watcher<'_> {
         let state = self.state.as_ref().expect("analysed before a cycle");
         let runner = Runner {
             effects: None,
+            groups: Some(self.session.groups()),
             plan: state.plan.clone(),
             rebuilder,
             executor: self.session.executor(),

@@ -232,14 +232,21 @@ impl Ledger {
     }
 
     /// The artifacts live in `environment` before the live one (distinct digests, never the
-    /// live one), newest first, each with the latest entry that made it live: `[0]` is what a
-    /// rollback goes back to.
+    /// live one, never one a monitor found unhealthy there), newest first, each with the
+    /// latest entry that made it live: `[0]` is what a rollback goes back to.
     pub fn previous(&self, environment: &str) -> Vec<&Entry> {
         let mut deployed = self.deployed(environment);
         let Some(live) = deployed.next() else {
             return Vec::new();
         };
         let mut seen = HashSet::from([live.artifact.digest.as_str()]);
+        seen.extend(
+            self.entries
+                .iter()
+                .filter(|e| e.environment == environment)
+                .filter(|e| e.kind == EntryKind::Monitor && e.outcome == Verdict::Failed)
+                .map(|e| e.artifact.digest.as_str()),
+        );
         deployed
             .filter(|e| seen.insert(e.artifact.digest.as_str()))
             .collect()
