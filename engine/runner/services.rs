@@ -22,7 +22,7 @@ use crate::plan::{ActionKind, Plan};
 
 enum State {
     NotStarted,
-    Running(RunningService),
+    Running(Box<RunningService>),
     /// It could not start: every dependent fails with this.
     Failed(String),
     Stopped,
@@ -75,7 +75,7 @@ impl ServicePool {
         };
         match started {
             Ok(service) => {
-                states.insert(s, State::Running(service));
+                states.insert(s, State::Running(Box::new(service)));
                 Ok(())
             }
             Err(why) => {

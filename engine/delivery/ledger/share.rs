@@ -34,7 +34,7 @@ pub(crate) struct Share {
     ledger: PathBuf,
     /// Runs once, between the fetch and the first push (tests make a concurrent push there).
     #[cfg(test)]
-    pub(crate) before_push: Option<Box<dyn FnMut()>>,
+    pub(crate) before_push: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Share {
