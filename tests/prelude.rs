@@ -300,7 +300,7 @@ fn a_bandit_finding_fails_only_the_security_scan() {
         |ws| replace(ws, file, "hashlib.sha256()", "hashlib.md5()"),
         "//src/packages/deployment:security_scan",
         &[
-            "deployment/infrastructure/cli.py:35:14: B324 [high severity, high confidence]",
+            "deployment/infrastructure/cli.py:37:14: B324 [high severity, high confidence]",
             "bandit: 1 finding(s)",
         ],
     );
