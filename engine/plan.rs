@@ -52,6 +52,20 @@ impl ActionKind {
         }
     }
 
+    /// Why a kind that is never reused runs (`flow explain`).
+    pub fn why_never_reused(self) -> &'static str {
+        match self {
+            ActionKind::Deploy => {
+                "a deploy runs in every build that names it, unless its artifact is live in its \
+                 environment already (`[LIVE]`; docs/delivery.md)"
+            }
+            ActionKind::Monitor | ActionKind::Notify => {
+                "an effect runs in every build that names it (docs/delivery.md)"
+            }
+            _ => "`cache = False`: it runs in every build",
+        }
+    }
+
     /// Whether nodes of this kind are keyed and run as actions (groups and services are not).
     pub fn runs(self) -> bool {
         !matches!(self, ActionKind::Group | ActionKind::Service)

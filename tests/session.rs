@@ -232,7 +232,7 @@ fn explain_over_patterns_lists_the_decision_for_every_action() {
     let one = ws.run(&["explain", "//p:after"]);
     assert!(
         one.ok()
-            .contains("`//p:stamp` is declared with `cache = False`: it runs in every build"),
+            .contains("`//p:stamp` would run: `cache = False`: it runs in every build"),
         "{}",
         one.ok()
     );

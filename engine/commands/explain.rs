@@ -38,7 +38,8 @@ enum Verdict {
     /// A group: runs nothing.
     Group,
     /// A kind that is never reused (`cache = False`): it runs in every build.
-    Always,
+    /// Never reused (why, from its kind).
+    Always(&'static str),
 }
 
 pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Result<i32, Error> {
@@ -108,7 +109,7 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
                             outputs[i] = Some(staged(a, &result));
                             Verdict::Cached(key, restored)
                         }
-                        Decision::Run { .. } if !a.kind.reusable() => Verdict::Always,
+                        Decision::Run { .. } if !a.kind.reusable() => Verdict::Always(a.kind.why_never_reused()),
                         Decision::Run { key, .. } => Verdict::Runs(key),
                         Decision::Unkeyable(why) | Decision::StillFailing(why) => {
                             Verdict::Fails(why)
@@ -168,7 +169,7 @@ fn line(label: &Label, verdict: &Verdict, explain: &Explain) -> Result<(), Error
             short(key)
         ),
         Verdict::Waits(on) => println!("[WAITS] {label} (on `{on}`, which would run first)"),
-        Verdict::Always => println!("[RUN] {label} (`cache = False`: it runs in every build)"),
+        Verdict::Always(why) => println!("[RUN] {label} ({why})"),
         Verdict::Fails(why) => println!("[FAILS] {label} ({why})"),
         Verdict::Runs(key) => {
             println!("[RUN] {label} (key {})", short(&key.digest()));
@@ -202,9 +203,7 @@ fn say(
             short(digest)
         ),
         Verdict::Fails(why) => println!("{name} cannot run: {why}"),
-        Verdict::Always => {
-            println!("{name} would run: it is declared with `cache = False`, so it runs in every build")
-        }
+        Verdict::Always(why) => println!("{name} would run: {why}"),
         Verdict::Runs(key) => {
             println!("{name} would run (key {}):", short(&key.digest()));
             explain(label, key, "  ")?;
@@ -228,8 +227,8 @@ fn why_it_runs(dep: &str, all: &[(Label, Verdict)], explain: &Explain) -> Result
             println!("  `{dep}` would run:");
             explain(l, key, "    ")
         }
-        Some((_, Verdict::Always)) => {
-            println!("  `{dep}` is declared with `cache = False`: it runs in every build");
+        Some((_, Verdict::Always(why))) => {
+            println!("  `{dep}` would run: {why}");
             Ok(())
         }
         Some((_, Verdict::Fails(why))) => {
