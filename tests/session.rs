@@ -203,7 +203,7 @@ fn an_uncached_task_runs_in_every_build_even_one_the_record_would_answer_as_a_no
     assert!(
         explain
             .ok()
-            .contains("it is declared with `cache = False`, so it runs in every build"),
+            .contains("would run: `cache = False`: it runs in every build"),
         "{}",
         explain.ok()
     );
