@@ -10,13 +10,13 @@ with the slot's code first on the path. So the health of a version is decided by
 version's code: change it, rebuild the bundle, deploy, and `/health` answers what the
 new code says.
 
-Two levels, as a load balancer sees a new instance: - ready: the release's code loads
-(this module imports). The deploy checks that on the idle slot
-  before it switches traffic; a release that cannot even load never takes traffic.
+Two levels, as a load balancer sees a new instance:
+- ready: the release's code loads (this module imports). The deploy checks that on the
+  idle slot before it switches traffic; a release that cannot even load never takes
+  traffic.
 - healthy: every package a release must ship imports, with its dependencies. A release
-can be
-  ready and still unhealthy; that is what the monitor, watching `/health` after the
-  switch, catches (and rolls back).
+  can be ready and still unhealthy; that is what the monitor, watching `/health` after
+  the switch, catches (and rolls back).
 """
 
 import importlib

@@ -1,15 +1,15 @@
 """The command line of the deploy targets: `python3 -m deployment.infrastructure.cli`.
 
-    deploy  --environment E --bundle DIR   blue-green, in one step: install into the
-    idle slot,
-                                           check it is ready, switch traffic to it
-    install --environment E --bundle DIR   the three steps one by one (the `blue_green`
-    macro of check   --environment E                flow's prelude runs them in order)
-    switch  --environment E live    --environment E                prints the version
-    traffic goes to (nothing if none) probe   --environment E --path /health exits 0
-    when the server answers 200 there status  --environment E                the
-    server's `GET /` serve-stop --environment E             stops the environment's
-    server
+    deploy  --environment E --bundle DIR  blue-green in one step: install into the
+                                          idle slot, check it is ready, switch to it
+    install --environment E --bundle DIR  the three steps one by one (the `blue_green`
+    check   --environment E               macro of flow's prelude runs them in order)
+    switch  --environment E
+    live    --environment E               prints the version traffic goes to (nothing
+                                          if none)
+    probe   --environment E --path /health  exits 0 when the server answers 200 there
+    status  --environment E               the server's `GET /`
+    serve-stop --environment E            stops the environment's server
 
 The version of a release is `$FLOW_ARTIFACT_DIGEST` (flow sets it for deploys: the
 digest of the artifact), else `--version`, else the digest of the bundle's files.

@@ -3,11 +3,13 @@
 The example has no servers, so an environment is a directory on this machine:
 
     <root>/<name>/
-        blue/version    blue/release/     a slot: the artifact digest and the bundle's
-        files green/version   green/release/ live            the name of the live slot
-        ("blue" or "green"), replaced atomically server/         a copy of the server's
-        code (it outlives the deploy's sandbox) server.pid      server.port
-        server.log      the local HTTP server (server.py)
+        blue/version   blue/release/    a slot: the artifact digest and the bundle
+        green/version  green/release/   the other slot
+        live                            the name of the live slot ("blue" or "green"),
+                                        replaced atomically
+        server/                         a copy of the server's code (it outlives the
+                                        deploy's sandbox)
+        server.pid  server.port  server.log   the local HTTP server (server.py)
 
 `<root>` is `$FLOW_ENVIRONMENTS` when set, else `$FLOW_WORKSPACE/.environments` (flow
 sets FLOW_WORKSPACE for deploys, monitors and their probes), else `.environments`.

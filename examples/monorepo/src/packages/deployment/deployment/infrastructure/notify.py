@@ -1,10 +1,10 @@
 """Adapter: build notifications to Slack and Jira, from flow's event file.
 
-    python3 -m deployment.infrastructure.notify slack    POST {"text": ...} to
-    $SLACK_WEBHOOK_URL python3 -m deployment.infrastructure.notify jira     POST
-    {"body": ...} to
-        $JIRA_URL/rest/api/2/issue/$JIRA_ISSUE/comment with `Authorization: Bearer
-        $JIRA_TOKEN`
+    python3 -m deployment.infrastructure.notify slack   POST {"text": ...} to
+                                                        $SLACK_WEBHOOK_URL
+    python3 -m deployment.infrastructure.notify jira    POST {"body": ...} to
+        $JIRA_URL/rest/api/2/issue/$JIRA_ISSUE/comment with
+        `Authorization: Bearer $JIRA_TOKEN`
 
 flow runs a `notify` target at the end of a build with `FLOW_EVENT`, the path of a JSON
 file describing the build's outcome; the message is a summary line followed by that

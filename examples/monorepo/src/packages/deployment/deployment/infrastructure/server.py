@@ -1,9 +1,11 @@
 """Adapter: the HTTP server of a local environment, on 127.0.0.1, and its process.
 
-    GET /                   {"environment", "live", "version", "slots": {"blue",
-    "green"}} GET /health             200 when the live release is healthy, 500
-    otherwise, with its problems GET /slots/SLOT/ready   200 when SLOT holds a release
-    whose code loads (checked before a switch)
+    GET /                  {"environment", "live", "version",
+                            "slots": {"blue", "green"}}
+    GET /health            200 when the live release is healthy, 500 otherwise,
+                           with its problems
+    GET /slots/SLOT/ready  200 when SLOT holds a release whose code loads
+                           (checked before a switch)
 
 The server decides nothing itself: on every request it reads the `live` switch and runs
 the release's own health check (`deployment.application.health`) from the slot, in a
