@@ -162,7 +162,8 @@ impl Plan {
             .iter()
             .map(|&t| {
                 let target = graph.target(t);
-                let layout = if target.sandbox {
+                // A service runs in its package directory of the real tree.
+                let layout = if target.sandbox && target.kind != TargetKind::Service {
                     Layout::Sandbox
                 } else {
                     Layout::RealTree

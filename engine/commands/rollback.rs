@@ -61,6 +61,21 @@ pub fn run(
     if !matches!(&deploy.delivery, Some(Delivery::Deploy { .. })) {
         return Err(usage(format!("`{label}` is not a deploy"), None));
     }
+    let missing: Vec<String> = deploy
+        .secrets
+        .iter()
+        .filter(|s| std::env::var(s).is_err())
+        .map(|s| format!("`{s}`"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(usage(
+            format!(
+                "`{label}` needs the secret(s) {}, not set in flow's environment",
+                missing.join(", ")
+            ),
+            None,
+        ));
+    }
     let rebuilder = session.rebuilder(ready.hasher.clone())?;
     let secrets = deploy
         .secrets

@@ -66,23 +66,48 @@ pub fn check_targets(
         }
         if t.kind == TargetKind::Task && t.cache {
             for dep in &t.deps {
-                let Some(d) = index.get(dep).map(|&i| &targets[i]) else {
+                let Some(d) = effect_through_groups(targets, index, dep) else {
                     continue;
                 };
-                if d.kind.is_effect() {
-                    let message = format!(
-                        "a cached task cannot depend on the {} `{dep}`: its result would be \
-                         reused while what the {} changed moves on",
-                        d.kind.native(),
-                        d.kind.native()
-                    );
-                    let hint = "make the check the deploy's `health` probe or a `monitor`, or \
-                                declare the task with `cache = False`";
-                    errors.push(error(t, message, Some(hint.into()), &span_of(dep)));
-                }
+                let through = match &d.label == dep {
+                    true => String::new(),
+                    false => format!(" (through `{dep}`)"),
+                };
+                let message = format!(
+                    "a cached task cannot depend on the {} `{}`{through}: its result would be \
+                     reused while what the {} changed moves on",
+                    d.kind.native(),
+                    d.label,
+                    d.kind.native()
+                );
+                let hint = "make the check the deploy's `health` probe or a `monitor`, or \
+                            declare the task with `cache = False`";
+                errors.push(error(t, message, Some(hint.into()), &span_of(dep)));
             }
         }
     }
+}
+
+/// The effect `dep` is, or one a group `dep` reaches through groups only.
+fn effect_through_groups<'a>(
+    targets: &'a [Target],
+    index: &HashMap<Label, usize>,
+    dep: &Label,
+) -> Option<&'a Target> {
+    let mut stack = vec![dep];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(l) = stack.pop() {
+        let Some(t) = index.get(l).map(|&i| &targets[i]) else {
+            continue;
+        };
+        if t.kind.is_effect() {
+            return Some(t);
+        }
+        if t.kind == TargetKind::Group && seen.insert(l) {
+            stack.extend(t.deps.iter());
+        }
+    }
+    None
 }
 
 /// Every deploy's environment must be one of `declared` (`flow.toml`'s `[environments]`).

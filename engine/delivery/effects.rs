@@ -201,7 +201,7 @@ impl<E: Executor> EffectRun<'_, E> {
             outcome,
             artifact.clone(),
             started_ms,
-            why.clone(),
+            why.as_deref().map(|w| self.mask(w)),
         );
         if let Err(e) = self.effects.record(entry) {
             return EffectDone::failed(
@@ -214,7 +214,7 @@ impl<E: Executor> EffectRun<'_, E> {
             );
         }
         match why {
-            Some(why) => EffectDone::failed(why, log, started.elapsed()),
+            Some(why) => EffectDone::failed(self.mask(&why), log, started.elapsed()),
             None => EffectDone {
                 ok: true,
                 line: format!(
@@ -291,6 +291,12 @@ impl<E: Executor> EffectRun<'_, E> {
         }
     }
 
+    /// `text` with the values of the effect's secrets masked (probe output and HTTP bodies are
+    /// quoted in messages; the executor masks only what commands print).
+    fn mask(&self, text: &str) -> String {
+        crate::executor::Masker::new(self.spec.secrets.values()).mask_text(text)
+    }
+
     /// Runs probe `text` every `every` until it passes, within `within`.
     async fn probe(
         &self,
@@ -334,7 +340,7 @@ impl<E: Executor> EffectRun<'_, E> {
             ),
             Err(why) => format!("could not ask {environment} what is live: {why}"),
         };
-        self.effects.warn(warning);
+        self.effects.warn(self.mask(&warning));
     }
 
     /// Monitors the environment of the deploy `deploy` (whose spec, with the artifact staged,
@@ -405,7 +411,7 @@ impl<E: Executor> EffectRun<'_, E> {
             verdict,
             live.clone(),
             started_ms,
-            failure.clone(),
+            failure.as_deref().map(|f| self.mask(f)),
         );
         if let Err(e) = self.effects.record(entry) {
             self.effects
@@ -423,7 +429,10 @@ impl<E: Executor> EffectRun<'_, E> {
                 ran: true,
             };
         };
-        let mut why = format!("{environment} is unhealthy after {checks} probe(s): {why}");
+        let mut why = format!(
+            "{environment} is unhealthy after {checks} probe(s): {}",
+            self.mask(&why)
+        );
         if on_failure == OnFailure::Rollback {
             why.push_str(&self.roll_back(deploy, deploy_spec, &environment).await);
         }

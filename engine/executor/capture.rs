@@ -23,14 +23,14 @@ const MASK: &[u8] = b"***";
 
 /// Replaces every occurrence of a secret value with `***`.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Masker {
+pub struct Masker {
     /// Alternation of the escaped values, longest first; `None` without secrets to mask.
     pattern: Option<Regex>,
     longest: usize,
 }
 
 impl Masker {
-    pub(super) fn new<'a>(values: impl IntoIterator<Item = &'a String>) -> Masker {
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a String>) -> Masker {
         let mut values: Vec<&str> = values
             .into_iter()
             .map(String::as_str)
@@ -55,7 +55,7 @@ impl Masker {
 
     /// `text` with every secret value replaced by `***`: for names the command chose (files it
     /// wrote), which flow prints as it prints the command's logs.
-    pub(super) fn mask_text(&self, text: &str) -> String {
+    pub fn mask_text(&self, text: &str) -> String {
         // A secret is valid UTF-8, so a match never splits a character of `text`.
         String::from_utf8_lossy(&self.mask_from(text.as_bytes(), 0)).into_owned()
     }

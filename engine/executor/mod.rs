@@ -66,7 +66,7 @@ use std::time::Duration;
 use flow_cache::Digest;
 
 pub use cancel::{Cancel, CancelHandle};
-pub use capture::OUTPUT_CAP;
+pub use capture::{Masker, OUTPUT_CAP};
 pub use fake::{FakeAction, FakeEvent, FakeExecutor};
 pub use groups::{group_alive, kill_left, GroupLog, Recorded};
 pub use process::KILL_GRACE;
