@@ -938,3 +938,282 @@ fn ctrl_c_stops_a_service() {
         "the service survived Ctrl-C"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The example
+// ---------------------------------------------------------------------------------------------
+
+const ENVIRONMENTS_OF_THE_EXAMPLE: [&str; 2] = ["staging", "production"];
+
+/// The HTTP servers of the example's local environments: stopped (the example's
+/// `serve-stop`) when dropped, and `stop` checks that none remains.
+struct Servers<'a>(&'a Ws);
+
+impl Servers<'_> {
+    fn dir(&self, env: &str) -> PathBuf {
+        self.0.path().join(".environments").join(env)
+    }
+
+    fn pid(&self, env: &str) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir(env).join("server.pid")).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// `GET PATH` on the server of `env`: (status, JSON body).
+    fn get(&self, env: &str, path: &str) -> (u16, Value) {
+        let port = read(&self.dir(env).join("server.port"));
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port.trim().parse::<u16>().unwrap()))
+                .unwrap_or_else(|e| panic!("{env}'s server does not answer: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+        )
+    }
+
+    /// The version (artifact digest) `env` serves.
+    fn version(&self, env: &str) -> String {
+        let (status, body) = self.get(env, "/");
+        assert_eq!(status, 200, "{body}");
+        body["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no version in {body}"))
+            .to_owned()
+    }
+
+    fn stop_all(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for env in ENVIRONMENTS_OF_THE_EXAMPLE {
+            let Some(pid) = self.pid(env) else { continue };
+            pids.push(pid);
+            let _ = Command::new("python3")
+                .current_dir(self.0.path().join("src/packages/deployment"))
+                .args(["-B", "-m", "deployment.infrastructure.cli", "serve-stop"])
+                .args(["--environment", env, "--root"])
+                .arg(self.0.path().join(".environments"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        pids
+    }
+
+    /// Stops the servers; asserts that no process of them remains.
+    fn stop(&self) {
+        for pid in self.stop_all() {
+            assert!(
+                ends_within(pid, Duration::from_secs(10)),
+                "server {pid} still runs"
+            );
+        }
+    }
+}
+
+impl Drop for Servers<'_> {
+    fn drop(&mut self) {
+        for pid in self.stop_all() {
+            if !ends_within(pid, Duration::from_secs(10)) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+fn live_digest(ws: &Ws, clock: &Clock, env: &str) -> String {
+    let entries = ledger_json(ws, clock, env);
+    let live = entries
+        .iter()
+        .rev()
+        .find(|e| e["kind"] != "monitor" && e["outcome"] == "succeeded")
+        .unwrap_or_else(|| panic!("nothing live in {env}: {entries:?}"));
+    live["artifact"]["digest"].as_str().unwrap().to_owned()
+}
+
+/// The real example, end to end: `//...` deploys nothing; staging deploys once its tests, scans
+/// and boundary checks pass, and again only with a new artifact; production blue-green, inside
+/// its window; `flow rollback production` twice runs twice; a release whose `/health` fails is
+/// caught by staging's monitor and rolled back (the server serves the previous version again).
+/// Slow the first time on a machine: the example's tools come from PyPI (see prelude.rs).
+#[test]
+fn the_example_delivers_end_to_end() {
+    let ws = crate::prelude::example();
+    commit_all(ws.path(), "main");
+    let servers = Servers(&ws);
+    let clock = Clock::at(TUESDAY);
+    let cache = crate::prelude::shared_cache();
+    let build = |targets: &[&str]| {
+        let mut args = vec!["--cache-dir", cache.to_str().unwrap(), "build", "-j", "2"];
+        args.extend_from_slice(targets);
+        flow(&ws, &clock, &args)
+    };
+    const PKG: &str = "//src/packages/deployment";
+    let label = |name: &str| format!("{PKG}:{name}");
+
+    let all = build(&["//..."]);
+    ok(&all);
+    for tag in ["DEPLOYED", "LIVE", "HEALTHY", "NOTIFIED", "QUIET", "ROLLED"] {
+        assert!(
+            all.tagged(tag).is_empty(),
+            "//... ran an effect:\n{}",
+            all.stdout
+        );
+    }
+    assert!(!ws.path().join(".environments").exists(), "//... deployed");
+    assert!(
+        !ws.path().join(".flow/ledger/entries").exists(),
+        "//... recorded"
+    );
+
+    // v1 to staging; the same again runs nothing.
+    let v1 = build(&[&label("deploy_staging")]);
+    assert_eq!(
+        ok(&v1).tagged("DEPLOYED"),
+        [label("deploy_staging")],
+        "{}",
+        show(&v1)
+    );
+    let digest1 = live_digest(&ws, &clock, "staging");
+    assert_eq!(servers.version("staging"), digest1);
+    let again = build(&[&label("deploy_staging")]);
+    assert_eq!(
+        ok(&again).tagged("LIVE"),
+        [label("deploy_staging")],
+        "{}",
+        show(&again)
+    );
+    assert!(
+        summary_counts(&again).starts_with("flow: ok: 0 ran"),
+        "{}",
+        again.stdout
+    );
+
+    // v1 to production (after staging's monitor), blue-green, and its monitor.
+    let prod1 = build(&[&label("deploy_production"), &label("monitor_production")]);
+    ok(&prod1);
+    assert_eq!(
+        prod1.tagged("DEPLOYED"),
+        [label("deploy_production")],
+        "{}",
+        prod1.stdout
+    );
+    assert_eq!(
+        prod1.tagged("HEALTHY"),
+        [label("monitor_production"), label("monitor_staging")],
+        "{}",
+        prod1.stdout
+    );
+    assert_eq!(servers.version("production"), digest1);
+
+    // A code change in a package the bundle ships: a new artifact, deployed to both.
+    let module = ws.path().join("src/packages/mlops/mlops/__init__.py");
+    let text = read(&module) + "\nRELEASE = 2\n";
+    std::fs::write(&module, text).unwrap();
+    let v2 = build(&[&label("deploy_production"), &label("monitor_production")]);
+    ok(&v2);
+    assert_eq!(
+        v2.tagged("DEPLOYED"),
+        [label("deploy_production"), label("deploy_staging")],
+        "{}",
+        show(&v2)
+    );
+    let digest2 = live_digest(&ws, &clock, "production");
+    assert_ne!(digest2, digest1);
+    assert_eq!(servers.version("staging"), digest2);
+    assert_eq!(servers.version("production"), digest2);
+
+    // `flow rollback production`, twice: v1, then v2 again; two entries.
+    let back = flow(
+        &ws,
+        &clock,
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "rollback",
+            "production",
+        ],
+    );
+    assert!(
+        ok(&back).stdout.contains("[ROLLED BACK]"),
+        "{}",
+        show(&back)
+    );
+    assert_eq!(servers.version("production"), digest1);
+    let back = flow(
+        &ws,
+        &clock,
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "rollback",
+            "production",
+        ],
+    );
+    assert!(
+        ok(&back).stdout.contains("[ROLLED BACK]"),
+        "{}",
+        show(&back)
+    );
+    assert_eq!(servers.version("production"), digest2);
+    let rollbacks = ledger_json(&ws, &clock, "production")
+        .iter()
+        .filter(|e| e["kind"] == "rollback" && e["outcome"] == "succeeded")
+        .count();
+    assert_eq!(rollbacks, 2);
+
+    // A release whose /health fails: staging's monitor rolls it back to v2.
+    let health = ws
+        .path()
+        .join("src/packages/deployment/deployment/application/health.py");
+    let text = read(&health) + "\nREQUIRED_PACKAGES += (\"payments\",)\n";
+    std::fs::write(&health, text).unwrap();
+    let bad = build(&[&label("deploy_staging"), &label("monitor_staging")]);
+    assert_eq!(bad.code, 1, "{}", show(&bad));
+    assert_eq!(
+        bad.tagged("DEPLOYED"),
+        [label("deploy_staging")],
+        "{}",
+        bad.stdout
+    );
+    assert_eq!(
+        bad.tagged("FAILED"),
+        [label("monitor_staging")],
+        "{}",
+        bad.stdout
+    );
+    assert!(
+        bad.stdout.contains("(automatic rollback)"),
+        "{}",
+        bad.stdout
+    );
+    assert_eq!(
+        servers.version("staging"),
+        digest2,
+        "staging serves v2 again"
+    );
+    assert_eq!(servers.get("staging", "/health").0, 200);
+    let entries = ledger_json(&ws, &clock, "staging");
+    let tail = &entries[entries.len() - 3..];
+    assert_eq!(
+        kinds(tail),
+        [
+            pair("deploy", "succeeded"),
+            pair("monitor", "failed"),
+            pair("automatic-rollback", "succeeded"),
+        ],
+        "{entries:?}"
+    );
+    let digest3 = tail[0]["artifact"]["digest"].as_str().unwrap();
+    assert!(digest3 != digest2 && digest3 != digest1);
+    assert_eq!(tail[1]["artifact"]["digest"], digest3);
+    assert_eq!(tail[2]["artifact"]["digest"], digest2.as_str());
+    assert_eq!(tail[0]["branch"], "main");
+    servers.stop();
+}
