@@ -71,7 +71,8 @@ fn build_example_evaluates() {
     let ws = Ws::new()
         .file(
             "flow.toml",
-            "[vars]\npython_versions = [\"3.9\", \"3.10\", \"3.11\"]\n",
+            "[vars]\npython_versions = [\"3.9\", \"3.10\", \"3.11\"]\n\
+             [environments.staging]\n[environments.production]\n",
         )
         .file("BUILD", &text);
     let run = ws.run(&["query", "//..."]);
