@@ -1217,3 +1217,27 @@ fn the_example_delivers_end_to_end() {
     assert_eq!(tail[0]["branch"], "main");
     servers.stop();
 }
+
+/// Regression (found by the example, whose deploys wait for each package's tests directly and
+/// through its `:checks` group): an action that reaches a dependency twice, directly and through
+/// a group, failed with "input ... is declared twice".
+#[test]
+fn a_dependency_reached_twice_is_staged_once() {
+    let ws = Ws::new()
+        .file("flow.toml", "[environments.staging]\n")
+        .file(
+            "a/BUILD",
+            "task(name = \"t\", outs = [\"r.txt\"], cmd = \"echo r > r.txt\")\n\
+             group(name = \"g\", deps = [\":t\"])\n\
+             task(name = \"bundle\", outs = [\"app.txt\"], cmd = \"echo 1 > app.txt\")\n\
+             task(name = \"user\", deps = [\":t\", \":g\"], outs = [\"u.txt\"], \
+                  cmd = \"cat $(location :t) > u.txt\")\n\
+             deploy(name = \"d\", environment = \"staging\", artifact = \":bundle\", \
+                    deps = [\":t\", \":g\"], cmd = \"cat $(location :t)\")\n",
+        );
+    let clock = Clock::at(TUESDAY);
+    let run = flow(&ws, &clock, &["build", "//a:user", "//a:d"]);
+    ok(&run);
+    assert_eq!(read(&ws.path().join("flow-out/a/u.txt")), "r\n");
+    assert_eq!(run.tagged("DEPLOYED"), ["//a:d"], "{}", run.stdout);
+}
