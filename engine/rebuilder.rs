@@ -276,7 +276,9 @@ impl Rebuilder {
                 digest: sources.get(s).map(|h| h.digest),
             })
             .collect();
-        for o in deps {
+        // A dependency reached twice (directly and through a group) is staged once.
+        let mut staged = std::collections::HashSet::new();
+        for o in deps.iter().filter(|o| staged.insert(o.path.as_str())) {
             match &o.kind {
                 OutputKind::File {
                     digest, executable, ..

@@ -827,3 +827,77 @@ fn sources_that_are_not_regular_files() {
     let run = ws.run(&["build", "-k"]);
     golden("source_not_regular", run.bad_input());
 }
+
+// Delivery (issue 16). Refusals that need a clock or a branch (outside the window, another
+// branch, an emergency without approval) are golden in tests/delivery.rs.
+
+const STAGING_AND_PRODUCTION: &str = "[environments.staging]\n\n[environments.production]\n";
+
+#[test]
+fn deploy_to_an_unknown_environment() {
+    case(
+        "deploy_unknown_environment",
+        &[
+            ("flow.toml", STAGING_AND_PRODUCTION),
+            (
+                "app/BUILD",
+                "task(name = \"bundle\", outs = [\"app.txt\"], cmd = \"echo > app.txt\")\n\
+                 deploy(\n    name = \"d\",\n    environment = \"prodution\",\n    artifact = \":bundle\",\n    cmd = \"true\",\n)\n",
+            ),
+        ],
+        &["build", "//app:d"],
+    );
+}
+
+#[test]
+fn deploy_of_an_artifact_without_outputs() {
+    case(
+        "deploy_artifact_without_outputs",
+        &[
+            ("flow.toml", STAGING_AND_PRODUCTION),
+            (
+                "app/BUILD",
+                "task(name = \"nothing\", cmd = \"true\")\n\
+                 deploy(\n    name = \"d\",\n    environment = \"staging\",\n    artifact = \":nothing\",\n    cmd = \"true\",\n)\n",
+            ),
+        ],
+        &["build", "//app:d"],
+    );
+}
+
+#[test]
+fn notify_on_an_unknown_event() {
+    case(
+        "notify_unknown_event",
+        &[(
+            "app/BUILD",
+            "notify(\n    name = \"n\",\n    on = [\"deploy\", \"failur\"],\n    cmd = \"true\",\n)\n",
+        )],
+        &["build", "//app:n"],
+    );
+}
+
+/// A service whose probe never passes fails its dependent (exit 1) with the probe's last
+/// answer and where its log is. The number of attempts depends on the machine's speed.
+#[test]
+fn a_service_that_never_gets_ready() {
+    let ws = Ws::new().file(
+        "app/BUILD",
+        "service(\n    name = \"db\",\n    start = \"sleep 30\",\n    ready = \"test -e ready.flag\",\n    timeout = \"1s\",\n)\n\
+         task(name = \"t\", deps = [\":db\"], outs = [\"o\"], cmd = \"touch o\")\n",
+    );
+    let run = ws.run(&["build", "//app:t"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("[FAILED] //app:t"))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    let (head, tail) = line.split_once(" (").unwrap();
+    let attempts = tail.find(" attempts)").expect("attempts");
+    let start = tail[..attempts].rfind('(').unwrap() + 1;
+    // (Run's `$TMP` replacement also hits `.flow/tmp` when the temp dir is `/tmp`.)
+    let normalized = format!("{head} ({}N{}\n", &tail[..start], &tail[attempts..])
+        .replace("$WS/.flow$TMP/", "$WS/.flow/tmp/");
+    golden("service_never_ready", &normalized);
+}

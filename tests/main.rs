@@ -6,6 +6,7 @@ mod support;
 mod build;
 mod corruption;
 mod crash;
+mod delivery;
 mod example;
 mod fuzz_smoke;
 mod golden;

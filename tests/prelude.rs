@@ -22,7 +22,7 @@ fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn shared_cache() -> PathBuf {
+pub(crate) fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("prelude-example-cache")
 }
 
@@ -60,7 +60,7 @@ fn copy_tree(from: &Path, ws: &Ws, rel: &str) {
 }
 
 /// A fresh copy of `examples/monorepo`.
-fn example() -> Ws {
+pub(crate) fn example() -> Ws {
     let ws = Ws::bare();
     copy_tree(&repo("examples/monorepo"), &ws, "");
     ws

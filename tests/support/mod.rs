@@ -77,11 +77,17 @@ impl Ws {
 
     /// Runs `flow ARGS` with `dir` as the current directory.
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
+        self.run_env(dir, args, &[])
+    }
+
+    /// Runs `flow ARGS` in `dir` with the variables `env` set (e.g. `FLOW_NOW_MS`).
+    pub fn run_env(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(flow_bin())
             .current_dir(dir)
             .args(["--color", "never"])
             .args(args)
             .env_remove("FLOW_CACHE_DIR")
+            .envs(env.iter().copied())
             .output()
             .expect("run flow");
         Run::from(out, self.dir.path())
