@@ -109,7 +109,9 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
                             outputs[i] = Some(staged(a, &result));
                             Verdict::Cached(key, restored)
                         }
-                        Decision::Run { .. } if !a.kind.reusable() => Verdict::Always(a.kind.why_never_reused()),
+                        Decision::Run { .. } if !a.kind.reusable() => {
+                            Verdict::Always(a.kind.why_never_reused())
+                        }
                         Decision::Run { key, .. } => Verdict::Runs(key),
                         Decision::Unkeyable(why) | Decision::StillFailing(why) => {
                             Verdict::Fails(why)

@@ -95,6 +95,11 @@ impl<E: Executor> Drive<'_, E> {
             }
             Done::Effect(done) => {
                 self.report_effect(&label, &done, reporter);
+                // What its commands printed (masked by the executor), for `flow log`.
+                let cas = self.runner.rebuilder.cache.cas();
+                let log = (!done.log.is_empty())
+                    .then(|| cas.put_bytes(&done.log).ok())
+                    .flatten();
                 let row = RunRow {
                     outcome: if done.ok {
                         Outcome::Ran
@@ -103,7 +108,7 @@ impl<E: Executor> Drive<'_, E> {
                     },
                     took: done.took,
                     exit: None,
-                    stdout: None,
+                    stdout: log,
                     stderr: None,
                 };
                 self.history.run(label, c.key, row);

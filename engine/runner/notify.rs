@@ -125,11 +125,38 @@ impl<E: Executor> Drive<'_, E> {
         );
         spec.env
             .insert("FLOW_EVENT".into(), file.display().to_string());
+        spec.env.insert(
+            "FLOW_WORKSPACE".into(),
+            runner.rebuilder.workspace_root.display().to_string(),
+        );
         let ticket = Slots::new(1).ticket().await;
         let r = runner.executor.run(spec, Cancel::never(), ticket).await;
         let mut log = r.stdout.clone();
         log.extend_from_slice(&r.stderr);
         let failed = status_failure(&r, action.timeout);
+        // Its logs (masked by the executor) for `flow log`, under its key as a task's.
+        let (stdout, stderr) = runner.rebuilder.store_logs(&r);
+        let key = runner
+            .rebuilder
+            .key(action, &self.resolved.sources, &deps, &self.resolved.tools)
+            .map_or_else(
+                |_| flow_cache::Digest::of(action.label.to_string().as_bytes()),
+                |k| k.digest(),
+            );
+        let row = super::history::RunRow {
+            outcome: match failed {
+                None => flow_cache::Outcome::Ran,
+                Some(_) => flow_cache::Outcome::Failed,
+            },
+            took: r.duration,
+            exit: match r.status {
+                crate::executor::Status::Exited(c) => Some(c),
+                _ => None,
+            },
+            stdout,
+            stderr,
+        };
+        self.history.run(action.label.to_string(), key, row);
         runner.executor.cleanup(&r);
         let _ = std::fs::remove_file(&file);
         match failed {

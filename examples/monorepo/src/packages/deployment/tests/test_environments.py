@@ -38,6 +38,8 @@ def served(tmp_path):
     yield env, httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
+    # A command under test that found no server process started a real one: stop it.
+    server.stop(env)
 
 
 def test_root_dir_follows_the_environment(monkeypatch, tmp_path):

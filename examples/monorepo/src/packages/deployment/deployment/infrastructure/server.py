@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-# subprocess: runs the release's health check and the server, fixed commands.
 import subprocess  # nosec B404
 import sys
 import time
