@@ -12,4 +12,5 @@ pub mod ledger;
 pub mod policy;
 pub mod probe;
 pub mod service;
+pub mod shared;
 pub mod window;
