@@ -155,6 +155,7 @@ impl<E: Executor> Drive<'_, E> {
         let plan = &self.runner.plan;
         if self.sched.state(i) == NodeState::Running {
             for s in self.sched.finish(i, false) {
+                self.settle_services(s);
                 let a = &plan.nodes[s];
                 if a.kind.runs() {
                     let out_root = &self.runner.rebuilder.out_root;

@@ -61,8 +61,21 @@ impl<E: Executor> Drive<'_, E> {
             _ => None,
         };
         let artifact = artifact_outs(&plan, i).and_then(|outs| artifact_of(action, deps, &outs));
+        let services = self.services.clone();
         let task = async move {
             let action = &plan.nodes[i];
+            // The services it needs (a deploy's integration check against a fake), as a task's.
+            for need in &action.services {
+                if let Err(why) = services.ensure(need.node).await {
+                    let _ = done.send(Completion {
+                        node: i,
+                        key: digest,
+                        done: Done::Effect(EffectDone::failed_to_start(why)),
+                        holds_slot: false,
+                    });
+                    return;
+                }
+            }
             let run = EffectRun {
                 effects: &effects,
                 executor: &*executor,
