@@ -113,28 +113,25 @@ impl<E: Executor> EffectRun<'_, E> {
             return EffectDone::failed("not a deploy".into(), Vec::new(), started.elapsed());
         };
         if kind == EntryKind::Deploy || kind == EntryKind::Emergency {
-            let live_entry = self
-                .effects
-                .with_ledger(|l| Ok(l.live(&environment).cloned()));
-            match live_entry {
+            match self
+                .live_already(&environment, &artifact, live.as_deref())
+                .await
+            {
                 Err(why) => return EffectDone::failed(why, Vec::new(), started.elapsed()),
-                Ok(Some(e)) if e.artifact.digest == artifact.digest => {
-                    if let Some(cmd) = &live {
-                        self.compare_live(cmd, &environment, &artifact).await;
-                    }
+                Ok(Some(since_ms)) => {
                     return EffectDone {
                         ok: true,
                         line: format!(
                             "[LIVE] {label} (artifact {}, live in {environment} since {})",
                             short(&artifact.digest),
-                            when(e.ended_ms)
+                            when(since_ms)
                         ),
                         log: Vec::new(),
                         took: started.elapsed(),
                         ran: false,
-                    };
+                    }
                 }
-                Ok(_) => {}
+                Ok(None) => {}
             }
         }
         let started_ms = self.effects.clock.now_ms();
@@ -264,29 +261,59 @@ impl<E: Executor> EffectRun<'_, E> {
         }
     }
 
-    /// Asks the environment what is live (`live`), warning when it is not what the ledger says.
-    async fn compare_live(&mut self, cmd: &str, environment: &str, artifact: &Artifact) {
+    /// When `artifact` became live in `environment`, if it is live there: the ledger says so,
+    /// and the environment's `live` command (when declared) agrees.
+    async fn live_already(
+        &mut self,
+        environment: &str,
+        artifact: &Artifact,
+        live: Option<&str>,
+    ) -> Result<Option<i64>, String> {
+        let entry = self
+            .effects
+            .with_ledger(|l| Ok(l.live(environment).cloned()))?;
+        let Some(e) = entry.filter(|e| e.artifact.digest == artifact.digest) else {
+            return Ok(None);
+        };
+        let agrees = match live {
+            Some(cmd) => self.environment_agrees(cmd, environment, artifact).await,
+            None => true,
+        };
+        Ok(agrees.then_some(e.ended_ms))
+    }
+
+    /// Whether the environment's `live` command agrees that `artifact` (live, the ledger
+    /// says) is live: a different answer is a warning and `false` (the deploy runs again); a
+    /// command that fails is a warning and `true` (the ledger is trusted).
+    async fn environment_agrees(
+        &mut self,
+        cmd: &str,
+        environment: &str,
+        artifact: &Artifact,
+    ) -> bool {
         self.set_env(environment, artifact, EntryKind::Deploy);
         let ctx = self.probe_context();
-        let answer = probe::output(cmd, &ctx).await;
-        let warning = match answer {
-            Ok(text) if text.trim() == artifact.digest => return,
-            Ok(text) if text.trim().is_empty() => format!(
-                "the ledger says artifact {} is live in {environment}, but the environment's \
-                 `live` command says nothing is; redeploy with `flow rollback {environment} --to \
-                 {}` or check the environment",
-                short(&artifact.digest),
-                &artifact.digest[..12]
+        let (agrees, warning) = match probe::output(cmd, &ctx).await {
+            Ok(text) if text.trim() == artifact.digest => return true,
+            Ok(text) => (
+                false,
+                format!(
+                    "the ledger says artifact {} is live in {environment}, but its `live` \
+                     command says {}: deploying it again",
+                    short(&artifact.digest),
+                    match text.trim() {
+                        "" => "nothing is".to_owned(),
+                        other => format!("`{other}`"),
+                    }
+                ),
             ),
-            Ok(text) => format!(
-                "the ledger says artifact {} is live in {environment}, but the environment's \
-                 `live` command says `{}`",
-                short(&artifact.digest),
-                text.trim()
+            Err(why) => (
+                true,
+                format!("could not ask {environment} what is live ({why}); the ledger is trusted"),
             ),
-            Err(why) => format!("could not ask {environment} what is live: {why}"),
         };
         self.effects.warn(self.mask(&warning));
+        agrees
     }
 
     /// Monitors the environment of the deploy `deploy` (whose spec, with the artifact staged,
