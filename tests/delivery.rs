@@ -1241,3 +1241,65 @@ fn a_dependency_reached_twice_is_staged_once() {
     assert_eq!(read(&ws.path().join("flow-out/a/u.txt")), "r\n");
     assert_eq!(run.tagged("DEPLOYED"), ["//a:d"], "{}", run.stdout);
 }
+
+/// A deploy with `live`: when the ledger says its artifact is live but the environment says
+/// otherwise (someone emptied it), the environment wins: a warning, and the deploy runs; when
+/// they agree, `[LIVE]` runs nothing; when `live` itself fails, the ledger is trusted.
+#[test]
+fn the_environment_wins_over_the_ledger_when_live_disagrees() {
+    let build = format!(
+        "task(name = \"bundle\", srcs = [\"version.txt\"], outs = [\"app.txt\"], cmd = \"cp version.txt app.txt\")\n\
+         deploy(name = \"staging\", environment = \"staging\", artifact = \":bundle\", \
+         cmd = \"{cmd} && echo $FLOW_ARTIFACT_DIGEST > $FLOW_WORKSPACE/envs/staging/digest\", \
+         live = \"cat $FLOW_WORKSPACE/envs/staging/digest\")\n",
+        cmd = DEPLOY_CMD.replace('"', "\\\"")
+    );
+    let ws = Ws::bare()
+        .file("flow.toml", ENVIRONMENTS)
+        .file("app/BUILD", &build)
+        .file("app/version.txt", "v1 healthy\n");
+    let clock = Clock::at(TUESDAY);
+    ok(&flow(&ws, &clock, &["build", "//app:staging"]));
+    assert_eq!(runs(&ws, "staging").len(), 1);
+    let again = flow(&ws, &clock, &["build", "//app:staging"]);
+    assert!(
+        ok(&again).stdout.contains("[LIVE] //app:staging"),
+        "{}",
+        show(&again)
+    );
+    assert_eq!(runs(&ws, "staging").len(), 1);
+    // The environment lost its release: the ledger is not believed over it.
+    let digest = ws.path().join("envs/staging/digest");
+    std::fs::write(&digest, "").unwrap();
+    let emptied = flow(&ws, &clock, &["build", "//app:staging"]);
+    assert!(
+        ok(&emptied).stdout.contains("[DEPLOYED] //app:staging"),
+        "{}",
+        show(&emptied)
+    );
+    assert!(
+        emptied
+            .stderr
+            .contains("its `live` command says nothing is: deploying it again")
+            || emptied
+                .stdout
+                .contains("its `live` command says nothing is: deploying it again"),
+        "{}",
+        show(&emptied)
+    );
+    assert_eq!(runs(&ws, "staging").len(), 2);
+    // `live` failing: the ledger is trusted, with a warning.
+    std::fs::remove_file(&digest).unwrap();
+    let unknown = flow(&ws, &clock, &["build", "//app:staging"]);
+    assert!(
+        ok(&unknown).stdout.contains("[LIVE] //app:staging"),
+        "{}",
+        show(&unknown)
+    );
+    assert!(
+        show(&unknown).contains("the ledger is trusted"),
+        "{}",
+        show(&unknown)
+    );
+    assert_eq!(runs(&ws, "staging").len(), 2);
+}
