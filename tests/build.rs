@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{files_under, flow_bin, golden, summary, tags, Run, Ws};
+use crate::support::{alive, files_under, flow_bin, golden, summary, tags, Run, Ws};
 
 /// Asserts the exit code and exactly these labels per tag (tags not listed: no label).
 #[track_caller]
@@ -64,26 +64,6 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn read(ws: &Ws, rel: &str) -> String {
     std::fs::read_to_string(ws.path().join(rel))
         .unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
-
-/// Whether process `pid` is alive. A zombie is not: where PID 1 does not reap orphans (some
-/// containers), a killed orphan stays a zombie and `kill -0` keeps succeeding.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_ascii_whitespace().next());
-            !matches!(state, Some("Z" | "X"))
-        }
-        Err(_) if Path::new("/proc/self").exists() => false,
-        Err(_) => Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success(),
-    }
 }
 
 /// The number of sandbox directories left where the build makes them (a tmpfs by default, see

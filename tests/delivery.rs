@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{golden, summary_counts, wait_for_file, Run, Ws};
+use crate::support::{alive, git, golden, summary_counts, wait_for_file, Run, Ws};
 
 /// 2024-05-07 15:00 UTC, a Tuesday: 11:00 in New York, inside production's window.
 const TUESDAY: i64 = 1_715_094_000_000;
@@ -69,44 +69,11 @@ fn ok(run: &Run) -> &Run {
     run
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .env("GIT_AUTHOR_DATE", "1715000000 +0000")
-        .env("GIT_COMMITTER_DATE", "1715000000 +0000")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Makes `dir` a git checkout of branch `branch` with everything in it committed once.
 fn commit_all(dir: &Path, branch: &str) {
     git(dir, &["init", "-q", "-b", branch]);
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", "release"]);
-}
-
-/// Whether process `pid` runs (a zombie does not: some containers never reap orphans).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_ascii_whitespace().next());
-            !matches!(state, Some("Z" | "X"))
-        }
-        Err(_) => false,
-    }
 }
 
 /// Waits up to `limit` for process `pid` to end; whether it did.

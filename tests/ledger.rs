@@ -7,7 +7,7 @@ use std::path::Path;
 use flow_cache::Digest;
 use serde_json::{json, Value};
 
-use crate::support::{golden, Ws};
+use crate::support::{git, golden, Ws};
 
 /// 2024-05-07 14:00:00 UTC (a Tuesday), in milliseconds.
 const T0: i64 = 1_715_090_400_000;
@@ -229,24 +229,6 @@ fn clean_cache_keeps_the_artifacts_the_ledger_pins() {
         ws.run(&["ledger", "staging"]).ok().lines().count(),
         3,
         "the ledger stays"
-    );
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{flow_bin, Ws};
+use crate::support::{alive, flow_bin, Ws};
 
 /// `flow --color never -C DIR build TARGETS`, output discarded, cache in `DIR/.flow`.
 fn build(dir: &Path, targets: &[&str]) -> Command {
@@ -35,17 +35,6 @@ fn wait_for_line(path: &Path) -> String {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("`{}` was never written", path.display());
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X") | None)
 }
 
 /// Starts `flow build TARGETS` in `dir`, waits for `marker` to be written by its action, and

@@ -155,3 +155,44 @@ pub fn golden(name: &str, actual: &str) {
         );
     }
 }
+
+/// Whether process `pid` is alive. A zombie is not: where PID 1 does not reap orphans (some
+/// containers), a killed orphan stays a zombie and `kill -0` keeps succeeding.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_ascii_whitespace().next());
+            !matches!(state, Some("Z" | "X"))
+        }
+        Err(_) if Path::new("/proc/self").exists() => false,
+        Err(_) => std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success(),
+    }
+}
+
+/// `git ARGS` in `dir`, which must succeed; with a fixed identity and dates, never prompting.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env("GIT_AUTHOR_DATE", "1715000000 +0000")
+        .env("GIT_COMMITTER_DATE", "1715000000 +0000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
