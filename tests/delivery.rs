@@ -1270,3 +1270,20 @@ fn the_environment_wins_over_the_ledger_when_live_disagrees() {
     );
     assert_eq!(runs(&ws, "staging").len(), 2);
 }
+
+/// A service's `stop` command runs, to its end, in every build: the stop begun when its last
+/// dependent settles is waited for before flow exits (it was cut short now and then).
+#[test]
+fn a_services_stop_runs_to_its_end_in_every_build() {
+    let ws = Ws::bare().file("flow.toml", "").file(
+        "s/BUILD",
+        "service(name = \"db\", start = \"exec sleep 1011\", ready = \"true\", \
+         stop = \"echo begin >> ../stops.log; sleep 0.3; echo end >> ../stops.log\")\n\
+         task(name = \"t\", deps = [\":db\"], cmd = \"true\", cache = False)\n",
+    );
+    for _ in 0..5 {
+        ws.run(&["build", "//s:t"]).ok();
+    }
+    let log = read(&ws.path().join("stops.log"));
+    assert_eq!(log, "begin\nend\n".repeat(5), "{log}");
+}

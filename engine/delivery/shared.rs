@@ -116,14 +116,20 @@ impl Effects {
             kind,
             outcome,
             artifact,
-            commit: self.git.as_ref().map(|g| g.commit.clone()),
+            commit: self.git.as_ref().map(|g| plain(&g.commit)),
             commit_time: self.git.as_ref().map(|g| g.commit_time),
-            branch: self.git.as_ref().and_then(|g| g.branch.clone()),
-            user: self.user.clone(),
+            branch: self
+                .git
+                .as_ref()
+                .and_then(|g| g.branch.as_deref().map(plain)),
+            user: plain(&self.user),
             started_ms,
             ended_ms: self.clock.now_ms().max(started_ms),
-            reason,
-            approved_by: self.emergency.as_ref().and_then(|e| e.approved_by.clone()),
+            reason: reason.as_deref().map(plain),
+            approved_by: self
+                .emergency
+                .as_ref()
+                .and_then(|e| e.approved_by.as_deref().map(plain)),
         }
     }
 
@@ -179,6 +185,14 @@ impl Effects {
         })?;
         Ok(dest)
     }
+}
+
+/// `text` with each control character (a newline in a reason, an escape sequence in a user
+/// name) as a space: ledger entries reach terminals, and hold none (`Entry::check`).
+fn plain(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Why a run failed, from its status; `None` when it exited 0.

@@ -136,10 +136,7 @@ impl<E: Executor> Drive<'_, E> {
 
     /// Node `i` settled: the services it needs may stop (`services.rs`).
     pub(super) fn settle_services(&self, i: usize) {
-        if !self.runner.plan.nodes[i].services.is_empty() {
-            let pool = self.services.clone();
-            tokio::spawn(async move { pool.settled(i).await });
-        }
+        self.services.settle(i);
     }
 
     /// After a failure: skip and list the dependents; without `-k`, start nothing new.

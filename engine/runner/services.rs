@@ -37,6 +37,8 @@ pub struct ServicePool {
     states: tokio::sync::Mutex<HashMap<usize, State>>,
     /// Per service node, its dependents not settled yet.
     waiting: std::sync::Mutex<HashMap<usize, usize>>,
+    /// Stops begun in the background ([`ServicePool::settle`]): the build waits for them.
+    stopping: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl ServicePool {
@@ -58,7 +60,23 @@ impl ServicePool {
             groups,
             states: tokio::sync::Mutex::new(HashMap::new()),
             waiting: std::sync::Mutex::new(waiting),
+            stopping: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// [`ServicePool::settled`] in the background (the owner loop does not wait); the end of
+    /// the build waits for it ([`ServicePool::stop_all`]), so a `stop` command is never cut
+    /// short by the process exiting.
+    pub fn settle(self: &Arc<Self>, i: usize) {
+        if self.plan.nodes[i].services.is_empty() {
+            return;
+        }
+        let pool = self.clone();
+        let task = tokio::spawn(async move { pool.settled(i).await });
+        self.stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
     }
 
     /// Starts service node `s` unless it runs already; `Err`: why it is not ready.
@@ -106,8 +124,13 @@ impl ServicePool {
         }
     }
 
-    /// Stops every service still running (the end of a build, whatever its outcome).
+    /// Stops every service still running (the end of a build, whatever its outcome), after
+    /// the stops begun in the background finished.
     pub async fn stop_all(&self) {
+        let begun = std::mem::take(&mut *self.stopping.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in begun {
+            let _ = task.await;
+        }
         let running: Vec<usize> = self.states.lock().await.keys().copied().collect();
         for s in running {
             self.stop(s).await;

@@ -108,6 +108,35 @@ impl Entry {
         format!("{}-{}.json", self.started_ms, self.id)
     }
 
+    /// What an entry flow writes always satisfies: a 64-hex-digit artifact digest, and no
+    /// control character in any text (they would reach terminals as they are).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let d = &self.artifact.digest;
+        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{}` is not an artifact digest", d.escape_debug()));
+        }
+        let texts = [
+            Some(&self.id),
+            Some(&self.environment),
+            Some(&self.label),
+            Some(&self.user),
+            Some(&self.artifact.name),
+            Some(&self.artifact.label),
+            self.commit.as_ref(),
+            self.branch.as_ref(),
+            self.reason.as_ref(),
+            self.approved_by.as_ref(),
+        ];
+        match texts
+            .into_iter()
+            .flatten()
+            .find(|t| t.chars().any(char::is_control))
+        {
+            Some(t) => Err(format!("a control character in `{}`", t.escape_debug())),
+            None => Ok(()),
+        }
+    }
+
     fn sort_key(&self) -> (i64, &str) {
         (self.started_ms, &self.id)
     }
@@ -231,24 +260,45 @@ impl Ledger {
         self.deployed(environment).next()
     }
 
-    /// The artifacts live in `environment` before the live one (distinct digests, never the
-    /// live one, never one a monitor found unhealthy there), newest first, each with the
-    /// latest entry that made it live: `[0]` is what a rollback goes back to.
+    /// What a rollback of `environment` can go back to, newest first (`[0]` by default), each
+    /// with the latest entry that made it live. The ledger is replayed as a stack of live
+    /// artifacts: a deploy pushes its artifact; a rollback to an artifact on the stack pops
+    /// back to it (what it rolled away from is no longer "before" anything), one elsewhere
+    /// pushes it. So rolling back twice goes back two artifacts, never forward to the one just
+    /// left. An artifact a monitor found unhealthy there is never offered, nor the live one.
     pub fn previous(&self, environment: &str) -> Vec<&Entry> {
-        let mut deployed = self.deployed(environment);
-        let Some(live) = deployed.next() else {
+        let mut stack: Vec<&Entry> = Vec::new();
+        let mut unhealthy = HashSet::new();
+        for e in self.entries.iter().filter(|e| e.environment == environment) {
+            if e.kind == EntryKind::Monitor && e.outcome == Verdict::Failed {
+                unhealthy.insert(e.artifact.digest.as_str());
+            }
+            if !e.made_live() {
+                continue;
+            }
+            let digest = e.artifact.digest.as_str();
+            let rollback = matches!(e.kind, EntryKind::Rollback | EntryKind::AutomaticRollback);
+            match stack.iter().rposition(|s| s.artifact.digest == digest) {
+                Some(at) if rollback => {
+                    stack.truncate(at);
+                    stack.push(e);
+                }
+                Some(at) => {
+                    // Deployed again: it moves to the top.
+                    stack.remove(at);
+                    stack.push(e);
+                }
+                None => stack.push(e),
+            }
+        }
+        let Some(live) = stack.pop() else {
             return Vec::new();
         };
-        let mut seen = HashSet::from([live.artifact.digest.as_str()]);
-        seen.extend(
-            self.entries
-                .iter()
-                .filter(|e| e.environment == environment)
-                .filter(|e| e.kind == EntryKind::Monitor && e.outcome == Verdict::Failed)
-                .map(|e| e.artifact.digest.as_str()),
-        );
-        deployed
-            .filter(|e| seen.insert(e.artifact.digest.as_str()))
+        unhealthy.insert(live.artifact.digest.as_str());
+        stack
+            .into_iter()
+            .rev()
+            .filter(|e| !unhealthy.contains(e.artifact.digest.as_str()))
             .collect()
     }
 
@@ -258,9 +308,14 @@ impl Ledger {
         let mut seen = HashSet::new();
         let mut pinned = Vec::new();
         for env in self.environments() {
-            let live = self.live(env).into_iter();
-            let previous = self.previous(env).into_iter().take(self.keep);
-            for e in live.chain(previous) {
+            // The live artifact and the `keep` that were live before it, whatever a
+            // rollback would offer.
+            let mut distinct = HashSet::new();
+            let recent = self
+                .deployed(env)
+                .filter(|e| distinct.insert(e.artifact.digest.as_str()))
+                .take(self.keep + 1);
+            for e in recent {
                 if seen.insert(e.artifact.digest.as_str()) {
                     pinned.push(e.artifact.clone());
                 }

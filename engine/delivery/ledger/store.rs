@@ -52,28 +52,54 @@ pub(super) fn names(ledger: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-/// Reads every entry, ordered by `(started_ms, id)`. A file that does not parse is skipped with
-/// a warning (it stays where it is).
+/// An entry file larger than this is not one flow wrote (an entry is a few hundred bytes).
+const MAX_ENTRY_BYTES: u64 = 64 << 10;
+
+/// Reads every entry, ordered by `(started_ms, id)`. A file that is not a ledger entry (it does
+/// not parse, is not a regular file — a symlink, a directory, a FIFO —, is too large, or holds
+/// a field no entry flow writes could: control characters, a digest that is not 64 hex
+/// digits) is skipped with a warning and stays where it is: one bad file never blocks a
+/// deploy or a rollback.
 pub(super) fn read_all(ledger: &Path, warn: &mut dyn FnMut(String)) -> Result<Vec<Entry>, Error> {
     let dir = entries_dir(ledger);
     let mut entries = Vec::new();
     for name in names(ledger)? {
         let path = dir.join(&name);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&path, "read")(e)),
-        };
-        match serde_json::from_slice::<Entry>(&bytes) {
-            Ok(entry) => entries.push(entry),
-            Err(e) => warn(format!(
-                "skipped the ledger entry `{}`: it is not a ledger entry ({e})",
+        let skip = |why: String| {
+            format!(
+                "skipped the ledger entry `{}`: it is not a ledger entry ({why})",
                 path.display()
-            )),
+            )
+        };
+        match read_entry(&path) {
+            Ok(Some(entry)) => entries.push(entry),
+            Ok(None) => {}
+            Err(why) => warn(skip(why)),
         }
     }
     entries.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     Ok(entries)
+}
+
+/// One entry file: `Ok(None)` when it vanished meanwhile.
+fn read_entry(path: &Path) -> Result<Option<Entry>, String> {
+    use std::io::Read;
+    let (file, meta) =
+        match flow_cache::regular::open_regular(path, flow_cache::regular::Links::Refuse) {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+    if meta.len() > MAX_ENTRY_BYTES {
+        return Err(format!("{} bytes", meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    entry.check()?;
+    Ok(Some(entry))
 }
 
 /// Writes `entry` as its own file.
