@@ -1287,3 +1287,47 @@ fn a_services_stop_runs_to_its_end_in_every_build() {
     let log = read(&ws.path().join("stops.log"));
     assert_eq!(log, "begin\nend\n".repeat(5), "{log}");
 }
+
+/// A service that dies because something else holds its port fails its dependents, although
+/// its ready probe passed (the other process answered it): they would test something else.
+#[test]
+fn a_service_whose_port_another_process_answers_fails_its_dependents() {
+    let port = free_port();
+    let mut other = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the other server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ws = Ws::bare().file("flow.toml", "").file(
+        "s/BUILD",
+        &format!(
+            "service(name = \"web\", start = \"exec python3 -m http.server {port} --bind 127.0.0.1\", \
+             ready = \"http://127.0.0.1:{port}/\")\n\
+             task(name = \"t\", deps = [\":web\"], cmd = \"true\", cache = False)\n"
+        ),
+    );
+    let run = ws.run(&["build", "//s:t"]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(run.code, 1, "{}", show(&run));
+    assert!(
+        run.stdout.contains("something else answers it"),
+        "{}",
+        show(&run)
+    );
+}

@@ -14,7 +14,7 @@ use flow_rules::{Delivery, Label, PatternTerm, TargetPattern};
 
 use crate::delivery::effects::{rollback_run, short, Effects, Happened};
 use crate::delivery::git;
-use crate::delivery::ledger::{Artifact, Entry, EntryKind, Ledger};
+use crate::delivery::ledger::{Artifact, Entry, EntryKind, Ledger, LedgerConfig};
 use crate::error::Error;
 use crate::executor::Cancel;
 use crate::pipeline::{Request, Start};
@@ -30,9 +30,14 @@ pub fn run(
     let mut session = Session::open(start, SessionArgs::cache_dir(cache_flag))?;
     let root = session.ws.root.clone();
     let mut warn = |w: String| eprintln!("warning: {w}");
-    let ledger = Ledger::open(&root, &session.ws.config.ledger, &mut warn)?;
-    let (environment, label) = which(&ledger, target)?;
-    let artifact = choose(&ledger, &environment, to)?;
+    // Which deploy: from the local ledger; what to roll back to: from the ledger read again
+    // once the workspace lock is held (a build or another rollback may be recording).
+    let local = LedgerConfig {
+        remote: None,
+        ..session.ws.config.ledger.clone()
+    };
+    let (environment, label) = which(&Ledger::open(&root, &local, &mut warn)?, target)?;
+    let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let terms = [PatternTerm {
         pattern: TargetPattern::Label(label.clone()),
         exclude: false,
@@ -41,14 +46,20 @@ pub fn run(
     let request = Request {
         terms: &terms,
         patterns: &patterns,
-        lock: None,
+        lock: Some((runtime.handle(), &mut sigint)),
     };
-    let Start::Plan(prepared) = session.prepare(request)? else {
-        return Err(usage(
-            format!("`{label}` is not a deploy of this workspace"),
-            None,
-        ));
+    let prepared = match session.prepare(request)? {
+        Start::Plan(prepared) => prepared,
+        Start::Interrupted => return Ok(130),
+        Start::NoOp(_) => {
+            return Err(usage(
+                format!("`{label}` is not a deploy of this workspace"),
+                None,
+            ))
+        }
     };
+    let ledger = Ledger::open(&root, &session.ws.config.ledger, &mut warn)?;
+    let artifact = choose(&ledger, &environment, to)?;
     let ready = session.resolve(prepared)?;
     let plan = &ready.plan;
     let Some(&node) = plan.index.get(&label) else {
@@ -95,7 +106,6 @@ pub fn run(
         warnings: std::sync::Mutex::new(Vec::new()),
     };
     let executor = session.executor();
-    let (runtime, _sigint) = runtime_with_sigint(start)?;
     println!(
         "flow: rolling {environment} back to artifact {} ({}, live before since {})",
         short(&artifact.digest),

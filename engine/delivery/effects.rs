@@ -33,6 +33,9 @@ use crate::executor::{ActionSpec, Cancel, Executor, Input, Ticket};
 use crate::plan::Action;
 use crate::rebuilder::StagedOutput;
 
+/// How long one probe or `live` command may take, when the effect declares no `timeout`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How an effect ended, for the runner's report.
 pub struct EffectDone {
     pub ok: bool,
@@ -248,16 +251,32 @@ impl<E: Executor> EffectRun<'_, E> {
         within: Duration,
     ) -> Result<Duration, String> {
         let probe = Probe::parse(text)?;
-        probe::wait_until(&probe, &self.probe_context(), every, within).await
+        let ctx = self.probe_context();
+        self.interruptible(probe::wait_until(&probe, &ctx, every, within))
+            .await
     }
 
+    /// `work`, or `Err("interrupted")` as soon as the effect is cancelled (Ctrl-C): a probe
+    /// dropped so kills its process group.
+    async fn interruptible<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        tokio::select! {
+            done = work => done,
+            _ = self.cancel.cancelled() => Err("interrupted".into()),
+        }
+    }
+
+    /// Where a command probe runs, with what, and for how long at most: the effect's
+    /// `timeout`, else [`PROBE_TIMEOUT`].
     fn probe_context(&self) -> ProbeContext {
         let mut env = self.spec.env.clone();
         env.extend(self.spec.secrets.clone());
         ProbeContext {
             cwd: self.effects.workspace_root.join(&self.spec.package),
             env,
-            attempt_timeout: Duration::from_secs(30),
+            attempt_timeout: self.spec.timeout.unwrap_or(PROBE_TIMEOUT),
         }
     }
 
@@ -279,6 +298,9 @@ impl<E: Executor> EffectRun<'_, E> {
             Some(cmd) => self.environment_agrees(cmd, environment, artifact).await,
             None => true,
         };
+        if self.cancel.is_cancelled() {
+            return Err("interrupted".into());
+        }
         Ok(agrees.then_some(e.ended_ms))
     }
 
@@ -293,7 +315,8 @@ impl<E: Executor> EffectRun<'_, E> {
     ) -> bool {
         self.set_env(environment, artifact, EntryKind::Deploy);
         let ctx = self.probe_context();
-        let (agrees, warning) = match probe::output(cmd, &ctx).await {
+        let answer = self.interruptible(probe::output(cmd, &ctx)).await;
+        let (agrees, warning) = match answer {
             Ok(text) if text.trim() == artifact.digest => return true,
             Ok(text) => (
                 false,
@@ -355,12 +378,20 @@ impl<E: Executor> EffectRun<'_, E> {
         };
         let started_ms = self.effects.clock.now_ms();
         self.set_env(&environment, &live, EntryKind::Monitor);
-        let ctx = self.probe_context();
+        let mut ctx = self.probe_context();
+        // One probe never outlasts the monitor's duration.
+        ctx.attempt_timeout = ctx
+            .attempt_timeout
+            .min(duration.max(Duration::from_secs(1)));
         let mut checks = 0u32;
         let failure = loop {
             checks += 1;
-            if let Err(why) = probe::check(&probe_parsed, &ctx).await {
-                break Some(why);
+            match self.interruptible(probe::check(&probe_parsed, &ctx)).await {
+                Err(why) if self.cancel.is_cancelled() => {
+                    return EffectDone::failed(why, Vec::new(), started.elapsed())
+                }
+                Err(why) => break Some(why),
+                Ok(()) => {}
             }
             if started.elapsed() + interval > duration {
                 break None;

@@ -39,6 +39,9 @@ use super::probe::{
 };
 use crate::executor::{group_alive, GroupLog, Recorded};
 
+/// How long a service must keep running after its ready probe passed.
+const READY_SETTLE: Duration = Duration::from_millis(200);
+
 /// How often readiness is probed.
 pub const READY_EVERY: Duration = Duration::from_millis(100);
 
@@ -181,12 +184,13 @@ impl RunningService {
             attempt_timeout: self.spec.timeout.min(READY_ATTEMPT_LIMIT),
         };
         let within = self.spec.timeout;
-        let mut ready = pin!(wait_until(&self.spec.ready, &ctx, READY_EVERY, within));
+        let ready_probe = self.spec.ready.clone();
+        let mut ready = pin!(wait_until(&ready_probe, &ctx, READY_EVERY, within));
         let mut shell_done = false;
-        loop {
+        let took = loop {
             tokio::select! {
                 result = &mut ready => {
-                    return result.map_err(|why| {
+                    break result.map_err(|why| {
                         format!("did not get ready within {}: {why}", human_duration(within))
                     });
                 }
@@ -202,6 +206,26 @@ impl RunningService {
                     return Err(format!("{how} before it was ready (ready: {})", self.spec.ready));
                 }
             }
+        };
+        let took = took?;
+        self.still_running(took).await
+    }
+
+    /// After its probe passed: the service must still run a moment later. One that died
+    /// meanwhile (a port taken by another process, which is what answered the probe) would
+    /// leave its dependents testing something else.
+    async fn still_running(&mut self, took: Duration) -> Result<Duration, String> {
+        tokio::time::sleep(READY_SETTLE).await;
+        let exited = match self.child.try_wait() {
+            Ok(Some(status)) if !group_alive(self.pgid.as_raw()) => Some(describe_exit(status)),
+            _ => None,
+        };
+        match exited {
+            None => Ok(took),
+            Some(how) => Err(format!(
+                "{how} although its ready probe ({}) passed: something else answers it",
+                self.spec.ready
+            )),
         }
     }
 

@@ -111,7 +111,10 @@ impl<E: Executor> Drive<'_, E> {
                     stdout: log,
                     stderr: None,
                 };
-                self.history.run(label, c.key, row);
+                // A `[LIVE]` deploy ran nothing: `flow log` keeps showing the run that did.
+                if done.ran {
+                    self.history.run(label, c.key, row);
+                }
                 if done.ok {
                     self.outputs[c.node] = Some(Vec::new());
                     self.sched.finish(c.node, true);

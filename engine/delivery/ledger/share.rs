@@ -20,6 +20,9 @@ use super::store;
 use crate::delivery::git::git;
 use crate::error::Error;
 
+/// How long a `git fetch` or `git push` of the ledger may take.
+const NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The ref that holds the ledger, on the remote and, as a mirror, locally.
 pub const LEDGER_REF: &str = "refs/flow/ledger";
 /// Pushes tried before giving up (each after a fresh fetch).
@@ -242,10 +245,15 @@ impl Share {
         Ok(String::from_utf8_lossy(&commit).trim().to_owned())
     }
 
-    /// `git ARGS` with `input` on stdin: its stdout, or what it said on failure.
+    /// `git ARGS` with `input` on stdin: its stdout, or what it said on failure. A `fetch` or
+    /// `push` that has not finished within [`NETWORK_TIMEOUT`] (a remote that never answers)
+    /// is killed with its process group, and is a failure like an unreachable remote.
     fn try_run(&self, args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
+        use std::os::unix::process::CommandExt;
+        let network = matches!(args.first(), Some(&"fetch" | &"push"));
         let mut child = git(&self.root)
             .args(args)
+            .process_group(0)
             // The ledger's commits are flow's, whatever the user's git identity (CI has none).
             .env("GIT_AUTHOR_NAME", "flow")
             .env("GIT_AUTHOR_EMAIL", "flow@localhost")
@@ -262,10 +270,34 @@ impl Share {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
+        let (done, watched) = std::sync::mpsc::channel::<()>();
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        let watchdog = network.then(|| {
+            std::thread::spawn(move || {
+                let late = matches!(
+                    watched.recv_timeout(NETWORK_TIMEOUT),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                );
+                if late {
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                }
+                late
+            })
+        });
         let out = child
             .wait_with_output()
-            .map_err(|e| format!("cannot run git: {e}"))?;
+            .map_err(|e| format!("cannot run git: {e}"));
+        let _ = done.send(());
+        let late = watchdog.is_some_and(|w| w.join().unwrap_or(false));
         let _ = writer.join();
+        if late {
+            return Err(format!(
+                "git {}: the remote did not answer within {}s",
+                args[0],
+                NETWORK_TIMEOUT.as_secs()
+            ));
+        }
+        let out = out?;
         if out.status.success() {
             Ok(out.stdout)
         } else {
