@@ -237,7 +237,11 @@ fn a_deploy_runs_once_per_artifact_and_again_after_a_rollback() {
     );
     assert_eq!(live(&ws, "staging"), "v2 healthy\n");
 
-    // Rolled back to v1, twice: v1, then v2 again (the artifact before the live one).
+    // Rolled back, twice: each time one artifact further back, never forward to the one
+    // just left; then there is nothing earlier.
+    ws.write("app/version.txt", b"v3 healthy\n");
+    ok(&flow(&ws, &clock, &["build", "//app:staging"]));
+    assert_eq!(live(&ws, "staging"), "v3 healthy\n");
     let back = flow(&ws, &clock, &["rollback", "staging"]);
     ok(&back);
     assert!(
@@ -246,10 +250,18 @@ fn a_deploy_runs_once_per_artifact_and_again_after_a_rollback() {
         "{}",
         show(&back)
     );
-    assert_eq!(live(&ws, "staging"), "v1 healthy\n");
-    ok(&flow(&ws, &clock, &["rollback", "staging"]));
     assert_eq!(live(&ws, "staging"), "v2 healthy\n");
     ok(&flow(&ws, &clock, &["rollback", "staging"]));
+    assert_eq!(live(&ws, "staging"), "v1 healthy\n");
+    let nothing = flow(&ws, &clock, &["rollback", "staging"]);
+    assert_eq!(nothing.code, 2, "{}", show(&nothing));
+    assert!(
+        nothing
+            .stderr
+            .contains("has nothing earlier to roll back to"),
+        "{}",
+        show(&nothing)
+    );
     assert_eq!(live(&ws, "staging"), "v1 healthy\n");
     let kinds_now: Vec<String> = runs(&ws, "staging")
         .iter()
@@ -257,10 +269,10 @@ fn a_deploy_runs_once_per_artifact_and_again_after_a_rollback() {
         .collect();
     assert_eq!(
         kinds_now,
-        ["deploy", "deploy", "rollback", "rollback", "rollback"]
+        ["deploy", "deploy", "deploy", "rollback", "rollback"]
     );
 
-    // v2's bundle is cached, but v1 is live: the deploy of v2 runs.
+    // v3's bundle is rebuilt from its sources (v3 is still there), v1 is live: it deploys.
     let redeploy = flow(&ws, &clock, &["build", "//app:staging"]);
     ok(&redeploy);
     assert_eq!(
@@ -275,14 +287,14 @@ fn a_deploy_runs_once_per_artifact_and_again_after_a_rollback() {
         "{}",
         redeploy.stdout
     );
-    assert_eq!(live(&ws, "staging"), "v2 healthy\n");
+    assert_eq!(live(&ws, "staging"), "v3 healthy\n");
     let entries = ledger_json(&ws, &clock, "staging");
     assert_eq!(
         kinds(&entries),
         [
             pair("deploy", "succeeded"),
             pair("deploy", "succeeded"),
-            pair("rollback", "succeeded"),
+            pair("deploy", "succeeded"),
             pair("rollback", "succeeded"),
             pair("rollback", "succeeded"),
             pair("deploy", "succeeded"),
@@ -1096,7 +1108,8 @@ fn the_example_delivers_end_to_end() {
     assert_eq!(servers.version("staging"), digest2);
     assert_eq!(servers.version("production"), digest2);
 
-    // `flow rollback production`, twice: v1, then v2 again; two entries.
+    // `flow rollback production`, twice: v1, then (nothing is before v1) v2 again, named by
+    // its digest; two entries.
     let back = flow(
         &ws,
         &clock,
@@ -1121,6 +1134,8 @@ fn the_example_delivers_end_to_end() {
             cache.to_str().unwrap(),
             "rollback",
             "production",
+            "--to",
+            &digest2[..12],
         ],
     );
     assert!(
@@ -1330,4 +1345,55 @@ fn a_service_whose_port_another_process_answers_fails_its_dependents() {
         "{}",
         show(&run)
     );
+}
+
+/// Files in the ledger's directory that are not entries flow wrote (a directory, a link to a
+/// device, an entry with control characters or a digest that is not one) are skipped with a
+/// warning: they never block a deploy, a rollback or `flow ledger`, nor reach the terminal.
+#[test]
+fn hostile_ledger_files_are_skipped_not_obeyed() {
+    let ws = app("main");
+    let clock = Clock::at(TUESDAY);
+    ok(&flow(&ws, &clock, &["build", "//app:staging"]));
+    let entries = ws.path().join(".flow/ledger/entries");
+    std::fs::create_dir(entries.join("0000000000001-dir.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", entries.join("0000000000002-zero.json")).unwrap();
+    let mut forged: Value = ledger_json(&ws, &clock, "staging")[0].clone();
+    forged["id"] = "forged".into();
+    forged["environment"] = "staging\u{1b}[2J\nproduction  fake".into();
+    std::fs::write(
+        entries.join("0000000000003-forged.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    forged["environment"] = "staging".into();
+    forged["artifact"]["digest"] = "abc".into();
+    std::fs::write(
+        entries.join("0000000000004-short.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    let listed = flow(&ws, &clock, &["ledger"]);
+    ok(&listed);
+    assert!(
+        !listed.stdout.contains('\u{1b}') && !listed.stdout.contains("fake"),
+        "{}",
+        show(&listed)
+    );
+    assert_eq!(
+        listed.stderr.matches("skipped the ledger entry").count(),
+        4,
+        "{}",
+        show(&listed)
+    );
+    ws.write("app/version.txt", b"v2 healthy\n");
+    let v2 = flow(&ws, &clock, &["build", "//app:staging"]);
+    assert_eq!(
+        ok(&v2).tagged("DEPLOYED"),
+        ["//app:staging"],
+        "{}",
+        show(&v2)
+    );
+    ok(&flow(&ws, &clock, &["rollback", "staging"]));
+    assert_eq!(live(&ws, "staging"), "v1 healthy\n");
 }

@@ -2,8 +2,10 @@
 //! from the CAS: nothing is rebuilt, so it works after the sources changed. The deploy run is
 //! the one whose entry made the current artifact live (or the deploy named), with its sources
 //! as they are now and the old artifact staged where its artifact goes; it is recorded in the
-//! ledger as a new `rollback` entry. Run twice, it runs twice (to the artifact before the one
-//! live each time, unless `--to` says which).
+//! ledger as a new `rollback` entry, under the workspace lock (a build or another rollback
+//! recording meanwhile is waited for). Run twice, it runs twice, each time one artifact
+//! further back (`Ledger::previous`: never forward to the one just left), unless `--to` says
+//! which.
 //!
 //! Deployment windows do not apply: a rollback returns an environment to an artifact it ran
 //! before, which is what an incident needs at any hour.
@@ -14,7 +16,7 @@ use flow_rules::{Delivery, Label, PatternTerm, TargetPattern};
 
 use crate::delivery::effects::{rollback_run, short, Effects, Happened};
 use crate::delivery::git;
-use crate::delivery::ledger::{Artifact, Entry, EntryKind, Ledger, LedgerConfig};
+use crate::delivery::ledger::{Artifact, Entry, EntryKind, Ledger, LedgerConfig, Verdict};
 use crate::error::Error;
 use crate::executor::Cancel;
 use crate::pipeline::{Request, Start};
@@ -180,36 +182,69 @@ fn which(ledger: &Ledger, target: &str) -> Result<(String, Label), Error> {
     Ok((target.to_owned(), label))
 }
 
-/// The artifact to go back to: `--to N` (the N-th earlier live artifact, 1 = the one before),
-/// `--to DIGEST` (a prefix of an artifact once live there), or the one before.
+/// The artifact to go back to: `--to N` (1 to 999: the N-th artifact back, as
+/// [`Ledger::previous`] walks back), `--to DIGEST` (a prefix, 4 hex digits or more, of any
+/// artifact once live there but the live one: going forward again after an incident is
+/// allowed when asked by name), or the one before.
 fn choose(ledger: &Ledger, environment: &str, to: Option<&str>) -> Result<Artifact, Error> {
     let previous: Vec<&Entry> = ledger.previous(environment);
     let listed = || "`flow ledger ENV` lists what was live there before".to_owned();
-    let to = to.unwrap_or("1");
-    if let Ok(n) = to.parse::<usize>() {
-        return match n.checked_sub(1).and_then(|i| previous.get(i)) {
+    let to = to.unwrap_or("1").trim().to_ascii_lowercase();
+    if let Some(n) = (to.len() < 4).then(|| to.parse::<usize>().ok()).flatten() {
+        if n == 0 {
+            return Err(usage(
+                "`--to 0` is the live artifact; `--to 1` is the one before it".into(),
+                None,
+            ));
+        }
+        return match previous.get(n - 1) {
             Some(e) => Ok(e.artifact.clone()),
+            None if previous.is_empty() => Err(usage(
+                format!("`{environment}` has nothing earlier to roll back to"),
+                Some(listed()),
+            )),
             None => Err(usage(
                 format!(
-                    "`{environment}` has {} earlier artifact(s) to roll back to; `--to {n}` asks for more",
+                    "`{environment}` has {} earlier artifact(s) to roll back to; `--to {n}` asks \
+                     for more",
                     previous.len()
                 ),
                 Some(listed()),
             )),
         };
     }
-    let matching: Vec<&&Entry> = previous
-        .iter()
-        .filter(|e| e.artifact.digest.starts_with(to))
-        .collect();
+    if to.len() < 4 || !to.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(usage(
+            format!("`--to {to}` is neither a count (1, 2, ...) nor a digest prefix (4 hex digits or more)"),
+            Some(listed()),
+        ));
+    }
+    let live = ledger.live(environment).map(|e| e.artifact.digest.as_str());
+    if live.is_some_and(|d| d.starts_with(&to)) {
+        return Err(usage(
+            format!("`{to}` is the artifact live in `{environment}` now"),
+            None,
+        ));
+    }
+    let mut matching: Vec<&Artifact> = Vec::new();
+    for e in ledger.entries().iter().rev() {
+        let once_live =
+            e.environment == environment && e.kind.deploys() && e.outcome == Verdict::Succeeded;
+        if once_live
+            && e.artifact.digest.starts_with(&to)
+            && !matching.iter().any(|a| a.digest == e.artifact.digest)
+        {
+            matching.push(&e.artifact);
+        }
+    }
     match matching.as_slice() {
-        [one] => Ok(one.artifact.clone()),
+        [one] => Ok((*one).clone()),
         [] => Err(usage(
-            format!("no earlier artifact of `{environment}` has a digest starting with `{to}`"),
+            format!("no artifact once live in `{environment}` has a digest starting with `{to}`"),
             Some(listed()),
         )),
         _ => Err(usage(
-            format!("`{to}` names several earlier artifacts of `{environment}`; give more digits"),
+            format!("`{to}` names several artifacts of `{environment}`; give more digits"),
             None,
         )),
     }
