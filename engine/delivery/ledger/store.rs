@@ -33,7 +33,19 @@ pub(super) fn is_entry_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// Every entry file name in the local directory, sorted.
+/// Whether a temp file is older than any live writer's (a write takes milliseconds).
+fn is_stale(entry: &fs::DirEntry) -> bool {
+    const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE)
+}
+
+/// Every entry file name in the local directory, sorted (temp files left by a killed writer
+/// an hour ago or more are removed on the way).
 pub(super) fn names(ledger: &Path) -> Result<Vec<String>, Error> {
     let dir = entries_dir(ledger);
     let read = match fs::read_dir(&dir) {
@@ -44,8 +56,15 @@ pub(super) fn names(ledger: &Path) -> Result<Vec<String>, Error> {
     let mut names = Vec::new();
     for entry in read {
         let entry = entry.map_err(io(&dir, "read"))?;
-        if let Some(name) = entry.file_name().to_str().filter(|n| is_entry_name(n)) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if is_entry_name(name) {
             names.push(name.to_owned());
+        } else if name.starts_with(".tmp-") && is_stale(&entry) {
+            // Left by a writer killed before its rename: its entry was never recorded.
+            let _ = fs::remove_file(entry.path());
         }
     }
     names.sort();
