@@ -39,6 +39,9 @@ use super::probe::{
 };
 use crate::executor::{group_alive, GroupLog, Recorded};
 
+/// How long the members of a SIGKILLed group may take to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a service must keep running after its ready probe passed.
 const READY_SETTLE: Duration = Duration::from_millis(200);
 
@@ -259,10 +262,15 @@ impl RunningService {
         stop_result
     }
 
-    /// SIGKILLs the group and reaps the shell.
+    /// SIGKILLs the group, reaps the shell, and waits (a bounded moment: a busy machine
+    /// delivers the signal late) until no member of the group is left.
     async fn kill_now(&mut self) {
         let _ = killpg(self.pgid, Signal::SIGKILL);
         let _ = self.child.wait().await;
+        let end = Instant::now() + KILL_WAIT;
+        while group_alive(self.pgid.as_raw()) && Instant::now() < end {
+            sleep(POLL).await;
+        }
         self.stopped = true;
     }
 }
