@@ -33,7 +33,9 @@ impl<E: Executor> Drive<'_, E> {
         let done = self.done.clone();
         let executor = runner.executor.clone();
         let Some(effects) = runner.effects.clone() else {
-            let why = "effects need `flow build` (this command runs none)".to_owned();
+            let why = "`flow watch` runs no deploy, monitor or notification: run `flow build \
+                       LABEL` to deliver"
+                .to_owned();
             let _ = done.send(Completion {
                 node: i,
                 key: digest,
