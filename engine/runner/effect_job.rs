@@ -15,6 +15,10 @@ use crate::plan::ActionKind;
 use crate::rebuilder::StagedOutput;
 use crate::reporter::Reporter;
 
+/// Why an effect fails where effects cannot run (`flow watch`: `Runner::effects` is `None`).
+pub(super) const NO_EFFECTS_HERE: &str =
+    "`flow watch` runs no deploy, monitor or notification: run `flow build LABEL` to deliver";
+
 impl<E: Executor> Drive<'_, E> {
     /// Starts effect `i` (a deploy or a monitor) with `spec`; `deps` are its inputs' outputs.
     pub(super) fn start_effect(
@@ -33,9 +37,7 @@ impl<E: Executor> Drive<'_, E> {
         let done = self.done.clone();
         let executor = runner.executor.clone();
         let Some(effects) = runner.effects.clone() else {
-            let why = "`flow watch` runs no deploy, monitor or notification: run `flow build \
-                       LABEL` to deliver"
-                .to_owned();
+            let why = NO_EFFECTS_HERE.to_owned();
             let _ = done.send(Completion {
                 node: i,
                 key: digest,

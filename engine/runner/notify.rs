@@ -43,6 +43,13 @@ impl<E: Executor> Drive<'_, E> {
     pub(super) async fn notify(&mut self, reporter: &mut Reporter) {
         for i in std::mem::take(&mut self.notifications) {
             let label = self.runner.plan.nodes[i].label.to_string();
+            if self.runner.effects.is_none() {
+                let why = super::effect_job::NO_EFFECTS_HERE.to_owned();
+                self.summary.failed += 1;
+                self.failures[i] = Some(why.clone());
+                reporter.failed(&label, &why, b"");
+                continue;
+            }
             match self.notify_one(i).await {
                 Ok(Some(line)) => {
                     self.summary.ran += 1;
