@@ -20,10 +20,16 @@ struct Watch {
 
 impl Watch {
     fn start(ws: &Ws) -> Watch {
+        Watch::start_with(ws, &[])
+    }
+
+    /// `flow watch PATTERNS`, after its first cycle.
+    fn start_with(ws: &Ws, patterns: &[&str]) -> Watch {
         let mut child = Command::new(flow_bin())
             .args(["--color", "never", "-C"])
             .arg(ws.path())
             .args(["watch", "--debounce", "30"])
+            .args(patterns)
             .env_remove("FLOW_CACHE_DIR")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -558,4 +564,37 @@ fn the_real_tree_writes_of_an_unsandboxed_action_are_not_edits() {
     assert!(!ws.path().join("u.out").exists());
     w.stop();
     ws.run(&["build", "//..."]).ok();
+}
+
+/// `flow watch` delivers nothing: a deploy or a notification it reaches fails with a sentence
+/// that says so, and runs no command (docs/delivery.md, "Limits").
+#[test]
+fn watch_runs_no_deploy_and_no_notification() {
+    let ws = Ws::new()
+        .file("flow.toml", "[environments.staging]\n")
+        .file("a.txt", "one\n")
+        .file(
+            "BUILD",
+            "task(name = \"art\", srcs = [\"a.txt\"], outs = [\"art.txt\"], cmd = \"cp a.txt art.txt\")\n\
+             deploy(name = \"d\", environment = \"staging\", artifact = \":art\", cmd = \"touch $FLOW_WORKSPACE/deployed\")\n\
+             notify(name = \"n\", on = [\"success\", \"failure\"], cmd = \"touch $FLOW_WORKSPACE/notified\")\n\
+             group(name = \"release\", deps = [\":d\", \":n\"])\n",
+        );
+    let mut w = Watch::start_with(&ws, &["//:release"]);
+    let first: Vec<String> = w.seen.clone();
+    let said = "`flow watch` runs no deploy, monitor or notification";
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("[FAILED] //:d") && l.contains(said)),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("[FAILED] //:n") && l.contains(said)),
+        "{first:?}"
+    );
+    assert!(!ws.path().join("deployed").exists() && !ws.path().join("notified").exists());
+    assert_eq!(w.stop(), 130);
 }
