@@ -189,7 +189,7 @@ pub fn expand<'a>(
                 let help = match flow_rules::suggest::closest(func, known) {
                     Some(s) if s.starts_with("location") => format!("did you mean `$({s} {arg})`?"),
                     Some(s) => format!("did you mean `$({s})`?"),
-                    None => "known: `$(SRCS)`, `$(SRCS_FILE)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`; write `$$` for a literal `$`".into(),
+                    None => "known: `$(SRCS)`, `$(SRCS_FILE)`, `$(OUTS)`, `$(location LABEL)`, `$(locations LABEL)`, `$(ARTIFACT)` (a deploy's); write `$$` for a literal `$`".into(),
                 };
                 return Err(err(format!("unknown expansion `$({inner})`"), Some(help)));
             }

@@ -580,7 +580,7 @@ fn watch_runs_no_deploy_and_no_notification() {
              notify(name = \"n\", on = [\"success\", \"failure\"], cmd = \"touch $FLOW_WORKSPACE/notified\")\n\
              group(name = \"release\", deps = [\":d\", \":n\"])\n",
         );
-    let mut w = Watch::start_with(&ws, &["//:release"]);
+    let w = Watch::start_with(&ws, &["//:release"]);
     let first: Vec<String> = w.seen.clone();
     let said = "`flow watch` runs no deploy, monitor or notification";
     assert!(

@@ -66,45 +66,60 @@ fn known(ledger: &Ledger, env: &str) -> Result<(), Error> {
     })
 }
 
-/// One line per environment: what is live there.
+/// One line per environment and deploy: what is live there.
 fn summary(ledger: &Ledger) -> String {
     let envs = ledger.environments();
     let width = envs.iter().map(|e| e.len()).max().unwrap_or(0);
     let mut out = String::new();
     for env in envs {
-        let _ = match ledger.live(env) {
-            Some(e) => writeln!(
+        let deploys = ledger.deploys(env);
+        let several = deploys.len() > 1;
+        let live: Vec<&crate::delivery::ledger::Entry> = deploys
+            .iter()
+            .filter_map(|d| ledger.live(env, Some(d)))
+            .collect();
+        for e in &live {
+            // With several deploys to one environment, each line says whose it is.
+            let whose = match several {
+                true => format!("  ({})", e.label),
+                false => String::new(),
+            };
+            let _ = writeln!(
                 out,
-                "{env:width$}  {}  {}  since {}  commit {}  by {} ({})",
+                "{env:width$}  {}  {}  since {}  commit {}  by {} ({}){whose}",
                 short_digest(e),
                 e.artifact.label,
                 utc(e.ended_ms),
                 short_commit(e),
                 e.user,
                 e.kind.as_str()
-            ),
-            None => {
-                let last = ledger
-                    .entries()
-                    .iter()
-                    .rfind(|e| e.environment == env)
-                    .expect("the environment has entries");
-                writeln!(
-                    out,
-                    "{env:width$}  nothing live  (last: {} {} at {})",
-                    outcome(last.outcome),
-                    last.kind.as_str(),
-                    utc(last.started_ms)
-                )
-            }
-        };
+            );
+        }
+        if live.is_empty() {
+            let last = ledger
+                .entries()
+                .iter()
+                .rfind(|e| e.environment == env)
+                .expect("the environment has entries");
+            let _ = writeln!(
+                out,
+                "{env:width$}  nothing live  (last: {} {} at {})",
+                outcome(last.outcome),
+                last.kind.as_str(),
+                utc(last.started_ms)
+            );
+        }
     }
     out
 }
 
 /// Every entry of `env`, newest first.
 fn history(ledger: &Ledger, env: &str) -> String {
-    let live = ledger.live(env).map(|e| e.id.as_str());
+    let live: Vec<&str> = ledger
+        .deploys(env)
+        .into_iter()
+        .filter_map(|d| ledger.live(env, Some(d)).map(|e| e.id.as_str()))
+        .collect();
     let mut out = String::new();
     for e in ledger
         .entries()
@@ -132,7 +147,7 @@ fn history(ledger: &Ledger, env: &str) -> String {
         if let Some(reason) = &e.reason {
             let _ = write!(out, "  reason: {reason}");
         }
-        if live == Some(e.id.as_str()) {
+        if live.contains(&e.id.as_str()) {
             out.push_str("  [live]");
         }
         out.push('\n');

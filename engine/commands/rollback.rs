@@ -14,7 +14,7 @@ use std::path::Path;
 
 use flow_rules::{Delivery, Label, PatternTerm, TargetPattern};
 
-use crate::delivery::effects::{rollback_run, short, Effects, Happened};
+use crate::delivery::effects::{artifact_dest, rollback_run, short, Effects, Happened};
 use crate::delivery::git;
 use crate::delivery::ledger::{Artifact, Entry, EntryKind, Ledger, LedgerConfig, Verdict};
 use crate::error::Error;
@@ -61,7 +61,7 @@ pub fn run(
         }
     };
     let ledger = Ledger::open(&root, &session.ws.config.ledger, &mut warn)?;
-    let artifact = choose(&ledger, &environment, to)?;
+    let artifact = choose(&ledger, &environment, &label.to_string(), to)?;
     let ready = session.resolve(prepared)?;
     let plan = &ready.plan;
     let Some(&node) = plan.index.get(&label) else {
@@ -89,6 +89,7 @@ pub fn run(
             None,
         ));
     }
+    let dest = artifact_dest(plan, node).unwrap_or_default();
     let rebuilder = session.rebuilder(ready.hasher.clone())?;
     let secrets = deploy
         .secrets
@@ -121,6 +122,7 @@ pub fn run(
             deploy,
             spec,
             &artifact,
+            dest,
             Cancel::never(),
         )
         .await
@@ -167,7 +169,24 @@ fn which(ledger: &Ledger, target: &str) -> Result<(String, Label), Error> {
             .ok_or_else(|| usage(format!("the ledger has no deploy of `{label}`"), None))?;
         return Ok((entry.environment.clone(), label));
     }
-    let Some(live) = ledger.live(target) else {
+    let deploys = ledger.deploys(target);
+    if deploys.len() > 1 {
+        return Err(usage(
+            format!(
+                "several deploys ship to `{target}`: {}",
+                deploys
+                    .iter()
+                    .map(|d| format!("`{d}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(format!(
+                "name the one to roll back: `flow rollback {}`",
+                deploys[0]
+            )),
+        ));
+    }
+    let Some(live) = ledger.live(target, None) else {
         let known = ledger.environments();
         let help = match flow_rules::suggest::closest(target, known.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
@@ -186,8 +205,13 @@ fn which(ledger: &Ledger, target: &str) -> Result<(String, Label), Error> {
 /// [`Ledger::previous`] walks back), `--to DIGEST` (a prefix, 4 hex digits or more, of any
 /// artifact once live there but the live one: going forward again after an incident is
 /// allowed when asked by name), or the one before.
-fn choose(ledger: &Ledger, environment: &str, to: Option<&str>) -> Result<Artifact, Error> {
-    let previous: Vec<&Entry> = ledger.previous(environment);
+fn choose(
+    ledger: &Ledger,
+    environment: &str,
+    deploy: &str,
+    to: Option<&str>,
+) -> Result<Artifact, Error> {
+    let previous: Vec<&Entry> = ledger.previous(environment, deploy);
     let listed = || "`flow ledger ENV` lists what was live there before".to_owned();
     let to = to.unwrap_or("1").trim().to_ascii_lowercase();
     if let Some(n) = (to.len() < 4).then(|| to.parse::<usize>().ok()).flatten() {
@@ -219,7 +243,9 @@ fn choose(ledger: &Ledger, environment: &str, to: Option<&str>) -> Result<Artifa
             Some(listed()),
         ));
     }
-    let live = ledger.live(environment).map(|e| e.artifact.digest.as_str());
+    let live = ledger
+        .live(environment, Some(deploy))
+        .map(|e| e.artifact.digest.as_str());
     if live.is_some_and(|d| d.starts_with(&to)) {
         return Err(usage(
             format!("`{to}` is the artifact live in `{environment}` now"),
@@ -228,8 +254,10 @@ fn choose(ledger: &Ledger, environment: &str, to: Option<&str>) -> Result<Artifa
     }
     let mut matching: Vec<&Artifact> = Vec::new();
     for e in ledger.entries().iter().rev() {
-        let once_live =
-            e.environment == environment && e.kind.deploys() && e.outcome == Verdict::Succeeded;
+        let once_live = e.environment == environment
+            && e.label == deploy
+            && e.kind.deploys()
+            && e.outcome == Verdict::Succeeded;
         if once_live
             && e.artifact.digest.starts_with(&to)
             && !matching.iter().any(|a| a.digest == e.artifact.digest)

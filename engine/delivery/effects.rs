@@ -96,6 +96,10 @@ pub struct EffectRun<'a, E: Executor> {
     pub action: &'a Action,
     pub spec: ActionSpec,
     pub cancel: Cancel,
+    /// Where the artifact is staged, exec-root-relative: the path the *current* graph gives
+    /// it (`$(ARTIFACT)`), also when a rollback stages an artifact built under another name.
+    /// Empty for a monitor.
+    pub artifact_dest: String,
     /// The job slot of its command (behind a lock only so that the run is `Sync`).
     pub ticket: Mutex<Option<Ticket>>,
 }
@@ -140,15 +144,17 @@ impl<E: Executor> EffectRun<'_, E> {
         let started_ms = self.effects.clock.now_ms();
         self.set_env(&environment, &artifact, kind);
         let (outcome, why, log) = self.run_command(health, health_timeout).await;
-        let entry = self.effects.entry(
+        let mut entry = self.effects.entry(
             &environment,
             &label,
             kind,
             outcome,
             artifact.clone(),
             started_ms,
-            why.as_deref().map(|w| self.mask(w)),
+            why.clone(),
         );
+        // An emergency's reason too: it is text a user typed.
+        entry.reason = entry.reason.as_deref().map(|r| self.mask(r));
         if let Err(e) = self.effects.record(entry) {
             return EffectDone::failed(
                 format!(
@@ -181,13 +187,10 @@ impl<E: Executor> EffectRun<'_, E> {
 
     /// The `FLOW_*` variables of a deploy's command and probes.
     fn set_env(&mut self, environment: &str, artifact: &Artifact, kind: EntryKind) {
-        let path = self
-            .spec
-            .inputs
-            .iter()
-            .find(|i| i.dest.ends_with(&artifact.name))
-            .map(|i| crate::expand::relative(&self.spec.package, &i.dest))
-            .unwrap_or_default();
+        let path = match self.artifact_dest.is_empty() {
+            true => String::new(),
+            false => crate::expand::relative(&self.spec.package, &self.artifact_dest),
+        };
         let env = &mut self.spec.env;
         env.insert("FLOW_ENVIRONMENT".into(), environment.into());
         env.insert("FLOW_ARTIFACT".into(), path);
@@ -290,7 +293,7 @@ impl<E: Executor> EffectRun<'_, E> {
     ) -> Result<Option<i64>, String> {
         let entry = self
             .effects
-            .with_ledger(|l| Ok(l.live(environment).cloned()))?;
+            .with_ledger(|l| Ok(l.live(environment, Some(&self.spec.label)).cloned()))?;
         let Some(e) = entry.filter(|e| e.artifact.digest == artifact.digest) else {
             return Ok(None);
         };
@@ -341,7 +344,12 @@ impl<E: Executor> EffectRun<'_, E> {
 
     /// Monitors the environment of the deploy `deploy` (whose spec, with the artifact staged,
     /// is `deploy_spec`): see the module doc.
-    pub async fn monitor(mut self, deploy: &Action, deploy_spec: ActionSpec) -> EffectDone {
+    pub async fn monitor(
+        mut self,
+        deploy: &Action,
+        deploy_spec: ActionSpec,
+        dest: String,
+    ) -> EffectDone {
         let started = Instant::now();
         let label = self.spec.label.clone();
         let (
@@ -361,10 +369,10 @@ impl<E: Executor> EffectRun<'_, E> {
                 started.elapsed(),
             );
         };
-        let live = match self
-            .effects
-            .with_ledger(|l| Ok(l.live(&environment).cloned()))
-        {
+        let live = match self.effects.with_ledger(|l| {
+            Ok(l.live(&environment, Some(&deploy.label.to_string()))
+                .cloned())
+        }) {
             Ok(Some(e)) => e.artifact,
             Ok(None) => {
                 let why = format!("nothing is live in {environment} to monitor");
@@ -393,11 +401,13 @@ impl<E: Executor> EffectRun<'_, E> {
                 Err(why) => break Some(why),
                 Ok(()) => {}
             }
-            if started.elapsed() + interval > duration {
+            // Probes at 0, interval, 2 × interval, ... up to duration: duration ÷ interval + 1.
+            let next = interval * checks;
+            if next > duration {
                 break None;
             }
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until((started + next).into()) => {}
                 _ = self.cancel.cancelled() => {
                     return EffectDone::failed("interrupted".into(), Vec::new(), started.elapsed());
                 }
@@ -438,16 +448,29 @@ impl<E: Executor> EffectRun<'_, E> {
             self.mask(&why)
         );
         if on_failure == OnFailure::Rollback {
-            why.push_str(&self.roll_back(deploy, deploy_spec, &environment).await);
+            why.push_str(
+                &self
+                    .roll_back(deploy, deploy_spec, dest, &environment)
+                    .await,
+            );
         }
         EffectDone::failed(why, Vec::new(), started.elapsed())
     }
 
     /// The automatic rollback of a monitor: one sentence to append to its failure.
-    async fn roll_back(&self, deploy: &Action, spec: ActionSpec, environment: &str) -> String {
-        let previous = self
-            .effects
-            .with_ledger(|l| Ok(l.previous(environment).first().map(|e| e.artifact.clone())));
+    async fn roll_back(
+        &self,
+        deploy: &Action,
+        spec: ActionSpec,
+        dest: String,
+        environment: &str,
+    ) -> String {
+        let previous = self.effects.with_ledger(|l| {
+            let label = deploy.label.to_string();
+            Ok(l.previous(environment, &label)
+                .first()
+                .map(|e| e.artifact.clone()))
+        });
         let previous = match previous {
             Ok(Some(a)) => a,
             Ok(None) => return "; no earlier artifact to roll back to".into(),
@@ -459,6 +482,7 @@ impl<E: Executor> EffectRun<'_, E> {
             deploy,
             spec,
             &previous,
+            dest,
             self.cancel.clone(),
         )
         .await
@@ -488,18 +512,13 @@ pub async fn rollback_run<'a, E: Executor>(
     deploy: &'a Action,
     mut spec: ActionSpec,
     artifact: &Artifact,
+    dest: String,
     cancel: Cancel,
 ) -> Result<EffectRun<'a, E>, String> {
     let restored = effects.restore(artifact)?;
-    let dest = match &deploy.delivery {
-        Some(Delivery::Deploy {
-            artifact: label, ..
-        }) => crate::expand::join_path(label.package(), &artifact.name),
-        _ => return Err("not a deploy".into()),
-    };
     spec.inputs.retain(|i| i.dest != dest);
     spec.inputs.push(Input {
-        dest,
+        dest: dest.clone(),
         source: restored,
         executable: artifact.executable,
         is_dir: artifact.kind == ArtifactKind::Tree,
@@ -512,6 +531,18 @@ pub async fn rollback_run<'a, E: Executor>(
         action: deploy,
         spec,
         cancel,
+        artifact_dest: dest,
         ticket: Mutex::new(Some(ticket)),
     })
+}
+
+/// Where node `deploy` of `plan` stages its artifact (exec-root-relative): the one declared
+/// output of its `artifact` target, as the graph declares it now.
+pub fn artifact_dest(plan: &crate::plan::Plan, deploy: usize) -> Option<String> {
+    let Some(Delivery::Deploy { artifact, .. }) = &plan.nodes[deploy].delivery else {
+        return None;
+    };
+    let outs = &plan.nodes[*plan.index.get(artifact)?].outs;
+    let name = outs.first()?.trim_end_matches('/');
+    Some(crate::expand::join_path(artifact.package(), name))
 }

@@ -109,6 +109,32 @@ impl Effects {
             }),
             _ => reason,
         };
+        // A rollback ships an artifact built from an earlier commit: the entry names that one
+        // (from the entry that first made it live there), not the checkout's.
+        let built_from = matches!(kind, EntryKind::Rollback | EntryKind::AutomaticRollback)
+            .then(|| {
+                self.with_ledger(|l| {
+                    Ok(l.entries()
+                        .iter()
+                        .find(|e| {
+                            e.environment == environment
+                                && e.artifact.digest == artifact.digest
+                                && matches!(e.kind, EntryKind::Deploy | EntryKind::Emergency)
+                        })
+                        .map(|e| (e.commit.clone(), e.commit_time, e.branch.clone())))
+                })
+                .ok()
+                .flatten()
+            })
+            .flatten();
+        let (commit, commit_time, branch) = built_from.unwrap_or_else(|| {
+            let git = self.git.as_ref();
+            (
+                git.map(|g| plain(&g.commit)),
+                git.map(|g| g.commit_time),
+                git.and_then(|g| g.branch.as_deref().map(plain)),
+            )
+        });
         Entry {
             id: super::ledger::new_id(),
             environment: environment.into(),
@@ -116,12 +142,9 @@ impl Effects {
             kind,
             outcome,
             artifact,
-            commit: self.git.as_ref().map(|g| plain(&g.commit)),
-            commit_time: self.git.as_ref().map(|g| g.commit_time),
-            branch: self
-                .git
-                .as_ref()
-                .and_then(|g| g.branch.as_deref().map(plain)),
+            commit,
+            commit_time,
+            branch,
             user: plain(&self.user),
             started_ms,
             ended_ms: self.clock.now_ms().max(started_ms),
@@ -187,11 +210,18 @@ impl Effects {
     }
 }
 
-/// `text` with each control character (a newline in a reason, an escape sequence in a user
-/// name) as a space: ledger entries reach terminals, and hold none (`Entry::check`).
+/// `text` with each control or formatting character (a newline in a reason, an escape
+/// sequence in a user name) as a space: ledger entries reach terminals, and hold none
+/// (`Entry::check`).
 fn plain(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if super::ledger::hostile_char(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

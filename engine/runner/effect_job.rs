@@ -8,7 +8,7 @@ use flow_rules::Delivery;
 use super::worker::{Completion, Done};
 use super::Drive;
 use crate::action_key::ActionKey;
-use crate::delivery::effects::{artifact_of, EffectDone, EffectRun};
+use crate::delivery::effects::{artifact_dest, artifact_of, EffectDone, EffectRun};
 use crate::delivery::ledger::EntryKind;
 use crate::executor::{ActionSpec, Cancel, Executor};
 use crate::plan::ActionKind;
@@ -60,10 +60,11 @@ impl<E: Executor> Drive<'_, E> {
                     &deploy_deps,
                     secrets_of(&deploy.secrets),
                 );
-                (d, spec)
+                (d, spec, artifact_dest(&plan, d).unwrap_or_default())
             }),
             _ => None,
         };
+        let dest = artifact_dest(&plan, i).unwrap_or_default();
         let artifact = artifact_outs(&plan, i).and_then(|outs| artifact_of(action, deps, &outs));
         let services = self.services.clone();
         let task = async move {
@@ -86,14 +87,18 @@ impl<E: Executor> Drive<'_, E> {
                 action,
                 spec,
                 cancel,
+                artifact_dest: match action.kind {
+                    ActionKind::Deploy => dest,
+                    _ => String::new(),
+                },
                 ticket: std::sync::Mutex::new(Some(ticket)),
             };
             let outcome = match (action.kind, artifact, monitored) {
                 (ActionKind::Deploy, Some(artifact), _) => {
                     run.deploy(artifact, EntryKind::Deploy).await
                 }
-                (ActionKind::Monitor, _, Some((d, deploy_spec))) => {
-                    run.monitor(&plan.nodes[d], deploy_spec).await
+                (ActionKind::Monitor, _, Some((d, deploy_spec, deploy_dest))) => {
+                    run.monitor(&plan.nodes[d], deploy_spec, deploy_dest).await
                 }
                 _ => EffectDone::failed_to_start(format!(
                     "`{}`: its artifact or its deploy is not in this build",

@@ -24,6 +24,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+/// Whether `c` may not appear in a ledger text: a control character, or a bidirectional or
+/// zero-width formatting one (they reorder or hide what a terminal shows).
+pub(crate) fn hostile_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
+        )
+}
+
 /// What an entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,14 +137,24 @@ impl Entry {
             self.reason.as_ref(),
             self.approved_by.as_ref(),
         ];
-        match texts
+        if let Some(t) = texts
             .into_iter()
             .flatten()
-            .find(|t| t.chars().any(char::is_control))
+            .find(|t| t.chars().any(hostile_char))
         {
-            Some(t) => Err(format!("a control character in `{}`", t.escape_debug())),
-            None => Ok(()),
+            return Err(format!(
+                "a control or formatting character in `{}`",
+                t.escape_debug()
+            ));
         }
+        flow_cache::check_relative_path(&self.artifact.name)
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "`{}` is not an output path",
+                    self.artifact.name.escape_debug()
+                )
+            })
     }
 
     fn sort_key(&self) -> (i64, &str) {
@@ -255,9 +275,24 @@ impl Ledger {
         envs
     }
 
-    /// The entry that made the live artifact of `environment` live.
-    pub fn live(&self, environment: &str) -> Option<&Entry> {
-        self.deployed(environment).next()
+    /// The entry that made the live artifact of `deploy` (a deploy's label) in `environment`
+    /// live; with `None`, of any deploy there (the latest). Several deploys may ship to one
+    /// environment (an API and a web front end): each has its own live artifact.
+    pub fn live(&self, environment: &str, deploy: Option<&str>) -> Option<&Entry> {
+        self.deployed(environment, deploy).next()
+    }
+
+    /// The deploys with entries in `environment`, sorted.
+    pub fn deploys(&self, environment: &str) -> Vec<&str> {
+        let mut labels: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|e| e.environment == environment && e.kind.deploys())
+            .map(|e| e.label.as_str())
+            .collect();
+        labels.sort_unstable();
+        labels.dedup();
+        labels
     }
 
     /// What a rollback of `environment` can go back to, newest first (`[0]` by default), each
@@ -266,14 +301,14 @@ impl Ledger {
     /// back to it (what it rolled away from is no longer "before" anything), one elsewhere
     /// pushes it. So rolling back twice goes back two artifacts, never forward to the one just
     /// left. An artifact a monitor found unhealthy there is never offered, nor the live one.
-    pub fn previous(&self, environment: &str) -> Vec<&Entry> {
+    pub fn previous(&self, environment: &str, deploy: &str) -> Vec<&Entry> {
         let mut stack: Vec<&Entry> = Vec::new();
         let mut unhealthy = HashSet::new();
         for e in self.entries.iter().filter(|e| e.environment == environment) {
             if e.kind == EntryKind::Monitor && e.outcome == Verdict::Failed {
                 unhealthy.insert(e.artifact.digest.as_str());
             }
-            if !e.made_live() {
+            if !e.made_live() || e.label != deploy {
                 continue;
             }
             let digest = e.artifact.digest.as_str();
@@ -302,22 +337,24 @@ impl Ledger {
             .collect()
     }
 
-    /// What the CAS must keep: the live artifact and the last `keep` previous ones of every
-    /// environment, each once.
+    /// What the CAS must keep, each once, for every deploy of every environment: the live
+    /// artifact, the `keep` a rollback would go back to first ([`Ledger::previous`]), and the
+    /// `keep` live most recently before the live one (what `--to DIGEST` may name).
     pub fn pinned(&self) -> Vec<Artifact> {
         let mut seen = HashSet::new();
         let mut pinned = Vec::new();
         for env in self.environments() {
-            // The live artifact and the `keep` that were live before it, whatever a
-            // rollback would offer.
-            let mut distinct = HashSet::new();
-            let recent = self
-                .deployed(env)
-                .filter(|e| distinct.insert(e.artifact.digest.as_str()))
-                .take(self.keep + 1);
-            for e in recent {
-                if seen.insert(e.artifact.digest.as_str()) {
-                    pinned.push(e.artifact.clone());
+            for deploy in self.deploys(env) {
+                let mut distinct = HashSet::new();
+                let recent = self
+                    .deployed(env, Some(deploy))
+                    .filter(|e| distinct.insert(e.artifact.digest.as_str()))
+                    .take(self.keep + 1);
+                let back = self.previous(env, deploy).into_iter().take(self.keep);
+                for e in recent.chain(back) {
+                    if seen.insert(e.artifact.digest.as_str()) {
+                        pinned.push(e.artifact.clone());
+                    }
                 }
             }
         }
@@ -358,13 +395,15 @@ impl Ledger {
         })
     }
 
-    /// The succeeded deploying entries of `environment`, newest first.
-    fn deployed(&self, environment: &str) -> impl Iterator<Item = &Entry> + '_ {
-        let environment = environment.to_owned();
-        self.entries
-            .iter()
-            .rev()
-            .filter(move |e| e.environment == environment && e.made_live())
+    /// The succeeded deploying entries of `environment` (of `deploy` only, if given), newest
+    /// first.
+    fn deployed(&self, environment: &str, deploy: Option<&str>) -> impl Iterator<Item = &Entry> {
+        let (environment, deploy) = (environment.to_owned(), deploy.map(str::to_owned));
+        self.entries.iter().rev().filter(move |e| {
+            e.environment == environment
+                && e.made_live()
+                && deploy.as_ref().is_none_or(|d| &e.label == d)
+        })
     }
 
     #[cfg(test)]

@@ -35,6 +35,9 @@ pub(crate) struct Share {
     root: PathBuf,
     remote: String,
     ledger: PathBuf,
+    /// Set once the remote could not be reached in this command: later records stay local
+    /// without trying again (one wait, one warning, per command).
+    gave_up: std::cell::Cell<bool>,
     /// Runs once, between the fetch and the first push (tests make a concurrent push there).
     #[cfg(test)]
     pub(crate) before_push: Option<Box<dyn FnMut() + Send>>,
@@ -68,6 +71,7 @@ impl Share {
             root: root.to_owned(),
             remote: remote.to_owned(),
             ledger: ledger.to_owned(),
+            gave_up: std::cell::Cell::new(false),
             #[cfg(test)]
             before_push: None,
         })
@@ -89,6 +93,9 @@ impl Share {
     /// from the remote were copied locally on the way.
     pub(super) fn push(&mut self, warn: &mut dyn FnMut(String)) -> Result<bool, Error> {
         let mut imported = false;
+        if self.gave_up.get() {
+            return Ok(imported);
+        }
         let mut said = String::new();
         for _ in 0..ATTEMPTS {
             let tip = match self.fetch() {
@@ -148,6 +155,7 @@ impl Share {
     }
 
     fn unreachable(&self, said: &str) -> String {
+        self.gave_up.set(true);
         format!(
             "could not reach the ledger's remote `{}` (git said: {}); using the local ledger, \
              whose new entries are pushed next time",

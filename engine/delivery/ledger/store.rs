@@ -97,6 +97,9 @@ pub(super) fn read_all(ledger: &Path, warn: &mut dyn FnMut(String)) -> Result<Ve
         }
     }
     entries.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    // A copy of an entry under another file name is the same entry.
+    let mut ids = std::collections::HashSet::new();
+    entries.retain(|e| ids.insert(e.id.clone()));
     Ok(entries)
 }
 
