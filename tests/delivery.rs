@@ -1397,3 +1397,77 @@ fn hostile_ledger_files_are_skipped_not_obeyed() {
     ok(&flow(&ws, &clock, &["rollback", "staging"]));
     assert_eq!(live(&ws, "staging"), "v1 healthy\n");
 }
+
+/// Two deploys ship to one environment (an API and a web front end): each has its own live
+/// artifact, so each is `[LIVE]` on its own, and a rollback of the environment asks which;
+/// a rollback stages the old artifact where `$(ARTIFACT)` now points, although it was built
+/// under another name.
+#[test]
+fn two_deploys_to_one_environment_and_a_renamed_artifact() {
+    let ws = Ws::bare()
+        .file("flow.toml", ENVIRONMENTS)
+        .file("v.txt", "api-1\n")
+        .file("w.txt", "web-1\n")
+        .file(
+            "BUILD",
+            "task(name = \"api\", srcs = [\"v.txt\"], outs = [\"api-1.0.whl\"], cmd = \"cp v.txt api-1.0.whl\")\n\
+             task(name = \"web\", srcs = [\"w.txt\"], outs = [\"web.txt\"], cmd = \"cp w.txt web.txt\")\n\
+             deploy(name = \"deploy_api\", environment = \"staging\", artifact = \":api\", \
+             cmd = \"cat $(ARTIFACT) >> $FLOW_WORKSPACE/api.log\")\n\
+             deploy(name = \"deploy_web\", environment = \"staging\", artifact = \":web\", \
+             cmd = \"cat $(ARTIFACT) >> $FLOW_WORKSPACE/web.log\")\n",
+        );
+    let clock = Clock::at(TUESDAY);
+    ok(&flow(&ws, &clock, &["build", "//:deploy_api"]));
+    ok(&flow(&ws, &clock, &["build", "//:deploy_web"]));
+    let again = flow(&ws, &clock, &["build", "//:deploy_api", "//:deploy_web"]);
+    assert_eq!(
+        ok(&again).tagged("LIVE"),
+        ["//:deploy_api", "//:deploy_web"],
+        "{}",
+        show(&again)
+    );
+    // The API's next release is built under another name.
+    let build = read(&ws.path().join("BUILD")).replace("api-1.0.whl", "api-1.1.whl");
+    ws.write("BUILD", build.as_bytes());
+    ws.write("v.txt", b"api-2\n");
+    ok(&flow(&ws, &clock, &["build", "//:deploy_api"]));
+    let ambiguous = flow(&ws, &clock, &["rollback", "staging"]);
+    assert_eq!(ambiguous.code, 2, "{}", show(&ambiguous));
+    assert!(
+        ambiguous
+            .stderr
+            .contains("several deploys ship to `staging`"),
+        "{}",
+        show(&ambiguous)
+    );
+    let back = flow(&ws, &clock, &["rollback", "//:deploy_api"]);
+    assert!(
+        ok(&back).stdout.contains("[ROLLED BACK] //:deploy_api"),
+        "{}",
+        show(&back)
+    );
+    assert_eq!(read(&ws.path().join("api.log")), "api-1\napi-2\napi-1\n");
+    assert_eq!(read(&ws.path().join("web.log")), "web-1\n");
+}
+
+/// A monitor probes right away and then every `interval` until `duration`: duration ÷
+/// interval + 1 probes (it once stopped one interval early).
+#[test]
+fn a_monitor_probes_duration_over_interval_plus_one_times() {
+    let ws = Ws::bare().file("flow.toml", ENVIRONMENTS).file("v.txt", "1\n").file(
+        "BUILD",
+        "task(name = \"art\", srcs = [\"v.txt\"], outs = [\"a.txt\"], cmd = \"cp v.txt a.txt\")\n\
+         deploy(name = \"d\", environment = \"staging\", artifact = \":art\", cmd = \"true\")\n\
+         monitor(name = \"m\", target = \":d\", probe = \"echo probe >> $FLOW_WORKSPACE/probes.log\", \
+         interval = \"1s\", duration = \"2s\")\n",
+    );
+    let clock = Clock::at(TUESDAY);
+    let run = flow(&ws, &clock, &["build", "//:m"]);
+    assert!(
+        ok(&run).stdout.contains("3 probe(s) passed"),
+        "{}",
+        show(&run)
+    );
+    assert_eq!(read(&ws.path().join("probes.log")).lines().count(), 3);
+}
