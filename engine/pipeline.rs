@@ -39,6 +39,8 @@ pub struct Request<'a> {
     pub patterns: &'a [String],
     /// Take the workspace lock (a build) or not (`flow explain`, which writes nothing).
     pub lock: Option<(&'a Handle, &'a mut Option<Interrupts>)>,
+    /// The command taking it, as another command waiting for the lock names it (`build`).
+    pub command: &'static str,
 }
 
 /// How a build starts.
@@ -118,7 +120,7 @@ impl Session {
             }
             profile.mark("plan from the build record");
             let waited = match &mut lock {
-                Some((runtime, sigint)) => match self.lock("build", runtime, sigint) {
+                Some((runtime, sigint)) => match self.lock(req.command, runtime, sigint) {
                     Err(_) => return Ok(Start::Interrupted),
                     Ok(waited) => waited,
                 },
@@ -151,7 +153,7 @@ impl Session {
         drop(graph);
         let cache = self.cache()?;
         if let Some((runtime, sigint)) = lock {
-            if self.lock("build", runtime, sigint).is_err() {
+            if self.lock(req.command, runtime, sigint).is_err() {
                 return Ok(Start::Interrupted);
             }
             if let Some(declared) = &declared {

@@ -56,6 +56,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         terms: &terms,
         patterns: args.patterns,
         lock: Some((runtime.handle(), &mut sigint)),
+        command: "build",
     };
     let prepared = match session.prepare(request)? {
         Start::NoOp(labels) => {

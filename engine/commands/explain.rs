@@ -56,6 +56,7 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
         terms: &terms,
         patterns,
         lock: None,
+        command: "explain",
     };
     let verdicts: Vec<(Label, Verdict)> = match session.prepare(request)? {
         Start::NoOp(labels) => labels

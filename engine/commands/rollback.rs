@@ -49,6 +49,7 @@ pub fn run(
         terms: &terms,
         patterns: &patterns,
         lock: Some((runtime.handle(), &mut sigint)),
+        command: "rollback",
     };
     let prepared = match session.prepare(request)? {
         Start::Plan(prepared) => prepared,
