@@ -96,7 +96,10 @@ struct RawEnvironment {
 
 /// A string or a list of strings.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a window (a string such as \"Tue-Thu 10:00-16:00 America/New_York\") or a list of them"
+)]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),

@@ -571,6 +571,15 @@ fn config_bad_window() {
 }
 
 #[test]
+fn config_window_of_the_wrong_type() {
+    case(
+        "config_window_of_the_wrong_type",
+        &[("flow.toml", "[environments.production]\nwindow = 42\n")],
+        &["query", "//..."],
+    );
+}
+
+#[test]
 fn config_relative_sandbox_dir() {
     case(
         "config_relative_sandbox_dir",
