@@ -140,6 +140,14 @@ pub fn run(
     {
         eprintln!("warning: {w}");
     }
+    if let Ok(d) = &done {
+        // For `flow log`: the rollback is the deploy's last run.
+        let key = rebuilder
+            .key(deploy, &ready.resolved.sources, &[], &ready.resolved.tools)
+            .map(|k| k.digest())
+            .unwrap_or_else(|_| flow_cache::Digest::of(label.to_string().as_bytes()));
+        record_run(&effects.cache, &session.workspace_text(), &label, key, d);
+    }
     drop(executor);
     drop(rebuilder);
     session.close(Some(runtime));
@@ -290,6 +298,44 @@ fn artifact_since(effects: &Effects, environment: &str, artifact: &Artifact) -> 
                 .map_or(0, |e| e.ended_ms))
         })
         .unwrap_or(0)
+}
+
+/// Records a rollback's run in the history (best effort: a failure loses only `flow log`).
+fn record_run(
+    cache: &flow_cache::Cache,
+    workspace: &str,
+    label: &Label,
+    key: flow_cache::Digest,
+    done: &crate::delivery::effects::EffectDone,
+) {
+    let stdout = (!done.log.is_empty())
+        .then(|| cache.cas().put_bytes(&done.log).ok())
+        .flatten();
+    let run = flow_cache::ActionRun {
+        label: label.to_string(),
+        key,
+        outcome: match done.ok {
+            true => flow_cache::Outcome::Ran,
+            false => flow_cache::Outcome::Failed,
+        },
+        duration_ms: done.took.as_millis() as u64,
+        exit_code: None,
+        stdout,
+        stderr: None,
+        workspace: workspace.to_owned(),
+        finished_at_ms: 0,
+    };
+    if let Ok(build) = cache.begin_build(workspace, &format!("rollback {label}")) {
+        let _ = cache.record_runs(build, &[run]);
+        let summary = flow_cache::BuildSummary {
+            outcome: if done.ok { "ok" } else { "failed" }.into(),
+            ran: u64::from(done.ok),
+            failed: u64::from(!done.ok),
+            duration_ms: done.took.as_millis() as u64,
+            ..Default::default()
+        };
+        let _ = cache.finish_build(build, &summary);
+    }
 }
 
 fn usage(message: String, help: Option<String>) -> Error {
