@@ -65,38 +65,10 @@ pub fn run(
     let artifact = choose(&ledger, &environment, &label.to_string(), to)?;
     let ready = session.resolve(prepared)?;
     let plan = &ready.plan;
-    let Some(&node) = plan.index.get(&label) else {
-        return Err(usage(
-            format!("`{label}` is not in the workspace any more"),
-            None,
-        ));
-    };
+    let (node, secrets) = checked_deploy(plan, &label)?;
     let deploy = &plan.nodes[node];
-    if !matches!(&deploy.delivery, Some(Delivery::Deploy { .. })) {
-        return Err(usage(format!("`{label}` is not a deploy"), None));
-    }
-    let missing: Vec<String> = deploy
-        .secrets
-        .iter()
-        .filter(|s| std::env::var(s).is_err())
-        .map(|s| format!("`{s}`"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(usage(
-            format!(
-                "`{label}` needs the secret(s) {}, not set in flow's environment",
-                missing.join(", ")
-            ),
-            None,
-        ));
-    }
     let dest = artifact_dest(plan, node).unwrap_or_default();
     let rebuilder = session.rebuilder(ready.hasher.clone())?;
-    let secrets = deploy
-        .secrets
-        .iter()
-        .filter_map(|s| std::env::var(s).ok().map(|v| (s.clone(), v)))
-        .collect();
     let spec = rebuilder.spec(deploy, &ready.resolved.sources, &[], secrets);
     let effects = Effects {
         workspace_root: root.clone(),
@@ -298,6 +270,44 @@ fn artifact_since(effects: &Effects, environment: &str, artifact: &Artifact) -> 
                 .map_or(0, |e| e.ended_ms))
         })
         .unwrap_or(0)
+}
+
+/// The node of deploy `label` in `plan`, and its secrets (all set, or an error naming those
+/// that are not).
+fn checked_deploy(
+    plan: &crate::plan::Plan,
+    label: &Label,
+) -> Result<(usize, std::collections::BTreeMap<String, String>), Error> {
+    let Some(&node) = plan.index.get(label) else {
+        return Err(usage(
+            format!("`{label}` is not in the workspace any more"),
+            None,
+        ));
+    };
+    let deploy = &plan.nodes[node];
+    if !matches!(&deploy.delivery, Some(Delivery::Deploy { .. })) {
+        return Err(usage(format!("`{label}` is not a deploy"), None));
+    }
+    let mut secrets = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    for s in &deploy.secrets {
+        match std::env::var(s) {
+            Ok(v) => {
+                secrets.insert(s.clone(), v);
+            }
+            Err(_) => missing.push(format!("`{s}`")),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(usage(
+            format!(
+                "`{label}` needs the secret(s) {}, not set in flow's environment",
+                missing.join(", ")
+            ),
+            None,
+        ));
+    }
+    Ok((node, secrets))
 }
 
 /// Records a rollback's run in the history (best effort: a failure loses only `flow log`).
