@@ -1471,3 +1471,109 @@ fn a_monitor_probes_duration_over_interval_plus_one_times() {
     );
     assert_eq!(read(&ws.path().join("probes.log")).lines().count(), 3);
 }
+
+/// `flow rollback` stops on Ctrl-C as a build does (its command is killed, exit 130); a
+/// deploy whose BUILD now ships to another environment is not rolled back with the old
+/// environment's history.
+#[test]
+fn a_rollback_stops_on_ctrl_c_and_never_ships_to_another_environment() {
+    let ws = app("main");
+    let clock = Clock::at(TUESDAY);
+    ok(&flow(&ws, &clock, &["build", "//app:staging"]));
+    ws.write("app/version.txt", b"v2 healthy\n");
+    ok(&flow(&ws, &clock, &["build", "//app:staging"]));
+    // The deploy's command now takes a while: Ctrl-C during the rollback.
+    let slow = read(&ws.path().join("app/BUILD")).replace(
+        "deploy(name = \"staging\", environment = \"staging\", artifact = \":bundle\", cmd = CMD)",
+        "deploy(name = \"staging\", environment = \"staging\", artifact = \":bundle\", cmd = \"sleep 30 && \" + CMD)",
+    );
+    ws.write("app/BUILD", slow.as_bytes());
+    let mut child = Command::new(crate::support::flow_bin())
+        .args(["-C"])
+        .arg(ws.path())
+        .args(["rollback", "staging"])
+        .env("FLOW_NOW_MS", clock.tick())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "Ctrl-C was not prompt"
+    );
+    assert_eq!(
+        live(&ws, "staging"),
+        "v2 healthy\n",
+        "nothing was rolled back"
+    );
+    // The deploy now ships to production: the rollback of staging is refused, nothing runs.
+    let moved = read(&ws.path().join("app/BUILD")).replace(
+        "deploy(name = \"staging\", environment = \"staging\"",
+        "deploy(name = \"staging\", environment = \"production\"",
+    );
+    ws.write("app/BUILD", moved.as_bytes());
+    let refused = flow(&ws, &clock, &["rollback", "staging"]);
+    assert_eq!(refused.code, 2, "{}", show(&refused));
+    assert!(
+        refused
+            .stderr
+            .contains("deploys to `production` now, not to `staging`"),
+        "{}",
+        show(&refused)
+    );
+    assert!(runs(&ws, "production").is_empty());
+}
+
+/// A secret typed in `--reason` or `--approved-by` is masked in the ledger for every deploy
+/// of the build, not only those that declare it.
+#[test]
+fn an_emergency_reason_never_records_a_secret() {
+    let build = app_build().replace(
+        "deploy(name = \"vault\", environment = \"vault\", artifact = \":bundle\", cmd = CMD)",
+        "deploy(name = \"vault\", environment = \"vault\", artifact = \":bundle\", cmd = CMD, secrets = [\"VAULT_TOKEN\"])",
+    );
+    let ws = app("main");
+    ws.write("app/BUILD", build.as_bytes());
+    let clock = Clock::at(SATURDAY);
+    let secret = "s3cr3t-token-value";
+    let run = flow_env(
+        &ws,
+        &clock,
+        &[
+            "build",
+            "--emergency",
+            "--reason",
+            &format!("INC-1 {secret}"),
+            "--approved-by",
+            &format!("bob {secret}"),
+            "//app:vault",
+            "//app:staging",
+        ],
+        &[("VAULT_TOKEN", secret)],
+    );
+    ok(&run);
+    let listed = flow_env(
+        &ws,
+        &clock,
+        &["ledger", "--json"],
+        &[("VAULT_TOKEN", secret)],
+    );
+    let text = ok(&listed).stdout.clone();
+    assert!(text.contains("INC-1"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(files_containing(&ws.path().join(".flow/ledger"), secret).is_empty());
+}

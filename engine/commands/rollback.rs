@@ -67,6 +67,24 @@ pub fn run(
     let plan = &ready.plan;
     let (node, secrets) = checked_deploy(plan, &label)?;
     let deploy = &plan.nodes[node];
+    if let Some(Delivery::Deploy {
+        environment: now, ..
+    }) = &deploy.delivery
+    {
+        if now != &environment {
+            // Its command would ship to `now` what `environment` once ran.
+            return Err(usage(
+                format!(
+                    "`{label}` deploys to `{now}` now, not to `{environment}`, whose history \
+                     this rollback would replay: nothing was run"
+                ),
+                Some(format!(
+                    "roll `{environment}` back with the deploy that ships there now, or deploy \
+                     the artifact you want to `{now}` by building it"
+                )),
+            ));
+        }
+    }
     let dest = artifact_dest(plan, node).unwrap_or_default();
     let rebuilder = session.rebuilder(ready.hasher.clone())?;
     let spec = rebuilder.spec(deploy, &ready.resolved.sources, &[], secrets);
@@ -78,30 +96,35 @@ pub fn run(
         user: git::current_user(),
         clock: session.clock,
         emergency: None,
+        secret_values: crate::delivery::policy::secret_values(plan),
         happened: std::sync::Mutex::new(Happened::default()),
         warnings: std::sync::Mutex::new(Vec::new()),
     };
     let executor = session.executor();
     println!(
-        "flow: rolling {environment} back to artifact {} ({}, live before since {})",
+        "flow: rolling {environment} back to artifact {} ({}, live there since {})",
         short(&artifact.digest),
         artifact.label,
         crate::delivery::effects::when(artifact_since(&effects, &environment, &artifact))
     );
+    // Ctrl-C (SIGTERM, SIGHUP) cancels the command and the probes at once, as in a build.
+    let (stop, cancel) = Cancel::new();
+    let mut interrupted = false;
     let done = runtime.block_on(async {
-        match rollback_run(
-            &effects,
-            &*executor,
-            deploy,
-            spec,
-            &artifact,
-            dest,
-            Cancel::never(),
-        )
-        .await
-        {
-            Ok(run) => Ok(run.deploy(artifact.clone(), EntryKind::Rollback).await),
-            Err(why) => Err(why),
+        let work = async {
+            match rollback_run(&effects, &*executor, deploy, spec, &artifact, dest, cancel).await {
+                Ok(run) => Ok(run.deploy(artifact.clone(), EntryKind::Rollback).await),
+                Err(why) => Err(why),
+            }
+        };
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            done = &mut work => done,
+            _ = crate::runner::interrupted(&mut sigint) => {
+                interrupted = true;
+                stop.cancel();
+                work.await
+            }
         }
     });
     for w in effects
@@ -124,6 +147,10 @@ pub fn run(
     drop(rebuilder);
     session.close(Some(runtime));
     match done {
+        Ok(d) if interrupted => {
+            println!("[FAILED] {label} ({})", d.line);
+            Ok(130)
+        }
         Ok(d) if d.ok => {
             println!("{}", d.line);
             Ok(0)

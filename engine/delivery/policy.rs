@@ -70,6 +70,16 @@ pub fn check(
     })
 }
 
+/// The values of the secrets any action of `plan` declares (those set in flow's environment).
+pub fn secret_values(plan: &Plan) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> =
+        plan.nodes.iter().flat_map(|a| a.secrets.iter()).collect();
+    names
+        .into_iter()
+        .filter_map(|n| std::env::var(n).ok())
+        .collect()
+}
+
 /// What the effects of a build share, when `plan` has any: the ledger (opened now, with its
 /// shared home fetched; `warn` gets what it said), the git facts, the user.
 pub fn open_effects(
@@ -100,6 +110,7 @@ pub fn open_effects(
         user: git::current_user(),
         clock: session.clock,
         emergency,
+        secret_values: secret_values(plan),
         happened: Mutex::new(Happened::default()),
         warnings: Mutex::new(Vec::new()),
     })))

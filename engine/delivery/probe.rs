@@ -275,15 +275,15 @@ async fn run_command(cmd: &str, ctx: &ProbeContext) -> Result<(), String> {
 /// Runs `cmd` as a command probe would, and returns what it printed on stdout when it exits 0
 /// (a deploy's `live` command).
 pub async fn output(cmd: &str, ctx: &ProbeContext) -> Result<String, String> {
-    let (status, out, err) = run_captured(cmd, ctx).await?;
+    let (status, mut out, err) = run_captured(cmd, ctx).await?;
     if status.success() {
         return Ok(String::from_utf8_lossy(&out).into_owned());
     }
-    Err(format!(
-        "`{cmd}` {}: {}",
-        describe_exit(status),
-        quote_tail(&err)
-    ))
+    out.extend_from_slice(&err);
+    Err(match quote_tail(&out) {
+        tail if tail.is_empty() => format!("`{cmd}` {} and printed nothing", describe_exit(status)),
+        tail => format!("`{cmd}` {}: {tail}", describe_exit(status)),
+    })
 }
 
 /// Runs `cmd` in its own process group within `ctx.attempt_timeout`: its status and the tails

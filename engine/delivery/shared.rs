@@ -25,6 +25,9 @@ pub struct Effects {
     pub user: String,
     pub clock: Clock,
     pub emergency: Option<Emergency>,
+    /// The values of every secret the command's actions declare: text a user typed (an
+    /// emergency's reason, its approver) is masked with them before it is recorded.
+    pub secret_values: Vec<String>,
     /// What this command did, for notifications.
     pub happened: Mutex<Happened>,
     /// Warnings the effects gave (printed by the runner when the effect completes).
@@ -119,6 +122,7 @@ impl Effects {
                         .find(|e| {
                             e.environment == environment
                                 && e.artifact.digest == artifact.digest
+                                && e.outcome == Verdict::Succeeded
                                 && matches!(e.kind, EntryKind::Deploy | EntryKind::Emergency)
                         })
                         .map(|e| (e.commit.clone(), e.commit_time, e.branch.clone())))
@@ -148,12 +152,17 @@ impl Effects {
             user: plain(&self.user),
             started_ms,
             ended_ms: self.clock.now_ms().max(started_ms),
-            reason: reason.as_deref().map(plain),
+            reason: reason.as_deref().map(|r| self.masked(r)),
             approved_by: self
                 .emergency
                 .as_ref()
-                .and_then(|e| e.approved_by.as_deref().map(plain)),
+                .and_then(|e| e.approved_by.as_deref().map(|a| self.masked(a))),
         }
+    }
+
+    /// `text` as it may be recorded: plain, with every secret value of the command masked.
+    fn masked(&self, text: &str) -> String {
+        crate::executor::Masker::new(self.secret_values.iter()).mask_text(&plain(text))
     }
 
     /// Records `entry` (and what it pins); remembers it for notifications.
