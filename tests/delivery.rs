@@ -1488,7 +1488,7 @@ fn a_rollback_stops_on_ctrl_c_and_never_ships_to_another_environment() {
         "deploy(name = \"staging\", environment = \"staging\", artifact = \":bundle\", cmd = \"sleep 30 && \" + CMD)",
     );
     ws.write("app/BUILD", slow.as_bytes());
-    let mut child = Command::new(crate::support::flow_bin())
+    let child = Command::new(crate::support::flow_bin())
         .args(["-C"])
         .arg(ws.path())
         .args(["rollback", "staging"])
