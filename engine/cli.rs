@@ -62,6 +62,10 @@ pub enum Command {
         /// Who approved the emergency deploy, where the environment requires an approval
         #[arg(long, value_name = "NAME", requires = "emergency")]
         approved_by: Option<String>,
+        /// Build only the selected targets shard K of N owns (with their dependencies): the
+        /// same partition on every machine, by a hash of each label
+        #[arg(long, value_name = "K/N", value_parser = crate::shard::Shard::parse)]
+        shard: Option<crate::shard::Shard>,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -202,6 +206,7 @@ impl Cli {
                 emergency,
                 reason,
                 approved_by,
+                shard,
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
@@ -212,6 +217,7 @@ impl Cli {
                         reason: reason.clone().unwrap_or_default(),
                         approved_by: approved_by.clone(),
                     }),
+                    shard: *shard,
                 },
             ),
             Command::Watch {

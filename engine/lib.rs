@@ -41,6 +41,7 @@ pub mod reporter;
 pub mod runner;
 pub mod scheduler;
 pub mod session;
+pub mod shard;
 pub mod snapshot_file;
 pub mod stale;
 pub mod workspace;

@@ -41,6 +41,8 @@ pub struct Request<'a> {
     pub lock: Option<(&'a Handle, &'a mut Option<Interrupts>)>,
     /// The command taking it, as another command waiting for the lock names it (`build`).
     pub command: &'static str,
+    /// `--shard K/N`: only the selected targets this shard owns (`shard.rs`).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// How a build starts.
@@ -51,6 +53,8 @@ pub enum Start {
     Plan(Box<Prepared>),
     /// Ctrl-C while waiting for the workspace lock.
     Interrupted,
+    /// `--shard K/N` owns none of the selected targets (how many were selected).
+    EmptyShard(usize),
 }
 
 /// A plan ready to be resolved and run.
@@ -89,7 +93,7 @@ impl Session {
         if req.lock.is_some() {
             self.check_out_root()?;
         }
-        let request = record::request(req.patterns);
+        let request = record::request(req.patterns, req.shard);
         let config = record::config_digest(&self.ws.config);
         let record_path = record::path(&self.cache_dir, &self.ws.root, &request);
         let mut no_op = None;
@@ -149,6 +153,17 @@ impl Session {
         // Outputs that no target declares any more are swept (by a build: `stale.rs`).
         let declared = lock.is_some().then(|| crate::stale::Declared::of(&graph));
         let selected: BTreeSet<usize> = graph.resolve_terms(req.terms).map_err(Error::Unmatched)?;
+        let selected = match req.shard {
+            Some(shard) => {
+                let total = selected.len();
+                let owned = shard.select(&graph, selected);
+                if owned.is_empty() {
+                    return Ok(Start::EmptyShard(total));
+                }
+                owned
+            }
+            None => selected,
+        };
         let plan = Plan::new(&graph, &selected, &self.ws.config.action_path);
         drop(graph);
         let cache = self.cache()?;

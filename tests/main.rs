@@ -24,6 +24,7 @@ mod record;
 mod robustness;
 mod secrets;
 mod session;
+mod shard;
 mod snapshot;
 mod watch;
 mod workspace;

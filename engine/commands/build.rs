@@ -32,6 +32,8 @@ pub struct BuildArgs<'a> {
     pub events: Option<&'a Path>,
     /// `--emergency --reason TEXT [--approved-by NAME]`.
     pub emergency: Option<crate::delivery::window::Emergency>,
+    /// `--shard K/N`.
+    pub shard: Option<crate::shard::Shard>,
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
@@ -57,6 +59,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         patterns: args.patterns,
         lock: Some((runtime.handle(), &mut sigint)),
         command: "build",
+        shard: args.shard,
     };
     let prepared = match session.prepare(request)? {
         Start::NoOp(labels) => {
@@ -73,6 +76,11 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
             return Ok(0);
         }
         Start::Interrupted => return Ok(130),
+        Start::EmptyShard(selected) => {
+            let shard = args.shard.map(|s| s.to_string()).unwrap_or_default();
+            println!("flow: ok: shard {shard} owns none of the {selected} selected target(s); nothing to do");
+            return Ok(0);
+        }
         Start::Plan(p) => p,
     };
     let cache = session.cache()?;
@@ -104,7 +112,12 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         runtime.block_on(runner.run_to_end(&ready.resolved, &mut reporter, &mut sigint, None));
     profile.mark("run");
     drop(runner);
-    write_record(&session, args.patterns, ready, &finished);
+    write_record(
+        &session,
+        &record::request(args.patterns, args.shard),
+        ready,
+        &finished,
+    );
     profile.mark("build record written");
     session.close(Some(runtime));
     profile.mark("sandboxes removed");
@@ -120,7 +133,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
 
 /// After a build in which every planned action succeeded, writes the next build record from
 /// the states the build used; after any other outcome, removes it.
-fn write_record(session: &Session, patterns: &[String], ready: Ready, finished: &Finished) {
+fn write_record(session: &Session, request: &str, ready: Ready, finished: &Finished) {
     let summary = &finished.summary;
     let all_ok = !summary.interrupted
         && summary.failed == 0
@@ -137,10 +150,9 @@ fn write_record(session: &Session, patterns: &[String], ready: Ready, finished: 
     } else {
         ready.touched_at_ms
     };
-    let request = record::request(patterns);
     ready.hasher.with_states(|states| {
         Capture {
-            request: &request,
+            request,
             config: record::config_digest(&session.ws.config),
             tools: &resolved.tools,
             plan: &ready.plan,

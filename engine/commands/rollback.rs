@@ -50,11 +50,12 @@ pub fn run(
         patterns: &patterns,
         lock: Some((runtime.handle(), &mut sigint)),
         command: "rollback",
+        shard: None,
     };
     let prepared = match session.prepare(request)? {
         Start::Plan(prepared) => prepared,
         Start::Interrupted => return Ok(130),
-        Start::NoOp(_) => {
+        Start::NoOp(_) | Start::EmptyShard(_) => {
             return Err(usage(
                 format!("`{label}` is not a deploy of this workspace"),
                 None,

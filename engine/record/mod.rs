@@ -175,11 +175,15 @@ pub fn path(cache: &Path, root: &Path, request: &str) -> PathBuf {
 }
 
 /// The request text of a build: its patterns as given, `//...` for none.
-pub fn request(patterns: &[String]) -> String {
-    if patterns.is_empty() {
+pub fn request(patterns: &[String], shard: Option<crate::shard::Shard>) -> String {
+    let patterns = if patterns.is_empty() {
         "//...".to_owned()
     } else {
         patterns.join("\n")
+    };
+    match shard {
+        Some(shard) => format!("{patterns}\nshard {shard}"),
+        None => patterns,
     }
 }
 
