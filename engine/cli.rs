@@ -66,6 +66,10 @@ pub enum Command {
         /// same partition on every machine, by a hash of each label
         #[arg(long, value_name = "K/N", value_parser = crate::shard::Shard::parse)]
         shard: Option<crate::shard::Shard>,
+        /// Build only the selected targets whose definition or inputs differ from those at
+        /// the git commit REF (by content: static keys computed on both sides)
+        #[arg(long, value_name = "REF")]
+        since: Option<String>,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -130,6 +134,15 @@ pub enum Command {
         /// How many artifacts back (1 = the one live before the current one), or a digest prefix
         #[arg(long, value_name = "N|DIGEST")]
         to: Option<String>,
+    },
+    /// Print the selected targets (default `//...`) whose definition or inputs differ from
+    /// those at the git commit REF, one a line: what `flow build --since REF` builds
+    Affected {
+        /// The commit to compare with (a branch, a tag, a hash)
+        #[arg(long, value_name = "REF", required = true)]
+        since: String,
+        /// Target patterns, as for `build`
+        patterns: Vec<String>,
     },
     /// Ask about the target graph: `flow query 'deps(//app:test)'`
     Query {
@@ -207,6 +220,7 @@ impl Cli {
                 reason,
                 approved_by,
                 shard,
+                since,
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
@@ -218,6 +232,7 @@ impl Cli {
                         approved_by: approved_by.clone(),
                     }),
                     shard: *shard,
+                    since: since.as_deref(),
                 },
             ),
             Command::Watch {
@@ -262,6 +277,12 @@ impl Cli {
             Command::Ledger { environment, json } => {
                 crate::commands::ledger::run(&self.start_dir()?, environment.as_deref(), *json)
             }
+            Command::Affected { since, patterns } => crate::commands::affected::run(
+                &self.start_dir()?,
+                since,
+                patterns,
+                self.cache_dir.as_deref(),
+            ),
             Command::Rollback { target, to } => crate::commands::rollback::run(
                 &self.start_dir()?,
                 target,

@@ -17,6 +17,7 @@
 //! (`runner`) and reports (`reporter`). Every user-facing error is rendered once, with a code frame (`diagnostics`).
 
 pub mod action_key;
+pub mod affected;
 pub mod analysis;
 pub mod cli;
 pub mod clock;

@@ -43,6 +43,9 @@ pub struct Request<'a> {
     pub command: &'static str,
     /// `--shard K/N`: only the selected targets this shard owns (`shard.rs`).
     pub shard: Option<crate::shard::Shard>,
+    /// `--since REF`, resolved to a commit: only the selected targets affected since it
+    /// (`affected.rs`).
+    pub since: Option<&'a str>,
 }
 
 /// How a build starts.
@@ -53,8 +56,8 @@ pub enum Start {
     Plan(Box<Prepared>),
     /// Ctrl-C while waiting for the workspace lock.
     Interrupted,
-    /// `--shard K/N` owns none of the selected targets (how many were selected).
-    EmptyShard(usize),
+    /// Nothing selected is left to build (`--shard`, `--since`): why, one line.
+    Nothing(String),
 }
 
 /// A plan ready to be resolved and run.
@@ -93,7 +96,10 @@ impl Session {
         if req.lock.is_some() {
             self.check_out_root()?;
         }
-        let request = record::request(req.patterns, req.shard);
+        let mut request = record::request(req.patterns, req.shard);
+        if let Some(commit) = req.since {
+            request.push_str(&format!("\nsince {commit}"));
+        }
         let config = record::config_digest(&self.ws.config);
         let record_path = record::path(&self.cache_dir, &self.ws.root, &request);
         let mut no_op = None;
@@ -153,12 +159,29 @@ impl Session {
         // Outputs that no target declares any more are swept (by a build: `stale.rs`).
         let declared = lock.is_some().then(|| crate::stale::Declared::of(&graph));
         let selected: BTreeSet<usize> = graph.resolve_terms(req.terms).map_err(Error::Unmatched)?;
+        let selected = match req.since {
+            Some(commit) => {
+                let total = selected.len();
+                let affected = crate::affected::affected(&self.ws, &graph, commit)?;
+                let left: BTreeSet<usize> = selected.intersection(&affected).copied().collect();
+                if left.is_empty() {
+                    let short = &commit[..commit.len().min(12)];
+                    return Ok(Start::Nothing(format!(
+                        "none of the {total} selected target(s) is affected since {short}"
+                    )));
+                }
+                left
+            }
+            None => selected,
+        };
         let selected = match req.shard {
             Some(shard) => {
                 let total = selected.len();
                 let owned = shard.select(&graph, selected);
                 if owned.is_empty() {
-                    return Ok(Start::EmptyShard(total));
+                    return Ok(Start::Nothing(format!(
+                        "shard {shard} owns none of the {total} selected target(s)"
+                    )));
                 }
                 owned
             }

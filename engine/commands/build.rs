@@ -34,6 +34,8 @@ pub struct BuildArgs<'a> {
     pub emergency: Option<crate::delivery::window::Emergency>,
     /// `--shard K/N`.
     pub shard: Option<crate::shard::Shard>,
+    /// `--since REF`.
+    pub since: Option<&'a str>,
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
@@ -41,6 +43,11 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let profile = Profile::from_env();
     let terms = parse_patterns(args.patterns)?;
     let mut session = Session::open(start, args.session)?;
+    // The commit `--since` names, resolved once: the build record is per commit.
+    let since = match args.since {
+        Some(r) => Some(crate::affected::resolve(&session.ws.root, r)?),
+        None => None,
+    };
     let events = match args.events {
         Some(path) => Some(open_events(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
@@ -60,6 +67,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         lock: Some((runtime.handle(), &mut sigint)),
         command: "build",
         shard: args.shard,
+        since: since.as_deref(),
     };
     let prepared = match session.prepare(request)? {
         Start::NoOp(labels) => {
@@ -76,9 +84,8 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
             return Ok(0);
         }
         Start::Interrupted => return Ok(130),
-        Start::EmptyShard(selected) => {
-            let shard = args.shard.map(|s| s.to_string()).unwrap_or_default();
-            println!("flow: ok: shard {shard} owns none of the {selected} selected target(s); nothing to do");
+        Start::Nothing(why) => {
+            println!("flow: ok: {why}; nothing to do");
             return Ok(0);
         }
         Start::Plan(p) => p,
@@ -114,7 +121,13 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     drop(runner);
     write_record(
         &session,
-        &record::request(args.patterns, args.shard),
+        &match &since {
+            Some(commit) => format!(
+                "{}\nsince {commit}",
+                record::request(args.patterns, args.shard)
+            ),
+            None => record::request(args.patterns, args.shard),
+        },
         ready,
         &finished,
     );

@@ -58,6 +58,7 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
         lock: None,
         command: "explain",
         shard: None,
+        since: None,
     };
     let verdicts: Vec<(Label, Verdict)> = match session.prepare(request)? {
         Start::NoOp(labels) => labels
@@ -65,7 +66,7 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
             .filter_map(|l| Some((Label::parse(l, None).ok()?, Verdict::Carried)))
             .collect(),
         Start::Interrupted => return Ok(130),
-        Start::EmptyShard(_) => Vec::new(),
+        Start::Nothing(_) => Vec::new(),
         Start::Plan(prepared) => {
             let ready = session.resolve(prepared)?;
             let rebuilder = session.rebuilder(ready.hasher.clone())?;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod affected;
 pub mod build;
 pub mod cache;
 pub mod clean;

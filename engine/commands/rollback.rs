@@ -51,11 +51,12 @@ pub fn run(
         lock: Some((runtime.handle(), &mut sigint)),
         command: "rollback",
         shard: None,
+        since: None,
     };
     let prepared = match session.prepare(request)? {
         Start::Plan(prepared) => prepared,
         Start::Interrupted => return Ok(130),
-        Start::NoOp(_) | Start::EmptyShard(_) => {
+        Start::NoOp(_) | Start::Nothing(_) => {
             return Err(usage(
                 format!("`{label}` is not a deploy of this workspace"),
                 None,

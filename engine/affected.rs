@@ -1,0 +1,204 @@
+//! `--since REF`: the targets whose definition or transitive inputs differ between the commit
+//! `REF` names and the working tree, by content.
+//!
+//! Each side gets a **static key** per target: a blake3 digest of its definition as evaluated
+//! (kind, command, sources' paths, outputs, env, secret names, tools, sandboxing, caching,
+//! delivery attributes), the content digest of each of its sources, and the static keys of
+//! its dependencies. A target is affected when its key differs from the key of the target of
+//! the same label at `REF`, or when there is none. So a lockfile edit affects only what reads
+//! it; a `.star` macro edit affects what the macro declares differently; a whitespace edit of a
+//! source affects its readers (bytes differ; early cutoff stops it at run time as usual); an
+//! edit nothing reads affects nothing.
+//!
+//! `REF`'s side is evaluated in a temporary `git worktree` of that commit (removed after),
+//! with its own `flow.toml`, BUILD and `.star` files, and sources read there. A ref missing from
+//! the clone (a shallow clone without enough history) is an error saying how to fetch it,
+//! never a silent "everything changed".
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::delivery::git::git;
+use crate::error::Error;
+use crate::graph::TargetGraph;
+use crate::workspace::Workspace;
+
+/// The targets of `graph` (the working tree's, of workspace `ws`) affected since `since`.
+pub fn affected(
+    ws: &Workspace,
+    graph: &TargetGraph,
+    since: &str,
+) -> Result<BTreeSet<usize>, Error> {
+    let commit = resolve(&ws.root, since)?;
+    let base = Checkout::of(&ws.root, &commit)?;
+    let old_ws = Workspace::discover(&base.workspace)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("flow-since-")
+        .tempdir()
+        .map_err(|e| io(&base.workspace, "create a scratch directory for", e))?;
+    let old = match crate::analysis::analyze(&old_ws, scratch.path()) {
+        Ok((old_graph, _)) => keys(&old_graph, &old_ws.root),
+        // The base does not evaluate: every target is new to it.
+        Err(Error::Analysis(_)) => HashMap::new(),
+        Err(e) => return Err(e),
+    };
+    let new = keys(graph, &ws.root);
+    Ok((0..graph.targets().len())
+        .filter(|&i| {
+            let label = graph.target(i).label.to_string();
+            old.get(&label) != new.get(&label)
+        })
+        .collect())
+}
+
+/// The commit `since` names, or an error saying how to get it.
+pub fn resolve(root: &Path, since: &str) -> Result<String, Error> {
+    let inside = git(root)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .map_err(|e| io(root, "run git in", e))?;
+    if !inside.status.success() {
+        return Err(Error::Usage {
+            message: format!(
+                "`--since {since}` compares with a git commit, and `{}` is not in a git checkout",
+                root.display()
+            ),
+            help: None,
+        });
+    }
+    let out = git(root)
+        .args([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{since}^{{commit}}"),
+        ])
+        .output()
+        .map_err(|e| io(root, "run git in", e))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let shallow = git(root)
+        .args(["rev-parse", "--is-shallow-repository"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+    Err(Error::Usage {
+        message: format!(
+            "`{since}` is not a commit of this clone{}: flow cannot tell what changed since it",
+            if shallow { " (a shallow clone)" } else { "" }
+        ),
+        help: Some(format!(
+            "fetch it first, e.g. `git fetch origin {since}` or `git fetch --deepen=100`; with \
+             actions/checkout, set `fetch-depth: 0`"
+        )),
+    })
+}
+
+/// A temporary worktree of a commit, removed on drop.
+struct Checkout {
+    repo: PathBuf,
+    dir: tempfile::TempDir,
+    /// The workspace's root inside it.
+    workspace: PathBuf,
+}
+
+impl Checkout {
+    fn of(root: &Path, commit: &str) -> Result<Checkout, Error> {
+        let top = git(root)
+            .args(["rev-parse", "--show-toplevel"])
+            .output()
+            .map_err(|e| io(root, "run git in", e))?;
+        let repo = PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
+        let repo = std::fs::canonicalize(&repo).unwrap_or(repo);
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let within = root
+            .strip_prefix(&repo)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix("flow-base-")
+            .tempdir()
+            .map_err(|e| io(root.as_path(), "create a worktree for", e))?;
+        let tree = dir.path().join("tree");
+        let added = git(&repo)
+            .args(["worktree", "add", "--detach", "--quiet"])
+            .arg(&tree)
+            .arg(commit)
+            .output()
+            .map_err(|e| io(&repo, "run git in", e))?;
+        if !added.status.success() {
+            return Err(Error::Io {
+                path: repo,
+                action: "check out the base commit of `--since` from",
+                error: String::from_utf8_lossy(&added.stderr).trim().to_owned(),
+            });
+        }
+        Ok(Checkout {
+            workspace: tree.join(within),
+            repo,
+            dir,
+        })
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let _ = git(&self.repo)
+            .args(["worktree", "remove", "--force"])
+            .arg(self.dir.path().join("tree"))
+            .output();
+    }
+}
+
+/// Every target's static key (see the module doc), by label.
+fn keys(graph: &TargetGraph, root: &Path) -> HashMap<String, blake3::Hash> {
+    let mut keys: Vec<Option<blake3::Hash>> = vec![None; graph.targets().len()];
+    for i in topo(graph) {
+        let t = graph.target(i);
+        let mut h = blake3::Hasher::new();
+        let mut definition = serde_json::to_value(t).unwrap_or_default();
+        if let Some(map) = definition.as_object_mut() {
+            // Where it is written is not what it does.
+            map.remove("generator");
+            map.remove("doc");
+        }
+        h.update(definition.to_string().as_bytes());
+        for src in &t.srcs {
+            let path = root.join(crate::expand::join_path(t.label.package(), src));
+            h.update(b"\0src\0");
+            h.update(src.as_bytes());
+            match std::fs::read(&path) {
+                Ok(bytes) => h.update(blake3::hash(&bytes).as_bytes()),
+                Err(_) => h.update(b"\0unreadable"),
+            };
+        }
+        for d in graph.deps(i) {
+            h.update(b"\0dep\0");
+            if let Some(k) = keys[d] {
+                h.update(k.as_bytes());
+            }
+        }
+        keys[i] = Some(h.finalize());
+    }
+    keys.into_iter()
+        .enumerate()
+        .filter_map(|(i, k)| Some((graph.target(i).label.to_string(), k?)))
+        .collect()
+}
+
+/// The targets of `graph`, each after its dependencies.
+fn topo(graph: &TargetGraph) -> Vec<usize> {
+    match petgraph::algo::toposort(graph.petgraph(), None) {
+        // Edges point at dependencies: reversed, dependencies come first.
+        Ok(order) => order.into_iter().rev().map(|n| n.index()).collect(),
+        Err(_) => (0..graph.targets().len()).collect(),
+    }
+}
+
+fn io(path: &Path, action: &'static str, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        action,
+        error: e.to_string(),
+    }
+}
