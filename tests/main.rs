@@ -25,6 +25,7 @@ mod robustness;
 mod secrets;
 mod session;
 mod shard;
+mod since;
 mod snapshot;
 mod watch;
 mod workspace;
