@@ -57,7 +57,8 @@ fn set(labels: &[&str]) -> BTreeSet<String> {
 /// Each kind of edit selects exactly what reads it, transitively, and nothing else.
 #[test]
 fn each_kind_of_edit_selects_exactly_what_it_reaches() {
-    let cases: [(&str, &dyn Fn(&Ws), &[&str]); 7] = [
+    type Edit<'a> = &'a dyn Fn(&Ws);
+    let cases: [(&str, Edit, &[&str]); 7] = [
         ("nothing", &|_| {}, &[]),
         (
             "a file nothing reads",
