@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use proptest::prelude::*;
+
 use crate::support::{git, Ws};
 
 const PRELUDE_STAR: &str =
@@ -193,4 +195,94 @@ fn a_shallow_clone_answers_the_same_or_says_how_to_fetch() {
         "{stderr}"
     );
     assert!(stderr.contains("git fetch"), "{stderr}");
+}
+
+/// An edit of the generated workspace below.
+#[derive(Clone, Debug)]
+enum Edit {
+    /// New bytes in `pK/x.txt`, read by `pK:gen`.
+    Source(usize, String),
+    /// A file nothing reads.
+    Unread(usize),
+    /// `pK:use`'s command.
+    Command(usize),
+}
+
+fn chain_build(p: usize, variant: u32) -> String {
+    let dep = if p == 0 {
+        String::new()
+    } else {
+        format!(", \"//p{}:gen\"", p - 1)
+    };
+    format!(
+        "task(name = \"gen\", srcs = [\"x.txt\"], outs = [\"g.txt\"], cmd = \"cp x.txt g.txt\")\n\
+         task(name = \"use\", deps = [\":gen\"{dep}], cmd = \"cat $(location :gen) # {variant}\")\n"
+    )
+}
+
+fn chain(n: usize) -> Ws {
+    let mut ws = Ws::bare()
+        .file("flow.toml", "")
+        .file(".gitignore", ".flow/\nflow-out/\n");
+    for p in 0..n {
+        ws = ws
+            .file(&format!("p{p}/x.txt"), &format!("{p}\n"))
+            .file(&format!("p{p}/unread.txt"), "-\n")
+            .file(&format!("p{p}/BUILD"), &chain_build(p, 0));
+    }
+    git(ws.path(), &["init", "-q", "-b", "main"]);
+    commit(ws.path(), "base");
+    ws
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// For random edits between two commits: `--since` selects exactly the targets the edits
+    /// reach (so nothing whose static key is unchanged), and that is a superset of what a
+    /// build after a build of the base runs.
+    #[test]
+    fn since_selects_what_the_edits_reach_and_covers_what_runs(
+        n in 2usize..5,
+        edits in proptest::collection::vec(
+            proptest::prop_oneof![
+                (0usize..5, "[a-z]{1,4}").prop_map(|(p, s)| Edit::Source(p, s)),
+                (0usize..5).prop_map(Edit::Unread),
+                (0usize..5).prop_map(Edit::Command),
+            ],
+            0..4,
+        ),
+    ) {
+        let ws = chain(n);
+        ws.run(&["build", "//..."]).ok();
+        let mut expected = BTreeSet::new();
+        for (i, edit) in edits.iter().enumerate() {
+            match edit {
+                Edit::Source(p, text) if *p < n => {
+                    let old = std::fs::read_to_string(ws.path().join(format!("p{p}/x.txt"))).unwrap();
+                    let new = format!("{text}\n");
+                    if old != new {
+                        ws.write(&format!("p{p}/x.txt"), new.as_bytes());
+                        expected.insert(format!("//p{p}:gen"));
+                        expected.insert(format!("//p{p}:use"));
+                        if p + 1 < n {
+                            expected.insert(format!("//p{}:use", p + 1));
+                        }
+                    }
+                }
+                Edit::Unread(p) if *p < n => ws.write(&format!("p{p}/unread.txt"), format!("{i}\n").as_bytes()),
+                Edit::Command(p) if *p < n => {
+                    ws.write(&format!("p{p}/BUILD"), chain_build(*p, i as u32 + 1).as_bytes());
+                    expected.insert(format!("//p{p}:use"));
+                }
+                _ => {}
+            }
+        }
+        commit(ws.path(), "edits");
+        let selected = affected(&ws, "HEAD~1");
+        prop_assert_eq!(&selected, &expected);
+        let run = ws.run(&["build", "//..."]);
+        let ran: BTreeSet<String> = run.tagged("RAN").into_iter().collect();
+        prop_assert!(ran.is_subset(&selected), "ran {:?}, selected {:?}", ran, selected);
+    }
 }
