@@ -70,6 +70,9 @@ pub enum Command {
         /// the git commit REF (by content: static keys computed on both sides)
         #[arg(long, value_name = "REF")]
         since: Option<String>,
+        /// Write a JUnit XML report of the build to FILE: each action a test case
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -221,6 +224,7 @@ impl Cli {
                 approved_by,
                 shard,
                 since,
+                junit,
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
@@ -233,6 +237,7 @@ impl Cli {
                     }),
                     shard: *shard,
                     since: since.as_deref(),
+                    junit: junit.as_deref(),
                 },
             ),
             Command::Watch {

@@ -31,6 +31,7 @@ pub mod expand;
 pub mod graph;
 pub mod hasher;
 pub mod interrupts;
+pub mod junit;
 pub mod lock;
 pub mod pipeline;
 pub mod plan;

@@ -48,6 +48,8 @@ pub struct Reporter {
     pending: std::cell::RefCell<Vec<u8>>,
     /// `flow build --events FILE`: one JSON line per event.
     events: Option<std::io::BufWriter<std::fs::File>>,
+    /// `flow build --junit FILE`.
+    junit: Option<crate::junit::JunitReport>,
 }
 
 impl Reporter {
@@ -74,12 +76,19 @@ impl Reporter {
             running: BTreeMap::new(),
             pending: std::cell::RefCell::new(Vec::new()),
             events: None,
+            junit: None,
         }
     }
 
     /// Writes the event stream to `file` as well (`flow build --events FILE`).
     pub fn with_events(mut self, file: std::fs::File) -> Reporter {
         self.events = Some(std::io::BufWriter::new(file));
+        self
+    }
+
+    /// Also collects a JUnit report, written to `path` with the summary (`junit.rs`).
+    pub fn with_junit(mut self, path: &std::path::Path) -> Reporter {
+        self.junit = Some(crate::junit::JunitReport::new(path));
         self
     }
 
@@ -170,11 +179,17 @@ impl Reporter {
 
     pub fn ran(&mut self, label: &str, took: Duration) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.passed(label, took, "ran");
+        }
         self.line(&format!("[RAN] {label} ({})", secs(took)));
     }
 
     pub fn cached(&mut self, label: &str) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.passed(label, Duration::ZERO, "cached: its inputs did not change");
+        }
         self.cached += 1;
         if self.bar.is_none() {
             self.line(&format!("[CACHED] {label}"));
@@ -185,6 +200,11 @@ impl Reporter {
     pub fn replay_cached(&mut self, labels: &[String]) {
         self.done += labels.len();
         self.cached += labels.len();
+        if let Some(j) = &mut self.junit {
+            for l in labels {
+                j.passed(l, Duration::ZERO, "cached: its inputs did not change");
+            }
+        }
         if self.bar.is_some() || labels.is_empty() {
             return;
         }
@@ -196,11 +216,17 @@ impl Reporter {
     /// A cached action that was already up to date, reported silently (watch cycles).
     pub fn up_to_date(&mut self, label: &str) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.passed(label, Duration::ZERO, "cached: its inputs did not change");
+        }
         self.cached += 1;
     }
 
     pub fn flaky(&mut self, label: &str, attempts: u32, took: Duration) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.passed(label, took, &format!("flaky: passed on attempt {attempts}"));
+        }
         self.line(&format!(
             "[FLAKY] {label} (passed on attempt {attempts}, {})",
             secs(took)
@@ -210,6 +236,9 @@ impl Reporter {
     /// A failed action: `why` is the short reason, `log` what it printed (both streams).
     pub fn failed(&mut self, label: &str, why: &str, log: &[u8]) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.failed(label, why, &String::from_utf8_lossy(log));
+        }
         let mut text = format!("[FAILED] {label} ({why})");
         let log = String::from_utf8_lossy(log);
         let lines: Vec<&str> = log.lines().collect();
@@ -231,11 +260,17 @@ impl Reporter {
     /// An effect that succeeded, with its own line (`[DEPLOYED] ...`, `[LIVE] ...`).
     pub fn effect(&mut self, label: &str, line: &str) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.passed(label, Duration::ZERO, line);
+        }
         self.line(line);
     }
 
     pub fn skipped(&mut self, label: &str, reason: &str) {
         self.finished(label);
+        if let Some(j) = &mut self.junit {
+            j.skipped(label, reason);
+        }
         self.line(&format!("[SKIPPED] {label} ({reason})"));
     }
 
@@ -247,6 +282,11 @@ impl Reporter {
     pub fn summary(&mut self, s: &Summary, took: Duration) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
+        }
+        if let Some(j) = self.junit.take() {
+            if let Err(e) = j.write(took) {
+                self.warn(&format!("could not write the JUnit report: {e}"));
+            }
         }
         if self.quiet_when_idle && self.printed.get() == 0 && !s.interrupted && !s.superseded {
             return;

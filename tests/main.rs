@@ -13,6 +13,7 @@ mod golden;
 mod hermetic;
 mod hostile;
 mod incremental;
+mod junit;
 mod layout;
 mod ledger;
 mod listing;

@@ -36,6 +36,8 @@ pub struct BuildArgs<'a> {
     pub shard: Option<crate::shard::Shard>,
     /// `--since REF`.
     pub since: Option<&'a str>,
+    /// `--junit FILE`.
+    pub junit: Option<&'a Path>,
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
@@ -56,9 +58,15 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         })?),
         None => None,
     };
-    let reporter = |total: usize| match events.as_ref().and_then(|f| f.try_clone().ok()) {
-        Some(f) => Reporter::new(total).with_events(f),
-        None => Reporter::new(total),
+    let reporter = |total: usize| {
+        let reporter = match events.as_ref().and_then(|f| f.try_clone().ok()) {
+            Some(f) => Reporter::new(total).with_events(f),
+            None => Reporter::new(total),
+        };
+        match args.junit {
+            Some(path) => reporter.with_junit(path),
+            None => reporter,
+        }
     };
     let (runtime, mut sigint) = runtime_with_sigint(start)?;
     let request = Request {
@@ -86,6 +94,12 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         Start::Interrupted => return Ok(130),
         Start::Nothing(why) => {
             println!("flow: ok: {why}; nothing to do");
+            // An empty report still says the build passed.
+            if let Some(path) = args.junit {
+                if let Err(e) = crate::junit::JunitReport::new(path).write(began.elapsed()) {
+                    eprintln!("warning: could not write the JUnit report: {e}");
+                }
+            }
             return Ok(0);
         }
         Start::Plan(p) => p,
