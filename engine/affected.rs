@@ -3,8 +3,8 @@
 //!
 //! Each side gets a **static key** per target: a blake3 digest of its definition as evaluated
 //! (kind, command, sources' paths, outputs, env, secret names, tools, sandboxing, caching,
-//! delivery attributes), the content digest of each of its sources, and the static keys of
-//! its dependencies. A target is affected when its key differs from the key of the target of
+//! delivery attributes), the content digest and executable bit of each of its sources, and the
+//! static keys of its dependencies. A target is affected when its key differs from the key of the target of
 //! the same label at `REF`, or when there is none. So a lockfile edit affects only what reads
 //! it; a `.star` macro edit affects what the macro declares differently; a whitespace edit of a
 //! source affects its readers (bytes differ; early cutoff stops it at run time as usual); an
@@ -171,6 +171,11 @@ fn keys(graph: &TargetGraph, root: &Path) -> HashMap<String, blake3::Hash> {
                 Ok(bytes) => h.update(blake3::hash(&bytes).as_bytes()),
                 Err(_) => h.update(b"\0unreadable"),
             };
+            // The executable bit is in the action key too (a script run as `./x.sh`).
+            let executable = std::fs::metadata(&path).is_ok_and(|m| {
+                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            });
+            h.update(&[u8::from(executable)]);
         }
         for d in graph.deps(i) {
             h.update(b"\0dep\0");

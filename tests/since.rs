@@ -286,3 +286,13 @@ proptest! {
         prop_assert!(ran.is_subset(&selected), "ran {:?}, selected {:?}", ran, selected);
     }
 }
+
+/// `chmod +x` of a source is in the action key, and so affects its readers.
+#[test]
+fn a_chmod_of_a_source_affects_its_readers() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = fixture();
+    let path = ws.path().join("other/o.txt");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(affected(&ws, "main"), set(&["//other:o"]));
+}
