@@ -37,12 +37,12 @@ pub fn affected(
         .tempdir()
         .map_err(|e| io(&base.workspace, "create a scratch directory for", e))?;
     let old = match crate::analysis::analyze(&old_ws, scratch.path()) {
-        Ok((old_graph, _)) => keys(&old_graph, &old_ws.root),
+        Ok((old_graph, _)) => keys(&old_graph, &old_ws),
         // The base does not evaluate: every target is new to it.
         Err(Error::Analysis(_)) => HashMap::new(),
         Err(e) => return Err(e),
     };
-    let new = keys(graph, &ws.root);
+    let new = keys(graph, ws);
     Ok((0..graph.targets().len())
         .filter(|&i| {
             let label = graph.target(i).label.to_string();
@@ -151,11 +151,16 @@ impl Drop for Checkout {
 }
 
 /// Every target's static key (see the module doc), by label.
-fn keys(graph: &TargetGraph, root: &Path) -> HashMap<String, blake3::Hash> {
+fn keys(graph: &TargetGraph, ws: &Workspace) -> HashMap<String, blake3::Hash> {
+    let root = &ws.root;
+    // Every action's PATH (flow.toml's `[build] action_path`) is in its key.
+    let path = ws.config.action_path.join(":");
     let mut keys: Vec<Option<blake3::Hash>> = vec![None; graph.targets().len()];
     for i in topo(graph) {
         let t = graph.target(i);
         let mut h = blake3::Hasher::new();
+        h.update(path.as_bytes());
+        h.update(b"\0");
         let mut definition = serde_json::to_value(t).unwrap_or_default();
         if let Some(map) = definition.as_object_mut() {
             // Where it is written is not what it does.
