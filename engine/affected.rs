@@ -10,8 +10,10 @@
 //! source affects its readers (bytes differ; early cutoff stops it at run time as usual); an
 //! edit nothing reads affects nothing.
 //!
-//! `REF`'s side is evaluated in a temporary `git worktree` of that commit (removed after),
-//! with its own `flow.toml`, BUILD and `.star` files, and sources read there. A ref missing from
+//! `REF`'s side is evaluated in a temporary copy of that commit's files (removed after; written
+//! through a temporary git index, so the repository's index, work tree and worktrees are never
+//! touched), with its own `flow.toml`, BUILD and `.star` files, and sources read there. A base
+//! whose BUILD files do not evaluate has no targets: everything selected is affected. A ref missing from
 //! the clone (a shallow clone without enough history) is an error saying how to fetch it,
 //! never a silent "everything changed".
 
@@ -94,10 +96,12 @@ pub fn resolve(root: &Path, since: &str) -> Result<String, Error> {
     })
 }
 
-/// A temporary worktree of a commit, removed on drop.
+/// The files of a commit, written to a temporary directory (removed on drop) through a
+/// temporary index (`git read-tree` + `git checkout-index`): the repository's own index, work
+/// tree and worktree list are never touched, so a `flow` killed meanwhile leaves only a
+/// directory in the system's temp directory.
 struct Checkout {
-    repo: PathBuf,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The workspace's root inside it.
     workspace: PathBuf,
 }
@@ -118,35 +122,38 @@ impl Checkout {
         let dir = tempfile::Builder::new()
             .prefix("flow-base-")
             .tempdir()
-            .map_err(|e| io(root.as_path(), "create a worktree for", e))?;
+            .map_err(|e| io(root.as_path(), "create a directory for the base of", e))?;
+        let index = dir.path().join("index");
         let tree = dir.path().join("tree");
-        let added = git(&repo)
-            .args(["worktree", "add", "--detach", "--quiet"])
-            .arg(&tree)
-            .arg(commit)
-            .output()
-            .map_err(|e| io(&repo, "run git in", e))?;
-        if !added.status.success() {
-            return Err(Error::Io {
-                path: repo,
-                action: "check out the base commit of `--since` from",
-                error: String::from_utf8_lossy(&added.stderr).trim().to_owned(),
-            });
+        let mut prefix = tree.as_os_str().to_owned();
+        prefix.push("/");
+        let steps: [Vec<std::ffi::OsString>; 2] = [
+            vec!["read-tree".into(), commit.into()],
+            vec![
+                "checkout-index".into(),
+                "--all".into(),
+                "--prefix".into(),
+                prefix,
+            ],
+        ];
+        for args in steps {
+            let out = git(&repo)
+                .env("GIT_INDEX_FILE", &index)
+                .args(&args)
+                .output()
+                .map_err(|e| io(&repo, "run git in", e))?;
+            if !out.status.success() {
+                return Err(Error::Io {
+                    path: repo,
+                    action: "write the files of the base commit of `--since` from",
+                    error: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
         }
         Ok(Checkout {
             workspace: tree.join(within),
-            repo,
-            dir,
+            _dir: dir,
         })
-    }
-}
-
-impl Drop for Checkout {
-    fn drop(&mut self) {
-        let _ = git(&self.repo)
-            .args(["worktree", "remove", "--force"])
-            .arg(self.dir.path().join("tree"))
-            .output();
     }
 }
 

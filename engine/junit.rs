@@ -75,7 +75,9 @@ impl JunitReport {
     pub fn write(&self, took: Duration) -> std::io::Result<()> {
         let xml = self.xml(took).map_err(std::io::Error::other)?;
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
-        let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
+        let dir = dir.unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&xml)?;
         tmp.persist(&self.path).map_err(|e| e.error)?;
         Ok(())

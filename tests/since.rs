@@ -296,3 +296,25 @@ fn a_chmod_of_a_source_affects_its_readers() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(affected(&ws, "main"), set(&["//other:o"]));
 }
+
+/// The base is read without touching the repository: no worktree is left registered, the
+/// index (what is staged) is as it was.
+#[test]
+fn the_base_is_read_without_touching_the_repository() {
+    let ws = fixture();
+    ws.write("lib/x.txt", b"staged\n");
+    git(ws.path(), &["add", "lib/x.txt"]);
+    ws.write("lib/x.txt", b"unstaged\n");
+    let status = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(ws.path())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (worktrees, staged) = (status(&["worktree", "list"]), status(&["diff", "--cached"]));
+    assert_eq!(affected(&ws, "main"), set(&["//app:use", "//lib:gen"]));
+    assert_eq!(status(&["worktree", "list"]), worktrees);
+    assert_eq!(status(&["diff", "--cached"]), staged);
+}
