@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{alive, git, golden, summary_counts, wait_for_file, Run, Ws};
+use crate::support::{
+    alive, git, golden, remote_and_clones, summary_counts, wait_for_file, Run, Ws,
+};
 
 /// 2024-05-07 15:00 UTC, a Tuesday: 11:00 in New York, inside production's window.
 const TUESDAY: i64 = 1_715_094_000_000;
@@ -492,44 +494,19 @@ fn wildcards_never_deploy_even_through_a_group() {
 #[test]
 fn two_checkouts_with_empty_caches_share_the_ledger() {
     let root = Ws::bare();
-    let remote = root.path().join("remote.git");
-    git(
+    let flow_toml = format!("{ENVIRONMENTS}\n[ledger]\nremote = \"origin\"\n");
+    let build = app_build();
+    let clones = remote_and_clones(
         root.path(),
         &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            remote.to_str().unwrap(),
+            ("flow.toml", &flow_toml),
+            (".gitignore", ".flow/\nflow-out/\nenvs/\n"),
+            ("app/BUILD", &build),
+            ("app/version.txt", "v1 healthy\n"),
         ],
+        &["a", "b"],
     );
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(seed.join("app")).unwrap();
-    std::fs::write(
-        seed.join("flow.toml"),
-        format!("{ENVIRONMENTS}\n[ledger]\nremote = \"origin\"\n"),
-    )
-    .unwrap();
-    std::fs::write(seed.join(".gitignore"), ".flow/\nflow-out/\nenvs/\n").unwrap();
-    std::fs::write(seed.join("app/BUILD"), app_build()).unwrap();
-    std::fs::write(seed.join("app/version.txt"), "v1 healthy\n").unwrap();
-    commit_all(&seed, "main");
-    git(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
-    let checkout = |name: &str| -> PathBuf {
-        let dir = root.path().join(name);
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                remote.to_str().unwrap(),
-                dir.to_str().unwrap(),
-            ],
-        );
-        dir
-    };
-    let (a, b) = (checkout("a"), checkout("b"));
+    let (a, b) = (clones[0].clone(), clones[1].clone());
     let clock = Clock::at(TUESDAY);
     let build = |dir: &Path, cache: &str| {
         let cache = root.path().join(cache);

@@ -7,7 +7,7 @@ use std::path::Path;
 use flow_cache::Digest;
 use serde_json::{json, Value};
 
-use crate::support::{git, golden, Ws};
+use crate::support::{golden, remote_and_clones, Ws};
 
 /// 2024-05-07 14:00:00 UTC (a Tuesday), in milliseconds.
 const T0: i64 = 1_715_090_400_000;
@@ -237,40 +237,16 @@ fn clean_cache_keeps_the_artifacts_the_ledger_pins() {
 #[test]
 fn two_checkouts_share_the_ledger_through_a_bare_remote() {
     let root = tempfile::tempdir().unwrap();
-    let remote = root.path().join("remote.git");
-    let seed = root.path().join("seed");
-    std::fs::create_dir_all(&seed).unwrap();
-    git(
+    let clones = remote_and_clones(
         root.path(),
         &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            remote.to_str().unwrap(),
+            ("flow.toml", "[ledger]\nremote = \"origin\"\n"),
+            (".gitignore", ".flow/\nflow-out/\n"),
         ],
+        &["a", "b"],
     );
-    git(&seed, &["init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("flow.toml"), "[ledger]\nremote = \"origin\"\n").unwrap();
-    std::fs::write(seed.join(".gitignore"), ".flow/\nflow-out/\n").unwrap();
-    git(&seed, &["add", "."]);
-    git(&seed, &["commit", "-q", "-m", "seed"]);
-    git(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
-    let checkout = |name: &str| {
-        let dir = root.path().join(name);
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                remote.to_str().unwrap(),
-                dir.to_str().unwrap(),
-            ],
-        );
-        dir
-    };
-    let (a, b) = (checkout("a"), checkout("b"));
+    let (a, b) = (clones[0].clone(), clones[1].clone());
+    let remote = root.path().join("remote.git");
     let config = flow::delivery::ledger::LedgerConfig {
         remote: Some("origin".into()),
         keep: 5,

@@ -196,3 +196,30 @@ pub fn git(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A bare repository `root/remote.git` whose `main` holds `files` (path, contents), and a
+/// clone of it per name in `clones` (`root/<name>`), as CI runners checking out one
+/// repository: their paths, in order.
+pub fn remote_and_clones(root: &Path, files: &[(&str, &str)], clones: &[&str]) -> Vec<PathBuf> {
+    let remote = root.join("remote.git");
+    let remote_s = remote.to_str().unwrap();
+    git(root, &["init", "-q", "--bare", "-b", "main", remote_s]);
+    let seed = root.join("seed");
+    for (rel, contents) in files {
+        let path = seed.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    git(&seed, &["init", "-q", "-b", "main"]);
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "seed"]);
+    git(&seed, &["push", "-q", remote_s, "main"]);
+    clones
+        .iter()
+        .map(|name| {
+            let dir = root.join(name);
+            git(root, &["clone", "-q", remote_s, dir.to_str().unwrap()]);
+            dir
+        })
+        .collect()
+}
