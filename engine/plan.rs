@@ -122,6 +122,29 @@ pub struct Action {
     pub services: Vec<ServiceUse>,
 }
 
+impl Action {
+    /// The values of its secrets in flow's environment; `Err` names those that are not set.
+    pub fn secrets_from_env(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut secrets = BTreeMap::new();
+        let mut missing = Vec::new();
+        for s in &self.secrets {
+            match std::env::var(s) {
+                Ok(v) => {
+                    secrets.insert(s.clone(), v);
+                }
+                Err(_) => missing.push(format!("`{s}`")),
+            }
+        }
+        match missing.is_empty() {
+            true => Ok(secrets),
+            false => Err(format!(
+                "secret(s) {} not set in flow's environment",
+                missing.join(", ")
+            )),
+        }
+    }
+}
+
 /// A service as the key of an action that needs it sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceUse {

@@ -317,25 +317,9 @@ fn checked_deploy(
     if !matches!(&deploy.delivery, Some(Delivery::Deploy { .. })) {
         return Err(usage(format!("`{label}` is not a deploy"), None));
     }
-    let mut secrets = std::collections::BTreeMap::new();
-    let mut missing = Vec::new();
-    for s in &deploy.secrets {
-        match std::env::var(s) {
-            Ok(v) => {
-                secrets.insert(s.clone(), v);
-            }
-            Err(_) => missing.push(format!("`{s}`")),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(usage(
-            format!(
-                "`{label}` needs the secret(s) {}, not set in flow's environment",
-                missing.join(", ")
-            ),
-            None,
-        ));
-    }
+    let secrets = deploy
+        .secrets_from_env()
+        .map_err(|why| usage(format!("`{label}`: {why}"), None))?;
     Ok((node, secrets))
 }
 

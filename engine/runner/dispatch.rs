@@ -2,8 +2,6 @@
 //! decision says: forward a group's inputs, report a carried or cached task and finish it,
 //! or gather the task's secrets and hand it to a worker.
 
-use std::collections::BTreeMap;
-
 use crate::executor::{Cancel, Executor};
 use crate::rebuilder::{staged, Apply, Decision, KeyInputs, StagedOutput};
 use crate::reporter::Reporter;
@@ -132,36 +130,25 @@ impl<E: Executor> Drive<'_, E> {
         let label = action.label.to_string();
         let digest = key.digest();
         self.keys[i] = Some(digest);
-        let mut secrets = BTreeMap::new();
-        let mut missing = Vec::new();
-        for s in &action.secrets {
-            match std::env::var(s) {
-                Ok(v) => {
-                    secrets.insert(s.clone(), v);
-                }
-                Err(_) => missing.push(format!("`{s}`")),
+        let secrets = match action.secrets_from_env() {
+            Ok(secrets) => secrets,
+            Err(why) => {
+                reporter.decided(&label, "failed");
+                reporter.failed(&label, &why, b"");
+                self.summary.failed += 1;
+                self.failures[i] = Some(why);
+                let row = RunRow {
+                    outcome: flow_cache::Outcome::Failed,
+                    took: std::time::Duration::ZERO,
+                    exit: None,
+                    stdout: None,
+                    stderr: None,
+                };
+                self.history.run(label, digest, row);
+                self.skip_dependents(i, reporter);
+                return;
             }
-        }
-        if !missing.is_empty() {
-            let why = format!(
-                "secret(s) {} not set in flow's environment",
-                missing.join(", ")
-            );
-            reporter.decided(&label, "failed");
-            reporter.failed(&label, &why, b"");
-            self.summary.failed += 1;
-            self.failures[i] = Some(why);
-            let row = RunRow {
-                outcome: flow_cache::Outcome::Failed,
-                took: std::time::Duration::ZERO,
-                exit: None,
-                stdout: None,
-                stderr: None,
-            };
-            self.history.run(label, digest, row);
-            self.skip_dependents(i, reporter);
-            return;
-        }
+        };
         // A clean build would not have old outputs while this runs (or if it fails).
         crate::stale::clear_outputs(&runner.rebuilder.out_root, &action.package, &action.outs);
         // The key's JSON is saved with the history, for `flow explain`.

@@ -58,7 +58,8 @@ impl<E: Executor> Drive<'_, E> {
                     deploy,
                     &self.resolved.sources,
                     &deploy_deps,
-                    secrets_of(&deploy.secrets),
+                    // Set: the deploy ran with them in this build.
+                    deploy.secrets_from_env().unwrap_or_default(),
                 );
                 (d, spec, artifact_dest(&plan, d).unwrap_or_default())
             }),
@@ -152,13 +153,4 @@ fn artifact_outs(plan: &crate::plan::Plan, i: usize) -> Option<Vec<String>> {
             .map(|&a| plan.nodes[a].outs.clone()),
         _ => Some(Vec::new()),
     }
-}
-
-/// The values of `names` in flow's environment (those unset are left out; the dispatch
-/// already failed an effect missing one of its own).
-pub(super) fn secrets_of(names: &[String]) -> std::collections::BTreeMap<String, String> {
-    names
-        .iter()
-        .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
-        .collect()
 }

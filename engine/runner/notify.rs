@@ -99,19 +99,7 @@ impl<E: Executor> Drive<'_, E> {
         if told.is_empty() {
             return Ok(None);
         }
-        let missing: Vec<&String> = action
-            .secrets
-            .iter()
-            .filter(|s| std::env::var(s).is_err())
-            .collect();
-        if !missing.is_empty() {
-            let names: Vec<String> = missing.iter().map(|s| format!("`{s}`")).collect();
-            let why = format!(
-                "secret(s) {} not set in flow's environment",
-                names.join(", ")
-            );
-            return Err((why, Vec::new()));
-        }
+        let secrets = action.secrets_from_env().map_err(|why| (why, Vec::new()))?;
         let event = self.event_json(&events, &happened.entries, runner.effects.as_deref());
         let dir = runner.rebuilder.cache.dir().join("tmp");
         let file = dir.join(format!("event-{}.json", crate::delivery::ledger::new_id()));
@@ -124,12 +112,9 @@ impl<E: Executor> Drive<'_, E> {
             .iter()
             .flat_map(|&d| self.outputs[d].clone().unwrap_or_default())
             .collect();
-        let mut spec = runner.rebuilder.spec(
-            action,
-            &self.resolved.sources,
-            &deps,
-            super::effect_job::secrets_of(&action.secrets),
-        );
+        let mut spec = runner
+            .rebuilder
+            .spec(action, &self.resolved.sources, &deps, secrets);
         spec.env
             .insert("FLOW_EVENT".into(), file.display().to_string());
         spec.env.insert(
