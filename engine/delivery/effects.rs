@@ -100,6 +100,8 @@ pub struct EffectRun<'a, E: Executor> {
     /// it (`$(ARTIFACT)`), also when a rollback stages an artifact built under another name.
     /// Empty for a monitor.
     pub artifact_dest: String,
+    /// A rollback's artifact, restored from the CAS: removed with the run.
+    pub restored: Option<tempfile::TempDir>,
     /// The job slot of its command (behind a lock only so that the run is `Sync`).
     pub ticket: Mutex<Option<Ticket>>,
 }
@@ -515,7 +517,7 @@ pub async fn rollback_run<'a, E: Executor>(
     dest: String,
     cancel: Cancel,
 ) -> Result<EffectRun<'a, E>, String> {
-    let restored = effects.restore(artifact)?;
+    let (restored_dir, restored) = effects.restore(artifact)?;
     spec.inputs.retain(|i| i.dest != dest);
     spec.inputs.push(Input {
         dest: dest.clone(),
@@ -533,6 +535,7 @@ pub async fn rollback_run<'a, E: Executor>(
         cancel,
         artifact_dest: dest,
         ticket: Mutex::new(Some(ticket)),
+        restored: Some(restored_dir),
     })
 }
 

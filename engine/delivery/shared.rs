@@ -190,16 +190,19 @@ impl Effects {
         Ok(())
     }
 
-    /// Restores `artifact` from the CAS into a private directory; returns its path.
-    pub fn restore(&self, artifact: &Artifact) -> Result<PathBuf, String> {
+    /// Restores `artifact` from the CAS into a private directory (removed when the returned
+    /// guard drops); returns the guard and the artifact's path.
+    pub fn restore(&self, artifact: &Artifact) -> Result<(tempfile::TempDir, PathBuf), String> {
         let digest = Digest::from_hex(&artifact.digest)
             .ok_or_else(|| format!("`{}` is not a digest", artifact.digest))?;
-        let dir = self
-            .cache
-            .dir()
-            .join("tmp")
-            .join(format!("rollback-{}", super::ledger::new_id()));
-        let dest = dir.join(Path::new(&artifact.name).file_name().unwrap_or_default());
+        let tmp = self.cache.dir().join("tmp");
+        let dir = tempfile::Builder::new()
+            .prefix("rollback-")
+            .tempdir_in(&tmp)
+            .map_err(|e| format!("cannot restore an artifact in `{}`: {e}", tmp.display()))?;
+        let dest = dir
+            .path()
+            .join(Path::new(&artifact.name).file_name().unwrap_or_default());
         let cas = self.cache.cas();
         let restored = match artifact.kind {
             ArtifactKind::File => {
@@ -215,7 +218,7 @@ impl Effects {
                 artifact.label
             )
         })?;
-        Ok(dest)
+        Ok((dir, dest))
     }
 }
 

@@ -93,6 +93,7 @@ impl<E: Executor> Drive<'_, E> {
                     _ => String::new(),
                 },
                 ticket: std::sync::Mutex::new(Some(ticket)),
+                restored: None,
             };
             let outcome = match (action.kind, artifact, monitored) {
                 (ActionKind::Deploy, Some(artifact), _) => {
