@@ -66,13 +66,20 @@ impl EffectDone {
 }
 
 /// The artifact of deploy `action` among its dependencies' staged outputs.
-pub fn artifact_of(action: &Action, deps: &[StagedOutput], outs_of: &[String]) -> Option<Artifact> {
+/// (`dest`: where it is staged, [`artifact_dest`]).
+pub fn artifact_of(action: &Action, deps: &[StagedOutput], dest: &str) -> Option<Artifact> {
     let Some(Delivery::Deploy { artifact, .. }) = &action.delivery else {
         return None;
     };
-    let name = outs_of.first()?.trim_end_matches('/').to_owned();
-    let path = crate::expand::join_path(artifact.package(), &name);
-    let staged = deps.iter().find(|o| o.path == path)?;
+    let staged = deps.iter().find(|o| o.path == dest)?;
+    let name = match artifact.package() {
+        "" => dest,
+        package => dest
+            .strip_prefix(package)
+            .and_then(|n| n.strip_prefix('/'))
+            .unwrap_or(dest),
+    }
+    .to_owned();
     let (kind, size, executable) = match &staged.kind {
         OutputKind::File {
             size, executable, ..

@@ -66,7 +66,7 @@ impl<E: Executor> Drive<'_, E> {
             _ => None,
         };
         let dest = artifact_dest(&plan, i).unwrap_or_default();
-        let artifact = artifact_outs(&plan, i).and_then(|outs| artifact_of(action, deps, &outs));
+        let artifact = artifact_of(action, deps, &dest);
         let services = self.services.clone();
         let task = async move {
             let action = &plan.nodes[i];
@@ -142,16 +142,5 @@ impl<E: Executor> Drive<'_, E> {
             reporter.failed(label, &done.line, &done.log);
             self.summary.failed += 1;
         }
-    }
-}
-
-/// The declared outputs of the artifact of deploy node `i` of `plan`.
-fn artifact_outs(plan: &crate::plan::Plan, i: usize) -> Option<Vec<String>> {
-    match &plan.nodes[i].delivery {
-        Some(Delivery::Deploy { artifact, .. }) => plan
-            .index
-            .get(artifact)
-            .map(|&a| plan.nodes[a].outs.clone()),
-        _ => Some(Vec::new()),
     }
 }
