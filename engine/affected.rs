@@ -219,3 +219,32 @@ fn io(path: &Path, action: &'static str, e: std::io::Error) -> Error {
         error: e.to_string(),
     }
 }
+
+/// The workspace-relative files that differ between commit `since` and the working tree
+/// (tracked edits and untracked files): what annotations rank first. Best effort: empty when
+/// git cannot tell.
+pub fn changed_files(root: &Path, since: &str) -> BTreeSet<String> {
+    let lines = |args: &[&str]| -> Vec<String> {
+        match git(root).args(args).output() {
+            Ok(o) if o.status.success() => o
+                .stdout
+                .split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut files = lines(&["diff", "--name-only", "-z", "--relative", since]);
+    files.extend(lines(&["ls-files", "-z", "--others", "--exclude-standard"]));
+    files.into_iter().collect()
+}
+
+/// Where the workspace `root` lies in its git repository (`sub/dir/`; empty at the top or
+/// outside git).
+pub fn repo_prefix(root: &Path) -> String {
+    match git(root).args(["rev-parse", "--show-prefix"]).output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => String::new(),
+    }
+}

@@ -48,8 +48,8 @@ pub enum Command {
         /// Keep going after a failure: run everything that does not depend on it
         #[arg(short = 'k', long)]
         keep_going: bool,
-        /// Write the event stream to FILE: one JSON line per event (for now, each action's
-        /// reuse decision: carried, cached, restored, ran, failed)
+        /// Write the build's events to FILE as JSON lines, as they happen (schema in
+        /// docs/reports.md): each action's decision, start and outcome with its key and time
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
         /// Deploy even outside the environments' deployment windows (needs `--reason`;
@@ -70,9 +70,22 @@ pub enum Command {
         /// the git commit REF (by content: static keys computed on both sides)
         #[arg(long, value_name = "REF")]
         since: Option<String>,
-        /// Write a JUnit XML report of the build to FILE: each action a test case
+        /// Write a JUnit XML report of the build to FILE: each action a test case, and the
+        /// test cases of the actions' own JUnit outputs under their target
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Write a Chrome trace of the build to FILE (opens in Perfetto): one track per job
+        /// slot, and the critical path
+        #[arg(long, value_name = "FILE")]
+        profile: Option<PathBuf>,
+        /// Print GitHub annotations for failures (workflow commands on stdout; on by itself
+        /// when GITHUB_ACTIONS=true)
+        #[arg(long)]
+        annotations: bool,
+        /// Append a Markdown summary of the build to FILE (by itself to $GITHUB_STEP_SUMMARY
+        /// when GITHUB_ACTIONS=true)
+        #[arg(long, value_name = "FILE")]
+        summary: Option<PathBuf>,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -225,19 +238,28 @@ impl Cli {
                 shard,
                 since,
                 junit,
+                profile,
+                annotations,
+                summary,
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
                     patterns,
                     session: self.session(*jobs, *keep_going),
-                    events: events.as_deref(),
+                    reports: crate::reports::Wanted {
+                        events: events.clone(),
+                        junit: junit.clone(),
+                        profile: profile.clone(),
+                        annotations: *annotations,
+                        summary: summary.clone(),
+                    }
+                    .with_github_env(),
                     emergency: emergency.then(|| crate::delivery::window::Emergency {
                         reason: reason.clone().unwrap_or_default(),
                         approved_by: approved_by.clone(),
                     }),
                     shard: *shard,
                     since: since.as_deref(),
-                    junit: junit.as_deref(),
                 },
             ),
             Command::Watch {

@@ -31,7 +31,7 @@ pub mod expand;
 pub mod graph;
 pub mod hasher;
 pub mod interrupts;
-pub mod junit;
+
 pub mod lock;
 pub mod pipeline;
 pub mod plan;
@@ -40,6 +40,7 @@ pub mod query;
 pub mod rebuilder;
 pub mod record;
 pub mod reporter;
+pub mod reports;
 pub mod runner;
 pub mod scheduler;
 pub mod session;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::reports::{Outcome, Reports};
+
 /// Lines of a failed action's log shown under `[FAILED]`.
 pub const LOG_TAIL_LINES: usize = 20;
 
@@ -46,10 +48,9 @@ pub struct Reporter {
     /// Lines not yet written to stdout (without a progress bar): written by `flush`, which the
     /// runner calls before it waits, so that a line is never held while nothing happens.
     pending: std::cell::RefCell<Vec<u8>>,
-    /// `flow build --events FILE`: one JSON line per event.
-    events: Option<std::io::BufWriter<std::fs::File>>,
-    /// `flow build --junit FILE`.
-    junit: Option<crate::junit::JunitReport>,
+    /// `flow build`'s reports (`--events`, `--junit`, `--profile`, GitHub's): fed here, written
+    /// by the build once it ended (`reports/`).
+    reports: std::cell::RefCell<Option<Reports>>,
 }
 
 impl Reporter {
@@ -75,30 +76,33 @@ impl Reporter {
             cached: 0,
             running: BTreeMap::new(),
             pending: std::cell::RefCell::new(Vec::new()),
-            events: None,
-            junit: None,
+            reports: std::cell::RefCell::new(None),
         }
     }
 
-    /// Writes the event stream to `file` as well (`flow build --events FILE`).
-    pub fn with_events(mut self, file: std::fs::File) -> Reporter {
-        self.events = Some(std::io::BufWriter::new(file));
+    /// Feeds `reports` as well (`flow build`'s `--events`, `--junit`, ...).
+    pub fn with_reports(self, mut reports: Reports) -> Reporter {
+        reports.build_started(self.total);
+        *self.reports.borrow_mut() = Some(reports);
         self
     }
 
-    /// Also collects a JUnit report, written to `path` with the summary (`junit.rs`).
-    pub fn with_junit(mut self, path: &std::path::Path) -> Reporter {
-        self.junit = Some(crate::junit::JunitReport::new(path));
-        self
+    /// The reports fed so far, to be written once the build ended.
+    pub fn take_reports(&mut self) -> Option<Reports> {
+        self.reports.get_mut().take()
     }
 
-    /// The reuse decision for `label` (`carried`, `cached`, `restored`, `ran`, `failed`), as an
-    /// event: `{"event":"decision","label":"//a:b","decision":"carried"}`.
-    pub fn decided(&mut self, label: &str, decision: &str) {
-        if let Some(out) = &mut self.events {
-            let line =
-                serde_json::json!({"event": "decision", "label": label, "decision": decision});
-            let _ = writeln!(out, "{line}");
+    /// The reuse decision for `label` (`carried`, `cached`, `restored`, `ran`, `failed`), with
+    /// the digest of its key when it was keyed: an event of the stream (`reports/events.rs`).
+    pub fn decided(&mut self, label: &str, decision: &str, key: Option<&flow_cache::Digest>) {
+        if let Some(r) = self.reports.get_mut() {
+            r.decided(label, decision, key.map(|k| k.to_string()));
+        }
+    }
+
+    fn report(&mut self, label: &str, outcome: Outcome, took: Duration, log: &[u8]) {
+        if let Some(r) = self.reports.get_mut() {
+            r.finished(label, outcome, took, log);
         }
     }
 
@@ -167,6 +171,9 @@ impl Reporter {
     }
 
     pub fn started(&mut self, label: &str) {
+        if let Some(r) = self.reports.get_mut() {
+            r.started(label);
+        }
         self.running.insert(label.to_owned(), Instant::now());
         self.refresh();
     }
@@ -179,17 +186,13 @@ impl Reporter {
 
     pub fn ran(&mut self, label: &str, took: Duration) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.passed(label, took, "ran");
-        }
+        self.report(label, Outcome::Ran, took, b"");
         self.line(&format!("[RAN] {label} ({})", secs(took)));
     }
 
     pub fn cached(&mut self, label: &str) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.passed(label, Duration::ZERO, "cached: its inputs did not change");
-        }
+        self.report(label, Outcome::Cached, Duration::ZERO, b"");
         self.cached += 1;
         if self.bar.is_none() {
             self.line(&format!("[CACHED] {label}"));
@@ -200,10 +203,8 @@ impl Reporter {
     pub fn replay_cached(&mut self, labels: &[String]) {
         self.done += labels.len();
         self.cached += labels.len();
-        if let Some(j) = &mut self.junit {
-            for l in labels {
-                j.passed(l, Duration::ZERO, "cached: its inputs did not change");
-            }
+        for l in labels {
+            self.report(l, Outcome::Cached, Duration::ZERO, b"");
         }
         if self.bar.is_some() || labels.is_empty() {
             return;
@@ -216,17 +217,13 @@ impl Reporter {
     /// A cached action that was already up to date, reported silently (watch cycles).
     pub fn up_to_date(&mut self, label: &str) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.passed(label, Duration::ZERO, "cached: its inputs did not change");
-        }
+        self.report(label, Outcome::Cached, Duration::ZERO, b"");
         self.cached += 1;
     }
 
     pub fn flaky(&mut self, label: &str, attempts: u32, took: Duration) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.passed(label, took, &format!("flaky: passed on attempt {attempts}"));
-        }
+        self.report(label, Outcome::Flaky { attempts }, took, b"");
         self.line(&format!(
             "[FLAKY] {label} (passed on attempt {attempts}, {})",
             secs(took)
@@ -236,9 +233,10 @@ impl Reporter {
     /// A failed action: `why` is the short reason, `log` what it printed (both streams).
     pub fn failed(&mut self, label: &str, why: &str, log: &[u8]) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.failed(label, why, &String::from_utf8_lossy(log));
-        }
+        let outcome = Outcome::Failed {
+            why: why.to_owned(),
+        };
+        self.report(label, outcome, Duration::ZERO, log);
         let mut text = format!("[FAILED] {label} ({why})");
         let log = String::from_utf8_lossy(log);
         let lines: Vec<&str> = log.lines().collect();
@@ -260,33 +258,36 @@ impl Reporter {
     /// An effect that succeeded, with its own line (`[DEPLOYED] ...`, `[LIVE] ...`).
     pub fn effect(&mut self, label: &str, line: &str) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.passed(label, Duration::ZERO, line);
-        }
+        // `[DEPLOYED] //a:b ...` → `deployed`.
+        let tag = line
+            .strip_prefix('[')
+            .and_then(|l| l.split(']').next())
+            .unwrap_or("done")
+            .to_lowercase();
+        self.report(label, Outcome::Effect { tag }, Duration::ZERO, b"");
         self.line(line);
     }
 
     pub fn skipped(&mut self, label: &str, reason: &str) {
         self.finished(label);
-        if let Some(j) = &mut self.junit {
-            j.skipped(label, reason);
-        }
+        let outcome = Outcome::Skipped {
+            why: reason.to_owned(),
+        };
+        self.report(label, outcome, Duration::ZERO, b"");
         self.line(&format!("[SKIPPED] {label} ({reason})"));
     }
 
     /// A warning that does not fail the action (stray writes, a corrupt cache entry).
     pub fn warn(&self, text: &str) {
+        if let Some(r) = self.reports.borrow_mut().as_mut() {
+            r.warning(text);
+        }
         self.line(&format!("warning: {text}"));
     }
 
     pub fn summary(&mut self, s: &Summary, took: Duration) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
-        }
-        if let Some(j) = self.junit.take() {
-            if let Err(e) = j.write(took) {
-                self.warn(&format!("could not write the JUnit report: {e}"));
-            }
         }
         if self.quiet_when_idle && self.printed.get() == 0 && !s.interrupted && !s.superseded {
             return;

@@ -22,6 +22,7 @@ mod prelude;
 mod query;
 mod races;
 mod record;
+mod reports;
 mod robustness;
 mod secrets;
 mod session;

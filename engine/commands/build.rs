@@ -1,6 +1,6 @@
-//! `flow build [PATTERNS] [-j N] [-k] [--events FILE]`: open a session, prepare the pipeline
+//! `flow build [PATTERNS] [-j N] [-k] [REPORT FLAGS]`: open a session, prepare the pipeline
 //! (`pipeline.rs`: the build record or analysis, the reuse decision's carry set, the workspace
-//! lock), run the owner loop, and write the next build record.
+//! lock), run the owner loop, write the next build record, then the reports (`reports/`).
 //!
 //! The ways through (docs/build.md, "What a build does"):
 //! - the reuse decision carries every action (nothing any of them reads changed, and none is
@@ -12,15 +12,19 @@
 //! removed too (`Cache::sweep_orphans`, and the session's sandbox root for sandboxes on a
 //! tmpfs), so a killed build costs nothing but its lost work.
 
+use std::cell::OnceCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
 use crate::analysis::parse_patterns;
 use crate::error::Error;
 use crate::pipeline::{Ready, Request, Start};
+use crate::plan::Plan;
 use crate::profile::Profile;
 use crate::record::{self, Basis, Capture};
 use crate::reporter::{Reporter, Summary};
+use crate::reports::{Context, Reports, Wanted};
 use crate::runner::{runtime_with_sigint, Finished, Runner};
 use crate::session::{Session, SessionArgs};
 
@@ -28,16 +32,15 @@ pub struct BuildArgs<'a> {
     pub patterns: &'a [String],
     /// `--cache-dir`, `-j`, `-k`.
     pub session: SessionArgs<'a>,
-    /// `--events FILE`: the event stream, as JSON lines.
-    pub events: Option<&'a Path>,
+    /// `--events`, `--junit`, `--profile`, `--annotations`, `--summary` (and GitHub's
+    /// environment).
+    pub reports: Wanted,
     /// `--emergency --reason TEXT [--approved-by NAME]`.
     pub emergency: Option<crate::delivery::window::Emergency>,
     /// `--shard K/N`.
     pub shard: Option<crate::shard::Shard>,
     /// `--since REF`.
     pub since: Option<&'a str>,
-    /// `--junit FILE`.
-    pub junit: Option<&'a Path>,
 }
 
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
@@ -50,22 +53,22 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         Some(r) => Some(crate::affected::resolve(&session.ws.root, r)?),
         None => None,
     };
-    let events = match args.events {
+    let mut events = match &args.reports.events {
         Some(path) => Some(open_events(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
+            path: path.clone(),
             action: "create",
             error: e.to_string(),
         })?),
         None => None,
     };
-    let reporter = |total: usize| {
-        let reporter = match events.as_ref().and_then(|f| f.try_clone().ok()) {
-            Some(f) => Reporter::new(total).with_events(f),
-            None => Reporter::new(total),
-        };
-        match args.junit {
-            Some(path) => reporter.with_junit(path),
-            None => reporter,
+    let mut reporter = |total: usize| {
+        let reporter = Reporter::new(total);
+        match args.reports.any() {
+            true => {
+                let reports = Reports::new(args.reports.clone(), events.take(), began);
+                reporter.with_reports(reports)
+            }
+            false => reporter,
         }
     };
     let (runtime, mut sigint) = runtime_with_sigint(start)?;
@@ -81,7 +84,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         Start::NoOp(labels) => {
             let mut reporter = reporter(labels.len());
             for l in &labels {
-                reporter.decided(l, "carried");
+                reporter.decided(l, "carried", None);
             }
             reporter.replay_cached(&labels);
             let summary = Summary {
@@ -89,17 +92,17 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
                 ..Summary::default()
             };
             reporter.summary(&summary, began.elapsed());
+            let after = After::new(&session, since.as_deref(), &args.reports);
+            after.reports(&mut reporter, &summary, None, None);
             return Ok(0);
         }
         Start::Interrupted => return Ok(130),
         Start::Nothing(why) => {
             println!("flow: ok: {why}; nothing to do");
-            // An empty report still says the build passed.
-            if let Some(path) = args.junit {
-                if let Err(e) = crate::junit::JunitReport::new(path).write(began.elapsed()) {
-                    eprintln!("warning: could not write the JUnit report: {e}");
-                }
-            }
+            // Empty reports still say the build passed.
+            let mut reporter = reporter(0);
+            let after = After::new(&session, since.as_deref(), &args.reports);
+            after.reports(&mut reporter, &Summary::default(), None, Some(&why));
             return Ok(0);
         }
         Start::Plan(p) => p,
@@ -133,6 +136,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         runtime.block_on(runner.run_to_end(&ready.resolved, &mut reporter, &mut sigint, None));
     profile.mark("run");
     drop(runner);
+    let plan = ready.plan.clone();
     write_record(
         &session,
         &match &since {
@@ -146,6 +150,10 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         &finished,
     );
     profile.mark("build record written");
+    let after = After::new(&session, since.as_deref(), &args.reports);
+    after.reports(&mut reporter, &finished.summary, Some(&plan), None);
+    drop(reporter);
+    profile.mark("reports written");
     session.close(Some(runtime));
     profile.mark("sandboxes removed");
     let summary = &finished.summary;
@@ -192,6 +200,78 @@ fn write_record(session: &Session, request: &str, ready: Ready, finished: &Finis
         }
         .write(&ready.record_path, basis)
     });
+}
+
+/// What the reports need once the build ended (`reports::Context`).
+struct After<'a> {
+    session: &'a Session,
+    since: Option<&'a str>,
+    wanted: &'a Wanted,
+}
+
+impl<'a> After<'a> {
+    fn new(session: &'a Session, since: Option<&'a str>, wanted: &'a Wanted) -> After<'a> {
+        After {
+            session,
+            since,
+            wanted,
+        }
+    }
+
+    /// Writes the reports fed to `reporter`; what cannot be written is a warning on stderr.
+    fn reports(
+        &self,
+        reporter: &mut Reporter,
+        summary: &Summary,
+        plan: Option<&Plan>,
+        nothing: Option<&str>,
+    ) {
+        let Some(reports) = reporter.take_reports() else {
+            return;
+        };
+        let ws = &self.session.ws;
+        let github = self.wanted.annotations || self.wanted.summary.is_some();
+        let changed = match self.since {
+            Some(commit) if github => crate::affected::changed_files(&ws.root, commit),
+            _ => BTreeSet::new(),
+        };
+        let repo_prefix = match self.wanted.annotations {
+            true => crate::affected::repo_prefix(&ws.root),
+            false => String::new(),
+        };
+        // Where targets are declared, from the analysis (its snapshot), asked only when a
+        // failure is to be placed.
+        let targets: OnceCell<HashMap<String, (String, u32)>> = OnceCell::new();
+        let cache_dir = &self.session.cache_dir;
+        let locate = |label: &str| {
+            targets
+                .get_or_init(|| match crate::analysis::analyze(ws, cache_dir) {
+                    Ok((graph, _)) => graph
+                        .targets()
+                        .iter()
+                        .map(|t| {
+                            let (line, _) = t.at.line_col();
+                            (t.label.to_string(), (t.at.file.clone(), line as u32))
+                        })
+                        .collect(),
+                    Err(_) => HashMap::new(),
+                })
+                .get(label)
+                .cloned()
+        };
+        let ctx = Context {
+            root: &ws.root,
+            out_root: &self.session.out_root,
+            plan,
+            locate: &locate,
+            changed: &changed,
+            repo_prefix: &repo_prefix,
+            nothing,
+        };
+        for problem in reports.write(summary, &ctx) {
+            eprintln!("warning: {problem}");
+        }
+    }
 }
 
 /// Opens the `--events` file for writing, truncated: a regular file is created; a FIFO needs a

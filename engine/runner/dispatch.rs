@@ -65,7 +65,7 @@ impl<E: Executor> Drive<'_, E> {
                 self.outputs[i] = Some(last.staged);
                 self.keys[i] = Some(last.key);
                 self.summary.cached += 1;
-                reporter.decided(&label, "carried");
+                reporter.decided(&label, "carried", Some(&last.key));
                 if report_all {
                     reporter.cached(&label);
                 } else {
@@ -84,7 +84,11 @@ impl<E: Executor> Drive<'_, E> {
                 self.outputs[i] = Some(staged(action, &result));
                 self.keys[i] = Some(key);
                 self.summary.cached += 1;
-                reporter.decided(&label, if restored { "restored" } else { "cached" });
+                reporter.decided(
+                    &label,
+                    if restored { "restored" } else { "cached" },
+                    Some(&key),
+                );
                 if restored || report_all {
                     reporter.cached(&label);
                 } else {
@@ -93,14 +97,14 @@ impl<E: Executor> Drive<'_, E> {
                 self.sched.finish(i, true);
             }
             Decision::Unkeyable(why) => {
-                reporter.decided(&label, "failed");
+                reporter.decided(&label, "failed", None);
                 reporter.failed(&label, &why, b"");
                 self.failures[i] = Some(why);
                 self.summary.failed += 1;
                 self.skip_dependents(i, reporter);
             }
             Decision::StillFailing(why) => {
-                reporter.decided(&label, "failed");
+                reporter.decided(&label, "failed", None);
                 let shown = format!("{why}; unchanged since it failed, not run again");
                 reporter.failed(&label, &shown, b"");
                 self.failures[i] = Some(why);
@@ -133,7 +137,7 @@ impl<E: Executor> Drive<'_, E> {
         let secrets = match action.secrets_from_env() {
             Ok(secrets) => secrets,
             Err(why) => {
-                reporter.decided(&label, "failed");
+                reporter.decided(&label, "failed", Some(&digest));
                 reporter.failed(&label, &why, b"");
                 self.summary.failed += 1;
                 self.failures[i] = Some(why);
@@ -156,7 +160,7 @@ impl<E: Executor> Drive<'_, E> {
         let spec = runner
             .rebuilder
             .spec(action, &self.resolved.sources, &deps, secrets);
-        reporter.decided(&label, "ran");
+        reporter.decided(&label, "ran", Some(&digest));
         self.in_flight += 1;
         let (handle, cancel) = Cancel::new();
         self.cancels.insert(i, handle);

@@ -87,6 +87,9 @@ impl Ws {
             .args(["--color", "never"])
             .args(args)
             .env_remove("FLOW_CACHE_DIR")
+            // A CI machine's own GitHub variables would turn on the GitHub reports.
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_STEP_SUMMARY")
             .envs(env.iter().copied())
             .output()
             .expect("run flow");

@@ -1,0 +1,333 @@
+//! The build's reports through the binary (docs/reports.md): the event stream, the Chrome
+//! trace, the merged JUnit file, GitHub annotations and the job summary.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::support::{git, golden, Ws};
+
+/// A package whose `:unit` writes pytest's JUnit XML (one passing, one failing case, the
+/// failure's traceback pointing at `z/test_a.py:2`) and exits 1, as a failing `py_test` does;
+/// `:lint` prints a `file:line:col:` diagnostic and fails; `:fine` passes.
+fn failing_package() -> Ws {
+    let junit = r#"<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="1" skipped="0" tests="2" time="0.3"><testcase classname="test_a" name="test_ok" time="0.001" /><testcase classname="test_a" name="test_bad" time="0.002"><failure message="assert 1 == 2">def test_bad():
+&gt;       assert 1 == 2
+E       assert 1 == 2
+
+test_a.py:2: AssertionError</failure></testcase></testsuite></testsuites>"#;
+    Ws::new()
+        .file("z/test_a.py", "def test_bad():\n    assert 1 == 2\n")
+        .file("z/lib.py", "import os\nx = 1\n")
+        .file("z/junit.xml.in", junit)
+        .file(
+            "z/BUILD",
+            "task(name = \"unit\", srcs = [\"test_a.py\", \"junit.xml.in\"], outs = [\"reports/unit.xml\"],\n\
+             \x20    cmd = \"sleep 0.4; mkdir -p reports && cp junit.xml.in reports/unit.xml && echo '1 failed' && exit 1\")\n\
+             task(name = \"lint\", srcs = [\"lib.py\"],\n\
+             \x20    cmd = \"sleep 0.2; echo 'lib.py:1:8: F401 [*] `os` imported but unused'; exit 1\")\n\
+             task(name = \"fine\", cmd = \"true\")\n",
+        )
+}
+
+/// Only the workflow commands of `stdout`.
+fn commands(stdout: &str) -> String {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("::"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Durations (`0.12s`) replaced by `Ns`: they differ from run to run.
+fn no_times(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let starts = b[i].is_ascii_digit() && (i == 0 || !b[i - 1].is_ascii_alphanumeric());
+        let mut j = i;
+        while starts && j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+            j += 1;
+        }
+        let unit = j < b.len() && b[j] == b's' && b[i..j].contains(&b'.');
+        if starts && unit && !b.get(j + 1).is_some_and(|c| c.is_ascii_alphanumeric()) {
+            out.push_str("Ns");
+            i = j + 1;
+        } else {
+            let c = text[i..].chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// `GITHUB_ACTIONS=true` turns on the annotations (at the failing assertion's line from the
+/// JUnit output, at the diagnostic's line from the log, and at each failed target's BUILD
+/// line) and the job summary appended to `$GITHUB_STEP_SUMMARY`, without any flag.
+#[test]
+fn github_actions_get_annotations_and_a_job_summary_by_themselves() {
+    let ws = failing_package();
+    let summary = ws.path().join("summary.md");
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    let run = ws.run_env(
+        ws.path(),
+        &["build", "-k", "-j", "1", "//..."],
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    golden("github_annotations", &no_times(&commands(&run.stdout)));
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.starts_with("earlier step\n"), "appended, not replaced");
+    golden("github_job_summary", &no_times(&md));
+    // Without the variable, and without flags: no annotations.
+    let quiet = ws.run(&["build", "-k", "//..."]);
+    assert_eq!(commands(&quiet.stdout), "");
+}
+
+/// GitHub shows 10 errors per step: 24 candidates (a source line and a BUILD line for each of
+/// 12 failed targets) are cut to 10, the files in the change (`--since`) first, and the
+/// summary counts the 14 left out.
+#[test]
+fn annotations_are_capped_and_ranked_with_the_change_first() {
+    let mut build = String::new();
+    let ws = Ws::new().file("z/common.txt", "v1\n");
+    for i in 0..12 {
+        ws.write(&format!("z/f{i:02}.py"), b"x = 1\n");
+        build.push_str(&format!(
+            "task(name = \"t{i:02}\", srcs = [\"f{i:02}.py\", \"common.txt\"], \
+             cmd = \"echo 'f{i:02}.py:1: E999 broken'; exit 1\")\n"
+        ));
+    }
+    ws.write("z/BUILD", build.as_bytes());
+    git(ws.path(), &["init", "-q", "-b", "main"]);
+    git(ws.path(), &["add", "."]);
+    git(ws.path(), &["commit", "-q", "-m", "base"]);
+    ws.write("z/common.txt", b"v2\n");
+    ws.write("z/f07.py", b"x = 2\n");
+    let summary = ws.path().join("s.md");
+    let run = ws.run(&[
+        "build",
+        "-k",
+        "--since",
+        "HEAD",
+        "--annotations",
+        "--summary",
+        summary.to_str().unwrap(),
+        "//...",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let shown: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(shown.len(), 10, "{}", run.stdout);
+    // z/common.txt is in the change but no annotation is there; z/f07.py is, and comes first.
+    assert!(
+        shown[0].starts_with("::error file=z/f07.py,line=1,"),
+        "{shown:?}"
+    );
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("10 annotation(s) shown; 14 more not shown (14 error(s), 0 warning(s)"),
+        "{md}"
+    );
+}
+
+/// `--events`: the documented schema (docs/reports.md), one JSON object a line, read back: a
+/// `build_started` first, a `build_finished` last, and for each action its decision, its start
+/// (with the job slot) when it ran, and its outcome with key and duration.
+#[test]
+fn the_event_stream_follows_its_schema() {
+    let ws = failing_package();
+    let events = ws.path().join("events.jsonl");
+    let run = ws.run(&[
+        "build",
+        "-k",
+        "-j",
+        "1",
+        "--events",
+        events.to_str().unwrap(),
+        "//...",
+    ]);
+    assert_eq!(run.code, 1);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines[0]["event"], "build_started");
+    assert_eq!(lines[0]["schema"], 1);
+    assert_eq!(lines[0]["actions"], 3);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "build_finished");
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(
+        (last["ran"].as_u64(), last["failed"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let mut at = 0;
+    for l in &lines {
+        let t = l["at_ms"].as_u64().expect("at_ms on every line");
+        assert!(t >= at, "at_ms never goes back: {l}");
+        at = t;
+    }
+    // The shape of the stream, without its times and keys.
+    let shape: String = lines
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            let o = l.as_object_mut().unwrap();
+            for k in ["at_ms", "unix_ms", "duration_ms", "flow"] {
+                if o.contains_key(k) {
+                    o.insert(k.into(), "N".into());
+                }
+            }
+            if let Some(k) = o.get("key") {
+                assert_eq!(k.as_str().map(str::len), Some(64), "a key is a digest: {k}");
+                o.insert("key".into(), "K".into());
+            }
+            if let Some(w) = o.get("why").and_then(|w| w.as_str()) {
+                o.insert("why".into(), no_times(w).into());
+            }
+            format!("{l}\n")
+        })
+        .collect();
+    golden("events_stream", &shape);
+    // A build with nothing to run is a stream too: every action reused.
+    let again = ws.path().join("again.jsonl");
+    let ok = Ws::new().file("p/BUILD", "task(name = \"a\", cmd = \"true\")\n");
+    ok.run(&["build"]);
+    let run = ok.run(&["build", "--events", again.to_str().unwrap()]);
+    assert_eq!(run.code, 0);
+    let text = std::fs::read_to_string(&again).unwrap();
+    assert!(text.contains("\"outcome\":\"cached\""), "{text}");
+    assert!(text.lines().last().unwrap().contains("\"build_finished\""));
+}
+
+/// `--profile`: a Chrome trace, parsed back: each action that ran is a complete event on a job
+/// slot's track, no two overlap on one track, and the critical path (the chain a → b → c, not
+/// the short side action) is marked and repeated on its own track.
+#[test]
+fn the_profile_is_a_chrome_trace_with_the_critical_path() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"a\", cmd = \"sleep 0.3; echo a\")\n\
+         task(name = \"b\", deps = [\":a\"], cmd = \"sleep 0.3; echo b\")\n\
+         task(name = \"c\", deps = [\":b\"], cmd = \"sleep 0.3; echo c\")\n\
+         task(name = \"side\", cmd = \"sleep 0.1\")\n",
+    );
+    let trace = ws.path().join("out/trace.json");
+    let run = ws.run(&[
+        "build",
+        "-j",
+        "2",
+        "--profile",
+        trace.to_str().unwrap(),
+        "//...",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("JSON");
+    let events = doc["traceEvents"].as_array().unwrap();
+    let names: BTreeMap<u64, String> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| {
+            let name = e["args"]["name"].as_str().unwrap().to_owned();
+            (e["tid"].as_u64().unwrap(), name)
+        })
+        .collect();
+    let mut spans: BTreeMap<String, Vec<(u64, u64, String)>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        let track = names[&e["tid"].as_u64().unwrap()].clone();
+        let ts = e["ts"].as_u64().unwrap();
+        let dur = e["dur"].as_u64().unwrap();
+        spans
+            .entry(track)
+            .or_default()
+            .push((ts, ts + dur, e["name"].as_str().unwrap().into()));
+    }
+    let on_slots: BTreeSet<String> = spans
+        .iter()
+        .filter(|(t, _)| t.starts_with("job slot"))
+        .flat_map(|(_, s)| s.iter().map(|(_, _, n)| n.clone()))
+        .collect();
+    assert_eq!(
+        on_slots,
+        ["//p:a", "//p:b", "//p:c", "//p:side"]
+            .map(String::from)
+            .into()
+    );
+    for (track, s) in &spans {
+        let mut s = s.clone();
+        s.sort();
+        for w in s.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{track}: {w:?} overlap");
+        }
+    }
+    let critical: Vec<String> = spans["critical path"].iter().map(|s| s.2.clone()).collect();
+    assert_eq!(critical, ["//p:a", "//p:b", "//p:c"]);
+    assert_eq!(
+        doc["otherData"]["critical_path"],
+        serde_json::json!(["//p:a", "//p:b", "//p:c"])
+    );
+    assert!(doc["otherData"]["critical_path_ms"].as_u64().unwrap() >= 900);
+}
+
+/// `--junit`: the test cases of a failing test's own JUnit output (kept from the failed run)
+/// appear under its target, with the failing case placed at the assertion's line.
+#[test]
+fn junit_merges_the_test_cases_of_a_failing_test() {
+    let ws = failing_package();
+    let report = ws.path().join("junit.xml");
+    let run = ws.run(&[
+        "build",
+        "-k",
+        "--junit",
+        report.to_str().unwrap(),
+        "//z:unit",
+    ]);
+    assert_eq!(run.code, 1);
+    let xml = std::fs::read_to_string(&report).unwrap();
+    // Parsed back: suites and cases by name.
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut suites = Vec::new();
+    let mut cases = Vec::new();
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                let attr = |n: &str| {
+                    e.try_get_attribute(n)
+                        .unwrap()
+                        .map(|a| a.unescape_value().unwrap().into_owned())
+                };
+                match e.name().as_ref() {
+                    b"testsuite" => suites.push(attr("name").unwrap()),
+                    b"testcase" => cases.push((
+                        suites.last().cloned().unwrap(),
+                        attr("name").unwrap(),
+                        attr("file"),
+                        attr("line"),
+                    )),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(suites, ["flow", "//z:unit"]);
+    assert_eq!(
+        cases,
+        [
+            ("flow".into(), "//z:unit".into(), None, None),
+            ("//z:unit".into(), "test_ok".into(), None, None),
+            (
+                "//z:unit".into(),
+                "test_bad".into(),
+                Some("z/test_a.py".into()),
+                Some("2".into())
+            ),
+        ]
+    );
+}
