@@ -32,7 +32,29 @@ pub fn affected(
     since: &str,
 ) -> Result<BTreeSet<usize>, Error> {
     let commit = resolve(&ws.root, since)?;
-    let base = Checkout::of(&ws.root, &commit)?;
+    let (repo, within) = repository(&ws.root)?;
+    against(ws, graph, &repo, &within, Some(&commit))
+}
+
+/// The targets of `graph` (of workspace `ws`) whose static keys differ from those of the
+/// workspace at `within` (relative) in `commit` of the git repository whose work tree is
+/// `repo`; with no commit (a repository without one yet), every target. `ws` need not be in
+/// `repo` (the pre-commit check builds a copy of the index: `commands/hooks/`).
+pub fn against(
+    ws: &Workspace,
+    graph: &TargetGraph,
+    repo: &Path,
+    within: &Path,
+    commit: Option<&str>,
+) -> Result<BTreeSet<usize>, Error> {
+    let Some(commit) = commit else {
+        return Ok((0..graph.targets().len()).collect());
+    };
+    let base = Checkout::of(repo, within, commit)?;
+    if !base.workspace.join(crate::config::CONFIG_FILE).is_file() {
+        // The workspace is new since the commit: so is every target.
+        return Ok((0..graph.targets().len()).collect());
+    }
     let old_ws = Workspace::discover(&base.workspace)?;
     let scratch = tempfile::Builder::new()
         .prefix("flow-since-")
@@ -51,6 +73,29 @@ pub fn affected(
             old.get(&label) != new.get(&label)
         })
         .collect())
+}
+
+/// The work tree of the git repository `root` is in (canonical), and `root` relative to it.
+pub fn repository(root: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    let top = git(root)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .map_err(|e| io(root, "run git in", e))?;
+    if !top.status.success() {
+        return Err(Error::Io {
+            path: root.to_path_buf(),
+            action: "find the git work tree of",
+            error: String::from_utf8_lossy(&top.stderr).trim().to_owned(),
+        });
+    }
+    let repo = PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
+    let repo = std::fs::canonicalize(&repo).unwrap_or(repo);
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let within = root
+        .strip_prefix(&repo)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    Ok((repo, within))
 }
 
 /// The commit `since` names, or an error saying how to get it.
@@ -107,22 +152,13 @@ struct Checkout {
 }
 
 impl Checkout {
-    fn of(root: &Path, commit: &str) -> Result<Checkout, Error> {
-        let top = git(root)
-            .args(["rev-parse", "--show-toplevel"])
-            .output()
-            .map_err(|e| io(root, "run git in", e))?;
-        let repo = PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
-        let repo = std::fs::canonicalize(&repo).unwrap_or(repo);
-        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        let within = root
-            .strip_prefix(&repo)
-            .unwrap_or(Path::new(""))
-            .to_path_buf();
+    /// The files of `commit` of the repository whose work tree is `repo`; the workspace at
+    /// `within` in it.
+    fn of(repo: &Path, within: &Path, commit: &str) -> Result<Checkout, Error> {
         let dir = tempfile::Builder::new()
             .prefix("flow-base-")
             .tempdir()
-            .map_err(|e| io(root.as_path(), "create a directory for the base of", e))?;
+            .map_err(|e| io(repo, "create a directory for the base of", e))?;
         let index = dir.path().join("index");
         let tree = dir.path().join("tree");
         let mut prefix = tree.as_os_str().to_owned();
@@ -137,14 +173,14 @@ impl Checkout {
             ],
         ];
         for args in steps {
-            let out = git(&repo)
+            let out = git(repo)
                 .env("GIT_INDEX_FILE", &index)
                 .args(&args)
                 .output()
-                .map_err(|e| io(&repo, "run git in", e))?;
+                .map_err(|e| io(repo, "run git in", e))?;
             if !out.status.success() {
                 return Err(Error::Io {
-                    path: repo,
+                    path: repo.to_path_buf(),
                     action: "write the files of the base commit of `--since` from",
                     error: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
                 });

@@ -169,6 +169,26 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Label)]
         output: OutputFormat,
     },
+    /// Install or remove flow's git pre-commit hook, which builds the targets tagged
+    /// `precommit` that the staged changes affect, on the staged content
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Write the pre-commit hook (an existing hook is kept aside and run first)
+    Install,
+    /// Remove flow's pre-commit hook and restore the one it replaced
+    Uninstall,
+    /// Run a hook's check now, as git does: `flow hooks run pre-commit`
+    Run {
+        /// The hook
+        #[arg(value_parser = ["pre-commit"])]
+        hook: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +338,17 @@ impl Cli {
             ),
             Command::Clean { cache } => {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
+            }
+            Command::Hooks { command } => {
+                let start = self.start_dir()?;
+                let cache = self.cache_dir.as_deref();
+                match command {
+                    HooksCommand::Install => crate::commands::hooks::install(&start, cache),
+                    HooksCommand::Uninstall => crate::commands::hooks::uninstall(&start),
+                    HooksCommand::Run { .. } => {
+                        crate::commands::hooks::run_pre_commit(&start, cache)
+                    }
+                }
             }
         }
     }

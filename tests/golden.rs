@@ -910,3 +910,35 @@ fn a_service_that_never_gets_ready() {
         .replace("$WS/.flow$TMP/", "$WS/.flow/tmp/");
     golden("service_never_ready", &normalized);
 }
+
+#[test]
+fn hooks_outside_a_git_repository() {
+    case("hooks_install_no_git", &[], &["hooks", "install"]);
+    case("hooks_run_no_git", &[], &["hooks", "run", "pre-commit"]);
+}
+
+/// A repository whose hooks directory (`core.hooksPath`) cannot be created.
+#[test]
+fn hooks_directory_not_writable() {
+    let ws = Ws::new().file("not-a-dir", "");
+    crate::support::git(ws.path(), &["init", "-q", "-b", "main"]);
+    crate::support::git(ws.path(), &["config", "core.hooksPath", "not-a-dir/hooks"]);
+    golden(
+        "hooks_dir_not_writable",
+        ws.run(&["hooks", "install"]).bad_input(),
+    );
+}
+
+/// A user's hook where flow already kept one aside: neither is overwritten.
+#[test]
+fn hooks_install_over_two_user_hooks() {
+    let ws = Ws::new()
+        .file(".git-hooks/pre-commit", "#!/bin/sh\nexit 0\n")
+        .file(".git-hooks/pre-commit.flow-saved", "#!/bin/sh\nexit 0\n");
+    crate::support::git(ws.path(), &["init", "-q", "-b", "main"]);
+    crate::support::git(ws.path(), &["config", "core.hooksPath", ".git-hooks"]);
+    golden(
+        "hooks_install_saved_exists",
+        ws.run(&["hooks", "install"]).bad_input(),
+    );
+}

@@ -11,6 +11,7 @@ mod example;
 mod fuzz_smoke;
 mod golden;
 mod hermetic;
+mod hooks;
 mod hostile;
 mod incremental;
 mod junit;

@@ -165,8 +165,9 @@ impl Cas {
         }
     }
 
-    /// A fresh temp path `tmp/<pid>-<counter>-<random>` (not created).
-    pub(crate) fn temp_path(&self) -> PathBuf {
+    /// A fresh temp path `tmp/<pid>-<counter>-<random>` (not created): whatever is left there
+    /// once this process is gone, `Cache::sweep_orphans` removes.
+    pub fn temp_path(&self) -> PathBuf {
         self.tmp.join(self.unique_name())
     }
 

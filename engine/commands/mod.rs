@@ -5,6 +5,7 @@ pub mod build;
 pub mod cache;
 pub mod clean;
 pub mod explain;
+pub mod hooks;
 pub mod init;
 pub mod ledger;
 pub mod log;
