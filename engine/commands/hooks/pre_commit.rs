@@ -105,11 +105,10 @@ pub fn run_pre_commit(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Er
                 // Every failing check at once, not the first one.
                 keep_going: true,
             },
-            events: None,
+            reports: crate::reports::Wanted::default(),
             emergency: None,
             shard: None,
             since: None,
-            junit: None,
         },
     )?;
     if code == 1 {
