@@ -331,3 +331,68 @@ fn junit_merges_the_test_cases_of_a_failing_test() {
         ]
     );
 }
+
+/// A real failing `py_test` (pytest installed offline from the wheels `.ci/run` downloads to
+/// `$FLOW_TEST_WHEELS`): its JUnit cases are merged under its target, and the failing case is
+/// annotated at the failing assertion's line. Without the wheels the test says so and passes,
+/// unless `FLOW_REQUIRE_PYTEST=1` (set by `.ci/run`).
+#[test]
+fn a_failing_py_test_is_merged_and_annotated_at_its_assertion() {
+    let Some(wheels) = std::env::var_os("FLOW_TEST_WHEELS").filter(|w| !w.is_empty()) else {
+        assert!(
+            std::env::var_os("FLOW_REQUIRE_PYTEST").is_none(),
+            "FLOW_REQUIRE_PYTEST is set but FLOW_TEST_WHEELS (pytest's wheels) is not"
+        );
+        eprintln!("skipped: FLOW_TEST_WHEELS is not set (.ci/run sets it)");
+        return;
+    };
+    let wheels = wheels.to_str().unwrap().to_owned();
+    let ws = Ws::new()
+        .file("flow.toml", "[vars]\npython_versions = [\"3.11\"]\n")
+        .file(
+            "calc/BUILD",
+            &format!(
+                "load(\"@flow//rules:python.star\", \"py_requirements\", \"py_test\")\n\
+                 py_requirements(name = \"reqs\", srcs = [\"requirements.txt\"], pip = \"system\",\n\
+                 \x20   pip_args = [\"--no-index\", \"--find-links\", \"{wheels}\"])\n\
+                 py_test(name = \"test\", srcs = [\"calc.py\", \"tests/test_calc.py\"],\n\
+                 \x20   requirements = \":reqs\", cov = [])\n"
+            ),
+        )
+        .file("calc/requirements.txt", "pytest==8.3.4\n")
+        .file("calc/calc.py", "def add(a, b):\n    return a - b\n")
+        .file(
+            "calc/tests/test_calc.py",
+            "from calc import add\n\n\ndef test_ok():\n    assert add(0, 0) == 0\n\n\n\
+             def test_add():\n    assert add(1, 2) == 3\n",
+        );
+    let report = ws.path().join("junit.xml");
+    let run = ws.run(&[
+        "build",
+        "-k",
+        "--annotations",
+        "--junit",
+        report.to_str().unwrap(),
+        "//calc:test",
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let first = commands(&run.stdout);
+    let first = first.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(
+            "::error file=calc/tests/test_calc.py,line=9,title=tests.test_calc.test_add failed"
+        ),
+        "{}",
+        run.stdout
+    );
+    let xml = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//calc:test_py3_11\" tests=\"2\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"test_add\" classname=\"tests.test_calc\"")
+            && xml.contains("file=\"calc/tests/test_calc.py\" line=\"9\""),
+        "{xml}"
+    );
+}
