@@ -34,6 +34,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant (`build`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build targets: run each action whose inputs changed, restore the rest from the cache
@@ -66,6 +68,10 @@ pub enum Command {
         /// same partition on every machine, by a hash of each label
         #[arg(long, value_name = "K/N", value_parser = crate::shard::Shard::parse)]
         shard: Option<crate::shard::Shard>,
+        /// Balance `--shard` by the run times of an earlier build's `--events` FILE (longest
+        /// first, each to the least loaded shard) instead of by label hash
+        #[arg(long, value_name = "FILE", requires = "shard")]
+        shard_timings: Option<PathBuf>,
         /// Build only the selected targets whose definition or inputs differ from those at
         /// the git commit REF (by content: static keys computed on both sides)
         #[arg(long, value_name = "REF")]
@@ -256,6 +262,7 @@ impl Cli {
                 reason,
                 approved_by,
                 shard,
+                shard_timings,
                 since,
                 junit,
                 profile,
@@ -278,7 +285,15 @@ impl Cli {
                         reason: reason.clone().unwrap_or_default(),
                         approved_by: approved_by.clone(),
                     }),
-                    shard: *shard,
+                    shard: match (shard, shard_timings) {
+                        (Some(s), Some(file)) => Some(s.clone().balanced_by(
+                            crate::shard::Timings::read(file).map_err(|message| Error::Usage {
+                                message,
+                                help: None,
+                            })?,
+                        )),
+                        (s, _) => s.clone(),
+                    },
                     since: since.as_deref(),
                 },
             ),

@@ -96,7 +96,7 @@ impl Session {
         if req.lock.is_some() {
             self.check_out_root()?;
         }
-        let mut request = record::request(req.patterns, req.shard);
+        let mut request = record::request(req.patterns, req.shard.as_ref());
         if let Some(commit) = req.since {
             request.push_str(&format!("\nsince {commit}"));
         }
@@ -174,7 +174,7 @@ impl Session {
             }
             None => selected,
         };
-        let selected = match req.shard {
+        let selected = match &req.shard {
             Some(shard) => {
                 let total = selected.len();
                 let owned = shard.select(&graph, selected);

@@ -4,17 +4,70 @@
 //! labels and N, so every machine computes the same one. A shard builds the targets it owns
 //! with their dependency closures (shared dependencies are built by each shard that needs them,
 //! or restored from a shared cache).
+//!
+//! `--shard-timings FILE` balances the shards by recorded durations instead: FILE is the event
+//! stream of an earlier build (`--events`), whose `finished` events give each target's run time.
+//! The selected targets are taken longest first (ties by label) and each is given to the shard
+//! with the least time so far (ties to the lowest shard): the longest-processing-time rule.
+//! A target the file does not know weighs the median of those it does. The partition depends
+//! only on the selection, N and the file's contents, so every shard computes the same one from
+//! the same file; each target is still owned by exactly one shard.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::graph::TargetGraph;
 
 /// One shard of N.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
     /// 0-based.
     index: u64,
     count: u64,
+    /// `--shard-timings`: balance by these durations rather than by label hash.
+    timings: Option<Arc<Timings>>,
+}
+
+/// Run times by label, from an earlier build's event stream.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Timings {
+    millis: BTreeMap<String, u64>,
+    /// Of the file's contents: names the partition in the build record.
+    digest: String,
+}
+
+impl Timings {
+    /// Reads the `finished` events of an event stream (`--events`); lines that are not such
+    /// events are ignored, a file with none is an error.
+    pub fn read(path: &Path) -> Result<Timings, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the shard timings `{}`: {e}", path.display()))?;
+        let mut millis = BTreeMap::new();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["event"] != "finished" {
+                continue;
+            }
+            if let (Some(label), Some(ms)) = (v["label"].as_str(), v["duration_ms"].as_u64()) {
+                if ms > 0 {
+                    millis.insert(label.to_owned(), ms);
+                }
+            }
+        }
+        if millis.is_empty() {
+            return Err(format!(
+                "`{}` holds no run times: give the `--events` file of an earlier build",
+                path.display()
+            ));
+        }
+        Ok(Timings {
+            millis,
+            digest: blake3::hash(text.as_bytes()).to_hex()[..16].to_owned(),
+        })
+    }
 }
 
 impl Shard {
@@ -32,7 +85,24 @@ impl Shard {
         Ok(Shard {
             index: k - 1,
             count: n,
+            timings: None,
         })
+    }
+
+    /// The same shard, balanced by `timings`.
+    pub fn balanced_by(self, timings: Timings) -> Shard {
+        Shard {
+            timings: Some(Arc::new(timings)),
+            ..self
+        }
+    }
+
+    /// What names the partition in the build record: `K/N`, and the timings' digest.
+    pub fn record_key(&self) -> String {
+        match &self.timings {
+            Some(t) => format!("{self} timings {}", t.digest),
+            None => self.to_string(),
+        }
     }
 
     /// Whether this shard owns the target `label`.
@@ -44,11 +114,53 @@ impl Shard {
 
     /// The targets of `selected` (indices of `graph`) this shard owns.
     pub fn select(&self, graph: &TargetGraph, selected: BTreeSet<usize>) -> BTreeSet<usize> {
-        selected
+        let labels = selected
             .into_iter()
-            .filter(|&t| self.owns(&graph.target(t).label.to_string()))
-            .collect()
+            .map(|t| (graph.target(t).label.to_string(), t));
+        match &self.timings {
+            None => labels
+                .filter(|(label, _)| self.owns(label))
+                .map(|(_, t)| t)
+                .collect(),
+            Some(timings) => {
+                let labels: BTreeMap<String, usize> = labels.collect();
+                let owner = balance(labels.keys(), &timings.millis, self.count);
+                labels
+                    .into_iter()
+                    .filter(|(label, _)| owner.get(label) == Some(&self.index))
+                    .map(|(_, t)| t)
+                    .collect()
+            }
+        }
     }
+}
+
+/// The longest-processing-time partition of `labels` over `count` shards (module docs): label
+/// → 0-based shard.
+fn balance<'a>(
+    labels: impl Iterator<Item = &'a String>,
+    millis: &BTreeMap<String, u64>,
+    count: u64,
+) -> BTreeMap<String, u64> {
+    let mut known: Vec<u64> = millis.values().copied().collect();
+    known.sort_unstable();
+    let median = known.get(known.len() / 2).copied().unwrap_or(1);
+    let mut items: Vec<(u64, &String)> = labels
+        .map(|l| (millis.get(l).copied().unwrap_or(median), l))
+        .collect();
+    items.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let mut load = vec![0u64; count as usize];
+    let mut owner = BTreeMap::new();
+    for (ms, label) in items {
+        let (least, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, l)| (*l, i))
+            .expect("at least one shard");
+        load[least] += ms;
+        owner.insert(label.clone(), least as u64);
+    }
+    owner
 }
 
 impl std::fmt::Display for Shard {
@@ -71,7 +183,48 @@ mod tests {
         }
     }
 
+    /// Longest first, each to the least loaded shard (ties to the lowest): a=8, b=5, c=3, d=1,
+    /// e=1 give a+d | b+c+e.
+    #[test]
+    fn timings_balance_longest_first() {
+        let millis: std::collections::BTreeMap<String, u64> =
+            [("a", 8), ("b", 5), ("c", 3), ("d", 1), ("e", 1)]
+                .map(|(l, m)| (l.to_owned(), m))
+                .into();
+        let owner = super::balance(millis.keys(), &millis, 2);
+        let on = |k: u64| -> Vec<&str> {
+            owner
+                .iter()
+                .filter(|(_, &s)| s == k)
+                .map(|(l, _)| l.as_str())
+                .collect()
+        };
+        assert_eq!(on(0), ["a", "d"]);
+        assert_eq!(on(1), ["b", "c", "e"]);
+    }
+
     proptest! {
+        /// With timings too, every label is owned by exactly one shard, and no shard's load
+        /// exceeds the mean by more than the longest item (the LPT bound).
+        #[test]
+        fn balanced_shards_partition_and_stay_within_the_bound(
+            millis in proptest::collection::btree_map("//[a-z]{1,6}:[a-z]{1,4}", 1u64..5000, 1..60),
+            n in 1u64..9,
+        ) {
+            let owner = super::balance(millis.keys(), &millis, n);
+            prop_assert_eq!(owner.len(), millis.len());
+            let mut load = vec![0u64; n as usize];
+            for (label, s) in &owner {
+                prop_assert!(*s < n);
+                load[*s as usize] += millis[label];
+            }
+            let total: u64 = load.iter().sum();
+            let longest = *millis.values().max().unwrap();
+            for l in load {
+                prop_assert!(l <= total / n + longest, "{} > {} + {}", l, total / n, longest);
+            }
+        }
+
         /// Every label is owned by exactly one of the N shards.
         #[test]
         fn shards_partition_any_labels(

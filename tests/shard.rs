@@ -101,3 +101,55 @@ fn a_malformed_shard_is_refused() {
         );
     }
 }
+
+/// `--shard-timings`: balanced by an earlier build's run times. Tasks of 1.2, 0.6, 0.4 and
+/// 0.2 s over two shards: longest first to the least loaded gives {1.2} and {0.6, 0.4, 0.2}
+/// (every choice by a margin of 0.2 s at least), whatever their labels hash to; the shards
+/// partition the selection, and the same file gives the same partition on a second machine.
+#[test]
+fn shards_balance_by_recorded_run_times() {
+    let times = [("a", "1.2"), ("b", "0.6"), ("c", "0.4"), ("d", "0.2")];
+    let mut build = String::new();
+    for (name, secs) in times {
+        build.push_str(&format!(
+            "task(name = \"{name}\", cmd = \"sleep {secs}; echo {name}\")\n"
+        ));
+    }
+    let ws = Ws::new().file("p/BUILD", &build);
+    let events = ws.path().join("timings.jsonl");
+    let first = ws.run(&["build", "-j", "1", "--events", events.to_str().unwrap()]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let shard = |ws: &Ws, k: u32| {
+        let run = ws.run(&[
+            "build",
+            "--shard",
+            &format!("{k}/2"),
+            "--shard-timings",
+            events.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        built(&run.stdout)
+    };
+    let (one, two) = (shard(&ws, 1), shard(&ws, 2));
+    let set = |names: &[&str]| names.iter().map(|n| format!("//p:{n}")).collect();
+    assert_eq!(one, set(&["a"]), "{one:?} / {two:?}");
+    assert_eq!(two, set(&["b", "c", "d"]));
+    let elsewhere = Ws::new().file("p/BUILD", &build);
+    assert_eq!(shard(&elsewhere, 1), one);
+    // A file without run times is refused, saying what to give.
+    std::fs::write(&events, "not events\n").unwrap();
+    let bad = ws.run(&[
+        "build",
+        "--shard",
+        "1/2",
+        "--shard-timings",
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("holds no run times: give the `--events` file of an earlier build"),
+        "{}",
+        bad.stderr
+    );
+}

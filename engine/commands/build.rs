@@ -77,7 +77,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         patterns: args.patterns,
         lock: Some((runtime.handle(), &mut sigint)),
         command: "build",
-        shard: args.shard,
+        shard: args.shard.clone(),
         since: since.as_deref(),
     };
     let prepared = match session.prepare(request)? {
@@ -142,9 +142,9 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         &match &since {
             Some(commit) => format!(
                 "{}\nsince {commit}",
-                record::request(args.patterns, args.shard)
+                record::request(args.patterns, args.shard.as_ref())
             ),
-            None => record::request(args.patterns, args.shard),
+            None => record::request(args.patterns, args.shard.as_ref()),
         },
         ready,
         &finished,

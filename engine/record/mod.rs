@@ -175,14 +175,14 @@ pub fn path(cache: &Path, root: &Path, request: &str) -> PathBuf {
 }
 
 /// The request text of a build: its patterns as given, `//...` for none.
-pub fn request(patterns: &[String], shard: Option<crate::shard::Shard>) -> String {
+pub fn request(patterns: &[String], shard: Option<&crate::shard::Shard>) -> String {
     let patterns = if patterns.is_empty() {
         "//...".to_owned()
     } else {
         patterns.join("\n")
     };
     match shard {
-        Some(shard) => format!("{patterns}\nshard {shard}"),
+        Some(shard) => format!("{patterns}\nshard {}", shard.record_key()),
         None => patterns,
     }
 }
