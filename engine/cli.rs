@@ -181,6 +181,12 @@ pub enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// Write a CI configuration that builds the workspace: pull requests build what they
+    /// affect, pushes build everything, over shards, with the cache kept (docs/ci.md)
+    Ci {
+        #[command(subcommand)]
+        command: CiCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +200,43 @@ pub enum HooksCommand {
         /// The hook
         #[arg(value_parser = ["pre-commit"])]
         hook: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Write a GitHub Actions workflow (default `.github/workflows/flow.yml` of the repository)
+    Github {
+        /// Runners to split the targets over (`--shard K/N`, one matrix job each)
+        #[arg(long, value_name = "N", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        shards: u16,
+        /// The default branch, whose pushes build everything (default: `origin/HEAD`'s, else
+        /// `main` or `master`, whichever exists)
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        /// Where to write the workflow; `-` prints it
+        #[arg(long, value_name = "FILE|-")]
+        output: Option<PathBuf>,
+        /// Replace the file even if `flow ci github` did not write it
+        #[arg(long)]
+        force: bool,
+        /// Install flow on the runner by building it from this git repository with `cargo
+        /// install` (the binary cached per commit of flow)
+        #[arg(long, value_name = "URL", conflicts_with = "install")]
+        flow_git: Option<String>,
+        /// The branch, tag or commit of `--flow-git` to build
+        #[arg(
+            long,
+            value_name = "REV",
+            default_value = "HEAD",
+            requires = "flow_git"
+        )]
+        flow_rev: String,
+        /// Install flow on the runner with this shell command instead (it must put `flow` on
+        /// PATH, e.g. by appending a directory to `$GITHUB_PATH`)
+        #[arg(long, value_name = "CMD")]
+        install: Option<String>,
     },
 }
 
@@ -365,6 +408,30 @@ impl Cli {
                     }
                 }
             }
+            Command::Ci {
+                command:
+                    CiCommand::Github {
+                        shards,
+                        branch,
+                        output,
+                        force,
+                        flow_git,
+                        flow_rev,
+                        install,
+                    },
+            } => crate::commands::ci::github(
+                &self.start_dir()?,
+                crate::commands::ci::GithubArgs {
+                    shards: *shards,
+                    branch: branch.as_deref(),
+                    output: output.as_deref(),
+                    force: *force,
+                    flow_git: flow_git.as_deref(),
+                    flow_rev,
+                    install: install.as_deref(),
+                    cache_flag: self.cache_dir.as_deref(),
+                },
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod build;
+mod ci;
 mod corruption;
 mod crash;
 mod delivery;
