@@ -9,7 +9,8 @@
 //! stream of an earlier build (`--events`), whose `finished` events give each target's run time.
 //! The selected targets are taken longest first (ties by label) and each is given to the shard
 //! with the least time so far (ties to the lowest shard): the longest-processing-time rule.
-//! A target the file does not know weighs the median of those it does. The partition depends
+//! A target the file does not know, or saw reused (no run time), weighs the median of the run
+//! times it has (1 ms when it has none: the shards are then balanced by count). The partition depends
 //! only on the selection, N and the file's contents, so every shard computes the same one from
 //! the same file; each target is still owned by exactly one shard.
 
@@ -44,6 +45,7 @@ impl Timings {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the shard timings `{}`: {e}", path.display()))?;
         let mut millis = BTreeMap::new();
+        let mut finished = 0;
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
@@ -51,13 +53,14 @@ impl Timings {
             if v["event"] != "finished" {
                 continue;
             }
+            finished += 1;
             if let (Some(label), Some(ms)) = (v["label"].as_str(), v["duration_ms"].as_u64()) {
                 if ms > 0 {
                     millis.insert(label.to_owned(), ms);
                 }
             }
         }
-        if millis.is_empty() {
+        if finished == 0 {
             return Err(format!(
                 "`{}` holds no run times: give the `--events` file of an earlier build",
                 path.display()
