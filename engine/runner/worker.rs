@@ -241,7 +241,12 @@ fn finish_run(rebuilder: &Rebuilder, plan: &Plan, node: usize, run: Run) -> (Dig
         // `sandbox = false` action's are moved there out of the real tree, and what could not
         // be moved is removed: left there, it would pass for a source at the next analysis
         // ("collides with a source file").
-        let note = format!("from a failed run of {}: {why}\n", action.label);
+        // Without the run's duration: the same failure leaves the same bytes.
+        let end = match exec.status {
+            Status::Exited(code) if code != 0 => format!("exit {code}"),
+            _ => why.clone(),
+        };
+        let note = format!("from a failed run of {}: {end}\n", action.label);
         let kept = crate::failed::keep(&rebuilder.out_root, &exec.exec_root, action, &note);
         log.extend_from_slice(kept.log_lines(&action.package).as_bytes());
         if !action.sandbox {
