@@ -28,6 +28,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod executor;
 pub mod expand;
+pub mod failed;
 pub mod graph;
 pub mod hasher;
 pub mod interrupts;

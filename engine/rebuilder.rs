@@ -11,7 +11,9 @@
 //!    state of what flow wrote) → up to date, nothing to do; else `restore` from the CAS,
 //!    verifying every blob and refusing any path that would leave `flow-out/`. A directory
 //!    output's `.NAME.flow-tree` marker is removed before the tree is replaced and written
-//!    after, so a crash in between leaves no marker vouching for the wrong tree.
+//!    after, so a crash in between leaves no marker vouching for the wrong tree. A failed
+//!    run's marker beside an output (`failed.rs`) makes it not materialized, and is removed
+//!    after the output is restored.
 //! 4. Miss: the runner executes the action; `store` then checks every declared output exists,
 //!    stores the outputs and both log streams in the CAS, and only then records the result. A run
 //!    killed at any point leaves either nothing or a complete entry. Failures are not cached.
@@ -160,9 +162,11 @@ impl Rebuilder {
         if check_declared(action, result).is_err() {
             return false;
         }
+        // An output beside a failed run's marker is not as flow wrote it (`failed.rs`).
         result.outputs.iter().all(|o| {
-            self.out_path(&action.package, &o.path)
-                .is_ok_and(|path| self.output_in_place(&path, &o.kind))
+            self.out_path(&action.package, &o.path).is_ok_and(|path| {
+                self.output_in_place(&path, &o.kind) && !crate::failed::is_marked(&path)
+            })
         })
     }
 
@@ -252,6 +256,8 @@ impl Rebuilder {
                     self.hasher.record(&marker, *digest);
                 }
             }
+            // After the output, so that a failed run's bytes are never left unmarked.
+            remove_if_there(&crate::failed::failed_marker(&path))?;
         }
         Ok(())
     }
@@ -482,6 +488,18 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
         .map_err(io("write"))
+}
+
+/// Removes the file at `path`, if there is one.
+fn remove_if_there(path: &Path) -> Result<(), CacheError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CacheError::Io {
+            path: path.to_owned(),
+            op: "remove",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Why the source `rel` (workspace-relative) could not be hashed, for the action's failure:

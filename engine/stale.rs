@@ -3,7 +3,8 @@
 //!
 //! - Before an action runs, and when it is skipped because a dependency failed, its declared
 //!   outputs are removed from `flow-out/` (a clean build would not have them; an old copy would
-//!   pass for the result of the failed or skipped run).
+//!   pass for the result of the failed or skipped run). What a failed run itself produced is
+//!   kept there, marked (`failed.rs`): a clean build that failed the same way would keep it too.
 //! - After every analysis a build or a watch cycle goes through (not the build record's
 //!   shortcut, which vouches for the same graph as the last build), files under `flow-out/`
 //!   that no target of the workspace declares any more (a renamed output, a removed target or
@@ -18,6 +19,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::expand::join_path;
+use crate::failed::failed_marker_name;
 use crate::graph::TargetGraph;
 use crate::lock::LOCK_FILE;
 use crate::rebuilder::tree_marker_name;
@@ -36,6 +38,9 @@ impl Declared {
         for t in graph.targets() {
             for out in &t.outs {
                 let path = join_path(t.label.package(), out.trim_end_matches('/'));
+                // A failed run's marker beside an output belongs to it (`failed.rs`).
+                let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+                files.insert(join_path(parent, &failed_marker_name(name)));
                 if out.ends_with('/') {
                     // The tree marker beside a directory output belongs to it.
                     let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
@@ -107,7 +112,8 @@ pub fn sweep_undeclared(out_root: &Path, declared: &Declared) -> usize {
     removed
 }
 
-/// Removes the declared outputs of one target from `flow-out/` (and a directory output's marker).
+/// Removes the declared outputs of one target from `flow-out/` (and a directory output's marker,
+/// and a failed run's markers).
 pub fn clear_outputs(out_root: &Path, package: &str, outs: &[String]) {
     for out in outs {
         let rel = out.trim_end_matches('/');
@@ -121,6 +127,7 @@ pub fn clear_outputs(out_root: &Path, package: &str, outs: &[String]) {
             continue;
         }
         let path = out_root.join(&full);
+        let _ = std::fs::remove_file(crate::failed::failed_marker(&path));
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
                 let _ = std::fs::remove_dir_all(&path);

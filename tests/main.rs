@@ -9,6 +9,7 @@ mod corruption;
 mod crash;
 mod delivery;
 mod example;
+mod failed_outputs;
 mod fuzz_smoke;
 mod golden;
 mod hermetic;

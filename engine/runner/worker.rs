@@ -236,10 +236,20 @@ fn finish_run(rebuilder: &Rebuilder, plan: &Plan, node: usize, run: Run) -> (Dig
     let action = &plan.nodes[node];
     let mut log = exec.stdout.clone();
     log.extend_from_slice(&exec.stderr);
-    let failed = |why: String, log: Vec<u8>, timed_out: bool| {
+    let failed = |why: String, mut log: Vec<u8>, timed_out: bool| {
+        // The outputs it produced are kept under flow-out/, marked (`failed.rs`); a
+        // `sandbox = false` action's are moved there out of the real tree, and what could not
+        // be moved is removed: left there, it would pass for a source at the next analysis
+        // ("collides with a source file").
+        // Without the run's duration: the same failure leaves the same bytes.
+        let end = match exec.status {
+            Status::Exited(code) if code != 0 => format!("exit {code}"),
+            _ => why.clone(),
+        };
+        let note = format!("from a failed run of {}: {end}\n", action.label);
+        let kept = crate::failed::keep(&rebuilder.out_root, &exec.exec_root, action, &note);
+        log.extend_from_slice(kept.log_lines(&action.package).as_bytes());
         if !action.sandbox {
-            // Outputs of a failed run in the real tree are not kept: they would pass for
-            // sources at the next analysis ("collides with a source file").
             remove_tree_outputs(&rebuilder.workspace_root, &action.package, &action.outs);
         }
         let (stdout, stderr) = rebuilder.store_logs(exec);
