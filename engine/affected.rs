@@ -25,42 +25,43 @@ use crate::error::Error;
 use crate::graph::TargetGraph;
 use crate::workspace::Workspace;
 
-/// The targets of `graph` (the working tree's, of workspace `ws`) affected since `since`.
+/// The targets of `graph` (the working tree's, of workspace `ws`) affected since `since`;
+/// `scratch` is a path for the base's files, created and removed here: a path in the cache's
+/// `tmp/` (`Cas::temp_path`), so that what a killed run leaves is swept with the rest.
 pub fn affected(
     ws: &Workspace,
     graph: &TargetGraph,
     since: &str,
+    scratch: &Path,
 ) -> Result<BTreeSet<usize>, Error> {
     let commit = resolve(&ws.root, since)?;
     let (repo, within) = repository(&ws.root)?;
-    against(ws, graph, &repo, &within, Some(&commit))
+    against(ws, graph, &repo, &within, Some(&commit), scratch)
 }
 
 /// The targets of `graph` (of workspace `ws`) whose static keys differ from those of the
 /// workspace at `within` (relative) in `commit` of the git repository whose work tree is
 /// `repo`; with no commit (a repository without one yet), every target. `ws` need not be in
-/// `repo` (the pre-commit check builds a copy of the index: `commands/hooks/`).
+/// `repo` (the pre-commit check builds a copy of the index: `commands/hooks/`). `scratch`: as
+/// for [`affected`].
 pub fn against(
     ws: &Workspace,
     graph: &TargetGraph,
     repo: &Path,
     within: &Path,
     commit: Option<&str>,
+    scratch: &Path,
 ) -> Result<BTreeSet<usize>, Error> {
     let Some(commit) = commit else {
         return Ok((0..graph.targets().len()).collect());
     };
-    let base = Checkout::of(repo, within, commit)?;
+    let base = Checkout::of(repo, within, commit, scratch)?;
     if !base.workspace.join(crate::config::CONFIG_FILE).is_file() {
         // The workspace is new since the commit: so is every target.
         return Ok((0..graph.targets().len()).collect());
     }
     let old_ws = Workspace::discover(&base.workspace)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("flow-since-")
-        .tempdir()
-        .map_err(|e| io(&base.workspace, "create a scratch directory for", e))?;
-    let old = match crate::analysis::analyze(&old_ws, scratch.path()) {
+    let old = match crate::analysis::analyze(&old_ws, &base.dir.join("analysis")) {
         Ok((old_graph, _)) => keys(&old_graph, &old_ws),
         // The base does not evaluate: every target is new to it.
         Err(Error::Analysis(_)) => HashMap::new(),
@@ -144,23 +145,31 @@ pub fn resolve(root: &Path, since: &str) -> Result<String, Error> {
 /// The files of a commit, written to a temporary directory (removed on drop) through a
 /// temporary index (`git read-tree` + `git checkout-index`): the repository's own index, work
 /// tree and worktree list are never touched, so a `flow` killed meanwhile leaves only a
-/// directory in the system's temp directory.
+/// directory in the cache's `tmp/`, which the next build sweeps (`Cache::sweep_orphans`).
 struct Checkout {
-    _dir: tempfile::TempDir,
+    dir: PathBuf,
     /// The workspace's root inside it.
     workspace: PathBuf,
 }
 
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Checkout {
-    /// The files of `commit` of the repository whose work tree is `repo`; the workspace at
-    /// `within` in it.
-    fn of(repo: &Path, within: &Path, commit: &str) -> Result<Checkout, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix("flow-base-")
-            .tempdir()
-            .map_err(|e| io(repo, "create a directory for the base of", e))?;
-        let index = dir.path().join("index");
-        let tree = dir.path().join("tree");
+    /// The files of `commit` of the repository whose work tree is `repo`, in the new directory
+    /// `dir`; the workspace at `within` in it.
+    fn of(repo: &Path, within: &Path, commit: &str, dir: &Path) -> Result<Checkout, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io(dir, "create a directory for the base of `--since` in", e))?;
+        let checkout = Checkout {
+            dir: dir.to_path_buf(),
+            workspace: dir.join("tree").join(within),
+        };
+        let index = dir.join("index");
+        let tree = dir.join("tree");
         let mut prefix = tree.as_os_str().to_owned();
         prefix.push("/");
         let steps: [Vec<std::ffi::OsString>; 2] = [
@@ -186,10 +195,7 @@ impl Checkout {
                 });
             }
         }
-        Ok(Checkout {
-            workspace: tree.join(within),
-            _dir: dir,
-        })
+        Ok(checkout)
     }
 }
 

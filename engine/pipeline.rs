@@ -162,7 +162,8 @@ impl Session {
         let selected = match req.since {
             Some(commit) => {
                 let total = selected.len();
-                let affected = crate::affected::affected(&self.ws, &graph, commit)?;
+                let scratch = self.cache()?.cas().temp_path();
+                let affected = crate::affected::affected(&self.ws, &graph, commit, &scratch)?;
                 let left: BTreeSet<usize> = selected.intersection(&affected).copied().collect();
                 if left.is_empty() {
                     let short = &commit[..commit.len().min(12)];

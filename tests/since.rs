@@ -318,3 +318,48 @@ fn the_base_is_read_without_touching_the_repository() {
     assert_eq!(status(&["worktree", "list"]), worktrees);
     assert_eq!(status(&["diff", "--cached"]), staged);
 }
+
+/// The base's files are written under the cache's `tmp/`, never the system's temp directory:
+/// nothing is left there after a run, and what a run killed midway leaves is swept by the next
+/// build (regression: a kill -9 left `flow-base-*` directories in `$TMPDIR`).
+#[test]
+fn a_killed_since_leaves_nothing_the_next_build_does_not_sweep() {
+    let ws = fixture();
+    ws.write("lib/x.txt", b"edited\n");
+    let tmpdir = tempfile::tempdir().unwrap();
+    let flow = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::support::flow_bin());
+        cmd.current_dir(ws.path())
+            .args(args)
+            .env("TMPDIR", tmpdir.path())
+            .env_remove("FLOW_CACHE_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    assert!(flow(&["affected", "--since", "main"])
+        .status()
+        .unwrap()
+        .success());
+    for delay_ms in [5, 15, 30, 60, 120] {
+        let mut child = flow(&["affected", "--since", "main"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        std::fs::read_dir(tmpdir.path()).unwrap().count(),
+        0,
+        "nothing in $TMPDIR"
+    );
+    assert!(flow(&["build", "--since", "main"])
+        .status()
+        .unwrap()
+        .success());
+    let left: Vec<_> = std::fs::read_dir(ws.path().join(".flow/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "swept: {left:?}");
+    assert_eq!(std::fs::read_dir(tmpdir.path()).unwrap().count(), 0);
+}

@@ -15,10 +15,11 @@ pub fn run(
     cache_flag: Option<&Path>,
 ) -> Result<i32, Error> {
     let terms = parse_patterns(patterns)?;
-    let (ws, graph, _) = load_graph(start, cache_flag)?;
+    let (ws, graph, cache_dir) = load_graph(start, cache_flag)?;
     let selected = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
     let commit = crate::affected::resolve(&ws.root, since)?;
-    let affected = crate::affected::affected(&ws, &graph, &commit)?;
+    let scratch = crate::analysis::open_cache(&cache_dir)?.cas().temp_path();
+    let affected = crate::affected::affected(&ws, &graph, &commit, &scratch)?;
     let text: String = selected
         .intersection(&affected)
         .map(|&i| format!("{}\n", graph.target(i).label))

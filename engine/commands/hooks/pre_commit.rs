@@ -77,7 +77,9 @@ pub fn run_pre_commit(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Er
         return nothing();
     }
     let head = head(&repo);
-    let affected = crate::affected::against(&build_ws, &graph, &repo, &within, head.as_deref())?;
+    let scratch = crate::analysis::open_cache(&cache_dir)?.cas().temp_path();
+    let affected =
+        crate::affected::against(&build_ws, &graph, &repo, &within, head.as_deref(), &scratch)?;
     let labels: Vec<String> = tagged
         .intersection(&affected)
         .map(|&i| graph.target(i).label.to_string())
