@@ -195,9 +195,13 @@ impl Effects {
     pub fn restore(&self, artifact: &Artifact) -> Result<(tempfile::TempDir, PathBuf), String> {
         let digest = Digest::from_hex(&artifact.digest)
             .ok_or_else(|| format!("`{}` is not a digest", artifact.digest))?;
-        let tmp = self.cache.dir().join("tmp");
+        // Named as every temp entry of the cache (`<pid>-<n>-<random>`): what a run killed
+        // meanwhile leaves is swept by the next build (`Cache::sweep_orphans`).
+        let unique = self.cache.cas().temp_path();
+        let tmp = unique.parent().unwrap_or(Path::new(".")).to_path_buf();
         let dir = tempfile::Builder::new()
-            .prefix("rollback-")
+            .prefix(unique.file_name().unwrap_or_default())
+            .rand_bytes(0)
             .tempdir_in(&tmp)
             .map_err(|e| format!("cannot restore an artifact in `{}`: {e}", tmp.display()))?;
         let dest = dir
