@@ -396,3 +396,38 @@ fn a_failing_py_test_is_merged_and_annotated_at_its_assertion() {
         "{xml}"
     );
 }
+
+/// The trace of a one-job build reads like the golden file once its times and keys are zeroed.
+#[test]
+fn the_profile_of_a_small_build_reads_like_its_golden() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"x\", cmd = \"echo x\")\n\
+         task(name = \"y\", deps = [\":x\"], cmd = \"sleep 0.05; echo y\")\n",
+    );
+    ws.run(&["build", "//p:x"]);
+    let trace = ws.path().join("trace.json");
+    let run = ws.run(&["build", "-j", "1", "--profile", trace.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).unwrap()).expect("JSON");
+    fn zero(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, v) in o.iter_mut() {
+                    match k.as_str() {
+                        "ts" | "dur" | "started_unix_ms" | "critical_path_ms" | "flow" => {
+                            *v = 0.into()
+                        }
+                        "key" if v.is_string() => *v = "K".into(),
+                        _ => zero(v),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(zero),
+            _ => {}
+        }
+    }
+    zero(&mut doc);
+    golden("profile_trace", &serde_json::to_string_pretty(&doc).unwrap());
+}
