@@ -114,3 +114,64 @@ fn build_example_evaluates() {
         );
     }
 }
+
+/// The README's CI lines run as written, in a git repository holding a copy of the example:
+/// with nothing changed since `HEAD`, nothing is affected and the build says so (and writes its
+/// reports); after an edit of one package's source, `affected` lists that package's targets.
+#[test]
+fn readme_ci_lines_run_on_the_example() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("flow -C examples/monorepo ") && l.contains("--since"))
+        .collect();
+    assert_eq!(lines.len(), 2, "the README's CI lines: {lines:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("examples/monorepo");
+    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+    let status = std::process::Command::new("cp")
+        .args(["-r"])
+        .arg(repo("examples/monorepo"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(copy.join(".flow"));
+    let _ = std::fs::remove_dir_all(copy.join("flow-out"));
+    crate::support::git(dir.path(), &["init", "-q", "-b", "main"]);
+    crate::support::git(dir.path(), &["add", "-A"]);
+    crate::support::git(dir.path(), &["commit", "-q", "-m", "example"]);
+    let bin = crate::support::flow_bin();
+    let run = |line: &str| {
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = std::process::Command::new(&bin)
+            .current_dir(dir.path())
+            .args(&args)
+            .env_remove("GITHUB_ACTIONS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(lines[0]), "");
+    assert!(run(lines[1]).contains("is affected since"), "nothing to do");
+    let source = copy.join("src/packages/mlops/mlops/__init__.py");
+    assert!(
+        source.is_file(),
+        "the example's mlops package moved: update this test"
+    );
+    let mut text = std::fs::read_to_string(&source).unwrap();
+    text.push_str("\n# edited\n");
+    std::fs::write(&source, text).unwrap();
+    let affected = run(lines[0]);
+    assert!(
+        affected
+            .lines()
+            .any(|l| l.starts_with("//src/packages/mlops:")),
+        "{affected}"
+    );
+}

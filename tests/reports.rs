@@ -429,5 +429,8 @@ fn the_profile_of_a_small_build_reads_like_its_golden() {
         }
     }
     zero(&mut doc);
-    golden("profile_trace", &serde_json::to_string_pretty(&doc).unwrap());
+    golden(
+        "profile_trace",
+        &serde_json::to_string_pretty(&doc).unwrap(),
+    );
 }
