@@ -103,7 +103,14 @@ impl Session {
         let config = record::config_digest(&self.ws.config);
         let record_path = record::path(&self.cache_dir, &self.ws.root, &request);
         let mut no_op = None;
-        let opened = Record::load(&record_path, &request, &config).and_then(|r| {
+        // Under `--since`, what is selected depends on every file of the workspace, not only on
+        // what the plan reads: the build record, which stamps the plan's inputs, cannot vouch
+        // for it. Such a build always analyses, and leaves no record.
+        let record = match req.since {
+            Some(_) => None,
+            None => Record::load(&record_path, &request, &config),
+        };
+        let opened = record.and_then(|r| {
             let changes = r.check(&self.ws.root)?;
             if let Some(labels) = r.no_op(&changes, &self.clock) {
                 no_op = Some(labels.to_vec());
@@ -212,10 +219,13 @@ impl Session {
             carried: Carried::none(),
             touch_carried: false,
             touched_at_ms: self.clock.now_ms(),
-            basis: analyzed.inputs.map(|analysis| Basis::Analysis {
-                analysis,
-                tool_stamps,
-            }),
+            basis: analyzed
+                .inputs
+                .filter(|_| req.since.is_none())
+                .map(|analysis| Basis::Analysis {
+                    analysis,
+                    tool_stamps,
+                }),
             record_path,
         })))
     }

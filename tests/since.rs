@@ -363,3 +363,42 @@ fn a_killed_since_leaves_nothing_the_next_build_does_not_sweep() {
     assert!(left.is_empty(), "swept: {left:?}");
     assert_eq!(std::fs::read_dir(tmpdir.path()).unwrap().count(), 0);
 }
+
+/// Regression (issue 17's benchmark): after two `--since` builds, an in-place edit of a source
+/// that the previous plan did not read must still be selected. The build record stamps only the
+/// plan's inputs, while under `--since` the selection depends on every file: it was reused, and
+/// the build said `0 ran, N cached` while `flow affected` listed the edited target.
+#[test]
+fn an_edit_outside_the_last_since_plan_is_built() {
+    let ws = fixture();
+    // A source in a subdirectory: its package's directory listing does not change with it.
+    ws.write("far/src/f.txt", b"f\n");
+    ws.write(
+        "far/BUILD",
+        b"task(name = \"f\", srcs = [\"src/f.txt\"], cmd = \"cat src/f.txt\")\n",
+    );
+    commit(ws.path(), "far");
+    ws.write("lib/x.txt", b"edited\n");
+    // Every file older than the racy window, so that the record trusts its stamps.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The second build's record is written once the first one's outputs are old enough to be
+    // trusted by their stamps.
+    for _ in 0..2 {
+        let run = ws.run(&["build", "--since", "main"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(ws.path().join("far/src/f.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"more\n").unwrap();
+    drop(f);
+    let run = ws.run(&["build", "--since", "main"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("[RAN] //far:f"), "{}", run.stdout);
+    assert_eq!(
+        affected(&ws, "main"),
+        set(&["//app:use", "//far:f", "//lib:gen"])
+    );
+}
