@@ -402,3 +402,112 @@ fn an_edit_outside_the_last_since_plan_is_built() {
         set(&["//app:use", "//far:f", "//lib:gen"])
     );
 }
+
+/// A change for the quick-answer proptest below.
+#[derive(Clone, Debug)]
+enum Change {
+    /// New bytes in `pK/x.txt` (read by `pK:gen`).
+    Source(usize, String),
+    /// `chmod +x pK/x.txt`.
+    Chmod(usize),
+    /// New bytes in a file nothing reads.
+    Unread(usize),
+    /// A new file in `pK` (tracked when committed, untracked otherwise).
+    Add(usize),
+    /// `pK/unread.txt` removed.
+    Delete(usize),
+    /// `pK:use`'s command edited.
+    Build(usize),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    /// `--since` answers from git's diff when only sources changed (`affected/quick.rs`), and
+    /// from static keys of both sides otherwise: for random changes, committed or left in the
+    /// working tree, the answer is the same set as the static keys' (`FLOW_SINCE_FULL=1`).
+    #[test]
+    fn the_quick_answer_is_the_static_keys_answer(
+        n in 2usize..5,
+        changes in proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => (0usize..5, "[a-z]{1,4}").prop_map(|(p, s)| Change::Source(p, s)),
+                1 => (0usize..5).prop_map(Change::Chmod),
+                2 => (0usize..5).prop_map(Change::Unread),
+                1 => (0usize..5).prop_map(Change::Add),
+                1 => (0usize..5).prop_map(Change::Delete),
+                1 => (0usize..5).prop_map(Change::Build),
+            ],
+            0..4,
+        ),
+        committed in proptest::bool::ANY,
+    ) {
+        use std::os::unix::fs::PermissionsExt;
+        let ws = chain(n);
+        for (i, change) in changes.iter().enumerate() {
+            let p = match change {
+                Change::Source(p, _) | Change::Chmod(p) | Change::Unread(p) | Change::Add(p)
+                | Change::Delete(p) | Change::Build(p) => *p,
+            };
+            if p >= n {
+                continue;
+            }
+            match change {
+                Change::Source(_, text) => ws.write(&format!("p{p}/x.txt"), format!("{text}\n").as_bytes()),
+                Change::Chmod(_) => {
+                    let path = ws.path().join(format!("p{p}/x.txt"));
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+                }
+                Change::Unread(_) => {
+                    if ws.path().join(format!("p{p}/unread.txt")).exists() {
+                        ws.write(&format!("p{p}/unread.txt"), format!("{i}\n").as_bytes());
+                    }
+                }
+                Change::Add(_) => ws.write(&format!("p{p}/new{i}.txt"), b"new\n"),
+                Change::Delete(_) => {
+                    let _ = std::fs::remove_file(ws.path().join(format!("p{p}/unread.txt")));
+                }
+                Change::Build(_) => ws.write(&format!("p{p}/BUILD"), chain_build(p, i as u32 + 1).as_bytes()),
+            }
+        }
+        let base = if committed {
+            commit(ws.path(), "changes");
+            "HEAD~1"
+        } else {
+            "HEAD"
+        };
+        let answer = |full: &str| -> BTreeSet<String> {
+            let run = ws.run_env(ws.path(), &["affected", "--since", base], &[("FLOW_SINCE_FULL", full)]);
+            run.ok().lines().map(str::to_owned).collect()
+        };
+        prop_assert_eq!(answer("0"), answer("1"), "changes {:?}", changes);
+    }
+}
+
+/// The quick answer is taken when only sources changed, and not after a BUILD edit.
+#[test]
+fn only_source_edits_take_the_quick_answer() {
+    let ws = chain(3);
+    ws.write("p1/x.txt", b"edited\n");
+    let how = |ws: &Ws| {
+        let run = ws.run_env(
+            ws.path(),
+            &["affected", "--since", "HEAD"],
+            &[("FLOW_PROFILE", "1")],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        (
+            run.stdout.clone(),
+            run.stderr.contains("affected set, from git's diff"),
+        )
+    };
+    assert_eq!(
+        how(&ws),
+        ("//p1:gen\n//p1:use\n//p2:use\n".to_owned(), true)
+    );
+    ws.write("p0/BUILD", chain_build(0, 9).as_bytes());
+    assert_eq!(
+        how(&ws),
+        ("//p0:use\n//p1:gen\n//p1:use\n//p2:use\n".to_owned(), false)
+    );
+}

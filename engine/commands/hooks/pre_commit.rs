@@ -223,13 +223,10 @@ fn may_affect(
         let rel = Path::new(path)
             .strip_prefix(within)
             .unwrap_or(Path::new(path));
-        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let rel = rel.to_str().unwrap_or("");
         *status != b'M' && *status != b'A'
-            || name == flow_rules::listing::BUILD_FILE
-            || name.ends_with(".star")
-            || name == crate::config::CONFIG_FILE
-            || name == ".gitignore"
-            || rel.to_str().is_some_and(|r| reads.contains(r))
+            || crate::affected::read_by_analysis(rel)
+            || reads.contains(rel)
     })
 }
 

@@ -10,12 +10,18 @@
 //! source affects its readers (bytes differ; early cutoff stops it at run time as usual); an
 //! edit nothing reads affects nothing.
 //!
-//! `REF`'s side is evaluated in a temporary copy of that commit's files (removed after; written
+//! When git's diff shows only modified sources, nothing analysis reads, the answer comes from
+//! the graph alone (`quick.rs`, the same set at a fraction of the cost). Otherwise `REF`'s side
+//! is evaluated in a temporary copy of that commit's files (removed after; written
 //! through a temporary git index, so the repository's index, work tree and worktrees are never
 //! touched), with its own `flow.toml`, BUILD and `.star` files, and sources read there. A base
 //! whose BUILD files do not evaluate has no targets: everything selected is affected. A ref missing from
 //! the clone (a shallow clone without enough history) is an error saying how to fetch it,
 //! never a silent "everything changed".
+
+mod quick;
+
+pub use quick::read_by_analysis;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,9 +40,16 @@ pub fn affected(
     since: &str,
     scratch: &Path,
 ) -> Result<BTreeSet<usize>, Error> {
+    let profile = crate::profile::Profile::from_env();
     let commit = resolve(&ws.root, since)?;
+    if let Some(affected) = quick::affected(&ws.root, graph, &commit) {
+        profile.mark("affected set, from git's diff");
+        return Ok(affected);
+    }
     let (repo, within) = repository(&ws.root)?;
-    against(ws, graph, &repo, &within, Some(&commit), scratch)
+    let affected = against(ws, graph, &repo, &within, Some(&commit), scratch);
+    profile.mark("affected set, from static keys of both sides");
+    affected
 }
 
 /// The targets of `graph` (of workspace `ws`) whose static keys differ from those of the
