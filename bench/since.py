@@ -28,10 +28,8 @@ timer: wall from fork to reaping, CPU of the tree, peak RSS of its largest proce
              turbo query affected --base HEAD^ --head HEAD      (tasks)
   build      flow build --since HEAD^ -j 2
              turbo run test --affected --concurrency=2 --output-logs=none   (TURBO_SCM_BASE=HEAD^)
-  build-fresh  the same two builds, but flow's build record of the `--since` request (one file in
-             .flow/analysis/, the plan of the previous `--since` build) deleted before the timer:
-             what a first `--since` build against this base pays (it evaluates HEAD^ in a
-             temporary checkout); in `build`, flow reuses the previous round's plan
+             (a `--since` build keeps no build record: each one analyses and answers afresh,
+             so every round costs what the first build against a base costs)
   plain      flow build //... -j 2 / turbo run test --concurrency=2 --output-logs=none: the same
              edit without --since / --affected, for context (--no-plain leaves it out)
 
@@ -70,7 +68,7 @@ sys.path.insert(0, HERE)
 import run as R  # noqa: E402  bench/run.py: ForkServer, fmt_s, machine_info, ...
 
 SECTION = "## `--since` against `turbo run --affected`"
-CASES = ("affected", "build", "build-fresh", "plain")
+CASES = ("affected", "build", "plain")
 GIT_ID = ["-c", "user.email=bench@example.invalid", "-c", "user.name=bench"]
 
 
@@ -288,15 +286,6 @@ def main():
             sys.exit("bench/since.py: %s failed at commit 1:\n%s" % (
                 tool, R.tail(os.path.join(logs, "%s-commit1.txt" % tool))))
         warm[tool] = s.wall
-    # flow's build records (.flow/analysis/*.rec, one per request) after the full build: the
-    # `--since` request's record is any other one (case build-fresh deletes it before the timer)
-    rec_dir = os.path.join(wss["flow"], ".flow", "analysis")
-    plain_recs = set(x for x in os.listdir(rec_dir) if x.endswith(".rec"))
-
-    def drop_since_records():
-        for x in os.listdir(rec_dir):
-            if x.endswith(".rec") and x not in plain_recs:
-                os.unlink(os.path.join(rec_dir, x))
 
     checks = []
     if turbo:
@@ -341,14 +330,6 @@ def main():
                     [a.flow_bin, "build", "--since", "HEAD^", "-j", j], fl, sel_flow_build, 2))
     if turbo:
         cmds.append(Cmd("build", "turbo",
-                        "turbo run test --affected --concurrency=%s --output-logs=none" % j,
-                        [turbo, "run", "test", "--affected", "--concurrency=" + j,
-                         "--output-logs=none"], tu, sel_turbo_run, 2))
-    cmds.append(Cmd("build-fresh", "flow", "flow build --since HEAD^ -j %s" % j,
-                    [a.flow_bin, "build", "--since", "HEAD^", "-j", j], fl, sel_flow_build, 2,
-                    prepare=drop_since_records))
-    if turbo:
-        cmds.append(Cmd("build-fresh", "turbo",
                         "turbo run test --affected --concurrency=%s --output-logs=none" % j,
                         [turbo, "run", "test", "--affected", "--concurrency=" + j,
                          "--output-logs=none"], tu, sel_turbo_run, 2))
@@ -489,10 +470,8 @@ def report(a, cmds, machine, versions, repo_commit, load_start, load_end, starte
     w("| case | timed command (workspace root) | wall | ratio flow / this | cpu | peak RSS | "
       "selected (every timed run) |")
     w("|---|---|---|---|---|---|---|")
-    titles = {"affected": "affected set", "build": "build (flow: its build record of the "
-              "`--since` request from the previous round)", "build-fresh": "build (flow: no build "
-              "record for the `--since` request, deleted before the timer)", "plain": "build, no `--since` / "
-              "`--affected` (context)"}
+    titles = {"affected": "affected set", "build": "build",
+              "plain": "build, no `--since` / `--affected` (context)"}
     for case in CASES:
         group = [c for c in cmds if c.case == case and c.samples]
         flow = next((c for c in group if c.tool == "flow"), None)
