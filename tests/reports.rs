@@ -28,10 +28,25 @@ test_a.py:2: AssertionError</failure></testcase></testsuite></testsuites>"#;
         )
 }
 
-/// Only the workflow commands of `stdout`.
+/// Only flow's annotations in `stdout`: the workflow commands after the `::TOKEN::` that
+/// resumes the commands stopped while the build ran (checked: the build's own lines come
+/// between `::stop-commands::TOKEN` and it).
 fn commands(stdout: &str) -> String {
-    stdout
-        .lines()
+    let lines: Vec<&str> = stdout.lines().collect();
+    let Some(first) = lines.iter().position(|l| l.starts_with("::")) else {
+        return String::new();
+    };
+    let token = lines[first]
+        .strip_prefix("::stop-commands::")
+        .unwrap_or_else(|| panic!("the first command stops commands: {stdout}"));
+    assert_eq!(first, 0, "nothing is printed before commands are stopped: {stdout}");
+    let resume = format!("::{token}::");
+    let at = lines
+        .iter()
+        .position(|l| *l == resume)
+        .unwrap_or_else(|| panic!("commands are resumed: {stdout}"));
+    lines[at + 1..]
+        .iter()
         .filter(|l| l.starts_with("::"))
         .map(|l| format!("{l}\n"))
         .collect()
@@ -87,6 +102,30 @@ fn github_actions_get_annotations_and_a_job_summary_by_themselves() {
     assert_eq!(commands(&quiet.stdout), "");
 }
 
+/// Regression (adversarial run): a failing action's log printed workflow commands that GitHub
+/// ran (`::stop-commands::` in a log even hid flow's annotations). Now the build's output is
+/// inside `::stop-commands::TOKEN` ... `::TOKEN::`, TOKEN random, and flow's annotations after.
+#[test]
+fn a_log_cannot_run_workflow_commands() {
+    let ws = Ws::new().file(
+        "x/BUILD",
+        "task(name = \"t\", cmd = \"echo ::stop-commands::tok; echo ::error::injected; \
+         echo ::add-mask::x; exit 1\")\n",
+    );
+    let run = ws.run_env(ws.path(), &["build", "-k", "//..."], &[("GITHUB_ACTIONS", "true")]);
+    assert_eq!(run.code, 1);
+    let shown = commands(&run.stdout);
+    assert_eq!(shown.lines().count(), 1, "{}", run.stdout);
+    assert!(shown.starts_with("::error file=x/BUILD,line=1,title=//x%3At failed::"), "{shown}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let injected = lines.iter().position(|l| l.contains("::error::injected")).unwrap();
+    let resumed = lines.iter().position(|l| l.starts_with("::flow-")).unwrap();
+    assert!(0 < injected && injected < resumed, "{}", run.stdout);
+    let token = lines[0].strip_prefix("::stop-commands::").unwrap();
+    assert_eq!(token.len(), 37, "flow- and 128 bits: {token}");
+    assert_ne!(token, "tok");
+}
+
 /// GitHub shows 10 errors per step: 24 candidates (a source line and a BUILD line for each of
 /// 12 failed targets) are cut to 10, the files in the change (`--since`) first, and the
 /// summary counts the 14 left out.
@@ -119,7 +158,8 @@ fn annotations_are_capped_and_ranked_with_the_change_first() {
         "//...",
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let shown: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("::")).collect();
+    let shown = commands(&run.stdout);
+    let shown: Vec<&str> = shown.lines().collect();
     assert_eq!(shown.len(), 10, "{}", run.stdout);
     // z/common.txt is in the change but no annotation is there; z/f07.py is, and comes first.
     assert!(

@@ -3,6 +3,10 @@
 //! `$GITHUB_STEP_SUMMARY`). Both are on by themselves when `GITHUB_ACTIONS=true`, and
 //! available everywhere by flag (`--annotations`, `--summary FILE`).
 //!
+//! While the build runs, workflow commands are stopped (`::stop-commands::TOKEN`, TOKEN random):
+//! a line an action prints (`::error::`, `::add-mask::`, `::stop-commands::`) is text, never a
+//! command; `::TOKEN::` resumes them just before flow prints its own annotations.
+//!
 //! Annotations: one error per failed target at its BUILD file's line, one per failure found at
 //! a source line (a JUnit test case, a SARIF result, a `file:line:` line of its log), and a
 //! warning per flaky target. GitHub shows at most [`MAX_PER_LEVEL`] errors and as many warnings
@@ -157,11 +161,36 @@ impl Annotations {
     }
 
     pub fn print(&self) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(self.commands().as_bytes());
-        let _ = out.flush();
+        print_command(&self.commands());
     }
+}
+
+/// Writes `text` (workflow commands) to stdout at once.
+pub fn print_command(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+/// A token no action can guess, for `::stop-commands::TOKEN` (GitHub's way to print text that
+/// holds `::` lines without running them): 128 bits of the clock, the pid and a hasher's
+/// random keys.
+pub fn stop_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = blake3::Hasher::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+    random.write_u128(nanos);
+    h.update(&random.finish().to_le_bytes());
+    format!("flow-{}", &h.finalize().to_hex()[..32])
 }
 
 /// A workflow command's message, escaped (GitHub's `escapeData`).

@@ -149,6 +149,10 @@ pub struct Reports {
     running: BTreeMap<String, (Duration, usize)>,
     busy_slots: Vec<bool>,
     warnings: Vec<String>,
+    /// With annotations: the token of `::stop-commands::`, printed when the build starts so
+    /// that no line an action prints is taken by GitHub as a workflow command; the
+    /// annotations are printed after `::TOKEN::` resumes them.
+    stopped: Option<String>,
 }
 
 impl Reports {
@@ -163,6 +167,7 @@ impl Reports {
             running: BTreeMap::new(),
             busy_slots: Vec::new(),
             warnings: Vec::new(),
+            stopped: None,
         }
     }
 
@@ -174,6 +179,11 @@ impl Reports {
     pub fn build_started(&mut self, actions: usize) {
         if let Some(s) = &mut self.events {
             s.build_started(actions);
+        }
+        if self.wanted.annotations && self.stopped.is_none() {
+            let token = github::stop_token();
+            github::print_command(&format!("::stop-commands::{token}"));
+            self.stopped = Some(token);
         }
     }
 
@@ -279,6 +289,9 @@ impl Reports {
             }
         }
         let shown = github::Annotations::rank(&records, &found, ctx);
+        if let Some(token) = self.stopped.take() {
+            github::print_command(&format!("::{token}::"));
+        }
         if self.wanted.annotations {
             shown.print();
         }
