@@ -39,7 +39,10 @@ fn commands(stdout: &str) -> String {
     let token = lines[first]
         .strip_prefix("::stop-commands::")
         .unwrap_or_else(|| panic!("the first command stops commands: {stdout}"));
-    assert_eq!(first, 0, "nothing is printed before commands are stopped: {stdout}");
+    assert_eq!(
+        first, 0,
+        "nothing is printed before commands are stopped: {stdout}"
+    );
     let resume = format!("::{token}::");
     let at = lines
         .iter()
@@ -112,13 +115,23 @@ fn a_log_cannot_run_workflow_commands() {
         "task(name = \"t\", cmd = \"echo ::stop-commands::tok; echo ::error::injected; \
          echo ::add-mask::x; exit 1\")\n",
     );
-    let run = ws.run_env(ws.path(), &["build", "-k", "//..."], &[("GITHUB_ACTIONS", "true")]);
+    let run = ws.run_env(
+        ws.path(),
+        &["build", "-k", "//..."],
+        &[("GITHUB_ACTIONS", "true")],
+    );
     assert_eq!(run.code, 1);
     let shown = commands(&run.stdout);
     assert_eq!(shown.lines().count(), 1, "{}", run.stdout);
-    assert!(shown.starts_with("::error file=x/BUILD,line=1,title=//x%3At failed::"), "{shown}");
+    assert!(
+        shown.starts_with("::error file=x/BUILD,line=1,title=//x%3At failed::"),
+        "{shown}"
+    );
     let lines: Vec<&str> = run.stdout.lines().collect();
-    let injected = lines.iter().position(|l| l.contains("::error::injected")).unwrap();
+    let injected = lines
+        .iter()
+        .position(|l| l.contains("::error::injected"))
+        .unwrap();
     let resumed = lines.iter().position(|l| l.starts_with("::flow-")).unwrap();
     assert!(0 < injected && injected < resumed, "{}", run.stdout);
     let token = lines[0].strip_prefix("::stop-commands::").unwrap();

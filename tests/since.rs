@@ -511,3 +511,96 @@ fn only_source_edits_take_the_quick_answer() {
         ("//p0:use\n//p1:gen\n//p1:use\n//p2:use\n".to_owned(), false)
     );
 }
+
+/// Regression (adversarial run): where `git diff` does not show every change (file modes
+/// ignored, entries assumed unchanged or skipped, line ends converted), the quick answer is not
+/// taken, and `--since` still answers by content.
+#[test]
+fn a_repository_that_hides_changes_from_git_diff_is_answered_by_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let answer = |ws: &Ws, full: &str| -> BTreeSet<String> {
+        let run = ws.run_env(
+            ws.path(),
+            &["affected", "--since", "HEAD"],
+            &[("FLOW_SINCE_FULL", full)],
+        );
+        run.ok().lines().map(str::to_owned).collect()
+    };
+    // `edited`: whether `p0/x.txt` differs by content from the commit's checkout.
+    let check = |setup: &dyn Fn(&Ws), edited: bool| {
+        let ws = chain(2);
+        setup(&ws);
+        let quick = answer(&ws, "0");
+        assert_eq!(answer(&ws, "1"), quick);
+        assert_eq!(quick.contains("//p0:gen"), edited, "{quick:?}");
+    };
+    check(
+        &|ws| {
+            git(ws.path(), &["config", "core.fileMode", "false"]);
+            let path = ws.path().join("p0/x.txt");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+        true,
+    );
+    check(
+        &|ws| {
+            git(
+                ws.path(),
+                &["update-index", "--assume-unchanged", "p0/x.txt"],
+            );
+            ws.write("p0/x.txt", b"hidden\n");
+        },
+        true,
+    );
+    check(
+        &|ws| {
+            git(ws.path(), &["update-index", "--skip-worktree", "p0/x.txt"]);
+            ws.write("p0/x.txt", b"hidden\n");
+        },
+        true,
+    );
+    // Checked out with CRLF line ends, the commit's `0\n` is `0\r\n`: as in the work tree.
+    check(
+        &|ws| {
+            ws.write(".gitattributes", b"*.txt text eol=crlf\n");
+            commit(ws.path(), "attributes");
+            ws.write("p0/x.txt", b"0\r\n");
+        },
+        false,
+    );
+}
+
+/// Regression (adversarial run): a committed source that is a symlink leading out of the
+/// repository, or to an ignored file, dangled in the commit's copy, so the base did not evaluate
+/// and every target counted as affected. Such a link now reaches the same file from the copy.
+#[test]
+fn a_source_linked_out_of_the_repository_is_not_always_affected() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("ext.txt"), "ext\n").unwrap();
+    let ws = chain(2)
+        .file("q/c.txt", "c\n")
+        .file("q/ignored/i.txt", "i\n")
+        .file(".gitignore", ".flow/\nflow-out/\nq/ignored/\n")
+        .file(
+            "q/BUILD",
+            "task(name = \"ext\", srcs = [\"c.txt\", \"ext.txt\"], cmd = \"cat ext.txt\")\n\
+             task(name = \"ign\", srcs = [\"ig.txt\"], cmd = \"cat ig.txt\")\n",
+        );
+    // Relative, as links in a repository are: `../../<outside>/ext.txt` (both in the temp dir).
+    assert_eq!(outside.path().parent(), ws.path().parent());
+    let name = outside.path().file_name().unwrap().to_str().unwrap();
+    std::os::unix::fs::symlink(format!("../../{name}/ext.txt"), ws.path().join("q/ext.txt"))
+        .unwrap();
+    std::os::unix::fs::symlink("ignored/i.txt", ws.path().join("q/ig.txt")).unwrap();
+    commit(ws.path(), "links");
+    let run = ws.run(&["affected", "--since", "HEAD"]);
+    assert_eq!((run.ok(), run.stderr.as_str()), ("", ""));
+    std::fs::write(outside.path().join("ext.txt"), "changed\n").unwrap();
+    assert_eq!(
+        affected(&ws, "HEAD"),
+        set(&[]),
+        "the link reaches the same file on both sides"
+    );
+    ws.write("q/c.txt", b"edited\n");
+    assert_eq!(affected(&ws, "HEAD"), set(&["//q:ext"]));
+}

@@ -76,8 +76,19 @@ pub fn against(
     let old_ws = Workspace::discover(&base.workspace)?;
     let old = match crate::analysis::analyze(&old_ws, &base.dir.join("analysis")) {
         Ok((old_graph, _)) => keys(&old_graph, &old_ws),
-        // The base does not evaluate: every target is new to it.
-        Err(Error::Analysis(_)) => HashMap::new(),
+        // The base does not evaluate: every target is new to it. Said, since it means
+        // building everything (a source linked out of the tree dangles in the base's copy).
+        Err(Error::Analysis(errors)) => {
+            let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+            let first = first.lines().next().unwrap_or("");
+            let short = &commit[..commit.len().min(12)];
+            eprintln!(
+                "warning: the workspace at {short} does not evaluate ({} error(s); the first: \
+                 {first}): every target counts as affected",
+                errors.len()
+            );
+            HashMap::new()
+        }
         Err(e) => return Err(e),
     };
     let new = keys(graph, ws);
@@ -208,7 +219,43 @@ impl Checkout {
                 });
             }
         }
+        checkout.relink(repo, &index, &tree);
         Ok(checkout)
+    }
+
+    /// A committed symlink whose target is not in the copy (it leads out of the repository, or
+    /// to an ignored file) would dangle there, and the base would not evaluate: it is pointed
+    /// at what the same link reaches from the repository's work tree instead. Best effort.
+    fn relink(&self, repo: &Path, index: &Path, tree: &Path) {
+        let Ok(out) = git(repo)
+            .env("GIT_INDEX_FILE", index)
+            .args(["ls-files", "-s", "-z"])
+            .output()
+        else {
+            return;
+        };
+        for entry in out.stdout.split(|b| *b == 0) {
+            // `MODE SHA STAGE\tPATH`
+            let entry = String::from_utf8_lossy(entry);
+            let Some((meta, path)) = entry.split_once('\t') else {
+                continue;
+            };
+            if !meta.starts_with("120000 ") {
+                continue;
+            }
+            let copy = tree.join(path);
+            if copy.exists() {
+                continue;
+            }
+            let Ok(target) = std::fs::read_link(&copy) else {
+                continue;
+            };
+            let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+            let real = repo.join(parent).join(&target);
+            if real.exists() && std::fs::remove_file(&copy).is_ok() {
+                let _ = std::os::unix::fs::symlink(&real, &copy);
+            }
+        }
     }
 }
 

@@ -10,8 +10,9 @@
 //! depends on those. That set is computed here from the graph, without writing the commit's
 //! files out.
 //!
-//! Anything else (a directory source, a linked one, an ignored one) is `None`: the caller
-//! compares static keys in full. `FLOW_SINCE_FULL=1` always does, so tests
+//! Anything else (a directory source, a linked one, an ignored one), or a repository where
+//! `git diff` does not show every byte and mode (see [`diff_shows_content`]), is `None`: the
+//! caller compares static keys in full. `FLOW_SINCE_FULL=1` always does, so tests
 //! can check that both answers agree.
 
 use std::collections::{BTreeSet, HashSet};
@@ -33,6 +34,9 @@ pub fn read_by_analysis(rel: &str) -> bool {
 /// The targets of `graph` affected since `commit`, when git's diff suffices (module docs).
 pub fn affected(root: &Path, graph: &TargetGraph, commit: &str) -> Option<BTreeSet<usize>> {
     if std::env::var_os("FLOW_SINCE_FULL").is_some_and(|v| v != "0") {
+        return None;
+    }
+    if !diff_shows_content(root)? {
         return None;
     }
     let untracked = lines(root, &["ls-files", "-z", "--others", "--exclude-standard"])?;
@@ -93,6 +97,63 @@ pub fn affected(root: &Path, graph: &TargetGraph, commit: &str) -> Option<BTreeS
         }
     }
     Some(affected)
+}
+
+/// Whether `git diff` shows every difference of content and executable bit: not when the
+/// repository ignores file modes (`core.fileMode = false`), converts line ends or filters
+/// content (`core.autocrlf`, attributes `text`, `eol`, `filter`, `ident`,
+/// `working-tree-encoding`), or holds index entries git does not look at
+/// (`--assume-unchanged`, `--skip-worktree`). `None` when git fails.
+fn diff_shows_content(root: &Path) -> Option<bool> {
+    let config = |key: &str| {
+        let out = git(root).args(["config", "--get", key]).output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
+    };
+    if config("core.filemode")? == "false"
+        || matches!(config("core.autocrlf")?.as_str(), "true" | "input")
+        || !config("core.attributesfile")?.is_empty()
+    {
+        return Some(false);
+    }
+    // `h`/`s` (lowercase: assume-unchanged) and `S` (skip-worktree) tags.
+    let tagged = lines(root, &["ls-files", "-v", "-z", "--full-name", ":/"])?;
+    if tagged
+        .iter()
+        .any(|l| l.starts_with(|c: char| c.is_ascii_lowercase() || c == 'S'))
+    {
+        return Some(false);
+    }
+    let attributes = lines(
+        root,
+        &["ls-files", "-z", "--full-name", ":/*.gitattributes"],
+    )?;
+    let top = lines(root, &["rev-parse", "--show-toplevel"])
+        .and_then(|l| l.into_iter().next())
+        .map(|t| std::path::PathBuf::from(t.trim()))?;
+    let info = lines(root, &["rev-parse", "--git-path", "info/attributes"])
+        .and_then(|l| l.into_iter().next())
+        .map(|p| root.join(p.trim()));
+    let files = attributes.iter().map(|a| top.join(a)).chain(info);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let converts = text.split_whitespace().any(|w| {
+            let w = w.trim_start_matches(['-', '!']);
+            [
+                "text",
+                "eol",
+                "filter",
+                "ident",
+                "working-tree-encoding",
+                "crlf",
+            ]
+            .iter()
+            .any(|a| w == *a || w.starts_with(&format!("{a}=")))
+        });
+        if converts {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// The NUL-separated fields `git ARGS` prints in `root`; `None` when git fails.
