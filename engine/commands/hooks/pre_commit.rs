@@ -73,7 +73,7 @@ pub fn run_pre_commit(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Er
         );
         Ok(0)
     };
-    if !may_affect(&graph, &tagged, &staged, &within) {
+    if !may_affect(&graph, &tagged, &staged, &within, &build_ws.root) {
         return nothing();
     }
     let head = head(&repo);
@@ -205,6 +205,7 @@ fn may_affect(
     tagged: &BTreeSet<usize>,
     staged: &[(u8, String)],
     within: &Path,
+    root: &Path,
 ) -> bool {
     let mut reads = BTreeSet::new();
     let mut seen = BTreeSet::new();
@@ -215,7 +216,15 @@ fn may_affect(
         }
         let t = graph.target(i);
         for src in &t.srcs {
-            reads.insert(crate::expand::join_path(t.label.package(), src));
+            let path = crate::expand::join_path(t.label.package(), src);
+            // Through a link (the source's own, or a linked directory), what is read is not
+            // the path staged: only the static keys can tell.
+            let full = root.join(&path);
+            let canonical = root.canonicalize().map(|r| r.join(&path));
+            if full.canonicalize().ok() != canonical.ok() {
+                return true;
+            }
+            reads.insert(path);
         }
         todo.extend(graph.deps(i));
     }
