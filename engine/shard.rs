@@ -42,7 +42,7 @@ impl Timings {
     /// Reads the `finished` events of an event stream (`--events`); lines that are not such
     /// events are ignored, a file with none is an error.
     pub fn read(path: &Path) -> Result<Timings, String> {
-        let text = std::fs::read_to_string(path)
+        let text = read_bounded(path)
             .map_err(|e| format!("cannot read the shard timings `{}`: {e}", path.display()))?;
         let mut millis = BTreeMap::new();
         let mut finished = 0;
@@ -136,6 +136,33 @@ impl Shard {
             }
         }
     }
+}
+
+/// The largest timings file read (an event stream of a build of 100,000 actions is ~30 MiB).
+const MAX_TIMINGS: u64 = 256 << 20;
+
+/// The text of `path`: a regular file (opened without waiting on a FIFO), of at most
+/// [`MAX_TIMINGS`] bytes.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_TIMINGS {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_TIMINGS >> 20
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_TIMINGS).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The longest-processing-time partition of `labels` over `count` shards (module docs): label

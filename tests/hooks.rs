@@ -328,13 +328,11 @@ fn the_hook_finds_flow_on_path_when_the_installing_binary_is_gone() {
 /// link's target (not the link) was taken as unrelated, and the commit went through.
 #[test]
 fn a_change_to_a_linked_sources_target_is_checked() {
-    let ws = repo()
-        .file("data/real.txt", "fine\n")
-        .file(
-            "link/BUILD",
-            "task(name = \"c\", srcs = [\"l.txt\"], tags = [\"precommit\"], \
+    let ws = repo().file("data/real.txt", "fine\n").file(
+        "link/BUILD",
+        "task(name = \"c\", srcs = [\"l.txt\"], tags = [\"precommit\"], \
              cmd = \"! grep -q bad l.txt\")\n",
-        );
+    );
     std::os::unix::fs::symlink("../data/real.txt", ws.path().join("link/l.txt")).unwrap();
     git(ws.path(), &["add", "-A"]);
     git(ws.path(), &["commit", "-q", "-m", "link"]);

@@ -152,4 +152,11 @@ fn shards_balance_by_recorded_run_times() {
         "{}",
         bad.stderr
     );
+    // A FIFO or a device is refused at once, never read without end (adversarial run).
+    nix::unistd::mkfifo(&ws.path().join("ff"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = ws.run(&["build", "--shard", "1/2", "--shard-timings", "ff"]);
+    assert_eq!(fifo.code, 2);
+    crate::support::golden("shard_timings_not_a_file", &fifo.stderr);
+    let zero = ws.run(&["build", "--shard", "1/2", "--shard-timings", "/dev/zero"]);
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
 }
