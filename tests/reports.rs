@@ -487,3 +487,41 @@ fn the_profile_of_a_small_build_reads_like_its_golden() {
         &serde_json::to_string_pretty(&doc).unwrap(),
     );
 }
+
+/// Regression (adversarial run): a JUnit output that is not well-formed was dropped silently
+/// (and merged as an empty suite with `time="-0.000"`); the report files were mode 0600.
+/// Now it is a warning naming it, nothing of it is merged, and every report is 0644.
+#[test]
+fn a_broken_junit_output_is_a_warning_and_reports_are_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new().file(
+        "j/BUILD",
+        "task(name = \"t\", outs = [\"r.xml\"], \
+         cmd = \"printf '<testsuites><testsuite name=s><testcase name=a>' > r.xml; exit 1\")\n",
+    );
+    let junit = ws.path().join("out/junit.xml");
+    let profile = ws.path().join("out/trace.json");
+    let run = ws.run(&[
+        "build",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "warning: `j/r.xml` of //j:t is not well-formed JUnit XML (it ends inside 3 open \
+             element(s)): its test cases are not in the reports"
+        ),
+        "{}",
+        run.stderr
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(!xml.contains("<testsuite name=\"//j:t\""), "{xml}");
+    assert!(!xml.contains("-0.000"), "{xml}");
+    for f in [&junit, &profile] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", f.display());
+    }
+}

@@ -274,11 +274,14 @@ impl<'a> After<'a> {
     }
 }
 
-/// Opens the `--events` file for writing, truncated: a regular file is created; a FIFO needs a
-/// reader already there (opening it waits for none: an error instead of a build that never
-/// starts), and is then written to as any file.
+/// Opens the `--events` file for writing, truncated: a regular file is created (and its
+/// directory, as for the other reports); a FIFO needs a reader already there (opening it waits
+/// for none: an error instead of a build that never starts), and is then written to as any file.
 fn open_events(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

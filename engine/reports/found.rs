@@ -69,6 +69,8 @@ pub struct Diagnostic {
 pub struct Found {
     pub suites: BTreeMap<String, Vec<Suite>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Outputs that look like reports but could not be read, one warning each.
+    pub problems: Vec<String>,
 }
 
 impl Found {
@@ -92,19 +94,38 @@ impl Found {
             let failed = matches!(r.outcome, Outcome::Failed { .. });
             let before = found.diagnostics.len();
             for out in action.outs.iter().filter(|o| !o.ends_with('/')) {
-                let Some(bytes) = read_output(ctx.out_root, &action.package, out) else {
-                    continue;
+                let shown = format!(
+                    "`{}` of {}",
+                    crate::expand::join_path(&action.package, out),
+                    r.label
+                );
+                let bytes = match read_output(ctx.out_root, &action.package, out) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => continue,
+                    Err(size) => {
+                        if out.ends_with(".xml") || out.contains(".sarif") {
+                            found.problems.push(format!(
+                                "{shown} is not read as a report: {size} bytes, more than {} MiB",
+                                MAX_REPORT >> 20
+                            ));
+                        }
+                        continue;
+                    }
                 };
                 if out.ends_with(".xml") {
-                    if let Some(mut suites) = parse_junit(&bytes) {
-                        for case in suites.iter_mut().flat_map(|s| s.cases.iter_mut()) {
-                            case.at = case_location(case, action, ctx.root);
+                    match parse_junit(&bytes) {
+                        Ok(Some(mut suites)) => {
+                            for case in suites.iter_mut().flat_map(|s| s.cases.iter_mut()) {
+                                case.at = case_location(case, action, ctx.root);
+                            }
+                            let entry = found.suites.entry(r.label.clone()).or_default();
+                            entry.extend(suites);
                         }
-                        found
-                            .suites
-                            .entry(r.label.clone())
-                            .or_default()
-                            .extend(suites);
+                        Ok(None) => {}
+                        Err(why) => found.problems.push(format!(
+                            "{shown} is not well-formed JUnit XML ({why}): its test cases are \
+                             not in the reports"
+                        )),
                     }
                 } else if failed && (out.ends_with(".sarif") || out.ends_with(".sarif.json")) {
                     found
@@ -132,21 +153,31 @@ impl Found {
 }
 
 /// The bytes of a declared output under the output root: a regular file, within the root,
-/// not larger than [`MAX_REPORT`].
-fn read_output(out_root: &Path, package: &str, out: &str) -> Option<Vec<u8>> {
+/// not larger than [`MAX_REPORT`] (`Err`: one that is larger, with its size).
+fn read_output(out_root: &Path, package: &str, out: &str) -> Result<Option<Vec<u8>>, u64> {
+    let Some(path) = inside(out_root, package, out) else {
+        return Ok(None);
+    };
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.len() > MAX_REPORT => Err(m.len()),
+        Ok(m) if m.is_file() => Ok(read_file(&path)),
+        _ => Ok(None),
+    }
+}
+
+/// The real path of a declared output when it is under the output root.
+fn inside(out_root: &Path, package: &str, out: &str) -> Option<std::path::PathBuf> {
     flow_cache::check_relative_path(out).ok()?;
     let path = out_root.join(crate::expand::join_path(package, out));
     let real = path.canonicalize().ok()?;
-    if !real.starts_with(out_root.canonicalize().ok()?) {
-        return None;
-    }
-    let meta = std::fs::symlink_metadata(&real).ok()?;
-    if !meta.is_file() || meta.len() > MAX_REPORT {
-        return None;
-    }
+    real.starts_with(out_root.canonicalize().ok()?)
+        .then_some(real)
+}
+
+fn read_file(real: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(&real)
+    std::fs::File::open(real)
         .ok()?
         .take(MAX_REPORT)
         .read_to_end(&mut bytes)
@@ -154,36 +185,57 @@ fn read_output(out_root: &Path, package: &str, out: &str) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// The suites of a JUnit XML file (`<testsuites>` or a lone `<testsuite>`); `None` when it is
-/// not one.
-pub fn parse_junit(bytes: &[u8]) -> Option<Vec<Suite>> {
+/// The suites of a JUnit XML file (`<testsuites>` or a lone `<testsuite>`, suites nested in
+/// suites flattened, suites without test cases left out): `Ok(None)` when it is not JUnit,
+/// `Err` when it starts as JUnit and is not well-formed.
+pub fn parse_junit(bytes: &[u8]) -> Result<Option<Vec<Suite>>, String> {
     let mut reader = quick_xml::Reader::from_reader(bytes);
     let mut buf = Vec::new();
     let mut suites: Vec<Suite> = Vec::new();
+    // The suites open around the current point, innermost last (indices into `suites`).
+    let mut open: Vec<usize> = Vec::new();
     let mut case: Option<Case> = None;
     // The element whose text is being read (`failure`, `error`), with its message.
     let mut text_of: Option<(String, String, String)> = None;
     let mut root_seen = false;
+    // Elements open: a file that ends inside one is cut short.
+    let mut depth = 0usize;
     loop {
-        let event = reader.read_event_into(&mut buf).ok()?;
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(e) => e,
+            Err(_) if !root_seen => return Ok(None),
+            Err(e) => return Err(format!("at byte {}: {e}", reader.buffer_position())),
+        };
+        match &event {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         match event {
+            Event::Eof if root_seen && depth > 0 => {
+                return Err(format!("it ends inside {depth} open element(s)"));
+            }
             Event::Eof => break,
             Event::Start(e) | Event::Empty(e) if !root_seen => {
                 root_seen = true;
                 match e.name().as_ref() {
                     b"testsuites" => {}
-                    b"testsuite" => suites.push(Suite {
-                        name: attr(&e, b"name").unwrap_or_default(),
-                        cases: Vec::new(),
-                    }),
-                    _ => return None,
+                    b"testsuite" => {
+                        suites.push(Suite {
+                            name: attr(&e, b"name").unwrap_or_default(),
+                            cases: Vec::new(),
+                        });
+                        open.push(suites.len() - 1);
+                    }
+                    _ => return Ok(None),
                 }
             }
-            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testsuite" => {
+            Event::Start(e) if e.name().as_ref() == b"testsuite" => {
                 suites.push(Suite {
                     name: attr(&e, b"name").unwrap_or_default(),
                     cases: Vec::new(),
                 });
+                open.push(suites.len() - 1);
             }
             ref ev @ (Event::Start(ref e) | Event::Empty(ref e)) => {
                 let empty = matches!(ev, Event::Empty(_));
@@ -200,7 +252,8 @@ pub fn parse_junit(bytes: &[u8]) -> Option<Vec<Suite>> {
                             }),
                         };
                         if empty {
-                            suites.last_mut()?.cases.push(c);
+                            let &at = open.last().ok_or("a test case outside any suite")?;
+                            suites[at].cases.push(c);
                         } else {
                             case = Some(c);
                         }
@@ -221,12 +274,12 @@ pub fn parse_junit(bytes: &[u8]) -> Option<Vec<Suite>> {
             }
             Event::Text(t) => {
                 if let Some((_, _, text)) = &mut text_of {
-                    text.push_str(&t.decode().ok()?);
+                    text.push_str(&t.decode().map_err(|e| e.to_string())?);
                 }
             }
             Event::GeneralRef(r) => {
                 if let Some((_, _, text)) = &mut text_of {
-                    let name = r.decode().ok()?;
+                    let name = r.decode().map_err(|e| e.to_string())?;
                     match quick_xml::escape::unescape(&format!("&{name};")) {
                         Ok(c) => text.push_str(&c),
                         Err(_) => text.push_str(&format!("&{name};")),
@@ -246,8 +299,12 @@ pub fn parse_junit(bytes: &[u8]) -> Option<Vec<Suite>> {
                 }
                 b"testcase" => {
                     if let Some(c) = case.take() {
-                        suites.last_mut()?.cases.push(c);
+                        let &at = open.last().ok_or("a test case outside any suite")?;
+                        suites[at].cases.push(c);
                     }
+                }
+                b"testsuite" => {
+                    open.pop();
                 }
                 _ => {}
             },
@@ -255,7 +312,11 @@ pub fn parse_junit(bytes: &[u8]) -> Option<Vec<Suite>> {
         }
         buf.clear();
     }
-    root_seen.then_some(suites)
+    if !root_seen {
+        return Ok(None);
+    }
+    suites.retain(|s| !s.cases.is_empty());
+    Ok(Some(suites))
 }
 
 fn result(kind: &str, message: String, text: String) -> CaseResult {
@@ -431,7 +492,7 @@ mod tests {
 E       assert 1 == 2
 
 tests/test_a.py:5: AssertionError</failure></testcase><testcase classname="tests.test_a" name="test_skip" time="0"><skipped type="pytest.skip" message="not now" /></testcase></testsuite></testsuites>"#;
-        let suites = parse_junit(xml).unwrap();
+        let suites = parse_junit(xml).unwrap().unwrap();
         assert_eq!(suites.len(), 1);
         let cases = &suites[0].cases;
         assert_eq!(cases.len(), 3);
@@ -453,12 +514,40 @@ tests/test_a.py:5: AssertionError</failure></testcase><testcase classname="tests
     }
 
     #[test]
-    fn other_xml_is_not_junit() {
-        assert!(parse_junit(b"<html><body/></html>").is_none());
-        assert!(parse_junit(b"not xml <").is_none());
-        assert_eq!(
-            parse_junit(b"<testsuite name=\"x\"/>").unwrap()[0].name,
-            "x"
-        );
+    fn other_xml_is_not_junit_and_broken_junit_says_so() {
+        assert_eq!(parse_junit(b"<html><body/></html>"), Ok(None));
+        assert_eq!(parse_junit(b"not xml <"), Ok(None));
+        let one = b"<testsuite name=\"x\"><testcase name=\"t\"/></testsuite>";
+        assert_eq!(parse_junit(one).unwrap().unwrap()[0].name, "x");
+        let cut = b"<testsuites><testsuite><testcase name=\"a\">";
+        assert!(parse_junit(cut).is_err());
+        let crossed = b"<testsuites><testsuite><testcase name=\"a\"></testsuite>";
+        assert!(parse_junit(crossed).is_err());
+    }
+
+    /// Suites nested in suites are flattened, each case in its innermost suite, and suites
+    /// without cases left out (adversarial run: 600k nested levels became 600k suites).
+    #[test]
+    fn nested_suites_are_flattened_and_empty_ones_dropped() {
+        let mut xml = String::from("<testsuites>");
+        for i in 0..1000 {
+            xml.push_str(&format!("<testsuite name=\"s{i}\">"));
+        }
+        xml.push_str("<testcase name=\"deep\"/>");
+        for _ in 0..999 {
+            xml.push_str("</testsuite>");
+        }
+        xml.push_str("<testcase name=\"outer\"/></testsuite></testsuites>");
+        let suites = parse_junit(xml.as_bytes()).unwrap().unwrap();
+        let names: Vec<(&str, Vec<&str>)> = suites
+            .iter()
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.cases.iter().map(|c| c.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(names, [("s0", vec!["outer"]), ("s999", vec!["deep"])]);
     }
 }

@@ -271,21 +271,29 @@ impl Reports {
         if let Some(mut s) = self.events.take() {
             s.build_finished(summary, took);
             if let Err(e) = s.close() {
-                problems.push(format!("could not write the event stream: {e}"));
+                let path = self.wanted.events.as_deref().unwrap_or(Path::new("-"));
+                problems.push(format!(
+                    "could not write the event stream `{}`: {e}",
+                    path.display()
+                ));
             }
         }
         let records: Vec<&Record> = self.records.values().collect();
-        let found = found::Found::collect(&records, ctx);
+        let mut found = found::Found::collect(&records, ctx);
+        problems.append(&mut found.problems);
+        let failed = |what: &str, path: &Path, e: std::io::Error| {
+            format!("could not write the {what} `{}`: {e}", path.display())
+        };
         if let Some(path) = &self.wanted.junit {
             let report = junit::JunitReport::new(&records, &found);
             if let Err(e) = write_atomically(path, &report.xml(took)) {
-                problems.push(format!("could not write the JUnit report: {e}"));
+                problems.push(failed("JUnit report", path, e));
             }
         }
         if let Some(path) = &self.wanted.profile {
             let trace = trace::trace(&records, ctx.plan, self.began);
             if let Err(e) = write_atomically(path, &trace) {
-                problems.push(format!("could not write the profile: {e}"));
+                problems.push(failed("profile", path, e));
             }
         }
         let shown = github::Annotations::rank(&records, &found, ctx);
@@ -298,21 +306,25 @@ impl Reports {
         if let Some(path) = &self.wanted.summary {
             let text = github::summary(&records, summary, took, &shown, ctx);
             if let Err(e) = append(path, &text) {
-                problems.push(format!("could not write the job summary: {e}"));
+                problems.push(failed("job summary", path, e));
             }
         }
         problems
     }
 }
 
-/// Writes `bytes` to `path` through a temp file beside it and a rename, creating the directory.
+/// Writes `bytes` to `path` through a temp file beside it and a rename, creating the directory;
+/// the file is readable by all (0644), as the other reports are.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
