@@ -355,3 +355,42 @@ fn docs_ci_commands_run() {
         );
     }
 }
+
+/// Regressions (adversarial run): the workflow was written through a symbolic link (anywhere it
+/// led), and a flow.toml value holding `${{` reached the workflow as a GitHub expression. Both
+/// are refused now; and pushes get a concurrency group of their own run (GitHub cancels a
+/// pending run of a shared group even without `cancel-in-progress`).
+#[test]
+fn github_refuses_links_and_expressions_and_never_cancels_pushes() {
+    let ws = repo_with_subdir_workspace();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ws.path().join(".github/workflows")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("victim.yml"),
+        ws.path().join(".github/workflows/flow.yml"),
+    )
+    .unwrap();
+    let run = ws.run_in(&app(&ws), &["ci", "github", "--flow-git", FLOW_GIT]);
+    assert_eq!(run.code, 2);
+    golden("ci_github_symlink", &run.stderr);
+    assert!(!outside.path().join("victim.yml").exists());
+    std::fs::remove_file(ws.path().join(".github/workflows/flow.yml")).unwrap();
+
+    let text = ws
+        .run_in(&app(&ws), &["ci", "github", "--flow-git", FLOW_GIT, "--output", "-"])
+        .ok()
+        .to_owned();
+    let doc = yaml(&text);
+    assert_eq!(
+        doc["concurrency"]["group"],
+        "flow-${{ github.event_name == 'pull_request' && github.ref || github.run_id }}"
+    );
+
+    ws.write(
+        "services/app/flow.toml",
+        b"[cache]\ndir = \"c ${{ github.token }}\"\n",
+    );
+    let run = ws.run_in(&app(&ws), &["ci", "github", "--flow-git", FLOW_GIT, "--output", "-"]);
+    assert_eq!(run.code, 2);
+    golden("ci_github_expression", &run.stderr);
+}

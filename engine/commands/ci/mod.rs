@@ -81,6 +81,21 @@ pub fn github(start: &Path, args: GithubArgs<'_>) -> Result<i32, Error> {
     ] {
         check_text(flag, text.unwrap_or_default())?;
     }
+    let cache_dir_text = ws
+        .config
+        .cache_dir
+        .as_ref()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (what, text) in [
+        ("`[cache] dir` of flow.toml", cache_dir_text.as_str()),
+        ("the workspace's directory", &workspace),
+    ] {
+        check_value(what, text)?;
+    }
+    for dir in &ws.config.action_path {
+        check_value("`[build] action_path` of flow.toml", dir)?;
+    }
     let tools = graph.targets().iter().flat_map(|t| t.tools.iter());
     let plan = Plan {
         regenerate: String::new(),
@@ -122,8 +137,18 @@ pub fn github(start: &Path, args: GithubArgs<'_>) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// Writes the workflow, refusing to replace a file `flow ci github` did not write.
+/// Writes the workflow, refusing to replace a file `flow ci github` did not write, and to write
+/// through a symbolic link (which could lead anywhere: adversarial run).
 fn write(path: &Path, text: &str, force: bool) -> Result<(), Error> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(usage(
+            format!(
+                "`{}` is a symbolic link: flow writes the workflow as a regular file",
+                crate::workspace::display_path(path)
+            ),
+            Some("remove the link, or pass --output FILE to write elsewhere".into()),
+        ));
+    }
     match std::fs::read(path) {
         Ok(old) if !force && !old.starts_with(HEADER_MARK.as_bytes()) => {
             return Err(usage(
@@ -262,6 +287,20 @@ fn check_text(flag: &str, text: &str) -> Result<(), Error> {
         return Err(usage(
             format!("{flag} {text:?}: control characters (a newline, a tab) cannot go into the workflow"),
             None,
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a value of the workspace that GitHub would not take as it is: control characters,
+/// or `${{`, which starts an expression GitHub evaluates (adversarial run: a cache directory
+/// named `${{ x }}` reached the workflow as an expression).
+fn check_value(what: &str, text: &str) -> Result<(), Error> {
+    check_text(what, text)?;
+    if text.contains("${{") {
+        return Err(usage(
+            format!("{what} {text:?} holds `${{{{`, which GitHub would evaluate as an expression"),
+            Some("rename it for the workflow, or write the workflow by hand".into()),
         ));
     }
     Ok(())

@@ -424,7 +424,12 @@ pub fn render(plan: &Plan) -> String {
         (
             "concurrency",
             map(vec![
-                ("group", s("flow-${{ github.ref }}")),
+                // One group per pull request (a newer push cancels the older run); one per run
+                // on pushes, which GitHub would otherwise cancel while pending.
+                (
+                    "group",
+                    s("flow-${{ github.event_name == 'pull_request' && github.ref || github.run_id }}"),
+                ),
                 (
                     "cancel-in-progress",
                     s("${{ github.event_name == 'pull_request' }}"),
