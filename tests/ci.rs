@@ -377,7 +377,10 @@ fn github_refuses_links_and_expressions_and_never_cancels_pushes() {
     std::fs::remove_file(ws.path().join(".github/workflows/flow.yml")).unwrap();
 
     let text = ws
-        .run_in(&app(&ws), &["ci", "github", "--flow-git", FLOW_GIT, "--output", "-"])
+        .run_in(
+            &app(&ws),
+            &["ci", "github", "--flow-git", FLOW_GIT, "--output", "-"],
+        )
         .ok()
         .to_owned();
     let doc = yaml(&text);
@@ -390,7 +393,10 @@ fn github_refuses_links_and_expressions_and_never_cancels_pushes() {
         "services/app/flow.toml",
         b"[cache]\ndir = \"c ${{ github.token }}\"\n",
     );
-    let run = ws.run_in(&app(&ws), &["ci", "github", "--flow-git", FLOW_GIT, "--output", "-"]);
+    let run = ws.run_in(
+        &app(&ws),
+        &["ci", "github", "--flow-git", FLOW_GIT, "--output", "-"],
+    );
     assert_eq!(run.code, 2);
     golden("ci_github_expression", &run.stderr);
 }

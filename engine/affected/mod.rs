@@ -159,10 +159,17 @@ pub fn resolve(root: &Path, since: &str) -> Result<String, Error> {
             "`{since}` is not a commit of this clone{}: flow cannot tell what changed since it",
             if shallow { " (a shallow clone)" } else { "" }
         ),
-        help: Some(format!(
-            "fetch it first, e.g. `git fetch origin {since}` or `git fetch --deepen=100`; with \
-             actions/checkout, set `fetch-depth: 0`"
-        )),
+        help: Some(if since.contains(['^', '~', '@']) {
+            // A commit named relative to another: more history is what is missing.
+            "fetch more history first, e.g. `git fetch --deepen=100`; with actions/checkout, \
+             set `fetch-depth` (2 for `HEAD^1`, 0 for all)"
+                .to_owned()
+        } else {
+            format!(
+                "fetch it first, e.g. `git fetch origin {since}` or `git fetch --deepen=100`; \
+                 with actions/checkout, set `fetch-depth: 0`"
+            )
+        }),
     })
 }
 

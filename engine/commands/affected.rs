@@ -18,7 +18,10 @@ pub fn run(
     let (ws, graph, cache_dir) = load_graph(start, cache_flag)?;
     let selected = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
     let commit = crate::affected::resolve(&ws.root, since)?;
-    let scratch = crate::analysis::open_cache(&cache_dir)?.cas().temp_path();
+    let cache = crate::analysis::open_cache(&cache_dir)?;
+    // What a killed `flow affected` left (its copy of REF) goes, as before a build.
+    let _ = cache.sweep_orphans();
+    let scratch = cache.cas().temp_path();
     let affected = crate::affected::affected(&ws, &graph, &commit, &scratch)?;
     let text: String = selected
         .intersection(&affected)
