@@ -525,3 +525,27 @@ fn a_broken_junit_output_is_a_warning_and_reports_are_readable() {
         assert_eq!(mode, 0o644, "{}", f.display());
     }
 }
+
+/// GitHub takes at most 1 MiB of summary per step: with 30 failing targets printing long
+/// lines, the summary details 25 of them, names the other 5, cuts the lines, and stays small.
+#[test]
+fn the_job_summary_stays_small_with_many_failures() {
+    let mut build = String::new();
+    for i in 0..30 {
+        build.push_str(&format!(
+            "task(name = \"t{i:02}\", cmd = \"for i in $$(seq 60); do printf '%05000d\\\\n' 0; done; exit 1\")\n"
+        ));
+    }
+    let ws = Ws::new().file("m/BUILD", &build);
+    let summary = ws.path().join("s.md");
+    let run = ws.run(&["build", "-k", "--summary", summary.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert_eq!(md.matches("<details>").count(), 25);
+    assert!(
+        md.contains("5 more failed: `//m:t25`, `//m:t26`, `//m:t27`, `//m:t28`, `//m:t29`."),
+        "{}",
+        &md[md.len() - 600..]
+    );
+    assert!(md.len() < 25 * 40 * 410 + 10_000, "{} bytes", md.len());
+}

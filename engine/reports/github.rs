@@ -29,6 +29,12 @@ const SUMMARY_LOG_LINES: usize = 40;
 /// Actions listed under "Slowest actions".
 const SLOWEST: usize = 10;
 
+/// The job summary stays well within GitHub's 1 MiB per step: at most this many failed targets
+/// with their logs, this many more named, log lines of at most this many characters.
+const MAX_FAILED_SHOWN: usize = 25;
+const MAX_FAILED_NAMED: usize = 200;
+const MAX_LINE: usize = 400;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Annotation {
     pub level: Level,
@@ -58,10 +64,10 @@ impl Annotations {
             let (level, title, message) = match &r.outcome {
                 Outcome::Failed { why } => {
                     let (_, tail) = super::tail(&r.log, ANNOTATION_LOG_LINES);
-                    let mut message = why.clone();
+                    let mut message = cut(why);
                     for l in tail {
                         message.push('\n');
-                        message.push_str(l);
+                        message.push_str(&cut(l));
                     }
                     (Level::Error, format!("{} failed", r.label), message)
                 }
@@ -254,34 +260,7 @@ pub fn summary(
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
         .collect();
-    if !failed.is_empty() {
-        md.push_str("\n#### Failed\n\n");
-        for r in failed {
-            let Outcome::Failed { why } = &r.outcome else {
-                continue;
-            };
-            let (before, tail) = super::tail(&r.log, SUMMARY_LOG_LINES);
-            md.push_str(&format!(
-                "<details><summary><code>{}</code>: {}</summary>\n\n",
-                html(&r.label),
-                html(why)
-            ));
-            if tail.is_empty() {
-                md.push_str("(it printed nothing)\n\n");
-            } else {
-                if before > 0 {
-                    md.push_str(&format!(
-                        "{before} earlier line(s); `flow log {}` shows all.\n\n",
-                        r.label
-                    ));
-                }
-                let text = tail.join("\n");
-                let fence = "`".repeat(longest_backtick_run(&text).max(2) + 1);
-                md.push_str(&format!("{fence}text\n{text}\n{fence}\n\n"));
-            }
-            md.push_str("</details>\n\n");
-        }
-    }
+    failed_section(&mut md, &failed);
     let mut slow: Vec<&&Record> = records.iter().filter(|r| !r.took.is_zero()).collect();
     slow.sort_by(|a, b| b.took.cmp(&a.took).then(a.label.cmp(&b.label)));
     if !slow.is_empty() {
@@ -308,6 +287,67 @@ pub fn summary(
     }
     md.push('\n');
     md
+}
+
+/// The failed targets, each with the tail of its log in a collapsed block: the first
+/// [`MAX_FAILED_SHOWN`] of them, the others named; log lines cut at [`MAX_LINE`] characters.
+fn failed_section(md: &mut String, failed: &[&&Record]) {
+    if failed.is_empty() {
+        return;
+    }
+    md.push_str("\n#### Failed\n\n");
+    for r in failed.iter().take(MAX_FAILED_SHOWN) {
+        let Outcome::Failed { why } = &r.outcome else {
+            continue;
+        };
+        let (before, tail) = super::tail(&r.log, SUMMARY_LOG_LINES);
+        md.push_str(&format!(
+            "<details><summary><code>{}</code>: {}</summary>\n\n",
+            html(&r.label),
+            html(&cut(why))
+        ));
+        if tail.is_empty() {
+            md.push_str("(it printed nothing)\n\n");
+        } else {
+            if before > 0 {
+                md.push_str(&format!(
+                    "{before} earlier line(s); `flow log {}` shows all.\n\n",
+                    r.label
+                ));
+            }
+            let lines: Vec<String> = tail.iter().map(|l| cut(l)).collect();
+            let text = lines.join("\n");
+            let fence = "`".repeat(longest_backtick_run(&text).max(2) + 1);
+            md.push_str(&format!("{fence}text\n{text}\n{fence}\n\n"));
+        }
+        md.push_str("</details>\n\n");
+    }
+    if failed.len() > MAX_FAILED_SHOWN {
+        let named: Vec<String> = failed[MAX_FAILED_SHOWN..]
+            .iter()
+            .take(MAX_FAILED_NAMED)
+            .map(|r| format!("`{}`", escape(&r.label)))
+            .collect();
+        let unnamed = failed.len() - MAX_FAILED_SHOWN - named.len();
+        md.push_str(&format!(
+            "{} more failed: {}{}.\n\n",
+            failed.len() - MAX_FAILED_SHOWN,
+            named.join(", "),
+            if unnamed > 0 {
+                format!(" and {unnamed} others")
+            } else {
+                String::new()
+            }
+        ));
+    }
+}
+
+/// `line` cut at [`MAX_LINE`] characters.
+fn cut(line: &str) -> String {
+    match line.char_indices().nth(MAX_LINE) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_owned(),
+    }
 }
 
 /// Text safe in a Markdown table cell or line.
