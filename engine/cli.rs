@@ -259,6 +259,18 @@ pub enum CacheCommand {
 }
 
 impl Cli {
+    /// Whether GitHub's workflow commands are stopped while the command runs: for the commands
+    /// that run actions (their output is not flow's), under GitHub Actions or with
+    /// `--annotations` (`reports/github.rs`).
+    pub fn stops_workflow_commands(&self) -> bool {
+        let github = crate::reports::github::in_github_actions();
+        match &self.command {
+            Command::Build { annotations, .. } => *annotations || github,
+            Command::Hooks { .. } | Command::Rollback { .. } | Command::Watch { .. } => github,
+            _ => false,
+        }
+    }
+
     /// The directory commands start from.
     pub fn start_dir(&self) -> Result<PathBuf, Error> {
         match &self.dir {

@@ -104,7 +104,10 @@ impl Kept {
     pub fn log_lines(&self, package: &str) -> String {
         let mut text = String::new();
         if !self.kept.is_empty() {
-            let dir = join_path(crate::session::OUT_DIR, package);
+            let dir = match package {
+                "" => crate::session::OUT_DIR.to_owned(),
+                _ => join_path(crate::session::OUT_DIR, package),
+            };
             text.push_str(&format!(
                 "flow: outputs of this failed run kept in {dir}/ (marked by .NAME.flow-failed, \
                  never cached): {}\n",

@@ -4,6 +4,10 @@ use clap::Parser;
 
 fn main() {
     let cli = flow::cli::Cli::parse();
+    // Before anything is printed, a BUILD file's `print()` included.
+    let stopped = cli
+        .stops_workflow_commands()
+        .then(flow::reports::github::CommandsStopped::start);
     let code = match cli.run() {
         Ok(code) => code,
         Err(e) => {
@@ -14,5 +18,7 @@ fn main() {
             e.exit_code()
         }
     };
+    // (`exit` runs no destructor.)
+    drop(stopped);
     std::process::exit(code);
 }

@@ -400,3 +400,48 @@ fn github_refuses_links_and_expressions_and_never_cancels_pushes() {
     assert_eq!(run.code, 2);
     golden("ci_github_expression", &run.stderr);
 }
+
+/// Regressions (adversarial run): a branch or a `--flow-git`/`--flow-rev` holding `${{`
+/// reached the workflow as an expression; a workflow hard-linked elsewhere was rewritten in
+/// place (through the other name).
+#[test]
+fn github_refuses_expressions_in_flags_and_never_writes_through_a_hard_link() {
+    let ws = repo_with_subdir_workspace();
+    let run = ws.run_in(
+        &app(&ws),
+        &[
+            "ci",
+            "github",
+            "--flow-git",
+            FLOW_GIT,
+            "--branch",
+            "a${{b}}",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("holds `${{`"), "{}", run.stderr);
+    let run = ws.run_in(&app(&ws), &["ci", "github", "--flow-git", "u${{ x }}"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    ws.run_in(&app(&ws), &["ci", "github", "--flow-git", FLOW_GIT])
+        .ok();
+    let path = ws.path().join(".github/workflows/flow.yml");
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = other.path().join("elsewhere.yml");
+    std::fs::hard_link(&path, &elsewhere).unwrap();
+    let before = std::fs::read(&elsewhere).unwrap();
+    ws.run_in(
+        &app(&ws),
+        &["ci", "github", "--flow-git", FLOW_GIT, "--shards", "2"],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read(&elsewhere).unwrap(),
+        before,
+        "the other name is untouched"
+    );
+    assert_ne!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the workflow is rewritten"
+    );
+}

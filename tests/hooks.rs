@@ -345,3 +345,31 @@ fn a_change_to_a_linked_sources_target_is_checked() {
     assert!(out.contains("[FAILED] //link:c"), "{out}");
     assert_eq!(head(ws.path()), before);
 }
+
+/// Regression (adversarial run): in the copy of the index the hook builds, a committed link
+/// leading out of the repository dangled, so analysis failed and every commit was blocked.
+/// It reaches the same file from the copy now.
+#[test]
+fn a_source_linked_out_of_the_repository_works_in_the_index_copy() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("out.txt"), "fine\n").unwrap();
+    let ws = repo().file("g/v.txt", "v1\n").file(
+        "g/BUILD",
+        "task(name = \"c\", srcs = [\"out.txt\", \"v.txt\"], tags = [\"precommit\"], \
+             cmd = \"! grep -q BAD out.txt v.txt\")\n",
+    );
+    assert_eq!(outside.path().parent(), ws.path().parent());
+    let name = outside.path().file_name().unwrap().to_str().unwrap();
+    std::os::unix::fs::symlink(format!("../../{name}/out.txt"), ws.path().join("g/out.txt"))
+        .unwrap();
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-q", "-m", "link"]);
+    ws.run(&["hooks", "install"]).ok();
+    ws.write("g/v.txt", b"v2\n");
+    git(ws.path(), &["add", "g/v.txt"]);
+    // Untracked: the check runs in a copy of the index.
+    ws.write("g/untracked.txt", b"u\n");
+    let (code, out) = commit(ws.path(), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("//g:c"), "the check ran: {out}");
+}

@@ -549,3 +549,41 @@ fn the_job_summary_stays_small_with_many_failures() {
     );
     assert!(md.len() < 25 * 40 * 410 + 10_000, "{} bytes", md.len());
 }
+
+/// Regression (adversarial run): a BUILD file's `print()` and an analysis error's text reached
+/// the output before commands were stopped. The stop is now the first line flow prints, and
+/// the resume the last, whatever the exit code.
+#[test]
+fn commands_are_stopped_from_the_first_line_to_the_last() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "print(\"a\\n::error::from print\")\ntask(name = \"t\", cmd = \"true\")\n",
+    );
+    let env = [("GITHUB_ACTIONS", "true")];
+    let run = ws.run_env(ws.path(), &["build"], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let first = run.stdout.lines().next().unwrap();
+    let token = first
+        .strip_prefix("::stop-commands::")
+        .expect("stopped first");
+    assert!(run.stderr.contains("::error::from print"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("\n::{token}::\n")),
+        "{}",
+        run.stdout
+    );
+    // An analysis error (exit 2) whose text holds a command line.
+    ws.write("p/BUILD", b"fail(\"x\\n::error title=Injected::y\")\n");
+    let run = ws.run_env(ws.path(), &["build"], &env);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("::error title=Injected::y"),
+        "{}",
+        run.stderr
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let token = lines[0]
+        .strip_prefix("::stop-commands::")
+        .expect("stopped first");
+    assert_eq!(lines, [lines[0], &format!("::{token}::")]);
+}

@@ -559,6 +559,18 @@ fn a_repository_that_hides_changes_from_git_diff_is_answered_by_content() {
         },
         true,
     );
+    // Git told not to trust the ctime: an edit keeping size and mtime is missed by its stat.
+    check(
+        &|ws| {
+            git(ws.path(), &["config", "core.trustctime", "false"]);
+            let path = ws.path().join("p0/x.txt");
+            let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+            ws.write("p0/x.txt", b"9\n");
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(mtime).unwrap();
+        },
+        true,
+    );
     // Checked out with CRLF line ends, the commit's `0\n` is `0\r\n`: as in the work tree.
     check(
         &|ws| {

@@ -226,43 +226,8 @@ impl Checkout {
                 });
             }
         }
-        checkout.relink(repo, &index, &tree);
+        relink_dangling(repo, Some(&index), &tree);
         Ok(checkout)
-    }
-
-    /// A committed symlink whose target is not in the copy (it leads out of the repository, or
-    /// to an ignored file) would dangle there, and the base would not evaluate: it is pointed
-    /// at what the same link reaches from the repository's work tree instead. Best effort.
-    fn relink(&self, repo: &Path, index: &Path, tree: &Path) {
-        let Ok(out) = git(repo)
-            .env("GIT_INDEX_FILE", index)
-            .args(["ls-files", "-s", "-z"])
-            .output()
-        else {
-            return;
-        };
-        for entry in out.stdout.split(|b| *b == 0) {
-            // `MODE SHA STAGE\tPATH`
-            let entry = String::from_utf8_lossy(entry);
-            let Some((meta, path)) = entry.split_once('\t') else {
-                continue;
-            };
-            if !meta.starts_with("120000 ") {
-                continue;
-            }
-            let copy = tree.join(path);
-            if copy.exists() {
-                continue;
-            }
-            let Ok(target) = std::fs::read_link(&copy) else {
-                continue;
-            };
-            let parent = Path::new(path).parent().unwrap_or(Path::new(""));
-            let real = repo.join(parent).join(&target);
-            if real.exists() && std::fs::remove_file(&copy).is_ok() {
-                let _ = std::os::unix::fs::symlink(&real, &copy);
-            }
-        }
     }
 }
 
@@ -355,5 +320,41 @@ pub fn repo_prefix(root: &Path) -> String {
     match git(root).args(["rev-parse", "--show-prefix"]).output() {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
         _ => String::new(),
+    }
+}
+
+/// In `tree`, a copy of the files of the index `index` (default: the repository's) of `repo`:
+/// a committed symlink whose target is not in the copy (it leads out of the repository, or
+/// to an ignored file) would dangle there, and the base would not evaluate: it is pointed
+/// at what the same link reaches from the repository's work tree instead. Best effort.
+pub fn relink_dangling(repo: &Path, index: Option<&Path>, tree: &Path) {
+    let mut ls = git(repo);
+    if let Some(index) = index {
+        ls.env("GIT_INDEX_FILE", index);
+    }
+    let Ok(out) = ls.args(["ls-files", "-s", "-z"]).output() else {
+        return;
+    };
+    for entry in out.stdout.split(|b| *b == 0) {
+        // `MODE SHA STAGE\tPATH`
+        let entry = String::from_utf8_lossy(entry);
+        let Some((meta, path)) = entry.split_once('\t') else {
+            continue;
+        };
+        if !meta.starts_with("120000 ") {
+            continue;
+        }
+        let copy = tree.join(path);
+        if copy.exists() {
+            continue;
+        }
+        let Ok(target) = std::fs::read_link(&copy) else {
+            continue;
+        };
+        let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+        let real = repo.join(parent).join(&target);
+        if real.exists() && std::fs::remove_file(&copy).is_ok() {
+            let _ = std::os::unix::fs::symlink(&real, &copy);
+        }
     }
 }

@@ -100,16 +100,35 @@ pub fn affected(root: &Path, graph: &TargetGraph, commit: &str) -> Option<BTreeS
 }
 
 /// Whether `git diff` shows every difference of content and executable bit: not when the
-/// repository ignores file modes (`core.fileMode = false`), converts line ends or filters
-/// content (`core.autocrlf`, attributes `text`, `eol`, `filter`, `ident`,
-/// `working-tree-encoding`), or holds index entries git does not look at
-/// (`--assume-unchanged`, `--skip-worktree`). `None` when git fails.
+/// repository ignores file modes (`core.fileMode = false`), trusts less than the full stat
+/// (`core.trustctime = false`, `core.checkStat = minimal`) or a file-system monitor
+/// (`core.fsmonitor`), converts line ends or filters content (`core.autocrlf`, attributes
+/// `text`, `eol`, `filter`, `ident`, `working-tree-encoding`, in the repository, in
+/// `info/attributes` or in the global attributes file), holds index entries git does not look
+/// at (`--assume-unchanged`, `--skip-worktree`), or is pointed at by `GIT_DIR` and its kin.
+/// `None` when git fails.
 fn diff_shows_content(root: &Path) -> Option<bool> {
     let config = |key: &str| {
         let out = git(root).args(["config", "--get", key]).output().ok()?;
         Some(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
     };
+    // Git pointed elsewhere than the workspace's repository (a hook's environment).
+    if [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
+    {
+        return Some(false);
+    }
+    // Settings under which git's stat check, or a monitor, can miss an edit.
     if config("core.filemode")? == "false"
+        || config("core.trustctime")? == "false"
+        || config("core.checkstat")? == "minimal"
+        || !matches!(config("core.fsmonitor")?.as_str(), "" | "false")
         || matches!(config("core.autocrlf")?.as_str(), "true" | "input")
         || !config("core.attributesfile")?.is_empty()
     {
@@ -133,7 +152,17 @@ fn diff_shows_content(root: &Path) -> Option<bool> {
     let info = lines(root, &["rev-parse", "--git-path", "info/attributes"])
         .and_then(|l| l.into_iter().next())
         .map(|p| root.join(p.trim()));
-    let files = attributes.iter().map(|a| top.join(a)).chain(info);
+    // The global attributes file git reads by default (`core.attributesFile` unset).
+    let global = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")))
+        .map(|d| d.join("git/attributes"));
+    let files = attributes
+        .iter()
+        .map(|a| top.join(a))
+        .chain(info)
+        .chain(global);
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let converts = text.split_whitespace().any(|w| {

@@ -17,6 +17,9 @@ use crate::plan::Action;
 /// The largest output read as a report.
 pub const MAX_REPORT: u64 = 16 << 20;
 
+/// Test cases of the actions' JUnit outputs the reports take, at most.
+pub const MAX_CASES: usize = 100_000;
+
 /// Diagnostics read from one failed action's log, at most.
 const MAX_LOG_DIAGNOSTICS: usize = 50;
 
@@ -79,6 +82,7 @@ impl Found {
         let Some(plan) = ctx.plan else {
             return found;
         };
+        let mut budget = Budget::new(MAX_CASES);
         let by_label: BTreeMap<String, &Action> = plan
             .nodes
             .iter()
@@ -113,7 +117,7 @@ impl Found {
                     }
                 };
                 if out.ends_with(".xml") {
-                    match parse_junit(&bytes) {
+                    match parse_junit_within(&bytes, &mut budget) {
                         Ok(Some(mut suites)) => {
                             for case in suites.iter_mut().flat_map(|s| s.cases.iter_mut()) {
                                 case.at = case_location(case, action, ctx.root);
@@ -147,6 +151,13 @@ impl Found {
                     .diagnostics
                     .extend(log_diagnostics(&r.log, &r.label, action, ctx.root));
             }
+        }
+        if budget.dropped > 0 {
+            found.problems.push(format!(
+                "{} test case(s) of the actions' JUnit outputs are not in the reports: they take \
+                 at most {MAX_CASES}",
+                budget.dropped
+            ));
         }
         found
     }
@@ -189,6 +200,38 @@ fn read_file(real: &Path) -> Option<Vec<u8>> {
 /// suites flattened, suites without test cases left out): `Ok(None)` when it is not JUnit,
 /// `Err` when it starts as JUnit and is not well-formed.
 pub fn parse_junit(bytes: &[u8]) -> Result<Option<Vec<Suite>>, String> {
+    parse_junit_within(bytes, &mut Budget::new(usize::MAX))
+}
+
+/// How many test cases the reports still take: a merge stays bounded in memory and size
+/// however many JUnit outputs the build has (adversarial run: four 15 MB files of 1.4 M cases
+/// each took 1.9 GB).
+pub struct Budget {
+    left: usize,
+    /// Cases seen once none were left.
+    pub dropped: usize,
+}
+
+impl Budget {
+    pub fn new(cases: usize) -> Budget {
+        Budget {
+            left: cases,
+            dropped: 0,
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        if self.left == 0 {
+            self.dropped += 1;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
+/// [`parse_junit`], keeping at most what `budget` admits.
+fn parse_junit_within(bytes: &[u8], budget: &mut Budget) -> Result<Option<Vec<Suite>>, String> {
     let mut reader = quick_xml::Reader::from_reader(bytes);
     let mut buf = Vec::new();
     let mut suites: Vec<Suite> = Vec::new();
@@ -253,7 +296,9 @@ pub fn parse_junit(bytes: &[u8]) -> Result<Option<Vec<Suite>>, String> {
                         };
                         if empty {
                             let &at = open.last().ok_or("a test case outside any suite")?;
-                            suites[at].cases.push(c);
+                            if budget.admit() {
+                                suites[at].cases.push(c);
+                            }
                         } else {
                             case = Some(c);
                         }
@@ -300,7 +345,9 @@ pub fn parse_junit(bytes: &[u8]) -> Result<Option<Vec<Suite>>, String> {
                 b"testcase" => {
                     if let Some(c) = case.take() {
                         let &at = open.last().ok_or("a test case outside any suite")?;
-                        suites[at].cases.push(c);
+                        if budget.admit() {
+                            suites[at].cases.push(c);
+                        }
                     }
                 }
                 b"testsuite" => {
@@ -319,7 +366,24 @@ pub fn parse_junit(bytes: &[u8]) -> Result<Option<Vec<Suite>>, String> {
     Ok(Some(suites))
 }
 
+/// The text of a failure or error kept, at most (its end: where a traceback ends).
+const MAX_CASE_TEXT: usize = 64 << 10;
+
 fn result(kind: &str, message: String, text: String) -> CaseResult {
+    let text = match text.len() > MAX_CASE_TEXT {
+        true => {
+            let mut at = text.len() - MAX_CASE_TEXT;
+            while !text.is_char_boundary(at) {
+                at += 1;
+            }
+            format!("[...]{}", &text[at..])
+        }
+        false => text,
+    };
+    let message = match message.char_indices().nth(MAX_CASE_TEXT) {
+        Some((at, _)) => format!("{}[...]", &message[..at]),
+        None => message,
+    };
     match kind {
         "failure" => CaseResult::Failed { message, text },
         "error" => CaseResult::Error { message, text },
@@ -523,6 +587,16 @@ tests/test_a.py:5: AssertionError</failure></testcase><testcase classname="tests
         assert!(parse_junit(cut).is_err());
         let crossed = b"<testsuites><testsuite><testcase name=\"a\"></testsuite>";
         assert!(parse_junit(crossed).is_err());
+    }
+
+    /// The budget keeps what it admits and counts the rest.
+    #[test]
+    fn the_budget_bounds_the_cases_kept() {
+        let xml = b"<testsuite name=\"s\"><testcase name=\"a\"/><testcase name=\"b\"></testcase><testcase name=\"c\"/></testsuite>";
+        let mut budget = Budget::new(2);
+        let suites = parse_junit_within(xml, &mut budget).unwrap().unwrap();
+        let names: Vec<&str> = suites[0].cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!((names, budget.dropped), (vec!["a", "b"], 1));
     }
 
     /// Suites nested in suites are flattened, each case in its innermost suite, and suites

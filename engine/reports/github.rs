@@ -3,9 +3,10 @@
 //! `$GITHUB_STEP_SUMMARY`). Both are on by themselves when `GITHUB_ACTIONS=true`, and
 //! available everywhere by flag (`--annotations`, `--summary FILE`).
 //!
-//! While the build runs, workflow commands are stopped (`::stop-commands::TOKEN`, TOKEN random):
-//! a line an action prints (`::error::`, `::add-mask::`, `::stop-commands::`) is text, never a
-//! command; `::TOKEN::` resumes them just before flow prints its own annotations.
+//! While flow runs, workflow commands are stopped (`::stop-commands::TOKEN`, TOKEN random,
+//! [`CommandsStopped`]): a line a BUILD file or an action prints (`::error::`, `::add-mask::`,
+//! `::stop-commands::`) is text, never a command; `::TOKEN::` resumes them just before flow
+//! prints its own annotations, or when flow ends.
 //!
 //! Annotations: one error per failed target at its BUILD file's line, one per failure found at
 //! a source line (a JUnit test case, a SARIF result, a `file:line:` line of its log), and a
@@ -185,7 +186,7 @@ pub fn print_command(text: &str) {
 /// A token no action can guess, for `::stop-commands::TOKEN` (GitHub's way to print text that
 /// holds `::` lines without running them): 128 bits of the clock, the pid and a hasher's
 /// random keys.
-pub fn stop_token() -> String {
+fn stop_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = blake3::Hasher::new();
     let nanos = std::time::SystemTime::now()
@@ -197,6 +198,43 @@ pub fn stop_token() -> String {
     random.write_u128(nanos);
     h.update(&random.finish().to_le_bytes());
     format!("flow-{}", &h.finalize().to_hex()[..32])
+}
+
+/// The token of the `::stop-commands::` in force, if any (one per process).
+static STOPPED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Whether flow runs in GitHub Actions (`GITHUB_ACTIONS=true`): its reports and the stop of
+/// workflow commands are then on by themselves.
+pub fn in_github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// While alive, GitHub's workflow commands are stopped (`::stop-commands::TOKEN`, TOKEN random):
+/// whatever flow, a BUILD file's `print()` or an action prints is text, never a command. Made
+/// before anything is printed (`main.rs`); [`resume_commands`] ends it, at the latest on drop.
+pub struct CommandsStopped(());
+
+impl CommandsStopped {
+    pub fn start() -> CommandsStopped {
+        let token = stop_token();
+        print_command(&format!("::stop-commands::{token}"));
+        *STOPPED.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        CommandsStopped(())
+    }
+}
+
+impl Drop for CommandsStopped {
+    fn drop(&mut self) {
+        resume_commands();
+    }
+}
+
+/// Ends the stop of workflow commands, if one is in force (before flow prints its own).
+pub fn resume_commands() {
+    let token = STOPPED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(token) = token {
+        print_command(&format!("::{token}::"));
+    }
 }
 
 /// A workflow command's message, escaped (GitHub's `escapeData`).

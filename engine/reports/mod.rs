@@ -100,7 +100,7 @@ impl Wanted {
     /// The flags, completed by `GITHUB_ACTIONS=true` (annotations on, the summary appended to
     /// `$GITHUB_STEP_SUMMARY`).
     pub fn with_github_env(mut self) -> Wanted {
-        if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        if github::in_github_actions() {
             self.annotations = true;
             if self.summary.is_none() {
                 self.summary = std::env::var_os("GITHUB_STEP_SUMMARY")
@@ -149,10 +149,6 @@ pub struct Reports {
     running: BTreeMap<String, (Duration, usize)>,
     busy_slots: Vec<bool>,
     warnings: Vec<String>,
-    /// With annotations: the token of `::stop-commands::`, printed when the build starts so
-    /// that no line an action prints is taken by GitHub as a workflow command; the
-    /// annotations are printed after `::TOKEN::` resumes them.
-    stopped: Option<String>,
 }
 
 impl Reports {
@@ -167,7 +163,6 @@ impl Reports {
             running: BTreeMap::new(),
             busy_slots: Vec::new(),
             warnings: Vec::new(),
-            stopped: None,
         }
     }
 
@@ -179,11 +174,6 @@ impl Reports {
     pub fn build_started(&mut self, actions: usize) {
         if let Some(s) = &mut self.events {
             s.build_started(actions);
-        }
-        if self.wanted.annotations && self.stopped.is_none() {
-            let token = github::stop_token();
-            github::print_command(&format!("::stop-commands::{token}"));
-            self.stopped = Some(token);
         }
     }
 
@@ -297,10 +287,9 @@ impl Reports {
             }
         }
         let shown = github::Annotations::rank(&records, &found, ctx);
-        if let Some(token) = self.stopped.take() {
-            github::print_command(&format!("::{token}::"));
-        }
         if self.wanted.annotations {
+            // Workflow commands were stopped since flow started (`main.rs`).
+            github::resume_commands();
             shown.print();
         }
         if let Some(path) = &self.wanted.summary {

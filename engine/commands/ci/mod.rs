@@ -74,13 +74,15 @@ pub fn github(start: &Path, args: GithubArgs<'_>) -> Result<i32, Error> {
         None => default_branch(&repo),
     };
     check_branch(&repo, &branch)?;
+    check_value("--branch", &branch)?;
     for (flag, text) in [
         ("--flow-git", args.flow_git),
         ("--flow-rev", Some(args.flow_rev)),
-        ("--install", args.install),
     ] {
-        check_text(flag, text.unwrap_or_default())?;
+        check_value(flag, text.unwrap_or_default())?;
     }
+    // `--install` is the user's own step: an expression in it is theirs to write.
+    check_text("--install", args.install.unwrap_or_default())?;
     let cache_dir_text = ws
         .config
         .cache_dir
@@ -161,10 +163,12 @@ fn write(path: &Path, text: &str, force: bool) -> Result<(), Error> {
         }
         _ => {}
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, "create directory", e))?;
-    }
-    std::fs::write(path, text).map_err(|e| io(path, "write", e))
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, "create directory", e))?;
+    // A new file renamed over the old one: another name of the old file (a hard link) is
+    // never written through.
+    crate::reports::write_atomically(path, text.as_bytes()).map_err(|e| io(path, "write", e))
 }
 
 /// The top directory of the git repository holding `dir`.

@@ -291,6 +291,8 @@ impl IndexCopy {
             repo,
             &["checkout-index", "--all", &format!("--prefix={prefix}")],
         )?;
+        // Links out of the repository, or to ignored files, reach the same files from the copy.
+        crate::affected::relink_dangling(repo, None, &copy.dir);
         Ok(copy)
     }
 }
