@@ -2,6 +2,7 @@
 //! `flow.toml`, evaluate every BUILD file, build and check the graph). Any error stops here,
 //! with all errors of all files reported together. Also where the cache directory is decided.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flow_cache::Cache;
@@ -79,8 +80,36 @@ pub fn analyze(ws: &Workspace, cache: &Path) -> Result<(TargetGraph, Analyzed), 
         root: ws.root.clone(),
         vars: ws.config.vars.clone(),
         skip_dirs: vec![cache.to_path_buf()],
+        ..Default::default()
     };
     let (evaluation, analyzed) = evaluate_cached(ws, &opts, cache)?;
+    Ok((graph_of(ws, evaluation)?, analyzed))
+}
+
+/// The graph of the workspace `ws` with the BUILD and `.star` files of `overrides` in place of
+/// its own (their text at another commit), evaluated afresh over the same files, without a
+/// snapshot: the base of `--since` when only such files and sources changed (`affected/`).
+pub fn analyze_with(
+    ws: &Workspace,
+    cache: &Path,
+    overrides: BTreeMap<String, std::sync::Arc<str>>,
+) -> Result<TargetGraph, Error> {
+    let opts = EvalOptions {
+        root: ws.root.clone(),
+        vars: ws.config.vars.clone(),
+        skip_dirs: vec![cache.to_path_buf()],
+        overrides,
+    };
+    let evaluation = evaluate_workspace(&opts).map_err(|e| Error::Io {
+        path: ws.root.clone(),
+        action: "walk the workspace",
+        error: e.to_string(),
+    })?;
+    graph_of(ws, evaluation)
+}
+
+/// The validated graph of an evaluation of `ws`.
+fn graph_of(ws: &Workspace, evaluation: flow_rules::Evaluation) -> Result<TargetGraph, Error> {
     let (graph, mut errors) = TargetGraph::build(evaluation, &ws.config.default_visibility);
     let declared: Vec<&str> = ws.config.environments.keys().map(|k| k.as_str()).collect();
     crate::delivery::checks::check_environments(graph.targets().iter(), &declared, &mut errors);
@@ -88,7 +117,7 @@ pub fn analyze(ws: &Workspace, cache: &Path) -> Result<(TargetGraph, Analyzed), 
         flow_rules::error::sort_errors(&mut errors);
         return Err(Error::Analysis(errors));
     }
-    Ok((graph, analyzed))
+    Ok(graph)
 }
 
 /// Where the evaluation snapshot of the workspace at `root` is kept.

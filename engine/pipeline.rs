@@ -170,7 +170,8 @@ impl Session {
             Some(commit) => {
                 let total = selected.len();
                 let scratch = self.cache()?.cas().temp_path();
-                let affected = crate::affected::affected(&self.ws, &graph, commit, &scratch)?;
+                let affected =
+                    crate::affected::affected(&self.ws, &graph, commit, &scratch, &self.cache_dir)?;
                 let left: BTreeSet<usize> = selected.intersection(&affected).copied().collect();
                 if left.is_empty() {
                     let short = &commit[..commit.len().min(12)];

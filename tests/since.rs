@@ -484,7 +484,9 @@ proptest! {
     }
 }
 
-/// The quick answer is taken when only sources changed, and not after a BUILD edit.
+/// The quick answer is taken when only sources, BUILD or `.star` files changed in place (the
+/// BUILD files' text at the commit evaluated over the same files), and not after a file is
+/// added.
 #[test]
 fn only_source_edits_take_the_quick_answer() {
     let ws = chain(3);
@@ -506,6 +508,12 @@ fn only_source_edits_take_the_quick_answer() {
         ("//p1:gen\n//p1:use\n//p2:use\n".to_owned(), true)
     );
     ws.write("p0/BUILD", chain_build(0, 9).as_bytes());
+    assert_eq!(
+        how(&ws),
+        ("//p0:use\n//p1:gen\n//p1:use\n//p2:use\n".to_owned(), true)
+    );
+    ws.write("p2/new.txt", b"new\n");
+    git(ws.path(), &["add", "p2/new.txt"]);
     assert_eq!(
         how(&ws),
         ("//p0:use\n//p1:gen\n//p1:use\n//p2:use\n".to_owned(), false)

@@ -33,18 +33,20 @@ use crate::workspace::Workspace;
 
 /// The targets of `graph` (the working tree's, of workspace `ws`) affected since `since`;
 /// `scratch` is a path for the base's files, created and removed here: a path in the cache's
-/// `tmp/` (`Cas::temp_path`), so that what a killed run leaves is swept with the rest.
+/// `tmp/` (`Cas::temp_path`), so that what a killed run leaves is swept with the rest; `cache`
+/// is the cache directory.
 pub fn affected(
     ws: &Workspace,
     graph: &TargetGraph,
     since: &str,
     scratch: &Path,
+    cache: &Path,
 ) -> Result<BTreeSet<usize>, Error> {
     let profile = crate::profile::Profile::from_env();
     let commit = resolve(&ws.root, since)?;
-    if let Some(affected) = quick::affected(&ws.root, graph, &commit) {
+    if let Some(affected) = quick::affected(ws, graph, &commit, cache) {
         profile.mark("affected set, from git's diff");
-        return Ok(affected);
+        return affected;
     }
     let (repo, within) = repository(&ws.root)?;
     let affected = against(ws, graph, &repo, &within, Some(&commit), scratch);
@@ -68,30 +70,30 @@ pub fn against(
     let Some(commit) = commit else {
         return Ok((0..graph.targets().len()).collect());
     };
+    let profile = crate::profile::Profile::from_env();
     let base = Checkout::of(repo, within, commit, scratch)?;
+    profile.mark("since: the base's files written out");
     if !base.workspace.join(crate::config::CONFIG_FILE).is_file() {
         // The workspace is new since the commit: so is every target.
         return Ok((0..graph.targets().len()).collect());
     }
     let old_ws = Workspace::discover(&base.workspace)?;
     let old = match crate::analysis::analyze(&old_ws, &base.dir.join("analysis")) {
-        Ok((old_graph, _)) => keys(&old_graph, &old_ws),
+        Ok((old_graph, _)) => {
+            profile.mark("since: the base analysed");
+            keys(&old_graph, &old_ws, &HashMap::new())
+        }
         // The base does not evaluate: every target is new to it. Said, since it means
         // building everything (a source linked out of the tree dangles in the base's copy).
         Err(Error::Analysis(errors)) => {
-            let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
-            let first = first.lines().next().unwrap_or("");
-            let short = &commit[..commit.len().min(12)];
-            eprintln!(
-                "warning: the workspace at {short} does not evaluate ({} error(s); the first: \
-                 {first}): every target counts as affected",
-                errors.len()
-            );
+            base_does_not_evaluate(commit, &errors);
             HashMap::new()
         }
         Err(e) => return Err(e),
     };
-    let new = keys(graph, ws);
+    profile.mark("since: the base's static keys");
+    let new = keys(graph, ws, &HashMap::new());
+    profile.mark("since: the static keys");
     Ok((0..graph.targets().len())
         .filter(|&i| {
             let label = graph.target(i).label.to_string();
@@ -231,8 +233,25 @@ impl Checkout {
     }
 }
 
-/// Every target's static key (see the module doc), by label.
-fn keys(graph: &TargetGraph, ws: &Workspace) -> HashMap<String, blake3::Hash> {
+/// Says that the workspace at `commit` does not evaluate: everything counts as affected.
+fn base_does_not_evaluate(commit: &str, errors: &[flow_rules::AnalysisError]) {
+    let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+    let first = first.lines().next().unwrap_or("");
+    let short = &commit[..commit.len().min(12)];
+    eprintln!(
+        "warning: the workspace at {short} does not evaluate ({} error(s); the first: \
+         {first}): every target counts as affected",
+        errors.len()
+    );
+}
+
+/// Every target's static key (see the module doc), by label; `changed` gives, for a
+/// workspace-relative source, the digest and executable bit to use instead of the file's.
+fn keys(
+    graph: &TargetGraph,
+    ws: &Workspace,
+    changed: &HashMap<String, (blake3::Hash, bool)>,
+) -> HashMap<String, blake3::Hash> {
     let root = &ws.root;
     // Every action's PATH (flow.toml's `[build] action_path`) is in its key.
     let path = ws.config.action_path.join(":");
@@ -250,9 +269,15 @@ fn keys(graph: &TargetGraph, ws: &Workspace) -> HashMap<String, blake3::Hash> {
         }
         h.update(definition.to_string().as_bytes());
         for src in &t.srcs {
-            let path = root.join(crate::expand::join_path(t.label.package(), src));
+            let rel = crate::expand::join_path(t.label.package(), src);
             h.update(b"\0src\0");
             h.update(src.as_bytes());
+            if let Some((digest, executable)) = changed.get(&rel) {
+                h.update(digest.as_bytes());
+                h.update(&[u8::from(*executable)]);
+                continue;
+            }
+            let path = root.join(&rel);
             match std::fs::read(&path) {
                 Ok(bytes) => h.update(blake3::hash(&bytes).as_bytes()),
                 Err(_) => h.update(b"\0unreadable"),

@@ -1,28 +1,35 @@
-//! The quick answer to `--since`, when git alone can give the same one as the static keys.
+//! The quick answer to `--since`, when git can give the same one as the static keys without
+//! the commit's files being written out.
 //!
-//! When every file that differs between the commit and the working tree (`git diff`) is a
-//! modified regular file (no file added, deleted, renamed, turned into a link, no untracked
-//! file) and none of them is read by analysis (a BUILD file, a `.star` file, `flow.toml`, a
-//! `.gitignore`, a link), the evaluation at the commit would give the same targets with the
-//! same definitions: the same BUILD and `.star` files, the same config, the same file listing
-//! for `glob()`. When moreover every source is a regular file the commit holds at that path,
-//! static keys differ exactly for the targets that read a changed file and for everything that
-//! depends on those. That set is computed here from the graph, without writing the commit's
-//! files out.
+//! When every file that differs between the commit and the working tree (`git diff --raw`) is a
+//! regular file modified in place (no file added, deleted, renamed, turned into a link, no
+//! untracked file, no `flow.toml` or `.gitignore` change), the file listing is the same on both
+//! sides, so `glob()` answers the same. Then:
+//! - when no BUILD or `.star` file changed, the definitions are the same too: static keys
+//!   differ exactly for the targets that read a changed file and what depends on them, computed
+//!   from the graph alone;
+//! - otherwise the commit's definitions come from evaluating the commit's text of the changed
+//!   BUILD and `.star` files (`git cat-file`) over the working tree's files
+//!   (`analysis::analyze_with`), and static keys are compared with the commit's digest and
+//!   executable bit for each changed source.
 //!
-//! Anything else (a directory source, a linked one, an ignored one), or a repository where
-//! `git diff` does not show every byte and mode (see [`diff_shows_content`]), is `None`: the
-//! caller compares static keys in full. `FLOW_SINCE_FULL=1` always does, so tests
-//! can check that both answers agree.
+//! Both need every source to be a regular file the commit holds at that path, and a repository
+//! where `git diff` sees every byte and mode (see [`diff_shows_content`]); anything else (a
+//! directory source, a linked one, an ignored one) is `None`: the caller writes the commit's
+//! files out and compares static keys in full. `FLOW_SINCE_FULL=1` always does, so tests can
+//! check that both answers agree.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use flow_rules::listing::{BUILD_FILE, GITIGNORE};
 
 use crate::config::CONFIG_FILE;
 use crate::delivery::git::git;
+use crate::error::Error;
 use crate::graph::TargetGraph;
+use crate::workspace::Workspace;
 
 /// Whether a change of the workspace-relative file `rel` can change what analysis gives: the
 /// files evaluation reads (BUILD, `.star`, `flow.toml`) and the ignore files of the walk.
@@ -31,8 +38,82 @@ pub fn read_by_analysis(rel: &str) -> bool {
     name == BUILD_FILE || name.ends_with(".star") || name == GITIGNORE || rel == CONFIG_FILE
 }
 
-/// The targets of `graph` affected since `commit`, when git's diff suffices (module docs).
-pub fn affected(root: &Path, graph: &TargetGraph, commit: &str) -> Option<BTreeSet<usize>> {
+/// The files that differ from the commit, when each is a modified regular file (module docs):
+/// the BUILD and `.star` files with their text at the commit, and the other files with the
+/// digest and executable bit of their content there. `None`: another kind of change.
+struct Changes {
+    analysis: BTreeMap<String, Arc<str>>,
+    sources: HashMap<String, (blake3::Hash, bool)>,
+}
+
+/// Changes this many files or more are left to the full comparison.
+const MAX_CHANGES: usize = 2000;
+
+impl Changes {
+    fn read(root: &Path, commit: &str) -> Option<Changes> {
+        let diff = lines(
+            root,
+            &[
+                "diff",
+                "--raw",
+                "-z",
+                "--no-renames",
+                "--no-abbrev",
+                "--relative",
+                commit,
+            ],
+        )?;
+        if diff.len() > 2 * MAX_CHANGES {
+            return None;
+        }
+        let mut changes = Changes {
+            analysis: BTreeMap::new(),
+            sources: HashMap::new(),
+        };
+        // `:OLD_MODE NEW_MODE OLD_SHA NEW_SHA STATUS\0PATH\0` pairs.
+        for pair in diff.chunks(2) {
+            let [meta, path] = pair else {
+                return None;
+            };
+            let fields: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+            let [old_mode, _, old_sha, _, status] = fields[..] else {
+                return None;
+            };
+            let regular = std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.is_file());
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let file_at_commit = old_mode == "100644" || old_mode == "100755";
+            if status != "M"
+                || !regular
+                || !file_at_commit
+                || name == GITIGNORE
+                || path == CONFIG_FILE
+            {
+                return None;
+            }
+            let bytes = blob(root, old_sha)?;
+            if read_by_analysis(path) {
+                let text = String::from_utf8(bytes).ok()?;
+                changes.analysis.insert(path.clone(), Arc::from(text));
+            } else {
+                let executable = old_mode == "100755";
+                changes
+                    .sources
+                    .insert(path.clone(), (blake3::hash(&bytes), executable));
+            }
+        }
+        Some(changes)
+    }
+}
+
+/// The targets of `graph` affected since `commit`, when git's diff suffices (module docs);
+/// `cache` is the cache directory (not walked).
+pub fn affected(
+    ws: &Workspace,
+    graph: &TargetGraph,
+    commit: &str,
+    cache: &Path,
+) -> Option<Result<BTreeSet<usize>, Error>> {
+    let root = &ws.root;
     if std::env::var_os("FLOW_SINCE_FULL").is_some_and(|v| v != "0") {
         return None;
     }
@@ -43,60 +124,76 @@ pub fn affected(root: &Path, graph: &TargetGraph, commit: &str) -> Option<BTreeS
     if !untracked.is_empty() {
         return None;
     }
-    let diff = lines(
-        root,
-        &[
-            "diff",
-            "--name-status",
-            "-z",
-            "--no-renames",
-            "--relative",
-            commit,
-        ],
-    )?;
-    // `STATUS\0PATH\0` pairs.
-    let mut changed = HashSet::new();
-    for pair in diff.chunks(2) {
-        let [status, path] = pair else {
-            return None;
-        };
-        let regular = std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.is_file());
-        if status != "M" || !regular || read_by_analysis(path) {
-            return None;
-        }
-        changed.insert(path.clone());
-    }
+    let changes = Changes::read(root, commit)?;
     let tracked: HashSet<String> = lines(
         root,
         &["ls-tree", "-r", "-z", "--name-only", commit, "--", "."],
     )?
     .into_iter()
     .collect();
-    let mut direct = Vec::new();
-    for i in 0..graph.targets().len() {
-        let t = graph.target(i);
-        let mut reads_change = false;
+    plain_tracked_sources(root, graph, &tracked)?;
+    if changes.analysis.is_empty() {
+        // Same definitions: what reads a changed file, and what depends on that.
+        let mut direct: Vec<usize> = (0..graph.targets().len())
+            .filter(|&i| {
+                let t = graph.target(i);
+                t.srcs.iter().any(|src| {
+                    let path = crate::expand::join_path(t.label.package(), src);
+                    changes.sources.contains_key(&path)
+                })
+            })
+            .collect();
+        let mut affected = BTreeSet::new();
+        while let Some(i) = direct.pop() {
+            if affected.insert(i) {
+                direct.extend(graph.rdeps(i));
+            }
+        }
+        return Some(Ok(affected));
+    }
+    // The commit's definitions: its BUILD and `.star` files over the same files.
+    let base = match crate::analysis::analyze_with(ws, cache, changes.analysis) {
+        Ok(base) => base,
+        Err(Error::Analysis(errors)) => {
+            super::base_does_not_evaluate(commit, &errors);
+            return Some(Ok((0..graph.targets().len()).collect()));
+        }
+        Err(e) => return Some(Err(e)),
+    };
+    plain_tracked_sources(root, &base, &tracked)?;
+    let old = super::keys(&base, ws, &changes.sources);
+    let new = super::keys(graph, ws, &HashMap::new());
+    Some(Ok((0..graph.targets().len())
+        .filter(|&i| {
+            let label = graph.target(i).label.to_string();
+            old.get(&label) != new.get(&label)
+        })
+        .collect()))
+}
+
+/// `Some` when every source of `graph` is a regular file (not through a link) that the commit
+/// holds at that path (`tracked`): else only the full comparison can tell.
+fn plain_tracked_sources(
+    root: &Path,
+    graph: &TargetGraph,
+    tracked: &HashSet<String>,
+) -> Option<()> {
+    for t in graph.targets() {
         for src in &t.srcs {
             let path = crate::expand::join_path(t.label.package(), src);
-            // A directory, a link, a file the commit does not hold (ignored, or reached through
-            // a linked directory): only the static keys can tell.
             let plain = std::fs::symlink_metadata(root.join(&path)).is_ok_and(|m| m.is_file());
             if !plain || !tracked.contains(&path) {
                 return None;
             }
-            reads_change |= changed.contains(&path);
-        }
-        if reads_change {
-            direct.push(i);
         }
     }
-    let mut affected = BTreeSet::new();
-    while let Some(i) = direct.pop() {
-        if affected.insert(i) {
-            direct.extend(graph.rdeps(i));
-        }
-    }
-    Some(affected)
+    Some(())
+}
+
+/// The bytes of the blob `sha`.
+fn blob(root: &Path, sha: &str) -> Option<Vec<u8>> {
+    let out = git(root).args(["cat-file", "blob", sha]).output().ok()?;
+    out.status.success().then_some(out.stdout)
 }
 
 /// Whether `git diff` shows every difference of content and executable bit: not when the

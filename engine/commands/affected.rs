@@ -22,7 +22,7 @@ pub fn run(
     // What a killed `flow affected` left (its copy of REF) goes, as before a build.
     let _ = cache.sweep_orphans();
     let scratch = cache.cas().temp_path();
-    let affected = crate::affected::affected(&ws, &graph, &commit, &scratch)?;
+    let affected = crate::affected::affected(&ws, &graph, &commit, &scratch, &cache_dir)?;
     let text: String = selected
         .intersection(&affected)
         .map(|&i| format!("{}\n", graph.target(i).label))

@@ -35,11 +35,7 @@ fn pgid_in(dir: &Path) -> i32 {
 
 /// Waits (up to 2 s) until no process of `pgid` is alive; whether none is.
 fn gone(pgid: i32) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while group_alive(pgid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !group_alive(pgid)
+    crate::executor::gone_within(pgid, Duration::from_secs(2))
 }
 
 #[tokio::test]

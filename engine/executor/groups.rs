@@ -156,6 +156,17 @@ pub fn kill_left(record: &str) {
 /// Whether a process of group `pgid` is alive; zombies do not count (where PID 1 does not reap
 /// orphans, a dead orphan stays a zombie and `kill(-pgid, 0)` keeps succeeding), read from
 /// `/proc`; without `/proc`, whether `kill(-pgid, 0)` succeeds.
+/// Waits up to `limit` until no process of group `pgid` is alive; whether none is (tests: a
+/// killed group's members may take a moment to be gone on a busy machine).
+#[cfg(test)]
+pub fn gone_within(pgid: i32, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while group_alive(pgid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    !group_alive(pgid)
+}
+
 pub fn group_alive(pgid: i32) -> bool {
     match killpg(Pid::from_raw(pgid), None) {
         Err(nix::errno::Errno::ESRCH) => false,

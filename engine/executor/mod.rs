@@ -68,6 +68,8 @@ use flow_cache::Digest;
 pub use cancel::{Cancel, CancelHandle};
 pub use capture::{Masker, OUTPUT_CAP};
 pub use fake::{FakeAction, FakeEvent, FakeExecutor};
+#[cfg(test)]
+pub use groups::gone_within;
 pub use groups::{group_alive, kill_left, GroupLog, Recorded};
 pub use process::KILL_GRACE;
 pub use sandbox::{

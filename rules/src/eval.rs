@@ -53,6 +53,10 @@ pub struct EvalOptions {
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Absolute directories never walked (the cache directory when it is inside the workspace).
     pub skip_dirs: Vec<PathBuf>,
+    /// BUILD and `.star` files read from here instead of the workspace (workspace-relative
+    /// path → text): the evaluation of another commit's version of some of them, over the same
+    /// files (`--since`).
+    pub overrides: BTreeMap<String, std::sync::Arc<str>>,
 }
 
 /// The result of evaluating a workspace: packages that evaluated, and every error found.
@@ -82,9 +86,13 @@ pub fn evaluate_workspace(opts: &EvalOptions) -> std::io::Result<Evaluation> {
 pub fn evaluate_listing(opts: &EvalOptions, listing: Listing) -> Evaluation {
     let mut errors = Vec::new();
     // 2. Read and parse every BUILD file in parallel.
-    let builds = parse_build_files(&opts.root, &listing);
+    let sources = source::Sources {
+        root: &opts.root,
+        overrides: &opts.overrides,
+    };
+    let builds = parse_build_files(&sources, &listing);
     // 3. Find and parse every reachable `.star` module, breadth first.
-    let graph = LoadGraph::discover(&opts.root, &builds, &mut errors);
+    let graph = LoadGraph::discover(&sources, &builds, &mut errors);
     graph.report_bad_loads(&builds, &mut errors);
     // 4. Cycles and evaluation order.
     let (order, in_cycle) = graph.order(&mut errors);
@@ -152,7 +160,7 @@ mod tests {
         let opts = EvalOptions {
             root: dir.path().to_path_buf(),
             vars,
-            skip_dirs: Vec::new(),
+            ..Default::default()
         };
         let evaluation = evaluate_workspace(&opts).unwrap();
         (dir, evaluation)

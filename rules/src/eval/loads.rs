@@ -10,10 +10,9 @@
 //!    on it, and gives the post-order (dependencies first) in which modules are evaluated.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::path::Path;
 use std::sync::Arc;
 
-use super::source::{parse_file, read_source, star_dialect, LoadSite, ParsedBuild, ParsedFile};
+use super::source::{parse_file, star_dialect, LoadSite, ParsedBuild, ParsedFile, Sources};
 use crate::error::{AnalysisError, AnalysisErrorKind as K, SourceSpan};
 use crate::module_id::ModuleId;
 use crate::prelude;
@@ -39,7 +38,7 @@ impl LoadGraph {
     /// Step 3: finds, reads and parses every module reachable from `builds`, breadth first.
     /// Syntax errors go to `errors`; unreadable modules are remembered as `Missing`.
     pub fn discover(
-        root: &Path,
+        files: &Sources,
         builds: &[ParsedBuild],
         errors: &mut Vec<AnalysisError>,
     ) -> LoadGraph {
@@ -56,7 +55,7 @@ impl LoadGraph {
             if modules.contains_key(&id) {
                 continue;
             }
-            let state = match module_source(root, &id) {
+            let state = match module_source(files, &id) {
                 Err(reason) => ModState::Missing(reason),
                 Ok(source) => {
                     sources.insert(id.display_path(), source.clone());
@@ -215,9 +214,10 @@ fn enqueue(
 }
 
 /// The source of module `id`, or why it cannot be had (one line, for the load site).
-fn module_source(root: &Path, id: &ModuleId) -> Result<Arc<str>, String> {
+fn module_source(files: &Sources, id: &ModuleId) -> Result<Arc<str>, String> {
+    let root = files.root;
     match id {
-        ModuleId::Workspace(path) => read_source(root, path).map_err(|e| {
+        ModuleId::Workspace(path) => files.read(path).map_err(|e| {
             if root.join(path).is_dir() {
                 format!("`{path}` is a directory")
             } else if std::fs::metadata(root.join(path)).is_err() {

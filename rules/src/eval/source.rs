@@ -64,8 +64,25 @@ pub(super) fn star_dialect() -> Dialect {
     }
 }
 
+/// Where BUILD and `.star` files are read: the workspace at `root`, except the files
+/// `overrides` holds (`EvalOptions::overrides`).
+pub(super) struct Sources<'a> {
+    pub root: &'a Path,
+    pub overrides: &'a std::collections::BTreeMap<String, Arc<str>>,
+}
+
+impl Sources<'_> {
+    /// The text of the workspace-relative file `rel`.
+    pub fn read(&self, rel: &str) -> Result<Arc<str>, AnalysisError> {
+        match self.overrides.get(rel) {
+            Some(text) => Ok(text.clone()),
+            None => read_source(self.root, rel),
+        }
+    }
+}
+
 /// Step 2: reads and parses every BUILD file of the listing, in parallel.
-pub(super) fn parse_build_files(root: &Path, listing: &Listing) -> Vec<ParsedBuild> {
+pub(super) fn parse_build_files(sources: &Sources, listing: &Listing) -> Vec<ParsedBuild> {
     let dialect = build_dialect();
     listing
         .packages
@@ -78,7 +95,7 @@ pub(super) fn parse_build_files(root: &Path, listing: &Listing) -> Vec<ParsedBui
             } else {
                 format!("{pkg}/{BUILD_FILE}")
             };
-            let result = read_source(root, &rel).and_then(|source| {
+            let result = sources.read(&rel).and_then(|source| {
                 parse_file(&rel, &source, &dialect, None, pkg).map(|p| (source, p))
             });
             ((*pkg).clone(), rel, result)
