@@ -624,3 +624,164 @@ fn a_source_linked_out_of_the_repository_is_not_always_affected() {
     ws.write("q/c.txt", b"edited\n");
     assert_eq!(affected(&ws, "HEAD"), set(&["//q:ext"]));
 }
+
+/// Regressions (third adversarial run): the quick answer and the static keys' must agree when
+/// a BUILD or `.star` file is also a source, when one is reached through a link, when a module
+/// is loaded from an ignored file, and when flow's own directory is not ignored.
+#[test]
+fn the_quick_answer_agrees_where_analysis_files_are_more_than_that() {
+    let both = |ws: &Ws| -> (BTreeSet<String>, BTreeSet<String>) {
+        let answer = |full: &str| -> BTreeSet<String> {
+            let run = ws.run_env(
+                ws.path(),
+                &["affected", "--since", "HEAD"],
+                &[("FLOW_SINCE_FULL", full)],
+            );
+            assert!(run.code == 0, "{}", run.stderr);
+            run.stdout.lines().map(str::to_owned).collect()
+        };
+        (answer("0"), answer("1"))
+    };
+    let case = |files: &[(&str, &str)], ignore: &str, edit: &dyn Fn(&Ws), expect: &[&str]| {
+        let mut ws = Ws::bare().file("flow.toml", "").file(".gitignore", ignore);
+        for (path, text) in files {
+            ws = ws.file(path, text);
+        }
+        for (path, text) in files {
+            if let Some(target) = text.strip_prefix("->") {
+                let p = ws.path().join(path);
+                std::fs::remove_file(&p).unwrap();
+                std::os::unix::fs::symlink(target, &p).unwrap();
+            }
+        }
+        git(ws.path(), &["init", "-q", "-b", "main"]);
+        commit(ws.path(), "base");
+        edit(&ws);
+        let (quick, full) = both(&ws);
+        assert_eq!(quick, full, "{files:?}");
+        assert_eq!(quick, set(expect), "{files:?}");
+    };
+    let ignore = ".flow/\nflow-out/\n";
+    // A BUILD file read as a source, edited and then only chmod-ed.
+    let build_src = [(
+        "a/BUILD",
+        "task(name = \"x\", srcs = glob([\"**\"]), cmd = \"cat BUILD\")\ntask(name = \"y\", cmd = \"echo 1\")\n",
+    )];
+    case(
+        &build_src,
+        ignore,
+        &|ws| {
+            let text = std::fs::read_to_string(ws.path().join("a/BUILD")).unwrap();
+            ws.write("a/BUILD", text.replace("echo 1", "echo 2").as_bytes());
+        },
+        &["//a:x", "//a:y"],
+    );
+    case(
+        &build_src,
+        ignore,
+        &|ws| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = ws.path().join("a/BUILD");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+        &["//a:x"],
+    );
+    // A `.star` file read as a source.
+    case(
+        &[
+            ("lib/defs.star", "C = 1\n"),
+            (
+                "lib/BUILD",
+                "task(name = \"x\", srcs = [\"defs.star\"], cmd = \"cat defs.star\")\n",
+            ),
+        ],
+        ignore,
+        &|ws| ws.write("lib/defs.star", b"C = 2\n"),
+        &["//lib:x"],
+    );
+    // A module reached through a link (the edit is to the link's target).
+    case(
+        &[
+            ("b/impl.star", "C = \"one\"\n"),
+            ("b/defs.star", "->impl.star"),
+            ("b/BUILD", ""),
+            (
+                "a/BUILD",
+                "load(\"//b:defs.star\", \"C\")\ntask(name = \"x\", cmd = \"echo \" + C)\n",
+            ),
+        ],
+        ignore,
+        &|ws| ws.write("b/impl.star", b"C = \"two\"\n"),
+        &["//a:x"],
+    );
+    // A BUILD file that is a link to another package's.
+    case(
+        &[
+            ("b/BUILD", "task(name = \"x\", cmd = \"echo one\")\n"),
+            ("a/BUILD", "->../b/BUILD"),
+        ],
+        ignore,
+        &|ws| ws.write("b/BUILD", b"task(name = \"x\", cmd = \"echo two\")\n"),
+        &["//a:x", "//b:x"],
+    );
+    // flow's own directory not ignored (a source edit: the quick answer, the same).
+    case(
+        &[
+            ("s/x.txt", "1\n"),
+            (
+                "s/BUILD",
+                "task(name = \"x\", srcs = [\"x.txt\"], cmd = \"cat x.txt\")\n",
+            ),
+        ],
+        "",
+        &|ws| {
+            ws.run(&["affected", "--since", "HEAD"]);
+            ws.write("s/x.txt", b"2\n");
+        },
+        &["//s:x"],
+    );
+}
+
+/// A module loaded from an ignored, uncommitted file: the commit cannot evaluate without it,
+/// so both answers are "everything" (with a warning), never a narrower quick one.
+#[test]
+fn a_module_loaded_from_an_ignored_file_is_not_answered_quickly() {
+    let ws = Ws::bare()
+        .file("flow.toml", "")
+        .file(".gitignore", ".flow/\nflow-out/\ngen/\n")
+        .file("gen/BUILD", "")
+        .file("gen/defs.star", "C = 1\n")
+        .file("a/BUILD", "load(\"//gen:defs.star\", \"C\")\ntask(name = \"x\", cmd = \"echo %d\" % C)\ntask(name = \"y\", cmd = \"echo y\")\n");
+    git(ws.path(), &["init", "-q", "-b", "main"]);
+    commit(ws.path(), "base");
+    ws.write("gen/defs.star", b"C = 2\n");
+    let quick = ws.run_env(
+        ws.path(),
+        &["affected", "--since", "HEAD"],
+        &[("FLOW_PROFILE", "1")],
+    );
+    let full = ws.run_env(
+        ws.path(),
+        &["affected", "--since", "HEAD"],
+        &[("FLOW_SINCE_FULL", "1")],
+    );
+    assert_eq!(quick.stdout, full.stdout);
+    assert!(
+        !quick.stderr.contains("from git's diff"),
+        "{}",
+        quick.stderr
+    );
+}
+
+/// Errors that say what is wrong with REF (third adversarial run: a tree, or a commit the
+/// repository's history does not reach, was answered "fetch it").
+#[test]
+fn a_ref_that_is_no_commit_says_which_way_it_is_not() {
+    let ws = fixture();
+    let tree = ws.run(&["affected", "--since", "HEAD^{tree}"]);
+    assert_eq!(tree.code, 2);
+    crate::support::golden("since_not_a_commit", &tree.stderr);
+    let short = ws.run(&["affected", "--since", "HEAD~5"]);
+    assert_eq!(short.code, 2);
+    crate::support::golden("since_history_too_short", &short.stderr);
+}

@@ -152,10 +152,31 @@ pub fn resolve(root: &Path, since: &str) -> Result<String, Error> {
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
     }
+    let exists = git(root)
+        .args(["rev-parse", "--verify", "--quiet", since])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if exists {
+        return Err(Error::Usage {
+            message: format!(
+                "`{since}` names a git object that is not a commit (a tree or a file): `--since` \
+                 compares with a commit"
+            ),
+            help: Some("name a commit: a branch, a tag, a hash, `HEAD~1`".into()),
+        });
+    }
     let shallow = git(root)
         .args(["rev-parse", "--is-shallow-repository"])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+    if !shallow && since.contains(['^', '~']) {
+        return Err(Error::Usage {
+            message: format!(
+                "`{since}` is not a commit of this repository: its history is not that long"
+            ),
+            help: Some("`git log --oneline` lists the commits there are".into()),
+        });
+    }
     Err(Error::Usage {
         message: format!(
             "`{since}` is not a commit of this clone{}: flow cannot tell what changed since it",

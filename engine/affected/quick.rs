@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use flow_rules::listing::{BUILD_FILE, GITIGNORE};
+use flow_rules::listing::{ALWAYS_SKIPPED, BUILD_FILE, GITIGNORE};
 
 use crate::config::CONFIG_FILE;
 use crate::delivery::git::git;
@@ -91,14 +91,14 @@ impl Changes {
                 return None;
             }
             let bytes = blob(root, old_sha)?;
+            // Any file can be a source too (`glob(["**"])` takes the package's BUILD file).
+            let executable = old_mode == "100755";
+            changes
+                .sources
+                .insert(path.clone(), (blake3::hash(&bytes), executable));
             if read_by_analysis(path) {
                 let text = String::from_utf8(bytes).ok()?;
                 changes.analysis.insert(path.clone(), Arc::from(text));
-            } else {
-                let executable = old_mode == "100755";
-                changes
-                    .sources
-                    .insert(path.clone(), (blake3::hash(&bytes), executable));
             }
         }
         Some(changes)
@@ -121,7 +121,16 @@ pub fn affected(
         return None;
     }
     let untracked = lines(root, &["ls-files", "-z", "--others", "--exclude-standard"])?;
-    if !untracked.is_empty() {
+    // What the walk never enters need not be ignored: flow's own directories, the cache.
+    let cache_rel = cache
+        .strip_prefix(root)
+        .ok()
+        .map(|c| format!("{}/", c.display()));
+    let never_walked = |p: &String| {
+        p.split('/').any(|c| ALWAYS_SKIPPED.contains(&c))
+            || cache_rel.as_deref().is_some_and(|c| p.starts_with(c))
+    };
+    if untracked.iter().any(|p| !never_walked(p)) {
         return None;
     }
     let changes = Changes::read(root, commit)?;
@@ -132,6 +141,7 @@ pub fn affected(
     .into_iter()
     .collect();
     plain_tracked_sources(root, graph, &tracked)?;
+    analysis_inputs_tracked(ws, cache, &tracked)?;
     if changes.analysis.is_empty() {
         // Same definitions: what reads a changed file, and what depends on that.
         let mut direct: Vec<usize> = (0..graph.targets().len())
@@ -169,6 +179,25 @@ pub fn affected(
             old.get(&label) != new.get(&label)
         })
         .collect()))
+}
+
+/// `Some` when every file the workspace's evaluation read (BUILD, `.star`, `.gitignore` files,
+/// as its snapshot recorded them) is a file the commit holds at that path, and the walk met no
+/// link: a module loaded from an ignored file, or a BUILD or `.star` file reached through a
+/// link, changes with files git does not show as the analysis input.
+fn analysis_inputs_tracked(ws: &Workspace, cache: &Path, tracked: &HashSet<String>) -> Option<()> {
+    let (_, analyzed) = crate::analysis::analyze(ws, cache).ok()?;
+    let inputs = analyzed.inputs?;
+    if !inputs.links.is_empty() || !tracked.contains(CONFIG_FILE) {
+        return None;
+    }
+    for (path, _) in &inputs.stamps {
+        let file = std::fs::symlink_metadata(ws.root.join(path)).is_ok_and(|m| m.is_file());
+        if file && read_by_analysis(path) && !tracked.contains(path) {
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// `Some` when every source of `graph` is a regular file (not through a link) that the commit
