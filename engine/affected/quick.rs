@@ -13,7 +13,9 @@
 //!   (`analysis::analyze_with`), and static keys are compared with the commit's digest and
 //!   executable bit for each changed source.
 //!
-//! Both need every source to be a regular file the commit holds at that path, and a repository
+//! Both need every source, and every BUILD and `.star` file the evaluation read (its
+//! snapshot's record), to be a regular file the commit holds at that path, no symlink in the
+//! walk, and a repository
 //! where `git diff` sees every byte and mode (see [`diff_shows_content`]); anything else (a
 //! directory source, a linked one, an ignored one) is `None`: the caller writes the commit's
 //! files out and compares static keys in full. `FLOW_SINCE_FULL=1` always does, so tests can
