@@ -170,8 +170,14 @@ impl Session {
             Some(commit) => {
                 let total = selected.len();
                 let scratch = self.cache()?.cas().temp_path();
-                let affected =
-                    crate::affected::affected(&self.ws, &graph, commit, &scratch, &self.cache_dir)?;
+                let affected = crate::affected::affected(
+                    &self.ws,
+                    &graph,
+                    commit,
+                    &scratch,
+                    &self.cache_dir,
+                    analyzed.inputs.as_ref(),
+                )?;
                 let left: BTreeSet<usize> = selected.intersection(&affected).copied().collect();
                 if left.is_empty() {
                     let short = &commit[..commit.len().min(12)];

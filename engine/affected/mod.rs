@@ -34,17 +34,19 @@ use crate::workspace::Workspace;
 /// The targets of `graph` (the working tree's, of workspace `ws`) affected since `since`;
 /// `scratch` is a path for the base's files, created and removed here: a path in the cache's
 /// `tmp/` (`Cas::temp_path`), so that what a killed run leaves is swept with the rest; `cache`
-/// is the cache directory.
+/// is the cache directory; `inputs` what the analysis of `graph` read (its snapshot's record;
+/// `None`: unknown, and no quick answer).
 pub fn affected(
     ws: &Workspace,
     graph: &TargetGraph,
     since: &str,
     scratch: &Path,
     cache: &Path,
+    inputs: Option<&crate::analysis::AnalysisInputs>,
 ) -> Result<BTreeSet<usize>, Error> {
     let profile = crate::profile::Profile::from_env();
     let commit = resolve(&ws.root, since)?;
-    if let Some(affected) = quick::affected(ws, graph, &commit, cache) {
+    if let Some(affected) = quick::affected(ws, graph, &commit, cache, inputs) {
         profile.mark("affected set, from git's diff");
         return affected;
     }

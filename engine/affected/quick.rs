@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use flow_rules::listing::{ALWAYS_SKIPPED, BUILD_FILE, GITIGNORE};
 
+use crate::analysis::AnalysisInputs;
 use crate::config::CONFIG_FILE;
 use crate::delivery::git::git;
 use crate::error::Error;
@@ -114,6 +115,7 @@ pub fn affected(
     graph: &TargetGraph,
     commit: &str,
     cache: &Path,
+    inputs: Option<&AnalysisInputs>,
 ) -> Option<Result<BTreeSet<usize>, Error>> {
     let root = &ws.root;
     if std::env::var_os("FLOW_SINCE_FULL").is_some_and(|v| v != "0") {
@@ -143,7 +145,7 @@ pub fn affected(
     .into_iter()
     .collect();
     plain_tracked_sources(root, graph, &tracked)?;
-    analysis_inputs_tracked(ws, cache, &tracked)?;
+    analysis_inputs_tracked(&ws.root, inputs?, &tracked)?;
     if changes.analysis.is_empty() {
         // Same definitions: what reads a changed file, and what depends on that.
         let mut direct: Vec<usize> = (0..graph.targets().len())
@@ -187,14 +189,16 @@ pub fn affected(
 /// as its snapshot recorded them) is a file the commit holds at that path, and the walk met no
 /// link: a module loaded from an ignored file, or a BUILD or `.star` file reached through a
 /// link, changes with files git does not show as the analysis input.
-fn analysis_inputs_tracked(ws: &Workspace, cache: &Path, tracked: &HashSet<String>) -> Option<()> {
-    let (_, analyzed) = crate::analysis::analyze(ws, cache).ok()?;
-    let inputs = analyzed.inputs?;
+fn analysis_inputs_tracked(
+    root: &Path,
+    inputs: &AnalysisInputs,
+    tracked: &HashSet<String>,
+) -> Option<()> {
     if !inputs.links.is_empty() || !tracked.contains(CONFIG_FILE) {
         return None;
     }
     for (path, _) in &inputs.stamps {
-        let file = std::fs::symlink_metadata(ws.root.join(path)).is_ok_and(|m| m.is_file());
+        let file = std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| m.is_file());
         if file && read_by_analysis(path) && !tracked.contains(path) {
             return None;
         }

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::analysis::{load_graph, parse_patterns};
+use crate::analysis::parse_patterns;
 use crate::error::Error;
 
 pub fn run(
@@ -15,14 +15,17 @@ pub fn run(
     cache_flag: Option<&Path>,
 ) -> Result<i32, Error> {
     let terms = parse_patterns(patterns)?;
-    let (ws, graph, cache_dir) = load_graph(start, cache_flag)?;
+    let ws = crate::workspace::Workspace::discover(start)?;
+    let cache_dir = crate::analysis::cache_dir(&ws, cache_flag);
+    let (graph, analyzed) = crate::analysis::analyze(&ws, &cache_dir)?;
     let selected = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
     let commit = crate::affected::resolve(&ws.root, since)?;
     let cache = crate::analysis::open_cache(&cache_dir)?;
     // What a killed `flow affected` left (its copy of REF) goes, as before a build.
     let _ = cache.sweep_orphans();
     let scratch = cache.cas().temp_path();
-    let affected = crate::affected::affected(&ws, &graph, &commit, &scratch, &cache_dir)?;
+    let inputs = analyzed.inputs.as_ref();
+    let affected = crate::affected::affected(&ws, &graph, &commit, &scratch, &cache_dir, inputs)?;
     let text: String = selected
         .intersection(&affected)
         .map(|&i| format!("{}\n", graph.target(i).label))
