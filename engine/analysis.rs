@@ -89,11 +89,12 @@ pub fn analyze(ws: &Workspace, cache: &Path) -> Result<(TargetGraph, Analyzed), 
 /// The graph of the workspace `ws` with the BUILD and `.star` files of `overrides` in place of
 /// its own (their text at another commit), evaluated afresh over the same files, without a
 /// snapshot: the base of `--since` when only such files and sources changed (`affected/`).
+/// Also the workspace-relative `.star` files the evaluation loaded.
 pub fn analyze_with(
     ws: &Workspace,
     cache: &Path,
     overrides: BTreeMap<String, std::sync::Arc<str>>,
-) -> Result<TargetGraph, Error> {
+) -> Result<(TargetGraph, Vec<String>), Error> {
     let opts = EvalOptions {
         root: ws.root.clone(),
         vars: ws.config.vars.clone(),
@@ -105,7 +106,12 @@ pub fn analyze_with(
         action: "walk the workspace",
         error: e.to_string(),
     })?;
-    graph_of(ws, evaluation)
+    let loaded = evaluation
+        .module_loads
+        .keys()
+        .filter_map(|m| snapshot::workspace_module_path(m))
+        .collect();
+    Ok((graph_of(ws, evaluation)?, loaded))
 }
 
 /// The validated graph of an evaluation of `ws`.

@@ -785,3 +785,31 @@ fn a_ref_that_is_no_commit_says_which_way_it_is_not() {
     assert_eq!(short.code, 2);
     crate::support::golden("since_history_too_short", &short.stderr);
 }
+
+/// The same where only the commit's text of a BUILD file loads the ignored module (the working
+/// tree's no longer does): the commit's evaluation reads a file it does not hold.
+#[test]
+fn a_commits_load_of_an_ignored_module_is_not_answered_quickly() {
+    let ws = Ws::bare()
+        .file("flow.toml", "")
+        .file(".gitignore", ".flow/\nflow-out/\ngen/\n")
+        .file("gen/BUILD", "")
+        .file("gen/defs.star", "C = 1\n")
+        .file("a/BUILD", "load(\"//gen:defs.star\", \"C\")\ntask(name = \"x\", cmd = \"echo %d\" % C)\ntask(name = \"y\", cmd = \"echo y\")\n");
+    git(ws.path(), &["init", "-q", "-b", "main"]);
+    commit(ws.path(), "base");
+    ws.write(
+        "a/BUILD",
+        b"task(name = \"x\", cmd = \"echo 1\")\ntask(name = \"y\", cmd = \"echo y\")\n",
+    );
+    let quick = ws.run(&["affected", "--since", "HEAD"]);
+    let full = ws.run_env(
+        ws.path(),
+        &["affected", "--since", "HEAD"],
+        &[("FLOW_SINCE_FULL", "1")],
+    );
+    assert_eq!(
+        (quick.code, quick.stdout.as_str()),
+        (full.code, full.stdout.as_str())
+    );
+}

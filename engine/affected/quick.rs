@@ -167,7 +167,9 @@ pub fn affected(
     }
     // The commit's definitions: its BUILD and `.star` files over the same files.
     let base = match crate::analysis::analyze_with(ws, cache, changes.analysis) {
-        Ok(base) => base,
+        // The commit's text may load a module the commit does not hold (an ignored file).
+        Ok((_, loaded)) if loaded.iter().any(|m| !tracked.contains(m)) => return None,
+        Ok((base, _)) => base,
         Err(Error::Analysis(errors)) => {
             super::base_does_not_evaluate(commit, &errors);
             return Some(Ok((0..graph.targets().len()).collect()));

@@ -443,7 +443,7 @@ fn join(dir: &str, file: &str) -> String {
 }
 
 /// `//tools:defs.star` → `tools/defs.star`; prelude modules → `None`.
-fn workspace_module_path(module: &str) -> Option<String> {
+pub fn workspace_module_path(module: &str) -> Option<String> {
     let rest = module.strip_prefix("//")?;
     let (dir, file) = rest.split_once(':')?;
     Some(join(dir, file))
