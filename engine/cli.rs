@@ -258,7 +258,49 @@ pub enum CacheCommand {
     },
 }
 
+/// `pattern` relative to `package` made absolute (see `Cli::absolute_patterns`).
+pub fn absolute_pattern(pattern: &str, package: &str) -> String {
+    let (minus, body) = match pattern.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", pattern),
+    };
+    let body = body.strip_prefix("./").unwrap_or(body);
+    let absolute = if body.starts_with("//") {
+        body.to_owned()
+    } else if let Some(name) = body.strip_prefix(':') {
+        format!("//{package}:{name}")
+    } else if body == "..." {
+        match package {
+            "" => "//...".to_owned(),
+            _ => format!("//{package}/..."),
+        }
+    } else {
+        match package {
+            "" => format!("//{body}"),
+            _ => format!("//{package}/{body}"),
+        }
+    };
+    format!("{minus}{absolute}")
+}
+
 impl Cli {
+    /// Whether the command only prints (a report, a list): then a reader that goes away (`|
+    /// head`) ends it quietly, as it ends `ls` or `git log` (the default action of SIGPIPE),
+    /// rather than with a panic on a failed write.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Query { .. }
+                | Command::Explain { .. }
+                | Command::Log { .. }
+                | Command::Affected { .. }
+                | Command::Ledger { .. }
+                | Command::Cache {
+                    command: CacheCommand::Stats
+                }
+        )
+    }
+
     /// Whether GitHub's workflow commands are stopped while the command runs: for the commands
     /// that run actions (their output is not flow's), under GitHub Actions or with
     /// `--annotations` (`reports/github.rs`).
@@ -281,6 +323,27 @@ impl Cli {
                 error: e.to_string(),
             }),
         }
+    }
+
+    /// `patterns` with those relative to the package of the directory flow starts in made
+    /// absolute, as in Bazel: `:name`, `...`, `sub/...`, `sub:name` (and `-` before any of
+    /// them). Absolute ones (`//...`) are kept; only a relative one needs the workspace found.
+    fn absolute_patterns(&self, patterns: &[String]) -> Result<Vec<String>, Error> {
+        let relative = |p: &String| !p.trim_start_matches('-').starts_with("//");
+        if !patterns.iter().any(relative) {
+            return Ok(patterns.to_vec());
+        }
+        let start = self.start_dir()?;
+        let ws = crate::workspace::Workspace::discover(&start)?;
+        let here = std::fs::canonicalize(&start).unwrap_or(start);
+        let package = here
+            .strip_prefix(&ws.root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(patterns
+            .iter()
+            .map(|p| absolute_pattern(p, &package))
+            .collect())
     }
 
     /// How `build` and `watch` open their session.
@@ -326,7 +389,7 @@ impl Cli {
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {
-                    patterns,
+                    patterns: &self.absolute_patterns(patterns)?,
                     session: self.session(*jobs, *keep_going),
                     reports: crate::reports::Wanted {
                         events: events.clone(),
@@ -361,7 +424,7 @@ impl Cli {
             } => crate::commands::watch::run(
                 &self.start_dir()?,
                 crate::commands::watch::WatchArgs {
-                    patterns,
+                    patterns: &self.absolute_patterns(patterns)?,
                     session: self.session(*jobs, *keep_going),
                     debounce: std::time::Duration::from_millis(*debounce),
                     clear: *clear,
@@ -373,7 +436,7 @@ impl Cli {
             }
             Command::Explain { patterns } => crate::commands::explain::run(
                 &self.start_dir()?,
-                patterns,
+                &self.absolute_patterns(patterns)?,
                 self.cache_dir.as_deref(),
             ),
             Command::Cache { command } => match command {
@@ -397,7 +460,7 @@ impl Cli {
             Command::Affected { since, patterns } => crate::commands::affected::run(
                 &self.start_dir()?,
                 since,
-                patterns,
+                &self.absolute_patterns(patterns)?,
                 self.cache_dir.as_deref(),
             ),
             Command::Rollback { target, to } => crate::commands::rollback::run(
