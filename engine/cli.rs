@@ -13,6 +13,8 @@ use crate::query::OutputFormat;
 #[command(
     name = "flow",
     version,
+    // Our own `help` (below): clap's refuses `flow help --help` (exit 2).
+    disable_help_subcommand = true,
     about = "A declarative, content-hashed build graph for monorepo CI/CD pipelines",
     after_help = "Exit codes: 0 success, 1 a target failed, 2 bad input or usage, 130 interrupted."
 )]
@@ -181,6 +183,11 @@ pub enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// Print the help of flow or of one of its commands (`flow help build`)
+    Help {
+        /// The command (and subcommand: `flow help cache gc`)
+        command: Vec<String>,
+    },
     /// Write a CI configuration that builds the workspace: pull requests build what they
     /// affect, pushes build everything, over shards, with the cache kept (docs/ci.md)
     Ci {
@@ -256,6 +263,32 @@ pub enum CacheCommand {
         #[arg(long)]
         fix: bool,
     },
+}
+
+/// `flow help [COMMAND...]`: the help of flow, or of the command named; an unknown command is
+/// a usage error naming the commands there are.
+fn print_help(path: &[String]) -> Result<i32, Error> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    // Built, subcommands know their full name (`Usage: flow build ...`).
+    command.build();
+    for name in path {
+        let known: Vec<String> = command
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        command = match command.find_subcommand(name) {
+            Some(sub) => sub.clone(),
+            None => {
+                return Err(Error::Usage {
+                    message: format!("`flow help {}`: no such command", path.join(" ")),
+                    help: Some(format!("the commands: {}", known.join(", "))),
+                })
+            }
+        };
+    }
+    let _ = command.print_long_help();
+    Ok(0)
 }
 
 /// `pattern` relative to `package` made absolute (see `Cli::absolute_patterns`).
@@ -472,6 +505,7 @@ impl Cli {
             Command::Clean { cache } => {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }
+            Command::Help { command } => print_help(command),
             Command::Hooks { command } => {
                 let start = self.start_dir()?;
                 let cache = self.cache_dir.as_deref();

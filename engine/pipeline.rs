@@ -165,6 +165,17 @@ impl Session {
         profile.mark("analysis");
         // Outputs that no target declares any more are swept (by a build: `stale.rs`).
         let declared = lock.is_some().then(|| crate::stale::Declared::of(&graph));
+        let whole = req.terms.iter().all(|t| {
+            !t.exclude && t.pattern == flow_rules::pattern::TargetPattern::Recursive(String::new())
+        });
+        if whole && graph.targets().is_empty() {
+            // A new workspace (`flow init`): nothing to build yet is no error.
+            return Ok(Start::Nothing(
+                "the workspace has no target yet (declare some in a `BUILD` file: \
+                 docs/build-language.md)"
+                    .into(),
+            ));
+        }
         let selected: BTreeSet<usize> = graph.resolve_terms(req.terms).map_err(Error::Unmatched)?;
         let selected = match req.since {
             Some(commit) => {

@@ -94,3 +94,69 @@ fn a_reader_that_goes_away_ends_a_printing_command_quietly() {
         );
     }
 }
+
+/// `flow help --help` is help, not a usage error; `flow help COMMAND` is that command's help;
+/// an unknown one names the commands there are (issue 18: `flow help --help` exited 2).
+#[test]
+fn help_about_help_and_about_commands() {
+    let ws = Ws::bare();
+    let help = ws.run(&["help", "--help"]);
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    assert!(help.stdout.contains("Usage: flow help"), "{}", help.stdout);
+    let build = ws.run(&["help", "build"]);
+    assert_eq!(build.code, 0);
+    assert!(
+        build
+            .stdout
+            .contains("Usage: flow build [OPTIONS] [PATTERNS]..."),
+        "{}",
+        build.stdout
+    );
+    let gc = ws.run(&["help", "cache", "gc"]);
+    assert!(gc.stdout.contains("Usage: flow cache gc"), "{}", gc.stdout);
+    let nope = ws.run(&["help", "nope"]);
+    assert_eq!(nope.code, 2);
+    crate::support::golden("help_unknown_command", &nope.stderr);
+}
+
+/// A fresh `flow init` workspace builds nothing, successfully (issue 18: `flow build` answered
+/// "no package `//`").
+#[test]
+fn a_new_workspace_builds_nothing_and_says_so() {
+    let ws = Ws::bare();
+    assert_eq!(ws.run(&["init"]).code, 0);
+    let run = ws.run(&["build"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "flow: ok: the workspace has no target yet (declare some in a `BUILD` file: \
+         docs/build-language.md); nothing to do\n"
+    );
+    // A pattern that names something still must match it.
+    assert_eq!(ws.run(&["build", "//a:b"]).code, 2);
+}
+
+/// `flow log` of a group replays the last run of each action it stands for (issue 18: it said
+/// the group had no recorded run).
+#[test]
+fn the_log_of_a_group_is_its_actions_logs() {
+    let ws = Ws::new().file(
+        "g/BUILD",
+        "task(name = \"a\", cmd = \"echo from-a\")\ntask(name = \"b\", cmd = \"echo from-b\")\n\
+         group(name = \"all_of_it\", deps = [\":a\", \":grouped\"])\ngroup(name = \"grouped\", deps = [\":b\"])\n",
+    );
+    assert_eq!(ws.run(&["build", "//g:all_of_it"]).code, 0);
+    let log = ws.run(&["log", "//g:all_of_it"]);
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    assert_eq!(log.stdout, "from-a\nfrom-b\n");
+    assert!(
+        log.stderr.contains("flow: last run of //g:a: ran"),
+        "{}",
+        log.stderr
+    );
+    assert!(
+        log.stderr.contains("flow: last run of //g:b: ran"),
+        "{}",
+        log.stderr
+    );
+}

@@ -34,15 +34,61 @@ pub fn run(start: &Path, label: &str, cache_dir: Option<&Path>) -> Result<i32, E
         path: dir.clone(),
         error: e.to_string(),
     };
-    let Some(run) = cache
-        .last_run(&workspace, &label.to_string())
-        .map_err(cache_err)?
-    else {
-        return Err(Error::Usage {
-            message: format!("`{label}` has no recorded run in this workspace"),
-            help: Some(format!("run `flow build {label}` first")),
-        });
+    let members = members(&graph, &label);
+    let Some(members) = members else {
+        // An action: its last run, or an error saying how to get one.
+        let Some(run) = cache
+            .last_run(&workspace, &label.to_string())
+            .map_err(cache_err)?
+        else {
+            return Err(Error::Usage {
+                message: format!("`{label}` has no recorded run in this workspace"),
+                help: Some(format!("run `flow build {label}` first")),
+            });
+        };
+        replay(&cache, &label.to_string(), run).map_err(cache_err)?;
+        return Ok(0);
     };
+    // A group: the last run of each action it stands for, in label order.
+    for member in members {
+        match cache.last_run(&workspace, &member).map_err(cache_err)? {
+            Some(run) => replay(&cache, &member, run).map_err(cache_err)?,
+            None => eprintln!("flow: {member} (of {label}): no recorded run"),
+        }
+    }
+    Ok(0)
+}
+
+/// For a group, the labels of the actions it stands for (through nested groups), sorted;
+/// `None` for an action.
+fn members(graph: &crate::graph::TargetGraph, label: &Label) -> Option<Vec<String>> {
+    let start = graph.index_of(label)?;
+    if graph.target(start).kind != flow_rules::TargetKind::Group {
+        return None;
+    }
+    let mut found = std::collections::BTreeSet::new();
+    let mut todo: Vec<usize> = graph.deps(start).collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(i) = todo.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        match graph.target(i).kind {
+            flow_rules::TargetKind::Group => todo.extend(graph.deps(i)),
+            _ => {
+                found.insert(graph.target(i).label.to_string());
+            }
+        }
+    }
+    Some(found.into_iter().collect())
+}
+
+/// Prints one run: a header line on stderr, then what it printed.
+fn replay(
+    cache: &flow_cache::Cache,
+    label: &str,
+    run: flow_cache::ActionRun,
+) -> Result<(), flow_cache::CacheError> {
     eprintln!(
         "flow: last run of {label}: {} ({:.2}s, key {})",
         run.outcome.as_str(),
@@ -51,12 +97,12 @@ pub fn run(start: &Path, label: &str, cache_dir: Option<&Path>) -> Result<i32, E
     );
     for (digest, to_stdout) in [(run.stdout, true), (run.stderr, false)] {
         let Some(d) = digest else { continue };
-        let bytes = cache.cas().read_verified(&d).map_err(cache_err)?;
+        let bytes = cache.cas().read_verified(&d)?;
         let _ = if to_stdout {
             std::io::stdout().write_all(&bytes)
         } else {
             std::io::stderr().write_all(&bytes)
         };
     }
-    Ok(0)
+    Ok(())
 }
