@@ -52,6 +52,9 @@ pub enum Command {
         /// Keep going after a failure: run everything that does not depend on it
         #[arg(short = 'k', long)]
         keep_going: bool,
+        /// Print only failures, warnings and the summary line
+        #[arg(short, long)]
+        quiet: bool,
         /// Write the build's events to FILE as JSON lines, as they happen (schema in
         /// docs/reports.md): each action's decision, start and outcome with its key and time
         #[arg(long, value_name = "FILE")]
@@ -408,6 +411,7 @@ impl Cli {
                 patterns,
                 jobs,
                 keep_going,
+                quiet,
                 events,
                 emergency,
                 reason,
@@ -424,6 +428,7 @@ impl Cli {
                 crate::commands::build::BuildArgs {
                     patterns: &self.absolute_patterns(patterns)?,
                     session: self.session(*jobs, *keep_going),
+                    quiet: *quiet,
                     reports: crate::reports::Wanted {
                         events: events.clone(),
                         junit: junit.clone(),

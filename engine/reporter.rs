@@ -40,6 +40,8 @@ pub struct Reporter {
     printed: std::cell::Cell<usize>,
     /// Print no summary when nothing was printed (a watch cycle that had nothing to do).
     quiet_when_idle: bool,
+    /// `-q`: only failures, warnings and the summary line.
+    quiet: bool,
     bar: Option<ProgressBar>,
     total: usize,
     done: usize,
@@ -70,6 +72,7 @@ impl Reporter {
             header: None,
             printed: std::cell::Cell::new(0),
             quiet_when_idle: false,
+            quiet: false,
             bar,
             total,
             done: 0,
@@ -85,6 +88,19 @@ impl Reporter {
         reports.build_started(self.total);
         *self.reports.borrow_mut() = Some(reports);
         self
+    }
+
+    /// `-q`: prints only failures, warnings and the summary line.
+    pub fn quiet(mut self, quiet: bool) -> Reporter {
+        self.quiet = quiet;
+        self
+    }
+
+    /// A line about an action that went as hoped (`[RAN]`, `[CACHED]`, ...): not with `-q`.
+    fn status(&self, text: &str) {
+        if !self.quiet {
+            self.line(text);
+        }
     }
 
     /// The reports fed so far, to be written once the build ended.
@@ -187,7 +203,7 @@ impl Reporter {
     pub fn ran(&mut self, label: &str, took: Duration) {
         self.finished(label);
         self.report(label, Outcome::Ran, took, b"");
-        self.line(&format!("[RAN] {label} ({})", secs(took)));
+        self.status(&format!("[RAN] {label} ({})", secs(took)));
     }
 
     pub fn cached(&mut self, label: &str) {
@@ -195,7 +211,7 @@ impl Reporter {
         self.report(label, Outcome::Cached, Duration::ZERO, b"");
         self.cached += 1;
         if self.bar.is_none() {
-            self.line(&format!("[CACHED] {label}"));
+            self.status(&format!("[CACHED] {label}"));
         }
     }
 
@@ -210,7 +226,7 @@ impl Reporter {
             return;
         }
         for l in labels {
-            self.line(&format!("[CACHED] {l}"));
+            self.status(&format!("[CACHED] {l}"));
         }
     }
 
@@ -224,7 +240,7 @@ impl Reporter {
     pub fn flaky(&mut self, label: &str, attempts: u32, took: Duration) {
         self.finished(label);
         self.report(label, Outcome::Flaky { attempts }, took, b"");
-        self.line(&format!(
+        self.status(&format!(
             "[FLAKY] {label} (passed on attempt {attempts}, {})",
             secs(took)
         ));
@@ -265,7 +281,7 @@ impl Reporter {
             .unwrap_or("done")
             .to_lowercase();
         self.report(label, Outcome::Effect { tag }, Duration::ZERO, b"");
-        self.line(line);
+        self.status(line);
     }
 
     pub fn skipped(&mut self, label: &str, reason: &str) {
@@ -274,7 +290,7 @@ impl Reporter {
             why: reason.to_owned(),
         };
         self.report(label, outcome, Duration::ZERO, b"");
-        self.line(&format!("[SKIPPED] {label} ({reason})"));
+        self.status(&format!("[SKIPPED] {label} ({reason})"));
     }
 
     /// A warning that does not fail the action (stray writes, a corrupt cache entry).

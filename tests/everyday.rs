@@ -160,3 +160,40 @@ fn the_log_of_a_group_is_its_actions_logs() {
         log.stderr
     );
 }
+
+/// `-q`: failures, warnings and the summary line only (issue 18: a no-op CI log printed a
+/// `[CACHED]` line per action).
+#[test]
+fn quiet_prints_failures_and_the_summary_only() {
+    let ws = Ws::new().file(
+        "q/BUILD",
+        "task(name = \"good\", cmd = \"true\")\ntask(name = \"bad\", cmd = \"echo broken; exit 1\")\n\
+         task(name = \"after\", deps = [\":bad\"], cmd = \"true\")\n",
+    );
+    let run = ws.run(&["build", "-q", "-k"]);
+    assert_eq!(run.code, 1);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("[FAILED] //q:bad (exit 1, "),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lines[1], "    broken");
+    assert!(
+        lines[2].starts_with("flow: FAILED: 1 ran, 0 cached, 1 failed, 1 skipped"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    // A no-op: the summary line alone.
+    let ok = Ws::new().file("p/BUILD", "task(name = \"a\", cmd = \"true\")\n");
+    ok.run(&["build"]);
+    let noop = ok.run(&["build", "--quiet"]);
+    assert_eq!(noop.code, 0);
+    assert_eq!(noop.stdout.lines().count(), 1, "{}", noop.stdout);
+    assert!(
+        noop.stdout.starts_with("flow: ok: 0 ran, 1 cached"),
+        "{}",
+        noop.stdout
+    );
+}

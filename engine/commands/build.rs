@@ -32,6 +32,8 @@ pub struct BuildArgs<'a> {
     pub patterns: &'a [String],
     /// `--cache-dir`, `-j`, `-k`.
     pub session: SessionArgs<'a>,
+    /// `-q`: only failures, warnings and the summary line.
+    pub quiet: bool,
     /// `--events`, `--junit`, `--profile`, `--annotations`, `--summary` (and GitHub's
     /// environment).
     pub reports: Wanted,
@@ -62,7 +64,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         None => None,
     };
     let mut reporter = |total: usize| {
-        let reporter = Reporter::new(total);
+        let reporter = Reporter::new(total).quiet(args.quiet);
         match args.reports.any() {
             true => {
                 let reports = Reports::new(args.reports.clone(), events.take(), began);

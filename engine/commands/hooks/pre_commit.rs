@@ -107,6 +107,7 @@ pub fn run_pre_commit(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Er
                 // Every failing check at once, not the first one.
                 keep_going: true,
             },
+            quiet: false,
             reports: crate::reports::Wanted::default(),
             emergency: None,
             shard: None,
