@@ -197,3 +197,35 @@ fn quiet_prints_failures_and_the_summary_only() {
         noop.stdout
     );
 }
+
+/// `flow explain` says that the last run failed, and whether with the same key (issue 18: it
+/// only said the target would run).
+#[test]
+fn explain_says_the_last_run_failed() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"bad\", cmd = \"echo nope; exit 3\")\n",
+    );
+    assert_eq!(ws.run(&["build"]).code, 1);
+    let same = ws.run(&["explain", "//p:bad"]);
+    assert!(
+        same.stdout.contains(
+            "its last run failed, exit 3, with this same key: it would fail again unless \
+             something outside its key changed; `flow log //p:bad` shows it"
+        ),
+        "{}",
+        same.stdout
+    );
+    ws.write(
+        "p/BUILD",
+        b"task(name = \"bad\", cmd = \"echo nope; exit 4\")\n",
+    );
+    let other = ws.run(&["explain", "//p:bad"]);
+    assert!(
+        other
+            .stdout
+            .contains("its last run failed, exit 3, with another key"),
+        "{}",
+        other.stdout
+    );
+}

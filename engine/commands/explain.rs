@@ -261,6 +261,29 @@ fn explain_change(
         path: cache.dir().to_path_buf(),
         error: e.to_string(),
     };
+    // A last run that failed is said first: it is what the user last saw.
+    if let Some(last) = cache.last_run(workspace, label).map_err(err)? {
+        if matches!(
+            last.outcome,
+            flow_cache::Outcome::Failed | flow_cache::Outcome::TimedOut
+        ) {
+            let exit = last
+                .exit_code
+                .map_or(String::new(), |c| format!(", exit {c}"));
+            let same = if last.key == key.digest() {
+                "with this same key: it would fail again unless something outside its key changed"
+            } else {
+                "with another key"
+            };
+            println!(
+                "{indent}its last run {}{exit}, {same}; `flow log {label}` shows it",
+                match last.outcome {
+                    flow_cache::Outcome::TimedOut => "timed out",
+                    _ => "failed",
+                }
+            );
+        }
+    }
     let Some(last) = cache.last_successful_run(workspace, label).map_err(err)? else {
         println!("{indent}it has never run successfully here (no earlier result to compare with)");
         return Ok(());
