@@ -229,3 +229,26 @@ fn explain_says_the_last_run_failed() {
         other.stdout
     );
 }
+
+/// `py_lint(args = ["--output-format", "github"])`: the user's flag replaces the rule's default
+/// instead of repeating it (issue 18: ruff refused the flag twice).
+#[test]
+fn a_flag_in_py_lint_args_replaces_the_default() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "load(\"@flow//rules:python.star\", \"py_lint\")\n\
+         py_lint(name = \"lint\", srcs = [\"a.py\"], args = [\"--output-format\", \"github\", \"--line-length=100\"])\n",
+    )
+    .file("p/a.py", "x = 1\n");
+    // `attr(cmd, REGEX, ...)` selects the target when its command matches.
+    let matches = |regex: &str| {
+        let run = ws.run(&["query", &format!("attr(cmd, '{regex}', //p:lint)")]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout == "//p:lint\n"
+    };
+    assert!(matches("--output-format github"));
+    assert!(!matches("--output-format.*--output-format"));
+    assert!(!matches("concise"));
+    assert!(!matches("--line-length.*--line-length"));
+    assert!(matches("--line-length=100"));
+}
