@@ -252,3 +252,40 @@ fn a_flag_in_py_lint_args_replaces_the_default() {
     assert!(!matches("--line-length.*--line-length"));
     assert!(matches("--line-length=100"));
 }
+
+/// An unpinned requirements file is refused with the lines to pin (issue 18: it was accepted
+/// silently, and the cached install kept whatever version the first one found);
+/// `allow_unpinned = True` accepts it.
+#[test]
+fn unpinned_requirements_are_refused_unless_allowed() {
+    let build = |allow: &str| {
+        format!(
+            "load(\"@flow//rules:python.star\", \"py_requirements\")\n\
+             py_requirements(name = \"tools\", srcs = [\"requirements.txt\"], python = [\"3.11\"],\n\
+             \x20   pip = \"system\", pip_args = [\"--no-index\", \"--find-links\", \"nowhere\"]{allow})\n"
+        )
+    };
+    let ws = Ws::new()
+        .file(
+            "r/requirements.txt",
+            "# tools\nruff==0.6.9\nrequests>=2  # loose\n--hash=sha256:abc\n",
+        )
+        .file("r/BUILD", &build(""));
+    let run = ws.run(&["build"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("error: requirements not pinned to one version (write NAME==VERSION):")
+            && run.stdout.contains("requirements.txt:3: requests>=2"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("ruff==0.6.9"),
+        "a pinned line is not listed: {}",
+        run.stdout
+    );
+    ws.write("r/BUILD", build(", allow_unpinned = True").as_bytes());
+    let run = ws.run(&["build"]);
+    assert!(!run.stdout.contains("not pinned"), "{}", run.stdout);
+}
