@@ -55,6 +55,10 @@ pub enum Command {
         /// Print only failures, warnings and the summary line
         #[arg(short, long)]
         quiet: bool,
+        /// Run nothing: print what the build would do with each action and why (what `flow
+        /// explain` says, from the same reuse decision)
+        #[arg(long, conflicts_with_all = ["since", "shard", "emergency"])]
+        dry_run: bool,
         /// Write the build's events to FILE as JSON lines, as they happen (schema in
         /// docs/reports.md): each action's decision, start and outcome with its key and time
         #[arg(long, value_name = "FILE")]
@@ -412,6 +416,7 @@ impl Cli {
                 jobs,
                 keep_going,
                 quiet,
+                dry_run,
                 events,
                 emergency,
                 reason,
@@ -423,6 +428,31 @@ impl Cli {
                 profile,
                 annotations,
                 summary,
+            } if *dry_run => crate::commands::explain::run(
+                &self.start_dir()?,
+                &match patterns.is_empty() {
+                    true => vec!["//...".to_owned()],
+                    false => self.absolute_patterns(patterns)?,
+                },
+                self.cache_dir.as_deref(),
+            ),
+            Command::Build {
+                patterns,
+                jobs,
+                keep_going,
+                quiet,
+                events,
+                emergency,
+                reason,
+                approved_by,
+                shard,
+                shard_timings,
+                since,
+                junit,
+                profile,
+                annotations,
+                summary,
+                ..
             } => crate::commands::build::run(
                 &self.start_dir()?,
                 crate::commands::build::BuildArgs {

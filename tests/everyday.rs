@@ -289,3 +289,31 @@ fn unpinned_requirements_are_refused_unless_allowed() {
     let run = ws.run(&["build"]);
     assert!(!run.stdout.contains("not pinned"), "{}", run.stdout);
 }
+
+/// `flow build --dry-run` runs nothing and says what the build would do, as `flow explain`
+/// does (issue 18: there was no dry run).
+#[test]
+fn a_dry_run_runs_nothing_and_says_what_would() {
+    let ws = Ws::new().file(
+        "d/BUILD",
+        "task(name = \"gen\", outs = [\"g.txt\"], cmd = \"echo g > g.txt\")\n",
+    );
+    let dry = ws.run(&["build", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.starts_with("[RUN] //d:gen (key "),
+        "{}",
+        dry.stdout
+    );
+    assert!(!ws.path().join("flow-out/d/g.txt").exists(), "nothing ran");
+    assert_eq!(ws.run(&["build"]).code, 0);
+    let again = ws.run(&["build", "--dry-run", "//d:gen"]);
+    assert!(!again.stdout.contains("would run"), "{}", again.stdout);
+    let explain = ws.run(&["explain", "//d:gen"]);
+    assert_eq!(
+        again.stdout, explain.stdout,
+        "the same answer as flow explain"
+    );
+    // With --since or --shard it is refused (clap: exit 2).
+    assert_eq!(ws.run(&["build", "--dry-run", "--shard", "1/2"]).code, 2);
+}
