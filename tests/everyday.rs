@@ -317,3 +317,74 @@ fn a_dry_run_runs_nothing_and_says_what_would() {
     // With --since or --shard it is refused (clap: exit 2).
     assert_eq!(ws.run(&["build", "--dry-run", "--shard", "1/2"]).code, 2);
 }
+
+/// Every `$ flow ...` line of a ```` ```text ```` block in docs/query.md runs against
+/// `examples/monorepo` and prints what the block shows after it (a `...` line stands for any
+/// lines): a renamed target breaks this test, not the reader (issue 18: query.md named
+/// `//tools:boundary_check`, `py_zip`, `dist/data_quality.zip`, which no longer existed).
+#[test]
+fn query_md_examples_print_what_they_show() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/query.md")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let bin = flow_bin();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut checked = 0;
+    for block in doc.split("```text\n").skip(1) {
+        let block = block.split("```").next().unwrap_or("");
+        let lines: Vec<&str> = block.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let Some(command) = lines[i].strip_prefix("$ ") else {
+                i += 1;
+                continue;
+            };
+            let mut expected = Vec::new();
+            i += 1;
+            while i < lines.len() && !lines[i].starts_with("$ ") {
+                if !lines[i].is_empty() {
+                    expected.push(lines[i]);
+                }
+                i += 1;
+            }
+            let out = Command::new("sh")
+                .args(["-c", command])
+                .current_dir(root.join("examples/monorepo"))
+                .env("PATH", &path)
+                .env("FLOW_CACHE_DIR", cache.path())
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let actual: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+            assert!(
+                matches_with_ellipsis(&expected, &actual),
+                "docs/query.md: `{command}` shows\n{}\nbut prints\n{}",
+                expected.join("\n"),
+                actual.join("\n")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} commands checked");
+}
+
+/// Whether `actual` is `expected`, each `...` line of which stands for any number of lines.
+fn matches_with_ellipsis(expected: &[&str], actual: &[&str]) -> bool {
+    match expected.split_first() {
+        None => actual.is_empty(),
+        Some((&"...", rest)) => {
+            (0..=actual.len()).any(|k| matches_with_ellipsis(rest, &actual[k..]))
+        }
+        Some((line, rest)) => {
+            actual.first() == Some(line) && matches_with_ellipsis(rest, &actual[1..])
+        }
+    }
+}
