@@ -402,7 +402,9 @@ fn check_expansions(
     errors: &mut Vec<AnalysisError>,
 ) {
     for t in targets {
-        if t.cmd.is_none() {
+        // A dependency that is not in the graph was reported where it is (unknown, or in a
+        // package that failed to evaluate): its expansions would only echo that error.
+        if t.cmd.is_none() || t.deps.iter().any(|d| !index.contains_key(d)) {
             continue;
         }
         let outs_of = |l: &Label| index.get(l).map(|&i| targets[i].outs.as_slice());

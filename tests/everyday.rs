@@ -388,3 +388,22 @@ fn matches_with_ellipsis(expected: &[&str], actual: &[&str]) -> bool {
         }
     }
 }
+
+/// One evaluation error in a package is reported once, at its cause: the packages that use
+/// its targets do not add errors of their own (issue 18: `//deployment:bundle`'s
+/// `$(location //mlops:lib)` was reported, first, as "declares no outputs").
+#[test]
+fn a_package_that_fails_to_evaluate_does_not_cascade() {
+    let ws = Ws::new()
+        .file(
+            "a/BUILD",
+            "task(name = \"lib\", outs = [\"l.txt\"], cmd = \"echo > l.txt\")\nundefined_fn()\n",
+        )
+        .file(
+            "b/BUILD",
+            "task(name = \"use\", deps = [\"//a:lib\"], cmd = \"cat $(location //a:lib)\")\n",
+        );
+    let run = ws.run(&["query", "//..."]);
+    assert_eq!(run.code, 2);
+    crate::support::golden("failed_package_does_not_cascade", &run.stderr);
+}
