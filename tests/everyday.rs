@@ -407,3 +407,38 @@ fn a_package_that_fails_to_evaluate_does_not_cascade() {
     assert_eq!(run.code, 2);
     crate::support::golden("failed_package_does_not_cascade", &run.stderr);
 }
+
+/// A per-package `python` version the workspace's tools are not installed for says what to add
+/// to `python_versions` (issue 18: it suggested `//:dev_tools_py3_11`).
+#[test]
+fn a_python_version_without_tools_says_what_to_add() {
+    let ws = Ws::bare()
+        .file(
+            "flow.toml",
+            "[vars]\npython_versions = [\"3.11\"]\npython_requirements = \"//:dev_tools\"\n",
+        )
+        .file(
+            "BUILD",
+            "load(\"@flow//rules:python.star\", \"py_requirements\")\npy_requirements(name = \"dev_tools\", srcs = [\"r.txt\"])\n",
+        )
+        .file("r.txt", "pytest==8.3.4\n")
+        .file(
+            "m/BUILD",
+            "load(\"@flow//rules:python.star\", \"py_test\")\npy_test(name = \"test\", srcs = [\"test_a.py\"], python = [\"3.11\", \"3.12\"])\n",
+        )
+        .file("m/test_a.py", "");
+    let run = ws.run(&["query", "//..."]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(
+            "Python 3.12 of `py_test` is not in `python_versions` of flow.toml ([vars]), so the \
+             workspace's tools (`//:dev_tools`, `python_requirements`) are not installed for it \
+             (only for 3.11); add \"3.12\" to python_versions"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("dev_tools_py3_11`?"), "{}", run.stderr);
+    let first = run.stderr.lines().next().unwrap_or("");
+    crate::support::golden("python_version_without_tools", first);
+}
