@@ -598,3 +598,21 @@ fn watch_runs_no_deploy_and_no_notification() {
     assert!(!ws.path().join("deployed").exists() && !ws.path().join("notified").exists());
     assert_eq!(w.stop(), 130);
 }
+
+/// An editor's save through a temp file (`sed -i` writes `sedXXXXXX` and renames it over the
+/// file): the cycle's header names the file, not the temp file (issue 18).
+#[test]
+fn the_header_names_the_file_not_the_editors_temp_file() {
+    let ws = fixture();
+    let mut w = Watch::start(&ws);
+    let temp = ws.path().join("a/sedAb3xYz");
+    std::fs::write(&temp, "one saved\n").unwrap();
+    std::fs::rename(&temp, ws.path().join("a/a.txt")).unwrap();
+    let cycle = w.cycle_end();
+    let header = cycle
+        .iter()
+        .find(|l| l.starts_with("flow watch: changed"))
+        .unwrap_or_else(|| panic!("{cycle:?}"));
+    assert_eq!(header, "flow watch: changed a/a.txt", "{cycle:?}");
+    assert_eq!(w.stop(), 130);
+}

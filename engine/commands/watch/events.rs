@@ -35,12 +35,22 @@ impl Batch {
         self.structural |= other.structural;
     }
 
-    pub fn describe(&self) -> String {
-        let mut names: Vec<&str> = self.paths.iter().map(|s| s.as_str()).take(3).collect();
+    /// The cycle's header, naming the changed paths `shown` keeps (the ones still there, or
+    /// known inputs: not an editor's temp file, written and renamed away within the batch).
+    pub fn describe(&self, shown: impl Fn(&str) -> bool) -> String {
+        let kept: Vec<&str> = self
+            .paths
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|p| shown(p))
+            .collect();
+        let all: Vec<&str> = self.paths.iter().map(|s| s.as_str()).collect();
+        let listed = if kept.is_empty() { all } else { kept };
+        let mut names: Vec<&str> = listed.iter().copied().take(3).collect();
         if names.is_empty() {
             names.push("(the watcher asked for a rescan)");
         }
-        let more = self.paths.len().saturating_sub(3);
+        let more = listed.len().saturating_sub(3);
         format!(
             "flow watch: changed {}{}",
             names.join(", "),

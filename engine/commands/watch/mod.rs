@@ -304,7 +304,12 @@ impl Watcher<'_> {
             let header = if first {
                 "flow watch: initial build".to_owned()
             } else {
-                batch.describe()
+                let root = &self.session.ws.root;
+                let readers = self.state.as_ref().map(|s| &s.readers);
+                batch.describe(|p| {
+                    std::fs::symlink_metadata(root.join(p)).is_ok()
+                        || readers.is_some_and(|r| r.contains_key(p))
+                })
             };
             first = false;
             if self.args.clear && std::io::stdout().is_terminal() {
