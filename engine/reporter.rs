@@ -122,12 +122,15 @@ impl Reporter {
         }
     }
 
-    /// A reporter for one watch cycle: `header` is printed before the first line, and a cycle
-    /// that printed nothing prints no summary either.
-    pub fn for_watch_cycle(total: usize, header: String) -> Reporter {
+    /// A reporter for one watch cycle: `header` is printed before the first line; with
+    /// `quiet_when_idle`, a cycle that printed nothing prints no summary either (the screen's
+    /// last summary is still true). Without it, the summary is printed in any case: the first
+    /// cycle (`all up to date` is news), and the one after a failure (a revert to content that
+    /// passed is reused silently, and the `FAILED` line on screen would lie).
+    pub fn for_watch_cycle(total: usize, header: String, quiet_when_idle: bool) -> Reporter {
         let mut r = Reporter::new(total);
         r.header = Some(header);
-        r.quiet_when_idle = true;
+        r.quiet_when_idle = quiet_when_idle;
         r
     }
 

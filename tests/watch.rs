@@ -616,3 +616,40 @@ fn the_header_names_the_file_not_the_editors_temp_file() {
     assert_eq!(header, "flow watch: changed a/a.txt", "{cycle:?}");
     assert_eq!(w.stop(), 130);
 }
+
+/// The screen tells the truth (issue 18): started on an up-to-date workspace, watch says so
+/// (it showed nothing); after a broken edit is reverted to content that passed before (its
+/// result comes from the cache, silently), a summary says the state is ok again (the last
+/// line on screen stayed `flow: FAILED`).
+#[test]
+fn the_last_line_on_screen_is_the_current_state() {
+    let ws = Ws::new().file("p/in.txt", "good\n").file(
+        "p/BUILD",
+        "task(name = \"check\", srcs = [\"in.txt\"], cmd = \"! grep -q bad in.txt\")\n",
+    );
+    let built = ws.run(&["build"]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let mut w = Watch::start(&ws);
+    let first = w.seen.last().cloned().unwrap_or_default();
+    assert!(
+        first.starts_with("flow: ok: 0 ran, 1 cached"),
+        "{:?}",
+        w.seen
+    );
+    ws.write("p/in.txt", b"bad\n");
+    let broken = w.cycle_end();
+    assert!(
+        broken.last().unwrap().starts_with("flow: FAILED"),
+        "{broken:?}"
+    );
+    ws.write("p/in.txt", b"good\n");
+    let fixed = w.cycle_end();
+    assert!(
+        fixed
+            .last()
+            .unwrap()
+            .starts_with("flow: ok: 0 ran, 1 cached"),
+        "{fixed:?}"
+    );
+    assert_eq!(w.stop(), 130);
+}

@@ -528,7 +528,14 @@ impl Watcher<'_> {
             carried,
             touch_carried: false,
         };
-        let mut reporter = Reporter::for_watch_cycle(state.plan.actions().count(), header);
+        // Quiet when idle only while the screen's last summary is still true: after a cycle
+        // that passed (not at the first one, not after a failure).
+        let last_passed = self
+            .last
+            .as_ref()
+            .is_some_and(|l| l.failures.iter().all(Option::is_none));
+        let mut reporter =
+            Reporter::for_watch_cycle(state.plan.actions().count(), header, last_passed);
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let mut superseding: Option<Batch> = None;
         let finished = {
