@@ -190,6 +190,15 @@ pub enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// Build the test targets among PATTERNS (py_test's, and targets tagged `test`), then print
+    /// a test summary per target and Python version from their JUnit outputs
+    Test {
+        /// Target patterns, as for `build`; default `//...`
+        patterns: Vec<String>,
+        /// Actions to run at once (default: `[build] jobs`, else the number of cores)
+        #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+    },
     /// Print the help of flow or of one of its commands (`flow help build`)
     Help {
         /// The command (and subcommand: `flow help cache gc`)
@@ -348,7 +357,10 @@ impl Cli {
         let github = crate::reports::github::in_github_actions();
         match &self.command {
             Command::Build { annotations, .. } => *annotations || github,
-            Command::Hooks { .. } | Command::Rollback { .. } | Command::Watch { .. } => github,
+            Command::Hooks { .. }
+            | Command::Rollback { .. }
+            | Command::Watch { .. }
+            | Command::Test { .. } => github,
             _ => false,
         }
     }
@@ -541,6 +553,12 @@ impl Cli {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }
             Command::Help { command } => print_help(command),
+            Command::Test { patterns, jobs } => crate::commands::test::run(
+                &self.start_dir()?,
+                &self.absolute_patterns(patterns)?,
+                jobs.map(usize::from),
+                self.cache_dir.as_deref(),
+            ),
             Command::Hooks { command } => {
                 let start = self.start_dir()?;
                 let cache = self.cache_dir.as_deref();

@@ -442,3 +442,61 @@ fn a_python_version_without_tools_says_what_to_add() {
     let first = run.stderr.lines().next().unwrap_or("");
     crate::support::golden("python_version_without_tools", first);
 }
+
+/// `flow test`: builds the tests among the patterns (a `py_test`'s tasks, targets tagged
+/// `test`), only those, then a summary per target from their JUnit outputs, a failing one's
+/// included (issue 18: there was no `flow test`).
+#[test]
+fn flow_test_builds_the_tests_and_sums_them_up() {
+    let ws = Ws::new()
+        .file(
+            "t/ok.xml.in",
+            "<testsuite name=\"s\"><testcase name=\"a\"/><testcase name=\"b\"/></testsuite>",
+        )
+        .file(
+            "t/bad.xml.in",
+            "<testsuite name=\"s\"><testcase name=\"a\"/><testcase name=\"b\"><failure message=\"no\"/></testcase><testcase name=\"c\"><skipped/></testcase></testsuite>",
+        )
+        .file(
+            "t/BUILD",
+            "task(name = \"good\", srcs = [\"ok.xml.in\"], outs = [\"good.xml\"], tags = [\"test\"], cmd = \"cp ok.xml.in good.xml\")\n\
+             task(name = \"bad\", srcs = [\"bad.xml.in\"], outs = [\"bad.xml\"], tags = [\"test\"], cmd = \"cp bad.xml.in bad.xml; exit 1\")\n\
+             task(name = \"lint\", cmd = \"echo linted\")\n\
+             group(name = \"all_tests\", deps = [\":good\", \":bad\"])\n",
+        );
+    let run = ws.run(&["test"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        !run.stdout.contains("//t:lint"),
+        "only tests run: {}",
+        run.stdout
+    );
+    let summary: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("flow test:"))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "flow test: 2 test target(s)",
+            "  //t:bad  1 passed, 1 failed, 1 skipped",
+            "  //t:good  2 passed",
+        ],
+        "{}",
+        run.stdout
+    );
+    // A group stands for its tests; a pattern without tests says so.
+    let group = ws.run(&["test", "//t:all_tests"]);
+    assert!(
+        group.stdout.contains("flow test: 2 test target(s)"),
+        "{}",
+        group.stdout
+    );
+    let none = ws.run(&["test", "//t:lint"]);
+    assert_eq!(none.code, 0);
+    assert_eq!(
+        none.stdout,
+        "flow test: no test among the selected targets (py_test, or tagged `test`)\n"
+    );
+}

@@ -12,4 +12,5 @@ pub mod ledger;
 pub mod log;
 pub mod query;
 pub mod rollback;
+pub mod test;
 pub mod watch;
