@@ -190,6 +190,15 @@ pub enum Command {
         #[command(subcommand)]
         command: HooksCommand,
     },
+    /// Build a target, then run a program it provides in the current directory, its outputs
+    /// first on PATH and PYTHONPATH: `flow run //:dev_tools_py3_11 -- ruff format src/`
+    Run {
+        /// The target, e.g. `//:dev_tools_py3_11`
+        label: String,
+        /// The program and its arguments (default: the target's executable output)
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Build the test targets among PATTERNS (py_test's, and targets tagged `test`), then print
     /// a test summary per target and Python version from their JUnit outputs
     Test {
@@ -553,6 +562,12 @@ impl Cli {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }
             Command::Help { command } => print_help(command),
+            Command::Run { label, command } => crate::commands::run::run(
+                &self.start_dir()?,
+                &self.absolute_patterns(std::slice::from_ref(label))?[0],
+                command,
+                self.cache_dir.as_deref(),
+            ),
             Command::Test { patterns, jobs } => crate::commands::test::run(
                 &self.start_dir()?,
                 &self.absolute_patterns(patterns)?,

@@ -500,3 +500,64 @@ fn flow_test_builds_the_tests_and_sums_them_up() {
         "flow test: no test among the selected targets (py_test, or tagged `test`)\n"
     );
 }
+
+/// `flow run LABEL -- COMMAND`: builds the target, then runs a program it provides in the
+/// current directory, its directory output's `bin/` first on `PATH`; without a command, its
+/// executable output. The program's output is its own (the build's lines go to stderr), and so
+/// is its exit code (issue 18: no way to run a tool the build installed).
+#[test]
+fn flow_run_runs_a_program_a_target_provides() {
+    let ws = Ws::new().file(
+        "t/BUILD",
+        "task(name = \"tools\", outs = [\"kit/\"], cmd = \"mkdir -p kit/bin && printf '#!/bin/sh\\\\necho hello from kit in $$(basename $$PWD) $$@\\\\nexit 3\\\\n' > kit/bin/hello && chmod +x kit/bin/hello\")\n\
+         task(name = \"script\", outs = [\"run.sh\"], cmd = \"printf '#!/bin/sh\\\\necho script ran\\\\n' > run.sh && chmod +x run.sh\")\n",
+    )
+    .file("somewhere/x.txt", "x\n");
+    let here = ws.path().join("somewhere");
+    let run = ws.run_in(&here, &["run", "//t:tools", "--", "hello", "a", "b"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(run.stdout, "hello from kit in somewhere a b\n");
+    assert!(
+        run.stderr.contains("flow: ok: 1 ran"),
+        "the build's lines on stderr: {}",
+        run.stderr
+    );
+    let script = ws.run(&["run", "//t:script"]);
+    assert_eq!((script.code, script.stdout.as_str()), (0, "script ran\n"));
+    let missing = ws.run(&["run", "//t:tools", "--", "no-such-program"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("cannot run `no-such-program`"),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// The formatting check's fix hint is a command that runs as written: `flow run` of the tools
+/// the build installed (issue 18: it said `ruff format FILES`, and ruff was only in flow-out/).
+#[test]
+fn the_format_fix_hint_uses_flow_run() {
+    let ws = Ws::bare()
+        .file(
+            "flow.toml",
+            "[vars]\npython_versions = [\"3.11\"]\npython_requirements = \"//:dev_tools\"\n",
+        )
+        .file(
+            "BUILD",
+            "load(\"@flow//rules:python.star\", \"py_requirements\")\npy_requirements(name = \"dev_tools\", srcs = [\"r.txt\"])\n",
+        )
+        .file("r.txt", "ruff==0.6.9\n")
+        .file(
+            "m/BUILD",
+            "load(\"@flow//rules:python.star\", \"py_format_check\")\npy_format_check(name = \"format\", srcs = [\"a.py\"])\n",
+        )
+        .file("m/a.py", "x=1\n");
+    let hint = "flow run //:dev_tools_py3_11 -- ruff format --line-length 88 [.] && flow run //:dev_tools_py3_11 -- ruff check --select I --fix";
+    let run = ws.run(&["query", &format!("attr(cmd, '{hint}', //m:format)")]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "//m:format\n"),
+        "{}",
+        run.stderr
+    );
+}

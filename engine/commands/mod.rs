@@ -12,5 +12,6 @@ pub mod ledger;
 pub mod log;
 pub mod query;
 pub mod rollback;
+pub mod run;
 pub mod test;
 pub mod watch;

@@ -1,0 +1,129 @@
+//! `flow run LABEL [-- COMMAND ARGS...]`: runs a program that a built target provides, in the
+//! directory flow starts in: `flow run //:dev_tools_py3_11 -- ruff format src/` runs the ruff
+//! the build installed, on the user's files.
+//!
+//! The target is built first (`flow build -q LABEL`, its lines on stderr, so that the
+//! program's stdout is its own). Then the program runs with the target's outputs first on
+//! `PATH` (a directory output's `bin/` and the directory itself, an executable file output's
+//! directory) and its directory outputs first on `PYTHONPATH` (a `py_requirements` install is
+//! a `pip install --target` directory). Without a command, the target's single executable file
+//! output is run. The exit code is the program's (128 + N when killed by signal N).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::analysis::load_graph;
+use crate::error::Error;
+
+pub fn run(
+    start: &Path,
+    label: &str,
+    command: &[String],
+    cache_flag: Option<&Path>,
+) -> Result<i32, Error> {
+    let (ws, graph, _) = load_graph(start, cache_flag)?;
+    let label = crate::commands::log::single_label(&graph, label)?;
+    let target = graph.get(&label).expect("checked by single_label");
+    let io = |what: &'static str, path: &Path, e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        action: what,
+        error: e.to_string(),
+    };
+    // Built first, its report on stderr.
+    let me = std::env::current_exe().map_err(|e| io("find", Path::new("flow"), e))?;
+    let mut build = Command::new(&me);
+    build.arg("-C").arg(&ws.root);
+    if let Some(dir) = cache_flag {
+        build.arg("--cache-dir").arg(dir);
+    }
+    let status = build
+        .args(["build", "-q", &label.to_string()])
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|e| io("run", &me, e))?;
+    if !status.success() {
+        eprintln!("flow run: `{label}` did not build, so nothing was run");
+        return Ok(status.code().unwrap_or(1));
+    }
+    let out_root = crate::session::out_root(&ws.root);
+    let outputs: Vec<(PathBuf, bool)> = target
+        .outs
+        .iter()
+        .map(|o| {
+            let rel = crate::expand::join_path(label.package(), o.trim_end_matches('/'));
+            (out_root.join(rel), o.ends_with('/'))
+        })
+        .collect();
+    let mut path_dirs: Vec<PathBuf> = Vec::new();
+    let mut python_dirs: Vec<PathBuf> = Vec::new();
+    for (path, dir) in &outputs {
+        if *dir {
+            if path.join("bin").is_dir() {
+                path_dirs.push(path.join("bin"));
+            }
+            path_dirs.push(path.clone());
+            python_dirs.push(path.clone());
+        } else if let Some(parent) = path.parent() {
+            path_dirs.push(parent.to_path_buf());
+        }
+    }
+    let program: Vec<String> = match command {
+        [] => {
+            let executables: Vec<&PathBuf> = outputs
+                .iter()
+                .filter(|(p, dir)| !dir && is_executable(p))
+                .map(|(p, _)| p)
+                .collect();
+            match executables.as_slice() {
+                [one] => vec![one.display().to_string()],
+                _ => {
+                    return Err(Error::Usage {
+                        message: format!(
+                            "`{label}` has {} executable file output(s): say what to run",
+                            executables.len()
+                        ),
+                        help: Some(format!("flow run {label} -- COMMAND ARGS...")),
+                    })
+                }
+            }
+        }
+        _ => command.to_vec(),
+    };
+    let joined = |dirs: &[PathBuf], old: Option<std::ffi::OsString>| {
+        let mut all: Vec<PathBuf> = dirs.to_vec();
+        if let Some(old) = old {
+            all.extend(std::env::split_paths(&old));
+        }
+        std::env::join_paths(all).unwrap_or_default()
+    };
+    let status = Command::new(&program[0])
+        .args(&program[1..])
+        .current_dir(start)
+        .env("PATH", joined(&path_dirs, std::env::var_os("PATH")))
+        .env(
+            "PYTHONPATH",
+            joined(&python_dirs, std::env::var_os("PYTHONPATH")),
+        )
+        .stdin(Stdio::inherit())
+        .status()
+        .map_err(|e| Error::Usage {
+            message: format!("cannot run `{}`: {e}", program[0]),
+            help: Some(format!(
+                "the programs `{label}` provides are in {}",
+                path_dirs
+                    .iter()
+                    .map(|d| crate::workspace::display_path(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        })?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
