@@ -434,22 +434,9 @@ impl Cli {
             ),
             Command::Build {
                 patterns,
-                jobs,
-                keep_going,
-                quiet,
-                dry_run,
-                events,
-                emergency,
-                reason,
-                approved_by,
-                shard,
-                shard_timings,
-                since,
-                junit,
-                profile,
-                annotations,
-                summary,
-            } if *dry_run => crate::commands::explain::run(
+                dry_run: true,
+                ..
+            } => crate::commands::explain::run(
                 &self.start_dir()?,
                 &match patterns.is_empty() {
                     true => vec!["//...".to_owned()],

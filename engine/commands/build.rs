@@ -45,6 +45,22 @@ pub struct BuildArgs<'a> {
     pub since: Option<&'a str>,
 }
 
+impl<'a> BuildArgs<'a> {
+    /// A plain build of `labels` (no report, no shard, no `--since`), as another command runs
+    /// one (`flow test`, the pre-commit check).
+    pub fn of_labels(labels: &'a [String], session: SessionArgs<'a>) -> BuildArgs<'a> {
+        BuildArgs {
+            patterns: labels,
+            session,
+            quiet: false,
+            reports: Wanted::default(),
+            emergency: None,
+            shard: None,
+            since: None,
+        }
+    }
+}
+
 pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
     let began = Instant::now();
     let profile = Profile::from_env();

@@ -56,19 +56,14 @@ pub fn run(
         .collect();
     let code = crate::commands::build::run(
         &ws.root,
-        crate::commands::build::BuildArgs {
-            patterns: &labels,
-            session: SessionArgs {
+        crate::commands::build::BuildArgs::of_labels(
+            &labels,
+            SessionArgs {
                 cache_dir: Some(&cache_dir),
                 jobs,
                 keep_going: true,
             },
-            quiet: false,
-            reports: crate::reports::Wanted::default(),
-            emergency: None,
-            shard: None,
-            since: None,
-        },
+        ),
     )?;
     let out_root = crate::session::out_root(&ws.root);
     println!();

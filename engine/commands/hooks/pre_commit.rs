@@ -99,20 +99,15 @@ pub fn run_pre_commit(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Er
     );
     let code = crate::commands::build::run(
         &build_ws.root,
-        crate::commands::build::BuildArgs {
-            patterns: &labels,
-            session: SessionArgs {
+        crate::commands::build::BuildArgs::of_labels(
+            &labels,
+            SessionArgs {
                 cache_dir: Some(&cache_dir),
                 jobs: None,
                 // Every failing check at once, not the first one.
                 keep_going: true,
             },
-            quiet: false,
-            reports: crate::reports::Wanted::default(),
-            emergency: None,
-            shard: None,
-            since: None,
-        },
+        ),
     )?;
     if code == 1 {
         eprintln!(
