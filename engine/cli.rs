@@ -304,6 +304,16 @@ fn print_help(path: &[String]) -> Result<i32, Error> {
             .collect();
         command = match command.find_subcommand(name) {
             Some(sub) => sub.clone(),
+            None if known.is_empty() => {
+                return Err(Error::Usage {
+                    message: format!(
+                        "`flow help {}`: `{}` has no subcommand",
+                        path.join(" "),
+                        command.get_name()
+                    ),
+                    help: None,
+                })
+            }
             None => {
                 return Err(Error::Usage {
                     message: format!("`flow help {}`: no such command", path.join(" ")),
@@ -350,6 +360,8 @@ impl Cli {
             self.command,
             Command::Query { .. }
                 | Command::Explain { .. }
+                | Command::Test { .. }
+                | Command::Build { dry_run: true, .. }
                 | Command::Log { .. }
                 | Command::Affected { .. }
                 | Command::Ledger { .. }

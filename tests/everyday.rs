@@ -561,3 +561,55 @@ fn the_format_fix_hint_uses_flow_run() {
         run.stderr
     );
 }
+
+/// Regressions (adversarial run): SIGTERM to `flow run` (a CI cancel) left its program
+/// running; `flow test` in a new workspace was an error; `flow log` of a group none of whose
+/// actions ran exited 0.
+#[test]
+fn flow_run_ends_its_program_on_sigterm_and_other_edges() {
+    let ws = Ws::new().file(
+        "t/BUILD",
+        "task(name = \"sleeper\", outs = [\"s.sh\"], cmd = \"printf '#!/bin/sh\\\\necho $$$$ > \\\"$$1\\\"\\\\nexec sleep 30\\\\n' > s.sh && chmod +x s.sh\")\n\
+         task(name = \"never\", cmd = \"true\")\ngroup(name = \"g\", deps = [\":never\"])\n",
+    );
+    assert_eq!(ws.run(&["build", "//t:sleeper"]).code, 0);
+    let pid_file = ws.path().join("child.pid");
+    let mut flow = Command::new(flow_bin())
+        .current_dir(ws.path())
+        .args(["run", "//t:sleeper", "--"])
+        .arg(ws.path().join("flow-out/t/s.sh"))
+        .arg(&pid_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !pid_file.exists() || std::fs::read_to_string(&pid_file).unwrap().trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the program never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(flow.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = flow.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut gone = false;
+    for _ in 0..200 {
+        if !crate::support::alive(child) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gone, "the program outlived flow run");
+    let log = ws.run(&["log", "//t:g"]);
+    assert_eq!(log.code, 2, "{}", log.stderr);
+    let fresh = Ws::bare();
+    fresh.run(&["init"]);
+    let test = fresh.run(&["test"]);
+    assert_eq!(test.code, 0, "{}", test.stderr);
+    assert!(test.stdout.starts_with("flow test: no test"), "{}", test.stdout);
+}

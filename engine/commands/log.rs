@@ -50,11 +50,25 @@ pub fn run(start: &Path, label: &str, cache_dir: Option<&Path>) -> Result<i32, E
         return Ok(0);
     };
     // A group: the last run of each action it stands for, in label order.
-    for member in members {
-        match cache.last_run(&workspace, &member).map_err(cache_err)? {
-            Some(run) => replay(&cache, &member, run).map_err(cache_err)?,
+    let mut replayed = 0;
+    for member in &members {
+        match cache.last_run(&workspace, member).map_err(cache_err)? {
+            Some(run) => {
+                replay(&cache, member, run).map_err(cache_err)?;
+                replayed += 1;
+            }
             None => eprintln!("flow: {member} (of {label}): no recorded run"),
         }
+    }
+    if replayed == 0 {
+        return Err(Error::Usage {
+            message: format!(
+                "`{label}` is a group none of whose {} action(s) has a recorded run in this \
+                 workspace",
+                members.len()
+            ),
+            help: Some(format!("run `flow build {label}` first")),
+        });
     }
     Ok(0)
 }

@@ -96,7 +96,8 @@ pub fn run(
         }
         std::env::join_paths(all).unwrap_or_default()
     };
-    let status = Command::new(&program[0])
+    let mut child = tokio::process::Command::new(&program[0]);
+    child
         .args(&program[1..])
         .current_dir(start)
         .env("PATH", joined(&path_dirs, std::env::var_os("PATH")))
@@ -104,23 +105,54 @@ pub fn run(
             "PYTHONPATH",
             joined(&python_dirs, std::env::var_os("PYTHONPATH")),
         )
-        .stdin(Stdio::inherit())
-        .status()
-        .map_err(|e| Error::Usage {
-            message: format!("cannot run `{}`: {e}", program[0]),
-            help: Some(format!(
-                "the programs `{label}` provides are in {}",
-                path_dirs
-                    .iter()
-                    .map(|d| crate::workspace::display_path(d))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        })?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        .stdin(Stdio::inherit());
+    let cannot = |e: std::io::Error| Error::Usage {
+        message: format!("cannot run `{}`: {e}", program[0]),
+        help: Some(format!(
+            "the programs `{label}` provides are in {}",
+            path_dirs
+                .iter()
+                .map(|d| crate::workspace::display_path(d))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io("start a runtime for", &me, e))?;
+    runtime.block_on(async {
+        // Registered before the program starts: SIGTERM or SIGHUP to flow (a CI cancel, a
+        // closed terminal) ends the program too, as Ctrl-C ends it (adversarial run: it was left
+        // running).
+        let mut interrupts = crate::interrupts::Interrupts::register();
+        let mut child = child.spawn().map_err(cannot)?;
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(cannot)?,
+            _ = async {
+                match &mut interrupts {
+                    Some(i) => i.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(pid) = child.id() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                let gone = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
+                if gone.is_err() {
+                    let _ = child.kill().await;
+                }
+                return Ok(130);
+            }
+        };
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    })
 }
 
 fn is_executable(path: &Path) -> bool {

@@ -31,7 +31,11 @@ pub fn run(
 ) -> Result<i32, Error> {
     let terms = crate::analysis::parse_patterns(patterns)?;
     let (ws, graph, cache_dir) = load_graph(start, cache_flag)?;
-    let selected = graph.resolve_terms(&terms).map_err(Error::Unmatched)?;
+    let selected = match graph.targets().is_empty() {
+        // A new workspace: no test yet is no error (as `flow build` says).
+        true => Default::default(),
+        false => graph.resolve_terms(&terms).map_err(Error::Unmatched)?,
+    };
     // What the patterns reach: a group (`py_test`'s `NAME`) stands for its tests.
     let mut tests = std::collections::BTreeSet::new();
     let mut todo: Vec<usize> = selected.into_iter().collect();
