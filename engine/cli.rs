@@ -57,7 +57,10 @@ pub enum Command {
         quiet: bool,
         /// Run nothing: print what the build would do with each action and why (what `flow
         /// explain` says, from the same reuse decision)
-        #[arg(long, conflicts_with_all = ["since", "shard", "emergency"])]
+        #[arg(long, conflicts_with_all = [
+            "since", "shard", "emergency", "junit", "events", "profile", "summary",
+            "annotations", "quiet",
+        ])]
         dry_run: bool,
         /// Write the build's events to FILE as JSON lines, as they happen (schema in
         /// docs/reports.md): each action's decision, start and outcome with its key and time

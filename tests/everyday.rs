@@ -316,6 +316,8 @@ fn a_dry_run_runs_nothing_and_says_what_would() {
     );
     // With --since or --shard it is refused (clap: exit 2).
     assert_eq!(ws.run(&["build", "--dry-run", "--shard", "1/2"]).code, 2);
+    // A report flag would write nothing: refused too.
+    assert_eq!(ws.run(&["build", "--dry-run", "--junit", "j.xml"]).code, 2);
 }
 
 /// Every `$ flow ...` line of a ```` ```text ```` block in docs/query.md runs against
@@ -584,11 +586,23 @@ fn flow_run_ends_its_program_on_sigterm_and_other_edges() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !pid_file.exists() || std::fs::read_to_string(&pid_file).unwrap().trim().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the program never started");
+    while !pid_file.exists()
+        || std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(flow.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -611,5 +625,9 @@ fn flow_run_ends_its_program_on_sigterm_and_other_edges() {
     fresh.run(&["init"]);
     let test = fresh.run(&["test"]);
     assert_eq!(test.code, 0, "{}", test.stderr);
-    assert!(test.stdout.starts_with("flow test: no test"), "{}", test.stdout);
+    assert!(
+        test.stdout.starts_with("flow test: no test"),
+        "{}",
+        test.stdout
+    );
 }
