@@ -527,7 +527,7 @@ fn flow_run_runs_a_program_a_target_provides() {
     let script = ws.run(&["run", "//t:script"]);
     assert_eq!((script.code, script.stdout.as_str()), (0, "script ran\n"));
     let missing = ws.run(&["run", "//t:tools", "--", "no-such-program"]);
-    assert_eq!(missing.code, 2);
+    assert_eq!(missing.code, 127, "as a shell says a program is not found");
     assert!(
         missing.stderr.contains("cannot run `no-such-program`"),
         "{}",

@@ -89,9 +89,11 @@ pub fn run(
         }
         _ => command.to_vec(),
     };
+    // (An empty or unset old value adds nothing: a trailing `:` would mean the current
+    // directory.)
     let joined = |dirs: &[PathBuf], old: Option<std::ffi::OsString>| {
         let mut all: Vec<PathBuf> = dirs.to_vec();
-        if let Some(old) = old {
+        if let Some(old) = old.filter(|o| !o.is_empty()) {
             all.extend(std::env::split_paths(&old));
         }
         std::env::join_paths(all).unwrap_or_default()
@@ -126,7 +128,24 @@ pub fn run(
         // closed terminal) ends the program too, as Ctrl-C ends it (adversarial run: it was left
         // running).
         let mut interrupts = crate::interrupts::Interrupts::register();
-        let mut child = child.spawn().map_err(cannot)?;
+        let mut child = match child.spawn() {
+            Ok(child) => child,
+            // As a shell says it: 127 not found, 126 found but not runnable.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                let code = match e.kind() {
+                    std::io::ErrorKind::NotFound => 127,
+                    _ => 126,
+                };
+                eprint!("{}", crate::diagnostics::render(&cannot(e), false));
+                return Ok(code);
+            }
+            Err(e) => return Err(cannot(e)),
+        };
         let status = tokio::select! {
             status = child.wait() => status.map_err(cannot)?,
             _ = async {
