@@ -218,3 +218,29 @@ pub fn parse_patterns(patterns: &[String]) -> Result<Vec<PatternTerm>, Error> {
         .map(|p| PatternTerm::parse(p).map_err(|error| Error::BadPattern { error }))
         .collect()
 }
+
+/// `pattern` relative to `package` made absolute, as in Bazel: `:name`, `...`, `sub/...`,
+/// `sub:name`, and `-` before any of them (`Cli::absolute_patterns` finds the package).
+pub fn absolute_pattern(pattern: &str, package: &str) -> String {
+    let (minus, body) = match pattern.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", pattern),
+    };
+    let body = body.strip_prefix("./").unwrap_or(body);
+    let absolute = if body.starts_with("//") {
+        body.to_owned()
+    } else if let Some(name) = body.strip_prefix(':') {
+        format!("//{package}:{name}")
+    } else if body == "..." {
+        match package {
+            "" => "//...".to_owned(),
+            _ => format!("//{package}/..."),
+        }
+    } else {
+        match package {
+            "" => format!("//{body}"),
+            _ => format!("//{package}/{body}"),
+        }
+    };
+    format!("{minus}{absolute}")
+}

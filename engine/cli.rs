@@ -293,67 +293,6 @@ pub enum CacheCommand {
     },
 }
 
-/// `flow help [COMMAND...]`: the help of flow, or of the command named; an unknown command is
-/// a usage error naming the commands there are.
-fn print_help(path: &[String]) -> Result<i32, Error> {
-    use clap::CommandFactory;
-    let mut command = Cli::command();
-    // Built, subcommands know their full name (`Usage: flow build ...`).
-    command.build();
-    for name in path {
-        let known: Vec<String> = command
-            .get_subcommands()
-            .map(|c| c.get_name().to_owned())
-            .collect();
-        command = match command.find_subcommand(name) {
-            Some(sub) => sub.clone(),
-            None if known.is_empty() => {
-                return Err(Error::Usage {
-                    message: format!(
-                        "`flow help {}`: `{}` has no subcommand",
-                        path.join(" "),
-                        command.get_name()
-                    ),
-                    help: None,
-                })
-            }
-            None => {
-                return Err(Error::Usage {
-                    message: format!("`flow help {}`: no such command", path.join(" ")),
-                    help: Some(format!("the commands: {}", known.join(", "))),
-                })
-            }
-        };
-    }
-    let _ = command.print_long_help();
-    Ok(0)
-}
-
-/// `pattern` relative to `package` made absolute (see `Cli::absolute_patterns`).
-pub fn absolute_pattern(pattern: &str, package: &str) -> String {
-    let (minus, body) = match pattern.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", pattern),
-    };
-    let body = body.strip_prefix("./").unwrap_or(body);
-    let absolute = if body.starts_with("//") {
-        body.to_owned()
-    } else if let Some(name) = body.strip_prefix(':') {
-        format!("//{package}:{name}")
-    } else if body == "..." {
-        match package {
-            "" => "//...".to_owned(),
-            _ => format!("//{package}/..."),
-        }
-    } else {
-        match package {
-            "" => format!("//{body}"),
-            _ => format!("//{package}/{body}"),
-        }
-    };
-    format!("{minus}{absolute}")
-}
-
 impl Cli {
     /// Whether the command only prints (a report, a list): then a reader that goes away (`|
     /// head`) ends it quietly, as it ends `ls` or `git log` (the default action of SIGPIPE),
@@ -418,7 +357,7 @@ impl Cli {
             .unwrap_or_default();
         Ok(patterns
             .iter()
-            .map(|p| absolute_pattern(p, &package))
+            .map(|p| crate::analysis::absolute_pattern(p, &package))
             .collect())
     }
 
@@ -563,7 +502,7 @@ impl Cli {
             Command::Clean { cache } => {
                 crate::commands::clean::run(&self.start_dir()?, *cache, self.cache_dir.as_deref())
             }
-            Command::Help { command } => print_help(command),
+            Command::Help { command } => crate::commands::help::run(command),
             Command::Run { label, command } => crate::commands::run::run(
                 &self.start_dir()?,
                 &self.absolute_patterns(std::slice::from_ref(label))?[0],

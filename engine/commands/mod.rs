@@ -6,6 +6,7 @@ pub mod cache;
 pub mod ci;
 pub mod clean;
 pub mod explain;
+pub mod help;
 pub mod hooks;
 pub mod init;
 pub mod ledger;

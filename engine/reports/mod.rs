@@ -15,6 +15,7 @@ pub mod events;
 pub mod found;
 pub mod github;
 pub mod junit;
+pub mod junit_file;
 pub mod trace;
 
 use std::collections::BTreeMap;

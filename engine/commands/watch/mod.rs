@@ -33,6 +33,7 @@
 //! one cycle later.
 
 mod events;
+mod last;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -42,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::interrupts::Interrupts;
-use flow_cache::{Digest, FileState};
+use flow_cache::FileState;
 use flow_rules::{Label, PatternTerm};
 use ignore::gitignore::Gitignore;
 use notify::{Event, RecursiveMode, Watcher as _};
@@ -54,11 +55,12 @@ use crate::diagnostics::render;
 use crate::error::Error;
 use crate::hasher::{FileHasher, Hashed};
 use crate::plan::{known_states, tool_identities, Plan};
-use crate::rebuilder::{Carried, LastResult, StagedOutput};
+use crate::rebuilder::Carried;
 use crate::reporter::Reporter;
 use crate::runner::{few_keyed, runtime_with_sigint, Control, Resolved, Runner};
 use crate::session::{Session, SessionArgs};
 use crate::stale::Declared;
+use last::LastCycle;
 
 use events::{link_targets, root_gitignore, touches, Batch};
 
@@ -87,33 +89,6 @@ struct Analyzed {
     /// What the last analysis declares: the next cycle sweeps the outputs it does not declare
     /// (under the lock).
     declared: Option<Declared>,
-}
-
-/// What the last cycle left, per node of the current plan: outputs as dependents see them and
-/// key (`None` where the node did not finish), as [`crate::runner::Finished`] returns them.
-struct LastCycle {
-    staged: Vec<Option<Vec<StagedOutput>>>,
-    keys: Vec<Option<Digest>>,
-    /// Why each node failed, if it did.
-    failures: Vec<Option<String>>,
-}
-
-impl LastCycle {
-    /// Each task's last result, for the reuse decision; and each one's last failure.
-    fn results(self) -> (Vec<Option<LastResult>>, Vec<Option<String>>) {
-        let results = self
-            .staged
-            .into_iter()
-            .zip(self.keys)
-            .map(|(staged, key)| {
-                Some(LastResult {
-                    staged: staged?,
-                    key: key?,
-                })
-            })
-            .collect();
-        (results, self.failures)
-    }
 }
 
 impl Analyzed {
