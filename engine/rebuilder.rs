@@ -341,6 +341,7 @@ impl Rebuilder {
             timeout: action.timeout,
             sandbox: action.sandbox,
             workspace_root: self.workspace_root.clone(),
+            live: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod races;
 mod record;
 mod reports;
 mod robustness;
+mod screens;
 mod secrets;
 mod session;
 mod shard;

@@ -53,6 +53,11 @@ impl Masker {
         }
     }
 
+    /// The length of the longest secret value (0 without secrets).
+    pub(super) fn longest(&self) -> usize {
+        self.longest
+    }
+
     /// `text` with every secret value replaced by `***`: for names the command chose (files it
     /// wrote), which flow prints as it prints the command's logs.
     pub fn mask_text(&self, text: &str) -> String {
@@ -62,7 +67,7 @@ impl Masker {
 
     /// Masks `raw` and returns the part from byte `from` on; a match that starts before `from`
     /// and ends after it becomes one `***` at the start.
-    fn mask_from(&self, raw: &[u8], from: usize) -> Vec<u8> {
+    pub(super) fn mask_from(&self, raw: &[u8], from: usize) -> Vec<u8> {
         let Some(pattern) = &self.pattern else {
             return raw[from..].to_vec();
         };

@@ -45,6 +45,7 @@ mod cancel;
 mod capture;
 mod fake;
 mod groups;
+mod live;
 mod mounts;
 mod outputs;
 mod process;
@@ -71,6 +72,7 @@ pub use fake::{FakeAction, FakeEvent, FakeExecutor};
 #[cfg(test)]
 pub use groups::gone_within;
 pub use groups::{group_alive, kill_left, GroupLog, Recorded};
+pub use live::{printable, LiveTail};
 pub use process::KILL_GRACE;
 pub use sandbox::{
     release_root, sandbox_root, sweep_and_choose_root, SandboxExecutor, TMPFS_MIN_FREE,
@@ -102,6 +104,9 @@ pub struct ActionSpec {
     pub sandbox: bool,
     /// Absolute; the working tree when `sandbox` is false.
     pub workspace_root: PathBuf,
+    /// Fed the last line the command prints, for the progress rows on a terminal; `None`
+    /// elsewhere (nothing to feed).
+    pub live: Option<LiveTail>,
 }
 
 /// Secret values stay out of debug output.

@@ -39,6 +39,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::capture::{Capture, Masker, OUTPUT_CAP};
 use super::groups::{group_alive, GroupLog};
+use super::live::LiveTail;
 use super::mounts::Binds;
 use super::{Cancel, Status};
 
@@ -63,6 +64,8 @@ pub(super) struct Command<'a> {
     pub binds: Binds,
     /// Where the group is recorded while it runs (`groups.rs`); `None` in unit tests.
     pub groups: Option<&'a GroupLog>,
+    /// Fed the last line printed, for the progress rows (`live.rs`); `None` off a terminal.
+    pub live: Option<&'a LiveTail>,
 }
 
 /// What [`run`] saw.
@@ -149,7 +152,11 @@ pub(super) async fn run(c: Command<'_>) -> Finished {
     let mut err = Capture::new(OUTPUT_CAP, c.masker);
     let status = {
         let mut reading = pin!(async {
-            tokio::join!(pump(stdout, &mut out), pump(stderr, &mut err));
+            let live = c.live.map(|tail| (tail, c.masker));
+            tokio::join!(
+                pump(stdout, &mut out, live.map(|(t, m)| (t, m, 0))),
+                pump(stderr, &mut err, live.map(|(t, m)| (t, m, 1)))
+            );
         });
         let mut read_done = false;
         let mut deadline = pin!(async {
@@ -221,14 +228,24 @@ fn exit_status(status: ExitStatus) -> Status {
     }
 }
 
-async fn pump(mut pipe: impl AsyncRead + Unpin, into: &mut Capture) {
+/// `live`: where the last line goes as well, with the masker and the stream's index.
+async fn pump(
+    mut pipe: impl AsyncRead + Unpin,
+    into: &mut Capture,
+    live: Option<(&LiveTail, &Masker, usize)>,
+) {
     // Grown on demand (`read_buf` fills spare capacity without zeroing it): most actions print
     // nothing, and a zeroed 64 KiB buffer per pipe was 256 MB of memset in a 2,000-action build.
     let mut buf: Vec<u8> = Vec::with_capacity(4 << 10);
     loop {
         buf.clear();
         match pipe.read_buf(&mut buf).await {
-            Ok(1..) => into.push(&buf),
+            Ok(1..) => {
+                into.push(&buf);
+                if let Some((tail, masker, stream)) = live {
+                    tail.push(stream, &buf, masker);
+                }
+            }
             _ => break,
         }
         if buf.len() == buf.capacity() && buf.capacity() < 64 << 10 {

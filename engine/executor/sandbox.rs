@@ -287,6 +287,7 @@ async fn run_sandboxed(
         masker: &masker,
         binds: staged.binds,
         groups,
+        live: spec.live.as_ref(),
     })
     .await;
     // A stat per declared output, before the slot is given back.
@@ -447,6 +448,7 @@ async fn run_in_tree(
         masker: &masker,
         binds: Binds::default(),
         groups,
+        live: spec.live.as_ref(),
     })
     .await;
     let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);

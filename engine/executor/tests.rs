@@ -55,6 +55,7 @@ impl Fixture {
             timeout: None,
             sandbox: true,
             workspace_root: self.ws.clone(),
+            live: None,
         }
     }
 
@@ -608,6 +609,7 @@ fn fake_spec(label: &str, outputs: &[&str]) -> ActionSpec {
         timeout: None,
         sandbox: true,
         workspace_root: PathBuf::from("/nonexistent"),
+        live: None,
     }
 }
 

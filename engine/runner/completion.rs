@@ -17,8 +17,10 @@ impl<E: Executor> Drive<'_, E> {
         self.in_flight -= 1;
         self.settle_services(c.node);
         self.cancels.remove(&c.node);
+        self.tails.remove(&c.node);
         let action = &self.runner.plan.nodes[c.node];
         let label = action.label.to_string();
+        reporter.settled(&label);
         match c.done {
             Done::Ran {
                 result,

@@ -157,10 +157,15 @@ impl<E: Executor> Drive<'_, E> {
         crate::stale::clear_outputs(&runner.rebuilder.out_root, &action.package, &action.outs);
         // The key's JSON is saved with the history, for `flow explain`.
         self.history.key_json(digest, key.to_json());
-        let spec = runner
+        let mut spec = runner
             .rebuilder
             .spec(action, &self.resolved.sources, &deps, secrets);
+        spec.live = reporter.live_tail();
+        if let Some(tail) = &spec.live {
+            self.tails.insert(i, tail.clone());
+        }
         reporter.decided(&label, "ran", Some(&digest));
+        reporter.waiting(&label);
         self.in_flight += 1;
         let (handle, cancel) = Cancel::new();
         self.cancels.insert(i, handle);

@@ -135,6 +135,9 @@ struct Drive<'a, E: Executor> {
     done: mpsc::UnboundedSender<Completion>,
     /// Workers say here which action got its slot (its command starts).
     started: mpsc::UnboundedSender<usize>,
+    /// The live tails of the actions in flight (on a terminal), handed to the reporter when
+    /// an action gets its slot.
+    tails: HashMap<usize, crate::executor::LiveTail>,
     /// Notification nodes, run once every other node settled.
     notifications: Vec<usize>,
     services: Arc<services::ServicePool>,
@@ -193,7 +196,8 @@ impl<E: Executor> Runner<E> {
                 Some(i) = slot_granted.recv() => {
                     // (Unless its completion came first.)
                     if drive.cancels.contains_key(&i) {
-                        reporter.started(&self.plan.nodes[i].label.to_string());
+                        let tail = drive.tails.get(&i).cloned();
+                        reporter.started(&self.plan.nodes[i].label.to_string(), tail);
                     }
                 }
                 Some(c) = rx.recv() => drive.complete(c, reporter),
@@ -267,6 +271,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             history,
             prefetched,
             cancels: HashMap::new(),
+            tails: HashMap::new(),
             slots: Slots::new(jobs),
             in_flight: 0,
             in_flight_limit: jobs * 2,

@@ -7,6 +7,7 @@
 
 mod files;
 mod random;
+mod screen;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::process::{Command, Output};
 
 pub use files::{files_under, wait_for_file};
 pub use random::{env_number, seeded_rng, Rng};
+pub use screen::{Screen, EXIT_MARK};
 pub use status::{label_tags, status_line, summary, summary_counts, tagged, tags};
 
 /// Waits until the ctimes set by now are settled: a test that *ages* files (sets their mtimes

@@ -4,15 +4,20 @@
 //! action, `[RAN] //a:x (1.20s)`, `[CACHED] //a:y`, `[FAILED] //a:z (exit 1, 0.30s)` followed by
 //! the tail of its log, `[FLAKY] //a:t (passed on attempt 2, 0.50s)`, `[SKIPPED] //a:w
 //! (dependency failed)`, then a summary line. On a terminal: the same lines except `[CACHED]`,
-//! above an indicatif progress bar (done/total, cache hits, the running actions and their time).
+//! above the progress rows (`board.rs`: done/total, a row per running action with its time
+//! and last line, the waiting ones counted).
 
-use std::collections::BTreeMap;
+mod board;
+
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
+use crate::executor::LiveTail;
 use crate::reports::{Outcome, Reports};
+use board::Board;
 
 /// Lines of a failed action's log shown under `[FAILED]`.
 pub const LOG_TAIL_LINES: usize = 20;
@@ -43,10 +48,11 @@ pub struct Reporter {
     /// `-q`: only failures, warnings and the summary line.
     quiet: bool,
     bar: Option<ProgressBar>,
+    /// What the progress rows show (drawn by the bar's ticker).
+    board: Arc<Mutex<Board>>,
     total: usize,
     done: usize,
     cached: usize,
-    running: BTreeMap<String, Instant>,
     /// Lines not yet written to stdout (without a progress bar): written by `flush`, which the
     /// runner calls before it waits, so that a line is never held while nothing happens.
     pending: std::cell::RefCell<Vec<u8>>,
@@ -59,25 +65,18 @@ impl Reporter {
     /// `total` is the number of actions (groups excluded).
     pub fn new(total: usize) -> Reporter {
         let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        let bar = interactive.then(|| {
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(100));
-            bar
-        });
+        let board = Arc::new(Mutex::new(Board::default()));
+        let bar = interactive.then(|| board::progress_bar(total, board.clone()));
         Reporter {
             header: None,
             printed: std::cell::Cell::new(0),
             quiet_when_idle: false,
             quiet: false,
             bar,
+            board,
             total,
             done: 0,
             cached: 0,
-            running: BTreeMap::new(),
             pending: std::cell::RefCell::new(Vec::new()),
             reports: std::cell::RefCell::new(None),
         }
@@ -166,39 +165,45 @@ impl Reporter {
         }
     }
 
+    fn board(&self) -> std::sync::MutexGuard<'_, Board> {
+        // The ticker only reads it: a poisoned lock still holds a consistent board.
+        self.board.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn refresh(&self) {
         if let Some(bar) = &self.bar {
+            self.board().cached = self.cached;
             bar.set_position(self.done as u64);
-            let running: Vec<String> = self
-                .running
-                .iter()
-                .take(3)
-                .map(|(l, t)| format!("{l} {:.0}s", t.elapsed().as_secs_f64()))
-                .collect();
-            let more = self.running.len().saturating_sub(3);
-            bar.set_message(format!(
-                "{} cached, running: {}{}",
-                self.cached,
-                running.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            ));
         }
     }
 
-    pub fn started(&mut self, label: &str) {
+    /// A live tail for an action about to run, when there are progress rows to show it in.
+    pub fn live_tail(&self) -> Option<LiveTail> {
+        self.bar.is_some().then(LiveTail::default)
+    }
+
+    /// `label` is staged and waits for a job slot: counted, not listed.
+    pub fn waiting(&mut self, label: &str) {
+        self.board().waiting(label);
+    }
+
+    /// `label`'s command started; `tail` is the live tail its command feeds.
+    pub fn started(&mut self, label: &str, tail: Option<LiveTail>) {
         if let Some(r) = self.reports.get_mut() {
             r.started(label);
         }
-        self.running.insert(label.to_owned(), Instant::now());
+        self.board().running(label, tail);
         self.refresh();
     }
 
+    /// `label` is no longer waiting or running, without an outcome to print (cancelled, or
+    /// never started); the outcomes below do this too.
+    pub fn settled(&mut self, label: &str) {
+        self.board().settled(label);
+    }
+
     fn finished(&mut self, label: &str) {
-        self.running.remove(label);
+        self.settled(label);
         self.done += 1;
         self.refresh();
     }
