@@ -942,3 +942,35 @@ fn hooks_install_over_two_user_hooks() {
         ws.run(&["hooks", "install"]).bad_input(),
     );
 }
+
+/// One misspelt file in a list eight targets share is one error, at the string, with the
+/// targets' uses as related spans and a "did you mean" (issue 18: eight errors, each at a
+/// `srcs = SRCS` use, none at the string).
+#[test]
+fn shared_list_bad_element() {
+    let mut build = String::from("# \"mian.py\" in a comment is not the element.\nSRCS = [\n    \"util.py\",\n    \"mian.py\",\n]\n\n");
+    for i in 0..8 {
+        build.push_str(&format!(
+            "task(name = \"check_{i}\", srcs = SRCS, cmd = \"true\")\n"
+        ));
+    }
+    query_all(
+        "shared_list_bad_element",
+        &[
+            ("app/BUILD", &build),
+            ("app/main.py", ""),
+            ("app/util.py", ""),
+        ],
+    );
+}
+
+/// A list built in a way the element cannot be found in (here, by concatenation) still gives
+/// one error, at the first use, with the other uses related.
+#[test]
+fn shared_list_bad_element_not_found_as_a_string() {
+    let build = "SRCS = [\"ma\" + \"n.py\"]\ntask(name = \"a\", srcs = SRCS, cmd = \"true\")\ntask(name = \"b\", srcs = SRCS, cmd = \"true\")\n";
+    query_all(
+        "shared_list_bad_element_computed",
+        &[("app/BUILD", build), ("app/main.py", "")],
+    );
+}

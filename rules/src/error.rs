@@ -57,6 +57,15 @@ impl SourceSpan {
     }
 }
 
+/// ` (and of `//p:b`)`, ` (and of 3 more targets)`: the other targets an error is about.
+fn and_more(also: &[Label]) -> String {
+    match also {
+        [] => String::new(),
+        [one] => format!(" (and of `{one}`)"),
+        more => format!(" (and of {} more targets)", more.len()),
+    }
+}
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
@@ -119,17 +128,20 @@ pub enum AnalysisErrorKind {
     BadLabel { error: LabelError },
     #[error("duplicate target name `{name}` in package `//{package}`")]
     DuplicateTarget { package: String, name: String },
-    #[error("source file `{path}` of `{label}` does not exist")]
+    #[error("source file `{path}` of `{label}`{more} does not exist", more = and_more(.also))]
     MissingSource {
         label: Label,
         path: String,
         suggestion: Option<String>,
+        /// Other targets with the same bad element (a list they share): one error for all.
+        also: Vec<Label>,
     },
-    #[error("source `{path}` of `{label}` {reason}")]
+    #[error("source `{path}` of `{label}`{more} {reason}", more = and_more(.also))]
     BadSource {
         label: Label,
         path: String,
         reason: String,
+        also: Vec<Label>,
     },
     #[error("output `{path}` of `{label}` {reason}")]
     BadOutput {

@@ -26,6 +26,7 @@ mod interpreter;
 mod loads;
 mod modules;
 mod package;
+mod shared_lists;
 mod source;
 mod starlark_error;
 

@@ -86,7 +86,7 @@ fn evaluate_package(
         eval.extra = Some(&ctx);
         eval.eval_module(file.ast, globals()).map(|_| ())
     });
-    let mut errors = ctx.errors.into_inner();
+    let mut errors = super::shared_lists::merge(ctx.errors.into_inner());
     let declared = ctx
         .build
         .map(|b| b.declared.into_inner())

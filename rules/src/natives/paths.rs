@@ -48,6 +48,7 @@ pub(super) fn check_srcs(
                     label: label.clone(),
                     path: src.clone(),
                     reason: reason.to_owned(),
+                    also: Vec::new(),
                 },
                 Some(at.clone()),
             )
@@ -93,6 +94,7 @@ pub(super) fn check_srcs(
                 label: label.clone(),
                 path: src.clone(),
                 suggestion,
+                also: Vec::new(),
             },
             Some(at),
         ));
