@@ -349,12 +349,7 @@ impl Cli {
             return Ok(patterns.to_vec());
         }
         let start = self.start_dir()?;
-        let ws = crate::workspace::Workspace::discover(&start)?;
-        let here = std::fs::canonicalize(&start).unwrap_or(start);
-        let package = here
-            .strip_prefix(&ws.root)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let package = crate::workspace::Workspace::discover(&start)?.package_of(&start);
         Ok(patterns
             .iter()
             .map(|p| crate::analysis::absolute_pattern(p, &package))

@@ -41,6 +41,15 @@ impl Workspace {
             }
         }
     }
+
+    /// The package path of directory `dir` (`src/app`; `""` at the root or outside): what
+    /// relative patterns (`:name`, `...`) are relative to.
+    pub fn package_of(&self, dir: &Path) -> String {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        dir.strip_prefix(&self.root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// `path` relative to the current directory when it is below it, else absolute.

@@ -56,6 +56,12 @@ fn patterns_are_relative_to_the_package_flow_starts_in() {
     let explain = ws.run_in(&app, &["explain", ":test"]);
     assert_eq!(explain.code, 0, "{}", explain.stderr);
     assert!(explain.stdout.contains("//app:test"), "{}", explain.stdout);
+    // And in a query expression, as Bazel's `query ...` (issue 18's docs test found it).
+    let q = ws.run_in(&app, &["query", "..."]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    assert_eq!(q.stdout, "//app/sub:deep\n//app:lint\n//app:test\n");
+    let q = ws.run_in(&app, &["query", ":lint + sub:deep"]);
+    assert_eq!(q.stdout, "//app/sub:deep\n//app:lint\n", "{}", q.stderr);
     // At the root, `:name` is the root package's.
     let root = ws.run(&["build", ":nothing"]);
     assert_eq!(root.code, 2);

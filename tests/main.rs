@@ -8,6 +8,7 @@ mod ci;
 mod corruption;
 mod crash;
 mod delivery;
+mod docs;
 mod everyday;
 mod example;
 mod failed_outputs;

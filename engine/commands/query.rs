@@ -14,8 +14,9 @@ pub fn run(
     cache_dir: Option<&Path>,
 ) -> Result<i32, Error> {
     // The evaluation snapshot lives in the cache directory (`--cache-dir` included).
-    let (_, graph, _) = load_graph(start, cache_dir)?;
-    let set = query::evaluate(&graph, expr).map_err(|error| Error::Query {
+    let (ws, graph, _) = load_graph(start, cache_dir)?;
+    let package = ws.package_of(start);
+    let set = query::evaluate_in(&graph, expr, &package).map_err(|error| Error::Query {
         expr: expr.to_owned(),
         error,
     })?;

@@ -77,7 +77,16 @@ impl std::error::Error for QueryError {}
 
 /// Parses and evaluates `expr`: the indices (into `graph.targets()`) of the targets it denotes.
 pub fn evaluate(graph: &TargetGraph, expr: &str) -> Result<BTreeSet<usize>, QueryError> {
-    let parsed = parser::parse(expr)?;
+    evaluate_in(graph, expr, "")
+}
+
+/// `evaluate`, with relative patterns relative to `package` (the one flow started in).
+pub fn evaluate_in(
+    graph: &TargetGraph,
+    expr: &str,
+    package: &str,
+) -> Result<BTreeSet<usize>, QueryError> {
+    let parsed = parser::parse(expr, package)?;
     eval::eval(graph, &parsed)
 }
 

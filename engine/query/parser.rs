@@ -173,11 +173,13 @@ enum Arg {
     AttrName(&'static str),
 }
 
-/// Parses a whole query expression.
-pub fn parse(input: &str) -> Result<Expr, QueryError> {
+/// Parses a whole query expression; relative patterns (`:name`, `...`, `sub/...`) are
+/// relative to `package` (the one flow started in), as on the command line.
+pub fn parse(input: &str, package: &str) -> Result<Expr, QueryError> {
     let mut parser = Parser {
         tokens: lex(input)?,
         pos: 0,
+        package: package.to_owned(),
     };
     let expr = parser.expr(None)?;
     let next = parser.peek();
@@ -196,6 +198,7 @@ pub fn parse(input: &str) -> Result<Expr, QueryError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    package: String,
 }
 
 impl Parser {
@@ -238,7 +241,7 @@ impl Parser {
                 if !quoted && self.peek().kind == TokenKind::LParen {
                     return self.call(&text, token.span);
                 }
-                pattern(&text, quoted, token.span)
+                pattern(&text, quoted, token.span, &self.package)
             }
             _ => {
                 let after = after.map(|a| format!(" after `{a}`")).unwrap_or_default();
@@ -507,9 +510,17 @@ fn depth(arg: Option<Arg>) -> Option<usize> {
 }
 
 /// A target pattern written at `span`; syntax errors point inside the word.
-fn pattern(text: &str, quoted: bool, span: Span) -> Result<Expr, QueryError> {
+fn pattern(text: &str, quoted: bool, span: Span, package: &str) -> Result<Expr, QueryError> {
     let start = span.start + usize::from(quoted);
     TargetPattern::parse(text)
+        .or_else(|e| {
+            // Relative to the package: the absolute form, but errors point into `text`.
+            let absolute = crate::analysis::absolute_pattern(text, package);
+            match absolute != text {
+                true => TargetPattern::parse(&absolute).map_err(|_| e),
+                false => Err(e),
+            }
+        })
         .map(|pattern| Expr::Pattern { pattern, span })
         .map_err(|e| {
             let offset = start + e.offset;
