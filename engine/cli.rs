@@ -131,8 +131,7 @@ pub enum Command {
     /// restore it, or run it) and which inputs changed; with a pattern or several targets, one
     /// line per action of `flow build` of the same arguments
     Explain {
-        /// The target, e.g. `//app:test`, or target patterns as for `build`
-        #[arg(required = true)]
+        /// The target, e.g. `//app:test`, or target patterns as for `build`; default `//...`
         patterns: Vec<String>,
     },
     /// Inspect or trim the cache
@@ -356,6 +355,14 @@ impl Cli {
             .collect())
     }
 
+    /// `absolute_patterns`, or `//...` for none (as `flow build` defaults).
+    fn absolute_patterns_or_all(&self, patterns: &[String]) -> Result<Vec<String>, Error> {
+        match patterns.is_empty() {
+            true => Ok(vec!["//...".to_owned()]),
+            false => self.absolute_patterns(patterns),
+        }
+    }
+
     /// How `build` and `watch` open their session.
     fn session(&self, jobs: Option<u16>, keep_going: bool) -> crate::session::SessionArgs<'_> {
         crate::session::SessionArgs {
@@ -385,12 +392,10 @@ impl Cli {
                 patterns,
                 dry_run: true,
                 ..
-            } => crate::commands::explain::run(
+            }
+            | Command::Explain { patterns } => crate::commands::explain::run(
                 &self.start_dir()?,
-                &match patterns.is_empty() {
-                    true => vec!["//...".to_owned()],
-                    false => self.absolute_patterns(patterns)?,
-                },
+                &self.absolute_patterns_or_all(patterns)?,
                 self.cache_dir.as_deref(),
             ),
             Command::Build {
@@ -457,13 +462,9 @@ impl Cli {
                 },
             ),
             Command::Log { label } => {
+                let label = &self.absolute_patterns(std::slice::from_ref(label))?[0];
                 crate::commands::log::run(&self.start_dir()?, label, self.cache_dir.as_deref())
             }
-            Command::Explain { patterns } => crate::commands::explain::run(
-                &self.start_dir()?,
-                &self.absolute_patterns(patterns)?,
-                self.cache_dir.as_deref(),
-            ),
             Command::Cache { command } => match command {
                 CacheCommand::Stats => {
                     crate::commands::cache::stats(&self.start_dir()?, self.cache_dir.as_deref())

@@ -59,9 +59,9 @@ fn patterns_are_relative_to_the_package_flow_starts_in() {
     // And in a query expression, as Bazel's `query ...` (issue 18's docs test found it).
     let q = ws.run_in(&app, &["query", "..."]);
     assert_eq!(q.code, 0, "{}", q.stderr);
-    assert_eq!(q.stdout, "//app/sub:deep\n//app:lint\n//app:test\n");
+    assert_eq!(q.stdout, "//app:lint\n//app:test\n//app/sub:deep\n");
     let q = ws.run_in(&app, &["query", ":lint + sub:deep"]);
-    assert_eq!(q.stdout, "//app/sub:deep\n//app:lint\n", "{}", q.stderr);
+    assert_eq!(q.stdout, "//app:lint\n//app/sub:deep\n", "{}", q.stderr);
     // At the root, `:name` is the root package's.
     let root = ws.run(&["build", ":nothing"]);
     assert_eq!(root.code, 2);
@@ -140,6 +140,29 @@ fn a_new_workspace_builds_nothing_and_says_so() {
     );
     // A pattern that names something still must match it.
     assert_eq!(ws.run(&["build", "//a:b"]).code, 2);
+    // `flow explain` (no pattern: `//...`, as `flow build`) and `--dry-run` say so too, rather
+    // than nothing (adversarial run).
+    for args in [&["explain"][..], &["build", "--dry-run"][..]] {
+        let run = ws.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert_eq!(
+            run.stdout,
+            "flow: the workspace has no target yet (declare some in a `BUILD` file: \
+             docs/build-language.md)\n",
+            "{args:?}"
+        );
+    }
+}
+
+/// `flow log :name` inside a package is that package's target (adversarial run: the label was
+/// refused as relative).
+#[test]
+fn log_takes_a_label_relative_to_the_package() {
+    let ws = Ws::new().file("app/BUILD", "task(name = \"a\", cmd = \"echo from-a\")\n");
+    assert_eq!(ws.run(&["build", "//app:a"]).code, 0);
+    let log = ws.run_in(&ws.path().join("app"), &["log", ":a"]);
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    assert_eq!(log.stdout, "from-a\n");
 }
 
 /// `flow log` of a group replays the last run of each action it stands for (issue 18: it said

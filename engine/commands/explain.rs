@@ -66,7 +66,10 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
             .filter_map(|l| Some((Label::parse(l, None).ok()?, Verdict::Carried)))
             .collect(),
         Start::Interrupted => return Ok(130),
-        Start::Nothing(_) => Vec::new(),
+        Start::Nothing(why) => {
+            println!("flow: {why}");
+            return Ok(0);
+        }
         Start::Plan(prepared) => {
             let ready = session.resolve(prepared)?;
             let rebuilder = session.rebuilder(ready.hasher.clone())?;
