@@ -660,3 +660,29 @@ fn flow_run_ends_its_program_on_sigterm_and_other_edges() {
         test.stdout
     );
 }
+
+/// An exclusion removes a target from the selection, not from the graph: `py_test`'s group
+/// still needs the excluded version, as in Bazel, and leaving the group out too drops it (what
+/// docs/build-language.md says; the adversarial run took the first for a bug).
+#[test]
+fn an_excluded_version_still_runs_for_its_selected_group() {
+    let ws = Ws::bare()
+        .file("flow.toml", "[vars]\npython_versions = [\"3.11\", \"3.12\"]\n")
+        .file(
+            "pkg/BUILD",
+            "load(\"@flow//rules:python.star\", \"py_test\")\npy_test(name = \"test\", srcs = [\"test_a.py\"])\n",
+        )
+        .file("pkg/test_a.py", "");
+    let dry = |args: &[&str]| {
+        let mut all = vec!["build", "--dry-run", "--"];
+        all.extend_from_slice(args);
+        let run = ws.run(&all);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout
+    };
+    let with_group = dry(&["//pkg/...", "-//pkg:test_py3_12"]);
+    assert!(with_group.contains("//pkg:test_py3_12"), "{with_group}");
+    let without = dry(&["//pkg/...", "-//pkg:test", "-//pkg:test_py3_12"]);
+    assert!(!without.contains("//pkg:test_py3_12"), "{without}");
+    assert!(without.contains("//pkg:test_py3_11"), "{without}");
+}
