@@ -532,6 +532,44 @@ fn flow_test_builds_the_tests_and_sums_them_up() {
     );
 }
 
+/// Each line of `flow test`'s summary says what happened to that target: a malformed JUnit
+/// report is named with why (it was hidden), a test skipped for a failed dependency says so (it
+/// said "no JUnit"), a test without a JUnit output says whether it passed, and one error is
+/// not "1 errors" (adversarial run).
+#[test]
+fn flow_test_says_what_happened_to_each_test() {
+    let ws = Ws::new()
+        .file("t/broken.xml.in", "<testsuite name=\"s\"><testcase name=\"a\">")
+        .file(
+            "t/one_error.xml.in",
+            "<testsuite name=\"s\"><testcase name=\"a\"><error message=\"boom\"/></testcase></testsuite>",
+        )
+        .file(
+            "t/BUILD",
+            "task(name = \"broken\", srcs = [\"broken.xml.in\"], outs = [\"broken.xml\"], tags = [\"test\"], cmd = \"cp broken.xml.in broken.xml\")\n\
+             task(name = \"one_error\", srcs = [\"one_error.xml.in\"], outs = [\"e.xml\"], tags = [\"test\"], cmd = \"cp one_error.xml.in e.xml; exit 1\")\n\
+             task(name = \"gen\", cmd = \"exit 3\")\n\
+             task(name = \"after_gen\", deps = [\":gen\"], outs = [\"a.xml\"], tags = [\"test\"], cmd = \"true\")\n\
+             task(name = \"plain\", tags = [\"test\"], cmd = \"true\")\n",
+        );
+    let run = ws.run(&["test"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let summary: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("flow test:"))
+        .collect();
+    assert_eq!(summary.len(), 5, "{}", run.stdout);
+    assert_eq!(summary[1], "  //t:after_gen  skipped: dependency failed");
+    assert!(
+        summary[2].starts_with("  //t:broken  passed (`broken.xml` is not valid JUnit XML: "),
+        "{}",
+        summary[2]
+    );
+    assert_eq!(summary[3], "  //t:one_error  0 passed, 1 error");
+    assert_eq!(summary[4], "  //t:plain  passed (no JUnit report)");
+}
+
 /// `flow run LABEL -- COMMAND`: builds the target, then runs a program it provides in the
 /// current directory, its directory output's `bin/` first on `PATH`; without a command, its
 /// executable output. The program's output is its own (the build's lines go to stderr), and so

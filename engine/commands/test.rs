@@ -4,8 +4,10 @@
 //! (passed, failed, errors, skipped), kept from a failed run too.
 //!
 //! The build is `flow build -k` of those targets (the same lines, the same cache); the summary
-//! reads their JUnit outputs under `flow-out/` (`reports/found.rs`).
+//! reads their JUnit outputs under `flow-out/` (`reports/found.rs`) and, for a target without
+//! one, says how it ended, from the build's own events stream (`reports/events.rs`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use flow_rules::{Label, TargetKind};
@@ -58,28 +60,64 @@ pub fn run(
         .iter()
         .map(|&i| graph.target(i).label.to_string())
         .collect();
-    let code = crate::commands::build::run(
-        &ws.root,
-        crate::commands::build::BuildArgs::of_labels(
-            &labels,
-            SessionArgs {
-                cache_dir: Some(&cache_dir),
-                jobs,
-                keep_going: true,
-            },
-        ),
-    )?;
+    // How each target ended, from the events stream of its build (a scratch file).
+    let tmp = cache_dir.join("tmp");
+    let _ = std::fs::create_dir_all(&tmp);
+    let events = tempfile::Builder::new()
+        .prefix(".flow-test-events")
+        .tempfile_in(&tmp)
+        .map_err(|e| Error::Io {
+            path: tmp.clone(),
+            action: "create a file in",
+            error: e.to_string(),
+        })?;
+    let mut args = crate::commands::build::BuildArgs::of_labels(
+        &labels,
+        SessionArgs {
+            cache_dir: Some(&cache_dir),
+            jobs,
+            keep_going: true,
+        },
+    );
+    args.reports.events = Some(events.path().to_path_buf());
+    let code = crate::commands::build::run(&ws.root, args)?;
+    let ended = outcomes(events.path());
     let out_root = crate::session::out_root(&ws.root);
     println!();
     println!("flow test: {} test target(s)", labels.len());
     for &i in &tests {
-        println!("{}", summary_line(&graph, i, &out_root));
+        let t = graph.target(i);
+        let ended = ended.get(&t.label.to_string());
+        println!("{}", summary_line(&graph, i, &out_root, ended));
     }
     Ok(code)
 }
 
-/// `//calc:test_py3_11  Python 3.11  2 passed, 1 failed` for target `i`.
-fn summary_line(graph: &TargetGraph, i: usize, out_root: &Path) -> String {
+/// How an action ended: the `outcome` of its `finished` event, and its `why`.
+type Ended = (String, Option<String>);
+
+/// The `finished` events of an events stream, by label.
+fn outcomes(events: &Path) -> HashMap<String, Ended> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["event"] != "finished" {
+            continue;
+        }
+        if let (Some(label), Some(outcome)) = (v["label"].as_str(), v["outcome"].as_str()) {
+            let why = v["why"].as_str().map(str::to_owned);
+            out.insert(label.to_owned(), (outcome.to_owned(), why));
+        }
+    }
+    out
+}
+
+/// `//calc:test_py3_11  Python 3.11  2 passed, 1 failed` for target `i`, which ended as
+/// `ended` says (`None`: it never started).
+fn summary_line(graph: &TargetGraph, i: usize, out_root: &Path, ended: Option<&Ended>) -> String {
     let t = graph.target(i);
     let python = t
         .tools
@@ -87,20 +125,51 @@ fn summary_line(graph: &TargetGraph, i: usize, out_root: &Path) -> String {
         .find_map(|tool| tool.strip_prefix("python"))
         .filter(|v| !v.is_empty())
         .map_or(String::new(), |v| format!("  Python {v}"));
-    let counts = junit_counts(&t.label, &t.outs, out_root);
+    let outcome = ended.map(|(o, _)| o.as_str());
+    let counts = match outcome {
+        // Its JUnit output would be an earlier run's (or none): say why it did not run.
+        Some("skipped") => format!(
+            "skipped: {}",
+            ended
+                .and_then(|(_, why)| why.as_deref())
+                .unwrap_or("not run")
+        ),
+        None => "not run (the build stopped first)".to_owned(),
+        Some(outcome) => junit_counts(&t.label, &t.outs, out_root)
+            .unwrap_or_else(|why| format!("{} ({why})", without_junit(outcome))),
+    };
     format!("  {}{python}  {counts}", t.label)
 }
 
-/// The counts of a target's JUnit outputs under the output root, or why there are none.
-fn junit_counts(label: &Label, outs: &[String], out_root: &Path) -> String {
+/// What a test without test cases to count did, from its outcome.
+fn without_junit(outcome: &str) -> &'static str {
+    match outcome {
+        "failed" => "failed",
+        "flaky" => "passed after a retry",
+        _ => "passed",
+    }
+}
+
+/// The counts of a target's JUnit outputs under the output root; `Err` says why there are none
+/// to count (no JUnit output, or one that cannot be read: the reason is shown, never hidden).
+fn junit_counts(label: &Label, outs: &[String], out_root: &Path) -> Result<String, String> {
     let (mut passed, mut failed, mut errors, mut skipped, mut files) = (0, 0, 0, 0, 0);
+    let mut unreadable = Vec::new();
     for out in outs.iter().filter(|o| o.ends_with(".xml")) {
         let path = out_root.join(crate::expand::join_path(label.package(), out));
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
-        let Ok(Some(suites)) = parse_junit(&bytes) else {
-            continue;
+        let suites = match parse_junit(&bytes) {
+            Ok(Some(suites)) => suites,
+            Ok(None) => {
+                unreadable.push(format!("`{out}` is not JUnit XML"));
+                continue;
+            }
+            Err(e) => {
+                unreadable.push(format!("`{out}` is not valid JUnit XML: {e}"));
+                continue;
+            }
         };
         files += 1;
         for case in suites.iter().flat_map(|s| &s.cases) {
@@ -113,13 +182,24 @@ fn junit_counts(label: &Label, outs: &[String], out_root: &Path) -> String {
         }
     }
     if files == 0 {
-        return "no JUnit report (see its line above)".to_owned();
+        return Err(match unreadable.is_empty() {
+            true => "no JUnit report".to_owned(),
+            false => unreadable.join("; "),
+        });
     }
     let mut parts = vec![format!("{passed} passed")];
-    for (n, what) in [(failed, "failed"), (errors, "errors"), (skipped, "skipped")] {
+    let error_word = if errors == 1 { "error" } else { "errors" };
+    for (n, what) in [
+        (failed, "failed"),
+        (errors, error_word),
+        (skipped, "skipped"),
+    ] {
         if n > 0 {
             parts.push(format!("{n} {what}"));
         }
     }
-    parts.join(", ")
+    if !unreadable.is_empty() {
+        parts.push(format!("and {}", unreadable.join("; ")));
+    }
+    Ok(parts.join(", "))
 }
