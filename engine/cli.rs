@@ -197,7 +197,8 @@ pub enum Command {
     Run {
         /// The target, e.g. `//:dev_tools_py3_11`
         label: String,
-        /// The program and its arguments (default: the target's executable output)
+        /// The program and its arguments; for a target whose one output is an executable file,
+        /// its arguments
         #[arg(last = true)]
         command: Vec<String>,
     },

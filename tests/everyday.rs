@@ -579,7 +579,7 @@ fn flow_run_runs_a_program_a_target_provides() {
     let ws = Ws::new().file(
         "t/BUILD",
         "task(name = \"tools\", outs = [\"kit/\"], cmd = \"mkdir -p kit/bin && printf '#!/bin/sh\\\\necho hello from kit in $$(basename $$PWD) $$@\\\\nexit 3\\\\n' > kit/bin/hello && chmod +x kit/bin/hello\")\n\
-         task(name = \"script\", outs = [\"run.sh\"], cmd = \"printf '#!/bin/sh\\\\necho script ran\\\\n' > run.sh && chmod +x run.sh\")\n",
+         task(name = \"script\", outs = [\"run.sh\"], cmd = \"printf '#!/bin/sh\\\\necho script ran$${1:+ with $$# args: $$*}\\\\n' > run.sh && chmod +x run.sh\")\n",
     )
     .file("somewhere/x.txt", "x\n");
     let here = ws.path().join("somewhere");
@@ -593,6 +593,15 @@ fn flow_run_runs_a_program_a_target_provides() {
     );
     let script = ws.run(&["run", "//t:script"]);
     assert_eq!((script.code, script.stdout.as_str()), (0, "script ran\n"));
+    // A target that is one executable file is the program: the words after `--` are its
+    // arguments, as with `bazel run` (adversarial run: they were taken for the command).
+    let args = ws.run(&["run", "//t:script", "--", "--flag", "x y"]);
+    assert_eq!(
+        (args.code, args.stdout.as_str()),
+        (0, "script ran with 2 args: --flag x y\n"),
+        "{}",
+        args.stderr
+    );
     let missing = ws.run(&["run", "//t:tools", "--", "no-such-program"]);
     assert_eq!(missing.code, 127, "as a shell says a program is not found");
     assert!(
@@ -646,7 +655,6 @@ fn flow_run_ends_its_program_on_sigterm_and_other_edges() {
     let mut flow = Command::new(flow_bin())
         .current_dir(ws.path())
         .args(["run", "//t:sleeper", "--"])
-        .arg(ws.path().join("flow-out/t/s.sh"))
         .arg(&pid_file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -6,8 +6,10 @@
 //! program's stdout is its own). Then the program runs with the target's outputs first on
 //! `PATH` (a directory output's `bin/` and the directory itself, an executable file output's
 //! directory) and its directory outputs first on `PYTHONPATH` (a `py_requirements` install is
-//! a `pip install --target` directory). Without a command, the target's single executable file
-//! output is run. The exit code is the program's (128 + N when killed by signal N).
+//! a `pip install --target` directory). A target whose outputs are one executable file (and no
+//! directory) is the program: the words after `--` are its arguments, as with `bazel run`;
+//! otherwise they are the command. The exit code is the program's (128 + N when killed by
+//! signal N).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -67,27 +69,30 @@ pub fn run(
             path_dirs.push(parent.to_path_buf());
         }
     }
-    let program: Vec<String> = match command {
-        [] => {
-            let executables: Vec<&PathBuf> = outputs
-                .iter()
-                .filter(|(p, dir)| !dir && is_executable(p))
-                .map(|(p, _)| p)
-                .collect();
-            match executables.as_slice() {
-                [one] => vec![one.display().to_string()],
-                _ => {
-                    return Err(Error::Usage {
-                        message: format!(
-                            "`{label}` has {} executable file output(s): say what to run",
-                            executables.len()
-                        ),
-                        help: Some(format!("flow run {label} -- COMMAND ARGS...")),
-                    })
-                }
-            }
+    let executables: Vec<&PathBuf> = outputs
+        .iter()
+        .filter(|(p, dir)| !dir && is_executable(p))
+        .map(|(p, _)| p)
+        .collect();
+    let has_dirs = outputs.iter().any(|(_, dir)| *dir);
+    let program: Vec<String> = match (executables.as_slice(), has_dirs, command) {
+        // The target is the program; the words after `--` are its arguments.
+        ([one], false, args) => {
+            let mut p = vec![one.display().to_string()];
+            p.extend(args.iter().cloned());
+            p
         }
-        _ => command.to_vec(),
+        (_, _, []) => {
+            return Err(Error::Usage {
+                message: format!(
+                    "`{label}` has {} executable file output(s){}: say what to run",
+                    executables.len(),
+                    if has_dirs { " and a directory" } else { "" }
+                ),
+                help: Some(format!("flow run {label} -- COMMAND ARGS...")),
+            })
+        }
+        (_, _, command) => command.to_vec(),
     };
     // (An empty or unset old value adds nothing: a trailing `:` would mean the current
     // directory.)
