@@ -128,3 +128,25 @@ fn the_watch_screen_ends_with_the_current_state() {
     screen.keys("C-c");
     screen.wait_for(WAIT, |s| s.contains(EXIT_MARK));
 }
+
+/// With stdout a file and stderr the terminal, the progress rows are drawn on the terminal and
+/// the status lines, `[CACHED]` ones included, go to the file, where a log wants them (they
+/// went to the terminal, above the rows).
+#[test]
+fn status_lines_follow_stdout_when_only_stderr_is_a_terminal() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"a\", cmd = \"sleep 0.5\")\ntask(name = \"b\", cmd = \"true\")\n",
+    );
+    ws.run(&["build", "//p:b"]).ok();
+    let Some(screen) = Screen::start(ws.path(), &flow("build //p:all > log.txt"), 100, 30) else {
+        return;
+    };
+    let end = screen.wait_for(WAIT, |s| s.contains(EXIT_MARK));
+    assert!(end.contains(&format!("{EXIT_MARK}0]")), "{end}");
+    assert!(!end.contains("[RAN]"), "{end}");
+    let log = std::fs::read_to_string(ws.path().join("log.txt")).unwrap();
+    assert!(log.contains("[RAN] //p:a"), "{log}");
+    assert!(log.contains("[CACHED] //p:b"), "{log}");
+    assert!(log.contains("flow: ok: 1 ran, 1 cached"), "{log}");
+}

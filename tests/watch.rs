@@ -653,3 +653,42 @@ fn the_last_line_on_screen_is_the_current_state() {
     );
     assert_eq!(w.stop(), 130);
 }
+
+/// `flow watch | head -1`: once the reader is gone, the next cycle's output finds the pipe
+/// broken and watch ends with 141, as a process killed by SIGPIPE (adversarial run: it watched
+/// on forever, printing into nothing).
+#[test]
+fn watch_ends_when_its_reader_goes_away() {
+    let ws = fixture();
+    let mut child = Command::new(flow_bin())
+        .args(["-C"])
+        .arg(ws.path())
+        .args(["watch", "--debounce", "30"])
+        .env_remove("FLOW_CACHE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the first line, as `head -1` does, then go away.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("flow watch: initial build"), "{first}");
+    drop(out);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut n = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flow watch printed on into nothing"
+        );
+        // Edits make cycles, and cycles print.
+        n += 1;
+        ws.write("a/a.txt", format!("edit {n}\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(141));
+}

@@ -48,6 +48,7 @@ pub struct Reporter {
     /// `-q`: only failures, warnings and the summary line.
     quiet: bool,
     bar: Option<ProgressBar>,
+    stdout_is_terminal: bool,
     /// What the progress rows show (drawn by the bar's ticker).
     board: Arc<Mutex<Board>>,
     total: usize,
@@ -73,6 +74,7 @@ impl Reporter {
             quiet_when_idle: false,
             quiet: false,
             bar,
+            stdout_is_terminal: std::io::stdout().is_terminal(),
             board,
             total,
             done: 0,
@@ -145,8 +147,10 @@ impl Reporter {
 
     fn raw_line(&self, text: &str) {
         match &self.bar {
-            Some(bar) => bar.println(text),
-            None => {
+            // Above the progress rows, when stdout is that terminal too; otherwise stdout is a
+            // file or a pipe (`flow build | tee log`), where the lines belong.
+            Some(bar) if self.stdout_is_terminal => bar.println(text),
+            _ => {
                 let mut pending = self.pending.borrow_mut();
                 pending.extend_from_slice(text.as_bytes());
                 pending.push(b'\n');
@@ -158,9 +162,7 @@ impl Reporter {
     pub fn flush(&self) {
         let mut pending = self.pending.borrow_mut();
         if !pending.is_empty() {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&pending);
-            let _ = out.flush();
+            write_stdout(&pending);
             pending.clear();
         }
     }
@@ -175,6 +177,12 @@ impl Reporter {
             self.board().cached = self.cached;
             bar.set_position(self.done as u64);
         }
+    }
+
+    /// Whether the status lines go to a terminal with progress rows, where `[CACHED]` lines
+    /// are left out (the rows count them).
+    fn lines_on_terminal(&self) -> bool {
+        self.bar.is_some() && self.stdout_is_terminal
     }
 
     /// A live tail for an action about to run, when there are progress rows to show it in.
@@ -218,7 +226,7 @@ impl Reporter {
         self.finished(label);
         self.report(label, Outcome::Cached, Duration::ZERO, b"");
         self.cached += 1;
-        if self.bar.is_none() {
+        if !self.lines_on_terminal() {
             self.status(&format!("[CACHED] {label}"));
         }
     }
@@ -230,7 +238,7 @@ impl Reporter {
         for l in labels {
             self.report(l, Outcome::Cached, Duration::ZERO, b"");
         }
-        if self.bar.is_some() || labels.is_empty() {
+        if self.lines_on_terminal() || labels.is_empty() {
             return;
         }
         for l in labels {
@@ -352,6 +360,30 @@ impl Drop for Reporter {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+/// Set once a write to stdout failed because its reader went away (`flow watch | head`).
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stdout's reader went away: a command that would print on forever (`flow watch`)
+/// then ends (exit 141, as a process killed by SIGPIPE), at a point where that is safe.
+pub fn stdout_gone() -> bool {
+    STDOUT_GONE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes `bytes` to stdout; a broken pipe is remembered (`stdout_gone`), never a panic.
+pub fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// `write_stdout` of `text` and a newline.
+pub fn print_line(text: &str) {
+    write_stdout(format!("{text}\n").as_bytes());
 }
 
 fn secs(d: Duration) -> String {

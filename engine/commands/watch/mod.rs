@@ -232,7 +232,7 @@ impl Watcher<'_> {
                         self.profile.mark("watch: analysed");
                         need_analysis = false;
                         if failing {
-                            println!("flow watch: the error is fixed");
+                            crate::reporter::print_line("flow watch: the error is fixed");
                             failing = false;
                         }
                         let after = self.labels();
@@ -240,10 +240,16 @@ impl Watcher<'_> {
                             let added: Vec<&String> = after.difference(&before).collect();
                             let removed: Vec<&String> = before.difference(&after).collect();
                             if !added.is_empty() {
-                                println!("flow watch: new targets: {}", join(&added));
+                                crate::reporter::print_line(&format!(
+                                    "flow watch: new targets: {}",
+                                    join(&added)
+                                ));
                             }
                             if !removed.is_empty() {
-                                println!("flow watch: removed targets: {}", join(&removed));
+                                crate::reporter::print_line(&format!(
+                                    "flow watch: removed targets: {}",
+                                    join(&removed)
+                                ));
                             }
                         }
                     }
@@ -288,11 +294,16 @@ impl Watcher<'_> {
             };
             first = false;
             if self.args.clear && std::io::stdout().is_terminal() {
-                print!("\x1b[2J\x1b[H");
+                crate::reporter::write_stdout(b"\x1b[2J\x1b[H");
             }
             let (summary_interrupted, superseded_by) = self.cycle(header, events, sigint).await;
             if summary_interrupted {
                 return 130;
+            }
+            // Nobody reads what it prints any more (`flow watch | head`): end, as a process
+            // killed by SIGPIPE would, between cycles.
+            if crate::reporter::stdout_gone() {
+                return 141;
             }
             match superseded_by {
                 Some(b) => pending = b,
