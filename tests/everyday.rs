@@ -732,3 +732,22 @@ fn an_excluded_version_still_runs_for_its_selected_group() {
     assert!(!without.contains("//pkg:test_py3_12"), "{without}");
     assert!(without.contains("//pkg:test_py3_11"), "{without}");
 }
+
+/// `flow log`'s header says a run `timed out` in words, not the stored `timedout`
+/// (adversarial run).
+#[test]
+fn the_log_header_of_a_timeout_is_in_words() {
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"slow\", cmd = \"echo started; sleep 30\", timeout = \"1s\")\n",
+    );
+    assert_eq!(ws.run(&["build", "//p:slow"]).code, 1);
+    let log = ws.run(&["log", "//p:slow"]);
+    assert!(
+        log.stderr
+            .starts_with("flow: last run of //p:slow: timed out ("),
+        "{}",
+        log.stderr
+    );
+    assert_eq!(log.stdout, "started\n");
+}

@@ -41,6 +41,14 @@ impl Outcome {
         }
     }
 
+    /// The outcome as a message says it: `timed out`, the others as stored.
+    pub fn words(self) -> &'static str {
+        match self {
+            Outcome::TimedOut => "timed out",
+            other => other.as_str(),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }

@@ -281,7 +281,7 @@ fn explain_change(
             println!(
                 "{indent}its last run {}{exit}, {same}; `flow log {label}` shows it",
                 match last.outcome {
-                    flow_cache::Outcome::TimedOut => "timed out",
+                    flow_cache::Outcome::TimedOut => last.outcome.words(),
                     _ => "failed",
                 }
             );

@@ -105,7 +105,7 @@ fn replay(
 ) -> Result<(), flow_cache::CacheError> {
     eprintln!(
         "flow: last run of {label}: {} ({:.2}s, key {})",
-        run.outcome.as_str(),
+        run.outcome.words(),
         run.duration_ms as f64 / 1000.0,
         &run.key.to_string()[..12]
     );
