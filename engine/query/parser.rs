@@ -514,9 +514,11 @@ fn pattern(text: &str, quoted: bool, span: Span, package: &str) -> Result<Expr, 
     let start = span.start + usize::from(quoted);
     TargetPattern::parse(text)
         .or_else(|e| {
-            // Relative to the package: the absolute form, but errors point into `text`.
+            // Relative to the package (`:name`, `sub:name`, `...`, `sub/...`): the absolute
+            // form, but errors point into `text`. A bare word (`deps`) keeps its error and hint.
+            let relative = text.contains(':') || text == "..." || text.ends_with("/...");
             let absolute = crate::analysis::absolute_pattern(text, package);
-            match absolute != text {
+            match relative && absolute != text {
                 true => TargetPattern::parse(&absolute).map_err(|_| e),
                 false => Err(e),
             }
