@@ -56,44 +56,11 @@ pub fn run(
             (out_root.join(rel), o.ends_with('/'))
         })
         .collect();
-    let mut path_dirs: Vec<PathBuf> = Vec::new();
-    let mut python_dirs: Vec<PathBuf> = Vec::new();
-    for (path, dir) in &outputs {
-        if *dir {
-            if path.join("bin").is_dir() {
-                path_dirs.push(path.join("bin"));
-            }
-            path_dirs.push(path.clone());
-            python_dirs.push(path.clone());
-        } else if let Some(parent) = path.parent() {
-            path_dirs.push(parent.to_path_buf());
-        }
-    }
-    let executables: Vec<&PathBuf> = outputs
-        .iter()
-        .filter(|(p, dir)| !dir && is_executable(p))
-        .map(|(p, _)| p)
-        .collect();
-    let has_dirs = outputs.iter().any(|(_, dir)| *dir);
-    let program: Vec<String> = match (executables.as_slice(), has_dirs, command) {
-        // The target is the program; the words after `--` are its arguments.
-        ([one], false, args) => {
-            let mut p = vec![one.display().to_string()];
-            p.extend(args.iter().cloned());
-            p
-        }
-        (_, _, []) => {
-            return Err(Error::Usage {
-                message: format!(
-                    "`{label}` has {} executable file output(s){}: say what to run",
-                    executables.len(),
-                    if has_dirs { " and a directory" } else { "" }
-                ),
-                help: Some(format!("flow run {label} -- COMMAND ARGS...")),
-            })
-        }
-        (_, _, command) => command.to_vec(),
-    };
+    let ToRun {
+        program,
+        path_dirs,
+        python_dirs,
+    } = what_to_run(&label, &outputs, command)?;
     // (An empty or unset old value adds nothing: a trailing `:` would mean the current
     // directory.)
     let joined = |dirs: &[PathBuf], old: Option<std::ffi::OsString>| {
@@ -177,6 +144,66 @@ pub fn run(
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     })
+}
+
+
+/// The program and its arguments, and the directories first on `PATH` and `PYTHONPATH`, for a
+/// target with `outputs` (path, is a directory) and the words after `--`.
+fn what_to_run(
+    label: &flow_rules::Label,
+    outputs: &[(PathBuf, bool)],
+    command: &[String],
+) -> Result<ToRun, Error> {
+    let mut path_dirs: Vec<PathBuf> = Vec::new();
+    let mut python_dirs: Vec<PathBuf> = Vec::new();
+    for (path, dir) in outputs {
+        if *dir {
+            if path.join("bin").is_dir() {
+                path_dirs.push(path.join("bin"));
+            }
+            path_dirs.push(path.clone());
+            python_dirs.push(path.clone());
+        } else if let Some(parent) = path.parent() {
+            path_dirs.push(parent.to_path_buf());
+        }
+    }
+    let executables: Vec<&PathBuf> = outputs
+        .iter()
+        .filter(|(p, dir)| !dir && is_executable(p))
+        .map(|(p, _)| p)
+        .collect();
+    let has_dirs = outputs.iter().any(|(_, dir)| *dir);
+    let program: Vec<String> = match (executables.as_slice(), has_dirs, command) {
+        // The target is the program; the words after `--` are its arguments.
+        ([one], false, args) => {
+            let mut p = vec![one.display().to_string()];
+            p.extend(args.iter().cloned());
+            p
+        }
+        (_, _, []) => {
+            return Err(Error::Usage {
+                message: format!(
+                    "`{label}` has {} executable file output(s){}: say what to run",
+                    executables.len(),
+                    if has_dirs { " and a directory" } else { "" }
+                ),
+                help: Some(format!("flow run {label} -- COMMAND ARGS...")),
+            })
+        }
+        (_, _, command) => command.to_vec(),
+    };
+    Ok(ToRun {
+        program,
+        path_dirs,
+        python_dirs,
+    })
+}
+
+/// What `flow run` runs, and with which search paths.
+struct ToRun {
+    program: Vec<String>,
+    path_dirs: Vec<PathBuf>,
+    python_dirs: Vec<PathBuf>,
 }
 
 fn is_executable(path: &Path) -> bool {
