@@ -146,7 +146,6 @@ pub fn run(
     })
 }
 
-
 /// The program and its arguments, and the directories first on `PATH` and `PYTHONPATH`, for a
 /// target with `outputs` (path, is a directory) and the words after `--`.
 fn what_to_run(
