@@ -126,33 +126,51 @@ fn summary_line(graph: &TargetGraph, i: usize, out_root: &Path, ended: Option<&E
         .filter(|v| !v.is_empty())
         .map_or(String::new(), |v| format!("  Python {v}"));
     let outcome = ended.map(|(o, _)| o.as_str());
+    let why = ended.and_then(|(_, why)| why.as_deref());
     let counts = match outcome {
         // Its JUnit output would be an earlier run's (or none): say why it did not run.
-        Some("skipped") => format!(
-            "skipped: {}",
-            ended
-                .and_then(|(_, why)| why.as_deref())
-                .unwrap_or("not run")
-        ),
+        Some("skipped") => format!("skipped: {}", why.unwrap_or("not run")),
         None => "not run (the build stopped first)".to_owned(),
-        Some(outcome) => junit_counts(&t.label, &t.outs, out_root)
-            .unwrap_or_else(|why| format!("{} ({why})", without_junit(outcome))),
+        Some(outcome) => {
+            let failed = outcome == "failed";
+            let ended = match (failed, why) {
+                (true, Some(why)) => format!("failed: {}", first_clause(why)),
+                (true, None) => "failed".to_owned(),
+                (false, _) if outcome == "flaky" => "passed after a retry".to_owned(),
+                (false, _) => "passed".to_owned(),
+            };
+            match junit_counts(&t.label, &t.outs, out_root) {
+                Err(none) => format!("{ended} ({none})"),
+                // The cases and the command agree: the counts say it all.
+                Ok(c) if c.cases > 0 && (c.failing > 0) == failed => c.text,
+                // They disagree (a command that exits 1 with every case passed, or 0 with a
+                // failed case), or there is no case: both, so neither hides the other.
+                Ok(c) if c.cases == 0 => format!("{ended} (no test case in its JUnit report)"),
+                Ok(c) => format!("{}; the target {ended}", c.text),
+            }
+        }
     };
     format!("  {}{python}  {counts}", t.label)
 }
 
-/// What a test without test cases to count did, from its outcome.
-fn without_junit(outcome: &str) -> &'static str {
-    match outcome {
-        "failed" => "failed",
-        "flaky" => "passed after a retry",
-        _ => "passed",
-    }
+/// `exit 1, 0.30s` → `exit 1`; `timed out after 1.0s; its process group was killed` →
+/// `timed out after 1.0s`.
+fn first_clause(why: &str) -> &str {
+    why.split([',', ';']).next().unwrap_or(why)
+}
+
+/// The test cases of a target's JUnit reports, counted.
+struct Counts {
+    /// `2 passed, 1 failed`.
+    text: String,
+    cases: usize,
+    /// Failed or in error.
+    failing: usize,
 }
 
 /// The counts of a target's JUnit outputs under the output root; `Err` says why there are none
 /// to count (no JUnit output, or one that cannot be read: the reason is shown, never hidden).
-fn junit_counts(label: &Label, outs: &[String], out_root: &Path) -> Result<String, String> {
+fn junit_counts(label: &Label, outs: &[String], out_root: &Path) -> Result<Counts, String> {
     let (mut passed, mut failed, mut errors, mut skipped, mut files) = (0, 0, 0, 0, 0);
     let mut unreadable = Vec::new();
     for out in outs.iter().filter(|o| o.ends_with(".xml")) {
@@ -201,5 +219,9 @@ fn junit_counts(label: &Label, outs: &[String], out_root: &Path) -> Result<Strin
     if !unreadable.is_empty() {
         parts.push(format!("and {}", unreadable.join("; ")));
     }
-    Ok(parts.join(", "))
+    Ok(Counts {
+        text: parts.join(", "),
+        cases: passed + failed + errors + skipped,
+        failing: failed + errors,
+    })
 }
