@@ -974,3 +974,17 @@ fn shared_list_bad_element_not_found_as_a_string() {
         &[("app/BUILD", build), ("app/main.py", "")],
     );
 }
+
+/// The element is looked for in the assignments of the names the uses read, not anywhere in
+/// the file: a decoy string in another variable is not the element, and two lists holding the
+/// same bad string are two errors, each at its own list (adversarial run).
+#[test]
+fn shared_list_bad_element_in_two_lists() {
+    let build = "UNUSED = {\"old\": \"utli.py\"}\nSRCS = [\"main.py\"] + [\"utli.py\"]\nL2 = [\"utli.py\", \"main.py\"]\n\
+                 task(name = \"a\", srcs = SRCS, cmd = \"true\")\ntask(name = \"b\", srcs = SRCS, cmd = \"true\")\n\
+                 task(name = \"c\", srcs = L2, cmd = \"true\")\ntask(name = \"d\", srcs = L2, cmd = \"true\")\n";
+    query_all(
+        "shared_list_bad_element_in_two_lists",
+        &[("app/BUILD", build), ("app/main.py", "")],
+    );
+}
