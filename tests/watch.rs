@@ -692,3 +692,34 @@ fn watch_ends_when_its_reader_goes_away() {
     };
     assert_eq!(status.code(), Some(141));
 }
+
+/// A cycle says why it runs as soon as its first action starts, not when that action ends
+/// (adversarial run: during an 8 s action the screen showed the previous cycle's summary), and
+/// a save that breaks a BUILD file is named before its error.
+#[test]
+fn the_header_comes_when_the_cycle_starts() {
+    let ws = Ws::new().file("s/in.txt", "1\n").file(
+        "s/BUILD",
+        "task(name = \"slow\", srcs = [\"in.txt\"], outs = [\"out.txt\"], cmd = \"sleep 2; cp in.txt out.txt\")\n",
+    );
+    let mut w = Watch::start(&ws);
+    ws.write("s/in.txt", b"2\n");
+    w.wait_for(|l| l.starts_with("flow watch: changed s/in.txt"));
+    assert!(
+        !ws.path().join("flow-out/s/out.txt").exists(),
+        "the header came only after the action ended"
+    );
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//s:slow"], "{cycle:?}");
+    ws.write("s/BUILD", b"task(name = \"slow\",\n");
+    // (The header is on stdout, the error on stderr: their order here is the reader threads'.)
+    let mut broken = w.wait_for(|l| l.starts_with("flow watch: waiting for changes"));
+    if !broken
+        .iter()
+        .any(|l| l.starts_with("flow watch: changed s/BUILD"))
+    {
+        broken.extend(w.wait_for(|l| l.starts_with("flow watch: changed s/BUILD")));
+    }
+    assert!(broken.iter().any(|l| l.starts_with("error")), "{broken:?}");
+    assert_eq!(w.stop(), 130);
+}

@@ -43,6 +43,7 @@ pub struct Reporter {
     header: Option<String>,
     /// Lines printed so far.
     printed: std::cell::Cell<usize>,
+    header_shown: std::cell::Cell<bool>,
     /// Print no summary when nothing was printed (a watch cycle that had nothing to do).
     quiet_when_idle: bool,
     /// `-q`: only failures, warnings and the summary line.
@@ -71,6 +72,7 @@ impl Reporter {
         Reporter {
             header: None,
             printed: std::cell::Cell::new(0),
+            header_shown: std::cell::Cell::new(false),
             quiet_when_idle: false,
             quiet: false,
             bar,
@@ -136,13 +138,18 @@ impl Reporter {
     }
 
     fn line(&self, text: &str) {
-        if self.printed.get() == 0 {
-            if let Some(h) = &self.header {
-                self.raw_line(h);
-            }
-        }
+        self.show_header();
         self.printed.set(self.printed.get() + 1);
         self.raw_line(text);
+    }
+
+    /// Prints the header (a watch cycle's "what changed") unless it was printed already: before
+    /// the first line, or when the first action starts (a long cycle says at once why it runs).
+    fn show_header(&self) {
+        if let Some(h) = self.header.as_ref().filter(|_| !self.header_shown.get()) {
+            self.header_shown.set(true);
+            self.raw_line(h);
+        }
     }
 
     fn raw_line(&self, text: &str) {
@@ -202,6 +209,7 @@ impl Reporter {
         }
         self.board().running(label, tail);
         self.refresh();
+        self.show_header();
     }
 
     /// `label` is no longer waiting or running, without an outcome to print (cancelled, or
@@ -321,7 +329,12 @@ impl Reporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if self.quiet_when_idle && self.printed.get() == 0 && !s.interrupted && !s.superseded {
+        if self.quiet_when_idle
+            && self.printed.get() == 0
+            && !self.header_shown.get()
+            && !s.interrupted
+            && !s.superseded
+        {
             return;
         }
         let mut parts = vec![

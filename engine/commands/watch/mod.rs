@@ -225,6 +225,16 @@ impl Watcher<'_> {
                 need_analysis = true;
             }
             let batch = std::mem::take(&mut pending);
+            let header = if first {
+                "flow watch: initial build".to_owned()
+            } else {
+                let root = &self.session.ws.root;
+                let readers = self.state.as_ref().map(|s| &s.readers);
+                batch.describe(|p| {
+                    std::fs::symlink_metadata(root.join(p)).is_ok()
+                        || readers.is_some_and(|r| r.contains_key(p))
+                })
+            };
             if need_analysis {
                 let before: BTreeSet<String> = self.labels();
                 match self.analyze() {
@@ -255,6 +265,10 @@ impl Watcher<'_> {
                     }
                     Err(e) => {
                         failing = true;
+                        if !first {
+                            // What was saved, then what is wrong with it.
+                            crate::reporter::print_line(&header);
+                        }
                         eprint!("{}", render(&e, self.args.colors));
                         eprintln!("flow watch: waiting for changes (fix the error above)");
                         match self.next_batch(events, sigint).await {
@@ -282,16 +296,6 @@ impl Watcher<'_> {
                 }
             }
 
-            let header = if first {
-                "flow watch: initial build".to_owned()
-            } else {
-                let root = &self.session.ws.root;
-                let readers = self.state.as_ref().map(|s| &s.readers);
-                batch.describe(|p| {
-                    std::fs::symlink_metadata(root.join(p)).is_ok()
-                        || readers.is_some_and(|r| r.contains_key(p))
-                })
-            };
             first = false;
             if self.args.clear && std::io::stdout().is_terminal() {
                 crate::reporter::write_stdout(b"\x1b[2J\x1b[H");
