@@ -165,10 +165,17 @@ impl TargetGraph {
                             .get(dep.package())
                             .map(|v| v.as_slice())
                             .unwrap_or(&[]);
-                        closest_in_package(dep, in_package.iter().copied())
+                        // Never the target itself: a dependency on it is no fix.
+                        closest_in_package(
+                            dep,
+                            in_package.iter().copied().filter(|l| *l != &t.label),
+                        )
                     } else {
-                        let all: Vec<String> =
-                            targets.iter().map(|t| t.label.to_string()).collect();
+                        let all: Vec<String> = targets
+                            .iter()
+                            .filter(|other| other.label != t.label)
+                            .map(|other| other.label.to_string())
+                            .collect();
                         closest_n(&dep.to_string(), all.iter().map(|s| s.as_str()), 3)
                             .into_iter()
                             .filter_map(|s| Label::parse(&s, None).ok())

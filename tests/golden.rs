@@ -988,3 +988,16 @@ fn shared_list_bad_element_in_two_lists() {
         &[("app/BUILD", build), ("app/main.py", "")],
     );
 }
+
+/// "Did you mean" never suggests the target itself (`:alpah` in `alpha` suggested `//:alpha`),
+/// and a name that differs only by case is suggested however short (adversarial run).
+#[test]
+fn unknown_dep_suggests_neither_itself_and_minds_case() {
+    query_all(
+        "unknown_dep_not_itself",
+        &[(
+            "app/BUILD",
+            "task(name = \"alpha\", cmd = \"true\", deps = [\":alpah\"])\ntask(name = \"a\", cmd = \"true\")\ntask(name = \"b\", cmd = \"true\", deps = [\":A\"])\n",
+        )],
+    );
+}

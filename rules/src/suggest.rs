@@ -36,14 +36,15 @@ where
         .into_iter()
         .filter(|c| *c != word)
         .map(|c| {
-            (
-                strsim::osa_distance(word, c),
-                strsim::jaro_winkler(word, c),
-                c,
-            )
+            // The same but for case (`A` for `a`) is the closest of all, however short.
+            let edits = match c.to_lowercase() == word.to_lowercase() {
+                true => 0,
+                false => strsim::osa_distance(word, c),
+            };
+            (edits, strsim::jaro_winkler(word, c), c)
         })
         .filter(|&(edits, similarity, _)| {
-            similarity >= MIN_SIMILARITY || (one_edit_counts && edits == 1)
+            edits == 0 || similarity >= MIN_SIMILARITY || (one_edit_counts && edits == 1)
         })
         .collect();
     scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(b.2)));
@@ -58,6 +59,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_difference_of_case_alone_is_suggested_even_for_a_short_name() {
+        assert_eq!(closest("A", ["a", "b"]), Some("a".to_owned()));
+        assert_eq!(
+            closest("Util.py", ["util.py", "utils.py"]),
+            Some("util.py".to_owned())
+        );
+    }
 
     #[test]
     fn suggests_typos_only() {
