@@ -1001,3 +1001,15 @@ fn unknown_dep_suggests_neither_itself_and_minds_case() {
         )],
     );
 }
+
+/// `flow run` of a pattern or of a group says what it takes (adversarial run: `flow run ...`
+/// said there is no package `//...`; a group "has 0 executable file output(s)").
+#[test]
+fn run_a_pattern_or_a_group() {
+    let files = [(
+        "app/BUILD",
+        "task(name = \"a\", cmd = \"true\")\ngroup(name = \"g\", deps = [\":a\"])\n",
+    )];
+    case("run_a_pattern", &files, &["run", "//app:all"]);
+    case("run_a_group", &files, &["run", "//app:g"]);
+}

@@ -11,6 +11,20 @@ use crate::error::Error;
 
 /// Parses a single target label given on the command line, and checks that it exists.
 pub fn single_label(graph: &crate::graph::TargetGraph, text: &str) -> Result<Label, Error> {
+    // `//...` and `//pkg:all` parse as labels too (`//...:...`): they are patterns here.
+    // (A target really named `all` is that target.)
+    let named = Label::parse(text, None).is_ok_and(|l| graph.get(&l).is_some());
+    if let Some(pattern) = flow_rules::TargetPattern::parse(text)
+        .ok()
+        .filter(|_| !named)
+    {
+        if !matches!(pattern, flow_rules::TargetPattern::Label(_)) {
+            return Err(Error::Usage {
+                message: format!("`{text}` is a pattern; this command takes one target label"),
+                help: Some("name one target, e.g. `//pkg:name` (or `:name` in its package)".into()),
+            });
+        }
+    }
     let label = Label::parse(text, None).map_err(|error| Error::BadPattern { error })?;
     if graph.get(&label).is_none() {
         let term = flow_rules::PatternTerm {

@@ -26,6 +26,13 @@ pub fn run(
     let (ws, graph, _) = load_graph(start, cache_flag)?;
     let label = crate::commands::log::single_label(&graph, label)?;
     let target = graph.get(&label).expect("checked by single_label");
+    if target.kind == flow_rules::TargetKind::Group {
+        let members: Vec<String> = target.deps.iter().map(|d| format!("`{d}`")).collect();
+        return Err(Error::Usage {
+            message: format!("`{label}` is a group: it has no outputs, so no program to run"),
+            help: Some(format!("run one of its targets: {}", members.join(", "))),
+        });
+    }
     let io = |what: &'static str, path: &Path, e: std::io::Error| Error::Io {
         path: path.to_path_buf(),
         action: what,
