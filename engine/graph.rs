@@ -296,6 +296,11 @@ impl TargetGraph {
         };
         let exists = match pattern {
             TargetPattern::Package(p) => self.packages.contains(p),
+            // `//...` of a workspace without a BUILD file yet (`flow init`): nothing, no error,
+            // as `bazel query //...` answers.
+            TargetPattern::Recursive(p) if p.is_empty() && self.packages.is_empty() => {
+                return Ok(BTreeSet::new())
+            }
             _ => self.packages.iter().any(|p| pattern.covers_package(p)),
         };
         if !exists {

@@ -49,6 +49,21 @@ pub struct Request<'a> {
 }
 
 /// How a build starts.
+/// Why there is nothing to do when `terms` ask for the whole workspace and it declares no
+/// target yet (a new workspace, `flow init`): that is no error.
+pub fn nothing_declared(
+    graph: &crate::graph::TargetGraph,
+    terms: &[flow_rules::PatternTerm],
+) -> Option<&'static str> {
+    let whole = terms.iter().all(|t| {
+        !t.exclude && t.pattern == flow_rules::pattern::TargetPattern::Recursive(String::new())
+    });
+    (whole && graph.targets().is_empty()).then_some(
+        "the workspace has no target yet (declare some in a `BUILD` file: \
+         docs/build-language.md)",
+    )
+}
+
 pub enum Start {
     /// The reuse decision carries every action: nothing to do. The labels of the actions.
     NoOp(Vec<String>),
@@ -165,16 +180,8 @@ impl Session {
         profile.mark("analysis");
         // Outputs that no target declares any more are swept (by a build: `stale.rs`).
         let declared = lock.is_some().then(|| crate::stale::Declared::of(&graph));
-        let whole = req.terms.iter().all(|t| {
-            !t.exclude && t.pattern == flow_rules::pattern::TargetPattern::Recursive(String::new())
-        });
-        if whole && graph.targets().is_empty() {
-            // A new workspace (`flow init`): nothing to build yet is no error.
-            return Ok(Start::Nothing(
-                "the workspace has no target yet (declare some in a `BUILD` file: \
-                 docs/build-language.md)"
-                    .into(),
-            ));
+        if let Some(why) = nothing_declared(&graph, req.terms) {
+            return Ok(Start::Nothing(why.into()));
         }
         let selected: BTreeSet<usize> = graph.resolve_terms(req.terms).map_err(Error::Unmatched)?;
         let selected = match req.since {

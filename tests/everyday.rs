@@ -140,6 +140,10 @@ fn a_new_workspace_builds_nothing_and_says_so() {
     );
     // A pattern that names something still must match it.
     assert_eq!(ws.run(&["build", "//a:b"]).code, 2);
+    // `flow query //...` answers nothing, successfully, as `bazel query //...` (adversarial
+    // run: "no package `//`").
+    let q = ws.run(&["query", "//..."]);
+    assert_eq!((q.code, q.stdout.as_str()), (0, ""), "{}", q.stderr);
     // `flow explain` (no pattern: `//...`, as `flow build`) and `--dry-run` say so too, rather
     // than nothing (adversarial run).
     for args in [&["explain"][..], &["build", "--dry-run"][..]] {

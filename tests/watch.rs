@@ -723,3 +723,22 @@ fn the_header_comes_when_the_cycle_starts() {
     assert!(broken.iter().any(|l| l.starts_with("error")), "{broken:?}");
     assert_eq!(w.stop(), 130);
 }
+
+/// `flow watch` in a new workspace says it has no target yet and waits, rather than an error
+/// (adversarial run), then builds the first target declared.
+#[test]
+fn watch_in_a_new_workspace_waits_for_a_first_target() {
+    let ws = Ws::new();
+    let mut w = Watch::start(&ws);
+    assert!(
+        w.seen
+            .iter()
+            .any(|l| l.starts_with("flow watch: the workspace has no target yet")),
+        "{:?}",
+        w.seen
+    );
+    ws.write("p/BUILD", b"task(name = \"first\", cmd = \"true\")\n");
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//p:first"], "{cycle:?}");
+    assert_eq!(w.stop(), 130);
+}

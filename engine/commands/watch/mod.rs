@@ -340,7 +340,13 @@ impl Watcher<'_> {
                 link_targets(&root, stamped).map(|(_, t)| t).collect()
             })
             .unwrap_or_default();
-        let selected = graph.resolve_terms(&self.terms).map_err(Error::Unmatched)?;
+        let selected = match crate::pipeline::nothing_declared(&graph, &self.terms) {
+            Some(why) => {
+                crate::reporter::print_line(&format!("flow watch: {why}"));
+                Default::default()
+            }
+            None => graph.resolve_terms(&self.terms).map_err(Error::Unmatched)?,
+        };
         let action_path = self.session.ws.config.action_path.clone();
         let plan = Arc::new(Plan::new(&graph, &selected, &action_path));
         let declared = Some(Declared::of(&graph));
