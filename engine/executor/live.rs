@@ -5,7 +5,8 @@
 //! What is shown is masked as a log is (`capture.rs`): the line is kept raw, bounded to
 //! [`LINE_CAP`] bytes plus the overlap a secret cut by the bound needs, and masked when read.
 //! A line ends at `\n` or `\r` (a progress line redrawn in place shows its latest state); blank
-//! lines do not replace the last one.
+//! lines do not replace the last one. A line still being written (no end yet, `Downloading...`)
+//! is shown while it is the latest output.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +25,8 @@ struct Lines {
     partial: [Line; 2],
     /// The last complete non-blank line of either stream.
     last: Line,
+    /// The stream whose unfinished line is the latest output, if it is not blank.
+    writing: Option<usize>,
     masker: Masker,
 }
 
@@ -67,28 +70,39 @@ impl LiveTail {
             let line = std::mem::take(partial);
             if !line.is_blank() {
                 lines.last = line;
+                lines.writing = None;
             }
             rest = &rest[end + 1..];
         }
         lines.partial[stream].push(rest, keep);
+        if !lines.partial[stream].is_blank() {
+            lines.writing = Some(stream);
+        }
     }
 
     /// The last complete line, masked, with control characters and escape sequences taken out;
     /// `None` before the action printed one.
     pub fn last_line(&self) -> Option<String> {
         let lines = self.0.lock().ok()?;
-        let last = &lines.last;
+        let last = match lines.writing {
+            Some(stream) => &lines.partial[stream],
+            None => &lines.last,
+        };
         if last.raw.is_empty() {
             return None;
         }
         let from = last.raw.len().saturating_sub(LINE_CAP);
         let masked = lines.masker.mask_from(&last.raw, from);
         let text = String::from_utf8_lossy(&masked);
+        let text = printable(&text);
+        if text.is_empty() {
+            return None;
+        }
         let mut shown = String::with_capacity(text.len() + 1);
         if last.cut || from > 0 {
             shown.push('…');
         }
-        shown.push_str(&printable(&text));
+        shown.push_str(&text);
         Some(shown)
     }
 }
@@ -102,12 +116,19 @@ pub fn printable(text: &str) -> String {
         .chars()
         .filter_map(|c| match c {
             '\t' => Some(' '),
-            c if c.is_control() => None,
+            c if c.is_control() || invisible(c) => None,
             c => Some(c),
         })
         .collect::<String>()
         .trim()
         .to_owned()
+}
+
+/// Format characters that reorder or hide text: bidirectional overrides and isolates (U+202A
+/// to U+202E, U+2066 to U+2069), zero-width and directional marks (U+200B to U+200F, U+2060,
+/// U+FEFF).
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -124,8 +145,10 @@ mod tests {
         let m = Masker::default();
         let t = LiveTail::default();
         assert_eq!(t.last_line(), None);
-        t.push(0, b"step 1\nstep", &m);
+        t.push(0, b"step 1\n", &m);
         assert_eq!(t.last_line().as_deref(), Some("step 1"));
+        t.push(0, b"step", &m);
+        assert_eq!(t.last_line().as_deref(), Some("step"));
         t.push(1, b"warning: x\n\n  \n", &m);
         assert_eq!(t.last_line().as_deref(), Some("warning: x"));
         t.push(0, b" 2\n", &m);
@@ -141,6 +164,23 @@ mod tests {
         let t = LiveTail::default();
         t.push(0, b"\x1b[31mred\x1b[0m\tand\x07 \x1b[2Kdone\n", &m);
         assert_eq!(t.last_line().as_deref(), Some("red and done"));
+        t.push(0, "a\u{202E}b\u{200B}c\n".as_bytes(), &m);
+        assert_eq!(t.last_line().as_deref(), Some("abc"));
+        // Nothing printable: nothing shown (not a lone `…`).
+        let nul = LiveTail::default();
+        nul.push(0, &[0u8; 2000], &m);
+        nul.push(0, b"\n", &m);
+        assert_eq!(nul.last_line(), None);
+    }
+
+    #[test]
+    fn a_line_still_being_written_is_shown_while_it_is_the_latest() {
+        let m = Masker::default();
+        let t = LiveTail::default();
+        t.push(0, b"done 1\nDownloading", &m);
+        assert_eq!(t.last_line().as_deref(), Some("Downloading"));
+        t.push(1, b"warn\n", &m);
+        assert_eq!(t.last_line().as_deref(), Some("warn"));
     }
 
     #[test]

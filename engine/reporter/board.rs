@@ -58,9 +58,9 @@ impl Board {
         self.running.remove(label);
     }
 
-    /// The text after `[done/total] `: a head line, then a row per running action, each at
-    /// most `width` columns wide.
-    pub fn render(&self, width: usize, now: Instant) -> String {
+    /// The text after `[done/total] `: a head line (at most `head_width` columns), then a row
+    /// per running action (at most `rows` of them, each at most `width` columns wide).
+    pub fn render(&self, head_width: usize, width: usize, rows: usize, now: Instant) -> String {
         let mut head = format!("{} running", self.running.len());
         if !self.waiting.is_empty() {
             let _ = write!(head, ", {} waiting", self.waiting.len());
@@ -68,9 +68,16 @@ impl Board {
         if self.cached > 0 {
             let _ = write!(head, ", {} cached", self.cached);
         }
+        let head = console::truncate_str(&head, head_width, "…").into_owned();
+        let max_rows = rows;
         let mut rows: Vec<(&String, &Running)> = self.running.iter().collect();
         rows.sort_by_key(|(label, r)| (r.since, *label));
-        let shown = &rows[..rows.len().min(MAX_ROWS)];
+        // Room for the `… and N more` row when some are left out.
+        let room = match rows.len() > max_rows {
+            true => max_rows.saturating_sub(1),
+            false => max_rows,
+        };
+        let shown = &rows[..rows.len().min(room)];
         let label_width = shown.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         let mut text = head;
         for (label, r) in shown {
@@ -111,11 +118,16 @@ pub fn progress_bar(total: usize, board: Arc<Mutex<Board>>) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .with_key(
             "board",
-            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                // The head line follows `⠋ [12/37] `; rows take the whole width but a column.
-                let width = usize::from(console::Term::stderr().size().1).max(20) - 1;
+            move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let (height, width) = console::Term::stderr().size();
+                // Rows take the whole width but a column; the head line follows `⠋ [12/37] `.
+                let width = usize::from(width).max(20) - 1;
+                let prefix = format!("⠋ [{}/{}] ", state.pos(), state.len().unwrap_or(0));
+                let head_width = width.saturating_sub(console::measure_text_width(&prefix));
+                // The head, the rows and the prompt's row fit the screen.
+                let rows = MAX_ROWS.min(usize::from(height).saturating_sub(2)).max(1);
                 if let Ok(board) = board.lock() {
-                    let _ = w.write_str(&board.render(width, Instant::now()));
+                    let _ = w.write_str(&board.render(head_width, width, rows, Instant::now()));
                 }
             },
         );
@@ -193,7 +205,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         b.running("//a:longer_name", None);
         b.cached = 4;
-        let text = b.render(80, Instant::now() + Duration::from_secs(75));
+        let text = b.render(80, 80, MAX_ROWS, Instant::now() + Duration::from_secs(75));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "2 running, 2 waiting, 4 cached");
         assert_eq!(lines[1], "  //a:one          1m15s");
@@ -202,7 +214,7 @@ mod tests {
         b.settled("//a:one");
         b.settled("//a:two");
         assert!(b
-            .render(80, Instant::now())
+            .render(80, 80, MAX_ROWS, Instant::now())
             .starts_with("1 running, 1 waiting, 4 cached"));
     }
 
@@ -212,13 +224,19 @@ mod tests {
         for i in 0..MAX_ROWS + 3 {
             b.running(&format!("//p:a_rather_long_target_name_{i:02}"), None);
         }
-        let text = b.render(30, Instant::now());
+        let text = b.render(30, 30, MAX_ROWS, Instant::now());
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 1 + MAX_ROWS + 1);
-        assert!(lines[1..=MAX_ROWS]
+        assert_eq!(lines.len(), 1 + MAX_ROWS);
+        assert!(lines[1..MAX_ROWS]
             .iter()
             .all(|l| console::measure_text_width(l) <= 30));
-        assert_eq!(lines[MAX_ROWS + 1], "  … and 3 more running");
+        assert_eq!(lines[MAX_ROWS], "  … and 4 more running");
+        // A low terminal: fewer rows, still the count of the others; a narrow one: a cut head.
+        let text = b.render(8, 30, 3, Instant::now());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 3, "{text}");
+        assert_eq!(lines[0], "11 runn…");
+        assert_eq!(lines[3], "  … and 9 more running");
     }
 
     #[test]
