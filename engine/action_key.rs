@@ -109,7 +109,7 @@ impl ActionKey {
         }
         if self.cmd != old.cmd {
             out.push(format!(
-                "command changed:\n    was: {}\n    now: {}",
+                "command changed:\n  was: {}\n  now: {}",
                 old.cmd, self.cmd
             ));
         }

@@ -784,3 +784,29 @@ fn the_log_header_of_a_timeout_is_in_words() {
     );
     assert_eq!(log.stdout, "started\n");
 }
+
+/// Under a dependency that would run first, a changed command's `was:`/`now:` lines sit under
+/// their bullet, as they do at the top (adversarial run: they were at the bullet's level).
+#[test]
+fn explain_indents_a_changed_command_under_its_bullet_at_any_depth() {
+    let ws = Ws::new().file("p/a.txt", "1\n").file(
+        "p/BUILD",
+        "task(name = \"u\", srcs = [\"a.txt\"], outs = [\"o\"], cmd = \"cp a.txt o\")\n\
+         task(name = \"v\", deps = [\":u\"], cmd = \"cat $(location :u)\")\n",
+    );
+    assert_eq!(ws.run(&["build", "//p:v"]).code, 0);
+    ws.write(
+        "p/BUILD",
+        b"task(name = \"u\", srcs = [\"a.txt\"], outs = [\"o\"], cmd = \"cp a.txt o; true\")\n\
+          task(name = \"v\", deps = [\":u\"], cmd = \"cat $(location :u)\")\n",
+    );
+    let run = ws.run(&["explain", "//p:v"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "    - command changed:\n      was: cp a.txt o\n      now: cp a.txt o; true\n"
+        ),
+        "{}",
+        run.stdout
+    );
+}

@@ -306,7 +306,8 @@ fn explain_change(
         println!("{indent}its key equals the last run's, but that result is not cached (it failed, or was collected)");
     }
     for c in changes {
-        println!("{indent}- {c}");
+        // A change's own lines (`was:`, `now:`) under its bullet, at any depth.
+        println!("{indent}- {}", c.replace('\n', &format!("\n{indent}")));
     }
     Ok(())
 }
