@@ -141,14 +141,16 @@ impl Capture {
     }
 }
 
+/// A masker of `values`, for the tests of this module and of `live.rs`.
+#[cfg(test)]
+pub(super) fn masker(values: &[&str]) -> Masker {
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    Masker::new(&values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn masker(values: &[&str]) -> Masker {
-        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        Masker::new(&values)
-    }
 
     #[test]
     fn masks_every_occurrence_longest_first_and_skips_short_values() {

@@ -133,12 +133,8 @@ fn invisible(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::capture::masker;
     use super::*;
-
-    fn masker(values: &[&str]) -> Masker {
-        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        Masker::new(&values)
-    }
 
     #[test]
     fn the_last_complete_non_blank_line_of_either_stream() {
