@@ -742,3 +742,20 @@ fn watch_in_a_new_workspace_waits_for_a_first_target() {
     assert_eq!(tagged(&cycle, "RAN"), ["//p:first"], "{cycle:?}");
     assert_eq!(w.stop(), 130);
 }
+
+/// A directory that arrives whole (moved in, as `git checkout` or `mv` does; or made and
+/// filled before its own watch exists) is walked: its BUILD file's targets are found, though
+/// no event named that file (CI run: `mkdir p && echo ... > p/BUILD` was lost under load).
+#[test]
+fn a_package_directory_moved_in_whole_is_found() {
+    let ws = fixture();
+    let mut w = Watch::start(&ws);
+    let outside = tempfile::tempdir().unwrap();
+    let pkg = outside.path().join("newpkg");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("BUILD"), "task(name = \"t\", cmd = \"true\")\n").unwrap();
+    std::fs::rename(&pkg, ws.path().join("newpkg")).unwrap();
+    let cycle = w.cycle_end();
+    assert_eq!(tagged(&cycle, "RAN"), ["//newpkg:t"], "{cycle:?}");
+    assert_eq!(w.stop(), 130);
+}

@@ -176,8 +176,10 @@ impl Watcher<'_> {
                 && path.is_file();
             if analysed {
                 batch.structural = true;
-            } else if structural_kind && !known_source && !path.is_dir() {
-                // A new, deleted or renamed file may change what a glob matches.
+            } else if structural_kind && !known_source {
+                // A new, deleted or renamed file may change what a glob matches. So may a new
+                // directory: the events of files written into it before its own watch was
+                // added are lost (`mkdir p && echo ... > p/BUILD`), and only a walk finds them.
                 batch.structural = true;
             }
             let linked = self.state.as_ref().and_then(|s| s.linked_sources.get(&rel));
