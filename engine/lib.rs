@@ -29,6 +29,7 @@ pub mod error;
 pub mod executor;
 pub mod expand;
 pub mod failed;
+pub mod gates;
 pub mod graph;
 pub mod hasher;
 pub mod interrupts;

@@ -38,13 +38,16 @@ pub enum ActionKind {
     /// A process started for the tasks that depend on it (when one of them runs); the node
     /// itself runs nothing and forwards nothing. Its definition keys its dependents.
     Service,
+    /// A task flow evaluates itself (`gates/`): its `cmd` is the gate's checks
+    /// (`flow_rules::gate::canonical`), its inputs its dependencies' reports. Reused as a task.
+    Gate,
 }
 
 impl ActionKind {
     /// Whether a result of an earlier run of this kind may stand in for running it.
     pub fn reusable(self) -> bool {
         match self {
-            ActionKind::Task | ActionKind::Group | ActionKind::Service => true,
+            ActionKind::Task | ActionKind::Group | ActionKind::Service | ActionKind::Gate => true,
             ActionKind::Uncached
             | ActionKind::Deploy
             | ActionKind::Monitor
@@ -88,6 +91,7 @@ impl ActionKind {
             TargetKind::Monitor => ActionKind::Monitor,
             TargetKind::Notify => ActionKind::Notify,
             TargetKind::Service => ActionKind::Service,
+            TargetKind::Gate => ActionKind::Gate,
         }
     }
 }
@@ -194,6 +198,8 @@ impl Plan {
                 let outs_of = |l: &Label| graph.get(l).map(|t| t.outs.as_slice());
                 let cmd = match target.kind {
                     TargetKind::Group | TargetKind::Monitor => String::new(),
+                    // The checks, not a shell command: nothing to expand.
+                    TargetKind::Gate => target.cmd.clone().unwrap_or_default(),
                     // Validated at analysis: expansion cannot fail here.
                     _ => expand(target, layout, outs_of).unwrap_or_default(),
                 };

@@ -342,6 +342,7 @@ impl Rebuilder {
             sandbox: action.sandbox,
             workspace_root: self.workspace_root.clone(),
             live: None,
+            gate: (action.kind == crate::plan::ActionKind::Gate).then(|| action.cmd.clone()),
         }
     }
 

@@ -41,6 +41,7 @@
 //! Setup failures (a missing input, an unwritable sandbox root, a path that escapes) are reported
 //! as [`Status::SpawnFailed`] with a message: the action fails, the build goes on.
 
+mod builtin;
 mod cancel;
 mod capture;
 mod fake;
@@ -107,6 +108,9 @@ pub struct ActionSpec {
     /// Fed the last line the command prints, for the progress rows on a terminal; `None`
     /// elsewhere (nothing to feed).
     pub live: Option<LiveTail>,
+    /// A gate's checks (`flow_rules::gate::canonical`): flow evaluates them in the sandbox in
+    /// place of running `cmd` (`builtin.rs`).
+    pub gate: Option<String>,
 }
 
 /// Secret values stay out of debug output.

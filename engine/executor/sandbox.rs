@@ -278,18 +278,23 @@ async fn run_sandboxed(
         return ExecResult::not_run(Status::NotStarted, exec);
     };
     let started = Instant::now();
-    let finished = process::run(process::Command {
-        cmd: &spec.cmd,
-        cwd: &cwd,
-        env: &env,
-        timeout: spec.timeout,
-        cancel: &cancel,
-        masker: &masker,
-        binds: staged.binds,
-        groups,
-        live: spec.live.as_ref(),
-    })
-    .await;
+    let finished = match &spec.gate {
+        Some(gate) => super::builtin::run_gate(&spec, gate, &exec, &cwd).await,
+        None => {
+            process::run(process::Command {
+                cmd: &spec.cmd,
+                cwd: &cwd,
+                env: &env,
+                timeout: spec.timeout,
+                cancel: &cancel,
+                masker: &masker,
+                binds: staged.binds,
+                groups,
+                live: spec.live.as_ref(),
+            })
+            .await
+        }
+    };
     // A stat per declared output, before the slot is given back.
     let (missing_outputs, output_problems) = outputs::check(&cwd, &spec.outputs);
     let holds_slot = slot.release_unless_failed(&finished.status, &missing_outputs);

@@ -56,6 +56,7 @@ impl Fixture {
             sandbox: true,
             workspace_root: self.ws.clone(),
             live: None,
+            gate: None,
         }
     }
 
@@ -610,6 +611,7 @@ fn fake_spec(label: &str, outputs: &[&str]) -> ActionSpec {
         sandbox: true,
         workspace_root: PathBuf::from("/nonexistent"),
         live: None,
+        gate: None,
     }
 }
 

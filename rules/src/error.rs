@@ -124,6 +124,12 @@ pub enum AnalysisErrorKind {
     },
     #[error("invalid value for attribute `{attr}`: {reason}")]
     BadValue { attr: String, reason: String },
+    #[error("invalid gate check `{check}`: {message}")]
+    BadCheck {
+        check: String,
+        message: String,
+        help: Option<String>,
+    },
     #[error("invalid label `{}`: {error}", error.input)]
     BadLabel { error: LabelError },
     #[error("duplicate target name `{name}` in package `//{package}`")]
@@ -249,6 +255,7 @@ impl AnalysisError {
             BadLabel { error } => error.kind.to_string(),
             DuplicateTarget { .. } => "declared again here".into(),
             MissingSource { .. } => "no such file".into(),
+            BadCheck { .. } => "here".into(),
             UnknownDep { .. } => "no such target".into(),
             NotVisible { .. } => "not visible".into(),
             Cycle { .. } => "this edge closes the cycle".into(),
@@ -286,6 +293,7 @@ impl AnalysisError {
                 suggestion: Some(s),
                 ..
             } => out.push(format!("did you mean `{s}`?")),
+            BadCheck { help: Some(h), .. } => out.push(h.clone()),
             UnknownDep {
                 suggestions,
                 package_exists,

@@ -9,6 +9,7 @@
 mod context;
 pub mod error;
 pub mod eval;
+pub mod gate;
 pub mod glob;
 pub mod label;
 pub mod listing;

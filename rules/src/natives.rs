@@ -14,6 +14,7 @@
 mod attrs;
 mod declare;
 mod delivery;
+mod gate;
 mod paths;
 
 use starlark::collections::SmallMap;
@@ -55,6 +56,16 @@ pub const TASK_ATTRS: &[&str] = &[
 
 /// Attributes of `group`.
 pub const GROUP_ATTRS: &[&str] = &["name", "deps", "tags", "visibility", "doc"];
+
+pub const GATE_ATTRS: &[&str] = &[
+    "name",
+    "deps",
+    "checks",
+    "licenses_denied",
+    "tags",
+    "visibility",
+    "doc",
+];
 
 fn context<'a>(eval: &'a Evaluator<'_, '_, '_>) -> anyhow::Result<&'a EvalContext> {
     eval.extra
@@ -110,6 +121,15 @@ pub(crate) fn natives(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<NoneType> {
         declare(eval, TargetKind::Task, &kwargs)?;
+        Ok(NoneType)
+    }
+
+    /// Declares a gate: thresholds over the typed reports of its dependencies (docs/gates.md).
+    fn gate<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<NoneType> {
+        declare(eval, TargetKind::Gate, &kwargs)?;
         Ok(NoneType)
     }
 

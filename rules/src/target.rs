@@ -27,6 +27,9 @@ pub enum TargetKind {
     Notify,
     /// A process its dependents need while they run (`service`).
     Service,
+    /// Thresholds over the typed reports its dependencies produce (`gate`): a pure action,
+    /// cached as a task is, that flow evaluates itself (`engine/gates/`).
+    Gate,
 }
 
 impl TargetKind {
@@ -39,6 +42,7 @@ impl TargetKind {
             TargetKind::Monitor => "monitor",
             TargetKind::Notify => "notify",
             TargetKind::Service => "service",
+            TargetKind::Gate => "gate",
         }
     }
 

@@ -21,7 +21,7 @@ use starlark::values::Value;
 use super::attrs::{attr_span, literal_span, Attrs};
 use super::delivery;
 use super::paths::{check_outs, check_srcs};
-use super::{build_state, call_site, GROUP_ATTRS, TASK_ATTRS};
+use super::{build_state, call_site, GATE_ATTRS, GROUP_ATTRS, TASK_ATTRS};
 use crate::error::{AnalysisError, AnalysisErrorKind as K, SourceSpan};
 use crate::label::Label;
 use crate::natives::BuildState;
@@ -56,18 +56,21 @@ pub(super) fn declare<'v>(
     }
     let label = name.as_ref().and_then(|n| name_label(&mut a, build, n));
 
-    let cmd = delivery::command(&mut a, kind);
+    let mut cmd = delivery::command(&mut a, kind);
     let (mut deps, mut dep_spans) = read_deps(&mut a, build);
     let delivery = delivery::read(&mut a, build, kind, &mut deps, &mut dep_spans);
     let visibility = read_visibility(&mut a);
     let tags = a.strings("tags");
     let doc = a.string("doc");
     let cache = kind != TargetKind::Task || a.bool("cache", true);
-    let task = if kind == TargetKind::Group {
-        TaskAttrs::of_group()
-    } else {
-        TaskAttrs::read(&mut a)
+    let mut task = match kind {
+        TargetKind::Group | TargetKind::Gate => TaskAttrs::of_group(),
+        _ => TaskAttrs::read(&mut a),
     };
+    if kind == TargetKind::Gate {
+        cmd = super::gate::command(&mut a, &deps);
+        task.outs = name.iter().map(|n| super::gate::output(n)).collect();
+    }
 
     let mut errors = std::mem::take(&mut a.errors);
     if let (Some(label), Some(name)) = (label, name) {
@@ -110,6 +113,7 @@ fn check_known(a: &mut Attrs<'_, '_>, kind: TargetKind) {
         TargetKind::Monitor => delivery::MONITOR_ATTRS,
         TargetKind::Notify => delivery::NOTIFY_ATTRS,
         TargetKind::Service => delivery::SERVICE_ATTRS,
+        TargetKind::Gate => GATE_ATTRS,
     };
     for key in a.kwargs.keys() {
         if !allowed.contains(&key.as_str()) {

@@ -109,7 +109,7 @@ pub(super) fn required(a: &mut Attrs<'_, '_>, attr: &'static str) -> Option<Stri
 /// The command of a call of `kind`: `cmd`, or a service's `start`; `None` for a monitor.
 pub(super) fn command(a: &mut Attrs<'_, '_>, kind: TargetKind) -> Option<String> {
     match kind {
-        TargetKind::Group | TargetKind::Monitor => None,
+        TargetKind::Group | TargetKind::Monitor | TargetKind::Gate => None,
         TargetKind::Service => required(a, "start"),
         TargetKind::Task | TargetKind::Deploy | TargetKind::Notify => required(a, "cmd"),
     }
@@ -143,7 +143,7 @@ pub(super) fn read(
         }
     };
     Some(match kind {
-        TargetKind::Task | TargetKind::Group => return None,
+        TargetKind::Task | TargetKind::Group | TargetKind::Gate => return None,
         TargetKind::Deploy => {
             let environment = required(a, "environment");
             let artifact = label_attr(a, "artifact");

@@ -1,0 +1,355 @@
+//! Reading the typed reports a gate's dependencies wrote: each file is recognized by its shape
+//! (not its name) and turned into metrics of one or more report kinds
+//! (`flow_rules::gate::REPORT_KINDS`).
+//!
+//! | shape | kinds |
+//! |---|---|
+//! | JUnit XML (`<testsuites>`, `<testsuite>`) | `tests` |
+//! | an object with `totals.percent_covered` and `files` (coverage.py JSON) | `coverage` |
+//! | an object with `results` and `metrics` (bandit JSON) | `vulnerabilities` |
+//! | an object with `runs` and `version` (SARIF 2.1) | `findings`, `vulnerabilities` |
+//! | a list of objects with `code` and `filename` (ruff JSON) | `lint` |
+//! | a list of objects with `Name` and `License` (pip-licenses JSON) | `licenses` |
+//! | an object of files to lists of blocks with `complexity` (radon cc JSON) | `complexity` |
+//! | an object of files to objects with `mi` (radon mi JSON) | `maintainability` |
+//! | an object of names to numbers (`metrics.json`) | `metrics` |
+//!
+//! An empty list is an empty ruff or pip-licenses report, an empty object an empty radon or
+//! metrics report: counts of zero either way. Anything else is not a report (a wheel, a log),
+//! and is left alone unless a check needs a kind no input has.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::reports::found::{parse_junit, CaseResult};
+
+/// A metric's value: a number, or a list of names (`licenses.denied`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Metric {
+    Number(f64),
+    Names(Vec<String>),
+}
+
+/// The metrics one file gives one report kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub kind: &'static str,
+    /// What the file was read as (`coverage.py JSON`), for messages.
+    pub shape: &'static str,
+    pub metrics: BTreeMap<String, Metric>,
+}
+
+/// The largest report read (a bigger file is not taken for one).
+pub const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+fn numbers(pairs: &[(&str, f64)]) -> BTreeMap<String, Metric> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Metric::Number(*v)))
+        .collect()
+}
+
+/// The reports `bytes` holds; empty when it is no report. `Err` for a file that has a report's
+/// shape but not its content (a coverage JSON without numbers).
+pub fn read(bytes: &[u8], denied_licenses: &[String]) -> Result<Vec<Found>, String> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
+    match start.map(|i| bytes[i]) {
+        Some(b'<') => junit(bytes),
+        Some(b'{') | Some(b'[') => match serde_json::from_slice::<Json>(bytes) {
+            Ok(json) => Ok(from_json(&json, denied_licenses)),
+            Err(_) => Ok(Vec::new()),
+        },
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn junit(bytes: &[u8]) -> Result<Vec<Found>, String> {
+    let Some(suites) = parse_junit(bytes)? else {
+        return Ok(Vec::new());
+    };
+    let (mut passed, mut failed, mut errors, mut skipped) = (0.0, 0.0, 0.0, 0.0);
+    for case in suites.iter().flat_map(|s| &s.cases) {
+        match case.result {
+            CaseResult::Passed => passed += 1.0,
+            CaseResult::Failed { .. } => failed += 1.0,
+            CaseResult::Error { .. } => errors += 1.0,
+            CaseResult::Skipped { .. } => skipped += 1.0,
+        }
+    }
+    Ok(vec![Found {
+        kind: "tests",
+        shape: "JUnit XML",
+        metrics: numbers(&[
+            ("total", passed + failed + errors + skipped),
+            ("passed", passed),
+            ("failed", failed),
+            ("errors", errors),
+            ("skipped", skipped),
+            ("pass_rate", pass_rate(passed, failed + errors)),
+        ]),
+    }])
+}
+
+/// Passed over run (skipped ones left out); 1 when nothing ran.
+pub fn pass_rate(passed: f64, failing: f64) -> f64 {
+    match passed + failing {
+        0.0 => 1.0,
+        run => passed / run,
+    }
+}
+
+fn from_json(json: &Json, denied: &[String]) -> Vec<Found> {
+    let f = |v: &Json| v.as_f64();
+    match json {
+        Json::Object(o)
+            if o.get("totals")
+                .and_then(|t| t.get("percent_covered"))
+                .is_some() =>
+        {
+            let t = &o["totals"];
+            let get = |k: &str| t.get(k).and_then(f).unwrap_or(0.0);
+            vec![Found {
+                kind: "coverage",
+                shape: "coverage.py JSON",
+                metrics: numbers(&[
+                    ("percent", get("percent_covered")),
+                    ("statements", get("num_statements")),
+                    ("covered", get("covered_lines")),
+                    ("missing", get("missing_lines")),
+                ]),
+            }]
+        }
+        Json::Object(o)
+            if o.get("results").is_some_and(Json::is_array) && o.contains_key("metrics") =>
+        {
+            let mut by = BTreeMap::new();
+            for r in o["results"].as_array().into_iter().flatten() {
+                let severity = r["issue_severity"].as_str().unwrap_or("").to_lowercase();
+                *by.entry(severity).or_insert(0.0) += 1.0;
+            }
+            vec![vulnerabilities("bandit JSON", &by)]
+        }
+        Json::Object(o)
+            if o.get("runs").is_some_and(Json::is_array) && o.contains_key("version") =>
+        {
+            sarif(o["runs"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+        }
+        Json::Array(items) if items.is_empty() => vec![lint(items), licenses(items, denied)],
+        Json::Array(items)
+            if items
+                .iter()
+                .all(|i| i.get("code").is_some() && i.get("filename").is_some()) =>
+        {
+            vec![lint(items)]
+        }
+        Json::Array(items)
+            if items
+                .iter()
+                .all(|i| i.get("Name").is_some() && i.get("License").is_some()) =>
+        {
+            vec![licenses(items, denied)]
+        }
+        Json::Object(o) if o.is_empty() => vec![
+            complexity(o),
+            maintainability(o),
+            Found {
+                kind: "metrics",
+                shape: "metrics.json",
+                metrics: BTreeMap::new(),
+            },
+        ],
+        Json::Object(o)
+            if o.values().all(|v| {
+                v.as_array()
+                    .is_some_and(|blocks| blocks.iter().all(|b| b.get("complexity").is_some()))
+            }) =>
+        {
+            vec![complexity(o)]
+        }
+        Json::Object(o) if o.values().all(|v| v.get("mi").is_some()) => vec![maintainability(o)],
+        Json::Object(o) if o.values().all(Json::is_number) => vec![Found {
+            kind: "metrics",
+            shape: "metrics.json",
+            metrics: o
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), Metric::Number(v.as_f64()?))))
+                .collect(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// Counts by severity (`critical`, `high`, `medium`, `low`).
+fn vulnerabilities(shape: &'static str, by: &BTreeMap<String, f64>) -> Found {
+    let get = |k: &str| by.get(k).copied().unwrap_or(0.0);
+    let total = ["critical", "high", "medium", "low"]
+        .iter()
+        .map(|k| get(k))
+        .sum();
+    Found {
+        kind: "vulnerabilities",
+        shape,
+        metrics: numbers(&[
+            ("critical", get("critical")),
+            ("high", get("high")),
+            ("medium", get("medium")),
+            ("low", get("low")),
+            ("total", total),
+        ]),
+    }
+}
+
+/// SARIF results: by level (`findings`), and by security severity (`vulnerabilities`): the
+/// result's or its rule's `security-severity` (CVSS: 9 critical, 7 high, 4 medium, above 0
+/// low), else its level (`error` high, `warning` medium, `note` low).
+fn sarif(runs: &[Json]) -> Vec<Found> {
+    let mut levels: BTreeMap<String, f64> = BTreeMap::new();
+    let mut severities: BTreeMap<String, f64> = BTreeMap::new();
+    for run in runs {
+        let rules: BTreeMap<&str, &Json> = run["tool"]["driver"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r["id"].as_str()?, r)))
+            .collect();
+        for result in run["results"].as_array().into_iter().flatten() {
+            let rule = result["ruleId"].as_str().and_then(|id| rules.get(id));
+            let level = result["level"]
+                .as_str()
+                .or_else(|| rule.and_then(|r| r["defaultConfiguration"]["level"].as_str()))
+                .unwrap_or("warning");
+            *levels.entry(level.to_owned()).or_insert(0.0) += 1.0;
+            let score = result["properties"]["security-severity"]
+                .as_str()
+                .or_else(|| rule.and_then(|r| r["properties"]["security-severity"].as_str()))
+                .and_then(|s| s.trim().parse::<f64>().ok());
+            let severity = match (score, level) {
+                (Some(s), _) if s >= 9.0 => "critical",
+                (Some(s), _) if s >= 7.0 => "high",
+                (Some(s), _) if s >= 4.0 => "medium",
+                (Some(s), _) if s > 0.0 => "low",
+                (Some(_), _) => continue,
+                (None, "error") => "high",
+                (None, "warning") => "medium",
+                (None, "note") => "low",
+                (None, _) => continue,
+            };
+            *severities.entry(severity.to_owned()).or_insert(0.0) += 1.0;
+        }
+    }
+    let get = |k: &str| levels.get(k).copied().unwrap_or(0.0);
+    vec![
+        Found {
+            kind: "findings",
+            shape: "SARIF",
+            metrics: numbers(&[
+                ("total", levels.values().sum()),
+                ("error", get("error")),
+                ("warning", get("warning")),
+                ("note", get("note")),
+            ]),
+        },
+        vulnerabilities("SARIF", &severities),
+    ]
+}
+
+fn lint(items: &[Json]) -> Found {
+    let fixable = items
+        .iter()
+        .filter(|i| i.get("fix").is_some_and(|f| !f.is_null()))
+        .count();
+    Found {
+        kind: "lint",
+        shape: "ruff JSON",
+        metrics: numbers(&[
+            ("violations", items.len() as f64),
+            ("fixable", fixable as f64),
+        ]),
+    }
+}
+
+/// pip-licenses: a package is denied when one of its licenses matches a pattern of `denied`
+/// (`GPL-3.0`, `AGPL*`: a trailing `*` matches any end), unknown when it says `UNKNOWN`.
+fn licenses(items: &[Json], denied: &[String]) -> Found {
+    let matches = |license: &str, pattern: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => license.starts_with(prefix),
+        None => license == pattern,
+    };
+    let mut denied_names = Vec::new();
+    let mut unknown = Vec::new();
+    for item in items {
+        let name = item["Name"].as_str().unwrap_or("?");
+        let license = item["License"].as_str().unwrap_or("UNKNOWN");
+        let parts: Vec<&str> = license.split(';').map(str::trim).collect();
+        if parts.iter().any(|l| denied.iter().any(|d| matches(l, d))) {
+            denied_names.push(format!("{name} ({license})"));
+        }
+        if parts
+            .iter()
+            .all(|l| l.is_empty() || l.eq_ignore_ascii_case("UNKNOWN"))
+        {
+            unknown.push(name.to_owned());
+        }
+    }
+    let mut metrics = numbers(&[("count", items.len() as f64)]);
+    metrics.insert("denied".into(), Metric::Names(denied_names));
+    metrics.insert("unknown".into(), Metric::Names(unknown));
+    Found {
+        kind: "licenses",
+        shape: "pip-licenses JSON",
+        metrics,
+    }
+}
+
+/// radon cc: the cyclomatic complexity of every block (function, method, class).
+fn complexity(files: &serde_json::Map<String, Json>) -> Found {
+    let all: Vec<f64> = files
+        .values()
+        .filter_map(Json::as_array)
+        .flatten()
+        .filter_map(|b| b["complexity"].as_f64())
+        .collect();
+    let blocks = all.len() as f64;
+    let max = all.iter().copied().fold(0.0, f64::max);
+    let average = if all.is_empty() {
+        0.0
+    } else {
+        all.iter().sum::<f64>() / blocks
+    };
+    let over = all.iter().filter(|c| **c > 10.0).count() as f64;
+    Found {
+        kind: "complexity",
+        shape: "radon cc JSON",
+        metrics: numbers(&[
+            ("max", max),
+            ("average", average),
+            ("blocks", blocks),
+            ("over_10", over),
+        ]),
+    }
+}
+
+/// radon mi: the maintainability index of every file (0 to 100, higher is better).
+fn maintainability(files: &serde_json::Map<String, Json>) -> Found {
+    let all: Vec<f64> = files.values().filter_map(|f| f["mi"].as_f64()).collect();
+    let n = all.len() as f64;
+    // With no file, nothing is hard to maintain.
+    let min = if all.is_empty() {
+        100.0
+    } else {
+        all.iter().copied().fold(f64::INFINITY, f64::min)
+    };
+    let average = if all.is_empty() {
+        100.0
+    } else {
+        all.iter().sum::<f64>() / n
+    };
+    Found {
+        kind: "maintainability",
+        shape: "radon mi JSON",
+        metrics: numbers(&[("min", min), ("average", average), ("files", n)]),
+    }
+}
