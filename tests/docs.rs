@@ -12,9 +12,9 @@
 //!   command must exist (`flow help COMMAND...`) and each of their flags must be in its help.
 //! - **Commands** run against one of three workspaces, the first where they succeed: a copy of
 //!   `examples/monorepo` in a git repository with two commits (so `HEAD^1` exists), the
-//!   workspace BUILD.example says how to make, and the small workspaces docs/build.md shows
-//!   (`//app:count`, `//ci:publish`, ...), made from its `python` blocks that start with a
-//!   `# PKG/BUILD` line. Commands that would run
+//!   workspace BUILD.example says how to make, and the small workspaces docs/build.md and
+//!   docs/gates.md show (`//app:count`, `//ci:publish`, `//quality:quality`, ...), made from
+//!   their `python` blocks that start with a `# PKG/BUILD` line. Commands that would run
 //!   actions (`build`, `test`, `watch`, `run`) are checked without running them, since the
 //!   example's tools come from the network: their flags must be in their help and their
 //!   patterns must resolve (`flow build --dry-run PATTERNS`; `flow affected --since REF` for a
@@ -227,11 +227,15 @@ fn copy_dir(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to.join("flow-out"));
 }
 
-/// The small workspaces of docs/build.md in one: each `python` block of it that starts with a
-/// `# PKG/BUILD` line gives its BUILD files (a block may hold several, each after its own
-/// line), beside the files its prose names.
+/// The small workspaces of docs/build.md and docs/gates.md in one: each `python` block that
+/// starts with a `# PKG/BUILD` line gives its BUILD files (a block may hold several, each
+/// after its own line), beside the files docs/build.md's prose names.
 fn scratch_workspaces(dir: &Path) {
-    let doc = std::fs::read_to_string(repo("docs/build.md")).unwrap();
+    let mut doc = String::new();
+    for name in ["docs/build.md", "docs/gates.md"] {
+        doc.push_str(&std::fs::read_to_string(repo(name)).unwrap());
+        doc.push('\n');
+    }
     let mut files: Vec<(String, String)> = Vec::new();
     let mut in_python = false;
     // The BUILD file the lines of this block go to.
@@ -260,10 +264,17 @@ fn scratch_workspaces(dir: &Path) {
         }
     }
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    for needed in ["lib/BUILD", "app/BUILD", "pkg/BUILD", "ci/BUILD", "p/BUILD"] {
+    for needed in [
+        "lib/BUILD",
+        "app/BUILD",
+        "pkg/BUILD",
+        "ci/BUILD",
+        "p/BUILD",
+        "quality/BUILD",
+    ] {
         assert!(
             names.contains(&needed),
-            "docs/build.md no longer shows {needed}: {names:?}"
+            "the docs no longer show {needed}: {names:?}"
         );
     }
     let mut all = files;

@@ -13,6 +13,7 @@ mod everyday;
 mod example;
 mod failed_outputs;
 mod fuzz_smoke;
+mod gates;
 mod golden;
 mod hermetic;
 mod hooks;

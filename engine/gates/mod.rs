@@ -310,3 +310,6 @@ fn table(label: &str, rows: &[Row], errors: &[String]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

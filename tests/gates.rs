@@ -1,0 +1,109 @@
+//! `gate()` end to end: a gate over the reports its dependencies write passes, fails with its
+//! table, is cached while its inputs are unaffected, and says plainly what it cannot read.
+
+use crate::support::{golden, tagged, Ws};
+
+fn reports(coverage: f64, failures: usize) -> Ws {
+    let failing =
+        "<testcase name=\\\"f\\\"><failure message=\\\"x\\\"/></testcase>".repeat(failures);
+    Ws::new().file(
+        "q/BUILD",
+        &format!(
+            r#"task(name = "cov", outs = ["cov.json"], cmd = "echo '{{\"files\": {{}}, \"totals\": {{\"percent_covered\": {coverage}, \"num_statements\": 10, \"covered_lines\": 8, \"missing_lines\": 2}}}}' > cov.json")
+task(name = "test", outs = ["junit.xml"], cmd = "echo '<testsuite><testcase name=\"a\"/>{failing}</testsuite>' > junit.xml")
+task(name = "unrelated", srcs = ["notes.txt"], cmd = "true")
+gate(
+    name = "quality",
+    deps = [":cov", ":test"],
+    checks = ["coverage.percent >= 80", "tests.failed == 0"],
+)
+"#
+        ),
+    )
+    .file("q/notes.txt", "1\n")
+}
+
+#[test]
+fn a_gate_passes_and_stays_cached_while_its_reports_do() {
+    let ws = reports(85.0, 0);
+    let run = ws.run(&["build", "//q:all"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        tagged(&run.stdout.lines().collect::<Vec<_>>(), "RAN").len(),
+        4
+    );
+    let log = ws.run(&["log", "//q:quality"]);
+    assert_eq!(
+        log.stdout,
+        "gate //q:quality: 2 check(s), all passed\n\
+         \x20 metric            threshold  value  verdict\n\
+         \x20 coverage.percent  >= 80      85     pass\n\
+         \x20 tests.failed      == 0       0      pass\n"
+    );
+    let table: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ws.path().join("flow-out/q/quality.gate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(table["passed"], true);
+    assert_eq!(table["checks"][0]["from"][0], "q/cov.json");
+    // An edit that does not reach its reports: the gate is not evaluated again.
+    ws.write("q/notes.txt", b"2\n");
+    let again = ws.run(&["build", "//q:all"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let ran = tagged(&again.stdout.lines().collect::<Vec<_>>(), "RAN");
+    assert_eq!(ran, ["//q:unrelated"], "{}", again.stdout);
+}
+
+#[test]
+fn a_failing_gate_shows_its_table_and_fails_the_build() {
+    let ws = reports(72.5, 2);
+    let run = ws.run(&["build", "//q:quality"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains(
+            "[FAILED] //q:quality (exit 1, \
+            "
+            .trim_end()
+        ),
+        "{}",
+        run.stdout
+    );
+    for line in [
+        "    gate //q:quality: 2 check(s), 2 failed",
+        "      coverage.percent  >= 80      72.5   FAIL",
+        "      tests.failed      == 0       2      FAIL",
+    ] {
+        assert!(run.stdout.contains(line), "{line}\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn a_gate_with_nothing_to_read_says_what_its_inputs_hold() {
+    let ws = Ws::new().file(
+        "q/BUILD",
+        "task(name = \"t\", outs = [\"junit.xml\"], cmd = \"echo '<testsuite><testcase name=\\\"a\\\"/></testsuite>' > junit.xml\")\n\
+         gate(name = \"g\", deps = [\":t\"], checks = [\"coverage.percent >= 80\"])\n",
+    );
+    let run = ws.run(&["build", "//q:g"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("error: `coverage.percent`: no coverage report among the gate's inputs (it reads coverage.py JSON (`coverage json`, `pytest --cov-report json:FILE`)); the inputs hold `q/junit.xml` (JUnit XML: tests)"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// A wrong metric name, a wrong kind, a list compared with a number, a gate without deps:
+/// analysis errors at the bad part of each string, with what exists.
+#[test]
+fn bad_gate_checks() {
+    let ws = Ws::new().file(
+        "q/BUILD",
+        "task(name = \"t\", outs = [\"c.json\"], cmd = \"true\")\n\
+         gate(\n    name = \"g\",\n    deps = [\":t\"],\n    checks = [\n        \"coverage.percnt >= 80\",\n        \"vulnerabilites.high <= 2\",\n        \"licenses.denied == 0\",\n    ],\n)\n\
+         gate(name = \"lonely\", checks = [\"tests.failed == 0\"])\n",
+    );
+    let run = ws.run(&["query", "//..."]);
+    assert_eq!(run.code, 2);
+    golden("gate_bad_checks", run.bad_input());
+}
