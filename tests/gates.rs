@@ -28,10 +28,7 @@ fn a_gate_passes_and_stays_cached_while_its_reports_do() {
     let ws = reports(85.0, 0);
     let run = ws.run(&["build", "//q:all"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert_eq!(
-        tagged(&run.stdout.lines().collect::<Vec<_>>(), "RAN").len(),
-        4
-    );
+    assert_eq!(tagged(run.stdout.lines(), "RAN").len(), 4);
     let log = ws.run(&["log", "//q:quality"]);
     assert_eq!(
         log.stdout,
@@ -50,7 +47,7 @@ fn a_gate_passes_and_stays_cached_while_its_reports_do() {
     ws.write("q/notes.txt", b"2\n");
     let again = ws.run(&["build", "//q:all"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
-    let ran = tagged(&again.stdout.lines().collect::<Vec<_>>(), "RAN");
+    let ran = tagged(again.stdout.lines(), "RAN");
     assert_eq!(ran, ["//q:unrelated"], "{}", again.stdout);
 }
 
@@ -60,11 +57,7 @@ fn a_failing_gate_shows_its_table_and_fails_the_build() {
     let run = ws.run(&["build", "//q:quality"]);
     assert_eq!(run.code, 1);
     assert!(
-        run.stdout.contains(
-            "[FAILED] //q:quality (exit 1, \
-            "
-            .trim_end()
-        ),
+        run.stdout.contains("[FAILED] //q:quality (exit 1, "),
         "{}",
         run.stdout
     );
