@@ -100,3 +100,52 @@ fn bad_gate_checks() {
     assert_eq!(run.code, 2);
     golden("gate_bad_checks", run.bad_input());
 }
+
+/// A gate's table reaches the reports: a `gate` event in the stream (also when the gate is
+/// reused) and a "Gates" section in the job summary.
+#[test]
+fn the_table_is_in_the_events_and_the_summary() {
+    let ws = reports(85.0, 1);
+    let events = ws.path().join("events.jsonl");
+    let summary = ws.path().join("summary.md");
+    let run = ws.run(&[
+        "build",
+        "//q:quality",
+        "--events",
+        events.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let gate_events = |path: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] == "gate")
+            .collect()
+    };
+    let g = gate_events(&events);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0]["label"], "//q:quality");
+    assert_eq!(g[0]["passed"], false);
+    assert_eq!(g[0]["checks"][1]["metric"], "tests.failed");
+    assert_eq!(g[0]["checks"][1]["value"], "1");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("**`//q:quality`**: **failed**\n\n| Metric | Threshold | Value | Verdict |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `tests.failed` | == 0 | 1 | **FAIL** |"),
+        "{md}"
+    );
+    // Reused (the same failure is not run again, but a passing gate is cached): still reported.
+    let fixed = reports(85.0, 0);
+    assert_eq!(fixed.run(&["build", "//q:quality"]).code, 0);
+    let again = fixed.path().join("again.jsonl");
+    let run = fixed.run(&["build", "//q:quality", "--events", again.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let g = gate_events(&again);
+    assert_eq!((g.len(), &g[0]["passed"]), (1, &serde_json::json!(true)));
+}

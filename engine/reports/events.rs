@@ -91,6 +91,17 @@ impl Stream {
         self.emit("finished", at, fields);
     }
 
+    /// A gate's table (`reports/gates.rs`), once the build ended.
+    pub fn gate(&mut self, t: &super::gates::Table, at: Duration) {
+        let fields = json!({
+            "label": t.gate,
+            "passed": t.passed,
+            "checks": t.checks,
+            "errors": t.errors,
+        });
+        self.emit("gate", at, fields);
+    }
+
     pub fn warning(&mut self, text: &str, at: Duration) {
         self.emit("warning", at, json!({ "text": text }));
     }

@@ -256,6 +256,7 @@ pub fn summary(
     took: Duration,
     annotations: &Annotations,
     ctx: &Context,
+    gates: &[super::gates::Table],
 ) -> String {
     let mut md = String::new();
     let head = match super::events::outcome(s) {
@@ -299,6 +300,7 @@ pub fn summary(
         .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
         .collect();
     failed_section(&mut md, &failed);
+    md.push_str(&super::gates::markdown(gates, escape));
     let mut slow: Vec<&&Record> = records.iter().filter(|r| !r.took.is_zero()).collect();
     slow.sort_by(|a, b| b.took.cmp(&a.took).then(a.label.cmp(&b.label)));
     if !slow.is_empty() {

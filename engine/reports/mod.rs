@@ -13,6 +13,7 @@
 
 pub mod events;
 pub mod found;
+pub mod gates;
 pub mod github;
 pub mod junit;
 pub mod junit_file;
@@ -259,7 +260,12 @@ impl Reports {
     pub fn write(mut self, summary: &Summary, ctx: &Context) -> Vec<String> {
         let took = self.now();
         let mut problems = Vec::new();
+        let records: Vec<&Record> = self.records.values().collect();
+        let tables = gates::tables(&records, ctx);
         if let Some(mut s) = self.events.take() {
+            for t in &tables {
+                s.gate(t, took);
+            }
             s.build_finished(summary, took);
             if let Err(e) = s.close() {
                 let path = self.wanted.events.as_deref().unwrap_or(Path::new("-"));
@@ -269,7 +275,6 @@ impl Reports {
                 ));
             }
         }
-        let records: Vec<&Record> = self.records.values().collect();
         let mut found = found::Found::collect(&records, ctx);
         problems.append(&mut found.problems);
         let failed = |what: &str, path: &Path, e: std::io::Error| {
@@ -294,7 +299,7 @@ impl Reports {
             shown.print();
         }
         if let Some(path) = &self.wanted.summary {
-            let text = github::summary(&records, summary, took, &shown, ctx);
+            let text = github::summary(&records, summary, took, &shown, ctx, &tables);
             if let Err(e) = append(path, &text) {
                 problems.push(failed("job summary", path, e));
             }
