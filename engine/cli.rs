@@ -159,6 +159,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delivery and build metrics over the last N days: DORA per environment from the deploy
+    /// ledger; cache hit rate, slowest, most-run and flaky targets from the history
+    Metrics {
+        /// The period: the last N days
+        #[arg(long, default_value_t = 30, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        days: u32,
+        /// Only this environment's DORA metrics
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
+        /// Only the flaky targets
+        #[arg(long)]
+        flaky: bool,
+        /// Print the metrics as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Deploy an earlier artifact again, restored from the cache (no rebuild): `flow rollback
     /// production`, or `--to N` artifacts back, or `--to DIGEST`; recorded in the ledger
     Rollback {
@@ -307,6 +323,7 @@ impl Cli {
                 | Command::Log { .. }
                 | Command::Affected { .. }
                 | Command::Ledger { .. }
+                | Command::Metrics { .. }
                 | Command::Cache {
                     command: CacheCommand::Stats
                 }
@@ -481,6 +498,21 @@ impl Cli {
                     self.cache_dir.as_deref(),
                 ),
             },
+            Command::Metrics {
+                days,
+                environment,
+                flaky,
+                json,
+            } => crate::commands::metrics::run(
+                &self.start_dir()?,
+                crate::commands::metrics::MetricsArgs {
+                    days: *days,
+                    environment: environment.as_deref(),
+                    flaky_only: *flaky,
+                    json: *json,
+                    cache_flag: self.cache_dir.as_deref(),
+                },
+            ),
             Command::Ledger { environment, json } => {
                 crate::commands::ledger::run(&self.start_dir()?, environment.as_deref(), *json)
             }

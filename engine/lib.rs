@@ -35,6 +35,7 @@ pub mod hasher;
 pub mod interrupts;
 
 pub mod lock;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;

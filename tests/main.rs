@@ -23,6 +23,7 @@ mod junit;
 mod layout;
 mod ledger;
 mod listing;
+mod metrics;
 mod orphans;
 mod prelude;
 mod query;

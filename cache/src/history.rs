@@ -280,6 +280,24 @@ impl Cache {
         })
     }
 
+    /// Every run in `workspace` that finished at or after `since_ms` (unix ms), oldest first:
+    /// what `flow metrics` counts. (History is pruned by `gc`: see the module docs.)
+    pub fn runs_since(&self, workspace: &str, since_ms: i64) -> Result<Vec<ActionRun>, CacheError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM action_runs WHERE workspace = ?1 AND finished_at >= ?2 \
+             ORDER BY id"
+        );
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("read history"))?;
+            let raw = stmt
+                .query_map(rusqlite::params![workspace, since_ms], raw_run)
+                .map_err(sql_err("read history"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql_err("read history"))?;
+            raw.into_iter().map(RawRun::decode).collect()
+        })
+    }
+
     fn one_run(
         &self,
         ws: &str,

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod init;
 pub mod ledger;
 pub mod log;
+pub mod metrics;
 pub mod query;
 pub mod rollback;
 pub mod run;
