@@ -172,7 +172,11 @@ pub fn keep(out_root: &Path, exec_root: &Path, action: &Action, note: &str) -> K
 fn place(out_root: &Path, full: &str, src: &Path, meta: &Metadata, note: &str) -> io::Result<()> {
     let dest = real_dest(out_root, full).map_err(io::Error::other)?;
     let marker = failed_marker(&dest);
-    let tmp = marker.with_file_name(format!(".flow-tmp-failed-{}", std::process::id()));
+    // Unique per call: two failed actions of one package are kept at once, by one process
+    // (a name of the pid alone let one rename take the other's file: CI run, ENOENT).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = marker.with_file_name(format!(".flow-tmp-failed-{}-{n}", std::process::id()));
     flow_cache::regular::write_replacing(&marker, &tmp, note.as_bytes())?;
     if meta.is_dir() {
         place_tree(src, &dest)

@@ -223,3 +223,30 @@ fn a_failed_unsandboxed_run_moves_its_outputs_under_flow_out() {
     assert!(!exists(&ws, "flow-out/p/.d.flow-failed"));
     assert!(Path::new(&ws.path().join("flow-out/p/.d.flow-tree")).exists());
 }
+
+/// Many failed actions of one package keep their outputs at once: each one's marker has its
+/// own temp file (CI run: two at once shared one name, and one output was "not kept: No such
+/// file or directory").
+#[test]
+fn failed_actions_of_one_package_keep_their_outputs_at_once() {
+    let mut build = String::new();
+    for i in 0..12 {
+        build.push_str(&format!(
+            "task(name = \"f{i}\", outs = [\"r{i}.xml\"], cmd = \"echo {i} > r{i}.xml; exit 1\")\n"
+        ));
+    }
+    let ws = Ws::new().file("p/BUILD", &build);
+    for round in 0..3 {
+        let run = ws.run(&["build", "-k", "-j", "12", "//p:all"]);
+        assert_eq!(run.code, 1);
+        assert!(
+            !run.stdout.contains("was not kept"),
+            "round {round}: {}",
+            run.stdout
+        );
+        for i in 0..12 {
+            let kept = ws.path().join(format!("flow-out/p/r{i}.xml"));
+            assert_eq!(std::fs::read_to_string(&kept).unwrap(), format!("{i}\n"));
+        }
+    }
+}

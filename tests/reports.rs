@@ -587,3 +587,51 @@ fn commands_are_stopped_from_the_first_line_to_the_last() {
         .expect("stopped first");
     assert_eq!(lines, [lines[0], &format!("::{token}::")]);
 }
+
+/// Every action that ran has its `started` event before its `finished` one, however fast it
+/// is (CI run: the owner loop picked a completion before the slot message that preceded it, and
+/// the stream lost the `started` event).
+#[test]
+fn every_run_action_is_started_before_it_finishes() {
+    let ws = Ws::new();
+    for round in 0..3 {
+        // Other commands each round: every action runs.
+        let mut build = String::new();
+        for i in 0..300 {
+            build.push_str(&format!(
+                "task(name = \"t{i}\", cmd = \"true {round} {i}\")\n"
+            ));
+        }
+        ws.write("p/BUILD", build.as_bytes());
+        let events = ws.path().join(format!("e{round}.jsonl"));
+        let run = ws.run(&[
+            "build",
+            "-j",
+            "16",
+            "//p:all",
+            "--events",
+            events.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let mut started = std::collections::HashSet::new();
+        let mut finished = 0;
+        for line in std::fs::read_to_string(&events).unwrap().lines() {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            let label = e["label"].as_str().unwrap_or("").to_owned();
+            match e["event"].as_str() {
+                Some("started") => {
+                    started.insert(label);
+                }
+                Some("finished") if e["decision"] == "ran" => {
+                    finished += 1;
+                    assert!(
+                        started.contains(&label),
+                        "round {round}: {label} finished unstarted"
+                    );
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(finished, 300, "round {round}");
+    }
+}

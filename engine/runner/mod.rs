@@ -192,7 +192,16 @@ impl<E: Executor> Runner<E> {
                 continue;
             }
             reporter.flush();
+            // Biased, in this order: an interrupt or a supersede first (never starved by a
+            // stream of completions); then an action's `started` message before any completion,
+            // since it is always sent before its own (random order lost the `started` events of
+            // fast actions: CI run, the event stream's golden).
             tokio::select! {
+                biased;
+                _ = interrupted(sigint), if !drive.summary.interrupted => drive.interrupt(),
+                Some(Control::Supersede { affected }) = next_control(&mut control) => {
+                    drive.supersede(&affected);
+                }
                 Some(i) = slot_granted.recv() => {
                     // (Unless its completion came first.)
                     if drive.cancels.contains_key(&i) {
@@ -201,10 +210,6 @@ impl<E: Executor> Runner<E> {
                     }
                 }
                 Some(c) = rx.recv() => drive.complete(c, reporter),
-                _ = interrupted(sigint), if !drive.summary.interrupted => drive.interrupt(),
-                Some(Control::Supersede { affected }) = next_control(&mut control) => {
-                    drive.supersede(&affected);
-                }
             }
         }
         drive.services.stop_all().await;
