@@ -159,6 +159,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A quality report of the workspace as its last build left it (gates, coverage, tests,
+    /// findings, what the last build ran): Markdown on stdout, or one HTML page
+    Report {
+        /// Write a self-contained HTML page to FILE instead
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+        /// Print the report as JSON
+        #[arg(long, conflicts_with = "html")]
+        json: bool,
+    },
     /// Delivery and build metrics over the last N days: DORA per environment from the deploy
     /// ledger; cache hit rate, slowest, most-run and flaky targets from the history
     Metrics {
@@ -324,6 +334,7 @@ impl Cli {
                 | Command::Affected { .. }
                 | Command::Ledger { .. }
                 | Command::Metrics { .. }
+                | Command::Report { html: None, .. }
                 | Command::Cache {
                     command: CacheCommand::Stats
                 }
@@ -498,6 +509,12 @@ impl Cli {
                     self.cache_dir.as_deref(),
                 ),
             },
+            Command::Report { html, json } => crate::commands::report::run(
+                &self.start_dir()?,
+                html.as_ref(),
+                *json,
+                self.cache_dir.as_deref(),
+            ),
             Command::Metrics {
                 days,
                 environment,

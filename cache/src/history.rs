@@ -298,6 +298,20 @@ impl Cache {
         })
     }
 
+    /// The runs recorded for build `build_id`, in the order they were recorded.
+    pub fn runs_of_build(&self, build_id: i64) -> Result<Vec<ActionRun>, CacheError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM action_runs WHERE build_id = ?1 ORDER BY id");
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err("read history"))?;
+            let raw = stmt
+                .query_map([build_id], raw_run)
+                .map_err(sql_err("read history"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql_err("read history"))?;
+            raw.into_iter().map(RawRun::decode).collect()
+        })
+    }
+
     fn one_run(
         &self,
         ws: &str,

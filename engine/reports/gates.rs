@@ -59,7 +59,8 @@ pub fn tables(records: &[&Record], ctx: &Context) -> Vec<Table> {
     out
 }
 
-fn read(path: &Path) -> Option<Table> {
+/// The table of a gate from its output file; `None` when it is not one (or too big).
+pub fn read(path: &Path) -> Option<Table> {
     let meta = std::fs::symlink_metadata(path).ok()?;
     if !meta.is_file() || meta.len() > MAX_TABLE_BYTES {
         return None;

@@ -1,0 +1,44 @@
+//! `flow report [--html FILE] [--json]`: the quality report of the workspace as its last build
+//! left it (`report/`, docs/report.md): Markdown on stdout, or one HTML page written to FILE.
+
+use std::path::{Path, PathBuf};
+
+use crate::analysis::{load_graph, open_cache};
+use crate::error::Error;
+
+pub fn run(
+    start: &Path,
+    html: Option<&PathBuf>,
+    json: bool,
+    cache_flag: Option<&Path>,
+) -> Result<i32, Error> {
+    let (ws, graph, dir) = load_graph(start, cache_flag)?;
+    let workspace = ws.root.display().to_string();
+    let build = match dir.join("flow.db").exists() {
+        true => {
+            crate::report::last_build(&open_cache(&dir)?, &workspace).map_err(|e| Error::Cache {
+                path: dir.clone(),
+                error: e.to_string(),
+            })?
+        }
+        false => None,
+    };
+    let out_root = crate::session::out_root(&ws.root);
+    let report = crate::report::collect(&graph, &out_root, &workspace, build);
+    if let Some(path) = html {
+        crate::reports::write_atomically(path, crate::report::html::html(&report).as_bytes())
+            .map_err(|e| Error::Io {
+                path: path.clone(),
+                action: "write",
+                error: e.to_string(),
+            })?;
+        return Ok(0);
+    }
+    let text = match json {
+        true => serde_json::to_string_pretty(&report).expect("the report serializes") + "\n",
+        false => crate::report::markdown::markdown(&report),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, text.as_bytes());
+    Ok(0)
+}

@@ -1,0 +1,155 @@
+//! The report as one self-contained HTML page: inline style and inline SVG, no script, nothing
+//! fetched at view time. The sections of the Markdown report, and the last build's timeline
+//! (one bar per action that ran, from its end and duration).
+
+use std::fmt::Write as _;
+
+use super::Report;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}\
+.pass{color:#176b2c}.fail{color:#b00020;font-weight:bold}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}\
+svg text{font:11px system-ui,sans-serif}";
+
+pub fn html(r: &Report) -> String {
+    let mut h = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>flow quality report</title>\
+         <style>{STYLE}</style></head><body>\n<h1>flow quality report</h1>\n<p>{}</p>\n",
+        esc(&r.workspace)
+    );
+    h.push_str("<h2 id=\"gates\">Gates</h2>\n");
+    if r.gates.is_empty() {
+        h.push_str("<p>No gate has a table under <code>flow-out/</code>.</p>\n");
+    }
+    for g in &r.gates {
+        let _ = write!(
+            h,
+            "<p><code>{}</code>: <span class=\"{}\">{}</span></p>\n<table class=\"gate\"><tr><th>Metric</th><th>Threshold</th><th>Value</th><th>Verdict</th></tr>\n",
+            esc(&g.gate),
+            if g.passed { "pass" } else { "fail" },
+            if g.passed { "passed" } else { "failed" }
+        );
+        for c in &g.checks {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                esc(&c.metric),
+                esc(&c.op),
+                esc(&c.threshold),
+                esc(c.value.as_deref().unwrap_or("-")),
+                if c.passed { "pass" } else { "fail" },
+                if c.passed { "pass" } else { "FAIL" }
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if !r.coverage.is_empty() {
+        h.push_str("<h2 id=\"coverage\">Coverage by package</h2>\n<table><tr><th>Package</th><th>Coverage</th><th>Statements</th></tr>\n");
+        for c in &r.coverage {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>//{}</code></td><td>{:.1}%</td><td>{}</td></tr>",
+                esc(&c.package),
+                c.percent,
+                c.statements
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if !r.tests.is_empty() {
+        h.push_str("<h2 id=\"tests\">Tests</h2>\n<table><tr><th>Target</th><th>Passed</th><th>Failed</th><th>Errors</th><th>Skipped</th></tr>\n");
+        for t in &r.tests {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&t.label),
+                t.passed,
+                t.failed,
+                t.errors,
+                t.skipped
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if !r.findings.is_empty() {
+        h.push_str("<h2 id=\"findings\">Findings</h2>\n<table><tr><th>Target</th><th>Kind</th><th>Total</th><th>Detail</th></tr>\n");
+        for f in &r.findings {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&f.label),
+                esc(&f.kind),
+                f.total,
+                esc(&f.detail)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    if let Some(b) = &r.build {
+        timeline(&mut h, b);
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The last build's actions as bars on a time axis (those that ran; cached ones take no time).
+fn timeline(h: &mut String, b: &super::Build) {
+    let ran: Vec<&super::Run> = b.runs.iter().filter(|r| r.seconds > 0.0).collect();
+    let _ = write!(
+        h,
+        "<h2 id=\"timeline\">Last build</h2>\n<p><code>flow {}</code>: {} action(s) recorded, {} ran.</p>\n",
+        esc(&b.args),
+        b.runs.len(),
+        ran.len()
+    );
+    if ran.is_empty() {
+        return;
+    }
+    let start = ran
+        .iter()
+        .map(|r| r.finished_ms as f64 - r.seconds * 1000.0)
+        .fold(f64::INFINITY, f64::min);
+    let end = ran.iter().map(|r| r.finished_ms as f64).fold(0.0, f64::max);
+    let span = (end - start).max(1.0);
+    let (width, row, left) = (900.0, 18.0, 260.0);
+    let height = row * ran.len() as f64 + 24.0;
+    let _ = writeln!(
+        h,
+        "<svg id=\"timeline-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"build timeline\">",
+        width + left + 60.0
+    );
+    for (i, r) in ran.iter().enumerate() {
+        let y = i as f64 * row + 4.0;
+        let x0 = left + (r.finished_ms as f64 - r.seconds * 1000.0 - start) / span * width;
+        let w = (r.seconds * 1000.0 / span * width).max(1.0);
+        let color = match r.outcome.as_str() {
+            "failed" | "timed out" => "#b00020",
+            _ => "#3b6ea8",
+        };
+        let _ = writeln!(
+            h,
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{x0:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" fill=\"{color}\"><title>{} {:.2}s {}</title></rect>",
+            y + 12.0,
+            esc(&r.label),
+            row - 4.0,
+            esc(&r.label),
+            r.seconds,
+            esc(&r.outcome)
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<text x=\"{left}\" y=\"{}\">0s</text><text x=\"{}\" y=\"{}\">{:.2}s</text></svg>",
+        height - 4.0,
+        left + width - 30.0,
+        height - 4.0,
+        span / 1000.0
+    );
+}

@@ -1,0 +1,214 @@
+//! `flow report`: a quality report of the workspace as its last build left it (docs/report.md):
+//! the gates' tables, coverage by package, test results and findings by target, read from the
+//! outputs under `flow-out/` (by the same readers as gates, `gates/reports.rs`), and what the
+//! last recorded build ran, reused and failed, from the history. Written as Markdown (a PR
+//! comment, a job summary: `markdown.rs`) or as one self-contained HTML page (`html.rs`).
+
+pub mod html;
+pub mod markdown;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use flow_cache::Outcome;
+use flow_rules::TargetKind;
+use serde::Serialize;
+
+use crate::gates::reports::{self as typed, Metric};
+use crate::graph::TargetGraph;
+use crate::reports::gates::Table;
+
+/// The last build this workspace recorded in the history.
+#[derive(Clone, Debug, Serialize)]
+pub struct Build {
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub args: String,
+    pub outcome: String,
+    /// Each action the build recorded: label, outcome, seconds it ran, when it ended.
+    pub runs: Vec<Run>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub label: String,
+    pub outcome: String,
+    pub seconds: f64,
+    pub finished_ms: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Coverage {
+    pub package: String,
+    pub percent: f64,
+    pub statements: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Tests {
+    pub label: String,
+    pub passed: f64,
+    pub failed: f64,
+    pub errors: f64,
+    pub skipped: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Findings {
+    pub label: String,
+    /// `vulnerabilities`, `findings` or `lint`.
+    pub kind: String,
+    pub total: f64,
+    /// `2 high, 3 low`.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub workspace: String,
+    pub build: Option<Build>,
+    pub gates: Vec<Table>,
+    pub coverage: Vec<Coverage>,
+    pub tests: Vec<Tests>,
+    pub findings: Vec<Findings>,
+}
+
+/// The report of `graph`'s targets, from the outputs under `out_root` and `build`.
+pub fn collect(
+    graph: &TargetGraph,
+    out_root: &Path,
+    workspace: &str,
+    build: Option<Build>,
+) -> Report {
+    let mut report = Report {
+        workspace: workspace.to_owned(),
+        build,
+        ..Report::default()
+    };
+    // package → (percent × statements, statements)
+    let mut coverage: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for t in graph.targets() {
+        let label = t.label.to_string();
+        for out in &t.outs {
+            let path = out_root.join(crate::expand::join_path(
+                t.label.package(),
+                out.trim_end_matches('/'),
+            ));
+            if t.kind == TargetKind::Gate {
+                if let Some(table) = crate::reports::gates::read(&path) {
+                    report.gates.push(table);
+                }
+                continue;
+            }
+            for found in read_reports(&path) {
+                let n = |k: &str| match found.metrics.get(k) {
+                    Some(Metric::Number(v)) => *v,
+                    Some(Metric::Names(v)) => v.len() as f64,
+                    None => 0.0,
+                };
+                match found.kind {
+                    "coverage" => {
+                        let c = coverage.entry(t.label.package().to_owned()).or_default();
+                        c.0 += n("percent") * n("statements").max(1.0);
+                        c.1 += n("statements").max(1.0);
+                    }
+                    "tests" => report.tests.push(Tests {
+                        label: label.clone(),
+                        passed: n("passed"),
+                        failed: n("failed"),
+                        errors: n("errors"),
+                        skipped: n("skipped"),
+                    }),
+                    kind @ ("vulnerabilities" | "findings" | "lint") => {
+                        let parts: &[&str] = match kind {
+                            "vulnerabilities" => &["critical", "high", "medium", "low"],
+                            "findings" => &["error", "warning", "note"],
+                            _ => &["fixable"],
+                        };
+                        let detail = parts
+                            .iter()
+                            .filter(|p| n(p) > 0.0)
+                            .map(|p| format!("{} {p}", n(p)))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let total = match kind {
+                            "lint" => n("violations"),
+                            _ => n("total"),
+                        };
+                        report.findings.push(Findings {
+                            label: label.clone(),
+                            kind: kind.to_owned(),
+                            total,
+                            detail,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    report.coverage = coverage
+        .into_iter()
+        .map(|(package, (weighted, statements))| Coverage {
+            package,
+            percent: weighted / statements,
+            statements,
+        })
+        .collect();
+    report
+}
+
+/// The typed reports in an output: a file, or the files of a directory output.
+fn read_reports(path: &Path) -> Vec<typed::Found> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Vec::new();
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let typed = name.ends_with(".json") || name.ends_with(".xml") || name.ends_with(".sarif");
+    if !meta.is_file() || !typed || meta.len() > typed::MAX_REPORT_BYTES {
+        return Vec::new();
+    }
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| typed::read(&bytes, &[]).ok())
+        .unwrap_or_default()
+}
+
+/// The last build of `workspace` the history holds, with its runs.
+pub fn last_build(
+    cache: &flow_cache::Cache,
+    workspace: &str,
+) -> Result<Option<Build>, flow_cache::CacheError> {
+    let Some(row) = cache
+        .recent_builds(200)?
+        .into_iter()
+        .find(|b| b.workspace == workspace && b.finished_at_ms.is_some())
+    else {
+        return Ok(None);
+    };
+    let runs = cache
+        .runs_of_build(row.id)?
+        .into_iter()
+        .map(|r| Run {
+            label: r.label,
+            outcome: r.outcome.words().to_owned(),
+            seconds: match r.outcome {
+                Outcome::Cached => 0.0,
+                _ => r.duration_ms as f64 / 1000.0,
+            },
+            finished_ms: r.finished_at_ms,
+        })
+        .collect();
+    // The history keeps the whole command line; the program's own path says nothing.
+    let args = row
+        .args
+        .split_once(' ')
+        .map_or(String::new(), |(_, rest)| rest.to_owned());
+    Ok(Some(Build {
+        started_ms: row.started_at_ms,
+        finished_ms: row.finished_at_ms,
+        args,
+        outcome: row.summary.map(|s| s.outcome).unwrap_or_default(),
+        runs,
+    }))
+}

@@ -1,0 +1,147 @@
+//! `flow report`: the workspace's quality as its last build left it, as Markdown, JSON, and an
+//! HTML page opened in headless Chromium (installed by `.ci/run`; skipped with a note when it
+//! is missing, unless `FLOW_REQUIRE_CHROMIUM` is set). The screenshot is left at
+//! `target/report-screenshot.png`, for CI to keep.
+
+use std::process::Command;
+
+use crate::support::Ws;
+
+fn workspace() -> Ws {
+    Ws::new().file(
+        "p/BUILD",
+        r#"task(name = "cov", outs = ["cov.json"], cmd = "echo '{\"files\": {}, \"totals\": {\"percent_covered\": 83.5, \"num_statements\": 200, \"covered_lines\": 167, \"missing_lines\": 33}}' > cov.json")
+task(name = "tests", outs = ["junit.xml"], cmd = "sleep 0.2; echo '<testsuite><testcase name=\"a\"/><testcase name=\"b\"/></testsuite>' > junit.xml")
+task(name = "scan", outs = ["bandit.json"], cmd = "echo '{\"errors\": [], \"metrics\": {}, \"results\": [{\"issue_severity\": \"HIGH\"}]}' > bandit.json")
+gate(name = "quality", deps = [":cov", ":tests", ":scan"], checks = ["coverage.percent >= 80", "tests.failed == 0", "vulnerabilities.high <= 0"])
+"#,
+    )
+}
+
+#[test]
+fn the_markdown_report_has_the_gates_coverage_tests_and_findings() {
+    let ws = workspace();
+    assert_eq!(ws.run(&["build", "-k", "//p:all"]).code, 1);
+    let run = ws.run(&["report"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let md = run.stdout;
+    for part in [
+        "## flow quality report\n",
+        "Last recorded build: `flow --color never build -k //p:all`,",
+        "(failed): 3 ran, 0 cached, 1 failed, 0 skipped",
+        "**`//p:quality`**: **failed**\n\n| Metric | Threshold | Value | Verdict |",
+        "| `vulnerabilities.high` | <= 0 | 1 | **FAIL** |",
+        "| `//p` | 83.5% | 200 |",
+        "| `//p:tests` | 2 | 0 | 0 | 0 |",
+        "| `//p:scan` | vulnerabilities | 1 | 1 high |",
+        "- `//p:quality` (failed; `flow log //p:quality`)",
+    ] {
+        assert!(md.contains(part), "{part}\n---\n{md}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ws.run(&["report", "--json"]).stdout).unwrap();
+    assert_eq!(json["gates"][0]["passed"], false);
+    assert_eq!(json["coverage"][0]["percent"], 83.5);
+}
+
+#[test]
+fn a_new_workspace_reports_that_nothing_is_known_yet() {
+    let ws = Ws::new().file("p/BUILD", "task(name = \"t\", cmd = \"true\")\n");
+    let run = ws.run(&["report"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("No build recorded in this workspace's history yet."),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("No gate has a table under `flow-out/`."),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let ws = workspace();
+    assert_eq!(ws.run(&["build", "-k", "//p:all"]).code, 1);
+    let page = ws.path().join("report.html");
+    let run = ws.run(&["report", "--html", page.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Self-contained: nothing fetched at view time.
+    for remote in ["http://", "https://", "<script", "<link"] {
+        assert!(
+            !html
+                .replace("http://www.w3.org/2000/svg", "")
+                .contains(remote),
+            "{remote} in the page"
+        );
+    }
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(chromium) = chromium else {
+        assert!(
+            std::env::var_os("FLOW_REQUIRE_CHROMIUM").is_none(),
+            "Chromium is required (FLOW_REQUIRE_CHROMIUM is set)"
+        );
+        eprintln!("skipping the browser check: Chromium is not installed (.ci/run installs it)");
+        return;
+    };
+    let url = format!("file://{}", page.display());
+    let headless = |extra: &[&str]| {
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let dom = headless(&["--dump-dom"]);
+    assert!(dom.status.success());
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    for part in [
+        "<table class=\"gate\">",
+        "id=\"timeline-chart\"",
+        "vulnerabilities.high",
+        "//p:tests",
+    ] {
+        assert!(dom_text.contains(part), "{part} not rendered");
+    }
+    // No console message from the page (it has no script, and nothing may fail to load).
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("CONSOLE") || l.contains("Failed to load")),
+        "{log}"
+    );
+    let shot =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report-screenshot.png");
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let taken = headless(&[&shot_arg, "--window-size=1280,900"]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+}
