@@ -84,6 +84,15 @@ struct RawConfig {
     ledger: RawLedger,
     #[serde(default)]
     environments: BTreeMap<String, RawEnvironment>,
+    #[serde(default)]
+    test: RawTest,
+}
+
+/// `[test]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTest {
+    quarantine: Option<Vec<Spanned<String>>>,
 }
 
 /// `[environments.NAME]`.
@@ -188,6 +197,9 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// `[environments.NAME]`: where deploys may go, with their windows.
     pub environments: BTreeMap<String, Environment>,
+    /// `[test] quarantine`: target patterns whose failures are reported as warnings, still
+    /// recorded as failures, and fail no build (docs/configuration.md).
+    pub quarantine: Vec<flow_rules::pattern::TargetPattern>,
 }
 
 /// A problem in `flow.toml`, with the span of the offending key or value when known.
@@ -318,6 +330,24 @@ impl Config {
             .collect();
         let environments = parse_environments(raw.environments)
             .map_err(|(span, message)| err(Some(span), message, None))?;
+        let mut quarantine = Vec::new();
+        for p in raw.test.quarantine.unwrap_or_default() {
+            let pattern = flow_rules::pattern::TargetPattern::parse(p.get_ref()).map_err(|e| {
+                err(
+                    Some(p.span()),
+                    format!(
+                        "invalid value for key `test.quarantine`: `{}`: {}",
+                        p.get_ref(),
+                        e.kind
+                    ),
+                    Some(
+                        "write absolute labels or patterns: `//pkg:test_py3_11`, `//flaky/...`"
+                            .into(),
+                    ),
+                )
+            })?;
+            quarantine.push(pattern);
+        }
         Ok(Config {
             path: path.to_path_buf(),
             name: raw.workspace.name,
@@ -331,6 +361,7 @@ impl Config {
             vars,
             ledger,
             environments,
+            quarantine,
         })
     }
 }

@@ -270,6 +270,7 @@ impl Session {
             report_up_to_date,
             workspace: self.workspace_text(),
             clock: self.clock,
+            quarantine: self.ws.config.quarantine.clone(),
         }
     }
 

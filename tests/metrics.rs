@@ -193,3 +193,58 @@ fn flaky_targets_from_the_history() {
         all.stdout
     );
 }
+
+/// `[test] quarantine`: a quarantined target's failure is a `[QUARANTINED]` warning that fails
+/// no build (without `-k` the others still run), its dependents skip, and the history still
+/// records the failure (for `flow log` and `flow metrics`): the outcome changes, not the record.
+#[test]
+fn quarantine_changes_the_outcome_not_the_record() {
+    let ws = Ws::new()
+        .file("flow.toml", "[test]\nquarantine = [\"//t:flaky\"]\n")
+        .file(
+            "t/BUILD",
+            "task(name = \"flaky\", cmd = \"echo boom; exit 1\")\n\
+             task(name = \"after\", deps = [\":flaky\"], cmd = \"true\")\n\
+             task(name = \"other\", cmd = \"true\")\n",
+        );
+    let run = ws.run(&["build", "-j", "1", "//t:all"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("[QUARANTINED] //t:flaky (failed, not failing the build: exit 1, "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("\n    boom\n"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("[SKIPPED] //t:after (dependency failed)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("[RAN] //t:other"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("flow: ok: 1 ran, 0 cached, 0 failed, 1 skipped, 0 flaky, 1 quarantined"),
+        "{}",
+        run.stdout
+    );
+    let log = ws.run(&["log", "//t:flaky"]);
+    assert!(
+        log.stderr
+            .starts_with("flow: last run of //t:flaky: failed"),
+        "{}",
+        log.stderr
+    );
+    // Not quarantined: the same failure fails the build.
+    ws.write("flow.toml", b"");
+    assert_eq!(ws.run(&["build", "//t:all"]).code, 1);
+}
+
+#[test]
+fn a_bad_quarantine_entry_is_a_config_error() {
+    let ws = Ws::new().file("flow.toml", "[test]\nquarantine = [\"t:flaky\"]\n");
+    let run = ws.run(&["build"]);
+    assert_eq!(run.code, 2);
+    crate::support::golden("quarantine_not_a_label", &run.stderr);
+}

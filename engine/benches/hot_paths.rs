@@ -443,6 +443,7 @@ fn bench_runner(runs: usize, w: &Workload) {
                 report_up_to_date: true,
                 workspace: w.root.display().to_string(),
                 clock: flow::clock::Clock::default(),
+                quarantine: Vec::new(),
             },
         };
         quiet(|| {

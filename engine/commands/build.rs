@@ -190,6 +190,7 @@ fn write_record(session: &Session, request: &str, ready: Ready, finished: &Finis
     let summary = &finished.summary;
     let all_ok = !summary.interrupted
         && summary.failed == 0
+        && summary.quarantined == 0
         && summary.skipped == 0
         && summary.not_started == 0;
     let basis: Option<Basis> = ready.basis.filter(|_| all_ok);

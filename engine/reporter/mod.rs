@@ -33,6 +33,8 @@ pub struct Summary {
     /// Deploys whose artifact was live already: nothing ran.
     pub live: usize,
     pub not_started: usize,
+    /// Failures of quarantined targets (`[test] quarantine`): reported, recorded, not failing.
+    pub quarantined: usize,
     pub interrupted: bool,
     /// A watch cycle cut short because files changed under it.
     pub superseded: bool,
@@ -295,6 +297,23 @@ impl Reporter {
         self.line(&text);
     }
 
+    /// A failure of a quarantined target: `[QUARANTINED]` and its log's tail, a warning.
+    pub fn quarantined(&mut self, label: &str, why: &str, log: &[u8]) {
+        self.finished(label);
+        let outcome = Outcome::Quarantined {
+            why: why.to_owned(),
+        };
+        self.report(label, outcome, Duration::ZERO, log);
+        let mut text = format!("[QUARANTINED] {label} (failed, not failing the build: {why})");
+        let log = String::from_utf8_lossy(log);
+        let lines: Vec<&str> = log.lines().collect();
+        for l in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
+            text.push_str("\n    ");
+            text.push_str(l);
+        }
+        self.line(&text);
+    }
+
     /// An effect that succeeded, with its own line (`[DEPLOYED] ...`, `[LIVE] ...`).
     pub fn effect(&mut self, label: &str, line: &str) {
         self.finished(label);
@@ -349,6 +368,9 @@ impl Reporter {
         }
         if s.not_started > 0 {
             parts.push(format!("{} not started", s.not_started));
+        }
+        if s.quarantined > 0 {
+            parts.push(format!("{} quarantined", s.quarantined));
         }
         let head = if s.interrupted {
             "flow: interrupted"

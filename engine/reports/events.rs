@@ -75,7 +75,9 @@ impl Stream {
 
     pub fn finished(&mut self, r: &Record, at: Duration) {
         let (why, attempts) = match &r.outcome {
-            Outcome::Failed { why } | Outcome::Skipped { why } => (Some(why.as_str()), None),
+            Outcome::Failed { why } | Outcome::Skipped { why } | Outcome::Quarantined { why } => {
+                (Some(why.as_str()), None)
+            }
             Outcome::Flaky { attempts } => (None, Some(*attempts)),
             _ => (None, None),
         };

@@ -172,6 +172,10 @@ fn action_case(r: &Record) -> Case {
             log: xml_text(&super::tail(&r.log, LOG_LINES).1.join("\n")),
         },
         Outcome::Skipped { why } => Verdict::Skipped(xml_text(why)),
+        // Quarantined: its failure is known and does not count; shown as skipped, with why.
+        Outcome::Quarantined { why } => {
+            Verdict::Skipped(xml_text(&format!("quarantined (failed: {why})")))
+        }
     };
     let package = r.label.trim_start_matches("//").split(':').next();
     Case {

@@ -41,6 +41,10 @@ pub enum Outcome {
     Skipped {
         why: String,
     },
+    /// A failure of a quarantined target (`[test] quarantine`): reported, not failing.
+    Quarantined {
+        why: String,
+    },
     /// An effect that succeeded: its line's tag (`deployed`, `live`, `monitored`, ...).
     Effect {
         tag: String,
@@ -56,6 +60,7 @@ impl Outcome {
             Outcome::Flaky { .. } => "flaky",
             Outcome::Failed { .. } => "failed",
             Outcome::Skipped { .. } => "skipped",
+            Outcome::Quarantined { .. } => "quarantined",
             Outcome::Effect { tag } => tag,
         }
     }

@@ -77,8 +77,21 @@ impl<E: Executor> Drive<'_, E> {
                 timed_out,
                 took,
             } => {
-                reporter.failed(&label, &why, &log);
-                self.summary.failed += 1;
+                // Quarantined (`[test] quarantine`): a warning that fails no build; the history
+                // still records the failure, and its dependents, which lack its outputs, skip.
+                let quarantined = self
+                    .runner
+                    .options
+                    .quarantine
+                    .iter()
+                    .any(|p| p.matches(&action.label, false));
+                if quarantined {
+                    reporter.quarantined(&label, &why, &log);
+                    self.summary.quarantined += 1;
+                } else {
+                    reporter.failed(&label, &why, &log);
+                    self.summary.failed += 1;
+                }
                 self.failures[c.node] = Some(why);
                 let outcome = if timed_out {
                     Outcome::TimedOut
@@ -93,7 +106,11 @@ impl<E: Executor> Drive<'_, E> {
                     stderr,
                 };
                 self.history.run(label, c.key, row);
-                self.skip_dependents(c.node, reporter);
+                // A quarantined failure does not stop the build, even without `-k`.
+                match quarantined {
+                    true => self.skip_dependents_of(c.node, reporter),
+                    false => self.skip_dependents(c.node, reporter),
+                }
             }
             Done::Effect(done) => {
                 self.report_effect(&label, &done, reporter);

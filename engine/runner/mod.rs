@@ -58,6 +58,8 @@ pub struct BuildOptions {
     /// The workspace root as text: history rows are per workspace.
     pub workspace: String,
     pub clock: Clock,
+    /// `[test] quarantine`: the failures of these targets are warnings (`completion.rs`).
+    pub quarantine: Vec<flow_rules::pattern::TargetPattern>,
 }
 
 /// Below this many tasks to key (the rest carried over), history and results are read one

@@ -73,6 +73,7 @@ async fn build(
             report_up_to_date: true,
             workspace: f.root.display().to_string(),
             clock: crate::clock::Clock::default(),
+            quarantine: Vec::new(),
         },
     };
     let resolved = Resolved {
