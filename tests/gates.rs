@@ -140,6 +140,20 @@ fn the_table_is_in_the_events_and_the_summary() {
         md.contains("| `tests.failed` | == 0 | 1 | **FAIL** |"),
         "{md}"
     );
+    // And in JUnit: a suite per gate, a case per check.
+    let junit = ws.path().join("junit.xml");
+    let run = ws.run(&["build", "//q:quality", "--junit", junit.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<testsuite name=\"//q:quality (gate)\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testcase name=\"tests.failed == 0\" classname=\"//q:quality\""),
+        "{xml}"
+    );
+    assert!(xml.contains("tests.failed is 1, not == 0"), "{xml}");
     // Reused (the same failure is not run again, but a passing gate is cached): still reported.
     let fixed = reports(85.0, 0);
     assert_eq!(fixed.run(&["build", "//q:quality"]).code, 0);

@@ -53,7 +53,8 @@ pub struct JunitReport {
 }
 
 impl JunitReport {
-    pub fn new(records: &[&Record], found: &Found) -> JunitReport {
+    /// `gates`: each gate's table, a suite with a test case per check.
+    pub fn new(records: &[&Record], found: &Found, gates: &[super::gates::Table]) -> JunitReport {
         let mut actions: Vec<Case> = records.iter().map(|r| action_case(r)).collect();
         actions.sort_by(|a, b| a.name.cmp(&b.name));
         let mut suites = vec![Suite {
@@ -90,6 +91,31 @@ impl JunitReport {
                     cases: cases.collect(),
                 });
             }
+        }
+        for g in gates {
+            let cases = g.checks.iter().map(|c| {
+                let value = c.value.as_deref().unwrap_or("-");
+                Case {
+                    name: xml_text(&format!("{} {} {}", c.metric, c.op, c.threshold)),
+                    classname: xml_text(&g.gate),
+                    seconds: 0.0,
+                    at: None,
+                    verdict: match c.passed {
+                        true => Verdict::Passed(Some(xml_text(&format!("value {value}")))),
+                        false => Verdict::Failed {
+                            why: xml_text(&format!(
+                                "{} is {value}, not {} {}",
+                                c.metric, c.op, c.threshold
+                            )),
+                            log: xml_text(&g.errors.join("\n")),
+                        },
+                    },
+                }
+            });
+            suites.push(Suite {
+                name: xml_text(&format!("{} (gate)", g.gate)),
+                cases: cases.collect(),
+            });
         }
         JunitReport { suites }
     }

@@ -286,7 +286,7 @@ impl Reports {
             format!("could not write the {what} `{}`: {e}", path.display())
         };
         if let Some(path) = &self.wanted.junit {
-            let report = junit::JunitReport::new(&records, &found);
+            let report = junit::JunitReport::new(&records, &found, &tables);
             if let Err(e) = write_atomically(path, &report.xml(took)) {
                 problems.push(failed("JUnit report", path, e));
             }
