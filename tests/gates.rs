@@ -163,3 +163,60 @@ fn the_table_is_in_the_events_and_the_summary() {
     let g = gate_events(&again);
     assert_eq!((g.len(), &g[0]["passed"]), (1, &serde_json::json!(true)));
 }
+
+/// Regressions of the adversarial run: reports in a directory output are read; a value next to
+/// its threshold is never rounded into a contradiction; a threshold keeps its digits; names
+/// from reports lose their escapes; a broken report is named with why; license patterns ignore
+/// case and take `*` at either end.
+#[test]
+fn adversarial_regressions() {
+    let ws = Ws::new().file(
+        "q/BUILD",
+        r#"task(name = "dir", outs = ["rep/"], cmd = "mkdir -p rep/sub && echo '{\"totals\":{\"percent_covered\":79.996,\"num_statements\":10,\"covered_lines\":7,\"missing_lines\":3},\"files\":{}}' > rep/sub/c.json")
+task(name = "lic", outs = ["lic.json"], cmd = "printf '[{\"Name\":\"x\\\\u001b[31m\",\"License\":\"GNU General Public License v3 (GPLv3)\"}]' > lic.json")
+task(name = "broken", outs = ["m.json"], cmd = "echo '{\"totals\": ' > m.json")
+gate(name = "cov", deps = [":dir"], checks = ["coverage.percent >= 80", "coverage.percent < 0.12345678"])
+gate(name = "lic_gate", deps = [":lic"], checks = ["licenses.denied == []"], licenses_denied = ["*gpl*"])
+gate(name = "nothing", deps = [":broken"], checks = ["coverage.percent >= 80"])
+"#,
+    );
+    let run = ws.run(&["build", "-k", "//q:all"]);
+    assert_eq!(run.code, 1);
+    let log = |label: &str| ws.run(&["log", label]).stdout;
+    let cov = log("//q:cov");
+    // Rounded only where the rounding cannot seem to contradict the verdict.
+    assert!(
+        cov.contains("coverage.percent  >= 80         79.996  FAIL"),
+        "{cov}"
+    );
+    assert!(
+        cov.contains("coverage.percent  < 0.12345678  80      FAIL"),
+        "{cov}"
+    );
+    let lic = log("//q:lic_gate");
+    assert!(
+        lic.contains("[x (GNU General Public License v3 (GPLv3))]"),
+        "{lic}"
+    );
+    assert!(!lic.contains('\u{1b}'), "{lic:?}");
+    let nothing = log("//q:nothing");
+    assert!(
+        nothing.contains(
+            "no input is a report; not read: `q/m.json` (not valid JSON: EOF while parsing"
+        ),
+        "{nothing}"
+    );
+    // A `*` inside a pattern is an error at analysis.
+    ws.write(
+        "q/BUILD",
+        b"task(name = \"lic\", outs = [\"l.json\"], cmd = \"true\")\ngate(name = \"g\", deps = [\":lic\"], checks = [\"licenses.denied == []\"], licenses_denied = [\"G*L\"])\n",
+    );
+    let bad = ws.run(&["query", "//..."]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr
+            .contains("`G*L`: a `*` matches only at the start or the end of a name"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -30,7 +30,7 @@ fn the_markdown_report_has_the_gates_coverage_tests_and_findings() {
         "Last recorded build: `flow --color never build -k //p:all`,",
         "(failed): 3 ran, 0 cached, 1 failed, 0 skipped",
         "**`//p:quality`**: **failed**\n\n| Metric | Threshold | Value | Verdict |",
-        "| `vulnerabilities.high` | <= 0 | 1 | **FAIL** |",
+        "| `vulnerabilities.high` | &lt;= 0 | 1 | **FAIL** |",
         "| `//p` | 83.5% | 200 |",
         "| `//p:tests` | 2 | 0 | 0 | 0 |",
         "| `//p:scan` | vulnerabilities | 1 | 1 high |",
@@ -56,8 +56,7 @@ fn a_new_workspace_reports_that_nothing_is_known_yet() {
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("No gate has a table under `flow-out/`."),
+        run.stdout.contains("No gate is declared."),
         "{}",
         run.stdout
     );
@@ -144,4 +143,40 @@ fn the_html_report_renders_in_headless_chromium() {
         "{} bytes",
         png.len()
     );
+}
+
+/// Regressions of the adversarial run: `--html` never replaces what is not a regular file (a
+/// device, a FIFO, a symbolic link such as `/dev/stdout`), and the report counts the actions a
+/// failure skipped, naming a gate that has no table.
+#[test]
+fn the_html_is_written_only_to_a_regular_file_and_skips_are_counted() {
+    let ws = Ws::new().file(
+        "q/BUILD",
+        "task(name = \"bad\", outs = [\"coverage.json\"], cmd = \"exit 1\")\n\
+         task(name = \"after\", outs = [\"x\"], deps = [\":bad\"], cmd = \"touch x\")\n\
+         gate(name = \"g\", deps = [\":bad\"], checks = [\"coverage.percent >= 80\"])\n",
+    );
+    assert_eq!(ws.run(&["build", "-k", "//q:all"]).code, 1);
+    let md = ws.run(&["report"]).stdout;
+    assert!(
+        md.contains(": 0 ran, 0 cached, 1 failed, 2 skipped"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**`//q:g`**: no table under `flow-out/` (not built yet, or skipped"),
+        "{md}"
+    );
+    let link = ws.path().join("out.html");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    let fifo = ws.path().join("fifo.html");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    for path in [&link, &fifo] {
+        let run = ws.run(&["report", "--html", path.to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }

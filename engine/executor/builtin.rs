@@ -20,19 +20,20 @@ pub(super) async fn run_gate(
     let label = spec.label.clone();
     let canonical = canonical.to_owned();
     let exec = exec.to_path_buf();
-    let inputs: Vec<(String, bool)> = spec
+    // A directory input is bound into a command's own mount namespace, which this evaluation
+    // does not have: its files are read where it really is (`Input::source`).
+    let inputs: Vec<(String, bool, PathBuf)> = spec
         .inputs
         .iter()
-        .map(|i| (i.dest.clone(), i.is_dir))
+        .map(|i| (i.dest.clone(), i.is_dir, i.source.clone()))
         .collect();
     let output = spec.outputs.first().map(|o| cwd.join(o));
     let done = tokio::task::spawn_blocking(move || {
         let mut files = Vec::new();
-        for (dest, is_dir) in inputs {
-            let path = exec.join(&dest);
+        for (dest, is_dir, source) in inputs {
             match is_dir {
-                true => files_under(&path, &dest, 0, &mut files),
-                false => files.push((dest, path)),
+                true => files_under(&source, &dest, 0, &mut files),
+                false => files.push((dest.clone(), exec.join(&dest))),
             }
         }
         let evaluated = crate::gates::evaluate(&label, &canonical, &files);

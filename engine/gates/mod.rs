@@ -43,20 +43,22 @@ pub fn evaluate(label: &str, canonical: &str, inputs: &[(String, PathBuf)]) -> E
         ));
     };
     let mut read = Vec::new();
-    let mut problems = Vec::new();
+    // Inputs that looked like reports and were not read, with why: said when a check finds
+    // nothing to read.
+    let mut skipped = Vec::new();
     for (file, path) in inputs {
         match read_input(path, &denied) {
             Ok(found) => read.extend(found.into_iter().map(|found| Read {
                 file: file.clone(),
                 found,
             })),
-            Err(e) => problems.push(format!("`{file}`: {e}")),
+            Err(e) => skipped.push(format!("`{}` ({e})", reports::clean(file))),
         }
     }
     let mut rows = Vec::new();
-    let mut errors = problems;
+    let mut errors = Vec::new();
     for check in &checks {
-        match value_of(check, &read) {
+        match value_of(check, &read, &skipped) {
             Ok((value, from)) => {
                 let passed = verdict(check, &value);
                 rows.push((check, Some(value), passed, from));
@@ -105,21 +107,49 @@ fn failed_to_start(message: String) -> Evaluated {
     }
 }
 
+/// The reports of one input; `Err` says why a file named like a report was not read.
 fn read_input(path: &Path, denied: &[String]) -> Result<Vec<Found>, String> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if !(name.ends_with(".json") || name.ends_with(".xml") || name.ends_with(".sarif")) {
         return Ok(Vec::new());
     }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() || meta.len() > reports::MAX_REPORT_BYTES {
+    if !meta.is_file() {
         return Ok(Vec::new());
     }
+    if meta.len() > reports::MAX_REPORT_BYTES {
+        return Err(format!(
+            "{} MiB: more than the {} MiB a report may be",
+            meta.len() >> 20,
+            reports::MAX_REPORT_BYTES >> 20
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    reports::read(&bytes, denied)
+    let found = reports::read(&bytes, denied)?;
+    if found.is_empty() && !name.ends_with(".xml") {
+        return Err(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => format!("not valid JSON: {e}"),
+            Ok(_) => "JSON of no report kind's shape (see docs/gates.md)".to_owned(),
+        });
+    }
+    Ok(found)
+}
+
+/// At most `n` of `items`, then how many more.
+fn first_of(items: &[String], n: usize) -> String {
+    let mut text = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > n {
+        text.push_str(&format!(" and {} more", items.len() - n));
+    }
+    text
 }
 
 /// The value of `check`'s metric over every report of its kind, and the files it came from.
-fn value_of(check: &Check, read: &[Read]) -> Result<(Metric, Vec<String>), String> {
+fn value_of(
+    check: &Check,
+    read: &[Read],
+    skipped: &[String],
+) -> Result<(Metric, Vec<String>), String> {
     let of_kind: Vec<&Read> = read.iter().filter(|r| r.found.kind == check.kind).collect();
     if of_kind.is_empty() {
         let kind = flow_rules::gate::REPORT_KINDS
@@ -130,15 +160,21 @@ fn value_of(check: &Check, read: &[Read]) -> Result<(Metric, Vec<String>), Strin
             .iter()
             .map(|r| format!("`{}` ({}: {})", r.file, r.found.shape, r.found.kind))
             .collect();
-        return Err(format!(
+        let mut message = format!(
             "`{}`: no {} report among the gate's inputs (it reads {kind}); {}",
             check.name(),
             check.kind,
             match held.is_empty() {
-                true => "no input is a report: add the target that writes it to `deps`".to_owned(),
-                false => format!("the inputs hold {}", held.join(", ")),
+                true => "no input is a report".to_owned(),
+                false => format!("the inputs hold {}", first_of(&held, 20)),
             }
-        ));
+        );
+        if !skipped.is_empty() {
+            message.push_str(&format!("; not read: {}", first_of(skipped, 20)));
+        } else if held.is_empty() {
+            message.push_str(": add the target that writes it to `deps`");
+        }
+        return Err(message);
     }
     let from: Vec<String> = of_kind.iter().map(|r| r.file.clone()).collect();
     let values: Vec<(&Metric, &BTreeMap<String, Metric>)> = of_kind
@@ -159,7 +195,7 @@ fn value_of(check: &Check, read: &[Read]) -> Result<(Metric, Vec<String>), Strin
             from.join(", "),
             match names.is_empty() {
                 true => "none".to_owned(),
-                false => names.join(", "),
+                false => first_of(&names, 20),
             }
         ));
     }
@@ -249,7 +285,18 @@ fn verdict(check: &Check, value: &Metric) -> bool {
     }
 }
 
-/// A value as the table shows it: `83.2`, `3`, `[]`, `[gpl-pkg (GPL-3.0)]`.
+/// A value as the table shows it: rounded, but never so that it seems to contradict its
+/// verdict (`flow_rules::gate::number_near`).
+fn shown_near(check: &Check, value: &Metric) -> String {
+    match (value, &check.threshold) {
+        (Metric::Number(n), Threshold::Number(t)) => {
+            flow_rules::gate::number_near(*n, check.op, *t)
+        }
+        _ => shown(value),
+    }
+}
+
+/// A value exactly (the JSON table): `83.25`, `3`, `[]`, `[gpl-pkg (GPL-3.0)]`.
 fn shown(value: &Metric) -> String {
     match value {
         Metric::Number(n) => number(*n),
@@ -277,7 +324,9 @@ fn table(label: &str, rows: &[Row], errors: &[String]) -> String {
             [
                 check.name(),
                 format!("{} {}", check.op.as_str(), check.threshold),
-                value.as_ref().map_or("-".to_owned(), shown),
+                value
+                    .as_ref()
+                    .map_or("-".to_owned(), |v| shown_near(check, v)),
                 if *passed { "pass" } else { "FAIL" }.to_owned(),
             ]
         })

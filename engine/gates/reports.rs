@@ -175,7 +175,7 @@ fn from_json(json: &Json, denied: &[String]) -> Vec<Found> {
             shape: "metrics.json",
             metrics: o
                 .iter()
-                .filter_map(|(k, v)| Some((k.clone(), Metric::Number(v.as_f64()?))))
+                .filter_map(|(k, v)| Some((clean(k), Metric::Number(v.as_f64()?))))
                 .collect(),
         }],
         _ => Vec::new(),
@@ -271,27 +271,47 @@ fn lint(items: &[Json]) -> Found {
     }
 }
 
+/// Whether `license` matches `pattern`, ignoring case: the whole name, or with a `*` at the
+/// start or end (or both) any start or end (`AGPL*`, `*GPL*`).
+pub fn license_matches(license: &str, pattern: &str) -> bool {
+    let license = license.to_lowercase();
+    let pattern = pattern.to_lowercase();
+    match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
+        (Some(_), Some(_)) if pattern.len() >= 2 => {
+            license.contains(&pattern[1..pattern.len() - 1])
+        }
+        (Some(rest), _) => license.ends_with(rest),
+        (_, Some(rest)) => license.starts_with(rest),
+        _ => license == pattern,
+    }
+}
+
+/// Report text (package and license names, metric names) without escapes or control
+/// characters: it reaches terminals, logs and Markdown.
+pub fn clean(text: &str) -> String {
+    crate::executor::printable(text)
+}
+
 /// pip-licenses: a package is denied when one of its licenses matches a pattern of `denied`
-/// (`GPL-3.0`, `AGPL*`: a trailing `*` matches any end), unknown when it says `UNKNOWN`.
+/// ([`license_matches`]), unknown when it says `UNKNOWN`.
 fn licenses(items: &[Json], denied: &[String]) -> Found {
-    let matches = |license: &str, pattern: &str| match pattern.strip_suffix('*') {
-        Some(prefix) => license.starts_with(prefix),
-        None => license == pattern,
-    };
     let mut denied_names = Vec::new();
     let mut unknown = Vec::new();
     for item in items {
-        let name = item["Name"].as_str().unwrap_or("?");
-        let license = item["License"].as_str().unwrap_or("UNKNOWN");
+        let name = clean(item["Name"].as_str().unwrap_or("?"));
+        let license = clean(item["License"].as_str().unwrap_or("UNKNOWN"));
         let parts: Vec<&str> = license.split(';').map(str::trim).collect();
-        if parts.iter().any(|l| denied.iter().any(|d| matches(l, d))) {
+        if parts
+            .iter()
+            .any(|l| denied.iter().any(|d| license_matches(l, d)))
+        {
             denied_names.push(format!("{name} ({license})"));
         }
         if parts
             .iter()
             .all(|l| l.is_empty() || l.eq_ignore_ascii_case("UNKNOWN"))
         {
-            unknown.push(name.to_owned());
+            unknown.push(name.clone());
         }
     }
     let mut metrics = numbers(&[("count", items.len() as f64)]);

@@ -25,8 +25,15 @@ pub fn html(r: &Report) -> String {
         esc(&r.workspace)
     );
     h.push_str("<h2 id=\"gates\">Gates</h2>\n");
-    if r.gates.is_empty() {
-        h.push_str("<p>No gate has a table under <code>flow-out/</code>.</p>\n");
+    if r.gates.is_empty() && r.gates_without_table.is_empty() {
+        h.push_str("<p>No gate is declared.</p>\n");
+    }
+    for g in &r.gates_without_table {
+        let _ = writeln!(
+            h,
+            "<p><code>{}</code>: no table under <code>flow-out/</code> (not built yet, or skipped)</p>",
+            esc(g)
+        );
     }
     for g in &r.gates {
         let _ = write!(

@@ -4,9 +4,13 @@ use std::fmt::Write as _;
 
 use super::Report;
 
-/// `|` and newlines would break a table cell.
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+/// Text safe in a table cell and a code span: `|`, newlines, backticks and `<` (an HTML comment
+/// would hide the rest of a job summary) neutralized.
+pub fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+        .replace('`', "'")
+        .replace('<', "&lt;")
 }
 
 fn date(ms: i64) -> String {
@@ -19,7 +23,6 @@ pub fn markdown(r: &Report) -> String {
     let mut md = String::from("## flow quality report\n\n");
     match &r.build {
         Some(b) => {
-            let count = |o: &str| b.runs.iter().filter(|x| x.outcome == o).count();
             let _ = writeln!(
                 md,
                 "Last recorded build: `flow {}`, {} ({}): {} ran, {} cached, {} failed, {} skipped \
@@ -27,17 +30,24 @@ pub fn markdown(r: &Report) -> String {
                 cell(&b.args),
                 b.finished_ms.map(date).unwrap_or_default(),
                 if b.outcome.is_empty() { "unfinished" } else { &b.outcome },
-                count("ran") + count("flaky"),
-                count("cached"),
-                count("failed") + count("timed out"),
-                count("skipped"),
+                b.ran + b.flaky,
+                b.cached,
+                b.failed,
+                b.skipped,
             );
         }
         None => md.push_str("No build recorded in this workspace's history yet.\n\n"),
     }
     md.push_str("### Gates\n\n");
-    if r.gates.is_empty() {
-        md.push_str("No gate has a table under `flow-out/`.\n\n");
+    if r.gates.is_empty() && r.gates_without_table.is_empty() {
+        md.push_str("No gate is declared.\n\n");
+    }
+    for g in &r.gates_without_table {
+        let _ = writeln!(
+            md,
+            "**`{}`**: no table under `flow-out/` (not built yet, or skipped: a dependency failed)\n",
+            cell(g)
+        );
     }
     for g in &r.gates {
         let _ = writeln!(

@@ -25,6 +25,12 @@ pub struct Build {
     pub finished_ms: Option<i64>,
     pub args: String,
     pub outcome: String,
+    /// The build's own counts (skipped actions included, which have no run row).
+    pub ran: u64,
+    pub cached: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub flaky: u64,
     /// Each action the build recorded: label, outcome, seconds it ran, when it ended.
     pub runs: Vec<Run>,
 }
@@ -68,6 +74,8 @@ pub struct Report {
     pub workspace: String,
     pub build: Option<Build>,
     pub gates: Vec<Table>,
+    /// The gates with no table under `flow-out/` (not built yet, skipped, or failed to write).
+    pub gates_without_table: Vec<String>,
     pub coverage: Vec<Coverage>,
     pub tests: Vec<Tests>,
     pub findings: Vec<Findings>,
@@ -95,8 +103,9 @@ pub fn collect(
                 out.trim_end_matches('/'),
             ));
             if t.kind == TargetKind::Gate {
-                if let Some(table) = crate::reports::gates::read(&path) {
-                    report.gates.push(table);
+                match crate::reports::gates::read(&path) {
+                    Some(table) => report.gates.push(table),
+                    None => report.gates_without_table.push(label.clone()),
                 }
                 continue;
             }
@@ -204,11 +213,17 @@ pub fn last_build(
         .args
         .split_once(' ')
         .map_or(String::new(), |(_, rest)| rest.to_owned());
+    let s = row.summary.unwrap_or_default();
     Ok(Some(Build {
         started_ms: row.started_at_ms,
         finished_ms: row.finished_at_ms,
         args,
-        outcome: row.summary.map(|s| s.outcome).unwrap_or_default(),
+        outcome: s.outcome,
+        ran: s.ran,
+        cached: s.cached + s.up_to_date,
+        failed: s.failed,
+        skipped: s.skipped,
+        flaky: s.flaky,
         runs,
     }))
 }

@@ -392,7 +392,7 @@ fn cut(line: &str) -> String {
 
 /// Text safe in a Markdown table cell or line.
 fn escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    crate::report::markdown::cell(s)
 }
 
 /// Text safe inside HTML.

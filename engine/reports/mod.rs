@@ -318,6 +318,18 @@ impl Reports {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
+    // The rename would replace whatever is there: a device (`/dev/full`), a FIFO, a symbolic
+    // link (`/dev/stdout`). Only a regular file, or nothing, is replaced (adversarial run: a
+    // report written to a device node as root deleted the device).
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.is_file() {
+            return Err(std::io::Error::other(format!(
+                "it is {}, not a regular file; flow writes a report only to a regular file (or \
+                 a new path), which it replaces whole",
+                flow_cache::regular::kind_of(&meta)
+            )));
+        }
+    }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;

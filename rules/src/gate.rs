@@ -134,12 +134,38 @@ impl fmt::Display for Threshold {
     }
 }
 
-/// `80`, `0.5`: a number as a check or a table shows it.
+/// `80`, `0.12345678`, `1e307`: a number exactly, in the fewest digits that read back as it
+/// (the form a check is kept in, and a threshold shown); an exponent past 15 digits.
 pub fn number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
+    if n != 0.0 && (n.abs() >= 1e15 || n.abs() < 1e-6) {
+        format!("{n:e}")
     } else {
-        format!("{}", (n * 100.0).round() / 100.0)
+        format!("{n}")
+    }
+}
+
+/// `value` as a table shows it next to `threshold`: at most 4 decimals, more when fewer would
+/// seem to contradict the verdict (79.996 is not shown as `80` under `>= 80`).
+pub fn number_near(value: f64, op: Op, threshold: f64) -> String {
+    if !value.is_finite() || value.abs() >= 1e15 {
+        return number(value);
+    }
+    for decimals in [0, 1, 2, 4, 6, 9, 12] {
+        let text = format!("{value:.decimals$}");
+        let shown: f64 = text.parse().unwrap_or(value);
+        if (shown == value || decimals >= 2)
+            && op.holds(shown, threshold) == op.holds(value, threshold)
+        {
+            return trim_zeros(&text);
+        }
+    }
+    number(value)
+}
+
+fn trim_zeros(text: &str) -> String {
+    match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        false => text.to_owned(),
     }
 }
 
@@ -387,6 +413,29 @@ mod tests {
         assert!(parse_check("coverage.percent == []").is_err());
         assert!(parse_check("coverage.percent >= eighty").is_err());
         assert!(parse_check("coverage.percent").is_err());
+    }
+
+    #[test]
+    fn numbers_are_kept_exactly_and_never_shown_against_their_verdict() {
+        // Thresholds as written, however small or large (adversarial run: `0.12345678` was
+        // shown as 0.12, and 1e307 overflowed a rounding and broke the gate).
+        for text in [
+            "metrics.x >= 0.12345678",
+            "metrics.x < 1e307",
+            "metrics.x > -1.7976931348623157e308",
+        ] {
+            let c = parse_check(text).unwrap();
+            assert_eq!(c.to_string(), text);
+            assert_eq!(
+                from_canonical(&canonical(&[c.clone()], &[])).unwrap().0,
+                vec![c]
+            );
+        }
+        assert_eq!(number_near(79.996, Op::Ge, 80.0), "79.996");
+        assert_eq!(number_near(83.33333333333333, Op::Ge, 80.0), "83.33");
+        assert_eq!(number_near(0.999, Op::Eq, 1.0), "0.999");
+        assert_eq!(number_near(0.004, Op::Gt, 0.0), "0.004");
+        assert_eq!(number_near(3.0, Op::Le, 2.0), "3");
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub(super) fn command(a: &mut Attrs<'_, '_>, deps: &[Label]) -> Option<String> {
                 "licenses_denied",
                 format!("`{l}` is not a license name (e.g. `GPL-3.0`, `AGPL*`)"),
             );
+        } else if l.trim_matches('*').contains('*') {
+            a.bad_value(
+                "licenses_denied",
+                format!(
+                    "`{l}`: a `*` matches only at the start or the end of a name (`*GPL*`, `AGPL*`)"
+                ),
+            );
         }
     }
     (!checks.is_empty() && checks.len() == texts.len()).then(|| canonical(&checks, &denied))
