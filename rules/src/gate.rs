@@ -427,7 +427,9 @@ mod tests {
             let c = parse_check(text).unwrap();
             assert_eq!(c.to_string(), text);
             assert_eq!(
-                from_canonical(&canonical(&[c.clone()], &[])).unwrap().0,
+                from_canonical(&canonical(std::slice::from_ref(&c), &[]))
+                    .unwrap()
+                    .0,
                 vec![c]
             );
         }
