@@ -384,6 +384,61 @@ impl Cli {
             .collect())
     }
 
+    /// `flow build` (without `--dry-run`, which `run` hands to explain).
+    fn build(&self) -> Result<i32, Error> {
+        let Command::Build {
+            patterns,
+            jobs,
+            keep_going,
+            quiet,
+            events,
+            emergency,
+            reason,
+            approved_by,
+            shard,
+            shard_timings,
+            since,
+            junit,
+            profile,
+            annotations,
+            summary,
+            ..
+        } = &self.command
+        else {
+            unreachable!("called for `flow build` only")
+        };
+        crate::commands::build::run(
+            &self.start_dir()?,
+            crate::commands::build::BuildArgs {
+                patterns: &self.absolute_patterns(patterns)?,
+                session: self.session(*jobs, *keep_going),
+                quiet: *quiet,
+                reports: crate::reports::Wanted {
+                    events: events.clone(),
+                    junit: junit.clone(),
+                    profile: profile.clone(),
+                    annotations: *annotations,
+                    summary: summary.clone(),
+                }
+                .with_github_env(),
+                emergency: emergency.then(|| crate::delivery::window::Emergency {
+                    reason: reason.clone().unwrap_or_default(),
+                    approved_by: approved_by.clone(),
+                }),
+                shard: match (shard, shard_timings) {
+                    (Some(s), Some(file)) => Some(s.clone().balanced_by(
+                        crate::shard::Timings::read(file).map_err(|message| Error::Usage {
+                            message,
+                            help: None,
+                        })?,
+                    )),
+                    (s, _) => s.clone(),
+                },
+                since: since.as_deref(),
+            },
+        )
+    }
+
     /// `absolute_patterns`, or `//...` for none (as `flow build` defaults).
     fn absolute_patterns_or_all(&self, patterns: &[String]) -> Result<Vec<String>, Error> {
         match patterns.is_empty() {
@@ -427,53 +482,7 @@ impl Cli {
                 &self.absolute_patterns_or_all(patterns)?,
                 self.cache_dir.as_deref(),
             ),
-            Command::Build {
-                patterns,
-                jobs,
-                keep_going,
-                quiet,
-                events,
-                emergency,
-                reason,
-                approved_by,
-                shard,
-                shard_timings,
-                since,
-                junit,
-                profile,
-                annotations,
-                summary,
-                ..
-            } => crate::commands::build::run(
-                &self.start_dir()?,
-                crate::commands::build::BuildArgs {
-                    patterns: &self.absolute_patterns(patterns)?,
-                    session: self.session(*jobs, *keep_going),
-                    quiet: *quiet,
-                    reports: crate::reports::Wanted {
-                        events: events.clone(),
-                        junit: junit.clone(),
-                        profile: profile.clone(),
-                        annotations: *annotations,
-                        summary: summary.clone(),
-                    }
-                    .with_github_env(),
-                    emergency: emergency.then(|| crate::delivery::window::Emergency {
-                        reason: reason.clone().unwrap_or_default(),
-                        approved_by: approved_by.clone(),
-                    }),
-                    shard: match (shard, shard_timings) {
-                        (Some(s), Some(file)) => Some(s.clone().balanced_by(
-                            crate::shard::Timings::read(file).map_err(|message| Error::Usage {
-                                message,
-                                help: None,
-                            })?,
-                        )),
-                        (s, _) => s.clone(),
-                    },
-                    since: since.as_deref(),
-                },
-            ),
+            Command::Build { .. } => self.build(),
             Command::Watch {
                 patterns,
                 jobs,
