@@ -66,6 +66,26 @@ fn a_new_workspace_reports_that_nothing_is_known_yet() {
 fn the_html_report_renders_in_headless_chromium() {
     let ws = workspace();
     assert_eq!(ws.run(&["build", "-k", "//p:all"]).code, 1);
+    // A deployment yesterday, for the chart over time.
+    let yesterday = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 86_400_000;
+    let entry = serde_json::json!({
+        "id": "d1", "environment": "production", "label": "//d:deploy", "kind": "deploy",
+        "outcome": "succeeded",
+        "artifact": {"digest": "a".repeat(64), "kind": "file", "size": 1, "executable": false,
+                     "name": "app.whl", "label": "//d:bundle"},
+        "commit": null, "commit_time": null, "branch": null, "user": "alice",
+        "started_ms": yesterday, "ended_ms": yesterday + 1000, "reason": null, "approved_by": null
+    });
+    ws.write(
+        &format!(".flow/ledger/entries/{yesterday}-d1.json"),
+        entry.to_string().as_bytes(),
+    );
+    let md = ws.run(&["report"]).stdout;
+    assert!(md.contains("| production | 1 | 0 |"), "{md}");
     let page = ws.path().join("report.html");
     let run = ws.run(&["report", "--html", page.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -118,6 +138,8 @@ fn the_html_report_renders_in_headless_chromium() {
         "id=\"timeline-chart\"",
         "vulnerabilities.high",
         "//p:tests",
+        "deployments to production",
+        "class=\"trend\"",
     ] {
         assert!(dom_text.contains(part), "{part} not rendered");
     }

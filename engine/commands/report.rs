@@ -24,7 +24,23 @@ pub fn run(
         false => None,
     };
     let out_root = crate::session::out_root(&ws.root);
-    let report = crate::report::collect(&graph, &out_root, &workspace, build);
+    let mut report = crate::report::collect(&graph, &out_root, &workspace, build);
+    // The charts over time: the ledger's deployments, the history's cache hits.
+    let now = crate::clock::Clock::from_env().now_ms();
+    let ledger = crate::delivery::ledger::Ledger::open(&ws.root, &ws.config.ledger, &mut |w| {
+        eprintln!("warning: {w}")
+    })?;
+    report.deployments = crate::report::trends::deployments(ledger.entries(), now);
+    if dir.join("flow.db").exists() {
+        let since = crate::report::trends::start(now);
+        let runs = open_cache(&dir)?
+            .runs_since(&workspace, since)
+            .map_err(|e| Error::Cache {
+                path: dir.clone(),
+                error: e.to_string(),
+            })?;
+        report.hit_rate = Some(crate::report::trends::hit_rate(&runs, now));
+    }
     if let Some(path) = html {
         crate::reports::write_atomically(path, crate::report::html::html(&report).as_bytes())
             .map_err(|e| Error::Io {

@@ -102,8 +102,72 @@ pub fn html(r: &Report) -> String {
     if let Some(b) = &r.build {
         timeline(&mut h, b);
     }
+    if !r.deployments.is_empty() || r.hit_rate.is_some() {
+        h.push_str("<h2 id=\"over-time\">Over the last 30 days</h2>\n");
+        for s in &r.deployments {
+            chart(&mut h, &format!("deployments to {}", s.name), s, false);
+        }
+        if let Some(s) = &r.hit_rate {
+            chart(&mut h, "cache hit rate", s, true);
+        }
+    }
     h.push_str("</body></html>\n");
     h
+}
+
+/// One bar per day. Deployments: a red dot over a day with a failed deployment. A rate: bars
+/// from 0 to 100 %, a grey tick on days without runs.
+fn chart(h: &mut String, title: &str, s: &super::trends::Series, rate: bool) {
+    let (bar, height, left) = (18.0, 80.0, 40.0);
+    let max = match rate {
+        true => 1.0,
+        false => s.values.iter().copied().fold(1.0, f64::max),
+    };
+    let width = left + bar * s.values.len() as f64 + 10.0;
+    let _ = writeln!(
+        h,
+        "<p>{}</p>\n<svg class=\"trend\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" role=\"img\" aria-label=\"{}\">",
+        esc(title),
+        height + 30.0,
+        esc(title)
+    );
+    for (i, v) in s.values.iter().enumerate() {
+        let x = left + i as f64 * bar;
+        let hgt = v / max * height;
+        let shown = match rate {
+            true => format!("{:.0}%", v * 100.0),
+            false => format!("{v}"),
+        };
+        let _ = writeln!(
+            h,
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{}\" height=\"{hgt:.1}\" fill=\"#3b6ea8\"><title>day {}: {shown}</title></rect>",
+            10.0 + height - hgt,
+            bar - 3.0,
+            i + 1
+        );
+        if s.marked.get(i) == Some(&true) {
+            let color = if rate { "#bbb" } else { "#b00020" };
+            let _ = writeln!(
+                h,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
+                x + (bar - 3.0) / 2.0,
+                6.0 + height - hgt
+            );
+        }
+    }
+    let top = match rate {
+        true => "100%".to_owned(),
+        false => format!("{max}"),
+    };
+    let _ = writeln!(
+        h,
+        "<text x=\"0\" y=\"16\">{top}</text><text x=\"0\" y=\"{}\">0</text><text x=\"{left}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\">today</text></svg>",
+        10.0 + height,
+        height + 26.0,
+        esc(&s.first_day),
+        width - 40.0,
+        height + 26.0
+    );
 }
 
 /// The last build's actions as bars on a time axis (those that ran; cached ones take no time).

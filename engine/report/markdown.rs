@@ -113,6 +113,19 @@ pub fn markdown(r: &Report) -> String {
         }
         md.push('\n');
     }
+    if !r.deployments.is_empty() {
+        md.push_str("### Deployments in the last 30 days\n\n| Environment | Succeeded | Days with a failed deployment |\n|---|---:|---:|\n");
+        for s in &r.deployments {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                cell(&s.name),
+                s.values.iter().sum::<f64>(),
+                s.marked.iter().filter(|m| **m).count()
+            );
+        }
+        md.push('\n');
+    }
     if let Some(b) = &r.build {
         let failed: Vec<&super::Run> = b
             .runs

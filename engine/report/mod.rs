@@ -6,6 +6,7 @@
 
 pub mod html;
 pub mod markdown;
+pub mod trends;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,6 +80,10 @@ pub struct Report {
     pub coverage: Vec<Coverage>,
     pub tests: Vec<Tests>,
     pub findings: Vec<Findings>,
+    /// Succeeded deployments per day, per environment (the last 30 days).
+    pub deployments: Vec<trends::Series>,
+    /// The cache hit rate per day (the last 30 days).
+    pub hit_rate: Option<trends::Series>,
 }
 
 /// The report of `graph`'s targets, from the outputs under `out_root` and `build`.
