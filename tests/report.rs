@@ -86,6 +86,10 @@ fn the_html_report_renders_in_headless_chromium() {
     );
     let md = ws.run(&["report"]).stdout;
     assert!(md.contains("| production | 1 | 0 |"), "{md}");
+    assert!(
+        md.contains("- `//p:quality` (failed; `flow log //p:quality`)"),
+        "{md}"
+    );
     let page = ws.path().join("report.html");
     let run = ws.run(&["report", "--html", page.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -153,7 +157,7 @@ fn the_html_report_renders_in_headless_chromium() {
     let shot =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report-screenshot.png");
     let shot_arg = format!("--screenshot={}", shot.display());
-    let taken = headless(&[&shot_arg, "--window-size=1280,900"]);
+    let taken = headless(&[&shot_arg, "--window-size=1280,1400"]);
     assert!(
         taken.status.success(),
         "{}",

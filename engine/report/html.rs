@@ -172,7 +172,12 @@ fn chart(h: &mut String, title: &str, s: &super::trends::Series, rate: bool) {
 
 /// The last build's actions as bars on a time axis (those that ran; cached ones take no time).
 fn timeline(h: &mut String, b: &super::Build) {
-    let ran: Vec<&super::Run> = b.runs.iter().filter(|r| r.seconds > 0.0).collect();
+    // Every run that executed, however short (a gate takes no measurable time); not the cached.
+    let ran: Vec<&super::Run> = b
+        .runs
+        .iter()
+        .filter(|r| !matches!(r.outcome.as_str(), "cached" | "skipped" | "cancelled"))
+        .collect();
     let _ = write!(
         h,
         "<h2 id=\"timeline\">Last build</h2>\n<p><code>flow {}</code>: {} action(s) recorded, {} ran.</p>\n",
