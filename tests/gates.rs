@@ -57,7 +57,8 @@ fn a_failing_gate_shows_its_table_and_fails_the_build() {
     let run = ws.run(&["build", "//q:quality"]);
     assert_eq!(run.code, 1);
     assert!(
-        run.stdout.contains("[FAILED] //q:quality (exit 1, "),
+        run.stdout
+            .contains("[FAILED] //q:quality (gate failed: 2 check(s), 2 failed)"),
         "{}",
         run.stdout
     );

@@ -272,6 +272,21 @@ fn finish_run(rebuilder: &Rebuilder, plan: &Plan, node: usize, run: Run) -> (Dig
         Status::Exited(0) => {}
         Status::Cancelled => return (started, Done::Cancelled),
         Status::NotStarted => return (started, Done::NotStarted),
+        // A gate says which checks failed (its log's head line), not an exit code.
+        Status::Exited(code) if action.kind == crate::plan::ActionKind::Gate => {
+            let head = String::from_utf8_lossy(&exec.stdout);
+            let counts = head
+                .lines()
+                .next()
+                .and_then(|l| l.split_once(": "))
+                .map(|(_, c)| c.to_owned())
+                .unwrap_or_default();
+            let why = match code {
+                1 => format!("gate failed: {counts}"),
+                _ => format!("gate error: a check had nothing to read ({counts})"),
+            };
+            return (started, failed(why, log, false));
+        }
         Status::Exited(code) => {
             let why = format!("exit {code}, {:.2}s", took.as_secs_f64());
             return (started, failed(why, log, false));
