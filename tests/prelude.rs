@@ -163,9 +163,10 @@ fn restore(ws: &Ws, rel: &str) {
     std::fs::write(ws.path().join(rel), original).unwrap();
 }
 
-/// Plants a problem with `plant`, builds `//...` with `-k`, and checks that `target` alone
-/// fails, showing every one of `messages`; then undoes the edit and checks that all passes.
-fn planted(file: &str, plant: impl FnOnce(&Ws), target: &str, messages: &[&str]) {
+/// Plants a problem with `plant`, builds `//...` with `-k`, and checks that `target` fails,
+/// showing every one of `messages`, and that nothing else fails but the gates in `gates`; then
+/// undoes the edit and checks that all passes.
+fn planted(file: &str, plant: impl FnOnce(&Ws), target: &str, gates: &[&str], messages: &[&str]) {
     warm_cache();
     let ws = example();
     plant(&ws);
@@ -178,14 +179,19 @@ fn planted(file: &str, plant: impl FnOnce(&Ws), target: &str, messages: &[&str])
     );
     let all = outcomes(&run);
     let failed = with_status(&run, "FAILED");
+    let mut expected: Vec<&str> = gates.iter().copied().chain([target]).collect();
+    expected.sort();
     assert_eq!(
         failed,
-        [target],
-        "exactly {target} should fail\n{}",
+        expected,
+        "exactly {expected:?} should fail\n{}",
         show(&run)
     );
+    // A gate whose reports are missing (a failed test writes none) is skipped; no check is.
     assert!(
-        with_status(&run, "SKIPPED").is_empty(),
+        with_status(&run, "SKIPPED")
+            .iter()
+            .all(|l| l.starts_with("//:") && l.ends_with("_gate")),
         "a check should not be skipped\n{}",
         show(&run)
     );
@@ -246,7 +252,8 @@ fn a_lint_error_fails_only_the_lint() {
             })
         },
         "//src/packages/mlops:lint",
-        &["mlops/domain/registry.py:50:5: F841", "`value`"],
+        &[],
+        &["mlops/domain/registry.py:62:5: F841", "`value`"],
     );
 }
 
@@ -264,6 +271,7 @@ fn a_failing_test_fails_only_that_test() {
             )
         },
         "//src/packages/mlops:test_py3_11",
+        &[],
         &[
             "FAILED tests/test_mlops_registry.py::test_versions_count_up_per_name",
             "AssertionError: assert 1 == 2",
@@ -285,8 +293,9 @@ fn a_type_error_fails_only_the_type_check() {
             )
         },
         "//src/packages/mlops:typecheck",
+        &[],
         &[
-            "mlops/domain/registry.py:25: error: Incompatible return value type",
+            "mlops/domain/registry.py:30: error: Incompatible return value type",
             "[return-value]",
         ],
     );
@@ -299,8 +308,10 @@ fn a_bandit_finding_fails_only_the_security_scan() {
         file,
         |ws| replace(ws, file, "hashlib.sha256()", "hashlib.md5()"),
         "//src/packages/deployment:security_scan",
+        // HIPAA's rules refuse MD5 for security too (tools/quality/compliance.py).
+        &["//:compliance_gate"],
         &[
-            "deployment/infrastructure/cli.py:37:14: B324 [high severity, high confidence]",
+            "deployment/infrastructure/cli.py:38:14: B324 [high severity, high confidence]",
             "bandit: 1 finding(s)",
         ],
     );
@@ -316,22 +327,129 @@ fn an_undeclared_cross_package_import_fails_only_the_boundary_check() {
         |ws| {
             edit(ws, file, |s| {
                 s + "\n\ndef validated(path: Path) -> float:\n    \
+                     \"\"\"The pass rate of the registry file's records.\"\"\"\n    \
                      from data_quality import not_null, validate\n\n    \
                      return validate(json.loads(path.read_text()), [not_null(\"name\")]).pass_rate\n"
             })
         },
         "//src/packages/mlops:boundary_check",
+        &[],
         &[
-            "mlops/infrastructure/json_registry.py:23:5: `mlops` imports `data_quality`, a \
+            "mlops/infrastructure/json_registry.py:26:5: `mlops` imports `data_quality`, a \
              first-party package it does not declare as a dependency (declared: `machine_learning`)",
             "1 boundary violation(s)",
         ],
     );
 }
 
-/// Every target that runs a tool of requirements-dev.txt: lint, formatting, types, tests, scans.
+/// The seed's twelve quality gates, and compliance, run for real on the example: every check
+/// passes, with values read from the tools' reports (not constants), and a gate is cached while
+/// what it reads is unchanged.
+#[test]
+fn the_quality_gates_run_every_gate_of_the_seed() {
+    warm_cache();
+    let ws = example();
+    let run = build(&ws, &["//:quality_gates"]);
+    assert_eq!(run.code, 0, "{}", show(&run));
+    let mut seen = Vec::new();
+    for gate in [
+        "code_quality_gate",
+        "security_gate",
+        "performance_gate",
+        "compliance_gate",
+    ] {
+        let path = ws.path().join(format!("flow-out/{gate}.gate.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["passed"], true, "{text}");
+        for check in json["checks"].as_array().unwrap() {
+            assert_eq!(check["passed"], true, "{text}");
+            assert!(!check["from"].as_array().unwrap().is_empty(), "{text}");
+            seen.push((
+                check["metric"].as_str().unwrap().to_owned(),
+                check["value"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let metrics: Vec<&str> = seen.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        metrics,
+        [
+            "coverage.percent",
+            "complexity.max",
+            "maintainability.average",
+            "metrics.tech_debt_percent",
+            "vulnerabilities.critical",
+            "vulnerabilities.high",
+            "vulnerabilities.score",
+            "licenses.denied",
+            "licenses.unknown",
+            "metrics.p95_ms",
+            "metrics.rps",
+            "metrics.error_rate_percent",
+            "metrics.utilization_percent",
+            "findings.total",
+        ]
+    );
+    let value = |name: &str| -> f64 {
+        let (_, v) = seen.iter().find(|(m, _)| m == name).unwrap();
+        v.parse().unwrap()
+    };
+    // Real measurements: the tests cover most of the code, some function has a branch, the
+    // code has some size and the load test answered requests at some speed.
+    assert!(value("coverage.percent") > 80.0 && value("coverage.percent") < 100.0);
+    assert!(value("complexity.max") >= 2.0);
+    assert!(value("metrics.p95_ms") > 0.0);
+    assert!(value("metrics.utilization_percent") > 0.0);
+
+    // Nothing changed: every gate is reused.
+    let again = build(&ws, &["//:quality_gates"]);
+    assert!(
+        again.stdout.contains("flow: ok: 0 ran, "),
+        "{}",
+        again.stdout
+    );
+}
+
+/// A function of cyclomatic complexity 11 (radon counts each `or`) fails the code-quality gate,
+/// and only it: the table says which check and what value.
+#[test]
+fn a_complex_function_fails_only_the_code_quality_gate() {
+    let file = "src/packages/mlops/mlops/domain/registry.py";
+    let operands: Vec<String> = (1..=11).map(|i| format!("a == {i}")).collect();
+    let body = format!(
+        "\n\ndef _planted(a: int) -> bool:\n    return (\n        {}\n    )\n",
+        operands.join("\n        or ")
+    );
+    planted(
+        file,
+        |ws| edit(ws, file, |s| s + &body),
+        "//:code_quality_gate",
+        &[],
+        &[
+            "gate //:code_quality_gate: 4 check(s), 1 failed",
+            "complexity.max",
+            "FAIL",
+        ],
+    );
+}
+
+/// Every target that runs a tool of requirements-dev.txt (lint, formatting, types, tests, scans,
+/// docstrings, code metrics, the checkers' own checks, the license list) and the gates that read
+/// reports that change with a reinstall (test reports have timestamps, the license list has the
+/// new package).
 fn tool_users() -> Vec<String> {
-    let mut users = vec!["//:dev_tools_py3_11".to_owned()];
+    let mut users: Vec<String> = [
+        "//:dev_tools_py3_11",
+        "//:licenses",
+        "//:code_quality_gate",
+        "//:security_gate",
+        "//tools:format",
+        "//tools:lint",
+        "//tools:typecheck",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     for package in [
         "anomaly_detection",
         "data_quality",
@@ -340,6 +458,8 @@ fn tool_users() -> Vec<String> {
         "mlops",
     ] {
         for target in [
+            "code_metrics",
+            "docstrings",
             "format",
             "lint",
             "security_scan",

@@ -233,6 +233,15 @@ fn combine(
         "coverage.percent" => Metric::Number(weighted("statements")),
         "complexity.average" => Metric::Number(weighted("blocks")),
         "maintainability.average" => Metric::Number(weighted("files")),
+        "vulnerabilities.score" => {
+            let sum = |k: &str| values.iter().map(|(_, all)| field(all, k)).sum::<f64>();
+            Metric::Number(reports::security_score(
+                sum("critical"),
+                sum("high"),
+                sum("medium"),
+                sum("low"),
+            ))
+        }
         "tests.pass_rate" => {
             let sum = |k: &str| values.iter().map(|(_, all)| field(all, k)).sum::<f64>();
             Metric::Number(reports::pass_rate(

@@ -182,7 +182,15 @@ fn from_json(json: &Json, denied: &[String]) -> Vec<Found> {
     }
 }
 
-/// Counts by severity (`critical`, `high`, `medium`, `low`).
+/// The security score of vulnerability counts: 100 less 10 per critical, 2.5 per high, 1 per
+/// medium and 0.25 per low, not below 0. The weights make the seed's security gates agree: one
+/// critical fails `score >= 95` as it fails `critical == 0`, and two highs, the most that
+/// `high <= 2` allows, leave exactly 95.
+pub fn security_score(critical: f64, high: f64, medium: f64, low: f64) -> f64 {
+    (100.0 - 10.0 * critical - 2.5 * high - medium - 0.25 * low).max(0.0)
+}
+
+/// Counts by severity (`critical`, `high`, `medium`, `low`), their total and their score.
 fn vulnerabilities(shape: &'static str, by: &BTreeMap<String, f64>) -> Found {
     let get = |k: &str| by.get(k).copied().unwrap_or(0.0);
     let total = ["critical", "high", "medium", "low"]
@@ -198,6 +206,10 @@ fn vulnerabilities(shape: &'static str, by: &BTreeMap<String, f64>) -> Found {
             ("medium", get("medium")),
             ("low", get("low")),
             ("total", total),
+            (
+                "score",
+                security_score(get("critical"), get("high"), get("medium"), get("low")),
+            ),
         ]),
     }
 }

@@ -78,8 +78,11 @@ fn bandit_json_by_severity() {
         ),
         (0.0, 2.0, 2.0, 3.0, 7.0)
     );
+    // 100 - 2.5 * 2 - 1 * 2 - 0.25 * 3, by hand.
+    assert_eq!(num(f, "score"), 92.25);
     let clean = &found("bandit_clean.json", &[])["vulnerabilities"];
     assert_eq!(num(clean, "total"), 0.0);
+    assert_eq!(num(clean, "score"), 100.0);
 }
 
 #[test]
@@ -259,4 +262,27 @@ fn reports_of_one_kind_combine() {
     let r = evaluate("//p:g", &canonical(&["metrics.p95_ms < 250"], &[]), &files);
     assert_eq!(r.status, 2, "{}", r.log);
     assert!(r.log.contains("disagree"), "{}", r.log);
+}
+
+#[test]
+fn the_security_score_is_of_the_combined_counts() {
+    // bandit.json (2 high, 2 medium, 3 low) and ruff.sarif (5 results at level `error`,
+    // counted high): 7 high, 2 medium, 3 low in all, so 100 - 17.5 - 2 - 0.75 = 79.75 (an
+    // average of the two files' scores would be 92.25 and 87.5: not the gate's value).
+    let r = evaluate(
+        "//p:g",
+        &canonical(&["vulnerabilities.score >= 95"], &[]),
+        &inputs(&["bandit.json", "ruff.sarif"]),
+    );
+    assert_eq!(r.status, 1, "{}", r.log);
+    let json: serde_json::Value = serde_json::from_str(&r.json).unwrap();
+    assert_eq!(json["checks"][0]["value"], "79.75");
+    assert_eq!(
+        crate::gates::reports::security_score(0.0, 2.0, 0.0, 0.0),
+        95.0
+    );
+    assert_eq!(
+        crate::gates::reports::security_score(20.0, 0.0, 0.0, 0.0),
+        0.0
+    );
 }

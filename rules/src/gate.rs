@@ -42,7 +42,7 @@ pub const REPORT_KINDS: &[ReportKind] = &[
     ReportKind {
         name: "vulnerabilities",
         read_from: "bandit JSON, or SARIF (by each result's `security-severity`, else its level)",
-        metrics: &["critical", "high", "medium", "low", "total"],
+        metrics: &["critical", "high", "medium", "low", "total", "score"],
     },
     ReportKind {
         name: "findings",
@@ -137,6 +137,8 @@ impl fmt::Display for Threshold {
 /// `80`, `0.12345678`, `1e307`: a number exactly, in the fewest digits that read back as it
 /// (the form a check is kept in, and a threshold shown); an exponent past 15 digits.
 pub fn number(n: f64) -> String {
+    // `-0` (an empty `Iterator::sum` of floats is -0.0) is shown as `0`.
+    let n = n + 0.0;
     if n != 0.0 && (n.abs() >= 1e15 || n.abs() < 1e-6) {
         format!("{n:e}")
     } else {
@@ -147,6 +149,7 @@ pub fn number(n: f64) -> String {
 /// `value` as a table shows it next to `threshold`: at most 4 decimals, more when fewer would
 /// seem to contradict the verdict (79.996 is not shown as `80` under `>= 80`).
 pub fn number_near(value: f64, op: Op, threshold: f64) -> String {
+    let value = value + 0.0;
     if !value.is_finite() || value.abs() >= 1e15 {
         return number(value);
     }
@@ -437,6 +440,10 @@ mod tests {
         assert_eq!(number_near(83.33333333333333, Op::Ge, 80.0), "83.33");
         assert_eq!(number_near(0.999, Op::Eq, 1.0), "0.999");
         assert_eq!(number_near(0.004, Op::Gt, 0.0), "0.004");
+        // An empty sum of floats is -0.0.
+        let empty: f64 = Vec::<f64>::new().into_iter().sum();
+        assert_eq!(number_near(empty, Op::Eq, 0.0), "0");
+        assert_eq!(number(empty), "0");
         assert_eq!(number_near(3.0, Op::Le, 2.0), "3");
     }
 

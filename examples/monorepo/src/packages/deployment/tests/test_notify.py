@@ -34,6 +34,11 @@ def test_summary_names_the_outcome_the_failures_and_the_deploys():
     assert notify.summary({}) == "flow build finished"
 
 
+# A made-up token for the fake Jira endpoint. detect-secrets finds it; .secrets.baseline
+# lists it, audited as not a secret, so //src/packages/deployment:secrets accepts it.
+JIRA_TOKEN = "5c1e0a7f4b9d2e8c6a3f1b7d9e2c4a8f"
+
+
 def test_slack_and_jira_post_the_event(sink, tmp_path, monkeypatch, capsys):
     httpd, url = sink
     event = tmp_path / "event.json"
@@ -41,16 +46,16 @@ def test_slack_and_jira_post_the_event(sink, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FLOW_EVENT", str(event))
     monkeypatch.setenv("SLACK_WEBHOOK_URL", url + "/hooks/secret-path")
     monkeypatch.setenv("JIRA_URL", url + "/")
-    monkeypatch.setenv("JIRA_TOKEN", "t0ken")
+    monkeypatch.setenv("JIRA_TOKEN", JIRA_TOKEN)
     assert notify.main(["slack"]) == 0
     assert notify.main(["jira"]) == 0
     slack, jira = httpd.received
     assert slack["path"] == "/hooks/secret-path"
     assert "monitor_production" in slack["body"]["text"]
     assert jira["path"] == "/rest/api/2/issue/REL-1/comment"
-    assert jira["headers"]["Authorization"] == "Bearer t0ken"
+    assert jira["headers"]["Authorization"] == "Bearer " + JIRA_TOKEN
     out = capsys.readouterr().out
-    assert "secret-path" not in out and "t0ken" not in out
+    assert "secret-path" not in out and JIRA_TOKEN not in out
 
 
 def test_missing_settings_are_errors(tmp_path, monkeypatch):

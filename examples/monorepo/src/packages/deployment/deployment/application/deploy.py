@@ -11,6 +11,10 @@ Install = Callable[[str, str], None]  # (slot, version): puts the release into t
 def deploy_blue_green(
     env: Environment, version: str, healthy: HealthCheck
 ) -> Tuple[Environment, bool]:
+    """Stages `version` in the idle slot and switches to it if `healthy` says so.
+
+    Returns (new state, True) on success, or the unchanged `env` and False.
+    """
     staged = env.stage(version)
     if not healthy(env.name, staged.idle):
         return env, False

@@ -8,6 +8,8 @@ SLOTS = ("blue", "green")
 
 @dataclass(frozen=True)
 class Environment:
+    """An environment's slots, the version each holds, and which one is live."""
+
     name: str
     live: str = "blue"
     blue: Optional[str] = None
@@ -15,12 +17,15 @@ class Environment:
 
     @property
     def idle(self) -> str:
+        """The slot that is not live."""
         return "green" if self.live == "blue" else "blue"
 
     def live_version(self) -> Optional[str]:
+        """The version in the live slot, if any."""
         return self.version_in(self.live)
 
     def version_in(self, slot: str) -> Optional[str]:
+        """The version installed in `slot`, if any."""
         return self.blue if slot == "blue" else self.green
 
     def slot_of(self, version: str) -> Optional[str]:

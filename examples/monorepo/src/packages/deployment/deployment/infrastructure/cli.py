@@ -34,6 +34,7 @@ from deployment.infrastructure.environments import LocalEnvironment
 
 
 def bundle_version(bundle: Path) -> str:
+    """The SHA-256 of the bundle's files: relative paths and contents, in path order."""
     digest = hashlib.sha256()
     for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
         digest.update(
@@ -60,6 +61,11 @@ def _ready(environment: LocalEnvironment, slot: str) -> bool:
 
 
 def deploy(environment: LocalEnvironment, version: str, bundle: Optional[Path]) -> int:
+    """Makes `version` live in one step (`release`), saves it, starts the server.
+
+    Returns 0, or 1 with traffic unchanged when the idle slot is not ready.
+    """
+
     def install(slot: str, version: str) -> None:
         if bundle is None:
             raise SystemExit(f"error: {version} is in no slot: pass --bundle")
@@ -81,6 +87,7 @@ def deploy(environment: LocalEnvironment, version: str, bundle: Optional[Path]) 
 
 
 def install(environment: LocalEnvironment, version: str, bundle: Path) -> int:
+    """Copies `bundle` into the idle slot, unless a slot already holds `version`."""
     state = environment.load()
     slot = state.slot_of(version)
     if slot is not None:
@@ -99,6 +106,7 @@ def _slot_of(environment: LocalEnvironment, version: str) -> Optional[str]:
 
 
 def probe(environment: LocalEnvironment, path: str, expect: Optional[str]) -> int:
+    """GETs `path`: 0 on a 200 whose version is `expect` (when given), else 1."""
     port = server.port_of(environment)
     if port is None:
         print(f"{environment.name}: no server", file=sys.stderr)
@@ -113,19 +121,71 @@ def probe(environment: LocalEnvironment, path: str, expect: Optional[str]) -> in
     return 0
 
 
-COMMANDS = [
-    "deploy",
-    "install",
-    "check",
-    "switch",
-    "live",
-    "probe",
-    "status",
-    "serve-stop",
-]
+def _run_deploy(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    return deploy(environment, _version(args), args.bundle)
 
 
-def main(argv: Optional[list] = None) -> int:
+def _run_install(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    return install(environment, _version(args), args.bundle)
+
+
+def _run_check(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    slot = _slot_of(environment, _version(args))
+    if slot is None:
+        return 1
+    return 0 if _ready(environment, slot) else 1
+
+
+def _run_switch(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    version = _version(args)
+    slot = _slot_of(environment, version)
+    if slot is None:
+        return 1
+    environment.switch_to(slot)
+    server.start(environment)
+    print(f"{environment.name}: traffic on {slot} ({version})")
+    return 0
+
+
+def _run_live(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    print(environment.live_version() or "")
+    return 0
+
+
+def _run_probe(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    expect = os.environ.get("FLOW_ARTIFACT_DIGEST") if args.expect_artifact else None
+    return probe(environment, args.path, expect)
+
+
+def _run_status(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    port = server.port_of(environment)
+    status, body = server.get(port, "/") if port else (0, {"error": "no server"})
+    print(json.dumps(body, indent=2))
+    return 0 if status == 200 else 1
+
+
+def _run_serve_stop(args: argparse.Namespace, environment: LocalEnvironment) -> int:
+    stopped = server.stop(environment)
+    print(f"{environment.name}: server {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+# The function that runs each action of the command line; it returns the exit status.
+ACTIONS = {
+    "deploy": _run_deploy,
+    "install": _run_install,
+    "check": _run_check,
+    "switch": _run_switch,
+    "live": _run_live,
+    "probe": _run_probe,
+    "status": _run_status,
+    "serve-stop": _run_serve_stop,
+}
+
+COMMANDS = list(ACTIONS)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploy")
     parser.add_argument("action", choices=COMMANDS)
     parser.add_argument("--environment", default=os.environ.get("FLOW_ENVIRONMENT"))
@@ -140,42 +200,19 @@ def main(argv: Optional[list] = None) -> int:
         action="store_true",
         help="probe: also require that the live version is $FLOW_ARTIFACT_DIGEST",
     )
+    return parser
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Runs the action `argv` names (see the module docstring); its exit status."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.environment:
         parser.error("--environment is required (or $FLOW_ENVIRONMENT)")
     environment = LocalEnvironment(args.environment, args.root)
-    if args.action == "deploy":
-        return deploy(environment, _version(args), args.bundle)
-    if args.action == "install":
-        if args.bundle is None:
-            parser.error("install needs --bundle")
-        return install(environment, _version(args), args.bundle)
-    if args.action in ("check", "switch"):
-        slot = _slot_of(environment, _version(args))
-        if slot is None:
-            return 1
-        if args.action == "check":
-            return 0 if _ready(environment, slot) else 1
-        environment.switch_to(slot)
-        server.start(environment)
-        print(f"{environment.name}: traffic on {slot} ({_version(args)})")
-        return 0
-    if args.action == "live":
-        print(environment.live_version() or "")
-        return 0
-    if args.action == "probe":
-        expect = (
-            os.environ.get("FLOW_ARTIFACT_DIGEST") if args.expect_artifact else None
-        )
-        return probe(environment, args.path, expect)
-    if args.action == "status":
-        port = server.port_of(environment)
-        status, body = server.get(port, "/") if port else (0, {"error": "no server"})
-        print(json.dumps(body, indent=2))
-        return 0 if status == 200 else 1
-    stopped = server.stop(environment)
-    print(f"{environment.name}: server {'stopped' if stopped else 'was not running'}")
-    return 0
+    if args.action == "install" and args.bundle is None:
+        parser.error("install needs --bundle")
+    return ACTIONS[args.action](args, environment)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from deployment.domain.release import SLOTS, Environment
 
 
 def root_dir() -> Path:
+    """The directory of the environments (see the module docstring for the defaults)."""
     explicit = os.environ.get("FLOW_ENVIRONMENTS")
     if explicit:
         return Path(explicit)
@@ -54,6 +55,7 @@ class LocalEnvironment:
         self.dir = (root if root is not None else root_dir()) / name
 
     def slot_dir(self, slot: str) -> Path:
+        """The directory of the release installed in `slot`."""
         return self.dir / slot / "release"
 
     def _read(self, path: Path) -> Optional[str]:
@@ -63,6 +65,7 @@ class LocalEnvironment:
             return None
 
     def load(self) -> Environment:
+        """The state on disk; live is "blue" until a switch, an empty slot is None."""
         live = self._read(self.dir / "live")
         versions = {slot: self._read(self.dir / slot / "version") for slot in SLOTS}
         return Environment(
@@ -72,11 +75,14 @@ class LocalEnvironment:
             green=versions["green"],
         )
 
-    def live_version(self) -> Optional[str]:
-        """The version traffic goes to; None before the first switch."""
+    def live_version(self, state: Optional[Environment] = None) -> Optional[str]:
+        """The version traffic goes to; None before the first switch.
+
+        `state`: the environment as just loaded, to read it only once.
+        """
         if self._read(self.dir / "live") is None:
             return None
-        return self.load().live_version()
+        return (state or self.load()).live_version()
 
     def install(self, slot: str, bundle: Path, version: str) -> None:
         """Replaces the slot's release with a copy of `bundle`, then its version."""
@@ -94,6 +100,7 @@ class LocalEnvironment:
         _write_atomically(self.dir / slot / "version", version + "\n")
 
     def switch_to(self, slot: str) -> None:
+        """Makes `slot` live by rewriting the `live` file atomically."""
         if slot not in SLOTS:
             raise ValueError(f"bad slot {slot!r}")
         self.dir.mkdir(parents=True, exist_ok=True)

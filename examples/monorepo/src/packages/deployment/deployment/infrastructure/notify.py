@@ -52,6 +52,7 @@ def summary(event: Dict[str, Any]) -> str:
 
 
 def message(event: Dict[str, Any]) -> str:
+    """The summary line followed by the event as indented JSON in a code block."""
     return summary(event) + "\n```\n" + json.dumps(event, indent=2) + "\n```"
 
 
@@ -79,6 +80,7 @@ def _secret(name: str) -> str:
 
 
 def main(argv: Optional[list] = None) -> int:
+    """Posts the event of $FLOW_EVENT to Slack or Jira; 2 on a usage error."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] not in ("slack", "jira"):
         print("usage: notify slack|jira", file=sys.stderr)

@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from deployment.domain.release import SLOTS
+from deployment.domain.release import SLOTS, Environment
 from deployment.infrastructure.environments import LocalEnvironment
 
 HEALTH = "import sys; from deployment.application.health import main; sys.exit(main())"
@@ -71,6 +71,10 @@ def run_release(release: Path, code: str) -> Tuple[bool, str]:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """The routes of one environment; `make_server` binds a subclass to it."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     environment: LocalEnvironment  # set on the subclass `serve` makes
 
     def _answer(self, status: int, body: Dict[str, Any]) -> None:
@@ -82,50 +86,64 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 -- the name http.server calls
-        env = self.environment
-        state = env.load()
+        """Answers the routes of the module docstring; 404 for any other path."""
+        state = self.environment.load()
         parts = [p for p in self.path.split("?")[0].split("/") if p]
         if not parts:
-            self._answer(
-                200,
-                {
-                    "environment": env.name,
-                    "live": state.live if env.live_version() else None,
-                    "version": env.live_version(),
-                    "slots": {slot: state.version_in(slot) for slot in SLOTS},
-                },
-            )
+            self._get_root(state)
         elif parts == ["health"]:
-            version = env.live_version()
-            if version is None:
-                self._answer(500, {"healthy": False, "problems": ["nothing is live"]})
-                return
-            ok, output = run_release(env.slot_dir(state.live), HEALTH)
-            body = {"healthy": ok, "version": version, "slot": state.live}
-            body["detail"] = output
-            self._answer(200 if ok else 500, body)
+            self._get_health(state)
         elif len(parts) == 3 and parts[0] == "slots" and parts[2] == "ready":
-            slot = parts[1]
-            if slot not in SLOTS or state.version_in(slot) is None:
-                self._answer(404, {"ready": False, "detail": f"no release in {slot}"})
-                return
-            ok, output = run_release(env.slot_dir(slot), READY)
-            body = {"ready": ok, "slot": slot, "version": state.version_in(slot)}
-            body["detail"] = output
-            self._answer(200 if ok else 500, body)
+            self._get_slot_ready(state, parts[1])
         else:
             self._answer(404, {"error": f"no route {self.path}"})
 
+    def _get_root(self, state: Environment) -> None:
+        env = self.environment
+        version = env.live_version(state)
+        self._answer(
+            200,
+            {
+                "environment": env.name,
+                "live": state.live if version else None,
+                "version": version,
+                "slots": {slot: state.version_in(slot) for slot in SLOTS},
+            },
+        )
+
+    def _get_health(self, state: Environment) -> None:
+        env = self.environment
+        version = env.live_version()
+        if version is None:
+            self._answer(500, {"healthy": False, "problems": ["nothing is live"]})
+            return
+        ok, output = run_release(env.slot_dir(state.live), HEALTH)
+        body = {"healthy": ok, "version": version, "slot": state.live}
+        body["detail"] = output
+        self._answer(200 if ok else 500, body)
+
+    def _get_slot_ready(self, state: Environment, slot: str) -> None:
+        if slot not in SLOTS or state.version_in(slot) is None:
+            self._answer(404, {"ready": False, "detail": f"no release in {slot}"})
+            return
+        ok, output = run_release(self.environment.slot_dir(slot), READY)
+        body = {"ready": ok, "slot": slot, "version": state.version_in(slot)}
+        body["detail"] = output
+        self._answer(200 if ok else 500, body)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Logs each request to stderr, with its time."""
         sys.stderr.write(f"{self.log_date_time_string()} {format % args}\n")
 
 
 def make_server(environment: LocalEnvironment, port: int = 0) -> ThreadingHTTPServer:
+    """A threading server for `environment` on 127.0.0.1:`port` (0: a free port)."""
     handler = type("EnvironmentHandler", (Handler,), {"environment": environment})
     return ThreadingHTTPServer(("127.0.0.1", port), handler)
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Writes `text` to a temporary file, then renames it to `path`."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
@@ -146,6 +164,7 @@ def serve(environment: LocalEnvironment) -> None:
 
 
 def port_of(environment: LocalEnvironment) -> Optional[int]:
+    """The port in `server.port`; None when the file is missing or not a number."""
     try:
         return int((environment.dir / "server.port").read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -260,6 +279,7 @@ def stop(environment: LocalEnvironment) -> bool:
 
 
 def main(argv: Optional[list] = None) -> int:
+    """Serves the environment whose directory is the first argument, until killed."""
     args = sys.argv[1:] if argv is None else argv
     directory = Path(args[0])
     serve(LocalEnvironment(directory.name, directory.parent))

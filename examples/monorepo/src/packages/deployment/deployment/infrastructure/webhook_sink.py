@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional
 
 
 class Sink(ThreadingHTTPServer):
+    """The server on 127.0.0.1:`port`, with the requests it received so far."""
+
     def __init__(self, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), SinkHandler)
         self.received: List[Dict[str, Any]] = []
@@ -25,6 +27,8 @@ class Sink(ThreadingHTTPServer):
 
 
 class SinkHandler(BaseHTTPRequestHandler):
+    """Records POSTs; answers `GET /received` and `GET /health`."""
+
     server: Sink
 
     def _answer(self, status: int, body: Any) -> None:
@@ -36,6 +40,7 @@ class SinkHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802 -- the name http.server calls
+        """Stores the path, headers and body (JSON if it parses) and answers 200."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode("utf-8", errors="replace")
         try:
@@ -49,6 +54,7 @@ class SinkHandler(BaseHTTPRequestHandler):
         self._answer(200, {"ok": True})
 
     def do_GET(self) -> None:  # noqa: N802
+        """`/received`: the stored POSTs; `/health`: ok; anything else: 404."""
         if self.path == "/received":
             with self.server.lock:
                 self._answer(200, list(self.server.received))
@@ -58,10 +64,12 @@ class SinkHandler(BaseHTTPRequestHandler):
             self._answer(404, {"error": f"no route {self.path}"})
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Logs each request to stderr."""
         sys.stderr.write(f"{format % args}\n")
 
 
 def main(argv: Optional[list] = None) -> int:
+    """Serves on `--port` (default: a free one, printed) until killed."""
     parser = argparse.ArgumentParser(prog="webhook_sink")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)

@@ -6,10 +6,13 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class LinearModel:
+    """y = slope * x + intercept."""
+
     slope: float
     intercept: float
 
     def predict(self, x: float) -> float:
+        """The model's value at `x`."""
         return self.slope * x + self.intercept
 
 

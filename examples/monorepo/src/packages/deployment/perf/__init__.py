@@ -1,0 +1,1 @@
+"""The release's load test (perf.load_test)."""

@@ -1,0 +1,1 @@
+"""The example's own checkers: SARIF for secrets and compliance, technical debt."""
