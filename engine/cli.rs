@@ -168,6 +168,10 @@ pub enum Command {
         /// Print the report as JSON
         #[arg(long, conflicts_with = "html")]
         json: bool,
+        /// List the findings that are new against FILE, the `flow report --json` of the base
+        /// (the target branch's build)
+        #[arg(long, value_name = "FILE")]
+        base: Option<std::path::PathBuf>,
     },
     /// Delivery and build metrics over the last N days: DORA per environment from the deploy
     /// ledger; cache hit rate, slowest, most-run and flaky targets from the history
@@ -518,10 +522,13 @@ impl Cli {
                     self.cache_dir.as_deref(),
                 ),
             },
-            Command::Report { html, json } => crate::commands::report::run(
+            Command::Report { html, json, base } => crate::commands::report::run(
                 &self.start_dir()?,
-                html.as_ref(),
-                *json,
+                crate::commands::report::Options {
+                    html: html.as_ref(),
+                    json: *json,
+                    base: base.as_deref(),
+                },
                 self.cache_dir.as_deref(),
             ),
             Command::Metrics {

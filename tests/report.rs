@@ -35,6 +35,10 @@ fn the_markdown_report_has_the_gates_coverage_tests_and_findings() {
         "| `//p:tests` | 2 | 0 | 0 | 0 |",
         "| `//p:scan` | vulnerabilities | 1 | 1 high |",
         "- `//p:quality` (failed; `flow log //p:quality`)",
+        // The slowest chain of the build: the tests' 0.2 s sleep (the gate takes no
+        // measurable time, and actions of no time are left out).
+        "Critical path (0.2",
+        "s): `//p:tests`.\n",
     ] {
         assert!(md.contains(part), "{part}\n---\n{md}");
     }
@@ -144,6 +148,8 @@ fn the_html_report_renders_in_headless_chromium() {
         "//p:tests",
         "deployments to production",
         "class=\"trend\"",
+        "id=\"critical-path\"",
+        "class=\"critical\"",
     ] {
         assert!(dom_text.contains(part), "{part} not rendered");
     }
@@ -205,4 +211,52 @@ fn the_html_is_written_only_to_a_regular_file_and_skips_are_counted() {
         .unwrap()
         .file_type()
         .is_symlink());
+}
+
+/// `flow report --base FILE` lists the findings that the base report (a `flow report --json`)
+/// does not have: a finding that only moved to another line is not new, a second one of the
+/// same rule is. A FILE that is not such a report is a clear error.
+#[test]
+fn findings_new_against_a_base_report() {
+    let result = |rule: &str, line: u32| {
+        format!(
+            "{{\\\"test_id\\\": \\\"{rule}\\\", \\\"filename\\\": \\\"app.py\\\", \\\"line_number\\\": {line}, \\\"issue_severity\\\": \\\"HIGH\\\", \\\"issue_text\\\": \\\"weak hash\\\"}}"
+        )
+    };
+    let build = |results: &[String]| {
+        format!(
+            "task(name = \"scan\", outs = [\"bandit.json\"], cmd = \"echo '{{\\\"errors\\\": [], \\\"metrics\\\": {{}}, \\\"results\\\": [{}]}}' > bandit.json\")\n",
+            results.join(", ")
+        )
+    };
+    let ws = Ws::new().file("p/BUILD", &build(&[result("B324", 3)]));
+    assert_eq!(ws.run(&["build", "//p:scan"]).code, 0);
+    let base = ws.run(&["report", "--json"]);
+    ws.write("base.json", base.stdout.as_bytes());
+    // The same finding two lines lower, a second one, and one of another rule.
+    ws.write(
+        "p/BUILD",
+        build(&[result("B324", 5), result("B324", 9), result("B303", 7)]).as_bytes(),
+    );
+    assert_eq!(ws.run(&["build", "//p:scan"]).code, 0);
+    let md = ws.run(&["report", "--base", "base.json"]);
+    assert_eq!(md.code, 0, "{}", md.stderr);
+    assert!(
+        md.stdout.contains(
+            "### New findings against the base\n\n2 new finding(s).\n\n\
+             | Target | Rule | Where | Severity | Message |\n|---|---|---|---|---|\n\
+             | `//p:scan` | `B324` | `app.py:9` | high | weak hash |\n\
+             | `//p:scan` | `B303` | `app.py:7` | high | weak hash |\n"
+        ),
+        "{}",
+        md.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ws.run(&["report", "--json", "--base", "base.json"]).stdout).unwrap();
+    assert_eq!(json["new_findings"].as_array().unwrap().len(), 2);
+    // Not a report: an error naming the file, with how to make one; nothing else is read.
+    ws.write("notes.json", b"{\"gates\": []}");
+    let bad = ws.run(&["report", "--base", "notes.json"]);
+    assert_eq!(bad.code, 2);
+    crate::support::golden("report_base_not_a_report", &bad.stderr);
 }

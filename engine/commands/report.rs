@@ -6,12 +6,17 @@ use std::path::{Path, PathBuf};
 use crate::analysis::{load_graph, open_cache};
 use crate::error::Error;
 
-pub fn run(
-    start: &Path,
-    html: Option<&PathBuf>,
-    json: bool,
-    cache_flag: Option<&Path>,
-) -> Result<i32, Error> {
+pub struct Options<'a> {
+    pub html: Option<&'a PathBuf>,
+    pub json: bool,
+    /// A `flow report --json` of the base build: list what is new against it.
+    pub base: Option<&'a Path>,
+}
+
+pub fn run(start: &Path, options: Options, cache_flag: Option<&Path>) -> Result<i32, Error> {
+    let Options { html, json, base } = options;
+    // The base first: a wrong file is an error before anything is read.
+    let base = base.map(base_findings).transpose()?;
     let (ws, graph, dir) = load_graph(start, cache_flag)?;
     let workspace = ws.root.display().to_string();
     let build = match dir.join("flow.db").exists() {
@@ -41,6 +46,10 @@ pub fn run(
             })?;
         report.hit_rate = Some(crate::report::trends::hit_rate(&runs, now));
     }
+    if let Some(base) = base {
+        let new = crate::report::findings::new_against(&report.finding_items, &base);
+        report.new_findings = Some(new);
+    }
     if let Some(path) = html {
         crate::reports::write_atomically(path, crate::report::html::html(&report).as_bytes())
             .map_err(|e| Error::Io {
@@ -57,4 +66,25 @@ pub fn run(
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, text.as_bytes());
     Ok(0)
+}
+
+/// The findings of a base report (`flow report --json`).
+fn base_findings(path: &Path) -> Result<Vec<crate::report::findings::Item>, Error> {
+    let usage = |why: String| Error::Usage {
+        message: format!("--base {}: {why}", path.display()),
+        help: Some(
+            "write it on the base branch with `flow report --json > base.json` after its build"
+                .into(),
+        ),
+    };
+    let bytes = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| usage(format!("not JSON: {e}")))?;
+    match json.get("finding_items") {
+        Some(items) => serde_json::from_value(items.clone())
+            .map_err(|e| usage(format!("its `finding_items` are not findings: {e}"))),
+        None => Err(usage(
+            "not a `flow report --json` (it has no `finding_items`)".into(),
+        )),
+    }
 }

@@ -46,7 +46,8 @@ pub const MAX_REPORT_BYTES: u64 = 64 << 20;
 fn numbers(pairs: &[(&str, f64)]) -> BTreeMap<String, Metric> {
     pairs
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), Metric::Number(*v)))
+        // `+ 0.0`: an empty sum of floats is -0.0, which would be shown as `-0`.
+        .map(|(k, v)| ((*k).to_owned(), Metric::Number(*v + 0.0)))
         .collect()
 }
 

@@ -16,7 +16,7 @@ fn esc(s: &str) -> String {
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}\
 .pass{color:#176b2c}.fail{color:#b00020;font-weight:bold}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}\
-svg text{font:11px system-ui,sans-serif}";
+svg text{font:11px system-ui,sans-serif}span.critical{color:#d9822b;font-weight:bold}";
 
 pub fn html(r: &Report) -> String {
     let mut h = format!(
@@ -50,12 +50,18 @@ pub fn html(r: &Report) -> String {
                 esc(&c.metric),
                 esc(&c.op),
                 esc(&c.threshold),
-                esc(c.value.as_deref().unwrap_or("-")),
+                esc(&c.shown()),
                 if c.passed { "pass" } else { "fail" },
                 if c.passed { "pass" } else { "FAIL" }
             );
         }
         h.push_str("</table>\n");
+    }
+    if let Some(b) = &r.build {
+        timeline(&mut h, b);
+    }
+    if let Some(new) = &r.new_findings {
+        new_findings(&mut h, new);
     }
     if !r.coverage.is_empty() {
         h.push_str("<h2 id=\"coverage\">Coverage by package</h2>\n<table><tr><th>Package</th><th>Coverage</th><th>Statements</th></tr>\n");
@@ -86,8 +92,15 @@ pub fn html(r: &Report) -> String {
         h.push_str("</table>\n");
     }
     if !r.findings.is_empty() {
-        h.push_str("<h2 id=\"findings\">Findings</h2>\n<table><tr><th>Target</th><th>Kind</th><th>Total</th><th>Detail</th></tr>\n");
-        for f in &r.findings {
+        let (some, none) = super::split_findings(&r.findings);
+        let _ = writeln!(
+            h,
+            "<h2 id=\"findings\">Findings</h2>\n<p>{} report(s) with findings; {} other report(s) found nothing.</p>",
+            some.len(),
+            none.len()
+        );
+        h.push_str("<table><tr><th>Target</th><th>Kind</th><th>Total</th><th>Detail</th></tr>\n");
+        for f in some {
             let _ = writeln!(
                 h,
                 "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -98,9 +111,6 @@ pub fn html(r: &Report) -> String {
             );
         }
         h.push_str("</table>\n");
-    }
-    if let Some(b) = &r.build {
-        timeline(&mut h, b);
     }
     if !r.deployments.is_empty() || r.hit_rate.is_some() {
         h.push_str("<h2 id=\"over-time\">Over the last 30 days</h2>\n");
@@ -113,6 +123,35 @@ pub fn html(r: &Report) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The findings that are new against the base report (`--base`), at most `super::NEW_SHOWN`.
+fn new_findings(h: &mut String, new: &[super::findings::Item]) {
+    let _ = writeln!(
+        h,
+        "<h2 id=\"new-findings\">New findings against the base</h2>\n<p>{} new finding(s).</p>",
+        new.len()
+    );
+    if new.is_empty() {
+        return;
+    }
+    h.push_str("<table><tr><th>Target</th><th>Rule</th><th>Where</th><th>Severity</th><th>Message</th></tr>\n");
+    for f in new.iter().take(super::NEW_SHOWN) {
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}:{}</code></td><td>{}</td><td>{}</td></tr>",
+            esc(&f.label),
+            esc(&f.rule),
+            esc(&f.file),
+            f.line,
+            esc(&f.severity),
+            esc(&f.message)
+        );
+    }
+    h.push_str("</table>\n");
+    if new.len() > super::NEW_SHOWN {
+        let _ = writeln!(h, "<p>and {} more.</p>", new.len() - super::NEW_SHOWN);
+    }
 }
 
 /// One bar per day. Deployments: a red dot over a day with a failed deployment. A rate: bars
@@ -188,6 +227,20 @@ fn timeline(h: &mut String, b: &super::Build) {
     if ran.is_empty() {
         return;
     }
+    if !b.critical_path.is_empty() {
+        let chain: Vec<String> = b
+            .critical_path
+            .iter()
+            .map(|l| format!("<code>{}</code>", esc(l)))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<p id=\"critical-path\"><span class=\"critical\">Critical path</span>: {:.2}s over {} action(s), the chain of dependencies that bounds the build's time: {}</p>",
+            b.critical_seconds,
+            b.critical_path.len(),
+            chain.join(" → ")
+        );
+    }
     let start = ran
         .iter()
         .map(|r| r.finished_ms as f64 - r.seconds * 1000.0)
@@ -205,19 +258,23 @@ fn timeline(h: &mut String, b: &super::Build) {
         let y = i as f64 * row + 4.0;
         let x0 = left + (r.finished_ms as f64 - r.seconds * 1000.0 - start) / span * width;
         let w = (r.seconds * 1000.0 / span * width).max(1.0);
+        let critical = b.critical_path.contains(&r.label);
         let color = match r.outcome.as_str() {
             "failed" | "timed out" => "#b00020",
+            _ if critical => "#d9822b",
             _ => "#3b6ea8",
         };
         let _ = writeln!(
             h,
-            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{x0:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" fill=\"{color}\"><title>{} {:.2}s {}</title></rect>",
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{x0:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" fill=\"{color}\"{}><title>{} {:.2}s {}{}</title></rect>",
             y + 12.0,
             esc(&r.label),
             row - 4.0,
+            if critical { " class=\"critical\"" } else { "" },
             esc(&r.label),
             r.seconds,
-            esc(&r.outcome)
+            esc(&r.outcome),
+            if critical { ", on the critical path" } else { "" }
         );
     }
     let _ = writeln!(

@@ -21,6 +21,15 @@ fn date(ms: i64) -> String {
 
 pub fn markdown(r: &Report) -> String {
     let mut md = String::from("## flow quality report\n\n");
+    build_line(&mut md, r);
+    gates(&mut md, r);
+    tables(&mut md, r);
+    new_findings(&mut md, r);
+    trends_and_failures(&mut md, r);
+    md
+}
+
+fn build_line(md: &mut String, r: &Report) {
     match &r.build {
         Some(b) => {
             let _ = writeln!(
@@ -35,9 +44,25 @@ pub fn markdown(r: &Report) -> String {
                 b.failed,
                 b.skipped,
             );
+            if !b.critical_path.is_empty() {
+                let chain: Vec<String> = b
+                    .critical_path
+                    .iter()
+                    .map(|l| format!("`{}`", cell(l)))
+                    .collect();
+                let _ = writeln!(
+                    md,
+                    "Critical path ({:.2}s): {}.\n",
+                    b.critical_seconds,
+                    chain.join(" → ")
+                );
+            }
         }
         None => md.push_str("No build recorded in this workspace's history yet.\n\n"),
     }
+}
+
+fn gates(md: &mut String, r: &Report) {
     md.push_str("### Gates\n\n");
     if r.gates.is_empty() && r.gates_without_table.is_empty() {
         md.push_str("No gate is declared.\n\n");
@@ -63,12 +88,16 @@ pub fn markdown(r: &Report) -> String {
                 cell(&c.metric),
                 cell(&c.op),
                 cell(&c.threshold),
-                cell(c.value.as_deref().unwrap_or("-")),
+                cell(&c.shown()),
                 if c.passed { "pass" } else { "**FAIL**" }
             );
         }
         md.push('\n');
     }
+}
+
+/// Coverage by package, tests and findings.
+fn tables(md: &mut String, r: &Report) {
     if !r.coverage.is_empty() {
         md.push_str(
             "### Coverage by package\n\n| Package | Coverage | Statements |\n|---|---:|---:|\n",
@@ -100,8 +129,15 @@ pub fn markdown(r: &Report) -> String {
         md.push('\n');
     }
     if !r.findings.is_empty() {
-        md.push_str("### Findings\n\n| Target | Kind | Total | Detail |\n|---|---|---:|---|\n");
-        for f in &r.findings {
+        md.push_str("### Findings\n\n");
+        let (some, none) = super::split_findings(&r.findings);
+        if !none.is_empty() {
+            let _ = writeln!(md, "{} other report(s) found nothing.\n", none.len());
+        }
+        if !some.is_empty() {
+            md.push_str("| Target | Kind | Total | Detail |\n|---|---|---:|---|\n");
+        }
+        for f in some {
             let _ = writeln!(
                 md,
                 "| `{}` | {} | {} | {} |",
@@ -113,6 +149,38 @@ pub fn markdown(r: &Report) -> String {
         }
         md.push('\n');
     }
+}
+
+fn new_findings(md: &mut String, r: &Report) {
+    if let Some(new) = &r.new_findings {
+        let _ = writeln!(
+            md,
+            "### New findings against the base\n\n{} new finding(s).\n",
+            new.len()
+        );
+        if !new.is_empty() {
+            md.push_str("| Target | Rule | Where | Severity | Message |\n|---|---|---|---|---|\n");
+            for f in new.iter().take(super::NEW_SHOWN) {
+                let _ = writeln!(
+                    md,
+                    "| `{}` | `{}` | `{}:{}` | {} | {} |",
+                    cell(&f.label),
+                    cell(&f.rule),
+                    cell(&f.file),
+                    f.line,
+                    cell(&f.severity),
+                    cell(&f.message)
+                );
+            }
+            if new.len() > super::NEW_SHOWN {
+                let _ = writeln!(md, "\nand {} more.", new.len() - super::NEW_SHOWN);
+            }
+            md.push('\n');
+        }
+    }
+}
+
+fn trends_and_failures(md: &mut String, r: &Report) {
     if !r.deployments.is_empty() {
         md.push_str("### Deployments in the last 30 days\n\n| Environment | Succeeded | Days with a failed deployment |\n|---|---:|---:|\n");
         for s in &r.deployments {
@@ -146,5 +214,4 @@ pub fn markdown(r: &Report) -> String {
             md.push('\n');
         }
     }
-    md
 }

@@ -4,6 +4,7 @@
 //! last recorded build ran, reused and failed, from the history. Written as Markdown (a PR
 //! comment, a job summary: `markdown.rs`) or as one self-contained HTML page (`html.rs`).
 
+pub mod findings;
 pub mod html;
 pub mod markdown;
 pub mod trends;
@@ -18,6 +19,9 @@ use serde::Serialize;
 use crate::gates::reports::{self as typed, Metric};
 use crate::graph::TargetGraph;
 use crate::reports::gates::Table;
+
+/// The most new findings a report lists (the rest are counted).
+pub const NEW_SHOWN: usize = 100;
 
 /// The last build this workspace recorded in the history.
 #[derive(Clone, Debug, Serialize)]
@@ -34,6 +38,11 @@ pub struct Build {
     pub flaky: u64,
     /// Each action the build recorded: label, outcome, seconds it ran, when it ended.
     pub runs: Vec<Run>,
+    /// The build's critical path: the chain of dependencies with the longest total run time
+    /// (reused actions count zero), from its first action to its last.
+    pub critical_path: Vec<String>,
+    /// Its length, in seconds.
+    pub critical_seconds: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -80,6 +89,10 @@ pub struct Report {
     pub coverage: Vec<Coverage>,
     pub tests: Vec<Tests>,
     pub findings: Vec<Findings>,
+    /// Every single finding of those reports (what `--base` compares).
+    pub finding_items: Vec<findings::Item>,
+    /// With `--base FILE`: the findings that FILE's report does not have.
+    pub new_findings: Option<Vec<findings::Item>>,
     /// Succeeded deployments per day, per environment (the last 30 days).
     pub deployments: Vec<trends::Series>,
     /// The cache hit rate per day (the last 30 days).
@@ -93,6 +106,12 @@ pub fn collect(
     workspace: &str,
     build: Option<Build>,
 ) -> Report {
+    let build = build.map(|mut b| {
+        let (path, seconds) = critical_path(graph, &b.runs);
+        b.critical_path = path;
+        b.critical_seconds = seconds;
+        b
+    });
     let mut report = Report {
         workspace: workspace.to_owned(),
         build,
@@ -114,7 +133,14 @@ pub fn collect(
                 }
                 continue;
             }
-            for found in read_reports(&path) {
+            let (bytes, found_all) = read_reports(&path);
+            if found_all
+                .iter()
+                .any(|f| matches!(f.kind, "vulnerabilities" | "findings" | "lint"))
+            {
+                report.finding_items.extend(findings::items(&label, &bytes));
+            }
+            for found in found_all {
                 let n = |k: &str| match found.metrics.get(k) {
                     Some(Metric::Number(v)) => *v,
                     Some(Metric::Names(v)) => v.len() as f64,
@@ -172,20 +198,59 @@ pub fn collect(
     report
 }
 
-/// The typed reports in an output: a file, or the files of a directory output.
-fn read_reports(path: &Path) -> Vec<typed::Found> {
+/// The findings rows that found something, and those that found nothing.
+pub fn split_findings(all: &[Findings]) -> (Vec<&Findings>, Vec<&Findings>) {
+    all.iter().partition(|f| f.total > 0.0)
+}
+
+/// The typed reports in an output file, and its bytes (empty for a file of no report kind).
+fn read_reports(path: &Path) -> (Vec<u8>, Vec<typed::Found>) {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Vec::new();
+        return Default::default();
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let typed = name.ends_with(".json") || name.ends_with(".xml") || name.ends_with(".sarif");
     if !meta.is_file() || !typed || meta.len() > typed::MAX_REPORT_BYTES {
-        return Vec::new();
+        return Default::default();
     }
-    std::fs::read(path)
-        .ok()
-        .and_then(|bytes| typed::read(&bytes, &[]).ok())
-        .unwrap_or_default()
+    let Ok(bytes) = std::fs::read(path) else {
+        return Default::default();
+    };
+    match typed::read(&bytes, &[]) {
+        Ok(found) if !found.is_empty() => (bytes, found),
+        _ => Default::default(),
+    }
+}
+
+/// The critical path of a build's runs over `graph` (its labels from first to last) and its
+/// length in seconds: `reports::trace::longest_chain`, the same as `flow build --profile`'s.
+fn critical_path(graph: &TargetGraph, runs: &[Run]) -> (Vec<String>, f64) {
+    let seconds: BTreeMap<&str, f64> = runs
+        .iter()
+        .filter(|r| !matches!(r.outcome.as_str(), "cached" | "skipped" | "cancelled"))
+        .map(|r| (r.label.as_str(), r.seconds))
+        .collect();
+    let labels: Vec<String> = graph
+        .targets()
+        .iter()
+        .map(|t| t.label.to_string())
+        .collect();
+    let own: Vec<std::time::Duration> = labels
+        .iter()
+        .map(|l| {
+            let s = seconds.get(l.as_str()).copied().unwrap_or(0.0);
+            std::time::Duration::from_secs_f64(s.max(0.0))
+        })
+        .collect();
+    let deps: Vec<Vec<usize>> = (0..labels.len()).map(|i| graph.deps(i).collect()).collect();
+    let deps: Vec<&[usize]> = deps.iter().map(Vec::as_slice).collect();
+    let mut chain = crate::reports::trace::longest_chain(&deps, &own);
+    chain.reverse();
+    let total = chain.iter().map(|&i| own[i].as_secs_f64()).sum();
+    (
+        chain.into_iter().map(|i| labels[i].clone()).collect(),
+        total,
+    )
 }
 
 /// The last build of `workspace` the history holds, with its runs.
@@ -230,5 +295,7 @@ pub fn last_build(
         skipped: s.skipped,
         flaky: s.flaky,
         runs,
+        critical_path: Vec::new(),
+        critical_seconds: 0.0,
     }))
 }

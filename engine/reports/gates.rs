@@ -34,6 +34,22 @@ pub struct Row {
     pub from: Vec<String>,
 }
 
+impl Row {
+    /// The value as the gate's log shows it: rounded only where the rounding cannot seem to
+    /// contradict the verdict (`flow_rules::gate::number_near`); `NAME.gate.json` keeps it
+    /// exactly. `-` when the check had nothing to read.
+    pub fn shown(&self) -> String {
+        let Some(value) = &self.value else {
+            return "-".to_owned();
+        };
+        let op = flow_rules::gate::Op::parse(&self.op);
+        match (op, value.parse::<f64>(), self.threshold.parse::<f64>()) {
+            (Some(op), Ok(v), Ok(t)) => flow_rules::gate::number_near(v, op, t),
+            _ => value.clone(),
+        }
+    }
+}
+
 /// The tables of the plan's gates whose record says they ran, were reused or failed.
 pub fn tables(records: &[&Record], ctx: &Context) -> Vec<Table> {
     let Some(plan) = ctx.plan else {
@@ -86,7 +102,7 @@ pub fn markdown(tables: &[Table], escape: impl Fn(&str) -> String) -> String {
                 escape(&r.metric),
                 escape(&r.op),
                 escape(&r.threshold),
-                escape(r.value.as_deref().unwrap_or("-")),
+                escape(&r.shown()),
                 if r.passed { "pass" } else { "**FAIL**" }
             ));
         }

@@ -94,7 +94,7 @@ impl JunitReport {
         }
         for g in gates {
             let cases = g.checks.iter().map(|c| {
-                let value = c.value.as_deref().unwrap_or("-");
+                let value = c.shown();
                 Case {
                     name: xml_text(&format!("{} {} {}", c.metric, c.op, c.threshold)),
                     classname: xml_text(&g.gate),

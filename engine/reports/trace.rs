@@ -139,21 +139,53 @@ pub fn critical_path(plan: &Plan, records: &HashMap<&str, &Record>) -> BTreeMap<
             None => Duration::ZERO,
         })
         .collect();
+    let deps: Vec<&[usize]> = plan.nodes.iter().map(|a| a.deps.as_slice()).collect();
+    longest_chain(&deps, &own)
+        .into_iter()
+        .map(|i| (labels[i].clone(), own[i]))
+        .collect()
+}
+
+/// The nodes of the chain of dependencies with the longest total time (`own[i]` is node `i`'s;
+/// `deps[i]` the nodes it depends on, a DAG), from its end back to its start, leaving out the
+/// nodes of no time (a group, a reused action); empty when no node took time. Ties go to the
+/// lower index, so the answer is stable.
+pub fn longest_chain(deps: &[&[usize]], own: &[Duration]) -> Vec<usize> {
+    let n = deps.len();
+    // Dependencies before dependents (Kahn's algorithm over the reversed edges).
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut waiting: Vec<usize> = vec![0; n];
+    for (i, ds) in deps.iter().enumerate() {
+        waiting[i] = ds.len();
+        for &d in *ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut order: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let at = order[next];
+        next += 1;
+        for &d in &dependents[at] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                order.push(d);
+            }
+        }
+    }
     // Longest chain ending at each node, and the dependency it came through.
-    let mut best = vec![Duration::ZERO; plan.nodes.len()];
-    let mut via: Vec<Option<usize>> = vec![None; plan.nodes.len()];
-    for i in plan.topo_order() {
-        let from = plan.nodes[i]
-            .deps
+    let mut best = vec![Duration::ZERO; n];
+    let mut via: Vec<Option<usize>> = vec![None; n];
+    for i in order {
+        let from = deps[i]
             .iter()
             .copied()
             .max_by_key(|&d| (best[d], std::cmp::Reverse(d)));
         best[i] = own[i] + from.map_or(Duration::ZERO, |d| best[d]);
         via[i] = from;
     }
-    let mut path = BTreeMap::new();
-    let Some(mut at) = (0..plan.nodes.len()).max_by_key(|&i| (best[i], std::cmp::Reverse(i)))
-    else {
+    let mut path = Vec::new();
+    let Some(mut at) = (0..n).max_by_key(|&i| (best[i], std::cmp::Reverse(i))) else {
         return path;
     };
     if best[at].is_zero() {
@@ -161,7 +193,7 @@ pub fn critical_path(plan: &Plan, records: &HashMap<&str, &Record>) -> BTreeMap<
     }
     loop {
         if !own[at].is_zero() {
-            path.insert(labels[at].clone(), own[at]);
+            path.push(at);
         }
         match via[at] {
             Some(d) => at = d,

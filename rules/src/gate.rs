@@ -104,6 +104,13 @@ impl Op {
         }
     }
 
+    /// The operator written `text` (`>=`, ...), or None.
+    pub fn parse(text: &str) -> Option<Op> {
+        [Op::Ge, Op::Le, Op::Gt, Op::Lt, Op::Eq, Op::Ne]
+            .into_iter()
+            .find(|op| op.as_str() == text)
+    }
+
     /// Whether `value OP threshold` holds.
     pub fn holds(self, value: f64, threshold: f64) -> bool {
         match self {
@@ -226,14 +233,7 @@ pub fn parse_check(text: &str) -> Result<Check, CheckError> {
             Some("for example `coverage.percent >= 80`".into()),
         ));
     };
-    let op = match op_text {
-        ">=" => Op::Ge,
-        "<=" => Op::Le,
-        "==" => Op::Eq,
-        "!=" => Op::Ne,
-        ">" => Op::Gt,
-        _ => Op::Lt,
-    };
+    let op = Op::parse(op_text).unwrap_or(Op::Lt);
     let name = text[..at].trim();
     let name_start = text[..at].find(name).unwrap_or(0);
     let value = text[at + op_text.len()..].trim();
