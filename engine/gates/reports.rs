@@ -222,14 +222,23 @@ fn sarif(runs: &[Json]) -> Vec<Found> {
     let mut levels: BTreeMap<String, f64> = BTreeMap::new();
     let mut severities: BTreeMap<String, f64> = BTreeMap::new();
     for run in runs {
-        let rules: BTreeMap<&str, &Json> = run["tool"]["driver"]["rules"]
+        let listed: &[Json] = run["tool"]["driver"]["rules"]
             .as_array()
-            .into_iter()
-            .flatten()
+            .map_or(&[], Vec::as_slice);
+        let rules: BTreeMap<&str, &Json> = listed
+            .iter()
             .filter_map(|r| Some((r["id"].as_str()?, r)))
             .collect();
         for result in run["results"].as_array().into_iter().flatten() {
-            let rule = result["ruleId"].as_str().and_then(|id| rules.get(id));
+            // By index into the driver's rules (CodeQL), else by id.
+            let by_index = result["ruleIndex"]
+                .as_u64()
+                .and_then(|i| listed.get(usize::try_from(i).ok()?));
+            let rule = by_index.or_else(|| {
+                result["ruleId"]
+                    .as_str()
+                    .and_then(|id| rules.get(id).copied())
+            });
             let level = result["level"]
                 .as_str()
                 .or_else(|| rule.and_then(|r| r["defaultConfiguration"]["level"].as_str()))

@@ -286,3 +286,38 @@ fn the_security_score_is_of_the_combined_counts() {
         0.0
     );
 }
+
+#[test]
+fn semgrep_sarif_takes_the_level_of_its_rules() {
+    // semgrep's results carry no level: each rule's `defaultConfiguration.level` (`error` for
+    // the example's rules) is theirs. Three rules fire on the insecure app: shell=True,
+    // pickle.loads and eval.
+    let all = found("semgrep.sarif", &[]);
+    assert_eq!(
+        (
+            num(&all["findings"], "total"),
+            num(&all["findings"], "error")
+        ),
+        (3.0, 3.0)
+    );
+    assert_eq!(num(&all["vulnerabilities"], "high"), 3.0);
+    assert_eq!(num(&all["vulnerabilities"], "score"), 92.5);
+}
+
+#[test]
+fn a_sarif_result_may_name_its_rule_by_index() {
+    // CodeQL and others give `ruleIndex` (into the driver's rules) instead of, or beside,
+    // `ruleId`; the rule's level and security-severity apply either way.
+    let sarif = r#"{"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x", "rules": [
+        {"id": "a", "defaultConfiguration": {"level": "note"}},
+        {"id": "b", "properties": {"security-severity": "9.8"}, "defaultConfiguration": {"level": "error"}}
+    ]}}, "results": [{"ruleIndex": 1, "message": {"text": "m"}}, {"ruleIndex": 0, "message": {"text": "n"}}]}]}"#;
+    let all: BTreeMap<&str, Found> = crate::gates::reports::read(sarif.as_bytes(), &[])
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.kind, f))
+        .collect();
+    assert_eq!(num(&all["vulnerabilities"], "critical"), 1.0);
+    assert_eq!(num(&all["vulnerabilities"], "low"), 1.0);
+    assert_eq!(num(&all["findings"], "note"), 1.0);
+}

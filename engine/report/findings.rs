@@ -47,11 +47,23 @@ pub fn items(label: &str, bytes: &[u8]) -> Vec<Item> {
     if let (Some(runs), Some(_)) = (json["runs"].as_array(), json.get("version")) {
         return runs
             .iter()
-            .flat_map(|run| run["results"].as_array().into_iter().flatten())
-            .map(|r| {
+            .flat_map(|run| {
+                let rules = &run["tool"]["driver"]["rules"];
+                run["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |r| (r, rules))
+            })
+            .map(|(r, rules)| {
                 let place = &r["locations"][0]["physicalLocation"];
+                // A rule named by index into the driver's rules (CodeQL), else by id.
+                let by_index = r["ruleIndex"]
+                    .as_u64()
+                    .and_then(|i| rules.get(usize::try_from(i).ok()?))
+                    .map(|rule| &rule["id"]);
                 item(
-                    &r["ruleId"],
+                    by_index.unwrap_or(&r["ruleId"]),
                     &place["artifactLocation"]["uri"],
                     &place["region"]["startLine"],
                     r["level"].as_str().unwrap_or("warning"),
