@@ -302,6 +302,8 @@ impl Places {
         git(&root, &["add", "-A"]);
         git(&root, &["commit", "-q", "-m", "two"]);
         git(&root, &["update-ref", "refs/remotes/origin/main", "HEAD^1"]);
+        // The base branch's report that docs/report.md's pull-request step compares with.
+        std::fs::write(example.join("base.json"), "{\"finding_items\": []}\n").unwrap();
         // As BUILD.example says to make it.
         let pipeline = root.join("pipeline");
         std::fs::create_dir_all(&pipeline).unwrap();
