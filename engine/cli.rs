@@ -162,7 +162,7 @@ pub enum Command {
     /// A quality report of the workspace as its last build left it (gates, coverage, tests,
     /// findings, what the last build ran): Markdown on stdout, or one HTML page
     Report {
-        /// Write a self-contained HTML page to FILE instead
+        /// Write a self-contained HTML page to FILE instead (`-`: to stdout)
         #[arg(long, value_name = "FILE")]
         html: Option<std::path::PathBuf>,
         /// Print the report as JSON

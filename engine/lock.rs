@@ -74,6 +74,23 @@ pub fn lock_workspace(
     }
 }
 
+/// Who holds the workspace lock now (`flow build, pid N, started ...`), or None: for commands
+/// that only read `flow-out/` (`flow report`) and say that what they read may be changing.
+pub fn held_by(out_root: &Path) -> Option<String> {
+    let path = out_root.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&path)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => None,
+        Err((_, Errno::EWOULDBLOCK)) => Some(holder(&path)),
+        Err(_) => None,
+    }
+}
+
 /// The exclusive lock on `<workspace>/flow-out/.flow-lock` (see the module docs).
 pub struct WorkspaceLock {
     file: Flock<File>,

@@ -87,14 +87,15 @@ fn a_gate_with_nothing_to_read_says_what_its_inputs_hold() {
     );
 }
 
-/// A wrong metric name, a wrong kind, a list compared with a number, a gate without deps:
+/// A wrong metric name, a wrong kind, a list compared with a number, `=>` for `>=`, a gate
+/// without deps:
 /// analysis errors at the bad part of each string, with what exists.
 #[test]
 fn bad_gate_checks() {
     let ws = Ws::new().file(
         "q/BUILD",
         "task(name = \"t\", outs = [\"c.json\"], cmd = \"true\")\n\
-         gate(\n    name = \"g\",\n    deps = [\":t\"],\n    checks = [\n        \"coverage.percnt >= 80\",\n        \"vulnerabilites.high <= 2\",\n        \"licenses.denied == 0\",\n    ],\n)\n\
+         gate(\n    name = \"g\",\n    deps = [\":t\"],\n    checks = [\n        \"coverage.percnt >= 80\",\n        \"vulnerabilites.high <= 2\",\n        \"licenses.denied == 0\",\n        \"coverage.percent => 80\",\n    ],\n)\n\
          gate(name = \"lonely\", checks = [\"tests.failed == 0\"])\n",
     );
     let run = ws.run(&["query", "//..."]);

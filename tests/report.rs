@@ -259,4 +259,52 @@ fn findings_new_against_a_base_report() {
     let bad = ws.run(&["report", "--base", "notes.json"]);
     assert_eq!(bad.code, 2);
     crate::support::golden("report_base_not_a_report", &bad.stderr);
+    // A device is refused, not read without end; a finding of the wrong shape is named.
+    let zero = ws.run(&["report", "--base", "/dev/zero"]);
+    assert_eq!(zero.code, 2);
+    assert!(
+        zero.stderr.contains("not a regular file"),
+        "{}",
+        zero.stderr
+    );
+    ws.write("odd.json", b"{\"finding_items\": [1]}");
+    let odd = ws.run(&["report", "--base", "odd.json"]);
+    assert_eq!(odd.code, 2);
+    assert!(
+        odd.stderr
+            .contains("`finding_items[0]` is not a finding (an object with label, rule"),
+        "{}",
+        odd.stderr
+    );
+}
+
+/// `flow report` while a build writes `flow-out/` says that what it reads may be changing (it
+/// does not wait: `flow watch` holds the lock for its whole session).
+#[test]
+fn a_report_during_a_build_warns_that_outputs_are_changing() {
+    let ws = Ws::new().file("p/BUILD", "task(name = \"slow\", cmd = \"sleep 3\")\n");
+    let mut build = Command::new(crate::support::flow_bin())
+        .current_dir(ws.path())
+        .args(["build", "//p:slow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = ws.path().join("flow-out/.flow-lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let during = ws.run(&["report"]);
+    assert!(build.wait().unwrap().success());
+    assert_eq!(during.code, 0, "{}", during.stderr);
+    assert!(
+        during
+            .stderr
+            .contains("warning: another flow command is writing flow-out/ (flow build, pid"),
+        "{}",
+        during.stderr
+    );
+    let after = ws.run(&["report"]);
+    assert!(!after.stderr.contains("warning"), "{}", after.stderr);
 }

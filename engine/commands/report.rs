@@ -29,6 +29,12 @@ pub fn run(start: &Path, options: Options, cache_flag: Option<&Path>) -> Result<
         false => None,
     };
     let out_root = crate::session::out_root(&ws.root);
+    if let Some(holder) = crate::lock::held_by(&out_root) {
+        eprintln!(
+            "warning: another flow command is writing flow-out/ ({holder}): this report may mix \
+             its results with the last build's; run it again when that command is done"
+        );
+    }
     let mut report = crate::report::collect(&graph, &out_root, &workspace, build);
     // The charts over time: the ledger's deployments, the history's cache hits.
     let now = crate::clock::Clock::from_env().now_ms();
@@ -50,7 +56,7 @@ pub fn run(start: &Path, options: Options, cache_flag: Option<&Path>) -> Result<
         let new = crate::report::findings::new_against(&report.finding_items, &base);
         report.new_findings = Some(new);
     }
-    if let Some(path) = html {
+    if let Some(path) = html.filter(|p| p.as_os_str() != "-") {
         crate::reports::write_atomically(path, crate::report::html::html(&report).as_bytes())
             .map_err(|e| Error::Io {
                 path: path.clone(),
@@ -60,6 +66,7 @@ pub fn run(start: &Path, options: Options, cache_flag: Option<&Path>) -> Result<
         return Ok(0);
     }
     let text = match json {
+        _ if html.is_some() => crate::report::html::html(&report),
         true => serde_json::to_string_pretty(&report).expect("the report serializes") + "\n",
         false => crate::report::markdown::markdown(&report),
     };
@@ -67,6 +74,9 @@ pub fn run(start: &Path, options: Options, cache_flag: Option<&Path>) -> Result<
     let _ = std::io::Write::write_all(&mut out, text.as_bytes());
     Ok(0)
 }
+
+/// The largest base report read: the findings of a very large workspace.
+const BASE_MAX_BYTES: u64 = 256 << 20;
 
 /// The findings of a base report (`flow report --json`).
 fn base_findings(path: &Path) -> Result<Vec<crate::report::findings::Item>, Error> {
@@ -77,14 +87,36 @@ fn base_findings(path: &Path) -> Result<Vec<crate::report::findings::Item>, Erro
                 .into(),
         ),
     };
+    // A regular file of a bounded size: not a device (`/dev/zero`), not a 10 GB mistake.
+    let meta = std::fs::metadata(path).map_err(|e| usage(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(usage("not a regular file".into()));
+    }
+    if meta.len() > BASE_MAX_BYTES {
+        return Err(usage(format!(
+            "{} bytes, more than a report holds ({} MiB at most)",
+            meta.len(),
+            BASE_MAX_BYTES >> 20
+        )));
+    }
     let bytes = std::fs::read(path).map_err(|e| usage(e.to_string()))?;
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| usage(format!("not JSON: {e}")))?;
-    match json.get("finding_items") {
-        Some(items) => serde_json::from_value(items.clone())
-            .map_err(|e| usage(format!("its `finding_items` are not findings: {e}"))),
-        None => Err(usage(
-            "not a `flow report --json` (it has no `finding_items`)".into(),
-        )),
-    }
+    let Some(items) = json.get("finding_items").and_then(|v| v.as_array()) else {
+        return Err(usage(
+            "not a `flow report --json` (it has no list `finding_items`)".into(),
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            serde_json::from_value(item.clone()).map_err(|_| {
+                usage(format!(
+                    "`finding_items[{i}]` is not a finding (an object with label, rule, file, \
+                     line, severity and message)"
+                ))
+            })
+        })
+        .collect()
 }

@@ -59,10 +59,13 @@ pub fn read(bytes: &[u8], denied_licenses: &[String]) -> Result<Vec<Found>, Stri
         .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
     match start.map(|i| bytes[i]) {
         Some(b'<') => junit(bytes),
-        Some(b'{') | Some(b'[') => match serde_json::from_slice::<Json>(bytes) {
-            Ok(json) => Ok(from_json(&json, denied_licenses)),
-            Err(_) => Ok(Vec::new()),
-        },
+        // From the first bracket: a UTF-8 byte-order mark is not JSON, but editors write one.
+        Some(b'{') | Some(b'[') => {
+            match serde_json::from_slice::<Json>(&bytes[start.unwrap_or(0)..]) {
+                Ok(json) => from_json(&json, denied_licenses),
+                Err(_) => Ok(Vec::new()),
+            }
+        }
         _ => Ok(Vec::new()),
     }
 }
@@ -102,41 +105,71 @@ pub fn pass_rate(passed: f64, failing: f64) -> f64 {
     }
 }
 
-fn from_json(json: &Json, denied: &[String]) -> Vec<Found> {
-    let f = |v: &Json| v.as_f64();
-    match json {
+/// A field that must be a finite number when it is there: `Ok(None)` when it is not.
+fn finite(v: Option<&Json>, name: &str) -> Result<Option<f64>, String> {
+    match v {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(n) if n.is_finite() => Ok(Some(n)),
+            _ => Err(format!("`{name}` is {}, not a number", shown_json(v))),
+        },
+    }
+}
+
+/// A JSON value in a message: short, and without escapes.
+fn shown_json(v: &Json) -> String {
+    let text = v.to_string();
+    let cut: String = text.chars().take(40).collect();
+    clean(&if cut.len() < text.len() {
+        cut + "..."
+    } else {
+        cut
+    })
+}
+
+fn from_json(json: &Json, denied: &[String]) -> Result<Vec<Found>, String> {
+    Ok(match json {
         Json::Object(o)
             if o.get("totals")
                 .and_then(|t| t.get("percent_covered"))
                 .is_some() =>
         {
             let t = &o["totals"];
-            let get = |k: &str| t.get(k).and_then(f).unwrap_or(0.0);
+            let get = |k: &str| -> Result<f64, String> {
+                Ok(finite(t.get(k), &format!("totals.{k}"))?.unwrap_or(0.0))
+            };
             vec![Found {
                 kind: "coverage",
                 shape: "coverage.py JSON",
                 metrics: numbers(&[
-                    ("percent", get("percent_covered")),
-                    ("statements", get("num_statements")),
-                    ("covered", get("covered_lines")),
-                    ("missing", get("missing_lines")),
+                    ("percent", get("percent_covered")?),
+                    ("statements", get("num_statements")?),
+                    ("covered", get("covered_lines")?),
+                    ("missing", get("missing_lines")?),
                 ]),
             }]
         }
         Json::Object(o)
             if o.get("results").is_some_and(Json::is_array) && o.contains_key("metrics") =>
         {
+            // By `issue_severity`; a result of another severity (bandit's `UNDEFINED`) counts in
+            // `total` only.
             let mut by = BTreeMap::new();
-            for r in o["results"].as_array().into_iter().flatten() {
+            let results = o["results"].as_array().map_or(&[][..], Vec::as_slice);
+            for r in results {
                 let severity = r["issue_severity"].as_str().unwrap_or("").to_lowercase();
                 *by.entry(severity).or_insert(0.0) += 1.0;
             }
-            vec![vulnerabilities("bandit JSON", &by)]
+            let mut found = vulnerabilities("bandit JSON", &by);
+            found
+                .metrics
+                .insert("total".into(), Metric::Number(results.len() as f64));
+            vec![found]
         }
         Json::Object(o)
             if o.get("runs").is_some_and(Json::is_array) && o.contains_key("version") =>
         {
-            sarif(o["runs"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+            sarif(o["runs"].as_array().map(Vec::as_slice).unwrap_or(&[]))?
         }
         Json::Array(items) if items.is_empty() => vec![lint(items), licenses(items, denied)],
         Json::Array(items)
@@ -154,32 +187,70 @@ fn from_json(json: &Json, denied: &[String]) -> Vec<Found> {
             vec![licenses(items, denied)]
         }
         Json::Object(o) if o.is_empty() => vec![
-            complexity(o),
-            maintainability(o),
+            complexity(o)?,
+            maintainability(o)?,
             Found {
                 kind: "metrics",
                 shape: "metrics.json",
                 metrics: BTreeMap::new(),
             },
         ],
+        // radon writes `{"error": ...}` for a file it could not read, among the others.
         Json::Object(o)
             if o.values().all(|v| {
-                v.as_array()
-                    .is_some_and(|blocks| blocks.iter().all(|b| b.get("complexity").is_some()))
-            }) =>
+                radon_error(v).is_some()
+                    || v.as_array()
+                        .is_some_and(|blocks| blocks.iter().all(|b| b.get("complexity").is_some()))
+            }) && o.values().any(Json::is_array) =>
         {
-            vec![complexity(o)]
+            radon_errors(o, "radon cc")?;
+            vec![complexity(o)?]
         }
-        Json::Object(o) if o.values().all(|v| v.get("mi").is_some()) => vec![maintainability(o)],
-        Json::Object(o) if o.values().all(Json::is_number) => vec![Found {
-            kind: "metrics",
-            shape: "metrics.json",
-            metrics: o
-                .iter()
-                .filter_map(|(k, v)| Some((clean(k), Metric::Number(v.as_f64()?))))
-                .collect(),
-        }],
+        Json::Object(o)
+            if o.values()
+                .all(|v| radon_error(v).is_some() || v.get("mi").is_some())
+                && o.values().any(|v| v.get("mi").is_some()) =>
+        {
+            radon_errors(o, "radon mi")?;
+            vec![maintainability(o)?]
+        }
+        Json::Object(o) if o.values().all(Json::is_number) => {
+            let mut metrics = BTreeMap::new();
+            for (k, v) in o {
+                let n = finite(Some(v), k)?.unwrap_or(0.0);
+                metrics.insert(clean(k), Metric::Number(n));
+            }
+            vec![Found {
+                kind: "metrics",
+                shape: "metrics.json",
+                metrics,
+            }]
+        }
         _ => Vec::new(),
+    })
+}
+
+/// The error radon gives for a file it could not read (`{"error": "invalid syntax ..."}`).
+fn radon_error(v: &Json) -> Option<&str> {
+    v.as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("error"))
+        .and_then(Json::as_str)
+}
+
+/// Files radon could not read fail the report: their metrics would be missing from it.
+fn radon_errors(files: &serde_json::Map<String, Json>, tool: &str) -> Result<(), String> {
+    let errors: Vec<String> = files
+        .iter()
+        .filter_map(|(f, v)| Some(format!("{}: {}", clean(f), clean(radon_error(v)?))))
+        .collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "{tool} could not read {} file(s): {}",
+            errors.len(),
+            errors.into_iter().take(5).collect::<Vec<_>>().join("; ")
+        )),
     }
 }
 
@@ -218,10 +289,19 @@ fn vulnerabilities(shape: &'static str, by: &BTreeMap<String, f64>) -> Found {
 /// SARIF results: by level (`findings`), and by security severity (`vulnerabilities`): the
 /// result's or its rule's `security-severity` (CVSS: 9 critical, 7 high, 4 medium, above 0
 /// low), else its level (`error` high, `warning` medium, `note` low).
-fn sarif(runs: &[Json]) -> Vec<Found> {
+fn sarif(runs: &[Json]) -> Result<Vec<Found>, String> {
     let mut levels: BTreeMap<String, f64> = BTreeMap::new();
     let mut severities: BTreeMap<String, f64> = BTreeMap::new();
-    for run in runs {
+    for (n, run) in runs.iter().enumerate() {
+        match run.get("results") {
+            None | Some(Json::Null) | Some(Json::Array(_)) => {}
+            Some(other) => {
+                return Err(format!(
+                    "SARIF: `runs[{n}].results` is {}, not a list",
+                    shown_json(other)
+                ))
+            }
+        }
         let listed: &[Json] = run["tool"]["driver"]["rules"]
             .as_array()
             .map_or(&[], Vec::as_slice);
@@ -229,7 +309,13 @@ fn sarif(runs: &[Json]) -> Vec<Found> {
             .iter()
             .filter_map(|r| Some((r["id"].as_str()?, r)))
             .collect();
-        for result in run["results"].as_array().into_iter().flatten() {
+        for (i, result) in run["results"].as_array().into_iter().flatten().enumerate() {
+            if !result.is_object() {
+                return Err(format!(
+                    "SARIF: `runs[{n}].results[{i}]` is {}, not a result",
+                    shown_json(result)
+                ));
+            }
             // By index into the driver's rules (CodeQL), else by id.
             let by_index = result["ruleIndex"]
                 .as_u64()
@@ -243,11 +329,22 @@ fn sarif(runs: &[Json]) -> Vec<Found> {
                 .as_str()
                 .or_else(|| rule.and_then(|r| r["defaultConfiguration"]["level"].as_str()))
                 .unwrap_or("warning");
+            if !matches!(level, "none" | "note" | "warning" | "error") {
+                return Err(format!(
+                    "SARIF: `runs[{n}].results[{i}]` has level `{}`, not none, note, warning or error",
+                    clean(level)
+                ));
+            }
             *levels.entry(level.to_owned()).or_insert(0.0) += 1.0;
-            let score = result["properties"]["security-severity"]
-                .as_str()
-                .or_else(|| rule.and_then(|r| r["properties"]["security-severity"].as_str()))
-                .and_then(|s| s.trim().parse::<f64>().ok());
+            // A CVSS score from 0 to 10, as a string (GitHub's form) or a number; anything else
+            // is no score, and the level decides.
+            let score_of = |v: &Json| match v {
+                Json::String(s) => s.trim().parse::<f64>().ok(),
+                other => other.as_f64(),
+            };
+            let score = score_of(&result["properties"]["security-severity"])
+                .or_else(|| rule.and_then(|r| score_of(&r["properties"]["security-severity"])))
+                .filter(|s| (0.0..=10.0).contains(s));
             let severity = match (score, level) {
                 (Some(s), _) if s >= 9.0 => "critical",
                 (Some(s), _) if s >= 7.0 => "high",
@@ -263,7 +360,7 @@ fn sarif(runs: &[Json]) -> Vec<Found> {
         }
     }
     let get = |k: &str| levels.get(k).copied().unwrap_or(0.0);
-    vec![
+    Ok(vec![
         Found {
             kind: "findings",
             shape: "SARIF",
@@ -275,7 +372,7 @@ fn sarif(runs: &[Json]) -> Vec<Found> {
             ]),
         },
         vulnerabilities("SARIF", &severities),
-    ]
+    ])
 }
 
 fn lint(items: &[Json]) -> Found {
@@ -346,14 +443,24 @@ fn licenses(items: &[Json], denied: &[String]) -> Found {
     }
 }
 
-/// radon cc: the cyclomatic complexity of every block (function, method, class).
-fn complexity(files: &serde_json::Map<String, Json>) -> Found {
-    let all: Vec<f64> = files
-        .values()
-        .filter_map(Json::as_array)
-        .flatten()
-        .filter_map(|b| b["complexity"].as_f64())
-        .collect();
+/// radon cc: the cyclomatic complexity of every function and method, and of the functions
+/// nested in them (radon's `closures`). Not of classes: radon gives a class the sum of its
+/// methods' decisions, and lists each method on its own as well.
+fn complexity(files: &serde_json::Map<String, Json>) -> Result<Found, String> {
+    fn add(block: &Json, all: &mut Vec<f64>) -> Result<(), String> {
+        if block["type"].as_str() != Some("class") {
+            let c = finite(block.get("complexity"), "complexity")?.unwrap_or(0.0);
+            all.push(c);
+        }
+        for inner in block["closures"].as_array().into_iter().flatten() {
+            add(inner, all)?;
+        }
+        Ok(())
+    }
+    let mut all: Vec<f64> = Vec::new();
+    for block in files.values().filter_map(Json::as_array).flatten() {
+        add(block, &mut all)?;
+    }
     let blocks = all.len() as f64;
     let max = all.iter().copied().fold(0.0, f64::max);
     let average = if all.is_empty() {
@@ -362,7 +469,7 @@ fn complexity(files: &serde_json::Map<String, Json>) -> Found {
         all.iter().sum::<f64>() / blocks
     };
     let over = all.iter().filter(|c| **c > 10.0).count() as f64;
-    Found {
+    Ok(Found {
         kind: "complexity",
         shape: "radon cc JSON",
         metrics: numbers(&[
@@ -371,12 +478,17 @@ fn complexity(files: &serde_json::Map<String, Json>) -> Found {
             ("blocks", blocks),
             ("over_10", over),
         ]),
-    }
+    })
 }
 
 /// radon mi: the maintainability index of every file (0 to 100, higher is better).
-fn maintainability(files: &serde_json::Map<String, Json>) -> Found {
-    let all: Vec<f64> = files.values().filter_map(|f| f["mi"].as_f64()).collect();
+fn maintainability(files: &serde_json::Map<String, Json>) -> Result<Found, String> {
+    let mut all: Vec<f64> = Vec::new();
+    for (name, file) in files {
+        if let Some(mi) = finite(file.get("mi"), &format!("{}: mi", clean(name)))? {
+            all.push(mi);
+        }
+    }
     let n = all.len() as f64;
     // With no file, nothing is hard to maintain.
     let min = if all.is_empty() {
@@ -389,9 +501,9 @@ fn maintainability(files: &serde_json::Map<String, Json>) -> Found {
     } else {
         all.iter().sum::<f64>() / n
     };
-    Found {
+    Ok(Found {
         kind: "maintainability",
         shape: "radon mi JSON",
         metrics: numbers(&[("min", min), ("average", average), ("files", n)]),
-    }
+    })
 }

@@ -56,6 +56,9 @@ pub fn html(r: &Report) -> String {
             );
         }
         h.push_str("</table>\n");
+        for e in &g.errors {
+            let _ = writeln!(h, "<p class=\"fail\">error: {}</p>", esc(e));
+        }
     }
     if let Some(b) = &r.build {
         timeline(&mut h, b);

@@ -93,6 +93,13 @@ fn gates(md: &mut String, r: &Report) {
             );
         }
         md.push('\n');
+        // Why a value is `-`: the check had nothing to read.
+        for e in &g.errors {
+            let _ = writeln!(md, "- error: {}", cell(e));
+        }
+        if !g.errors.is_empty() {
+            md.push('\n');
+        }
     }
 }
 

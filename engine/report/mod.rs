@@ -246,7 +246,9 @@ fn critical_path(graph: &TargetGraph, runs: &[Run]) -> (Vec<String>, f64) {
     let deps: Vec<&[usize]> = deps.iter().map(Vec::as_slice).collect();
     let mut chain = crate::reports::trace::longest_chain(&deps, &own);
     chain.reverse();
-    let total = chain.iter().map(|&i| own[i].as_secs_f64()).sum();
+    let total: f64 = chain.iter().map(|&i| own[i].as_secs_f64()).sum();
+    // To the millisecond the history measures in.
+    let total = (total * 1000.0).round() / 1000.0;
     (
         chain.into_iter().map(|i| labels[i].clone()).collect(),
         total,

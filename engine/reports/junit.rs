@@ -100,15 +100,30 @@ impl JunitReport {
                     classname: xml_text(&g.gate),
                     seconds: 0.0,
                     at: None,
-                    verdict: match c.passed {
-                        true => Verdict::Passed(Some(xml_text(&format!("value {value}")))),
-                        false => Verdict::Failed {
+                    // A check with nothing to read is an error of its own, with its own
+                    // message (the gate's errors start with the check's metric).
+                    verdict: match (c.passed, &c.value) {
+                        (true, _) => Verdict::Passed(Some(xml_text(&format!("value {value}")))),
+                        (false, Some(_)) => Verdict::Failed {
                             why: xml_text(&format!(
                                 "{} is {value}, not {} {}",
                                 c.metric, c.op, c.threshold
                             )),
-                            log: xml_text(&g.errors.join("\n")),
+                            log: String::new(),
                         },
+                        (false, None) => {
+                            let own = format!("`{}`:", c.metric);
+                            let why: Vec<&str> = g
+                                .errors
+                                .iter()
+                                .filter(|e| e.starts_with(&own))
+                                .map(String::as_str)
+                                .collect();
+                            Verdict::Error {
+                                why: xml_text(&format!("{} could not be evaluated", c.metric)),
+                                log: xml_text(&why.join("\n")),
+                            }
+                        }
                     },
                 }
             });

@@ -220,6 +220,19 @@ pub fn parse_check(text: &str) -> Result<Check, CheckError> {
         end,
         help,
     };
+    // `=>`, `=<`, `=` and `<>` are not operators: say so, not "unknown metric `x =`".
+    for (wrong, right) in [("=>", ">="), ("=<", "<="), ("<>", "!=")] {
+        if let Some(at) = text.find(wrong) {
+            return Err(err(
+                format!("unknown operator `{wrong}`"),
+                at,
+                at + wrong.len(),
+                Some(format!(
+                    "did you mean `{right}`? OP is one of >=, <=, >, <, ==, !="
+                )),
+            ));
+        }
+    }
     let ops = [">=", "<=", "==", "!=", ">", "<"];
     let Some((at, op_text)) = ops
         .iter()
