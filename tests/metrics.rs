@@ -248,3 +248,48 @@ fn a_bad_quarantine_entry_is_a_config_error() {
     assert_eq!(run.code, 2);
     crate::support::golden("quarantine_not_a_label", &run.stderr);
 }
+
+/// A test case that failed and then passed under one key (its test reads a file it does not
+/// declare) is a flaky test case, read from the JUnit output of each run; a case that always
+/// passed is not.
+#[test]
+fn a_flaky_test_case_is_found_in_the_history() {
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("ready");
+    let junit = |clock: &str| {
+        format!(
+            "<testsuite name=\\\"t\\\"><testcase classname=\\\"t\\\" name=\\\"test_stable\\\"/>\
+             <testcase classname=\\\"t\\\" name=\\\"test_clock\\\">{clock}</testcase></testsuite>"
+        )
+    };
+    let ws = Ws::new().file(
+        "t/BUILD",
+        &format!(
+            "task(name = \"unit\", outs = [\"junit.xml\"], cmd = \"if test -e {m}; then \
+             echo '{pass}' > junit.xml; else echo '{fail}' > junit.xml; exit 1; fi\")\n",
+            m = marker.display(),
+            pass = junit(""),
+            fail = junit("<failure message=\\\"late\\\"/>"),
+        ),
+    );
+    assert_eq!(ws.run(&["build", "//t:unit"]).code, 1);
+    std::fs::write(&marker, "").unwrap();
+    assert_eq!(ws.run(&["build", "//t:unit"]).code, 0);
+    let run = ws.run(&["metrics", "--flaky", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let flaky: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(flaky[0]["label"], "//t:unit", "{}", run.stdout);
+    assert_eq!(
+        flaky[0]["cases"],
+        serde_json::json!([{"name": "t.test_clock", "passed": 1, "failed": 1}]),
+        "{}",
+        run.stdout
+    );
+    let text = ws.run(&["metrics", "--flaky"]);
+    assert!(
+        text.stdout
+            .contains("      test case t.test_clock: 1 passed, 1 failed\n"),
+        "{}",
+        text.stdout
+    );
+}

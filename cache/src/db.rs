@@ -170,6 +170,19 @@ pub const MIGRATIONS: &[&str] = &[
         digest BLOB PRIMARY KEY NOT NULL,
         is_tree INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 5 → 6: the test cases of each test action that ran (from its JUnit outputs), for
+    // `flow metrics --flaky`'s flaky test cases (`cases.rs`).
+    "CREATE TABLE case_runs (
+        id INTEGER PRIMARY KEY,
+        build_id INTEGER NOT NULL,
+        workspace TEXT NOT NULL,
+        label TEXT NOT NULL,
+        key BLOB NOT NULL,
+        name TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL
+    );
+    CREATE INDEX case_runs_by_time ON case_runs(workspace, finished_at);",
 ];
 
 /// How long a writer waits for another process's transaction before "database is locked".

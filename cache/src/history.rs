@@ -261,6 +261,13 @@ impl Cache {
                     [BUILDS_KEPT as i64],
                 )
                 .map_err(sql_err(OP))?;
+            // The test cases of runs no longer kept.
+            tx.execute(
+                "DELETE FROM case_runs WHERE NOT EXISTS (SELECT 1 FROM action_runs r \
+                 WHERE r.build_id = case_runs.build_id AND r.label = case_runs.label)",
+                [],
+            )
+            .map_err(sql_err(OP))?;
             let keys = tx
                 .execute(
                     &format!(

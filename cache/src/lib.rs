@@ -29,6 +29,7 @@
 mod action_cache;
 mod cache;
 mod cas;
+mod cases;
 mod db;
 mod digest;
 mod error;
@@ -53,6 +54,7 @@ mod tests;
 pub use action_cache::{ActionResult, OutputEntry, OutputKind, TOUCH_AFTER_MS};
 pub use cache::{Cache, DB_FILE};
 pub use cas::{Cas, REFRESH_AFTER};
+pub use cases::CaseRun;
 pub use db::{BUSY_TIMEOUT, MIGRATIONS};
 pub use digest::{Digest, LARGE_FILE};
 pub use error::CacheError;

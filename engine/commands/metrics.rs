@@ -61,22 +61,26 @@ pub fn run(start: &Path, args: MetricsArgs) -> Result<i32, Error> {
         .map(|env| dora::dora(ledger.entries(), env, from_ms, to_ms))
         .collect();
     let dir = cache_dir(&ws, args.cache_flag);
-    let runs = match dir.join("flow.db").exists() {
-        true => open_cache(&dir)?
-            .runs_since(&ws.root.display().to_string(), from_ms)
-            .map_err(|e| Error::Cache {
+    let (runs, cases) = match dir.join("flow.db").exists() {
+        true => {
+            let cache = open_cache(&dir)?;
+            let workspace = ws.root.display().to_string();
+            let err = |e: flow_cache::CacheError| Error::Cache {
                 path: dir.clone(),
                 error: e.to_string(),
-            })?,
+            };
+            let runs = cache.runs_since(&workspace, from_ms).map_err(err)?;
+            (runs, cache.cases_since(&workspace, from_ms).map_err(err)?)
+        }
         // No build has run here: an empty history, not a new cache.
-        false => Vec::new(),
+        false => (Vec::new(), Vec::new()),
     };
     let report = Report {
         from_ms,
         to_ms,
         days: args.days,
         delivery,
-        actions: actions(&runs),
+        actions: actions(&runs, &cases),
     };
     let text = match (args.json, args.flaky_only) {
         (true, false) => serde_json::to_string_pretty(&report).expect("metrics serialize") + "\n",
@@ -176,15 +180,25 @@ fn text(r: &Report) -> String {
 
 fn flaky_text(a: &Actions) -> String {
     if a.flaky.is_empty() {
-        return "  flaky: none (no target both passed and failed with one key)\n".to_owned();
+        return "  flaky: none (no target or test case both passed and failed with one key)\n"
+            .to_owned();
     }
-    let mut t = String::from("  flaky (passed and failed with one key, or passed on a retry):\n");
+    let mut t = String::from("  flaky (passed and failed with one key, or passed on a retry; and their test cases that did):\n");
     for f in &a.flaky {
         let _ = writeln!(
             t,
             "    {:<40} {} passed, {} failed, {} passed on a retry",
             f.label, f.passed, f.failed, f.retried
         );
+        for c in &f.cases {
+            let _ = writeln!(
+                t,
+                "      test case {}: {} passed, {} failed",
+                crate::executor::printable(&c.name),
+                c.passed,
+                c.failed
+            );
+        }
     }
     t
 }

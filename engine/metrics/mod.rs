@@ -1,13 +1,14 @@
 //! `flow metrics`: what the engine's own records say over a period (docs/metrics.md): the DORA
 //! metrics of each environment from the deploy ledger (`dora.rs`), and from the action history
 //! the cache hit rate, the slowest and most-run targets, and the flaky ones (the same key both
-//! passed and failed, or passed on a retry).
+//! passed and failed, or passed on a retry) with their flaky test cases (a case that both passed
+//! and failed under one key, from the JUnit outputs history records).
 
 pub mod dora;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flow_cache::{ActionRun, Outcome};
+use flow_cache::{ActionRun, CaseRun, Outcome};
 use serde::Serialize;
 
 /// How many targets the slowest and most-run lists hold.
@@ -49,10 +50,22 @@ pub struct Flaky {
     pub failed: usize,
     /// Runs that passed on a retry.
     pub retried: usize,
+    /// Its test cases that both passed and failed under one key.
+    pub cases: Vec<FlakyCase>,
 }
 
-/// The action metrics of `runs` (one workspace's history over the period).
-pub fn actions(runs: &[ActionRun]) -> Actions {
+/// A test case that both passed and failed under one key of its target.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlakyCase {
+    /// `classname.name`.
+    pub name: String,
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// The action metrics of `runs` and their test `cases` (one workspace's history over the
+/// period).
+pub fn actions(runs: &[ActionRun], cases: &[CaseRun]) -> Actions {
     let decided: Vec<&ActionRun> = runs
         .iter()
         .filter(|r| !matches!(r.outcome, Outcome::Skipped | Outcome::Cancelled))
@@ -101,12 +114,46 @@ pub fn actions(runs: &[ActionRun]) -> Actions {
         cache_hit_rate: (!decided.is_empty()).then(|| cached as f64 / decided.len() as f64),
         slowest,
         most_run,
-        flaky: flaky(&decided),
+        flaky: flaky(&decided, cases),
     }
 }
 
-/// The labels whose runs passed and failed under one key, or passed on a retry.
-fn flaky(runs: &[&ActionRun]) -> Vec<Flaky> {
+/// label → its test cases that passed and failed under one key.
+fn flaky_cases(cases: &[CaseRun]) -> BTreeMap<&str, Vec<FlakyCase>> {
+    // (label, name, key) → (passed, failed)
+    let mut counts: BTreeMap<(&str, &str, flow_cache::Digest), (usize, usize)> = BTreeMap::new();
+    for c in cases {
+        let n = counts.entry((&c.label, &c.name, c.key)).or_default();
+        match c.passed {
+            true => n.0 += 1,
+            false => n.1 += 1,
+        }
+    }
+    let mut out: BTreeMap<&str, BTreeMap<&str, (usize, usize)>> = BTreeMap::new();
+    for ((label, name, _), (p, f)) in counts.iter().filter(|(_, (p, f))| *p > 0 && *f > 0) {
+        let n = out.entry(label).or_default().entry(name).or_default();
+        n.0 += p;
+        n.1 += f;
+    }
+    out.into_iter()
+        .map(|(label, names)| {
+            let list = names
+                .into_iter()
+                .map(|(name, (passed, failed))| FlakyCase {
+                    name: name.to_owned(),
+                    passed,
+                    failed,
+                })
+                .collect();
+            (label, list)
+        })
+        .collect()
+}
+
+/// The labels whose runs passed and failed under one key, or passed on a retry, or that have a
+/// flaky test case.
+fn flaky(runs: &[&ActionRun], cases: &[CaseRun]) -> Vec<Flaky> {
+    let mut by_case = flaky_cases(cases);
     // (label, key) → (passed, failed); label → retried.
     let mut by_key: BTreeMap<(&str, flow_cache::Digest), (usize, usize)> = BTreeMap::new();
     let mut retried: BTreeMap<&str, usize> = BTreeMap::new();
@@ -127,6 +174,7 @@ fn flaky(runs: &[&ActionRun]) -> Vec<Flaky> {
         .map(|((l, _), _)| *l)
         .collect();
     labels.extend(retried.keys());
+    labels.extend(by_case.keys());
     labels
         .into_iter()
         .map(|label| {
@@ -139,6 +187,7 @@ fn flaky(runs: &[&ActionRun]) -> Vec<Flaky> {
                 passed,
                 failed,
                 retried: retried.get(label).copied().unwrap_or(0),
+                cases: by_case.remove(label).unwrap_or_default(),
             }
         })
         .collect()

@@ -176,7 +176,7 @@ fn hit_rate_slowest_most_run_and_flaky() {
         run("//c:e2e", 1, Flaky, 9000),
         run("//d:skip", 1, Skipped, 0),
     ];
-    let a = actions(&runs);
+    let a = actions(&runs, &[]);
     // 7 decided (the skipped one is not), 2 of them cached.
     assert_eq!((a.runs, a.cached), (7, 2));
     assert!((a.cache_hit_rate.unwrap() - 2.0 / 7.0).abs() < 1e-9);

@@ -66,10 +66,7 @@ impl Budget {
 }
 
 /// [`parse_junit`], keeping at most what `budget` admits.
-pub(super) fn parse_junit_within(
-    bytes: &[u8],
-    budget: &mut Budget,
-) -> Result<Option<Vec<Suite>>, String> {
+pub fn parse_junit_within(bytes: &[u8], budget: &mut Budget) -> Result<Option<Vec<Suite>>, String> {
     let mut reader = quick_xml::Reader::from_reader(bytes);
     let mut buf = Vec::new();
     let mut suites: Vec<Suite> = Vec::new();

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use flow_cache::{ActionRun, BuildSummary, Cache, Digest, Outcome};
+use flow_cache::{ActionRun, BuildSummary, Cache, CaseRun, Digest, Outcome};
 
 use crate::clock::Clock;
 use crate::hasher::FileHasher;
@@ -24,7 +24,13 @@ pub(super) struct HistoryBatch {
     key_jsons: Vec<(Digest, Vec<u8>)>,
     /// Label → the key history names last (an action merely up to date writes no run row).
     last_keys: HashMap<String, Digest>,
+    /// The test cases of the actions that ran (`collect_cases`).
+    cases: Vec<CaseRun>,
 }
+
+/// The most test cases recorded for one build: the history stays small however large the
+/// test suites (a flaky case among more is still found in the next build that records it).
+const CASES_PER_BUILD: usize = 20_000;
 
 /// One finished (or reused) action as history records it.
 pub(super) struct RunRow {
@@ -70,6 +76,7 @@ impl HistoryBatch {
             hits: Vec::new(),
             key_jsons: Vec::new(),
             last_keys,
+            cases: Vec::new(),
         }
     }
 
@@ -107,6 +114,64 @@ impl HistoryBatch {
         self.key_jsons.push((key, json));
     }
 
+    /// The test cases of every action that ran, failed or passed on a retry, from its JUnit
+    /// outputs under `out_root` (a failed action's outputs are kept there too): passed, or
+    /// failed / in error; skipped cases are not recorded.
+    pub fn collect_cases(&mut self, plan: &crate::plan::Plan, out_root: &std::path::Path) {
+        use crate::reports::junit_file::{parse_junit_within, Budget, CaseResult};
+        let mut budget = Budget::new(CASES_PER_BUILD);
+        let executed: HashMap<&str, &ActionRun> = self
+            .runs
+            .iter()
+            .filter(|r| r.outcome.executed())
+            .map(|r| (r.label.as_str(), r))
+            .collect();
+        if executed.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        for action in plan
+            .nodes
+            .iter()
+            .filter(|a| a.outs.iter().any(|o| o.ends_with(".xml")))
+        {
+            let Some(run) = executed.get(action.label.to_string().as_str()) else {
+                continue;
+            };
+            for out in action.outs.iter().filter(|o| o.ends_with(".xml")) {
+                let path = out_root.join(crate::expand::join_path(&action.package, out));
+                let small = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+                    m.is_file() && m.len() <= crate::gates::reports::MAX_REPORT_BYTES
+                });
+                let Some(bytes) = small.then(|| std::fs::read(&path).ok()).flatten() else {
+                    continue;
+                };
+                let Ok(Some(suites)) = parse_junit_within(&bytes, &mut budget) else {
+                    continue;
+                };
+                for case in suites.iter().flat_map(|s| s.cases.iter()) {
+                    let passed = match case.result {
+                        CaseResult::Passed => true,
+                        CaseResult::Failed { .. } | CaseResult::Error { .. } => false,
+                        CaseResult::Skipped { .. } => continue,
+                    };
+                    let name = match case.classname.is_empty() {
+                        true => case.name.clone(),
+                        false => format!("{}.{}", case.classname, case.name),
+                    };
+                    found.push(CaseRun {
+                        label: run.label.clone(),
+                        key: run.key,
+                        name,
+                        passed,
+                        finished_at_ms: run.finished_at_ms,
+                    });
+                }
+            }
+        }
+        self.cases = found;
+    }
+
     /// Writes everything in a few transactions; failures are warnings.
     pub fn save(
         self,
@@ -129,6 +194,9 @@ impl HistoryBatch {
         if let Some(id) = self.build_id {
             if let Err(e) = cache.record_runs(id, &self.runs) {
                 warn("cannot record action history", e);
+            }
+            if let Err(e) = cache.record_cases(id, &self.workspace, &self.cases) {
+                warn("cannot record test cases", e);
             }
         }
         profile.mark("run: save: runs");

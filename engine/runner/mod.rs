@@ -325,7 +325,9 @@ impl<'a, E: Executor> Drive<'a, E> {
             .filter(|&i| self.sched.state(i) == NodeState::NotStarted)
             .count();
         let rebuilder = &self.runner.rebuilder;
-        self.history.save(
+        let mut history = self.history;
+        history.collect_cases(plan, &rebuilder.out_root);
+        history.save(
             &rebuilder.cache,
             &rebuilder.hasher,
             &summary,
