@@ -139,6 +139,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// A remote cache (REAPI v2): `flow remote check URL` says what it offers
+    Remote {
+        #[command(subcommand)]
+        command: crate::commands::remote::RemoteCommand,
+    },
     /// Remove the materialized outputs (`flow-out/`); with `--cache`, empty the cache too
     Clean {
         /// Also remove every cached result, blob, file state and history row
@@ -507,6 +512,7 @@ impl Cli {
                 let label = &self.absolute_patterns(std::slice::from_ref(label))?[0];
                 crate::commands::log::run(&self.start_dir()?, label, self.cache_dir.as_deref())
             }
+            Command::Remote { command } => crate::commands::remote::run(command),
             Command::Cache { command } => match command {
                 CacheCommand::Stats => {
                     crate::commands::cache::stats(&self.start_dir()?, self.cache_dir.as_deref())

@@ -42,6 +42,7 @@ pub mod profile;
 pub mod query;
 pub mod rebuilder;
 pub mod record;
+pub mod remote;
 pub mod report;
 pub mod reporter;
 pub mod reports;

@@ -29,6 +29,7 @@ mod prelude;
 mod query;
 mod races;
 mod record;
+mod remote;
 mod report;
 mod reports;
 mod robustness;

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod log;
 pub mod metrics;
 pub mod query;
+pub mod remote;
 pub mod report;
 pub mod rollback;
 pub mod run;

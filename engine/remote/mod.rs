@@ -1,0 +1,395 @@
+//! The remote cache client: the cache services of the Remote Execution API v2 (REAPI), which
+//! existing servers provide (BuildGrid, bazel-remote, Buildbarn, NativeLink, BuildBuddy):
+//! `Capabilities` first, then the content-addressable storage (`FindMissingBlobs`,
+//! `BatchUpdateBlobs`, `BatchReadBlobs`). The protocol's types and clients are the generated
+//! ones of the `bazel-remote-apis` crate, on tonic.
+//!
+//! Digests: flow's own keys and blobs are blake3. A server that offers BLAKE3 (REAPI's digest
+//! function 9, since v2.5) is spoken to in blake3; one that offers only SHA-256 (BuildGrid) is
+//! spoken to in SHA-256, computed beside blake3 when a blob is sent or received. Every blob
+//! read is hashed again and refused when it does not match the digest asked for, before
+//! anything is written.
+//!
+//! What is here today: connecting, the capabilities and the digest function chosen, and blobs
+//! written, found and read back verified, which `flow remote check` uses. Builds do not use a
+//! remote cache yet.
+
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
+use re::capabilities_client::CapabilitiesClient;
+use re::content_addressable_storage_client::ContentAddressableStorageClient;
+use re::digest_function::Value as DigestValue;
+use sha2::Digest as _;
+use tonic::transport::{Channel, Endpoint};
+
+/// Why the remote cache could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("`{url}` is not a remote cache address: write grpc://HOST:PORT (grpcs:// for TLS)")]
+    BadUrl { url: String },
+    #[error("cannot reach the remote cache at {url}: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("the remote cache at {url} answered {call} with an error: {why}")]
+    Call {
+        url: String,
+        call: &'static str,
+        why: String,
+    },
+    #[error("the remote cache at {url} offers no digest function flow can use (it offers {offered}; flow speaks BLAKE3 and SHA256)")]
+    NoDigestFunction { url: String, offered: String },
+    #[error("the remote cache at {url} sent a blob that is not what was asked for: {digest} has {size} bytes that hash to {actual}; refused")]
+    Corrupt {
+        url: String,
+        digest: String,
+        size: usize,
+        actual: String,
+    },
+}
+
+/// The hash function a server and flow agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashFunction {
+    Blake3,
+    Sha256,
+}
+
+impl HashFunction {
+    pub fn name(self) -> &'static str {
+        match self {
+            HashFunction::Blake3 => "BLAKE3",
+            HashFunction::Sha256 => "SHA256",
+        }
+    }
+
+    fn value(self) -> DigestValue {
+        match self {
+            HashFunction::Blake3 => DigestValue::Blake3,
+            HashFunction::Sha256 => DigestValue::Sha256,
+        }
+    }
+
+    /// The REAPI digest of `bytes`: the lowercase hex hash and the size.
+    pub fn digest(self, bytes: &[u8]) -> re::Digest {
+        let hash = match self {
+            HashFunction::Blake3 => blake3::hash(bytes).to_hex().to_string(),
+            HashFunction::Sha256 => hex(&sha2::Sha256::digest(bytes)),
+        };
+        re::Digest {
+            hash,
+            size_bytes: bytes.len() as i64,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a server said of itself.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    /// `2.0` to `2.2`.
+    pub api: (String, String),
+    pub offered: Vec<String>,
+    pub function: HashFunction,
+    pub update_enabled: bool,
+    /// The most bytes a batch call carries (0: the server sets no limit).
+    pub max_batch_bytes: u64,
+}
+
+/// A connection to one remote cache (one REAPI instance).
+pub struct Remote {
+    url: String,
+    instance: String,
+    channel: Channel,
+    pub capabilities: Capabilities,
+}
+
+/// How long a call may take before the server is taken to be down.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most bytes flow puts in one batch call when the server sets no lower limit: gRPC's
+/// default message limit is 4 MiB.
+const BATCH_BYTES: u64 = 4 << 20;
+
+/// `grpc://HOST:PORT` (or `grpcs://`) as the URI tonic connects to.
+pub fn endpoint_uri(url: &str) -> Result<String, RemoteError> {
+    let bad = || RemoteError::BadUrl {
+        url: url.to_owned(),
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = match scheme {
+        "grpc" | "http" => "http",
+        "grpcs" | "https" => "https",
+        _ => return Err(bad()),
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(format!("{scheme}://{host}"))
+}
+
+impl Remote {
+    /// Connects to `url` and asks for its capabilities; chooses BLAKE3 when offered, else
+    /// SHA-256.
+    pub async fn connect(url: &str, instance: &str) -> Result<Remote, RemoteError> {
+        let uri = endpoint_uri(url)?;
+        let unreachable = |why: String| RemoteError::Unreachable {
+            url: url.to_owned(),
+            why,
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| unreachable(chain(&e)))?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(CALL_TIMEOUT);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(chain(&e)))?;
+        let answer = CapabilitiesClient::new(channel.clone())
+            .get_capabilities(re::GetCapabilitiesRequest {
+                instance_name: instance.to_owned(),
+            })
+            .await
+            .map_err(|s| call_error(url, "GetCapabilities", &s))?
+            .into_inner();
+        let cache = answer.cache_capabilities.unwrap_or_default();
+        let offered: Vec<String> = cache
+            .digest_functions
+            .iter()
+            .map(|f| {
+                DigestValue::try_from(*f)
+                    .map(|v| v.as_str_name().to_owned())
+                    .unwrap_or_else(|_| format!("function {f}"))
+            })
+            .collect();
+        let has = |v: DigestValue| cache.digest_functions.contains(&(v as i32));
+        let function = match (has(DigestValue::Blake3), has(DigestValue::Sha256)) {
+            (true, _) => HashFunction::Blake3,
+            (false, true) => HashFunction::Sha256,
+            _ => {
+                return Err(RemoteError::NoDigestFunction {
+                    url: url.to_owned(),
+                    offered: match offered.is_empty() {
+                        true => "none".to_owned(),
+                        false => offered.join(", "),
+                    },
+                })
+            }
+        };
+        let version = |v: Option<bazel_remote_apis::build::bazel::semver::SemVer>| {
+            v.map_or("?".to_owned(), |v| format!("{}.{}", v.major, v.minor))
+        };
+        let capabilities = Capabilities {
+            api: (
+                version(answer.low_api_version),
+                version(answer.high_api_version),
+            ),
+            offered,
+            function,
+            update_enabled: cache
+                .action_cache_update_capabilities
+                .is_some_and(|u| u.update_enabled),
+            max_batch_bytes: u64::try_from(cache.max_batch_total_size_bytes).unwrap_or(0),
+        };
+        Ok(Remote {
+            url: url.to_owned(),
+            instance: instance.to_owned(),
+            channel,
+            capabilities,
+        })
+    }
+
+    pub fn function(&self) -> HashFunction {
+        self.capabilities.function
+    }
+
+    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+        ContentAddressableStorageClient::new(self.channel.clone())
+    }
+
+    fn batch_limit(&self) -> u64 {
+        match self.capabilities.max_batch_bytes {
+            0 => BATCH_BYTES,
+            n => n.min(BATCH_BYTES),
+        }
+    }
+
+    /// Which of `digests` the server does not hold.
+    pub async fn find_missing(
+        &self,
+        digests: &[re::Digest],
+    ) -> Result<Vec<re::Digest>, RemoteError> {
+        let answer = self
+            .cas()
+            .find_missing_blobs(re::FindMissingBlobsRequest {
+                instance_name: self.instance.clone(),
+                blob_digests: digests.to_vec(),
+                digest_function: self.function().value() as i32,
+            })
+            .await
+            .map_err(|s| call_error(&self.url, "FindMissingBlobs", &s))?;
+        Ok(answer.into_inner().missing_blob_digests)
+    }
+
+    /// Writes `blobs` (small ones: each under the batch limit), in batches under the limit.
+    pub async fn upload(&self, blobs: &[Vec<u8>]) -> Result<Vec<re::Digest>, RemoteError> {
+        let limit = self.batch_limit();
+        let mut digests = Vec::new();
+        let mut batch: Vec<re::batch_update_blobs_request::Request> = Vec::new();
+        let mut bytes = 0u64;
+        for blob in blobs {
+            let digest = self.function().digest(blob);
+            // A message carries some bytes of its own besides the blob's.
+            let size = blob.len() as u64 + 256;
+            if !batch.is_empty() && bytes + size > limit {
+                self.update_batch(std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+            bytes += size;
+            digests.push(digest.clone());
+            batch.push(re::batch_update_blobs_request::Request {
+                digest: Some(digest),
+                data: blob.clone(),
+                ..Default::default()
+            });
+        }
+        if !batch.is_empty() {
+            self.update_batch(batch).await?;
+        }
+        Ok(digests)
+    }
+
+    async fn update_batch(
+        &self,
+        requests: Vec<re::batch_update_blobs_request::Request>,
+    ) -> Result<(), RemoteError> {
+        let answer = self
+            .cas()
+            .batch_update_blobs(re::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests,
+                digest_function: self.function().value() as i32,
+            })
+            .await
+            .map_err(|s| call_error(&self.url, "BatchUpdateBlobs", &s))?;
+        for r in answer.into_inner().responses {
+            if let Some(status) = r.status.filter(|s| s.code != 0) {
+                return Err(RemoteError::Call {
+                    url: self.url.clone(),
+                    call: "BatchUpdateBlobs",
+                    why: format!("status {}: {}", status.code, status.message),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the blobs `digests` (small ones), each verified against its digest: a blob that
+    /// does not hash to what was asked for is refused ([`RemoteError::Corrupt`]). `None` for
+    /// a blob the server does not hold.
+    pub async fn download(
+        &self,
+        digests: &[re::Digest],
+    ) -> Result<Vec<Option<Vec<u8>>>, RemoteError> {
+        let answer = self
+            .cas()
+            .batch_read_blobs(re::BatchReadBlobsRequest {
+                instance_name: self.instance.clone(),
+                digests: digests.to_vec(),
+                digest_function: self.function().value() as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| call_error(&self.url, "BatchReadBlobs", &s))?;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; digests.len()];
+        for r in answer.into_inner().responses {
+            let Some(asked) = r.digest else { continue };
+            let Some(i) = digests.iter().position(|d| *d == asked) else {
+                continue;
+            };
+            if r.status.as_ref().is_some_and(|s| s.code != 0) {
+                continue;
+            }
+            let got = self.function().digest(&r.data);
+            if got != asked {
+                return Err(RemoteError::Corrupt {
+                    url: self.url.clone(),
+                    digest: format!("{}/{}", asked.hash, asked.size_bytes),
+                    size: r.data.len(),
+                    actual: got.hash,
+                });
+            }
+            out[i] = Some(r.data);
+        }
+        Ok(out)
+    }
+}
+
+/// An error and its causes, as one line (tonic's transport error says only "transport error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn call_error(url: &str, call: &'static str, status: &tonic::Status) -> RemoteError {
+    let why = match status.code() {
+        tonic::Code::Unavailable => {
+            return RemoteError::Unreachable {
+                url: url.to_owned(),
+                why: format!("{} ({})", status.message(), chain(status)),
+            }
+        }
+        code => format!("{code:?}: {}", status.message()),
+    };
+    RemoteError::Call {
+        url: url.to_owned(),
+        call,
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            endpoint_uri("grpc://127.0.0.1:9092").unwrap(),
+            "http://127.0.0.1:9092"
+        );
+        assert_eq!(
+            endpoint_uri("grpcs://cache.example.com:443/").unwrap(),
+            "https://cache.example.com:443"
+        );
+        for bad in ["ftp://x", "127.0.0.1:9092", "grpc://", "grpc://a/b"] {
+            assert!(endpoint_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn digests_of_both_functions() {
+        // SHA-256 of "abc", from FIPS 180-2's example.
+        assert_eq!(
+            HashFunction::Sha256.digest(b"abc").hash,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            HashFunction::Blake3.digest(b"abc").hash,
+            blake3::hash(b"abc").to_hex().to_string()
+        );
+        assert_eq!(HashFunction::Sha256.digest(b"abc").size_bytes, 3);
+    }
+}
