@@ -55,6 +55,13 @@ pub enum Command {
         /// Print only failures, warnings and the summary line
         #[arg(short, long)]
         quiet: bool,
+        /// Use the remote cache at URL (REAPI v2, grpc://HOST:PORT; default: `[remote] url`)
+        #[arg(long, value_name = "URL")]
+        remote_cache: Option<String>,
+        /// Whether this build writes to the remote cache (default: `[remote] upload`, else
+        /// true in CI and false elsewhere and for pull requests)
+        #[arg(long, value_name = "BOOL")]
+        remote_upload: Option<bool>,
         /// Run nothing: print what the build would do with each action and why (what `flow
         /// explain` says, from the same reuse decision)
         #[arg(long, conflicts_with_all = [
@@ -411,6 +418,8 @@ impl Cli {
             profile,
             annotations,
             summary,
+            remote_cache,
+            remote_upload,
             ..
         } = &self.command
         else {
@@ -420,7 +429,11 @@ impl Cli {
             &self.start_dir()?,
             crate::commands::build::BuildArgs {
                 patterns: &self.absolute_patterns(patterns)?,
-                session: self.session(*jobs, *keep_going),
+                session: crate::session::SessionArgs {
+                    remote_cache: remote_cache.as_deref(),
+                    remote_upload: *remote_upload,
+                    ..self.session(*jobs, *keep_going)
+                },
                 quiet: *quiet,
                 reports: crate::reports::Wanted {
                     events: events.clone(),
@@ -462,6 +475,7 @@ impl Cli {
             cache_dir: self.cache_dir.as_deref(),
             jobs: jobs.map(usize::from),
             keep_going,
+            ..crate::session::SessionArgs::default()
         }
     }
 

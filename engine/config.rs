@@ -86,6 +86,26 @@ struct RawConfig {
     environments: BTreeMap<String, RawEnvironment>,
     #[serde(default)]
     test: RawTest,
+    #[serde(default)]
+    remote: RawRemote,
+}
+
+/// `[remote]`: the remote cache (docs/remote.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    url: Option<Spanned<String>>,
+    instance: Option<String>,
+    upload: Option<bool>,
+}
+
+/// The remote cache of `[remote]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteConfig {
+    pub url: String,
+    pub instance: String,
+    /// `upload`: None when not set (then: in CI, not for a pull request).
+    pub upload: Option<bool>,
 }
 
 /// `[test]`.
@@ -200,6 +220,8 @@ pub struct Config {
     /// `[test] quarantine`: target patterns whose failures are reported as warnings, still
     /// recorded as failures, and fail no build (docs/configuration.md).
     pub quarantine: Vec<flow_rules::pattern::TargetPattern>,
+    /// `[remote]`: the remote cache, if any.
+    pub remote: Option<RemoteConfig>,
 }
 
 /// A problem in `flow.toml`, with the span of the offending key or value when known.
@@ -348,6 +370,23 @@ impl Config {
             })?;
             quarantine.push(pattern);
         }
+        let remote = match raw.remote.url {
+            Some(url) => {
+                crate::remote::endpoint_uri(url.get_ref()).map_err(|e| {
+                    err(
+                        Some(url.span()),
+                        format!("invalid value for key `remote.url`: {e}"),
+                        None,
+                    )
+                })?;
+                Some(RemoteConfig {
+                    url: url.into_inner(),
+                    instance: raw.remote.instance.unwrap_or_default(),
+                    upload: raw.remote.upload,
+                })
+            }
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             name: raw.workspace.name,
@@ -362,6 +401,7 @@ impl Config {
             ledger,
             environments,
             quarantine,
+            remote,
         })
     }
 }

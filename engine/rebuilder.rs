@@ -65,6 +65,8 @@ pub struct Rebuilder {
     /// `<workspace>/flow-out`.
     pub out_root: PathBuf,
     pub workspace_root: PathBuf,
+    /// The remote cache, asked after a local miss (`remote/tier.rs`); None without one.
+    pub remote: Option<Arc<crate::remote::tier::RemoteTier>>,
 }
 
 impl Rebuilder {
@@ -421,6 +423,9 @@ impl Rebuilder {
             .put_action(key, &result)
             .map_err(StoreError::Cache)?;
         self.restore(action, &result).map_err(StoreError::Cache)?;
+        if let Some(remote) = &self.remote {
+            remote.queue(*key);
+        }
         Ok(result)
     }
 }

@@ -47,6 +47,10 @@ pub struct SessionArgs<'a> {
     pub jobs: Option<usize>,
     /// `-k`.
     pub keep_going: bool,
+    /// `--remote-cache URL`.
+    pub remote_cache: Option<&'a str>,
+    /// `--remote-upload BOOL`.
+    pub remote_upload: Option<bool>,
 }
 
 impl<'a> SessionArgs<'a> {
@@ -74,6 +78,20 @@ pub struct Session {
     /// Where the executor records its running actions' process groups: the lock file while the
     /// lock is held (`executor/groups.rs`).
     groups: Arc<GroupLog>,
+    /// The remote cache to use: URL, instance, whether to upload (flags over `[remote]`).
+    remote: Option<(String, String, bool)>,
+    /// Connected once, on the first rebuilder that needs it.
+    remote_tier: Option<Option<Arc<crate::remote::tier::RemoteTier>>>,
+}
+
+/// Whether a build uploads to the remote cache when neither the flag nor `[remote] upload`
+/// says: in CI (`CI` set, as every CI service sets it), not for a pull request (GitHub's
+/// `GITHUB_EVENT_NAME`), whose code is not trusted to write what others restore.
+fn default_upload() -> bool {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    let pull_request =
+        std::env::var("GITHUB_EVENT_NAME").is_ok_and(|e| e.starts_with("pull_request"));
+    ci && !pull_request
 }
 
 impl Session {
@@ -90,7 +108,28 @@ impl Session {
             .jobs
             .or(ws.config.jobs)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let configured = ws.config.remote.clone();
+        let remote = match (args.remote_cache, &configured) {
+            (Some(url), _) => Some((
+                url.to_owned(),
+                configured
+                    .as_ref()
+                    .map(|c| c.instance.clone())
+                    .unwrap_or_default(),
+            )),
+            (None, Some(c)) => Some((c.url.clone(), c.instance.clone())),
+            (None, None) => None,
+        }
+        .map(|(url, instance)| {
+            let upload = args
+                .remote_upload
+                .or(configured.as_ref().and_then(|c| c.upload))
+                .unwrap_or_else(default_upload);
+            (url, instance, upload)
+        });
         Session {
+            remote,
+            remote_tier: None,
             out_root: out_root(&ws.root),
             keep_going: args.keep_going || ws.config.keep_going,
             jobs,
@@ -254,11 +293,23 @@ impl Session {
 
     /// The rebuilder over the session's cache and output root.
     pub fn rebuilder(&mut self, hasher: Arc<FileHasher>) -> Result<Arc<Rebuilder>, Error> {
+        if self.remote_tier.is_none() {
+            self.remote_tier = Some(self.remote.as_ref().and_then(|(url, instance, upload)| {
+                crate::remote::tier::RemoteTier::connect(
+                    url,
+                    instance,
+                    *upload,
+                    Box::new(|w| eprintln!("warning: {w}")),
+                )
+                .map(Arc::new)
+            }));
+        }
         Ok(Arc::new(Rebuilder {
             cache: self.cache()?,
             hasher,
             out_root: self.out_root.clone(),
             workspace_root: self.ws.root.clone(),
+            remote: self.remote_tier.clone().flatten(),
         }))
     }
 

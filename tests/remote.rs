@@ -81,16 +81,22 @@ fn start_buildgrid(bgd: &Path, flow: &Ws) -> BuildGrid {
     server
 }
 
-#[test]
-fn remote_check_against_buildgrid() {
-    let Some(bgd) = bgd() else {
+/// `bgd`, or None after saying why the test is skipped (an error when BuildGrid is required).
+fn required_bgd() -> Option<PathBuf> {
+    let found = bgd();
+    if found.is_none() {
         assert!(
             std::env::var_os("FLOW_REQUIRE_BUILDGRID").is_none(),
             "BuildGrid is required (FLOW_REQUIRE_BUILDGRID is set) but `bgd` was not found"
         );
         eprintln!("skipping: BuildGrid's `bgd` is not installed (.ci/run installs it)");
-        return;
-    };
+    }
+    found
+}
+
+#[test]
+fn remote_check_against_buildgrid() {
+    let Some(bgd) = required_bgd() else { return };
     let ws = Ws::new();
     let server = start_buildgrid(&bgd, &ws);
     let run = ws.run(&["remote", "check", &server.url, "--write"]);
@@ -108,6 +114,52 @@ fn remote_check_against_buildgrid() {
     }
 }
 
+/// A blob damaged on the server is refused before anything is written: the action runs
+/// locally, with a warning naming the blob, and its output is the right one.
+#[test]
+fn a_corrupted_blob_on_the_server_is_refused() {
+    let Some(bgd) = required_bgd() else { return };
+    let first = checkout();
+    let server = start_buildgrid(&bgd, &first);
+    let url = server.url.clone();
+    assert_eq!(
+        first
+            .run(&["build", "--remote-cache", &url, "--remote-upload", "true"])
+            .code,
+        0
+    );
+    // BuildGrid's disk storage keeps a blob at cas/objects/HH/REST of its SHA-256.
+    use sha2::Digest as _;
+    let hash: String = sha2::Sha256::digest(b"HELLO\n")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let blob = server
+        ._dir
+        .path()
+        .join("cas/cas/objects")
+        .join(&hash[..2])
+        .join(&hash[2..]);
+    assert!(blob.is_file(), "no blob at {}", blob.display());
+    std::fs::write(&blob, b"EVIL!\n").unwrap();
+    let second = checkout();
+    let run = second.run(&["build", "--remote-cache", &url]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("[RAN] //p:a ("), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("refused the remote result for key")
+            && run
+                .stderr
+                .contains(&format!("{hash}/6 has 6 bytes that hash to")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(second.path().join("flow-out/p/a.txt")).unwrap(),
+        "HELLO\n"
+    );
+}
+
 /// A server that is not there, and an address that is not one: clear errors, exit 2.
 #[test]
 fn remote_check_errors() {
@@ -122,4 +174,96 @@ fn remote_check_errors() {
     let bad = ws.run(&["remote", "check", "ftp://cache.example.com"]);
     assert_eq!(bad.code, 2);
     golden("remote_bad_url", &bad.stderr);
+}
+
+const PIPELINE: &str = "task(name = \"a\", srcs = [\"in.txt\"], outs = [\"a.txt\"], cmd = \"tr a-z A-Z < in.txt > a.txt; echo made a\")\n\
+task(name = \"b\", deps = [\":a\"], outs = [\"b.txt\", \"run.sh\"], cmd = \"cat $(location :a) $(location :a) > b.txt; printf '#!/bin/sh\\\\necho hi\\\\n' > run.sh; chmod +x run.sh\")\n\
+task(name = \"d\", outs = [\"dir/\"], cmd = \"mkdir -p dir && echo x > dir/x\")\n";
+
+/// A checkout of the same sources, with a cache of its own (`.flow/` in it).
+fn checkout() -> Ws {
+    Ws::new()
+        .file("p/BUILD", PIPELINE)
+        .file("p/in.txt", "hello\n")
+}
+
+/// Two checkouts with separate local caches and one BuildGrid: the second checkout's build
+/// restores what the first uploaded (file outputs, the executable bit, the logs), its outputs
+/// byte-identical; a directory output is not shared yet and runs.
+#[test]
+fn a_second_checkout_restores_from_buildgrid() {
+    let Some(bgd) = required_bgd() else { return };
+    let first = checkout();
+    let server = start_buildgrid(&bgd, &first);
+    let url = server.url.clone();
+    let one = first.run(&["build", "--remote-cache", &url, "--remote-upload", "true"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert!(
+        one.stderr
+            .contains("flow: remote cache: 2 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    let second = checkout();
+    let two = second.run(&["build", "--remote-cache", &url]);
+    assert_eq!(two.code, 0, "{}", two.stderr);
+    for line in ["[CACHED] //p:a\n", "[CACHED] //p:b\n", "[RAN] //p:d ("] {
+        assert!(two.stdout.contains(line), "{line}\n{}", two.stdout);
+    }
+    for file in ["p/a.txt", "p/b.txt", "p/run.sh"] {
+        let a = std::fs::read(first.path().join("flow-out").join(file)).unwrap();
+        let b = std::fs::read(second.path().join("flow-out").join(file)).unwrap();
+        assert_eq!(a, b, "{file}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(second.path().join("flow-out/p/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert!(
+        mode & 0o111 != 0,
+        "run.sh lost its executable bit: {mode:o}"
+    );
+    let log = second.run(&["log", "//p:a"]);
+    assert!(log.stdout.contains("made a"), "{}", log.stdout);
+}
+
+/// `--remote-upload false` reads but writes nothing: a second checkout finds no result.
+#[test]
+fn a_build_that_may_not_upload_writes_nothing() {
+    let Some(bgd) = required_bgd() else { return };
+    let first = checkout();
+    let server = start_buildgrid(&bgd, &first);
+    let url = server.url.clone();
+    let one = first.run(&["build", "--remote-cache", &url, "--remote-upload", "false"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert!(!one.stderr.contains("uploaded"), "{}", one.stderr);
+    let two = checkout().run(&["build", "--remote-cache", &url]);
+    assert!(two.stdout.contains("[RAN] //p:a ("), "{}", two.stdout);
+}
+
+/// A remote cache that is not there: one warning, and a correct local build.
+#[test]
+fn a_build_with_the_remote_cache_down_is_a_local_build() {
+    let ws = checkout();
+    let url = format!("grpc://127.0.0.1:{}", free_port());
+    let run = ws.run(&["build", "--remote-cache", &url, "--remote-upload", "true"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr
+            .matches("warning: cannot reach the remote cache")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("building without the remote cache"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/a.txt")).unwrap(),
+        "HELLO\n"
+    );
 }

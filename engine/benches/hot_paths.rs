@@ -247,6 +247,7 @@ fn bench_keys(runs: usize, w: &Workload) {
         hasher: Arc::new(FileHasher::new(HashMap::new())),
         out_root: flow::session::out_root(&w.root),
         workspace_root: w.root.clone(),
+        remote: None,
     };
     let tools = HashMap::new();
     // Each dependency's outputs as the runner would pass them (staged path + digest).
@@ -435,6 +436,7 @@ fn bench_runner(runs: usize, w: &Workload) {
                 hasher: hasher.clone(),
                 out_root: out_root.to_path_buf(),
                 workspace_root: w.root.clone(),
+                remote: None,
             }),
             executor: Arc::new(exec.clone()),
             options: BuildOptions {

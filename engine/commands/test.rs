@@ -77,6 +77,7 @@ pub fn run(
             cache_dir: Some(&cache_dir),
             jobs,
             keep_going: true,
+            ..SessionArgs::default()
         },
     );
     args.reports.events = Some(events.path().to_path_buf());

@@ -184,6 +184,19 @@ impl Rebuilder {
             Some(r) => Ok(Some(r.clone())),
             None => self.lookup(&digest),
         };
+        // A local miss asks the remote cache, which stores what it verified locally first:
+        // then it is a local hit like any other (restored below).
+        let looked_up = match (looked_up, &self.remote) {
+            // Directory outputs are not shared yet (`remote/tier.rs`).
+            (Ok(None), Some(remote))
+                if failed_before.is_none()
+                    && apply == Apply::Restore
+                    && !action.outs.iter().any(|o| o.ends_with('/')) =>
+            {
+                Ok(remote.fetch(&digest, &action.outs, &self.cache))
+            }
+            (other, _) => other,
+        };
         let label = &action.label;
         match looked_up {
             Ok(Some(result)) => {

@@ -14,6 +14,8 @@
 //! written, found and read back verified, which `flow remote check` uses. Builds do not use a
 //! remote cache yet.
 
+pub mod tier;
+
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
@@ -62,7 +64,7 @@ impl HashFunction {
         }
     }
 
-    fn value(self) -> DigestValue {
+    pub(crate) fn value(self) -> DigestValue {
         match self {
             HashFunction::Blake3 => DigestValue::Blake3,
             HashFunction::Sha256 => DigestValue::Sha256,
@@ -100,9 +102,9 @@ pub struct Capabilities {
 
 /// A connection to one remote cache (one REAPI instance).
 pub struct Remote {
-    url: String,
-    instance: String,
-    channel: Channel,
+    pub(crate) url: String,
+    pub(crate) instance: String,
+    pub(crate) channel: Channel,
     pub capabilities: Capabilities,
 }
 
@@ -210,7 +212,7 @@ impl Remote {
         ContentAddressableStorageClient::new(self.channel.clone())
     }
 
-    fn batch_limit(&self) -> u64 {
+    pub(crate) fn batch_limit(&self) -> u64 {
         match self.capabilities.max_batch_bytes {
             0 => BATCH_BYTES,
             n => n.min(BATCH_BYTES),
@@ -343,7 +345,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn call_error(url: &str, call: &'static str, status: &tonic::Status) -> RemoteError {
+pub(crate) fn call_error(url: &str, call: &'static str, status: &tonic::Status) -> RemoteError {
     let why = match status.code() {
         tonic::Code::Unavailable => {
             return RemoteError::Unreachable {

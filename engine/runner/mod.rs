@@ -325,6 +325,13 @@ impl<'a, E: Executor> Drive<'a, E> {
             .filter(|&i| self.sched.state(i) == NodeState::NotStarted)
             .count();
         let rebuilder = &self.runner.rebuilder;
+        // Uploads finish (or are abandoned with a warning) before the build ends.
+        if let Some(remote) = &rebuilder.remote {
+            let uploaded = remote.flush(&rebuilder.cache);
+            if uploaded > 0 {
+                eprintln!("flow: remote cache: {uploaded} result(s) uploaded");
+            }
+        }
         let mut history = self.history;
         history.collect_cases(plan, &rebuilder.out_root);
         history.save(

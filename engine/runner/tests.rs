@@ -60,6 +60,7 @@ async fn build(
         hasher: Arc::new(FileHasher::new(HashMap::new())),
         out_root: f.root.join("flow-out"),
         workspace_root: f.root.clone(),
+        remote: None,
     });
     let runner = Runner {
         effects: None,

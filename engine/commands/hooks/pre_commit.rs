@@ -106,6 +106,7 @@ pub fn run_pre_commit(start: &Path, cache_flag: Option<&Path>) -> Result<i32, Er
                 jobs: None,
                 // Every failing check at once, not the first one.
                 keep_going: true,
+                ..SessionArgs::default()
             },
         ),
     )?;
