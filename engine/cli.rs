@@ -146,11 +146,6 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
-    /// A remote cache (REAPI v2): `flow remote check URL` says what it offers
-    Remote {
-        #[command(subcommand)]
-        command: crate::commands::remote::RemoteCommand,
-    },
     /// Remove the materialized outputs (`flow-out/`); with `--cache`, empty the cache too
     Clean {
         /// Also remove every cached result, blob, file state and history row
@@ -200,6 +195,11 @@ pub enum Command {
         /// Print the metrics as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// A remote cache (REAPI v2): `flow remote check URL` says what it offers
+    Remote {
+        #[command(subcommand)]
+        command: crate::commands::remote::RemoteCommand,
     },
     /// Deploy an earlier artifact again, restored from the cache (no rebuild): `flow rollback
     /// production`, or `--to N` artifacts back, or `--to DIGEST`; recorded in the ledger
