@@ -214,17 +214,7 @@ struct Places {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-    let ok = Command::new("cp")
-        .arg("-r")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "cp -r {}", from.display());
-    let _ = std::fs::remove_dir_all(to.join(".flow"));
-    let _ = std::fs::remove_dir_all(to.join("flow-out"));
+    crate::support::copy_source_tree(from, to);
 }
 
 /// The small workspaces of docs/build.md and docs/gates.md in one: each `python` block that

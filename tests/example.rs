@@ -128,16 +128,7 @@ fn readme_ci_lines_run_on_the_example() {
     assert_eq!(lines.len(), 2, "the README's CI lines: {lines:?}");
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("examples/monorepo");
-    std::fs::create_dir_all(dir.path().join("examples")).unwrap();
-    let status = std::process::Command::new("cp")
-        .args(["-r"])
-        .arg(repo("examples/monorepo"))
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = std::fs::remove_dir_all(copy.join(".flow"));
-    let _ = std::fs::remove_dir_all(copy.join("flow-out"));
+    crate::support::copy_source_tree(&repo("examples/monorepo"), &copy);
     crate::support::git(dir.path(), &["init", "-q", "-b", "main"]);
     crate::support::git(dir.path(), &["add", "-A"]);
     crate::support::git(dir.path(), &["commit", "-q", "-m", "example"]);

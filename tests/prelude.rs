@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::{status_line, Run, Ws};
+use crate::support::{status_line, Run, Ws, NOT_COPIED};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -25,19 +25,6 @@ fn repo(rel: &str) -> PathBuf {
 pub(crate) fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("prelude-example-cache")
 }
-
-/// Names never copied from the example: caches and outputs of earlier runs there.
-const NOT_COPIED: &[&str] = &[
-    ".flow",
-    "flow-out",
-    "__pycache__",
-    ".deploy-state",
-    ".environments",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".coverage",
-];
 
 fn copy_tree(from: &Path, ws: &Ws, rel: &str) {
     for entry in std::fs::read_dir(from).unwrap() {

@@ -228,3 +228,38 @@ pub fn remote_and_clones(root: &Path, files: &[(&str, &str)], clones: &[&str]) -
         })
         .collect()
 }
+
+/// What copies of the example leave out: caches and outputs of runs made in the repository.
+pub const NOT_COPIED: &[&str] = &[
+    ".flow",
+    "flow-out",
+    "__pycache__",
+    ".deploy-state",
+    ".environments",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".coverage",
+];
+
+/// Copies the tree `from` to `to` (created), files with their modes, leaving out
+/// [`NOT_COPIED`] (a build of the example in the repository leaves ~1 GB there).
+pub fn copy_source_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if NOT_COPIED.iter().any(|n| name == *n) {
+            continue;
+        }
+        let target = to.join(&name);
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_source_tree(&entry.path(), &target);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
