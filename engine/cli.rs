@@ -425,6 +425,12 @@ impl Cli {
         else {
             unreachable!("called for `flow build` only")
         };
+        if let Some(url) = remote_cache {
+            crate::remote::endpoint_uri(url).map_err(|e| Error::Usage {
+                message: format!("--remote-cache: {e}"),
+                help: None,
+            })?;
+        }
         crate::commands::build::run(
             &self.start_dir()?,
             crate::commands::build::BuildArgs {

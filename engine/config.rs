@@ -385,6 +385,13 @@ impl Config {
                     upload: raw.remote.upload,
                 })
             }
+            None if raw.remote.upload.is_some() || raw.remote.instance.is_some() => {
+                return Err(err(
+                    None,
+                    "`[remote]` has no `url`: `upload` and `instance` need the remote cache's address".into(),
+                    Some("add `url = \"grpc://HOST:PORT\"`, or remove the section".into()),
+                ))
+            }
             None => None,
         };
         Ok(Config {

@@ -82,13 +82,15 @@ pub struct Session {
     remote: Option<(String, String, bool)>,
     /// Connected once, on the first rebuilder that needs it.
     remote_tier: Option<Option<Arc<crate::remote::tier::RemoteTier>>>,
+    /// `--remote-upload` without a remote cache (flag or `[remote] url`).
+    upload_without_cache: bool,
 }
 
 /// Whether a build uploads to the remote cache when neither the flag nor `[remote] upload`
 /// says: in CI (`CI` set, as every CI service sets it), not for a pull request (GitHub's
 /// `GITHUB_EVENT_NAME`), whose code is not trusted to write what others restore.
 fn default_upload() -> bool {
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
     let pull_request =
         std::env::var("GITHUB_EVENT_NAME").is_ok_and(|e| e.starts_with("pull_request"));
     ci && !pull_request
@@ -127,9 +129,12 @@ impl Session {
                 .unwrap_or_else(default_upload);
             (url, instance, upload)
         });
+        // `--remote-upload` says what to do with a remote cache: without one it is a mistake.
+        let upload_without_cache = remote.is_none() && args.remote_upload.is_some();
         Session {
             remote,
             remote_tier: None,
+            upload_without_cache,
             out_root: out_root(&ws.root),
             keep_going: args.keep_going || ws.config.keep_going,
             jobs,
@@ -293,6 +298,14 @@ impl Session {
 
     /// The rebuilder over the session's cache and output root.
     pub fn rebuilder(&mut self, hasher: Arc<FileHasher>) -> Result<Arc<Rebuilder>, Error> {
+        if self.upload_without_cache {
+            return Err(Error::Usage {
+                message: "--remote-upload: no remote cache to upload to".into(),
+                help: Some(
+                    "name one with --remote-cache URL, or `[remote] url` in flow.toml".into(),
+                ),
+            });
+        }
         if self.remote_tier.is_none() {
             self.remote_tier = Some(self.remote.as_ref().and_then(|(url, instance, upload)| {
                 crate::remote::tier::RemoteTier::connect(

@@ -174,6 +174,29 @@ fn remote_check_errors() {
     let bad = ws.run(&["remote", "check", "ftp://cache.example.com"]);
     assert_eq!(bad.code, 2);
     golden("remote_bad_url", &bad.stderr);
+    // `grpcs://` promises TLS, which is not there yet: refused, never sent in plain text.
+    let tls = ws.run(&["remote", "check", "grpcs://cache.example.com:443"]);
+    assert_eq!(tls.code, 2);
+    golden("remote_no_tls", &tls.stderr);
+    let ws = checkout();
+    let empty = ws.run(&["build", "--remote-cache="]);
+    assert_eq!(empty.code, 2);
+    assert!(
+        empty
+            .stderr
+            .contains("--remote-cache: `` is not a remote cache address"),
+        "{}",
+        empty.stderr
+    );
+    let alone = ws.run(&["build", "--remote-upload", "true"]);
+    assert_eq!(alone.code, 2);
+    assert!(
+        alone
+            .stderr
+            .contains("--remote-upload: no remote cache to upload to"),
+        "{}",
+        alone.stderr
+    );
 }
 
 const PIPELINE: &str = "task(name = \"a\", srcs = [\"in.txt\"], outs = [\"a.txt\"], cmd = \"tr a-z A-Z < in.txt > a.txt; echo made a\")\n\
@@ -226,6 +249,38 @@ fn a_second_checkout_restores_from_buildgrid() {
     );
     let log = second.run(&["log", "//p:a"]);
     assert!(log.stdout.contains("made a"), "{}", log.stdout);
+}
+
+/// Two outputs of 3 MB each: each under the server's batch limit (about 4 MiB), together over
+/// it; they are read back in separate calls and restored.
+#[test]
+fn outputs_over_the_batch_limit_together_are_restored() {
+    let Some(bgd) = required_bgd() else { return };
+    let build = "task(name = \"two\", outs = [\"t1.bin\", \"t2.bin\"], cmd = \"head -c 3000000 /dev/urandom > t1.bin; head -c 3000000 /dev/urandom > t2.bin\")\n";
+    let first = Ws::new().file("p/BUILD", build);
+    let server = start_buildgrid(&bgd, &first);
+    let url = server.url.clone();
+    let one = first.run(&["build", "--remote-cache", &url, "--remote-upload", "true"]);
+    assert!(
+        one.stderr.contains("1 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    let second = Ws::new().file("p/BUILD", build);
+    let two = second.run(&["build", "--remote-cache", &url]);
+    assert!(
+        two.stdout.contains("[CACHED] //p:two"),
+        "{}\n{}",
+        two.stdout,
+        two.stderr
+    );
+    assert!(!two.stderr.contains("warning"), "{}", two.stderr);
+    for f in ["p/t1.bin", "p/t2.bin"] {
+        assert_eq!(
+            std::fs::read(first.path().join("flow-out").join(f)).unwrap(),
+            std::fs::read(second.path().join("flow-out").join(f)).unwrap()
+        );
+    }
 }
 
 /// `--remote-upload false` reads but writes nothing: a second checkout finds no result.

@@ -41,7 +41,7 @@ pub fn run(command: &RemoteCommand) -> Result<i32, Error> {
         .map_err(|e| Error::Usage {
             message: e.to_string(),
             help: match e {
-                RemoteError::BadUrl { .. } => None,
+                RemoteError::BadUrl { .. } | RemoteError::NoTls { .. } => None,
                 _ => Some("check the address, and that a REAPI v2 cache server runs there".into()),
             },
         })?;

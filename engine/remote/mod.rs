@@ -28,8 +28,10 @@ use tonic::transport::{Channel, Endpoint};
 /// Why the remote cache could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("`{url}` is not a remote cache address: write grpc://HOST:PORT (grpcs:// for TLS)")]
+    #[error("`{url}` is not a remote cache address: write grpc://HOST:PORT")]
     BadUrl { url: String },
+    #[error("`{url}`: TLS (grpcs://) is not supported yet; only grpc:// (plain text) is, for a server on a trusted network")]
+    NoTls { url: String },
     #[error("cannot reach the remote cache at {url}: {why}")]
     Unreachable { url: String, why: String },
     #[error("the remote cache at {url} answered {call} with an error: {why}")]
@@ -108,29 +110,38 @@ pub struct Remote {
     pub capabilities: Capabilities,
 }
 
-/// How long a call may take before the server is taken to be down.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call may take before the server is taken to be down (a lookup is on the
+/// build's way: a server slower than this is not worth waiting for).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most bytes flow puts in one batch call when the server sets no lower limit: gRPC's
 /// default message limit is 4 MiB.
 const BATCH_BYTES: u64 = 4 << 20;
 
-/// `grpc://HOST:PORT` (or `grpcs://`) as the URI tonic connects to.
+/// `grpc://HOST:PORT` as the URI tonic connects to. `grpcs://` is refused until TLS is
+/// there: a URL that promises encryption must not send plain text.
 pub fn endpoint_uri(url: &str) -> Result<String, RemoteError> {
     let bad = || RemoteError::BadUrl {
         url: url.to_owned(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    let scheme = match scheme {
-        "grpc" | "http" => "http",
-        "grpcs" | "https" => "https",
+    match scheme {
+        "grpc" => {}
+        "grpcs" => {
+            return Err(RemoteError::NoTls {
+                url: url.to_owned(),
+            })
+        }
         _ => return Err(bad()),
-    };
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+    }
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let port = host.rsplit_once(':').map(|(_, p)| p);
+    let port_ok = port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    let odd = |c: char| c.is_whitespace() || "/?#@".contains(c);
+    if host.is_empty() || host.contains(odd) || !port_ok {
         return Err(bad());
     }
-    Ok(format!("{scheme}://{host}"))
+    Ok(format!("http://{host}"))
 }
 
 impl Remote {
@@ -144,7 +155,7 @@ impl Remote {
         };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| unreachable(chain(&e)))?
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
             .timeout(CALL_TIMEOUT);
         let channel = endpoint
             .connect()
@@ -289,10 +300,34 @@ impl Remote {
         Ok(())
     }
 
-    /// Reads the blobs `digests` (small ones), each verified against its digest: a blob that
-    /// does not hash to what was asked for is refused ([`RemoteError::Corrupt`]). `None` for
-    /// a blob the server does not hold.
+    /// Reads the blobs `digests` (each under the batch limit), in calls under the limit, each
+    /// verified against its digest: a blob that does not hash to what was asked for is refused
+    /// ([`RemoteError::Corrupt`]). `None` for a blob the server does not hold.
     pub async fn download(
+        &self,
+        digests: &[re::Digest],
+    ) -> Result<Vec<Option<Vec<u8>>>, RemoteError> {
+        let limit = self.batch_limit();
+        let mut out = Vec::with_capacity(digests.len());
+        let mut start = 0;
+        while start < digests.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < digests.len() {
+                let size = digests[end].size_bytes.max(0) as u64 + 256;
+                if end > start && bytes + size > limit {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            out.extend(self.download_batch(&digests[start..end]).await?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    async fn download_batch(
         &self,
         digests: &[re::Digest],
     ) -> Result<Vec<Option<Vec<u8>>>, RemoteError> {
@@ -347,11 +382,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 pub(crate) fn call_error(url: &str, call: &'static str, status: &tonic::Status) -> RemoteError {
     let why = match status.code() {
+        // The message only: tonic's source chain is debug output.
         tonic::Code::Unavailable => {
             return RemoteError::Unreachable {
                 url: url.to_owned(),
-                why: format!("{} ({})", status.message(), chain(status)),
-            }
+                why: status.message().to_owned(),
+            };
+        }
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            return RemoteError::Unreachable {
+                url: url.to_owned(),
+                why: format!(
+                    "it did not answer {call} within {} s",
+                    CALL_TIMEOUT.as_secs()
+                ),
+            };
         }
         code => format!("{code:?}: {}", status.message()),
     };
@@ -373,12 +418,30 @@ mod tests {
             "http://127.0.0.1:9092"
         );
         assert_eq!(
-            endpoint_uri("grpcs://cache.example.com:443/").unwrap(),
-            "https://cache.example.com:443"
+            endpoint_uri("grpc://cache.example.com:443/").unwrap(),
+            "http://cache.example.com:443"
         );
-        for bad in ["ftp://x", "127.0.0.1:9092", "grpc://", "grpc://a/b"] {
-            assert!(endpoint_uri(bad).is_err(), "{bad}");
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:9092",
+            "grpc://",
+            "grpc://a/b",
+            "grpc://127.0.0.1",
+            "grpc://127.0.0.1:99999",
+            "grpc://u@h:1",
+            "grpc://h:1?x=1",
+            "http://h:1",
+            "",
+        ] {
+            assert!(
+                matches!(endpoint_uri(bad), Err(RemoteError::BadUrl { .. })),
+                "{bad}"
+            );
         }
+        assert!(matches!(
+            endpoint_uri("grpcs://h:443"),
+            Err(RemoteError::NoTls { .. })
+        ));
     }
 
     #[test]

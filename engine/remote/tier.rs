@@ -48,6 +48,10 @@ pub fn action_of(function: HashFunction, key: &Digest) -> (re::Digest, Vec<Vec<u
     (function.digest(&action), vec![action, command, root])
 }
 
+/// A lookup slower than this makes the remote cache not worth asking for the rest of a build:
+/// it is there to save time.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The remote cache of a build.
 pub struct RemoteTier {
     remote: Remote,
@@ -122,7 +126,17 @@ impl RemoteTier {
         if self.down.load(Ordering::SeqCst) {
             return None;
         }
-        match self.call(self.fetch_remote(key, declared)) {
+        let asked = std::time::Instant::now();
+        let answer = self.call(self.fetch_remote(key, declared));
+        let took = asked.elapsed();
+        if took > SLOW && !self.down.swap(true, Ordering::SeqCst) {
+            (self.warn)(&format!(
+                "the remote cache took {:.1} s to answer one lookup; the rest of this build \
+                 does not use it",
+                took.as_secs_f64()
+            ));
+        }
+        match answer {
             Ok(Some(blobs)) => self.store_locally(key, blobs, cache),
             Ok(None) => None,
             Err(Refusal::Remote(e)) => {
@@ -249,6 +263,13 @@ impl RemoteTier {
         if keys.is_empty() || self.down.load(Ordering::SeqCst) {
             return 0;
         }
+        if !self.remote.capabilities.update_enabled {
+            (self.warn)(&format!(
+                "the remote cache at {} takes no updates (read only): nothing uploaded",
+                self.remote.url
+            ));
+            return 0;
+        }
         let Ok(found) = cache.get_actions(&keys) else {
             return 0;
         };
@@ -297,14 +318,19 @@ impl RemoteTier {
             });
             blobs.push(b);
         }
+        let mut too_big = false;
         let mut log = |d: &Option<Digest>| -> Option<re::Digest> {
             let b = cache.cas().read_verified(d.as_ref()?).ok()?;
+            too_big |= b.len() as u64 > limit;
             let digest = function.digest(&b);
             blobs.push(b);
             Some(digest)
         };
         let stdout_digest = log(&result.stdout);
         let stderr_digest = log(&result.stderr);
+        if too_big {
+            return Ok(false); // a log over the batch limit: large blobs are not sent yet
+        }
         let (action, parts) = action_of(function, key);
         blobs.extend(parts);
         let digests: Vec<re::Digest> = blobs.iter().map(|b| function.digest(b)).collect();
