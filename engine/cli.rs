@@ -485,6 +485,20 @@ impl Cli {
         }
     }
 
+    /// `flow cache SUBCOMMAND`.
+    fn cache(&self, command: &CacheCommand) -> Result<i32, Error> {
+        let cache_dir = self.cache_dir.as_deref();
+        match command {
+            CacheCommand::Stats => crate::commands::cache::stats(&self.start_dir()?, cache_dir),
+            CacheCommand::Gc { max_size } => {
+                crate::commands::cache::gc(&self.start_dir()?, max_size.as_deref(), cache_dir)
+            }
+            CacheCommand::Verify { fix } => {
+                crate::commands::cache::verify(&self.start_dir()?, *fix, cache_dir)
+            }
+        }
+    }
+
     /// Runs the command; `Ok` carries the exit code.
     pub fn run(&self) -> Result<i32, Error> {
         match &self.command {
@@ -533,21 +547,7 @@ impl Cli {
                 crate::commands::log::run(&self.start_dir()?, label, self.cache_dir.as_deref())
             }
             Command::Remote { command } => crate::commands::remote::run(command),
-            Command::Cache { command } => match command {
-                CacheCommand::Stats => {
-                    crate::commands::cache::stats(&self.start_dir()?, self.cache_dir.as_deref())
-                }
-                CacheCommand::Gc { max_size } => crate::commands::cache::gc(
-                    &self.start_dir()?,
-                    max_size.as_deref(),
-                    self.cache_dir.as_deref(),
-                ),
-                CacheCommand::Verify { fix } => crate::commands::cache::verify(
-                    &self.start_dir()?,
-                    *fix,
-                    self.cache_dir.as_deref(),
-                ),
-            },
+            Command::Cache { command } => self.cache(command),
             Command::Report { html, json, base } => crate::commands::report::run(
                 &self.start_dir()?,
                 crate::commands::report::Options {

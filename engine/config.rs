@@ -370,30 +370,8 @@ impl Config {
             })?;
             quarantine.push(pattern);
         }
-        let remote = match raw.remote.url {
-            Some(url) => {
-                crate::remote::endpoint_uri(url.get_ref()).map_err(|e| {
-                    err(
-                        Some(url.span()),
-                        format!("invalid value for key `remote.url`: {e}"),
-                        None,
-                    )
-                })?;
-                Some(RemoteConfig {
-                    url: url.into_inner(),
-                    instance: raw.remote.instance.unwrap_or_default(),
-                    upload: raw.remote.upload,
-                })
-            }
-            None if raw.remote.upload.is_some() || raw.remote.instance.is_some() => {
-                return Err(err(
-                    None,
-                    "`[remote]` has no `url`: `upload` and `instance` need the remote cache's address".into(),
-                    Some("add `url = \"grpc://HOST:PORT\"`, or remove the section".into()),
-                ))
-            }
-            None => None,
-        };
+        let remote =
+            parse_remote(raw.remote).map_err(|(span, message, help)| err(span, message, help))?;
         Ok(Config {
             path: path.to_path_buf(),
             name: raw.workspace.name,
@@ -411,6 +389,36 @@ impl Config {
             remote,
         })
     }
+}
+
+/// Where in flow.toml, why, and a hint.
+type Problem = (Option<Range<usize>>, String, Option<String>);
+
+/// `[remote]` → the remote cache, if any.
+fn parse_remote(raw: RawRemote) -> Result<Option<RemoteConfig>, Problem> {
+    let Some(url) = raw.url else {
+        if raw.upload.is_some() || raw.instance.is_some() {
+            return Err((
+                None,
+                "`[remote]` has no `url`: `upload` and `instance` need the remote cache's address"
+                    .into(),
+                Some("add `url = \"grpc://HOST:PORT\"`, or remove the section".into()),
+            ));
+        }
+        return Ok(None);
+    };
+    crate::remote::endpoint_uri(url.get_ref()).map_err(|e| {
+        (
+            Some(url.span()),
+            format!("invalid value for key `remote.url`: {e}"),
+            None,
+        )
+    })?;
+    Ok(Some(RemoteConfig {
+        url: url.into_inner(),
+        instance: raw.instance.unwrap_or_default(),
+        upload: raw.upload,
+    }))
 }
 
 /// `[environments.*]` → environments; `Err`: the span of the bad window and why.

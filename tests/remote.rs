@@ -322,3 +322,24 @@ fn a_build_with_the_remote_cache_down_is_a_local_build() {
         "HELLO\n"
     );
 }
+
+/// `[remote]` in flow.toml: an address that is not one, and settings without an address, are
+/// config errors at the file and line.
+#[test]
+fn remote_config_errors() {
+    let bad = Ws::bare()
+        .file(
+            "flow.toml",
+            "[remote]\nurl = \"grpcs://cache.example.com:443\"\n",
+        )
+        .file("BUILD", "");
+    let run = bad.run(&["query", "//..."]);
+    assert_eq!(run.code, 2);
+    golden("remote_config_bad_url", &run.stderr);
+    let alone = Ws::bare()
+        .file("flow.toml", "[remote]\nupload = true\n")
+        .file("BUILD", "");
+    let run = alone.run(&["query", "//..."]);
+    assert_eq!(run.code, 2);
+    golden("remote_config_no_url", &run.stderr);
+}
