@@ -298,6 +298,11 @@ pub enum CiCommand {
         /// Replace the file even if `flow ci github` did not write it
         #[arg(long)]
         force: bool,
+        /// Build with this remote cache (grpc://HOST:PORT, or an expression such as
+        /// `${{ vars.FLOW_REMOTE_CACHE }}`): shards share results; pushes upload, pull requests
+        /// only read
+        #[arg(long, value_name = "URL")]
+        remote_cache: Option<String>,
         /// Install flow on the runner by building it from this git repository with `cargo
         /// install` (the binary cached per commit of flow)
         #[arg(long, value_name = "URL", conflicts_with = "install")]
@@ -621,6 +626,7 @@ impl Cli {
                         branch,
                         output,
                         force,
+                        remote_cache,
                         flow_git,
                         flow_rev,
                         install,
@@ -632,6 +638,7 @@ impl Cli {
                     branch: branch.as_deref(),
                     output: output.as_deref(),
                     force: *force,
+                    remote_cache: remote_cache.as_deref(),
                     flow_git: flow_git.as_deref(),
                     flow_rev,
                     install: install.as_deref(),

@@ -188,8 +188,14 @@ fn github_workflow_passes_actionlint() {
         return;
     }
     let ws = repo_with_subdir_workspace();
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &["--flow-git", FLOW_GIT],
+        &[
+            "--flow-git",
+            FLOW_GIT,
+            "--remote-cache",
+            "${{ vars.FLOW_REMOTE_CACHE }}",
+        ],
         &[
             "--flow-git",
             FLOW_GIT,
@@ -443,5 +449,68 @@ fn github_refuses_expressions_in_flags_and_never_writes_through_a_hard_link() {
         std::fs::read(&path).unwrap(),
         before,
         "the workflow is rewritten"
+    );
+}
+
+/// `--remote-cache`: every shard's build uses it, through the step's environment (an
+/// expression's value never becomes script text); the regenerate line keeps it; an address
+/// that is not one is refused.
+#[test]
+fn github_workflow_with_a_remote_cache() {
+    let ws = repo_with_subdir_workspace();
+    let run = ws.run_in(
+        &app(&ws),
+        &[
+            "ci",
+            "github",
+            "--flow-git",
+            FLOW_GIT,
+            "--remote-cache",
+            "grpc://cache.internal:9092",
+            "--output",
+            "-",
+        ],
+    );
+    let text = run.ok();
+    assert!(
+        text.contains("--remote-cache 'grpc://cache.internal:9092'")
+            || text.contains("--remote-cache grpc://cache.internal:9092"),
+        "{text}"
+    );
+    let doc = yaml(text);
+    let steps = doc["jobs"]["build"]["steps"].as_array().unwrap();
+    let builds: Vec<&serde_json::Value> = steps
+        .iter()
+        .filter(|s| s["run"].as_str().is_some_and(|r| r.contains("flow build")))
+        .collect();
+    assert_eq!(builds.len(), 2, "{text}");
+    for b in builds {
+        assert_eq!(b["env"]["FLOW_REMOTE_CACHE"], "grpc://cache.internal:9092");
+        assert!(
+            b["run"]
+                .as_str()
+                .unwrap()
+                .contains("--remote-cache \"$FLOW_REMOTE_CACHE\""),
+            "{b}"
+        );
+    }
+    let bad = ws.run_in(
+        &app(&ws),
+        &[
+            "ci",
+            "github",
+            "--flow-git",
+            FLOW_GIT,
+            "--remote-cache",
+            "grpcs://x:1",
+            "--output",
+            "-",
+        ],
+    );
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("--remote-cache: `grpcs://x:1`: TLS"),
+        "{}",
+        bad.stderr
     );
 }

@@ -28,6 +28,8 @@ pub struct GithubArgs<'a> {
     /// A file, or `-` for standard output; default [`DEFAULT_OUTPUT`] in the repository.
     pub output: Option<&'a Path>,
     pub force: bool,
+    /// `--remote-cache`: a URL or a GitHub expression.
+    pub remote_cache: Option<&'a str>,
     pub flow_git: Option<&'a str>,
     pub flow_rev: &'a str,
     pub install: Option<&'a str>,
@@ -99,8 +101,13 @@ pub fn github(start: &Path, args: GithubArgs<'_>) -> Result<i32, Error> {
         check_value("`[build] action_path` of flow.toml", dir)?;
     }
     let tools = graph.targets().iter().flat_map(|t| t.tools.iter());
+    if let Some(url) = args.remote_cache.filter(|u| !u.starts_with("${{")) {
+        crate::remote::endpoint_uri(url)
+            .map_err(|e| usage(format!("--remote-cache: {e}"), None))?;
+    }
     let plan = Plan {
         regenerate: String::new(),
+        remote_cache: args.remote_cache.map(str::to_owned),
         branch,
         shards: args.shards,
         cache_dir: cache_dir(&ws.config.cache_dir, &workspace),
@@ -319,6 +326,9 @@ fn regenerate(plan: &Plan, output: Option<&Path>, repo: &Path) -> String {
     words.extend(["ci".into(), "github".into()]);
     words.extend(["--shards".into(), plan.shards.to_string()]);
     words.extend(["--branch".into(), quote(&plan.branch)]);
+    if let Some(url) = &plan.remote_cache {
+        words.extend(["--remote-cache".into(), quote(url)]);
+    }
     match &plan.install {
         Install::Git { url, rev } => {
             words.extend(["--flow-git".into(), quote(url)]);

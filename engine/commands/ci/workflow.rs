@@ -51,6 +51,8 @@ pub struct Plan {
     /// The first directory of the action PATH (`[build] action_path`), where the interpreters are
     /// linked so that actions find them.
     pub action_bin: String,
+    /// `--remote-cache`: the builds use it (in the step's environment, never in the script).
+    pub remote_cache: Option<String>,
 }
 
 /// A mapping whose keys keep their order.
@@ -258,23 +260,34 @@ fn cache_step(plan: &Plan) -> Step {
 }
 
 fn build_steps(plan: &Plan) -> Vec<Step> {
+    let remote = match plan.remote_cache {
+        Some(_) => " --remote-cache \"$FLOW_REMOTE_CACHE\"",
+        None => "",
+    };
     let script = |since: &str| {
         format!(
             "mkdir -p \"$RUNNER_TEMP/{REPORTS}\"\n\
-             flow build //...{since} --shard \"$FLOW_SHARD\" -k \\\n  \
+             flow build //...{since} --shard \"$FLOW_SHARD\"{remote} -k \\\n  \
              --junit \"$RUNNER_TEMP/{REPORTS}/junit.xml\" \\\n  \
              --events \"$RUNNER_TEMP/{REPORTS}/events.jsonl\" \\\n  \
              --profile \"$RUNNER_TEMP/{REPORTS}/profile.json\"\n"
         )
     };
     let shard = format!("${{{{ matrix.shard }}}}/{}", plan.shards);
+    // The remote cache's address in the environment: an expression's value never becomes
+    // script text. Uploads follow `--remote-upload`'s default: pushes (CI) write, pull requests
+    // only read.
+    let mut env = vec![("FLOW_SHARD", s(&shard))];
+    if let Some(url) = &plan.remote_cache {
+        env.push(("FLOW_REMOTE_CACHE", s(url)));
+    }
     let build = |name: &str, comment: &'static str, cond: &str, since: &str| {
         step(
             name,
             comment,
             vec![
                 ("if", s(cond)),
-                ("env", map(vec![("FLOW_SHARD", s(&shard))])),
+                ("env", map(env.clone())),
                 ("run", s(script(since))),
             ],
         )
