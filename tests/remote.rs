@@ -343,3 +343,31 @@ fn remote_config_errors() {
     assert_eq!(run.code, 2);
     golden("remote_config_no_url", &run.stderr);
 }
+
+/// `[remote]` in flow.toml applies to `flow watch` too, which connects from inside its own
+/// runtime: its first cycle restores from the remote cache, and Ctrl-C ends it cleanly.
+#[test]
+fn watch_uses_the_remote_cache_of_flow_toml() {
+    let Some(bgd) = required_bgd() else { return };
+    let first = checkout();
+    let server = start_buildgrid(&bgd, &first);
+    let url = server.url.clone();
+    assert_eq!(
+        first
+            .run(&["build", "--remote-cache", &url, "--remote-upload", "true"])
+            .code,
+        0
+    );
+    let second = checkout().file("flow.toml", &format!("[remote]\nurl = \"{url}\"\n"));
+    let out = Command::new("timeout")
+        .args(["-s", "INT", "4"])
+        .arg(crate::support::flow_bin())
+        .arg("watch")
+        .current_dir(second.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("[CACHED] //p:a"), "{stdout}\n{stderr}");
+}

@@ -55,7 +55,8 @@ const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
 /// The remote cache of a build.
 pub struct RemoteTier {
     remote: Remote,
-    runtime: tokio::runtime::Runtime,
+    /// Its own runtime (the channel's tasks run there); `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
     /// Whether this build writes to it (`--remote-upload`).
     pub upload: bool,
     /// Keys stored locally by this build's runs, uploaded at its end.
@@ -78,11 +79,16 @@ impl RemoteTier {
             .enable_all()
             .build()
             .ok()?;
-        let connected = runtime.block_on(Remote::connect(url, instance));
+        // On a thread of its own: the caller may be inside another runtime (`flow watch`).
+        let connected = std::thread::scope(|s| {
+            s.spawn(|| runtime.block_on(Remote::connect(url, instance)))
+                .join()
+                .expect("connecting to the remote cache panicked")
+        });
         match connected {
             Ok(remote) => Some(RemoteTier {
                 remote,
-                runtime,
+                runtime: Some(runtime),
                 upload,
                 pending: Mutex::new(Vec::new()),
                 down: AtomicBool::new(false),
@@ -90,9 +96,17 @@ impl RemoteTier {
             }),
             Err(e) => {
                 warn(&format!("{e}; building without the remote cache"));
+                // Not dropped here: this thread may be inside another runtime.
+                runtime.shutdown_background();
                 None
             }
         }
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives as long as the tier")
     }
 
     /// Runs `f` on the tier's own runtime, from async code (the runner) or not.
@@ -100,14 +114,14 @@ impl RemoteTier {
         use tokio::runtime::{Handle, RuntimeFlavor};
         match Handle::try_current() {
             Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.runtime.block_on(f))
+                tokio::task::block_in_place(|| self.runtime().block_on(f))
             }
             Ok(_) => std::thread::scope(|s| {
-                s.spawn(|| self.runtime.block_on(f))
+                s.spawn(|| self.runtime().block_on(f))
                     .join()
                     .expect("a remote call panicked")
             }),
-            Err(_) => self.runtime.block_on(f),
+            Err(_) => self.runtime().block_on(f),
         }
     }
 
@@ -365,6 +379,16 @@ impl RemoteTier {
             .await
             .map_err(|s| super::call_error(&self.remote.url, "UpdateActionResult", &s))?;
         Ok(true)
+    }
+}
+
+impl Drop for RemoteTier {
+    /// A runtime may not be dropped inside another one (the tier ends with `flow watch`'s):
+    /// shut it down without waiting.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
