@@ -280,65 +280,8 @@ pub enum HooksCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum CiCommand {
-    /// Write a GitHub Actions workflow (default `.github/workflows/flow.yml` of the repository)
-    Github {
-        /// Runners to split the targets over (`--shard K/N`, one matrix job each)
-        #[arg(long, value_name = "N", default_value_t = 4,
-              value_parser = clap::value_parser!(u16).range(1..=256))]
-        shards: u16,
-        /// The default branch, whose pushes build everything (default: `origin/HEAD`'s, else
-        /// `main` or `master`, whichever exists)
-        #[arg(long, value_name = "NAME")]
-        branch: Option<String>,
-        /// Where to write the workflow; `-` prints it
-        #[arg(long, value_name = "FILE|-")]
-        output: Option<PathBuf>,
-        /// Replace the file even if `flow ci github` did not write it
-        #[arg(long)]
-        force: bool,
-        /// Build with this remote cache (grpc://HOST:PORT, or an expression such as
-        /// `${{ vars.FLOW_REMOTE_CACHE }}`): shards share results; pushes upload, pull requests
-        /// only read
-        #[arg(long, value_name = "URL")]
-        remote_cache: Option<String>,
-        /// Install flow on the runner by building it from this git repository with `cargo
-        /// install` (the binary cached per commit of flow)
-        #[arg(long, value_name = "URL", conflicts_with = "install")]
-        flow_git: Option<String>,
-        /// The branch, tag or commit of `--flow-git` to build
-        #[arg(
-            long,
-            value_name = "REV",
-            default_value = "HEAD",
-            requires = "flow_git"
-        )]
-        flow_rev: String,
-        /// Install flow on the runner with this shell command instead (it must put `flow` on
-        /// PATH, e.g. by appending a directory to `$GITHUB_PATH`)
-        #[arg(long, value_name = "CMD")]
-        install: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CacheCommand {
-    /// Sizes and counts
-    Stats,
-    /// Remove least recently used results until the cache fits in SIZE
-    Gc {
-        /// e.g. `500MiB`, `10GiB` (default: `[cache] max_size` of flow.toml)
-        #[arg(long, value_name = "SIZE")]
-        max_size: Option<String>,
-    },
-    /// Check every cached result, blob and leftover; exit 1 if anything is wrong
-    Verify {
-        /// Remove bad results (they become misses), corrupt blobs and what dead processes left
-        #[arg(long)]
-        fix: bool,
-    },
-}
+pub use crate::commands::cache::CacheCommand;
+pub use crate::commands::ci::CiCommand;
 
 impl Cli {
     /// Whether the command only prints (a report, a list): then a reader that goes away (`|
@@ -619,32 +562,9 @@ impl Cli {
                     }
                 }
             }
-            Command::Ci {
-                command:
-                    CiCommand::Github {
-                        shards,
-                        branch,
-                        output,
-                        force,
-                        remote_cache,
-                        flow_git,
-                        flow_rev,
-                        install,
-                    },
-            } => crate::commands::ci::github(
-                &self.start_dir()?,
-                crate::commands::ci::GithubArgs {
-                    shards: *shards,
-                    branch: branch.as_deref(),
-                    output: output.as_deref(),
-                    force: *force,
-                    remote_cache: remote_cache.as_deref(),
-                    flow_git: flow_git.as_deref(),
-                    flow_rev,
-                    install: install.as_deref(),
-                    cache_flag: self.cache_dir.as_deref(),
-                },
-            ),
+            Command::Ci { command } => {
+                crate::commands::ci::run(command, &self.start_dir()?, self.cache_dir.as_deref())
+            }
         }
     }
 }

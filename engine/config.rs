@@ -87,25 +87,7 @@ struct RawConfig {
     #[serde(default)]
     test: RawTest,
     #[serde(default)]
-    remote: RawRemote,
-}
-
-/// `[remote]`: the remote cache (docs/remote.md).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRemote {
-    url: Option<Spanned<String>>,
-    instance: Option<String>,
-    upload: Option<bool>,
-}
-
-/// The remote cache of `[remote]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RemoteConfig {
-    pub url: String,
-    pub instance: String,
-    /// `upload`: None when not set (then: in CI, not for a pull request).
-    pub upload: Option<bool>,
+    remote: crate::remote::config::RawRemote,
 }
 
 /// `[test]`.
@@ -221,7 +203,7 @@ pub struct Config {
     /// recorded as failures, and fail no build (docs/configuration.md).
     pub quarantine: Vec<flow_rules::pattern::TargetPattern>,
     /// `[remote]`: the remote cache, if any.
-    pub remote: Option<RemoteConfig>,
+    pub remote: Option<crate::remote::config::RemoteConfig>,
 }
 
 /// A problem in `flow.toml`, with the span of the offending key or value when known.
@@ -370,8 +352,8 @@ impl Config {
             })?;
             quarantine.push(pattern);
         }
-        let remote =
-            parse_remote(raw.remote).map_err(|(span, message, help)| err(span, message, help))?;
+        let remote = crate::remote::config::parse(raw.remote)
+            .map_err(|(span, message, help)| err(span, message, help))?;
         Ok(Config {
             path: path.to_path_buf(),
             name: raw.workspace.name,
@@ -389,36 +371,6 @@ impl Config {
             remote,
         })
     }
-}
-
-/// Where in flow.toml, why, and a hint.
-type Problem = (Option<Range<usize>>, String, Option<String>);
-
-/// `[remote]` → the remote cache, if any.
-fn parse_remote(raw: RawRemote) -> Result<Option<RemoteConfig>, Problem> {
-    let Some(url) = raw.url else {
-        if raw.upload.is_some() || raw.instance.is_some() {
-            return Err((
-                None,
-                "`[remote]` has no `url`: `upload` and `instance` need the remote cache's address"
-                    .into(),
-                Some("add `url = \"grpc://HOST:PORT\"`, or remove the section".into()),
-            ));
-        }
-        return Ok(None);
-    };
-    crate::remote::endpoint_uri(url.get_ref()).map_err(|e| {
-        (
-            Some(url.span()),
-            format!("invalid value for key `remote.url`: {e}"),
-            None,
-        )
-    })?;
-    Ok(Some(RemoteConfig {
-        url: url.into_inner(),
-        instance: raw.instance.unwrap_or_default(),
-        upload: raw.upload,
-    }))
 }
 
 /// `[environments.*]` → environments; `Err`: the span of the bad window and why.

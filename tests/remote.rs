@@ -119,15 +119,8 @@ fn remote_check_against_buildgrid() {
 #[test]
 fn a_corrupted_blob_on_the_server_is_refused() {
     let Some(bgd) = required_bgd() else { return };
-    let first = checkout();
-    let server = start_buildgrid(&bgd, &first);
+    let (_first, server) = uploaded(&bgd);
     let url = server.url.clone();
-    assert_eq!(
-        first
-            .run(&["build", "--remote-cache", &url, "--remote-upload", "true"])
-            .code,
-        0
-    );
     // BuildGrid's disk storage keeps a blob at cas/objects/HH/REST of its SHA-256.
     use sha2::Digest as _;
     let hash: String = sha2::Sha256::digest(b"HELLO\n")
@@ -202,6 +195,21 @@ fn remote_check_errors() {
 const PIPELINE: &str = "task(name = \"a\", srcs = [\"in.txt\"], outs = [\"a.txt\"], cmd = \"tr a-z A-Z < in.txt > a.txt; echo made a\")\n\
 task(name = \"b\", deps = [\":a\"], outs = [\"b.txt\", \"run.sh\"], cmd = \"cat $(location :a) $(location :a) > b.txt; printf '#!/bin/sh\\\\necho hi\\\\n' > run.sh; chmod +x run.sh\")\n\
 task(name = \"d\", outs = [\"dir/\"], cmd = \"mkdir -p dir && echo x > dir/x\")\n";
+
+/// A BuildGrid holding what a first checkout's build uploaded, and that checkout.
+fn uploaded(bgd: &Path) -> (Ws, BuildGrid) {
+    let first = checkout();
+    let server = start_buildgrid(bgd, &first);
+    let run = first.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    (first, server)
+}
 
 /// A checkout of the same sources, with a cache of its own (`.flow/` in it).
 fn checkout() -> Ws {
@@ -349,15 +357,8 @@ fn remote_config_errors() {
 #[test]
 fn watch_uses_the_remote_cache_of_flow_toml() {
     let Some(bgd) = required_bgd() else { return };
-    let first = checkout();
-    let server = start_buildgrid(&bgd, &first);
+    let (_first, server) = uploaded(&bgd);
     let url = server.url.clone();
-    assert_eq!(
-        first
-            .run(&["build", "--remote-cache", &url, "--remote-upload", "true"])
-            .code,
-        0
-    );
     let second = checkout().file("flow.toml", &format!("[remote]\nurl = \"{url}\"\n"));
     let out = Command::new("timeout")
         .args(["-s", "INT", "4"])

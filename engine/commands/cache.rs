@@ -7,6 +7,25 @@ use crate::config::parse_size;
 use crate::error::Error;
 use crate::workspace::Workspace;
 
+/// `flow cache SUBCOMMAND`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheCommand {
+    /// Sizes and counts
+    Stats,
+    /// Remove least recently used results until the cache fits in SIZE
+    Gc {
+        /// e.g. `500MiB`, `10GiB` (default: `[cache] max_size` of flow.toml)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
+    /// Check every cached result, blob and leftover; exit 1 if anything is wrong
+    Verify {
+        /// Remove bad results (they become misses), corrupt blobs and what dead processes left
+        #[arg(long)]
+        fix: bool,
+    },
+}
+
 fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;

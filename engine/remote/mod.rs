@@ -14,6 +14,7 @@
 //! written, found and read back verified, which `flow remote check` uses. Builds do not use a
 //! remote cache yet.
 
+pub mod config;
 pub mod tier;
 
 use std::time::Duration;

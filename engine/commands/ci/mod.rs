@@ -21,6 +21,77 @@ use workflow::{Install, Plan, HEADER_MARK};
 /// The workflow's path in the repository, without `--output`.
 pub const DEFAULT_OUTPUT: &str = ".github/workflows/flow.yml";
 
+/// `flow ci SUBCOMMAND`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CiCommand {
+    /// Write a GitHub Actions workflow (default `.github/workflows/flow.yml` of the repository)
+    Github {
+        /// Runners to split the targets over (`--shard K/N`, one matrix job each)
+        #[arg(long, value_name = "N", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        shards: u16,
+        /// The default branch, whose pushes build everything (default: `origin/HEAD`'s, else
+        /// `main` or `master`, whichever exists)
+        #[arg(long, value_name = "NAME")]
+        branch: Option<String>,
+        /// Where to write the workflow; `-` prints it
+        #[arg(long, value_name = "FILE|-")]
+        output: Option<PathBuf>,
+        /// Replace the file even if `flow ci github` did not write it
+        #[arg(long)]
+        force: bool,
+        /// Build with this remote cache (grpc://HOST:PORT, or an expression such as
+        /// `${{ vars.FLOW_REMOTE_CACHE }}`): shards share results; pushes upload, pull requests
+        /// only read
+        #[arg(long, value_name = "URL")]
+        remote_cache: Option<String>,
+        /// Install flow on the runner by building it from this git repository with `cargo
+        /// install` (the binary cached per commit of flow)
+        #[arg(long, value_name = "URL", conflicts_with = "install")]
+        flow_git: Option<String>,
+        /// The branch, tag or commit of `--flow-git` to build
+        #[arg(
+            long,
+            value_name = "REV",
+            default_value = "HEAD",
+            requires = "flow_git"
+        )]
+        flow_rev: String,
+        /// Install flow on the runner with this shell command instead (it must put `flow` on
+        /// PATH, e.g. by appending a directory to `$GITHUB_PATH`)
+        #[arg(long, value_name = "CMD")]
+        install: Option<String>,
+    },
+}
+
+/// Runs `flow ci SUBCOMMAND` from `start`.
+pub fn run(command: &CiCommand, start: &Path, cache_flag: Option<&Path>) -> Result<i32, Error> {
+    let CiCommand::Github {
+        shards,
+        branch,
+        output,
+        force,
+        remote_cache,
+        flow_git,
+        flow_rev,
+        install,
+    } = command;
+    github(
+        start,
+        GithubArgs {
+            shards: *shards,
+            branch: branch.as_deref(),
+            output: output.as_deref(),
+            force: *force,
+            remote_cache: remote_cache.as_deref(),
+            flow_git: flow_git.as_deref(),
+            flow_rev,
+            install: install.as_deref(),
+            cache_flag,
+        },
+    )
+}
+
 /// The arguments of `flow ci github`.
 pub struct GithubArgs<'a> {
     pub shards: u16,
