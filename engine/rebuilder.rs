@@ -424,7 +424,7 @@ impl Rebuilder {
             .map_err(StoreError::Cache)?;
         self.restore(action, &result).map_err(StoreError::Cache)?;
         if let Some(remote) = &self.remote {
-            remote.queue(*key);
+            remote.queue(*key, &self.cache);
         }
         Ok(result)
     }

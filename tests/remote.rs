@@ -194,7 +194,7 @@ fn remote_check_errors() {
 
 const PIPELINE: &str = "task(name = \"a\", srcs = [\"in.txt\"], outs = [\"a.txt\"], cmd = \"tr a-z A-Z < in.txt > a.txt; echo made a\")\n\
 task(name = \"b\", deps = [\":a\"], outs = [\"b.txt\", \"run.sh\"], cmd = \"cat $(location :a) $(location :a) > b.txt; printf '#!/bin/sh\\\\necho hi\\\\n' > run.sh; chmod +x run.sh\")\n\
-task(name = \"d\", outs = [\"dir/\"], cmd = \"mkdir -p dir && echo x > dir/x\")\n";
+task(name = \"d\", outs = [\"dir/\"], cmd = \"mkdir -p dir/sub/deeper dir/empty && echo x > dir/x && printf '#!/bin/sh\\\\n' > dir/sub/tool && chmod +x dir/sub/tool && ln -s ../x dir/sub/link\")\n";
 
 /// A BuildGrid holding what a first checkout's build uploaded, and that checkout.
 fn uploaded(bgd: &Path) -> (Ws, BuildGrid) {
@@ -219,8 +219,8 @@ fn checkout() -> Ws {
 }
 
 /// Two checkouts with separate local caches and one BuildGrid: the second checkout's build
-/// restores what the first uploaded (file outputs, the executable bit, the logs), its outputs
-/// byte-identical; a directory output is not shared yet and runs.
+/// restores what the first uploaded (file outputs, a directory output as a REAPI Tree with its
+/// nested, empty and executable entries and a link, the logs), its outputs byte-identical.
 #[test]
 fn a_second_checkout_restores_from_buildgrid() {
     let Some(bgd) = required_bgd() else { return };
@@ -231,30 +231,42 @@ fn a_second_checkout_restores_from_buildgrid() {
     assert_eq!(one.code, 0, "{}", one.stderr);
     assert!(
         one.stderr
-            .contains("flow: remote cache: 2 result(s) uploaded"),
+            .contains("flow: remote cache: 3 result(s) uploaded"),
         "{}",
         one.stderr
     );
     let second = checkout();
     let two = second.run(&["build", "--remote-cache", &url]);
     assert_eq!(two.code, 0, "{}", two.stderr);
-    for line in ["[CACHED] //p:a\n", "[CACHED] //p:b\n", "[RAN] //p:d ("] {
+    for line in ["[CACHED] //p:a\n", "[CACHED] //p:b\n", "[CACHED] //p:d\n"] {
         assert!(two.stdout.contains(line), "{line}\n{}", two.stdout);
     }
-    for file in ["p/a.txt", "p/b.txt", "p/run.sh"] {
+    assert!(two.stdout.contains("0 ran, 3 cached"), "{}", two.stdout);
+    for file in [
+        "p/a.txt",
+        "p/b.txt",
+        "p/run.sh",
+        "p/dir/x",
+        "p/dir/sub/tool",
+    ] {
         let a = std::fs::read(first.path().join("flow-out").join(file)).unwrap();
         let b = std::fs::read(second.path().join("flow-out").join(file)).unwrap();
         assert_eq!(a, b, "{file}");
     }
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(second.path().join("flow-out/p/run.sh"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert!(
-        mode & 0o111 != 0,
-        "run.sh lost its executable bit: {mode:o}"
+    let out = second.path().join("flow-out/p/dir");
+    assert!(out.join("empty").is_dir() && out.join("sub/deeper").is_dir());
+    assert_eq!(
+        std::fs::read_link(out.join("sub/link")).unwrap(),
+        Path::new("../x")
     );
+    use std::os::unix::fs::PermissionsExt;
+    for exe in ["flow-out/p/run.sh", "flow-out/p/dir/sub/tool"] {
+        let mode = std::fs::metadata(second.path().join(exe))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{exe} lost its executable bit: {mode:o}");
+    }
     let log = second.run(&["log", "//p:a"]);
     assert!(log.stdout.contains("made a"), "{}", log.stdout);
 }

@@ -202,7 +202,7 @@ impl Cas {
 
     /// True if a sound blob `d` of `size` bytes exists (module docs); then refreshes its mtime
     /// if older than [`REFRESH_AFTER`]. A damaged blob is removed, and the answer is false.
-    fn refresh_existing(&self, d: &Digest, size: u64) -> bool {
+    pub(crate) fn refresh_existing(&self, d: &Digest, size: u64) -> bool {
         let path = self.path_of(d);
         let Ok(meta) = fs::symlink_metadata(&path) else {
             return false;
@@ -284,7 +284,7 @@ impl Cas {
     }
 
     /// Renames the complete file `tmp` to the blob path of `d`, creating the shard directory.
-    fn install(&self, tmp: &Path, d: &Digest) -> Result<(), CacheError> {
+    pub(crate) fn install(&self, tmp: &Path, d: &Digest) -> Result<(), CacheError> {
         let dest = self.path_of(d);
         // The shard must be a real directory: a link there would put the blob outside `cas/`.
         let shard = dest.parent().expect("a blob path has a shard directory");
@@ -340,4 +340,49 @@ pub(crate) fn require_dir(dir: &Path) -> Result<(), CacheError> {
 /// A short name for what a file is, for errors ("a FIFO", "a directory", ...).
 pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
     crate::regular::kind_of(meta)
+}
+
+impl Cas {
+    /// Reads the blob `d` in pieces of at most `chunk` bytes, each given to `f`, hashing as it
+    /// goes; `Corrupt` (the blob moved out of the way) when it does not hash to `d`, which the
+    /// caller learns only after the last piece: a caller that must not pass on unverified bytes
+    /// holds the last piece back until this returns. `f` returns false to stop early: then the
+    /// answer is `Ok(false)`. Memory: one piece.
+    pub fn read_chunks(
+        &self,
+        d: &Digest,
+        chunk: usize,
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> Result<bool, CacheError> {
+        let path = self.path_of(d);
+        let (file, meta) = self.open_blob(d)?;
+        let mut reader = std::io::Read::take(file, meta.len());
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; chunk.max(1)];
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                match std::io::Read::read(&mut reader, &mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err("read", &path)(e)),
+                }
+            }
+            if filled == 0 {
+                break;
+            }
+            hasher.update(&buf[..filled]);
+            if !f(&buf[..filled]) {
+                return Ok(false);
+            }
+            if filled < buf.len() {
+                break;
+            }
+        }
+        if Digest::from_bytes(*hasher.finalize().as_bytes()) != *d {
+            return Err(self.corrupt(d));
+        }
+        Ok(true)
+    }
 }

@@ -183,6 +183,12 @@ pub const MIGRATIONS: &[&str] = &[
         finished_at INTEGER NOT NULL
     );
     CREATE INDEX case_runs_by_time ON case_runs(workspace, finished_at);",
+    // 6 → 7: the SHA-256 of blobs exchanged with a remote cache that speaks SHA-256, so a blob
+    // is hashed in SHA-256 once (`sha256.rs`); a fact about content, never stale.
+    "CREATE TABLE sha256_of (
+        blake3 BLOB PRIMARY KEY NOT NULL,
+        sha256 BLOB NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// How long a writer waits for another process's transaction before "database is locked".

@@ -138,7 +138,8 @@ impl Cache {
         self.write("clear", |tx| {
             tx.execute_batch(
                 "DELETE FROM action_runs; DELETE FROM action_latest; DELETE FROM builds; \
-                 DELETE FROM action_results; DELETE FROM file_state; DELETE FROM action_keys;",
+                 DELETE FROM action_results; DELETE FROM file_state; DELETE FROM action_keys; \
+                 DELETE FROM sha256_of;",
             )
             .map_err(sql_err("clear"))
         })?;

@@ -27,6 +27,7 @@
 //! `docs/cache-format.md` and, next to the code, in `db.rs`, `cas.rs` and `manifest.rs`.
 
 mod action_cache;
+mod blob_writer;
 mod cache;
 mod cas;
 mod cases;
@@ -43,6 +44,7 @@ mod outcome;
 mod paths;
 mod pins;
 pub mod regular;
+mod sha256;
 mod stats;
 mod tree;
 mod tree_stamp;
@@ -52,6 +54,7 @@ mod verify;
 mod tests;
 
 pub use action_cache::{ActionResult, OutputEntry, OutputKind, TOUCH_AFTER_MS};
+pub use blob_writer::BlobWriter;
 pub use cache::{Cache, DB_FILE};
 pub use cas::{Cas, REFRESH_AFTER};
 pub use cases::CaseRun;

@@ -91,6 +91,26 @@ impl Cas {
         Ok((manifest, total))
     }
 
+    /// Stores the manifest of a tree whose files are already in the store (one read from a
+    /// remote cache): validated like every manifest read, and refused when a file's blob is
+    /// missing. The manifest's digest and the total size of its files.
+    pub fn put_manifest(&self, mut entries: Vec<TreeEntry>) -> Result<(Digest, u64), CacheError> {
+        validate(&entries)?;
+        let mut total = 0;
+        for e in &entries {
+            if let TreeEntryKind::File { digest, size, .. } = &e.kind {
+                if !self.contains(digest) {
+                    return Err(CacheError::Corrupt {
+                        digest: *digest,
+                        path: self.path_of(digest),
+                    });
+                }
+                total += size;
+            }
+        }
+        Ok((self.put_bytes(&encode(&mut entries))?, total))
+    }
+
     /// The validated entries of the tree manifest `manifest`.
     pub fn tree_entries(&self, manifest: &Digest) -> Result<Vec<TreeEntry>, CacheError> {
         decode(manifest, &self.read_verified(manifest)?)

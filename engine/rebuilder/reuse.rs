@@ -187,12 +187,7 @@ impl Rebuilder {
         // A local miss asks the remote cache, which stores what it verified locally first:
         // then it is a local hit like any other (restored below).
         let looked_up = match (looked_up, &self.remote) {
-            // Directory outputs are not shared yet (`remote/tier.rs`).
-            (Ok(None), Some(remote))
-                if failed_before.is_none()
-                    && apply == Apply::Restore
-                    && !action.outs.iter().any(|o| o.ends_with('/')) =>
-            {
+            (Ok(None), Some(remote)) if failed_before.is_none() && apply == Apply::Restore => {
                 Ok(remote.fetch(&digest, &action.outs, &self.cache))
             }
             (other, _) => other,

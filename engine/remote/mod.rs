@@ -10,13 +10,21 @@
 //! read is hashed again and refused when it does not match the digest asked for, before
 //! anything is written.
 //!
-//! What is here today: connecting, the capabilities and the digest function chosen, and blobs
-//! written, found and read back verified, which `flow remote check` uses. Builds do not use a
-//! remote cache yet.
+//! Large blobs go through ByteStream (`bytestream.rs`), small ones in batches (`blobs.rs`);
+//! the action cache and what a build shares are in `tier.rs`, directory outputs as REAPI
+//! `Tree`s in `tree.rs`.
+//!
+//! Time: connecting may take 5 s, a call 10 s ([`CALL_TIMEOUT`]), a transfer more the larger it
+//! is; a call the server turns away for a moment (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
+//! `ABORTED`) is tried again, [`ATTEMPTS`] times in all, 100 ms then 400 ms apart.
 
+pub mod blobs;
+pub mod bytestream;
 pub mod config;
 pub mod tier;
+pub mod tree;
 
+use std::future::Future;
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
@@ -43,6 +51,12 @@ pub enum RemoteError {
     },
     #[error("the remote cache at {url} offers no digest function flow can use (it offers {offered}; flow speaks BLAKE3 and SHA256)")]
     NoDigestFunction { url: String, offered: String },
+    #[error("the remote cache at {url} does not hold blob {digest}")]
+    Missing { url: String, digest: String },
+    #[error("the remote cache at {url} has no entry for {call}")]
+    NotFound { url: String, call: &'static str },
+    #[error("the local cache: {0}")]
+    Local(String),
     #[error("the remote cache at {url} sent a blob that is not what was asked for: {digest} has {size} bytes that hash to {actual}; refused")]
     Corrupt {
         url: String,
@@ -156,16 +170,15 @@ impl Remote {
         };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| unreachable(chain(&e)))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT);
+            .connect_timeout(Duration::from_secs(5));
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| unreachable(chain(&e)))?;
         let answer = CapabilitiesClient::new(channel.clone())
-            .get_capabilities(re::GetCapabilitiesRequest {
+            .get_capabilities(timed(re::GetCapabilitiesRequest {
                 instance_name: instance.to_owned(),
-            })
+            }))
             .await
             .map_err(|s| call_error(url, "GetCapabilities", &s))?
             .into_inner();
@@ -220,7 +233,7 @@ impl Remote {
         self.capabilities.function
     }
 
-    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
+    pub(crate) fn cas(&self) -> ContentAddressableStorageClient<Channel> {
         ContentAddressableStorageClient::new(self.channel.clone())
     }
 
@@ -231,21 +244,35 @@ impl Remote {
         }
     }
 
-    /// Which of `digests` the server does not hold.
-    pub async fn find_missing(
+    /// `message` as a request that the client gives up after [`CALL_TIMEOUT`].
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        timed(message)
+    }
+
+    /// `call` made by `f`, tried again when the server turns it away for a moment (module
+    /// docs).
+    pub(crate) async fn retrying<T, F, Fut>(
         &self,
-        digests: &[re::Digest],
-    ) -> Result<Vec<re::Digest>, RemoteError> {
-        let answer = self
-            .cas()
-            .find_missing_blobs(re::FindMissingBlobsRequest {
-                instance_name: self.instance.clone(),
-                blob_digests: digests.to_vec(),
-                digest_function: self.function().value() as i32,
-            })
-            .await
-            .map_err(|s| call_error(&self.url, "FindMissingBlobs", &s))?;
-        Ok(answer.into_inner().missing_blob_digests)
+        call: &'static str,
+        mut f: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut wait = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Ok(t) => return Ok(t),
+                Err(s) if attempt < ATTEMPTS && transient(&s) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                    attempt += 1;
+                }
+                Err(s) => return Err(call_error(&self.url, call, &s)),
+            }
+        }
     }
 
     /// Writes `blobs` (small ones: each under the batch limit), in batches under the limit.
@@ -276,19 +303,22 @@ impl Remote {
         Ok(digests)
     }
 
-    async fn update_batch(
+    pub(crate) async fn update_batch(
         &self,
         requests: Vec<re::batch_update_blobs_request::Request>,
     ) -> Result<(), RemoteError> {
+        let request = re::BatchUpdateBlobsRequest {
+            instance_name: self.instance.clone(),
+            requests,
+            digest_function: self.function().value() as i32,
+        };
         let answer = self
-            .cas()
-            .batch_update_blobs(re::BatchUpdateBlobsRequest {
-                instance_name: self.instance.clone(),
-                requests,
-                digest_function: self.function().value() as i32,
+            .retrying("BatchUpdateBlobs", || {
+                let mut cas = self.cas();
+                let request = self.request(request.clone());
+                async move { cas.batch_update_blobs(request).await }
             })
-            .await
-            .map_err(|s| call_error(&self.url, "BatchUpdateBlobs", &s))?;
+            .await?;
         for r in answer.into_inner().responses {
             if let Some(status) = r.status.filter(|s| s.code != 0) {
                 return Err(RemoteError::Call {
@@ -328,20 +358,23 @@ impl Remote {
         Ok(out)
     }
 
-    async fn download_batch(
+    pub(crate) async fn download_batch(
         &self,
         digests: &[re::Digest],
     ) -> Result<Vec<Option<Vec<u8>>>, RemoteError> {
+        let request = re::BatchReadBlobsRequest {
+            instance_name: self.instance.clone(),
+            digests: digests.to_vec(),
+            digest_function: self.function().value() as i32,
+            ..Default::default()
+        };
         let answer = self
-            .cas()
-            .batch_read_blobs(re::BatchReadBlobsRequest {
-                instance_name: self.instance.clone(),
-                digests: digests.to_vec(),
-                digest_function: self.function().value() as i32,
-                ..Default::default()
+            .retrying("BatchReadBlobs", || {
+                let mut cas = self.cas();
+                let request = self.request(request.clone());
+                async move { cas.batch_read_blobs(request).await }
             })
-            .await
-            .map_err(|s| call_error(&self.url, "BatchReadBlobs", &s))?;
+            .await?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; digests.len()];
         for r in answer.into_inner().responses {
             let Some(asked) = r.digest else { continue };
@@ -364,6 +397,24 @@ impl Remote {
         }
         Ok(out)
     }
+}
+
+/// Calls made in all when the server turns one away for a moment.
+pub const ATTEMPTS: u32 = 3;
+
+/// Whether a failed call may succeed if made again soon.
+fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::Aborted
+    )
+}
+
+/// `message` as a request given up after [`CALL_TIMEOUT`].
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
 }
 
 /// An error and its causes, as one line (tonic's transport error says only "transport error").
@@ -398,6 +449,12 @@ pub(crate) fn call_error(url: &str, call: &'static str, status: &tonic::Status) 
                     CALL_TIMEOUT.as_secs()
                 ),
             };
+        }
+        tonic::Code::NotFound => {
+            return RemoteError::NotFound {
+                url: url.to_owned(),
+                call,
+            }
         }
         code => format!("{code:?}: {}", status.message()),
     };

@@ -5,30 +5,40 @@
 //! arguments `["flow-action", KEY]` and whose input root is the empty `Directory`: the Action's
 //! digest, in the server's digest function, is the action cache key. The three small blobs are
 //! uploaded with the result, so a server that checks that an action's parts exist finds them.
-//! A result is its output files (package-relative paths, as declared), its exit code (0: only
-//! successes are shared) and its stdout and stderr blobs.
+//! A result is its output files and directories (package-relative paths, as declared; a
+//! directory as a REAPI `Tree`, `tree.rs`), its exit code (0: only successes are shared) and its
+//! stdout and stderr blobs.
 //!
 //! **What is refused.** A remote result is used only when every output path is relative, stays
 //! below the package (`check_relative_path`) and is exactly one of the action's declared
-//! outputs, every declared output is there, it has no directories or symbolic links, and every
-//! blob read hashes to its digest; then its blobs are written to the local CAS and the result to
-//! the local action cache, and the rebuilder restores it like a local hit. Anything else is a
-//! miss, with a warning. Not shared yet: directory outputs, and blobs over the batch limit
-//! (ByteStream is next).
+//! outputs of its kind (file or directory), every declared output is there, it has no symbolic
+//! links, every tree checks out (`tree.rs`) and every blob read hashes to its digest; then its
+//! blobs are in the local CAS and the result goes to the local action cache, and the rebuilder
+//! restores it like a local hit. Anything else is a miss, with a warning.
+//!
+//! **Uploads** start as soon as a run's result is stored, on the tier's own threads (at most
+//! [`UPLOADS_AT_ONCE`] at a time), while the build goes on; the build waits for them at its end
+//! ([`RemoteTier::finish_uploads`]), or abandons them on Ctrl-C.
 //!
 //! **Failures.** The first failure to reach the server is warned about once, and the remote is
 //! not asked again during the build: a build with a remote cache down is a local build.
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
-use flow_cache::{check_relative_path, ActionResult, Cache, Digest, OutputEntry, OutputKind};
+use flow_cache::{
+    check_relative_path, ActionResult, Cache, Digest, OutputEntry, OutputKind, TreeEntry,
+    TreeEntryKind,
+};
 use prost::Message;
 use re::action_cache_client::ActionCacheClient;
 
+use super::blobs::LocalBlob;
+use super::bytestream::local;
+use super::tree::{from_tree, to_tree, RemoteEntry};
 use super::{HashFunction, Remote, RemoteError};
 
 /// The action digest of flow key `key`, and the blobs that make the Action.
@@ -52,18 +62,43 @@ pub fn action_of(function: HashFunction, key: &Digest) -> (re::Digest, Vec<Vec<u
 /// it is there to save time.
 const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Results uploaded at the same time.
+pub const UPLOADS_AT_ONCE: usize = 4;
+
+/// The largest `Tree` message flow reads (a tree of about a million files).
+const MAX_TREE_BYTES: i64 = 256 << 20;
+
 /// The remote cache of a build.
 pub struct RemoteTier {
-    remote: Remote,
-    /// Its own runtime (the channel's tasks run there); `None` only while dropping.
+    shared: Arc<Shared>,
+    /// Its own runtime (the channel's tasks and the uploads run there); `None` only while
+    /// dropping.
     runtime: Option<tokio::runtime::Runtime>,
+    /// The uploads started and not yet waited for.
+    uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+struct Shared {
+    remote: Remote,
     /// Whether this build writes to it (`--remote-upload`).
-    pub upload: bool,
-    /// Keys stored locally by this build's runs, uploaded at its end.
-    pending: Mutex<Vec<Digest>>,
+    upload: bool,
     /// The remote failed once: not asked again this build.
     down: AtomicBool,
+    /// The server takes no updates: said once.
+    read_only_said: AtomicBool,
+    uploaded: AtomicUsize,
+    permits: tokio::sync::Semaphore,
     warn: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Shared {
+    fn failed(&self, e: &RemoteError) {
+        if !self.down.swap(true, Ordering::SeqCst) {
+            (self.warn)(&format!(
+                "{e}; the rest of this build does not use the remote cache"
+            ));
+        }
+    }
 }
 
 impl RemoteTier {
@@ -75,7 +110,8 @@ impl RemoteTier {
         warn: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Option<RemoteTier> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
+            .thread_name("flow-remote")
             .enable_all()
             .build()
             .ok()?;
@@ -87,12 +123,17 @@ impl RemoteTier {
         });
         match connected {
             Ok(remote) => Some(RemoteTier {
-                remote,
+                shared: Arc::new(Shared {
+                    remote,
+                    upload,
+                    down: AtomicBool::new(false),
+                    read_only_said: AtomicBool::new(false),
+                    uploaded: AtomicUsize::new(0),
+                    permits: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
+                    warn,
+                }),
                 runtime: Some(runtime),
-                upload,
-                pending: Mutex::new(Vec::new()),
-                down: AtomicBool::new(false),
-                warn,
+                uploads: Mutex::new(Vec::new()),
             }),
             Err(e) => {
                 warn(&format!("{e}; building without the remote cache"));
@@ -107,6 +148,11 @@ impl RemoteTier {
         self.runtime
             .as_ref()
             .expect("the runtime lives as long as the tier")
+    }
+
+    /// Whether this build writes to the remote cache.
+    pub fn uploads(&self) -> bool {
+        self.shared.upload
     }
 
     /// Runs `f` on the tier's own runtime, from async code (the runner) or not.
@@ -125,260 +171,106 @@ impl RemoteTier {
         }
     }
 
-    fn failed(&self, e: &RemoteError) {
-        if !self.down.swap(true, Ordering::SeqCst) {
-            (self.warn)(&format!(
-                "{e}; the rest of this build does not use the remote cache"
-            ));
-        }
-    }
-
     /// After a local miss: the remote result for `key`, checked against `declared` (the
-    /// action's outputs), its blobs verified and stored locally, the result stored in the local
-    /// action cache. `None`: a miss, a result refused (warned), or the remote down.
+    /// action's outputs; a directory's ends with `/`), its blobs verified and stored locally,
+    /// the result stored in the local action cache. `None`: a miss, a result refused (warned),
+    /// or the remote down.
     pub fn fetch(&self, key: &Digest, declared: &[String], cache: &Cache) -> Option<ActionResult> {
-        if self.down.load(Ordering::SeqCst) {
+        let shared = &self.shared;
+        if shared.down.load(Ordering::SeqCst) {
             return None;
         }
         let asked = std::time::Instant::now();
-        let answer = self.call(self.fetch_remote(key, declared));
+        let answer = self.call(fetch_remote(&shared.remote, key, declared, cache));
         let took = asked.elapsed();
-        if took > SLOW && !self.down.swap(true, Ordering::SeqCst) {
-            (self.warn)(&format!(
+        if took > SLOW && !shared.down.swap(true, Ordering::SeqCst) {
+            (shared.warn)(&format!(
                 "the remote cache took {:.1} s to answer one lookup; the rest of this build \
                  does not use it",
                 took.as_secs_f64()
             ));
         }
         match answer {
-            Ok(Some(blobs)) => self.store_locally(key, blobs, cache),
+            Ok(Some(result)) => match cache.put_action(key, &result) {
+                Ok(()) => Some(result),
+                Err(e) => {
+                    (shared.warn)(&format!(
+                        "cannot store the remote result for key {key}: {e}"
+                    ));
+                    None
+                }
+            },
             Ok(None) => None,
             Err(Refusal::Remote(e)) => {
-                self.failed(&e);
+                shared.failed(&e);
                 None
             }
             Err(Refusal::Bad(why)) => {
-                (self.warn)(&format!("refused the remote result for key {key}: {why}"));
+                (shared.warn)(&format!("refused the remote result for key {key}: {why}"));
                 None
             }
         }
     }
 
-    async fn fetch_remote(
-        &self,
-        key: &Digest,
-        declared: &[String],
-    ) -> Result<Option<Fetched>, Refusal> {
-        let function = self.remote.function();
-        let (action, _) = action_of(function, key);
-        let answer = ActionCacheClient::new(self.remote.channel.clone())
-            .get_action_result(re::GetActionResultRequest {
-                instance_name: self.remote.instance.clone(),
-                action_digest: Some(action),
-                digest_function: function.value() as i32,
-                ..Default::default()
-            })
-            .await;
-        let result = match answer {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-            Err(s) => {
-                return Err(Refusal::Remote(super::call_error(
-                    &self.remote.url,
-                    "GetActionResult",
-                    &s,
-                )))
-            }
-        };
-        check_result(&result, declared).map_err(Refusal::Bad)?;
-        let mut wanted: Vec<re::Digest> = result
-            .output_files
-            .iter()
-            .filter_map(|f| f.digest.clone())
-            .collect();
-        wanted.extend(result.stdout_digest.clone());
-        wanted.extend(result.stderr_digest.clone());
-        if let Some(big) = wanted
-            .iter()
-            .find(|d| d.size_bytes as u64 > self.remote.batch_limit())
-        {
-            return Err(Refusal::Bad(format!(
-                "a blob of {} bytes, over the batch limit (large blobs are not read yet)",
-                big.size_bytes
-            )));
+    /// A successful run stored locally under `key`: its upload starts now, in the background.
+    pub fn queue(&self, key: Digest, cache: &Arc<Cache>) {
+        let shared = &self.shared;
+        if !shared.upload || shared.down.load(Ordering::SeqCst) {
+            return;
         }
-        let read = self.remote.download(&wanted).await.map_err(|e| match e {
-            e @ RemoteError::Corrupt { .. } => Refusal::Bad(e.to_string()),
-            e => Refusal::Remote(e),
-        })?;
-        let mut bytes = Vec::new();
-        for (d, b) in wanted.iter().zip(read) {
-            match b {
-                Some(b) => bytes.push(b),
-                None => {
-                    return Err(Refusal::Bad(format!(
-                        "blob {}/{} is missing",
-                        d.hash, d.size_bytes
-                    )))
-                }
+        if !shared.remote.capabilities.update_enabled {
+            if !shared.read_only_said.swap(true, Ordering::SeqCst) {
+                (shared.warn)(&format!(
+                    "the remote cache at {} takes no updates (read only): nothing is uploaded",
+                    shared.remote.url
+                ));
             }
+            return;
         }
-        Ok(Some(Fetched { result, bytes }))
-    }
-
-    fn store_locally(&self, key: &Digest, fetched: Fetched, cache: &Cache) -> Option<ActionResult> {
-        let Fetched { result, bytes } = fetched;
-        let mut blobs = bytes.into_iter();
-        let mut outputs = Vec::new();
-        let put = |b: &[u8]| cache.cas().put_bytes(b);
-        for f in &result.output_files {
-            let b = blobs.next()?;
-            let digest = put(&b).ok()?;
-            outputs.push(OutputEntry {
-                path: f.path.clone(),
-                kind: OutputKind::File {
-                    digest,
-                    size: b.len() as u64,
-                    executable: f.is_executable,
+        let (shared, cache) = (self.shared.clone(), cache.clone());
+        let upload = self.runtime().spawn(async move {
+            let Ok(_permit) = shared.permits.acquire().await else {
+                return;
+            };
+            if shared.down.load(Ordering::SeqCst) {
+                return;
+            }
+            let result = match cache.get_actions(&[key]) {
+                Ok(mut found) => match found.remove(&key) {
+                    Some(r) => r,
+                    None => return, // removed meanwhile (`gc`): nothing to share
                 },
-            });
-        }
-        let stdout = match result.stdout_digest {
-            Some(_) => Some(put(&blobs.next()?).ok()?),
-            None => None,
-        };
-        let stderr = match result.stderr_digest {
-            Some(_) => Some(put(&blobs.next()?).ok()?),
-            None => None,
-        };
-        let local = ActionResult {
-            exit_code: 0,
-            outputs,
-            stdout,
-            stderr,
-            duration_ms: 0,
-        };
-        cache.put_action(key, &local).ok()?;
-        Some(local)
-    }
-
-    /// A successful run stored locally under `key`: uploaded at the build's end.
-    pub fn queue(&self, key: Digest) {
-        if self.upload {
-            self.pending.lock().expect("pending").push(key);
-        }
-    }
-
-    /// Uploads the results queued by this build: the blobs the server is missing, then each
-    /// result. Results with directory outputs or blobs over the batch limit are left out.
-    /// Returns how many were uploaded.
-    pub fn flush(&self, cache: &Cache) -> usize {
-        let keys = std::mem::take(&mut *self.pending.lock().expect("pending"));
-        if keys.is_empty() || self.down.load(Ordering::SeqCst) {
-            return 0;
-        }
-        if !self.remote.capabilities.update_enabled {
-            (self.warn)(&format!(
-                "the remote cache at {} takes no updates (read only): nothing uploaded",
-                self.remote.url
-            ));
-            return 0;
-        }
-        let Ok(found) = cache.get_actions(&keys) else {
-            return 0;
-        };
-        let mut done = 0;
-        for (key, result) in found {
-            match self.call(self.upload_one(&key, &result, cache)) {
-                Ok(true) => done += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    self.failed(&e);
-                    break;
+                Err(e) => return shared.failed(&local(e)),
+            };
+            match upload_one(&shared.remote, &key, &result, &cache).await {
+                Ok(()) => {
+                    shared.uploaded.fetch_add(1, Ordering::SeqCst);
                 }
+                Err(e) => shared.failed(&e),
             }
-        }
-        done
+        });
+        self.uploads.lock().expect("uploads").push(upload);
     }
 
-    async fn upload_one(
-        &self,
-        key: &Digest,
-        result: &ActionResult,
-        cache: &Cache,
-    ) -> Result<bool, RemoteError> {
-        let function = self.remote.function();
-        let limit = self.remote.batch_limit();
-        let mut blobs: Vec<Vec<u8>> = Vec::new();
-        let mut files = Vec::new();
-        for out in &result.outputs {
-            let OutputKind::File {
-                digest, executable, ..
-            } = &out.kind
-            else {
-                return Ok(false); // directory outputs are not shared yet
-            };
-            let Ok(b) = cache.cas().read_verified(digest) else {
-                return Ok(false);
-            };
-            if b.len() as u64 > limit {
-                return Ok(false);
-            }
-            files.push(re::OutputFile {
-                path: out.path.clone(),
-                digest: Some(function.digest(&b)),
-                is_executable: *executable,
-                ..Default::default()
-            });
-            blobs.push(b);
+    /// Waits for the uploads started so far; how many results were uploaded since the last
+    /// call. (Each call in them has its time limit, so this ends.)
+    pub async fn finish_uploads(&self) -> usize {
+        let started = std::mem::take(&mut *self.uploads.lock().expect("uploads"));
+        for upload in started {
+            let _ = upload.await;
         }
-        let mut too_big = false;
-        let mut log = |d: &Option<Digest>| -> Option<re::Digest> {
-            let b = cache.cas().read_verified(d.as_ref()?).ok()?;
-            too_big |= b.len() as u64 > limit;
-            let digest = function.digest(&b);
-            blobs.push(b);
-            Some(digest)
-        };
-        let stdout_digest = log(&result.stdout);
-        let stderr_digest = log(&result.stderr);
-        if too_big {
-            return Ok(false); // a log over the batch limit: large blobs are not sent yet
+        self.shared.uploaded.swap(0, Ordering::SeqCst)
+    }
+
+    /// Abandons the uploads not yet finished (Ctrl-C): what a server got is whole blobs and
+    /// whole results, never a result before its blobs.
+    pub fn abandon_uploads(&self) -> usize {
+        let started = std::mem::take(&mut *self.uploads.lock().expect("uploads"));
+        let unfinished = started.iter().filter(|u| !u.is_finished()).count();
+        for upload in started {
+            upload.abort();
         }
-        let (action, parts) = action_of(function, key);
-        blobs.extend(parts);
-        let digests: Vec<re::Digest> = blobs.iter().map(|b| function.digest(b)).collect();
-        let missing: BTreeSet<(String, i64)> = self
-            .remote
-            .find_missing(&digests)
-            .await?
-            .into_iter()
-            .map(|d| (d.hash, d.size_bytes))
-            .collect();
-        let to_send: Vec<Vec<u8>> = blobs
-            .into_iter()
-            .zip(&digests)
-            .filter(|(_, d)| missing.contains(&(d.hash.clone(), d.size_bytes)))
-            .map(|(b, _)| b)
-            .collect();
-        self.remote.upload(&to_send).await?;
-        ActionCacheClient::new(self.remote.channel.clone())
-            .update_action_result(re::UpdateActionResultRequest {
-                instance_name: self.remote.instance.clone(),
-                action_digest: Some(action),
-                action_result: Some(re::ActionResult {
-                    output_files: files,
-                    exit_code: 0,
-                    stdout_digest,
-                    stderr_digest,
-                    ..Default::default()
-                }),
-                digest_function: function.value() as i32,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| super::call_error(&self.remote.url, "UpdateActionResult", &s))?;
-        Ok(true)
+        unfinished
     }
 }
 
@@ -392,43 +284,312 @@ impl Drop for RemoteTier {
     }
 }
 
-struct Fetched {
-    result: re::ActionResult,
-    /// The output files' blobs in order, then stdout's and stderr's when named.
-    bytes: Vec<Vec<u8>>,
-}
-
 enum Refusal {
     Remote(RemoteError),
     Bad(String),
 }
 
-/// A remote result flow may use for an action with the outputs `declared`: see the module docs.
-/// (The deprecated symlink fields are checked too: older servers still fill them.)
+impl From<RemoteError> for Refusal {
+    /// A blob that lies or is missing makes the result unusable; any other error is the
+    /// server's or the network's.
+    fn from(e: RemoteError) -> Refusal {
+        match e {
+            e @ (RemoteError::Corrupt { .. } | RemoteError::Missing { .. }) => {
+                Refusal::Bad(e.to_string())
+            }
+            e => Refusal::Remote(e),
+        }
+    }
+}
+
+/// The remote result for `key`: checked, its blobs read into the local CAS (verified), as a
+/// local result. `None`: the server has none.
+async fn fetch_remote(
+    remote: &Remote,
+    key: &Digest,
+    declared: &[String],
+    cache: &Cache,
+) -> Result<Option<ActionResult>, Refusal> {
+    let function = remote.function();
+    let (action, _) = action_of(function, key);
+    let request = re::GetActionResultRequest {
+        instance_name: remote.instance.clone(),
+        action_digest: Some(action),
+        digest_function: function.value() as i32,
+        ..Default::default()
+    };
+    let answer = remote
+        .retrying("GetActionResult", || {
+            let mut client = ActionCacheClient::new(remote.channel.clone());
+            let request = remote.request(request.clone());
+            async move { client.get_action_result(request).await }
+        })
+        .await;
+    let result = match answer {
+        Ok(r) => r.into_inner(),
+        Err(RemoteError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Refusal::Remote(e)),
+    };
+    check_result(&result, declared).map_err(Refusal::Bad)?;
+    // Trees first: their files join the files' blobs in one fetch.
+    let mut trees = Vec::new();
+    for dir in &result.output_directories {
+        let digest = dir.tree_digest.clone().expect("checked");
+        if digest.size_bytes > MAX_TREE_BYTES {
+            return Err(Refusal::Bad(format!(
+                "the tree of `{}` has {} bytes",
+                dir.path, digest.size_bytes
+            )));
+        }
+        let local_digest = remote.fetch_blobs(cache, &[digest]).await?[0];
+        let bytes = cache.cas().read_verified(&local_digest).map_err(local)?;
+        let tree = re::Tree::decode(bytes.as_slice())
+            .map_err(|e| Refusal::Bad(format!("the tree of `{}`: {e}", dir.path)))?;
+        let entries = from_tree(function, &tree)
+            .map_err(|e| Refusal::Bad(format!("the tree of `{}`: {e}", dir.path)))?;
+        trees.push((dir.path.clone(), entries));
+    }
+    let mut wanted: Vec<re::Digest> = result
+        .output_files
+        .iter()
+        .filter_map(|f| f.digest.clone())
+        .collect();
+    for (_, entries) in &trees {
+        wanted.extend(entries.iter().filter_map(|e| match e {
+            RemoteEntry::File { digest, .. } => Some(digest.clone()),
+            _ => None,
+        }));
+    }
+    wanted.extend(result.stdout_digest.clone());
+    wanted.extend(result.stderr_digest.clone());
+    let mut fetched = remote.fetch_blobs(cache, &wanted).await?.into_iter();
+    let mut next = || fetched.next().expect("one local digest per blob asked for");
+    let mut outputs = Vec::new();
+    for f in &result.output_files {
+        outputs.push(OutputEntry {
+            path: f.path.clone(),
+            kind: OutputKind::File {
+                digest: next(),
+                size: f.digest.as_ref().map_or(0, |d| d.size_bytes as u64),
+                executable: f.is_executable,
+            },
+        });
+    }
+    for (path, entries) in trees {
+        let entries: Vec<TreeEntry> = entries
+            .into_iter()
+            .map(|e| match e {
+                RemoteEntry::File {
+                    path,
+                    digest,
+                    executable,
+                } => TreeEntry {
+                    path,
+                    kind: TreeEntryKind::File {
+                        digest: next(),
+                        size: digest.size_bytes as u64,
+                        executable,
+                    },
+                },
+                RemoteEntry::Symlink { path, target } => TreeEntry {
+                    path,
+                    kind: TreeEntryKind::Symlink { target },
+                },
+                RemoteEntry::EmptyDir { path } => TreeEntry {
+                    path,
+                    kind: TreeEntryKind::Dir,
+                },
+            })
+            .collect();
+        let (digest, size) = cache
+            .cas()
+            .put_manifest(entries)
+            .map_err(|e| Refusal::Bad(format!("the tree of `{path}`: {e}")))?;
+        outputs.push(OutputEntry {
+            path,
+            kind: OutputKind::Tree { digest, size },
+        });
+    }
+    // In the order the action declares them, as a local run stores them.
+    let position = |path: &str| {
+        declared
+            .iter()
+            .position(|d| d.trim_end_matches('/') == path)
+            .unwrap_or(usize::MAX)
+    };
+    outputs.sort_by_key(|o| position(&o.path));
+    let stdout = result.stdout_digest.as_ref().map(|_| next());
+    let stderr = result.stderr_digest.as_ref().map(|_| next());
+    Ok(Some(ActionResult {
+        exit_code: 0,
+        outputs,
+        stdout,
+        stderr,
+        duration_ms: 0,
+    }))
+}
+
+/// Uploads the local result `result` of `key`: the blobs the server is missing, then the
+/// result (never a result before its blobs).
+async fn upload_one(
+    remote: &Remote,
+    key: &Digest,
+    result: &ActionResult,
+    cache: &Arc<Cache>,
+) -> Result<(), RemoteError> {
+    let function = remote.function();
+    // Every local blob the result needs: outputs' files (a tree's too), logs.
+    let mut blobs: Vec<LocalBlob> = Vec::new();
+    let mut trees = Vec::new();
+    for out in &result.outputs {
+        match &out.kind {
+            OutputKind::File { digest, size, .. } => blobs.push(LocalBlob {
+                digest: *digest,
+                size: *size,
+            }),
+            OutputKind::Tree { digest, .. } => {
+                let entries = cache.cas().tree_entries(digest).map_err(local)?;
+                for e in &entries {
+                    if let TreeEntryKind::File { digest, size, .. } = e.kind {
+                        blobs.push(LocalBlob { digest, size });
+                    }
+                }
+                trees.push((out.path.clone(), entries));
+            }
+        }
+    }
+    for log in [&result.stdout, &result.stderr].into_iter().flatten() {
+        let size = std::fs::metadata(cache.cas().path_of(log))
+            .map_err(|e| RemoteError::Local(format!("the log blob {log}: {e}")))?;
+        blobs.push(LocalBlob {
+            digest: *log,
+            size: size.len(),
+        });
+    }
+    let digests = remote.remote_digests(cache, &blobs)?;
+    let remote_of: std::collections::HashMap<Digest, re::Digest> = blobs
+        .iter()
+        .zip(&digests)
+        .map(|(b, d)| (b.digest, d.clone()))
+        .collect();
+    let mut pairs: Vec<(LocalBlob, re::Digest)> =
+        blobs.iter().copied().zip(digests.iter().cloned()).collect();
+    // The trees and the Action's parts are small messages made here: stored locally first, so
+    // they go the same way as every other blob.
+    let mut directories = Vec::new();
+    for (path, entries) in &trees {
+        let tree = to_tree(function, entries, |d| remote_of[d].clone()).encode_to_vec();
+        directories.push(re::OutputDirectory {
+            path: path.clone(),
+            tree_digest: Some(function.digest(&tree)),
+            ..Default::default()
+        });
+        pairs.push(made_here(cache, function, &tree)?);
+    }
+    let (action, parts) = action_of(function, key);
+    for part in &parts {
+        pairs.push(made_here(cache, function, part)?);
+    }
+    remote.send_blobs(cache, &pairs).await?;
+    let mut files = Vec::new();
+    for out in &result.outputs {
+        if let OutputKind::File {
+            digest, executable, ..
+        } = &out.kind
+        {
+            files.push(re::OutputFile {
+                path: out.path.clone(),
+                digest: Some(remote_of[digest].clone()),
+                is_executable: *executable,
+                ..Default::default()
+            });
+        }
+    }
+    let log = |d: &Option<Digest>| d.as_ref().map(|d| remote_of[d].clone());
+    let request = re::UpdateActionResultRequest {
+        instance_name: remote.instance.clone(),
+        action_digest: Some(action),
+        action_result: Some(re::ActionResult {
+            output_files: files,
+            output_directories: directories,
+            exit_code: 0,
+            stdout_digest: log(&result.stdout),
+            stderr_digest: log(&result.stderr),
+            ..Default::default()
+        }),
+        digest_function: function.value() as i32,
+        ..Default::default()
+    };
+    remote
+        .retrying("UpdateActionResult", || {
+            let mut client = ActionCacheClient::new(remote.channel.clone());
+            let request = remote.request(request.clone());
+            async move { client.update_action_result(request).await }
+        })
+        .await?;
+    Ok(())
+}
+
+/// A message made here (a tree, an Action's part), stored in the local CAS to be sent like
+/// any blob: the local blob and its remote digest.
+fn made_here(
+    cache: &Cache,
+    function: HashFunction,
+    bytes: &[u8],
+) -> Result<(LocalBlob, re::Digest), RemoteError> {
+    let digest = cache.cas().put_bytes(bytes).map_err(local)?;
+    Ok((
+        LocalBlob {
+            digest,
+            size: bytes.len() as u64,
+        },
+        function.digest(bytes),
+    ))
+}
+
+/// A remote result flow may use for an action with the outputs `declared` (a directory's ends
+/// with `/`): see the module docs. (The deprecated symlink fields are checked too: older
+/// servers still fill them.)
 #[allow(deprecated)]
 pub fn check_result(result: &re::ActionResult, declared: &[String]) -> Result<(), String> {
     if result.exit_code != 0 {
         return Err(format!("exit code {}", result.exit_code));
     }
-    if !result.output_directories.is_empty()
-        || !result.output_symlinks.is_empty()
+    if !result.output_symlinks.is_empty()
         || !result.output_file_symlinks.is_empty()
         || !result.output_directory_symlinks.is_empty()
     {
-        return Err("it has directories or symbolic links".into());
+        return Err("it has symbolic links".into());
     }
-    let declared: BTreeSet<&str> = declared.iter().map(String::as_str).collect();
+    let files: BTreeSet<&str> = declared
+        .iter()
+        .filter(|d| !d.ends_with('/'))
+        .map(String::as_str)
+        .collect();
+    let dirs: BTreeSet<&str> = declared
+        .iter()
+        .filter_map(|d| d.strip_suffix('/'))
+        .collect();
     let mut seen = BTreeSet::new();
-    for f in &result.output_files {
-        check_relative_path(&f.path).map_err(|e| format!("output `{}`: {e}", f.path))?;
-        if !declared.contains(f.path.as_str()) {
+    let outputs = result
+        .output_files
+        .iter()
+        .map(|f| (&f.path, f.digest.is_some(), &files, "file"))
+        .chain(
+            result
+                .output_directories
+                .iter()
+                .map(|d| (&d.path, d.tree_digest.is_some(), &dirs, "directory")),
+        );
+    for (path, has_digest, of_kind, kind) in outputs {
+        check_relative_path(path).map_err(|e| format!("output `{path}`: {e}"))?;
+        if !of_kind.contains(path.as_str()) {
             return Err(format!(
-                "output `{}` is not one the action declares",
-                f.path
+                "output `{path}` is not a {kind} the action declares"
             ));
         }
-        if f.digest.is_none() || !seen.insert(f.path.as_str()) {
-            return Err(format!("output `{}` has no digest or comes twice", f.path));
+        if !has_digest || !seen.insert(path.as_str()) {
+            return Err(format!("output `{path}` has no digest or comes twice"));
         }
     }
     if seen.len() != declared.len() {
@@ -469,7 +630,7 @@ mod tests {
             (&["out/../b.txt", "out/a.txt"][..], "output `out/../b.txt`"),
             (
                 &["out/a.txt", "c.txt"][..],
-                "`c.txt` is not one the action declares",
+                "`c.txt` is not a file the action declares",
             ),
             (&["out/a.txt"][..], "lacks declared outputs"),
             (&["out/a.txt", "out/a.txt"][..], "comes twice"),
@@ -480,11 +641,26 @@ mod tests {
         let mut failed = result(&["out/a.txt", "b.txt"]);
         failed.exit_code = 1;
         assert!(check_result(&failed, &declared).is_err());
-        let mut with_dir = result(&["out/a.txt", "b.txt"]);
-        with_dir
-            .output_directories
-            .push(re::OutputDirectory::default());
-        assert!(check_result(&with_dir, &declared).is_err());
+        // A directory where a file is declared, and the other way round.
+        let mut with_dir = result(&["out/a.txt"]);
+        with_dir.output_directories.push(re::OutputDirectory {
+            path: "b.txt".into(),
+            tree_digest: Some(HashFunction::Sha256.digest(b"t")),
+            ..Default::default()
+        });
+        let e = check_result(&with_dir, &declared).unwrap_err();
+        assert!(e.contains("not a directory the action declares"), "{e}");
+        let with_tree = vec!["gen/".to_owned()];
+        assert!(check_result(&with_dir, &with_tree).is_err());
+        let mut tree_only = result(&[]);
+        tree_only.output_directories.push(re::OutputDirectory {
+            path: "gen".into(),
+            tree_digest: Some(HashFunction::Sha256.digest(b"t")),
+            ..Default::default()
+        });
+        assert_eq!(check_result(&tree_only, &with_tree), Ok(()));
+        tree_only.output_directories[0].path = "../gen".into();
+        assert!(check_result(&tree_only, &with_tree).is_err());
     }
 
     #[test]

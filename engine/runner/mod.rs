@@ -218,7 +218,10 @@ impl<E: Executor> Runner<E> {
         if !drive.summary.interrupted && !drive.summary.superseded {
             drive.notify(reporter).await;
         }
-        drive.finish(reporter, started.elapsed())
+        // The build's time is its own; uploads still running are waited for after it.
+        let took = started.elapsed();
+        drive.finish_uploads(sigint).await;
+        drive.finish(reporter, took)
     }
 }
 
@@ -314,6 +317,37 @@ impl<'a, E: Executor> Drive<'a, E> {
         }
     }
 
+    /// Waits for the remote cache's uploads still running, or abandons them on Ctrl-C: either
+    /// way they are over before the build ends.
+    async fn finish_uploads(&mut self, sigint: &mut Option<Interrupts>) {
+        let Some(remote) = self.runner.rebuilder.remote.clone() else {
+            return;
+        };
+        let waited = std::time::Instant::now();
+        let uploaded = match self.summary.interrupted {
+            true => None,
+            false => tokio::select! {
+                biased;
+                _ = interrupted(sigint) => {
+                    self.summary.interrupted = true;
+                    None
+                }
+                n = remote.finish_uploads() => Some(n),
+            },
+        };
+        match uploaded {
+            Some(0) => {}
+            Some(n) => eprintln!(
+                "flow: remote cache: {n} result(s) uploaded ({:.2}s after the last action)",
+                waited.elapsed().as_secs_f64()
+            ),
+            None => match remote.abandon_uploads() {
+                0 => {}
+                n => eprintln!("flow: remote cache: {n} upload(s) abandoned (interrupted)"),
+            },
+        }
+    }
+
     /// After the loop: count what never started, write the history batch, print the summary.
     fn finish(self, reporter: &mut Reporter, took: std::time::Duration) -> Finished {
         let profile = crate::profile::Profile::from_env();
@@ -325,13 +359,6 @@ impl<'a, E: Executor> Drive<'a, E> {
             .filter(|&i| self.sched.state(i) == NodeState::NotStarted)
             .count();
         let rebuilder = &self.runner.rebuilder;
-        // Uploads finish (or are abandoned with a warning) before the build ends.
-        if let Some(remote) = &rebuilder.remote {
-            let uploaded = remote.flush(&rebuilder.cache);
-            if uploaded > 0 {
-                eprintln!("flow: remote cache: {uploaded} result(s) uploaded");
-            }
-        }
         let mut history = self.history;
         history.collect_cases(plan, &rebuilder.out_root);
         history.save(
