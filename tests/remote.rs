@@ -384,3 +384,75 @@ fn watch_uses_the_remote_cache_of_flow_toml() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stdout.contains("[CACHED] //p:a"), "{stdout}\n{stderr}");
 }
+
+/// `flow ARGS` in `ws`, and the most anonymous memory it held (RssAnon: its heap and stacks,
+/// not the file pages its mmap hashing maps, which are page cache), sampled from /proc every
+/// 10 ms until it ends, in MiB.
+fn run_measuring_memory(ws: &Ws, args: &[&str]) -> (crate::support::Run, u64) {
+    let child = Command::new(crate::support::flow_bin())
+        .current_dir(ws.path())
+        .args(["--color", "never"])
+        .args(args)
+        .env_remove("FLOW_CACHE_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let mut peak_kb = 0u64;
+    while !waiter.is_finished() {
+        let anon = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        peak_kb = peak_kb.max(anon.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = waiter.join().unwrap();
+    let run = crate::support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (run, peak_kb / 1024)
+}
+
+/// A 200 MB output goes to BuildGrid and back through ByteStream (far over the batch limit),
+/// byte-identical, while neither build holds more than 64 MiB of anonymous memory.
+#[test]
+fn a_200_mb_output_goes_through_bytestream_in_bounded_memory() {
+    let Some(bgd) = required_bgd() else { return };
+    let build = "task(name = \"big\", outs = [\"big.bin\"], cmd = \"head -c 200000000 /dev/urandom > big.bin\")\n";
+    let first = Ws::new().file("p/BUILD", build);
+    let server = start_buildgrid(&bgd, &first);
+    let url = server.url.clone();
+    let (one, up_mib) = run_measuring_memory(
+        &first,
+        &["build", "--remote-cache", &url, "--remote-upload", "true"],
+    );
+    assert!(
+        one.stderr.contains("1 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    let second = Ws::new().file("p/BUILD", build);
+    let (two, down_mib) = run_measuring_memory(&second, &["build", "--remote-cache", &url]);
+    assert!(
+        two.stdout.contains("[CACHED] //p:big"),
+        "{}\n{}",
+        two.stdout,
+        two.stderr
+    );
+    assert!(!two.stderr.contains("warning"), "{}", two.stderr);
+    let (a, b) = (
+        first.path().join("flow-out/p/big.bin"),
+        second.path().join("flow-out/p/big.bin"),
+    );
+    assert_eq!(std::fs::metadata(&b).unwrap().len(), 200_000_000);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    eprintln!("peak memory: upload {up_mib} MiB, download {down_mib} MiB");
+    assert!(up_mib < 64, "the uploading build held {up_mib} MiB");
+    assert!(down_mib < 64, "the restoring build held {down_mib} MiB");
+}

@@ -59,7 +59,8 @@ pub fn action_of(function: HashFunction, key: &Digest) -> (re::Digest, Vec<Vec<u
 }
 
 /// A lookup slower than this makes the remote cache not worth asking for the rest of a build:
-/// it is there to save time.
+/// it is there to save time. (Only the lookup: reading a large hit's blobs takes the time
+/// their size takes.)
 const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Results uploaded at the same time.
@@ -180,9 +181,14 @@ impl RemoteTier {
         if shared.down.load(Ordering::SeqCst) {
             return None;
         }
-        let asked = std::time::Instant::now();
-        let answer = self.call(fetch_remote(&shared.remote, key, declared, cache));
-        let took = asked.elapsed();
+        let mut took = std::time::Duration::ZERO;
+        let answer = self.call(fetch_remote(
+            &shared.remote,
+            key,
+            declared,
+            cache,
+            &mut took,
+        ));
         if took > SLOW && !shared.down.swap(true, Ordering::SeqCst) {
             (shared.warn)(&format!(
                 "the remote cache took {:.1} s to answer one lookup; the rest of this build \
@@ -303,13 +309,15 @@ impl From<RemoteError> for Refusal {
 }
 
 /// The remote result for `key`: checked, its blobs read into the local CAS (verified), as a
-/// local result. `None`: the server has none.
+/// local result. `None`: the server has none. `took`: the time the lookup itself took.
 async fn fetch_remote(
     remote: &Remote,
     key: &Digest,
     declared: &[String],
     cache: &Cache,
+    took: &mut std::time::Duration,
 ) -> Result<Option<ActionResult>, Refusal> {
+    let asked = std::time::Instant::now();
     let function = remote.function();
     let (action, _) = action_of(function, key);
     let request = re::GetActionResultRequest {
@@ -325,6 +333,7 @@ async fn fetch_remote(
             async move { client.get_action_result(request).await }
         })
         .await;
+    *took = asked.elapsed();
     let result = match answer {
         Ok(r) => r.into_inner(),
         Err(RemoteError::NotFound { .. }) => return Ok(None),
