@@ -579,7 +579,7 @@ def main():
                     shutil.copy(lp, os.path.join(logs, "FAILED-%s-%s.log" % (tool, tag)))
                 entry = {"wall": s.wall, "cpu": s.cpu, "peak_mib": s.peak_mib, "rc": s.rc,
                          "ran": ran, "cached": cached, "server_cpu": server_cpu,
-                         "ok": not problems}
+                         "ok": not problems, "load1_after": os.getloadavg()[0]}
                 if rnd < 0:
                     res["warmup"][tool] = entry
                 else:

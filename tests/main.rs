@@ -30,6 +30,7 @@ mod query;
 mod races;
 mod record;
 mod remote;
+mod remote_fake;
 mod report;
 mod reports;
 mod robustness;

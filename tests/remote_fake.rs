@@ -1,0 +1,637 @@
+//! The remote cache against a small REAPI server made here, on the same crate flow's client uses
+//! (`bazel-remote-apis`' generated services on tonic): the BLAKE3 path (BuildGrid speaks SHA-256
+//! only), and a server that misbehaves on purpose: blobs that are not what their digest says, a
+//! result naming `../../x`, delays, calls turned away for a moment, a server that goes away
+//! mid-build. The server keeps what it was sent, so tests check it directly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
+use bazel_remote_apis::google::bytestream as bs;
+use re::action_cache_server::{ActionCache, ActionCacheServer};
+use re::capabilities_server::{Capabilities, CapabilitiesServer};
+use re::content_addressable_storage_server::{
+    ContentAddressableStorage, ContentAddressableStorageServer,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::support::Ws;
+
+/// What the server does wrong on purpose.
+#[derive(Clone, Default)]
+struct Faults {
+    /// Every blob read has one byte flipped (batch and ByteStream).
+    corrupt_reads: bool,
+    /// A batch read answers with another blob's bytes.
+    lie: bool,
+    /// Results read have their first output's path replaced by this.
+    rename_output: Option<String>,
+    /// GetActionResult answers after this long.
+    lookup_delay: Duration,
+    /// The first this many GetActionResult calls are turned away (UNAVAILABLE).
+    turned_away: usize,
+}
+
+#[derive(Default)]
+struct State {
+    blobs: HashMap<String, Vec<u8>>,
+    results: HashMap<String, re::ActionResult>,
+    /// Calls by name, in order.
+    calls: Vec<&'static str>,
+    /// The digest functions requests named.
+    functions: BTreeSet<i32>,
+    faults: Faults,
+}
+
+#[derive(Clone)]
+struct Fake {
+    state: Arc<Mutex<State>>,
+    batch_limit: i64,
+}
+
+impl Fake {
+    fn note(&self, call: &'static str, function: i32) -> Faults {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(call);
+        s.functions.insert(function);
+        s.faults.clone()
+    }
+
+    fn read(&self, hash: &str, faults: &Faults) -> Option<Vec<u8>> {
+        let s = self.state.lock().unwrap();
+        let mut data = s.blobs.get(hash)?.clone();
+        if faults.lie {
+            if let Some(other) = s.blobs.iter().find(|(h, _)| *h != hash).map(|(_, b)| b) {
+                data = other.clone();
+            }
+        }
+        if faults.corrupt_reads && !data.is_empty() {
+            data[0] ^= 0x20;
+        }
+        Some(data)
+    }
+
+    /// Stores `data` if it hashes to `hash` (BLAKE3), as a server must.
+    fn write(&self, hash: &str, data: Vec<u8>) -> Result<(), Status> {
+        if blake3::hash(&data).to_hex().as_str() != hash {
+            return Err(Status::invalid_argument(
+                "the data does not hash to its digest",
+            ));
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .insert(hash.to_owned(), data);
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Capabilities for Fake {
+    async fn get_capabilities(
+        &self,
+        _: Request<re::GetCapabilitiesRequest>,
+    ) -> Result<Response<re::ServerCapabilities>, Status> {
+        let semver = |minor| bazel_remote_apis::build::bazel::semver::SemVer {
+            major: 2,
+            minor,
+            ..Default::default()
+        };
+        Ok(Response::new(re::ServerCapabilities {
+            cache_capabilities: Some(re::CacheCapabilities {
+                digest_functions: vec![re::digest_function::Value::Blake3 as i32],
+                action_cache_update_capabilities: Some(re::ActionCacheUpdateCapabilities {
+                    update_enabled: true,
+                }),
+                max_batch_total_size_bytes: self.batch_limit,
+                ..Default::default()
+            }),
+            low_api_version: Some(semver(0)),
+            high_api_version: Some(semver(11)),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ActionCache for Fake {
+    async fn get_action_result(
+        &self,
+        request: Request<re::GetActionResultRequest>,
+    ) -> Result<Response<re::ActionResult>, Status> {
+        let r = request.into_inner();
+        let faults = self.note("GetActionResult", r.digest_function);
+        tokio::time::sleep(faults.lookup_delay).await;
+        {
+            let mut s = self.state.lock().unwrap();
+            if s.faults.turned_away > 0 {
+                s.faults.turned_away -= 1;
+                return Err(Status::unavailable("busy for a moment"));
+            }
+        }
+        let hash = r.action_digest.unwrap_or_default().hash;
+        let found = self.state.lock().unwrap().results.get(&hash).cloned();
+        let mut result = found.ok_or_else(|| Status::not_found("no result"))?;
+        if let (Some(path), Some(first)) = (&faults.rename_output, result.output_files.first_mut())
+        {
+            first.path = path.clone();
+        }
+        Ok(Response::new(result))
+    }
+
+    async fn update_action_result(
+        &self,
+        request: Request<re::UpdateActionResultRequest>,
+    ) -> Result<Response<re::ActionResult>, Status> {
+        let r = request.into_inner();
+        self.note("UpdateActionResult", r.digest_function);
+        let result = r.action_result.unwrap_or_default();
+        let hash = r.action_digest.unwrap_or_default().hash;
+        self.state
+            .lock()
+            .unwrap()
+            .results
+            .insert(hash, result.clone());
+        Ok(Response::new(result))
+    }
+}
+
+type Stream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ContentAddressableStorage for Fake {
+    async fn find_missing_blobs(
+        &self,
+        request: Request<re::FindMissingBlobsRequest>,
+    ) -> Result<Response<re::FindMissingBlobsResponse>, Status> {
+        let r = request.into_inner();
+        self.note("FindMissingBlobs", r.digest_function);
+        let s = self.state.lock().unwrap();
+        Ok(Response::new(re::FindMissingBlobsResponse {
+            missing_blob_digests: r
+                .blob_digests
+                .into_iter()
+                .filter(|d| !s.blobs.contains_key(&d.hash))
+                .collect(),
+        }))
+    }
+
+    async fn batch_update_blobs(
+        &self,
+        request: Request<re::BatchUpdateBlobsRequest>,
+    ) -> Result<Response<re::BatchUpdateBlobsResponse>, Status> {
+        let r = request.into_inner();
+        self.note("BatchUpdateBlobs", r.digest_function);
+        let mut responses = Vec::new();
+        for blob in r.requests {
+            let digest = blob.digest.unwrap_or_default();
+            let code = match self.write(&digest.hash, blob.data) {
+                Ok(()) => 0,
+                Err(_) => tonic::Code::InvalidArgument as i32,
+            };
+            responses.push(re::batch_update_blobs_response::Response {
+                digest: Some(digest),
+                status: Some(bazel_remote_apis::google::rpc::Status {
+                    code,
+                    ..Default::default()
+                }),
+            });
+        }
+        Ok(Response::new(re::BatchUpdateBlobsResponse { responses }))
+    }
+
+    async fn batch_read_blobs(
+        &self,
+        request: Request<re::BatchReadBlobsRequest>,
+    ) -> Result<Response<re::BatchReadBlobsResponse>, Status> {
+        let r = request.into_inner();
+        let faults = self.note("BatchReadBlobs", r.digest_function);
+        let responses = r
+            .digests
+            .into_iter()
+            .map(|d| {
+                let data = self.read(&d.hash, &faults);
+                re::batch_read_blobs_response::Response {
+                    status: Some(bazel_remote_apis::google::rpc::Status {
+                        code: if data.is_some() { 0 } else { 5 },
+                        ..Default::default()
+                    }),
+                    digest: Some(d),
+                    data: data.unwrap_or_default(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Response::new(re::BatchReadBlobsResponse { responses }))
+    }
+
+    type GetTreeStream = Stream<re::GetTreeResponse>;
+
+    async fn get_tree(
+        &self,
+        _: Request<re::GetTreeRequest>,
+    ) -> Result<Response<Self::GetTreeStream>, Status> {
+        Err(Status::unimplemented("not used by flow"))
+    }
+
+    async fn split_blob(
+        &self,
+        _: Request<re::SplitBlobRequest>,
+    ) -> Result<Response<re::SplitBlobResponse>, Status> {
+        Err(Status::unimplemented("not used by flow"))
+    }
+
+    type GetChunkMappingStream = Stream<re::GetChunkMappingResponse>;
+
+    async fn get_chunk_mapping(
+        &self,
+        _: Request<re::GetChunkMappingRequest>,
+    ) -> Result<Response<Self::GetChunkMappingStream>, Status> {
+        Err(Status::unimplemented("not used by flow"))
+    }
+
+    async fn splice_blob(
+        &self,
+        _: Request<re::SpliceBlobRequest>,
+    ) -> Result<Response<re::SpliceBlobResponse>, Status> {
+        Err(Status::unimplemented("not used by flow"))
+    }
+
+    async fn register_chunk_mapping(
+        &self,
+        _: Request<Streaming<re::RegisterChunkMappingRequest>>,
+    ) -> Result<Response<re::RegisterChunkMappingResponse>, Status> {
+        Err(Status::unimplemented("not used by flow"))
+    }
+}
+
+/// The hash of a ByteStream resource `…/blobs/blake3/HASH/SIZE` (a write's has
+/// `uploads/UUID/` before `blobs`); refused unless it names BLAKE3.
+fn resource_hash(name: &str) -> Result<String, Status> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let at = parts
+        .iter()
+        .position(|p| *p == "blobs")
+        .ok_or_else(|| Status::invalid_argument(format!("resource `{name}`")))?;
+    match &parts[at + 1..] {
+        ["blake3", hash, _size] => Ok((*hash).to_owned()),
+        _ => Err(Status::invalid_argument(format!(
+            "resource `{name}` does not name a BLAKE3 blob"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl bs::byte_stream_server::ByteStream for Fake {
+    type ReadStream = Stream<bs::ReadResponse>;
+
+    async fn read(
+        &self,
+        request: Request<bs::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let faults = self.note("ByteStream.Read", 0);
+        let hash = resource_hash(&request.into_inner().resource_name)?;
+        let data = self
+            .read(&hash, &faults)
+            .ok_or_else(|| Status::not_found("no such blob"))?;
+        let chunks: Vec<Result<bs::ReadResponse, Status>> = data
+            .chunks(64 << 10)
+            .map(|c| Ok(bs::ReadResponse { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn write(
+        &self,
+        request: Request<Streaming<bs::WriteRequest>>,
+    ) -> Result<Response<bs::WriteResponse>, Status> {
+        self.note("ByteStream.Write", 0);
+        let mut stream = request.into_inner();
+        let (mut name, mut data, mut finished) = (String::new(), Vec::new(), false);
+        while let Some(piece) = stream.message().await? {
+            if name.is_empty() {
+                name = piece.resource_name;
+            }
+            if piece.write_offset != data.len() as i64 {
+                return Err(Status::invalid_argument("a write at the wrong offset"));
+            }
+            data.extend(piece.data);
+            finished |= piece.finish_write;
+        }
+        if !finished {
+            return Err(Status::invalid_argument("the write did not finish"));
+        }
+        let committed_size = data.len() as i64;
+        self.write(&resource_hash(&name)?, data)?;
+        Ok(Response::new(bs::WriteResponse { committed_size }))
+    }
+
+    async fn query_write_status(
+        &self,
+        _: Request<bs::QueryWriteStatusRequest>,
+    ) -> Result<Response<bs::QueryWriteStatusResponse>, Status> {
+        Err(Status::unimplemented("not used by flow"))
+    }
+}
+
+/// The fake server, on 127.0.0.1, until dropped or stopped.
+struct FakeServer {
+    url: String,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// A server whose batch calls carry at most `batch_limit` bytes.
+    fn start(batch_limit: i64) -> FakeServer {
+        let state = Arc::new(Mutex::new(State::default()));
+        let fake = Fake {
+            state: state.clone(),
+            batch_limit,
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(CapabilitiesServer::new(fake.clone()))
+                    .add_service(ActionCacheServer::new(fake.clone()))
+                    .add_service(ContentAddressableStorageServer::new(fake.clone()))
+                    .add_service(bs::byte_stream_server::ByteStreamServer::new(fake))
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        async {
+                            let _ = stopped.await;
+                        },
+                    )
+                    .await
+                    .unwrap();
+            });
+        });
+        FakeServer {
+            url: format!("grpc://{addr}"),
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn faults(&self, faults: Faults) {
+        self.state.lock().unwrap().faults = faults;
+    }
+
+    fn calls(&self) -> Vec<&'static str> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A file output of 300 kB (over the fake's 64 KiB batch limit: ByteStream), a small one, an
+/// executable one and a directory.
+const PIPELINE: &str = "task(name = \"a\", srcs = [\"in.txt\"], outs = [\"a.txt\", \"big.bin\"], cmd = \"tr a-z A-Z < in.txt > a.txt; head -c 300000 /dev/urandom > big.bin; echo made a\")\n\
+task(name = \"b\", deps = [\":a\"], outs = [\"b.txt\", \"gen/\"], cmd = \"cat a.txt > b.txt; mkdir -p gen/sub gen/empty; cp b.txt gen/sub/b; printf '#!/bin/sh\\\\n' > gen/tool; chmod +x gen/tool\")\n";
+
+fn checkout() -> Ws {
+    Ws::new()
+        .file("p/BUILD", PIPELINE)
+        .file("p/in.txt", "hello\n")
+}
+
+const OUTPUTS: [&str; 5] = [
+    "p/a.txt",
+    "p/big.bin",
+    "p/b.txt",
+    "p/gen/sub/b",
+    "p/gen/tool",
+];
+
+fn same_outputs(a: &Ws, b: &Ws) {
+    for f in OUTPUTS {
+        let read = |ws: &Ws| std::fs::read(ws.path().join("flow-out").join(f)).unwrap();
+        assert!(read(a) == read(b), "{f} differs");
+    }
+}
+
+/// The fake server holding what a first checkout uploaded, and that checkout.
+fn uploaded() -> (Ws, FakeServer) {
+    let first = checkout();
+    let server = FakeServer::start(64 << 10);
+    let run = first.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 result(s) uploaded"),
+        "{}",
+        run.stderr
+    );
+    (first, server)
+}
+
+/// A server that offers BLAKE3 is spoken to in BLAKE3 only: the blobs it holds are named by
+/// their blake3, large ones went both ways through ByteStream, and a second checkout restores
+/// everything, byte-identical.
+#[test]
+fn the_blake3_path_against_a_server_that_offers_it() {
+    let (first, server) = uploaded();
+    {
+        let s = server.state.lock().unwrap();
+        let blake3 = re::digest_function::Value::Blake3 as i32;
+        // 0: ByteStream calls name their function in the resource, which the fake checks.
+        assert!(
+            s.functions.iter().all(|f| [0, blake3].contains(f)),
+            "{:?}",
+            s.functions
+        );
+        let big = std::fs::read(first.path().join("flow-out/p/big.bin")).unwrap();
+        assert!(s.blobs.contains_key(blake3::hash(&big).to_hex().as_str()));
+    }
+    assert!(server.calls().contains(&"ByteStream.Write"));
+    let second = checkout();
+    let run = second.run(&["build", "--remote-cache", &server.url]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("0 ran, 2 cached"), "{}", run.stdout);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    assert!(server.calls().contains(&"ByteStream.Read"));
+    same_outputs(&first, &second);
+    assert!(second.path().join("flow-out/p/gen/empty").is_dir());
+}
+
+/// A result whose blobs are not what their digests say (flipped bytes through batch reads and
+/// ByteStream, another blob's bytes), or that names `../../x`, is refused with a warning; the
+/// action runs locally, its outputs are right, and nothing is written outside the output tree.
+#[test]
+fn a_lying_server_is_refused_and_the_build_is_local() {
+    let (first, server) = uploaded();
+    let cases = [
+        (
+            "corrupt",
+            Faults {
+                corrupt_reads: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "lie",
+            Faults {
+                lie: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "dotdot",
+            Faults {
+                rename_output: Some("../../x".into()),
+                ..Faults::default()
+            },
+        ),
+    ];
+    for (name, faults) in cases {
+        server.faults(faults);
+        let second = checkout();
+        let run = second.run(&["build", "--remote-cache", &server.url]);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("refused the remote result"),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.contains("[RAN] //p:a ("),
+            "{name}: {}",
+            run.stdout
+        );
+        for f in ["p/a.txt", "p/b.txt", "p/gen/sub/b"] {
+            let read = |ws: &Ws| std::fs::read(ws.path().join("flow-out").join(f)).unwrap();
+            assert_eq!(read(&first), read(&second), "{name}: {f}");
+        }
+        let outside = second.path().parent().unwrap();
+        assert!(!outside.join("x").exists() && !second.path().join("x").exists());
+        let verify = second.run(&["cache", "verify"]);
+        assert_eq!(verify.code, 0, "{name}: {}", verify.stdout);
+    }
+}
+
+/// A lookup slower than 3 s: one warning, the rest of the build is local and correct.
+#[test]
+fn a_slow_server_gives_one_warning_and_a_local_build() {
+    let (first, server) = uploaded();
+    server.faults(Faults {
+        lookup_delay: Duration::from_secs(4),
+        ..Faults::default()
+    });
+    let second = checkout();
+    let run = second.run(&["build", "--remote-cache", &server.url]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("to answer one lookup"),
+        "{}",
+        run.stderr
+    );
+    // The slow answer was a hit and is used; the next lookup is not made.
+    assert_eq!(
+        server
+            .calls()
+            .iter()
+            .filter(|c| **c == "GetActionResult")
+            .count(),
+        3,
+        "{:?}",
+        server.calls()
+    );
+    same_outputs(&first, &second);
+}
+
+/// A call turned away for a moment (UNAVAILABLE) is made again, and the hit is used.
+#[test]
+fn a_call_turned_away_for_a_moment_is_made_again() {
+    let (first, server) = uploaded();
+    server.faults(Faults {
+        turned_away: 2,
+        ..Faults::default()
+    });
+    let second = checkout();
+    let run = second.run(&["build", "--remote-cache", &server.url]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("0 ran, 2 cached"), "{}", run.stdout);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    same_outputs(&first, &second);
+}
+
+/// The server goes away while the build runs (after the first action's lookup): one warning,
+/// a correct local build, and the next build works without it.
+#[test]
+fn a_server_stopped_mid_build_gives_a_warning_and_a_correct_local_build() {
+    let mut server = FakeServer::start(64 << 10);
+    let marker = tempfile::tempdir().unwrap();
+    let started = marker.path().join("a-started");
+    let build = PIPELINE.replace(
+        "tr a-z A-Z",
+        &format!("touch {}; sleep 1; tr a-z A-Z", started.display()),
+    );
+    let ws = Ws::new()
+        .file("p/BUILD", &build)
+        .file("p/in.txt", "hello\n");
+    let url = server.url.clone();
+    let runner = std::thread::spawn(move || {
+        let run = ws.run(&["build", "--remote-cache", &url, "--remote-upload", "true"]);
+        (ws, run)
+    });
+    crate::support::wait_for_file(&started);
+    server.stop();
+    let (ws, run) = runner.join().unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+    assert!(run.stdout.contains("2 ran"), "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("flow-out/p/b.txt")).unwrap(),
+        "HELLO\n"
+    );
+}
+
+/// `--remote-upload false`: the server is sent nothing (checked on the server).
+#[test]
+fn a_build_that_may_not_upload_sends_nothing() {
+    let server = FakeServer::start(64 << 10);
+    let ws = checkout();
+    let run = ws.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "false",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let s = server.state.lock().unwrap();
+    assert!(s.blobs.is_empty() && s.results.is_empty());
+    let writes = ["BatchUpdateBlobs", "ByteStream.Write", "UpdateActionResult"];
+    assert!(!s.calls.iter().any(|c| writes.contains(c)), "{:?}", s.calls);
+}
