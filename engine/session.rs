@@ -78,22 +78,12 @@ pub struct Session {
     /// Where the executor records its running actions' process groups: the lock file while the
     /// lock is held (`executor/groups.rs`).
     groups: Arc<GroupLog>,
-    /// The remote cache to use: URL, instance, whether to upload (flags over `[remote]`).
-    remote: Option<(String, String, bool)>,
+    /// The remote cache to use and whether to upload (flags over `[remote]`).
+    remote: Option<(crate::remote::Target, bool)>,
     /// Connected once, on the first rebuilder that needs it.
     remote_tier: Option<Option<Arc<crate::remote::tier::RemoteTier>>>,
     /// `--remote-upload` without a remote cache (flag or `[remote] url`).
     upload_without_cache: bool,
-}
-
-/// Whether a build uploads to the remote cache when neither the flag nor `[remote] upload`
-/// says: in CI (`CI` set, as every CI service sets it), not for a pull request (GitHub's
-/// `GITHUB_EVENT_NAME`), whose code is not trusted to write what others restore.
-fn default_upload() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-    let pull_request =
-        std::env::var("GITHUB_EVENT_NAME").is_ok_and(|e| e.starts_with("pull_request"));
-    ci && !pull_request
 }
 
 impl Session {
@@ -110,25 +100,12 @@ impl Session {
             .jobs
             .or(ws.config.jobs)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let configured = ws.config.remote.clone();
-        let remote = match (args.remote_cache, &configured) {
-            (Some(url), _) => Some((
-                url.to_owned(),
-                configured
-                    .as_ref()
-                    .map(|c| c.instance.clone())
-                    .unwrap_or_default(),
-            )),
-            (None, Some(c)) => Some((c.url.clone(), c.instance.clone())),
-            (None, None) => None,
-        }
-        .map(|(url, instance)| {
-            let upload = args
-                .remote_upload
-                .or(configured.as_ref().and_then(|c| c.upload))
-                .unwrap_or_else(default_upload);
-            (url, instance, upload)
-        });
+        let remote = crate::remote::config::choose(
+            args.remote_cache,
+            args.remote_upload,
+            ws.config.remote.as_ref(),
+            &ws.root,
+        );
         // `--remote-upload` says what to do with a remote cache: without one it is a mistake.
         let upload_without_cache = remote.is_none() && args.remote_upload.is_some();
         Session {
@@ -307,10 +284,9 @@ impl Session {
             });
         }
         if self.remote_tier.is_none() {
-            self.remote_tier = Some(self.remote.as_ref().and_then(|(url, instance, upload)| {
+            self.remote_tier = Some(self.remote.as_ref().and_then(|(target, upload)| {
                 crate::remote::tier::RemoteTier::connect(
-                    url,
-                    instance,
+                    target,
                     *upload,
                     Box::new(|w| eprintln!("warning: {w}")),
                 )

@@ -167,10 +167,24 @@ fn remote_check_errors() {
     let bad = ws.run(&["remote", "check", "ftp://cache.example.com"]);
     assert_eq!(bad.code, 2);
     golden("remote_bad_url", &bad.stderr);
-    // `grpcs://` promises TLS, which is not there yet: refused, never sent in plain text.
-    let tls = ws.run(&["remote", "check", "grpcs://cache.example.com:443"]);
-    assert_eq!(tls.code, 2);
-    golden("remote_no_tls", &tls.stderr);
+    // A bearer token never goes in plain text to another machine.
+    let plain = ws.run_env(
+        ws.path(),
+        &["remote", "check", "grpc://cache.example.com:9092"],
+        &[("FLOW_REMOTE_TOKEN", "s3cr3t-token")],
+    );
+    assert_eq!(plain.code, 2);
+    assert!(!plain.stderr.contains("s3cr3t"), "{}", plain.stderr);
+    golden("remote_token_in_plain_text", &plain.stderr);
+    let no_ca = ws.run(&[
+        "remote",
+        "check",
+        "grpcs://127.0.0.1:1",
+        "--ca-file",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(no_ca.code, 2);
+    golden("remote_ca_file_missing", &no_ca.stderr);
     let ws = checkout();
     let empty = ws.run(&["build", "--remote-cache="]);
     assert_eq!(empty.code, 2);
@@ -350,7 +364,7 @@ fn remote_config_errors() {
     let bad = Ws::bare()
         .file(
             "flow.toml",
-            "[remote]\nurl = \"grpcs://cache.example.com:443\"\n",
+            "[remote]\nurl = \"grpcs://cache.example.com\"\n",
         )
         .file("BUILD", "");
     let run = bad.run(&["query", "//..."]);
@@ -362,6 +376,15 @@ fn remote_config_errors() {
     let run = alone.run(&["query", "//..."]);
     assert_eq!(run.code, 2);
     golden("remote_config_no_url", &run.stderr);
+    let token_env = Ws::bare()
+        .file(
+            "flow.toml",
+            "[remote]\nurl = \"grpcs://cache.example.com:443\"\ntoken_env = \"$TOKEN\"\n",
+        )
+        .file("BUILD", "");
+    let run = token_env.run(&["query", "//..."]);
+    assert_eq!(run.code, 2);
+    golden("remote_config_bad_token_env", &run.stderr);
 }
 
 /// `[remote]` in flow.toml applies to `flow watch` too, which connects from inside its own

@@ -346,9 +346,22 @@ struct FakeServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// TLS and a token for the fake server.
+#[derive(Default)]
+struct Guard {
+    /// The server's certificate and key (PEM).
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Calls without `authorization: Bearer TOKEN` are refused (UNAUTHENTICATED).
+    token: Option<String>,
+}
+
 impl FakeServer {
     /// A server whose batch calls carry at most `batch_limit` bytes.
     fn start(batch_limit: i64) -> FakeServer {
+        FakeServer::start_guarded(batch_limit, Guard::default())
+    }
+
+    fn start_guarded(batch_limit: i64, guard: Guard) -> FakeServer {
         let state = Arc::new(Mutex::new(State::default()));
         let fake = Fake {
             state: state.clone(),
@@ -358,15 +371,44 @@ impl FakeServer {
         let addr: SocketAddr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let tls = guard.tls.is_some();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tonic::transport::Server::builder()
-                    .add_service(CapabilitiesServer::new(fake.clone()))
-                    .add_service(ActionCacheServer::new(fake.clone()))
-                    .add_service(ContentAddressableStorageServer::new(fake.clone()))
-                    .add_service(bs::byte_stream_server::ByteStreamServer::new(fake))
+                let mut builder = tonic::transport::Server::builder();
+                if let Some((cert, key)) = guard.tls {
+                    let identity = tonic::transport::Identity::from_pem(cert, key);
+                    builder = builder
+                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                        .unwrap();
+                }
+                let check = move |request: Request<()>| -> Result<Request<()>, Status> {
+                    let Some(token) = &guard.token else {
+                        return Ok(request);
+                    };
+                    let sent = request.metadata().get("authorization");
+                    match sent.and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {token}")) {
+                        true => Ok(request),
+                        false => Err(Status::unauthenticated("no valid token")),
+                    }
+                };
+                builder
+                    .add_service(CapabilitiesServer::with_interceptor(
+                        fake.clone(),
+                        check.clone(),
+                    ))
+                    .add_service(ActionCacheServer::with_interceptor(
+                        fake.clone(),
+                        check.clone(),
+                    ))
+                    .add_service(ContentAddressableStorageServer::with_interceptor(
+                        fake.clone(),
+                        check.clone(),
+                    ))
+                    .add_service(bs::byte_stream_server::ByteStreamServer::with_interceptor(
+                        fake, check,
+                    ))
                     .serve_with_incoming_shutdown(
                         tokio_stream::wrappers::TcpListenerStream::new(listener),
                         async {
@@ -378,7 +420,7 @@ impl FakeServer {
             });
         });
         FakeServer {
-            url: format!("grpc://{addr}"),
+            url: format!("{}://{addr}", if tls { "grpcs" } else { "grpc" }),
             state,
             stop: Some(stop),
             thread: Some(thread),
@@ -634,4 +676,147 @@ fn a_build_that_may_not_upload_sends_nothing() {
     assert!(s.blobs.is_empty() && s.results.is_empty());
     let writes = ["BatchUpdateBlobs", "ByteStream.Write", "UpdateActionResult"];
     assert!(!s.calls.iter().any(|c| writes.contains(c)), "{:?}", s.calls);
+}
+
+/// A CA, and a certificate it signed for `localhost` and 127.0.0.1, with its key (PEM), made
+/// by `openssl` in `dir`: the CA's file path, the certificate and the key.
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=flow test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    (dir.join("ca.pem"), read("server.pem"), read("server.key"))
+}
+
+/// TLS with a bearer token from a secret: `[remote]` names a CA file and the token's variable;
+/// a first checkout uploads and a second restores everything over TLS, the server refusing any
+/// call without the token. A build without the token is one warning and a local build. The
+/// token is in no output, log or cache file.
+#[test]
+fn tls_with_a_bearer_token_from_a_secret() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path());
+    let token = "tok-3f9a1c-never-printed";
+    let server = FakeServer::start_guarded(
+        64 << 10,
+        Guard {
+            tls: Some((cert, key)),
+            token: Some(token.into()),
+        },
+    );
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let config =
+        format!("[remote]\nurl = \"{url}\"\nca_file = \"ca.pem\"\ntoken_env = \"CACHE_TOKEN\"\n");
+    let checkout_with_config = || {
+        let ws = checkout().file("flow.toml", &config);
+        std::fs::copy(&ca, ws.path().join("ca.pem")).unwrap();
+        ws
+    };
+    let env = [("CACHE_TOKEN", token)];
+    let first = checkout_with_config();
+    let one = first.run_env(first.path(), &["build", "--remote-upload", "true"], &env);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert!(
+        one.stderr.contains("2 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    let second = checkout_with_config();
+    let two = second.run_env(second.path(), &["build"], &env);
+    assert!(
+        two.stdout.contains("0 ran, 2 cached"),
+        "{}\n{}",
+        two.stdout,
+        two.stderr
+    );
+    same_outputs(&first, &second);
+    // Without the token: turned away, one warning, a local build.
+    let third = checkout_with_config();
+    let three = third.run(&["build"]);
+    assert_eq!(three.code, 0, "{}", three.stderr);
+    assert_eq!(
+        three.stderr.matches("warning:").count(),
+        1,
+        "{}",
+        three.stderr
+    );
+    assert!(three.stderr.contains("no valid token"), "{}", three.stderr);
+    assert!(three.stdout.contains("2 ran"), "{}", three.stdout);
+    // The token is nowhere flow writes.
+    for run in [&one, &two, &three] {
+        assert!(!run.stdout.contains(token) && !run.stderr.contains(token));
+    }
+    let log = second.run_env(second.path(), &["log", "//p:a"], &env);
+    assert!(!log.stdout.contains(token));
+    for ws in [&first, &second] {
+        for file in crate::support::files_under(ws.path()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+                "{} holds the token",
+                file.display()
+            );
+        }
+    }
+    // TLS really: a plain-text client gets nowhere.
+    let plain = first.run(&["remote", "check", &server.url.replace("grpcs", "grpc")]);
+    assert_eq!(plain.code, 2, "{}", plain.stdout);
 }

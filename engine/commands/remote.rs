@@ -1,4 +1,4 @@
-//! `flow remote check URL [--instance NAME] [--write]`: connects to a remote cache (REAPI v2,
+//! `flow remote check URL [--instance NAME] [--ca-file FILE] [--token-env NAME] [--write]`: connects to a remote cache (REAPI v2,
 //! `remote/`), prints what it offers and the digest function flow would speak to it, checks
 //! that its content-addressable storage answers, and with `--write` writes a small blob, finds
 //! it and reads it back verified (docs/remote.md).
@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::error::Error;
-use crate::remote::{Remote, RemoteError};
+use crate::remote::{Remote, RemoteError, Target, Token};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RemoteCommand {
@@ -17,6 +17,12 @@ pub enum RemoteCommand {
         /// The REAPI instance name (most servers: empty)
         #[arg(long, default_value = "")]
         instance: String,
+        /// Certificates (PEM) to trust besides the system's, for grpcs://
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
+        /// The environment variable holding a bearer token, sent when set
+        #[arg(long, value_name = "NAME", default_value = crate::remote::TOKEN_ENV)]
+        token_env: String,
         /// Also write a small blob, find it and read it back (it stays on the server)
         #[arg(long)]
         write: bool,
@@ -27,8 +33,15 @@ pub fn run(command: &RemoteCommand) -> Result<i32, Error> {
     let RemoteCommand::Check {
         url,
         instance,
+        ca_file,
+        token_env,
         write,
     } = command;
+    let target = Target {
+        ca_file: ca_file.clone(),
+        token: Token::from_env(token_env),
+        ..Target::new(url, instance)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,20 +50,24 @@ pub fn run(command: &RemoteCommand) -> Result<i32, Error> {
             help: None,
         })?;
     runtime
-        .block_on(check(url, instance, *write))
+        .block_on(check(&target, *write))
         .map_err(|e| Error::Usage {
             message: e.to_string(),
             help: match e {
-                RemoteError::BadUrl { .. } | RemoteError::NoTls { .. } => None,
+                RemoteError::BadUrl { .. }
+                | RemoteError::TokenInPlainText { .. }
+                | RemoteError::BadToken
+                | RemoteError::CaFile { .. } => None,
                 _ => Some("check the address, and that a REAPI v2 cache server runs there".into()),
             },
         })?;
     Ok(0)
 }
 
-async fn check(url: &str, instance: &str, write: bool) -> Result<(), RemoteError> {
+async fn check(target: &Target, write: bool) -> Result<(), RemoteError> {
+    let (url, instance) = (&target.url, &target.instance);
     let started = Instant::now();
-    let remote = Remote::connect(url, instance).await?;
+    let remote = Remote::connect(target).await?;
     let c = &remote.capabilities;
     let mut out = format!(
         "remote cache {url} (instance {instance:?}): REAPI {} to {}\n",
@@ -97,7 +114,7 @@ async fn check(url: &str, instance: &str, write: bool) -> Result<(), RemoteError
         let read = remote.download(&digests).await?;
         if !missing.is_empty() || read.first().and_then(|b| b.as_ref()) != Some(&blob) {
             return Err(RemoteError::Call {
-                url: url.to_owned(),
+                url: url.clone(),
                 call: "BatchReadBlobs",
                 why: "a blob just written is not there".into(),
             });

@@ -93,12 +93,14 @@ impl Remote {
 
     /// Reads the blob `d` into the local CAS, verified: its local (blake3) digest.
     pub async fn read_stream(&self, d: &re::Digest, cache: &Cache) -> Result<Digest, RemoteError> {
-        let mut request = tonic::Request::new(ReadRequest {
-            resource_name: self.read_resource(d),
-            read_offset: 0,
-            read_limit: 0,
-        });
-        request.set_timeout(transfer_timeout(d.size_bytes));
+        let request = self.request_within(
+            ReadRequest {
+                resource_name: self.read_resource(d),
+                read_offset: 0,
+                read_limit: 0,
+            },
+            transfer_timeout(d.size_bytes),
+        );
         let mut stream = ByteStreamClient::new(self.channel.clone())
             .read(request)
             .await
@@ -218,8 +220,10 @@ impl Remote {
                 Err(e) => Err(e),
             }
         });
-        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        request.set_timeout(transfer_timeout(d.size_bytes));
+        let request = self.request_within(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            transfer_timeout(d.size_bytes),
+        );
         let written = ByteStreamClient::new(self.channel.clone())
             .write(request)
             .await;

@@ -37,10 +37,14 @@ use tonic::transport::{Channel, Endpoint};
 /// Why the remote cache could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("`{url}` is not a remote cache address: write grpc://HOST:PORT")]
+    #[error("`{url}` is not a remote cache address: write grpc://HOST:PORT, or grpcs://HOST:PORT for TLS")]
     BadUrl { url: String },
-    #[error("`{url}`: TLS (grpcs://) is not supported yet; only grpc:// (plain text) is, for a server on a trusted network")]
-    NoTls { url: String },
+    #[error("`{url}`: a token is never sent in plain text; use grpcs:// (TLS), or grpc:// to this machine only")]
+    TokenInPlainText { url: String },
+    #[error("the remote cache's token is not one an HTTP header can carry (visible ASCII only)")]
+    BadToken,
+    #[error("cannot read the certificates to trust for the remote cache, {path}: {why}")]
+    CaFile { path: String, why: String },
     #[error("cannot reach the remote cache at {url}: {why}")]
     Unreachable { url: String, why: String },
     #[error("the remote cache at {url} answered {call} with an error: {why}")]
@@ -122,6 +126,8 @@ pub struct Remote {
     pub(crate) url: String,
     pub(crate) instance: String,
     pub(crate) channel: Channel,
+    /// `Bearer TOKEN`, marked sensitive (never printed).
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     pub capabilities: Capabilities,
 }
 
@@ -133,22 +139,18 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// default message limit is 4 MiB.
 const BATCH_BYTES: u64 = 4 << 20;
 
-/// `grpc://HOST:PORT` as the URI tonic connects to. `grpcs://` is refused until TLS is
-/// there: a URL that promises encryption must not send plain text.
-pub fn endpoint_uri(url: &str) -> Result<String, RemoteError> {
+/// `grpc://HOST:PORT` (plain text) or `grpcs://HOST:PORT` (TLS) as the URI tonic connects
+/// to, and whether it is TLS.
+pub fn endpoint_uri(url: &str) -> Result<(String, bool), RemoteError> {
     let bad = || RemoteError::BadUrl {
         url: url.to_owned(),
     };
     let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    match scheme {
-        "grpc" => {}
-        "grpcs" => {
-            return Err(RemoteError::NoTls {
-                url: url.to_owned(),
-            })
-        }
+    let tls = match scheme {
+        "grpc" => false,
+        "grpcs" => true,
         _ => return Err(bad()),
-    }
+    };
     let host = rest.strip_suffix('/').unwrap_or(rest);
     let port = host.rsplit_once(':').map(|(_, p)| p);
     let port_ok = port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
@@ -156,29 +158,119 @@ pub fn endpoint_uri(url: &str) -> Result<String, RemoteError> {
     if host.is_empty() || host.contains(odd) || !port_ok {
         return Err(bad());
     }
-    Ok(format!("http://{host}"))
+    Ok((
+        format!("{}://{host}", if tls { "https" } else { "http" }),
+        tls,
+    ))
+}
+
+/// A bearer token: a secret, never printed (its `Debug` is `***`), never part of a key.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// The token in the environment variable `name`, if set and not empty.
+    pub fn from_env(name: &str) -> Option<Token> {
+        std::env::var(name)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .map(Token)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The variable a bearer token is read from unless `[remote] token_env` names another.
+pub const TOKEN_ENV: &str = "FLOW_REMOTE_TOKEN";
+
+/// Where a remote cache is and how to speak to it.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    /// `grpc://HOST:PORT` or `grpcs://HOST:PORT`.
+    pub url: String,
+    pub instance: String,
+    /// A PEM file of certificates to trust besides the system's (TLS only).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Sent as `authorization: Bearer …` with every call.
+    pub token: Option<Token>,
+}
+
+impl Target {
+    pub fn new(url: &str, instance: &str) -> Target {
+        Target {
+            url: url.to_owned(),
+            instance: instance.to_owned(),
+            ..Target::default()
+        }
+    }
+}
+
+/// Whether `url`'s host is this machine (a token may go there in plain text).
+fn is_loopback(uri: &str) -> bool {
+    let host = uri.split_once("://").map_or(uri, |(_, h)| h);
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
 impl Remote {
-    /// Connects to `url` and asks for its capabilities; chooses BLAKE3 when offered, else
+    /// Connects to `target` and asks for its capabilities; chooses BLAKE3 when offered, else
     /// SHA-256.
-    pub async fn connect(url: &str, instance: &str) -> Result<Remote, RemoteError> {
-        let uri = endpoint_uri(url)?;
+    pub async fn connect(target: &Target) -> Result<Remote, RemoteError> {
+        let url = target.url.as_str();
+        let (uri, tls) = endpoint_uri(url)?;
+        if target.token.is_some() && !tls && !is_loopback(&uri) {
+            return Err(RemoteError::TokenInPlainText {
+                url: url.to_owned(),
+            });
+        }
         let unreachable = |why: String| RemoteError::Unreachable {
             url: url.to_owned(),
             why,
         };
-        let endpoint = Endpoint::from_shared(uri)
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| unreachable(chain(&e)))?
             .connect_timeout(Duration::from_secs(5));
+        if tls {
+            let mut config = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &target.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| RemoteError::CaFile {
+                    path: ca.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| unreachable(chain(&e)))?;
+        }
         let channel = endpoint
             .connect()
             .await
             .map_err(|e| unreachable(chain(&e)))?;
+        let authorization = match &target.token {
+            Some(Token(token)) => {
+                let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                    format!("Bearer {token}")
+                        .parse()
+                        .map_err(|_| RemoteError::BadToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         let answer = CapabilitiesClient::new(channel.clone())
-            .get_capabilities(timed(re::GetCapabilitiesRequest {
-                instance_name: instance.to_owned(),
-            }))
+            .get_capabilities(authorized(
+                re::GetCapabilitiesRequest {
+                    instance_name: target.instance.clone(),
+                },
+                CALL_TIMEOUT,
+                &authorization,
+            ))
             .await
             .map_err(|s| call_error(url, "GetCapabilities", &s))?
             .into_inner();
@@ -223,8 +315,9 @@ impl Remote {
         };
         Ok(Remote {
             url: url.to_owned(),
-            instance: instance.to_owned(),
+            instance: target.instance.clone(),
             channel,
+            authorization,
             capabilities,
         })
     }
@@ -244,9 +337,15 @@ impl Remote {
         }
     }
 
-    /// `message` as a request that the client gives up after [`CALL_TIMEOUT`].
+    /// `message` as a request that the client gives up after [`CALL_TIMEOUT`], with the
+    /// token.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
-        timed(message)
+        authorized(message, CALL_TIMEOUT, &self.authorization)
+    }
+
+    /// `message` as a request given up after `timeout`, with the token.
+    pub(crate) fn request_within<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        authorized(message, timeout, &self.authorization)
     }
 
     /// `call` made by `f`, tried again when the server turns it away for a moment (module
@@ -410,10 +509,19 @@ fn transient(s: &tonic::Status) -> bool {
     )
 }
 
-/// `message` as a request given up after [`CALL_TIMEOUT`].
-fn timed<T>(message: T) -> tonic::Request<T> {
+/// `message` as a request given up after `timeout`, with `authorization` when there is one.
+fn authorized<T>(
+    message: T,
+    timeout: Duration,
+    authorization: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
+    request.set_timeout(timeout);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+    }
     request
 }
 
@@ -473,11 +581,11 @@ mod tests {
     fn addresses() {
         assert_eq!(
             endpoint_uri("grpc://127.0.0.1:9092").unwrap(),
-            "http://127.0.0.1:9092"
+            ("http://127.0.0.1:9092".to_owned(), false)
         );
         assert_eq!(
-            endpoint_uri("grpc://cache.example.com:443/").unwrap(),
-            "http://cache.example.com:443"
+            endpoint_uri("grpcs://cache.example.com:443/").unwrap(),
+            ("https://cache.example.com:443".to_owned(), true)
         );
         for bad in [
             "ftp://x",
@@ -489,6 +597,7 @@ mod tests {
             "grpc://u@h:1",
             "grpc://h:1?x=1",
             "http://h:1",
+            "grpcs://h",
             "",
         ] {
             assert!(
@@ -496,10 +605,28 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            endpoint_uri("grpcs://h:443"),
-            Err(RemoteError::NoTls { .. })
-        ));
+        assert!(is_loopback("http://127.0.0.1:1") && is_loopback("http://localhost:1"));
+        assert!(!is_loopback("http://cache.example.com:1"));
+    }
+
+    #[test]
+    fn a_token_is_never_printed() {
+        let target = Target {
+            token: Some(Token("s3cr3t".into())),
+            ..Target::new("grpcs://h:1", "")
+        };
+        assert!(!format!("{target:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn a_token_is_not_sent_in_plain_text_to_another_machine() {
+        let target = Target {
+            token: Some(Token("s3cr3t".into())),
+            ..Target::new("grpc://cache.example.com:9092", "")
+        };
+        let e = Remote::connect(&target).await.err().unwrap();
+        assert!(matches!(e, RemoteError::TokenInPlainText { .. }), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"));
     }
 
     #[test]

@@ -105,8 +105,7 @@ impl Shared {
 impl RemoteTier {
     /// Connects; `None` (warned) when the server cannot be used.
     pub fn connect(
-        url: &str,
-        instance: &str,
+        target: &super::Target,
         upload: bool,
         warn: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Option<RemoteTier> {
@@ -118,7 +117,7 @@ impl RemoteTier {
             .ok()?;
         // On a thread of its own: the caller may be inside another runtime (`flow watch`).
         let connected = std::thread::scope(|s| {
-            s.spawn(|| runtime.block_on(Remote::connect(url, instance)))
+            s.spawn(|| runtime.block_on(Remote::connect(target)))
                 .join()
                 .expect("connecting to the remote cache panicked")
         });

@@ -27,8 +27,8 @@ pub use eval::{evaluate_listing, evaluate_workspace, EvalOptions, Evaluation};
 pub use label::{Label, LabelError, LabelErrorKind};
 pub use listing::Listing;
 pub use natives::{
-    parse_duration, DEPLOY_ATTRS, GROUP_ATTRS, MONITOR_ATTRS, NOTIFY_ATTRS, SERVICE_ATTRS,
-    TASK_ATTRS,
+    parse_duration, valid_env_name, DEPLOY_ATTRS, GROUP_ATTRS, MONITOR_ATTRS, NOTIFY_ATTRS,
+    SERVICE_ATTRS, TASK_ATTRS,
 };
 pub use pattern::{PatternTerm, TargetPattern};
 pub use target::{Delivery, GlobCall, OnFailure, Package, Target, TargetKind, NOTIFY_EVENTS};

@@ -33,6 +33,7 @@ use crate::target::{GlobCall, TargetKind};
 use attrs::literal_span;
 pub use attrs::parse_duration;
 use declare::declare;
+pub use declare::valid_env_name;
 pub use delivery::{DEPLOY_ATTRS, MONITOR_ATTRS, NOTIFY_ATTRS, SERVICE_ATTRS};
 
 /// Attributes of `task`.

@@ -254,7 +254,8 @@ impl TaskAttrs {
     }
 }
 
-fn valid_env_name(s: &str) -> bool {
+/// Whether `s` can name an environment variable: letters, digits and `_`, not starting with a digit.
+pub fn valid_env_name(s: &str) -> bool {
     !s.is_empty()
         && !s.as_bytes()[0].is_ascii_digit()
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
