@@ -353,7 +353,7 @@ fn command_words(args: &[String]) -> (Vec<String>, usize) {
         };
     }
     let mut words: Vec<String> = Vec::new();
-    let nested = ["cache", "hooks", "ci", "help"];
+    let nested = ["cache", "hooks", "ci", "remote", "help"];
     while i < args.len() && !args[i].starts_with('-') && !placeholder(&args[i]) {
         let w = &args[i];
         let more = words.is_empty()
