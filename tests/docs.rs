@@ -649,3 +649,58 @@ fn commands_are_found_and_cut_as_a_shell_would() {
     assert!(placeholder("LABEL") && placeholder("[-j") && placeholder("K/N"));
     assert!(!placeholder("//...") && !placeholder("production") && !placeholder("-k"));
 }
+
+/// Every test docs/reliability.md names as the check of a guarantee exists: its last name is a
+/// `fn` (or a `mod` of tests) in the repository's Rust sources, and its first one a module
+/// there. (A guarantee listed with a test that was renamed away would be checked by nothing.)
+#[test]
+fn the_tests_reliability_md_names_exist() {
+    let text = std::fs::read_to_string(repo("docs/reliability.md")).unwrap();
+    let mut sources = String::new();
+    let mut modules = BTreeSet::new();
+    for dir in ["tests", "engine", "cache", "rules"] {
+        for file in crate::support::files_under(&repo(dir)) {
+            if file.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
+                sources.push('\n');
+                for part in file.with_extension("").components() {
+                    modules.insert(part.as_os_str().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    let cited: BTreeSet<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.contains("::")
+                && s.split("::").all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
+        })
+        .collect();
+    assert!(cited.len() > 100, "only {} tests cited", cited.len());
+    let missing: Vec<&str> = cited
+        .iter()
+        .copied()
+        .filter(|path| {
+            let parts: Vec<&str> = path.split("::").collect();
+            let last = parts[parts.len() - 1];
+            let defined = [
+                format!("fn {last}("),
+                format!("fn {last}<"),
+                format!("mod {last}"),
+            ]
+            .iter()
+            .any(|d| sources.contains(d.as_str()));
+            !defined || !modules.contains(parts[0])
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/reliability.md names tests that do not exist: {missing:?}"
+    );
+}

@@ -792,6 +792,18 @@ const LOCATIONS: &[Location] = &[
         path: |ws| ws.path().join("flow-out/p"),
         unmaterialize: &[],
     },
+    Location {
+        // Where sandboxes go without a roomy tmpfs; `[build] sandbox_dir` names it here, so
+        // that the builds of this case use it on a machine with one too.
+        name: "the cache's sandbox/",
+        path: |ws| {
+            let sandboxes = cache_dir(ws).join("sandbox");
+            let config = format!("[build]\nsandbox_dir = \"{}\"\n", sandboxes.display());
+            std::fs::write(ws.path().join("flow.toml"), config).unwrap();
+            sandboxes
+        },
+        unmaterialize: &["p/f.txt", "p/use.txt"],
+    },
 ];
 
 /// Removes whatever is at `path` (never following a link) and puts `special` there.
