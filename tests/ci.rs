@@ -486,6 +486,11 @@ fn github_workflow_with_a_remote_cache() {
     assert_eq!(builds.len(), 2, "{text}");
     for b in builds {
         assert_eq!(b["env"]["FLOW_REMOTE_CACHE"], "grpc://cache.internal:9092");
+        // The token from the repository's secret, in the variable flow reads.
+        assert_eq!(
+            b["env"]["FLOW_REMOTE_TOKEN"],
+            "${{ secrets.FLOW_REMOTE_TOKEN }}"
+        );
         assert!(
             b["run"]
                 .as_str()
@@ -502,14 +507,15 @@ fn github_workflow_with_a_remote_cache() {
             "--flow-git",
             FLOW_GIT,
             "--remote-cache",
-            "grpcs://x:1",
+            "https://x:1",
             "--output",
             "-",
         ],
     );
     assert_eq!(bad.code, 2);
     assert!(
-        bad.stderr.contains("--remote-cache: `grpcs://x:1`: TLS"),
+        bad.stderr
+            .contains("--remote-cache: `https://x:1` is not a remote cache address"),
         "{}",
         bad.stderr
     );

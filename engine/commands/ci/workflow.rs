@@ -276,10 +276,15 @@ fn build_steps(plan: &Plan) -> Vec<Step> {
     let shard = format!("${{{{ matrix.shard }}}}/{}", plan.shards);
     // The remote cache's address in the environment: an expression's value never becomes
     // script text. Uploads follow `--remote-upload`'s default: pushes (CI) write, pull requests
-    // only read.
+    // only read. Its token, if the repository has the secret, in the variable flow reads it
+    // from (empty, so unused, without the secret and in forks' pull requests).
     let mut env = vec![("FLOW_SHARD", s(&shard))];
     if let Some(url) = &plan.remote_cache {
         env.push(("FLOW_REMOTE_CACHE", s(url)));
+        env.push((
+            crate::remote::TOKEN_ENV,
+            s("${{ secrets.FLOW_REMOTE_TOKEN }}"),
+        ));
     }
     let build = |name: &str, comment: &'static str, cond: &str, since: &str| {
         step(
