@@ -225,3 +225,130 @@ impl Remote {
         }
     }
 }
+
+/// The batch calls, blobs in memory (each under the batch limit): for the small messages flow
+/// makes itself and `flow remote check`.
+impl Remote {
+    /// Writes `blobs` (small ones: each under the batch limit), in batches under the limit.
+    pub async fn upload(&self, blobs: &[Vec<u8>]) -> Result<Vec<re::Digest>, RemoteError> {
+        let limit = self.batch_limit();
+        let mut digests = Vec::new();
+        let mut batch: Vec<re::batch_update_blobs_request::Request> = Vec::new();
+        let mut bytes = 0u64;
+        for blob in blobs {
+            let digest = self.function().digest(blob);
+            // A message carries some bytes of its own besides the blob's.
+            let size = blob.len() as u64 + 256;
+            if !batch.is_empty() && bytes + size > limit {
+                self.update_batch(std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+            bytes += size;
+            digests.push(digest.clone());
+            batch.push(re::batch_update_blobs_request::Request {
+                digest: Some(digest),
+                data: blob.clone(),
+                ..Default::default()
+            });
+        }
+        if !batch.is_empty() {
+            self.update_batch(batch).await?;
+        }
+        Ok(digests)
+    }
+
+    pub(crate) async fn update_batch(
+        &self,
+        requests: Vec<re::batch_update_blobs_request::Request>,
+    ) -> Result<(), RemoteError> {
+        let request = re::BatchUpdateBlobsRequest {
+            instance_name: self.instance.clone(),
+            requests,
+            digest_function: self.function().value() as i32,
+        };
+        let answer = self
+            .retrying("BatchUpdateBlobs", || {
+                let mut cas = self.cas();
+                let request = self.request(request.clone());
+                async move { cas.batch_update_blobs(request).await }
+            })
+            .await?;
+        for r in answer.into_inner().responses {
+            if let Some(status) = r.status.filter(|s| s.code != 0) {
+                return Err(RemoteError::Call {
+                    url: self.url.clone(),
+                    call: "BatchUpdateBlobs",
+                    why: format!("status {}: {}", status.code, status.message),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the blobs `digests` (each under the batch limit), in calls under the limit, each
+    /// verified against its digest: a blob that does not hash to what was asked for is refused
+    /// ([`RemoteError::Corrupt`]). `None` for a blob the server does not hold.
+    pub async fn download(
+        &self,
+        digests: &[re::Digest],
+    ) -> Result<Vec<Option<Vec<u8>>>, RemoteError> {
+        let limit = self.batch_limit();
+        let mut out = Vec::with_capacity(digests.len());
+        let mut start = 0;
+        while start < digests.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < digests.len() {
+                let size = digests[end].size_bytes.max(0) as u64 + 256;
+                if end > start && bytes + size > limit {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            out.extend(self.download_batch(&digests[start..end]).await?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn download_batch(
+        &self,
+        digests: &[re::Digest],
+    ) -> Result<Vec<Option<Vec<u8>>>, RemoteError> {
+        let request = re::BatchReadBlobsRequest {
+            instance_name: self.instance.clone(),
+            digests: digests.to_vec(),
+            digest_function: self.function().value() as i32,
+            ..Default::default()
+        };
+        let answer = self
+            .retrying("BatchReadBlobs", || {
+                let mut cas = self.cas();
+                let request = self.request(request.clone());
+                async move { cas.batch_read_blobs(request).await }
+            })
+            .await?;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; digests.len()];
+        for r in answer.into_inner().responses {
+            let Some(asked) = r.digest else { continue };
+            let Some(i) = digests.iter().position(|d| *d == asked) else {
+                continue;
+            };
+            if r.status.as_ref().is_some_and(|s| s.code != 0) {
+                continue;
+            }
+            let got = self.function().digest(&r.data);
+            if got != asked {
+                return Err(RemoteError::Corrupt {
+                    url: self.url.clone(),
+                    digest: format!("{}/{}", asked.hash, asked.size_bytes),
+                    size: r.data.len(),
+                    actual: got.hash,
+                });
+            }
+            out[i] = Some(r.data);
+        }
+        Ok(out)
+    }
+}
