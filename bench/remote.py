@@ -42,6 +42,12 @@ and its cache directory must not have existed before. A failed check is printed,
 JSON and makes the script exit 1. The CPU time the two servers spent during each timed run is
 read from /proc (both run on the same 2 cores as the client).
 
+Nothing is deleted until the end (every checkout stays, about 100 MB each at 1,000 packages):
+on this machine's ext4, creating files soon after deleting thousands of others is slower (inode
+allocation skips recently freed inodes), so a deletion just before a timed run would slow it.
+Other processes deleting trees on the same file system have the same effect; --workdir on a
+tmpfs (/dev/shm/...) avoids it, at the price of not timing a disk.
+
 Prints the medians, the ratio flow / turbo and writes every sample with --json FILE.
 Python 3 standard library only (it imports bench/run.py for the timer and bench/since.py for
 turbo's set-up). Not a test; does not run cargo.
@@ -497,7 +503,6 @@ def main():
                                  "detail": detail}
             log("machine A %-5s %s  (%s)" % (tool, R.fmt_s(s.wall), detail))
             ref[tool] = outputs_of(d, packages, out_fmt[tool])
-            R.rm_rf(d)
         bad = [k for k in ref["flow"] if ref["flow"][k] is None or ref["flow"][k] != ref["turbo"][k]]
         if bad:
             checks.append("machine A: %d output(s) differ between flow and turbo, e.g. %s" % (
@@ -511,7 +516,10 @@ def main():
             order = ("flow", "turbo") if rnd % 2 else ("turbo", "flow")
             tag = "warmup" if rnd < 0 else str(rnd + 1)
             for tool in order:
-                d = os.path.join(work, "machine-b", tool)
+                # Each run's checkout stays until the end: deleting thousands of files just
+                # before a timed run slows down the file creations of that run (ext4 avoids
+                # reusing recently freed inodes and searches for others; seen in `perf`).
+                d = os.path.join(work, "machine-b", "%s-%s" % (tool, tag))
                 os.makedirs(os.path.dirname(d), exist_ok=True)
                 clone(origin[tool], d, packages, env)
                 for stale in (".flow", "flow-out", ".turbo", "node_modules"):
@@ -588,7 +596,6 @@ def main():
                     tag, tool, R.fmt_s(s.wall), R.fmt_s(s.cpu),
                     R.fmt_s(server_cpu[bg.name if tool == "flow" else tc.name]), what,
                     "" if not problems else "  (CHECK FAILED)"))
-                R.rm_rf(d)
         res["samples"] = samples
     finally:
         for sv in servers:

@@ -33,6 +33,10 @@ struct Faults {
     lookup_delay: Duration,
     /// The first this many GetActionResult calls are turned away (UNAVAILABLE).
     turned_away: usize,
+    /// GetActionResult fails with this message (INTERNAL).
+    lookup_error: Option<String>,
+    /// ByteStream writes are never read nor answered.
+    stall_writes: bool,
 }
 
 #[derive(Default)]
@@ -126,6 +130,9 @@ impl ActionCache for Fake {
         let r = request.into_inner();
         let faults = self.note("GetActionResult", r.digest_function);
         tokio::time::sleep(faults.lookup_delay).await;
+        if let Some(message) = faults.lookup_error {
+            return Err(Status::internal(message));
+        }
         {
             let mut s = self.state.lock().unwrap();
             if s.faults.turned_away > 0 {
@@ -309,7 +316,9 @@ impl bs::byte_stream_server::ByteStream for Fake {
         &self,
         request: Request<Streaming<bs::WriteRequest>>,
     ) -> Result<Response<bs::WriteResponse>, Status> {
-        self.note("ByteStream.Write", 0);
+        if self.note("ByteStream.Write", 0).stall_writes {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         let mut stream = request.into_inner();
         let (mut name, mut data, mut finished) = (String::new(), Vec::new(), false);
         while let Some(piece) = stream.message().await? {
@@ -819,4 +828,91 @@ fn tls_with_a_bearer_token_from_a_secret() {
     // TLS really: a plain-text client gets nowhere.
     let plain = first.run(&["remote", "check", &server.url.replace("grpcs", "grpc")]);
     assert_eq!(plain.code, 2, "{}", plain.stdout);
+}
+
+/// A server that stops taking an upload (mid-stream, or after the last chunk) is given up on
+/// after 10 s, not after the transfer's whole time limit: one warning, every action reported
+/// as it ended, a correct build.
+#[test]
+fn a_server_that_stops_taking_an_upload_is_given_up_on() {
+    let server = FakeServer::start(64 << 10);
+    server.faults(Faults {
+        stall_writes: true,
+        ..Faults::default()
+    });
+    // 6 MB: more than the channel and the connection's window hold, so the chunks stop going
+    // (its whole time limit would be 15 s); 300 kB: one chunk, then no answer.
+    for (bytes, said) in [
+        (6_000_000, &["stopped taking blob"][..]),
+        (
+            300_000,
+            &[
+                "did not answer after blob",
+                "ByteStream.Write within its time limit",
+            ][..],
+        ),
+    ] {
+        let build = format!(
+            "task(name = \"big\", outs = [\"big.bin\"], cmd = \"head -c {bytes} /dev/urandom > big.bin\")\n"
+        );
+        let ws = Ws::new().file("p/BUILD", &build);
+        let started = std::time::Instant::now();
+        let run = ws.run(&[
+            "build",
+            "--remote-cache",
+            &server.url,
+            "--remote-upload",
+            "true",
+        ]);
+        let took = started.elapsed();
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            took < Duration::from_secs(14),
+            "{bytes}: the build took {took:?}"
+        );
+        assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+        assert!(
+            said.iter().any(|s| run.stderr.contains(s)),
+            "{bytes}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .contains("the rest of this build does not use the remote cache"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.contains("[RAN] //p:big ("), "{}", run.stdout);
+        let out = ws.path().join("flow-out/p/big.bin");
+        assert_eq!(std::fs::metadata(out).unwrap().len(), bytes);
+    }
+}
+
+/// A server's words reach the screen without control characters: an error message holding
+/// escape sequences, a bell and a line that fakes flow's summary stays one plain line.
+#[test]
+fn a_servers_words_cannot_move_the_cursor_or_fake_a_line() {
+    let server = FakeServer::start(64 << 10);
+    server.faults(Faults {
+        lookup_error: Some(
+            "boom\x1b[31mRED\x1b[0m\nflow: ok: 0 ran, all fine\x1b]0;PWNED\x07".into(),
+        ),
+        ..Faults::default()
+    });
+    let ws = checkout();
+    let run = ws.run(&["build", "--remote-cache", &server.url]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains(['\x1b', '\x07', '\r']),
+        "{:?}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.starts_with("flow: ok: 0 ran, all fine")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
 }

@@ -52,7 +52,7 @@ pub fn run(command: &RemoteCommand) -> Result<i32, Error> {
     runtime
         .block_on(check(&target, *write))
         .map_err(|e| Error::Usage {
-            message: e.to_string(),
+            message: crate::executor::printable(&e.to_string()),
             help: match e {
                 RemoteError::BadUrl { .. }
                 | RemoteError::TokenInPlainText { .. }

@@ -166,71 +166,51 @@ impl Remote {
         }
     }
 
-    /// Writes the local blob `local` as the remote blob `d`, a chunk at a time.
+    /// Writes the local blob `local` as the remote blob `d`, a chunk at a time. A server that
+    /// stops taking chunks for [`CALL_TIMEOUT`], or does not answer within it once it has them
+    /// all, is given up on.
     pub async fn write_stream(
         &self,
         local_digest: Digest,
         d: &re::Digest,
         cache: &std::sync::Arc<Cache>,
     ) -> Result<(), RemoteError> {
-        let resource = self.write_resource(d);
         let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(2);
-        let reader_cache = cache.clone();
-        // The CAS is read on a blocking thread; the last chunk waits for the blob's hash.
-        let producer = tokio::task::spawn_blocking(move || {
-            let mut offset = 0i64;
-            let mut held: Option<Vec<u8>> = None;
-            let mut first = true;
-            let send = |data: Vec<u8>, offset: i64, finish: bool, first: bool| {
-                tx.blocking_send(WriteRequest {
-                    // Only the first message must name the resource.
-                    resource_name: if first {
-                        resource.clone()
-                    } else {
-                        String::new()
-                    },
-                    write_offset: offset,
-                    finish_write: finish,
-                    data,
-                })
-                .is_ok()
-            };
-            let read = reader_cache
-                .cas()
-                .read_chunks(&local_digest, CHUNK, |piece| {
-                    let go_on = match held.take() {
-                        Some(prev) => {
-                            let n = prev.len() as i64;
-                            let ok = send(prev, offset, false, first);
-                            first = false;
-                            offset += n;
-                            ok
-                        }
-                        None => true,
-                    };
-                    held = Some(piece.to_vec());
-                    go_on
-                });
-            match read {
-                Ok(true) => {
-                    send(held.unwrap_or_default(), offset, true, first);
-                    Ok(())
-                }
-                Ok(false) => Ok(()), // the call ended first: its own error says why
-                Err(e) => Err(e),
-            }
+        let producer = tokio::task::spawn_blocking({
+            let (resource, cache) = (self.write_resource(d), cache.clone());
+            let handle = tokio::runtime::Handle::current();
+            move || produce(&cache, local_digest, resource, &tx, &handle)
         });
         let request = self.request_within(
             tokio_stream::wrappers::ReceiverStream::new(rx),
             transfer_timeout(d.size_bytes),
         );
-        let written = ByteStreamClient::new(self.channel.clone())
-            .write(request)
-            .await;
-        let produced = producer
-            .await
-            .map_err(|e| RemoteError::Local(e.to_string()))?;
-        produced.map_err(local)?;
+        let mut client = ByteStreamClient::new(self.channel.clone());
+        let write = client.write(request);
+        tokio::pin!(write);
+        let stalled = |what: &str| RemoteError::Unreachable {
+            url: self.url.clone(),
+            why: format!(
+                "it {what} blob {}/{} for {} s",
+                d.hash,
+                d.size_bytes,
+                CALL_TIMEOUT.as_secs()
+            ),
+        };
+        let written = tokio::select! {
+            // An answer before every chunk went: an error, or a blob it already holds.
+            written = &mut write => written,
+            produced = producer => {
+                match produced.map_err(|e| RemoteError::Local(e.to_string()))? {
+                    Ok(()) => {}
+                    Err(Produce::Stalled) => return Err(stalled("stopped taking")),
+                    Err(Produce::Cache(e)) => return Err(local(e)),
+                }
+                tokio::time::timeout(CALL_TIMEOUT, &mut write)
+                    .await
+                    .map_err(|_| stalled("did not answer after"))?
+            }
+        };
         let answer = written
             .map_err(|s| call_error(&self.url, "ByteStream.Write", &s))?
             .into_inner();
@@ -246,6 +226,75 @@ impl Remote {
             });
         }
         Ok(())
+    }
+}
+
+/// Why the chunks of an upload stopped.
+enum Produce {
+    /// The call took no chunk for [`CALL_TIMEOUT`].
+    Stalled,
+    Cache(flow_cache::CacheError),
+}
+
+/// Sends the CAS blob `local_digest` as `WriteRequest`s to `tx`, the last one only once the
+/// blob hashed to its name (on a blocking thread; `handle` times each send). Ends quietly when
+/// the call ends first (its own answer says why).
+fn produce(
+    cache: &Cache,
+    local_digest: Digest,
+    resource: String,
+    tx: &tokio::sync::mpsc::Sender<WriteRequest>,
+    handle: &tokio::runtime::Handle,
+) -> Result<(), Produce> {
+    let mut offset = 0i64;
+    let mut held: Option<Vec<u8>> = None;
+    let mut first = true;
+    let mut stalled = false;
+    let mut send = |data: Vec<u8>, offset: i64, finish: bool, first: bool| {
+        let request = WriteRequest {
+            // Only the first message must name the resource.
+            resource_name: if first {
+                resource.clone()
+            } else {
+                String::new()
+            },
+            write_offset: offset,
+            finish_write: finish,
+            data,
+        };
+        match handle.block_on(tx.send_timeout(request, CALL_TIMEOUT)) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                stalled = true;
+                false
+            }
+            Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
+    };
+    let read = cache.cas().read_chunks(&local_digest, CHUNK, |piece| {
+        let go_on = match held.take() {
+            Some(prev) => {
+                let n = prev.len() as i64;
+                let ok = send(prev, offset, false, first);
+                first = false;
+                offset += n;
+                ok
+            }
+            None => true,
+        };
+        held = Some(piece.to_vec());
+        go_on
+    });
+    match read {
+        Ok(true) => {
+            send(held.unwrap_or_default(), offset, true, first);
+        }
+        Ok(false) => {}
+        Err(e) => return Err(Produce::Cache(e)),
+    }
+    match stalled {
+        true => Err(Produce::Stalled),
+        false => Ok(()),
     }
 }
 

@@ -431,7 +431,8 @@ pub(crate) fn call_error(url: &str, call: &'static str, status: &tonic::Status) 
             return RemoteError::Unreachable {
                 url: url.to_owned(),
                 why: format!(
-                    "it did not answer {call} within {} s",
+                    "it did not finish {call} within its time limit ({} s a call, more for a \
+                     large transfer)",
                     CALL_TIMEOUT.as_secs()
                 ),
             };

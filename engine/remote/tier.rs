@@ -88,13 +88,17 @@ impl RemoteTier {
                     read_only_said: AtomicBool::new(false),
                     uploaded: AtomicUsize::new(0),
                     permits: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
-                    warn,
+                    // A server's words (an error's message, a path it sent) are shown without
+                    // the control characters that would move the cursor or fake a line.
+                    warn: Box::new(move |w| warn(&crate::executor::printable(w))),
                 }),
                 runtime: Some(runtime),
                 uploads: Mutex::new(Vec::new()),
             }),
             Err(e) => {
-                warn(&format!("{e}; building without the remote cache"));
+                warn(&crate::executor::printable(&format!(
+                    "{e}; building without the remote cache"
+                )));
                 // Not dropped here: this thread may be inside another runtime.
                 runtime.shutdown_background();
                 None
@@ -216,11 +220,21 @@ impl RemoteTier {
     }
 
     /// Waits for the uploads started so far; how many results were uploaded since the last
-    /// call. (Each call in them has its time limit, so this ends.)
+    /// call. (Each call in them has its time limit, so this ends.) Once the remote has failed,
+    /// the uploads still running are abandoned rather than waited for.
     pub async fn finish_uploads(&self) -> usize {
         let started = std::mem::take(&mut *self.uploads.lock().expect("uploads"));
-        for upload in started {
-            let _ = upload.await;
+        for mut upload in started {
+            loop {
+                if self.shared.down.load(Ordering::SeqCst) {
+                    upload.abort();
+                    break;
+                }
+                let tick = std::time::Duration::from_millis(50);
+                if tokio::time::timeout(tick, &mut upload).await.is_ok() {
+                    break;
+                }
+            }
         }
         self.shared.uploaded.swap(0, Ordering::SeqCst)
     }

@@ -218,8 +218,10 @@ impl<E: Executor> Runner<E> {
         if !drive.summary.interrupted && !drive.summary.superseded {
             drive.notify(reporter).await;
         }
-        // The build's time is its own; uploads still running are waited for after it.
+        // The build's time is its own; uploads still running are waited for after it, once
+        // the screen has said how every action ended.
         let took = started.elapsed();
+        reporter.flush();
         drive.finish_uploads(sigint).await;
         drive.finish(reporter, took)
     }
