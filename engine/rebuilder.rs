@@ -423,7 +423,8 @@ impl Rebuilder {
             .put_action(key, &result)
             .map_err(StoreError::Cache)?;
         self.restore(action, &result).map_err(StoreError::Cache)?;
-        if let Some(remote) = &self.remote {
+        // Shared only what may be reused (`task(cache = False)` runs every time: never).
+        if let (Some(remote), true) = (&self.remote, action.kind.reusable()) {
             remote.queue(*key, &self.cache);
         }
         Ok(result)

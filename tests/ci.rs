@@ -486,11 +486,13 @@ fn github_workflow_with_a_remote_cache() {
     assert_eq!(builds.len(), 2, "{text}");
     for b in builds {
         assert_eq!(b["env"]["FLOW_REMOTE_CACHE"], "grpc://cache.internal:9092");
-        // The token from the repository's secret, in the variable flow reads.
-        assert_eq!(
-            b["env"]["FLOW_REMOTE_TOKEN"],
-            "${{ secrets.FLOW_REMOTE_TOKEN }}"
-        );
+        // The token from the repository's secrets, in the variable flow reads: one that may
+        // only read for pull requests, whose code could read it.
+        let secret = match b["if"].as_str().unwrap().contains("== 'pull_request'") {
+            true => "${{ secrets.FLOW_REMOTE_READ_TOKEN }}",
+            false => "${{ secrets.FLOW_REMOTE_TOKEN }}",
+        };
+        assert_eq!(b["env"]["FLOW_REMOTE_TOKEN"], secret);
         assert!(
             b["run"]
                 .as_str()

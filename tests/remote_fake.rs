@@ -37,6 +37,8 @@ struct Faults {
     lookup_error: Option<String>,
     /// ByteStream writes are never read nor answered.
     stall_writes: bool,
+    /// ByteStream reads send one byte a second.
+    trickle_reads: bool,
 }
 
 #[derive(Default)]
@@ -305,6 +307,20 @@ impl bs::byte_stream_server::ByteStream for Fake {
         let data = self
             .read(&hash, &faults)
             .ok_or_else(|| Status::not_found("no such blob"))?;
+        if faults.trickle_reads {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                for byte in data {
+                    let piece = Ok(bs::ReadResponse { data: vec![byte] });
+                    if tx.send(piece).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let chunks: Vec<Result<bs::ReadResponse, Status>> = data
             .chunks(64 << 10)
             .map(|c| Ok(bs::ReadResponse { data: c.to_vec() }))
@@ -915,4 +931,70 @@ fn a_servers_words_cannot_move_the_cursor_or_fake_a_line() {
         run.stderr
     );
     assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+}
+
+/// A server that sends a large blob a byte a second (never stopping for 10 s) is given up on
+/// once it falls under 1 MiB/s after a call's time: one warning, a local build.
+#[test]
+fn a_server_that_trickles_a_blob_is_given_up_on() {
+    let (first, server) = uploaded();
+    server.faults(Faults {
+        trickle_reads: true,
+        ..Faults::default()
+    });
+    let second = checkout();
+    let started = std::time::Instant::now();
+    let run = second.run(&["build", "--remote-cache", &server.url]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(took < Duration::from_secs(20), "the build took {took:?}");
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("(less than 1 MiB/s)"), "{}", run.stderr);
+    assert!(run.stdout.contains("[RAN] //p:a ("), "{}", run.stdout);
+    for f in ["p/a.txt", "p/b.txt", "p/gen/sub/b"] {
+        let read = |ws: &Ws| std::fs::read(ws.path().join("flow-out").join(f)).unwrap();
+        assert_eq!(read(&first), read(&second), "{f}");
+    }
+}
+
+/// A build that needs nothing from the remote cache (every action a local hit, nothing to
+/// upload) never waits for it: a server that accepts connections and never answers costs it
+/// nothing and says nothing.
+#[test]
+fn a_build_of_local_hits_never_waits_for_a_hung_server() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("grpc://{}", hung.local_addr().unwrap());
+    let ws = checkout();
+    ws.run(&["build"]).ok();
+    std::fs::remove_dir_all(ws.path().join("flow-out")).unwrap();
+    let started = std::time::Instant::now();
+    let run = ws.run(&["build", "--remote-cache", &url, "--remote-upload", "true"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("0 ran, 2 cached"), "{}", run.stdout);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the build took {took:?}");
+    drop(hung);
+}
+
+/// What runs every time (`task(cache = False)`) is never uploaded: it is never reused.
+#[test]
+fn a_task_that_is_never_cached_is_never_uploaded() {
+    let server = FakeServer::start(64 << 10);
+    let ws = Ws::new().file(
+        "p/BUILD",
+        "task(name = \"every\", outs = [\"n.txt\"], cache = False, cmd = \"echo nc > n.txt\")\n",
+    );
+    let run = ws.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("uploaded"), "{}", run.stderr);
+    let calls = server.calls();
+    assert!(!calls.contains(&"UpdateActionResult"), "{calls:?}");
+    assert!(!calls.contains(&"GetActionResult"), "{calls:?}");
 }

@@ -101,6 +101,15 @@ impl Remote {
             },
             transfer_timeout(d.size_bytes),
         );
+        let free = free_bytes(cache.cas().tmp_dir());
+        if d.size_bytes as u64 > free {
+            return Err(RemoteError::TooLarge {
+                url: self.url.clone(),
+                digest: format!("{}/{}", d.hash, d.size_bytes),
+                free,
+            });
+        }
+        let started = std::time::Instant::now();
         let mut stream = ByteStreamClient::new(self.channel.clone())
             .read(request)
             .await
@@ -127,6 +136,22 @@ impl Remote {
             };
             if writer.size() + piece.data.len() as u64 > expected {
                 return Err(self.corrupt(d, writer.size() + piece.data.len() as u64, "more"));
+            }
+            // After a call's time, at least MIN_RATE a second since: a server that trickles
+            // does not choose how long a build waits.
+            let took = started.elapsed();
+            let floor = took.saturating_sub(CALL_TIMEOUT).as_secs_f64() * MIN_RATE as f64;
+            if ((writer.size() + piece.data.len() as u64) as f64) < floor {
+                return Err(RemoteError::Unreachable {
+                    url: self.url.clone(),
+                    why: format!(
+                        "it sent {} of the {} bytes of blob {} in {:.0} s (less than 1 MiB/s)",
+                        writer.size() + piece.data.len() as u64,
+                        d.size_bytes,
+                        d.hash,
+                        took.as_secs_f64()
+                    ),
+                });
             }
             hasher.update(&piece.data);
             writer
@@ -296,6 +321,16 @@ fn produce(
         true => Err(Produce::Stalled),
         false => Ok(()),
     }
+}
+
+/// The slowest a transfer may go, after its first [`CALL_TIMEOUT`]: bytes a second.
+pub const MIN_RATE: u64 = 1 << 20;
+
+/// The bytes free for an unprivileged user on the file system of `dir` (unknown: unlimited).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map_or(u64::MAX, |s| {
+        s.blocks_available().saturating_mul(s.fragment_size())
+    })
 }
 
 /// A local cache error on the way: the remote is not at fault.

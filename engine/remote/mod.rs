@@ -56,6 +56,12 @@ pub enum RemoteError {
     },
     #[error("the remote cache at {url} offers no digest function flow can use (it offers {offered}; flow speaks BLAKE3 and SHA256)")]
     NoDigestFunction { url: String, offered: String },
+    #[error("the remote cache at {url} names blob {digest}, larger than the {free} bytes free for the local cache")]
+    TooLarge {
+        url: String,
+        digest: String,
+        free: u64,
+    },
     #[error("the remote cache at {url} does not hold blob {digest}")]
     Missing { url: String, digest: String },
     #[error("the remote cache at {url} has no entry for {call}")]

@@ -61,9 +61,9 @@ impl From<RemoteError> for Refusal {
     /// server's or the network's.
     fn from(e: RemoteError) -> Refusal {
         match e {
-            e @ (RemoteError::Corrupt { .. } | RemoteError::Missing { .. }) => {
-                Refusal::Bad(e.to_string())
-            }
+            e @ (RemoteError::Corrupt { .. }
+            | RemoteError::Missing { .. }
+            | RemoteError::TooLarge { .. }) => Refusal::Bad(e.to_string()),
             e => Refusal::Remote(e),
         }
     }

@@ -38,7 +38,10 @@ pub struct RemoteTier {
 }
 
 struct Shared {
-    remote: Remote,
+    target: super::Target,
+    /// The connection, made when first needed (a build whose actions are all local hits and
+    /// that uploads nothing never waits for a server); `None` when it could not be made.
+    remote: tokio::sync::OnceCell<Option<Remote>>,
     /// Whether this build writes to it (`--remote-upload`).
     upload: bool,
     /// The remote failed once: not asked again this build.
@@ -51,6 +54,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// The connection, made on first use; `None` (warned once) when the server cannot be used.
+    async fn remote(&self) -> Option<&Remote> {
+        if self.down.load(Ordering::SeqCst) {
+            return None;
+        }
+        let connected = self.remote.get_or_init(|| async {
+            match Remote::connect(&self.target).await {
+                Ok(remote) => Some(remote),
+                Err(e) => {
+                    if !self.down.swap(true, Ordering::SeqCst) {
+                        (self.warn)(&format!("{e}; building without the remote cache"));
+                    }
+                    None
+                }
+            }
+        });
+        connected.await.as_ref()
+    }
+
     fn failed(&self, e: &RemoteError) {
         if !self.down.swap(true, Ordering::SeqCst) {
             (self.warn)(&format!(
@@ -61,7 +83,8 @@ impl Shared {
 }
 
 impl RemoteTier {
-    /// Connects; `None` (warned) when the server cannot be used.
+    /// The remote cache at `target`, connected to when first needed (then a server that
+    /// cannot be used is one warning); `None` only when its threads cannot be started.
     pub fn connect(
         target: &super::Target,
         upload: bool,
@@ -73,37 +96,22 @@ impl RemoteTier {
             .enable_all()
             .build()
             .ok()?;
-        // On a thread of its own: the caller may be inside another runtime (`flow watch`).
-        let connected = std::thread::scope(|s| {
-            s.spawn(|| runtime.block_on(Remote::connect(target)))
-                .join()
-                .expect("connecting to the remote cache panicked")
-        });
-        match connected {
-            Ok(remote) => Some(RemoteTier {
-                shared: Arc::new(Shared {
-                    remote,
-                    upload,
-                    down: AtomicBool::new(false),
-                    read_only_said: AtomicBool::new(false),
-                    uploaded: AtomicUsize::new(0),
-                    permits: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
-                    // A server's words (an error's message, a path it sent) are shown without
-                    // the control characters that would move the cursor or fake a line.
-                    warn: Box::new(move |w| warn(&crate::executor::printable(w))),
-                }),
-                runtime: Some(runtime),
-                uploads: Mutex::new(Vec::new()),
+        Some(RemoteTier {
+            shared: Arc::new(Shared {
+                target: target.clone(),
+                remote: tokio::sync::OnceCell::new(),
+                upload,
+                down: AtomicBool::new(false),
+                read_only_said: AtomicBool::new(false),
+                uploaded: AtomicUsize::new(0),
+                permits: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
+                // A server's words (an error's message, a path it sent) are shown without the
+                // control characters that would move the cursor or fake a line.
+                warn: Box::new(move |w| warn(&crate::executor::printable(w))),
             }),
-            Err(e) => {
-                warn(&crate::executor::printable(&format!(
-                    "{e}; building without the remote cache"
-                )));
-                // Not dropped here: this thread may be inside another runtime.
-                runtime.shutdown_background();
-                None
-            }
-        }
+            runtime: Some(runtime),
+            uploads: Mutex::new(Vec::new()),
+        })
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -142,14 +150,14 @@ impl RemoteTier {
         if shared.down.load(Ordering::SeqCst) {
             return None;
         }
-        let mut took = std::time::Duration::ZERO;
-        let answer = self.call(fetch_remote(
-            &shared.remote,
-            key,
-            declared,
-            cache,
-            &mut took,
-        ));
+        let (answer, took) = self.call(async {
+            let mut took = std::time::Duration::ZERO;
+            let answer = match shared.remote().await {
+                Some(remote) => fetch_remote(remote, key, declared, cache, &mut took).await,
+                None => Ok(None),
+            };
+            (answer, took)
+        });
         if took > SLOW && !shared.down.swap(true, Ordering::SeqCst) {
             (shared.warn)(&format!(
                 "the remote cache took {:.1} s to answer one lookup; the rest of this build \
@@ -185,21 +193,21 @@ impl RemoteTier {
         if !shared.upload || shared.down.load(Ordering::SeqCst) {
             return;
         }
-        if !shared.remote.capabilities.update_enabled {
-            if !shared.read_only_said.swap(true, Ordering::SeqCst) {
-                (shared.warn)(&format!(
-                    "the remote cache at {} takes no updates (read only): nothing is uploaded",
-                    shared.remote.url
-                ));
-            }
-            return;
-        }
         let (shared, cache) = (self.shared.clone(), cache.clone());
         let upload = self.runtime().spawn(async move {
             let Ok(_permit) = shared.permits.acquire().await else {
                 return;
             };
-            if shared.down.load(Ordering::SeqCst) {
+            let Some(remote) = shared.remote().await else {
+                return;
+            };
+            if !remote.capabilities.update_enabled {
+                if !shared.read_only_said.swap(true, Ordering::SeqCst) {
+                    (shared.warn)(&format!(
+                        "the remote cache at {} takes no updates (read only): nothing is uploaded",
+                        remote.url
+                    ));
+                }
                 return;
             }
             let result = match cache.get_actions(&[key]) {
@@ -209,7 +217,7 @@ impl RemoteTier {
                 },
                 Err(e) => return shared.failed(&local(e)),
             };
-            match upload_one(&shared.remote, &key, &result, &cache).await {
+            match upload_one(remote, &key, &result, &cache).await {
                 Ok(()) => {
                     shared.uploaded.fetch_add(1, Ordering::SeqCst);
                 }
@@ -221,20 +229,25 @@ impl RemoteTier {
 
     /// Waits for the uploads started so far; how many results were uploaded since the last
     /// call. (Each call in them has its time limit, so this ends.) Once the remote has failed,
-    /// the uploads still running are abandoned rather than waited for.
+    /// the uploads still running are abandoned rather than waited for. The uploads stay listed
+    /// until they end, so that [`RemoteTier::abandon_uploads`] finds them if this wait is
+    /// given up (Ctrl-C).
     pub async fn finish_uploads(&self) -> usize {
-        let started = std::mem::take(&mut *self.uploads.lock().expect("uploads"));
-        for mut upload in started {
-            loop {
-                if self.shared.down.load(Ordering::SeqCst) {
-                    upload.abort();
+        loop {
+            {
+                let mut uploads = self.uploads.lock().expect("uploads");
+                uploads.retain(|u| !u.is_finished());
+                if uploads.is_empty() {
                     break;
                 }
-                let tick = std::time::Duration::from_millis(50);
-                if tokio::time::timeout(tick, &mut upload).await.is_ok() {
+                if self.shared.down.load(Ordering::SeqCst) {
+                    for u in uploads.drain(..) {
+                        u.abort();
+                    }
                     break;
                 }
             }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         self.shared.uploaded.swap(0, Ordering::SeqCst)
     }

@@ -276,23 +276,28 @@ fn build_steps(plan: &Plan) -> Vec<Step> {
     let shard = format!("${{{{ matrix.shard }}}}/{}", plan.shards);
     // The remote cache's address in the environment: an expression's value never becomes
     // script text. Uploads follow `--remote-upload`'s default: pushes (CI) write, pull requests
-    // only read. Its token, if the repository has the secret, in the variable flow reads it
-    // from (empty, so unused, without the secret and in forks' pull requests).
-    let mut env = vec![("FLOW_SHARD", s(&shard))];
-    if let Some(url) = &plan.remote_cache {
-        env.push(("FLOW_REMOTE_CACHE", s(url)));
-        env.push((
-            crate::remote::TOKEN_ENV,
-            s("${{ secrets.FLOW_REMOTE_TOKEN }}"),
-        ));
-    }
-    let build = |name: &str, comment: &'static str, cond: &str, since: &str| {
+    // only read. Its token in the variable flow reads it from: the repository's secret
+    // FLOW_REMOTE_TOKEN for pushes, FLOW_REMOTE_READ_TOKEN for pull requests, whose code (a
+    // test, a build script) could read a token it is given and must not get one that writes
+    // (empty, so unused, without the secret and in forks' pull requests).
+    let env = |secret: &str| {
+        let mut env = vec![("FLOW_SHARD", s(&shard))];
+        if let Some(url) = &plan.remote_cache {
+            env.push(("FLOW_REMOTE_CACHE", s(url)));
+            env.push((
+                crate::remote::TOKEN_ENV,
+                s(format!("${{{{ secrets.{secret} }}}}")),
+            ));
+        }
+        env
+    };
+    let build = |name: &str, comment: &'static str, cond: &str, since: &str, secret: &str| {
         step(
             name,
             comment,
             vec![
                 ("if", s(cond)),
-                ("env", map(env.clone())),
+                ("env", map(env(secret))),
                 ("run", s(script(since))),
             ],
         )
@@ -305,6 +310,7 @@ fn build_steps(plan: &Plan) -> Vec<Step> {
              between the two, by content; `-k` goes on after a failure, to report them all.",
             "github.event_name == 'pull_request'",
             " --since HEAD^1",
+            "FLOW_REMOTE_READ_TOKEN",
         ),
         build(
             "Build everything",
@@ -312,6 +318,7 @@ fn build_steps(plan: &Plan) -> Vec<Step> {
              push changed to run.",
             "github.event_name != 'pull_request'",
             "",
+            "FLOW_REMOTE_TOKEN",
         ),
     ]
 }
