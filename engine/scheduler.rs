@@ -83,6 +83,14 @@ impl Scheduler {
         self.ready.push((self.priority[i], Reverse(i)));
     }
 
+    /// The nodes ready now, not yet taken (none once stopped).
+    pub fn ready_nodes(&self) -> Vec<usize> {
+        match self.stopped {
+            true => Vec::new(),
+            false => self.ready.iter().map(|(_, Reverse(i))| *i).collect(),
+        }
+    }
+
     /// The most urgent ready node, now marked running.
     pub fn pop_ready(&mut self) -> Option<usize> {
         if self.stopped {

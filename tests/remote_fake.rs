@@ -39,6 +39,8 @@ struct Faults {
     stall_writes: bool,
     /// ByteStream reads send one byte a second.
     trickle_reads: bool,
+    /// Every write is refused (PERMISSION_DENIED), as with a token that may only read.
+    refuse_writes: bool,
 }
 
 #[derive(Default)]
@@ -49,6 +51,9 @@ struct State {
     calls: Vec<&'static str>,
     /// The digest functions requests named.
     functions: BTreeSet<i32>,
+    /// GetActionResult calls being answered now, and the most at once.
+    lookups_now: usize,
+    lookups_most: usize,
     faults: Faults,
 }
 
@@ -131,7 +136,13 @@ impl ActionCache for Fake {
     ) -> Result<Response<re::ActionResult>, Status> {
         let r = request.into_inner();
         let faults = self.note("GetActionResult", r.digest_function);
+        {
+            let mut s = self.state.lock().unwrap();
+            s.lookups_now += 1;
+            s.lookups_most = s.lookups_most.max(s.lookups_now);
+        }
         tokio::time::sleep(faults.lookup_delay).await;
+        self.state.lock().unwrap().lookups_now -= 1;
         if let Some(message) = faults.lookup_error {
             return Err(Status::internal(message));
         }
@@ -157,7 +168,12 @@ impl ActionCache for Fake {
         request: Request<re::UpdateActionResultRequest>,
     ) -> Result<Response<re::ActionResult>, Status> {
         let r = request.into_inner();
-        self.note("UpdateActionResult", r.digest_function);
+        if self
+            .note("UpdateActionResult", r.digest_function)
+            .refuse_writes
+        {
+            return Err(Status::permission_denied("this token may only read"));
+        }
         let result = r.action_result.unwrap_or_default();
         let hash = r.action_digest.unwrap_or_default().hash;
         self.state
@@ -194,7 +210,12 @@ impl ContentAddressableStorage for Fake {
         request: Request<re::BatchUpdateBlobsRequest>,
     ) -> Result<Response<re::BatchUpdateBlobsResponse>, Status> {
         let r = request.into_inner();
-        self.note("BatchUpdateBlobs", r.digest_function);
+        if self
+            .note("BatchUpdateBlobs", r.digest_function)
+            .refuse_writes
+        {
+            return Err(Status::permission_denied("this token may only read"));
+        }
         let mut responses = Vec::new();
         for blob in r.requests {
             let digest = blob.digest.unwrap_or_default();
@@ -997,4 +1018,100 @@ fn a_task_that_is_never_cached_is_never_uploaded() {
     let calls = server.calls();
     assert!(!calls.contains(&"UpdateActionResult"), "{calls:?}");
     assert!(!calls.contains(&"GetActionResult"), "{calls:?}");
+}
+
+/// A write refused (a token that may only read) stops the uploads, not the reads: a hit looked
+/// up after the refusal is still restored, and the refusal is said once.
+#[test]
+fn a_refused_write_stops_uploads_and_reads_go_on() {
+    // `hit` waits for a task that runs every time (1 s) with the same output, so it is looked
+    // up after `new`'s upload was refused.
+    let build = "task(name = \"always\", outs = [\"s.txt\"], cache = False, cmd = \"sleep 1; echo same > s.txt\")\n\
+                 task(name = \"hit\", deps = [\":always\"], outs = [\"h.txt\"], cmd = \"cat s.txt > h.txt\")\n\
+                 task(name = \"new\", srcs = [\"new.txt\"], outs = [\"n.txt\"], cmd = \"cat new.txt > n.txt\")\n";
+    let server = FakeServer::start(64 << 10);
+    let first = Ws::new()
+        .file("p/BUILD", build)
+        .file("p/new.txt", "first\n");
+    let one = first.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert!(
+        one.stderr.contains("2 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    server.faults(Faults {
+        refuse_writes: true,
+        ..Faults::default()
+    });
+    let second = Ws::new()
+        .file("p/BUILD", build)
+        .file("p/new.txt", "second\n");
+    let two = second.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert_eq!(two.code, 0, "{}", two.stderr);
+    assert!(
+        two.stdout.contains("[CACHED] //p:hit"),
+        "{}\n{}",
+        two.stdout,
+        two.stderr
+    );
+    assert_eq!(two.stderr.matches("warning:").count(), 1, "{}", two.stderr);
+    assert!(
+        two.stderr
+            .contains("this token may only read: nothing more is uploaded"),
+        "{}",
+        two.stderr
+    );
+}
+
+/// The actions ready at once are looked up at once, not one after the other: with 100 ms a
+/// lookup, 24 independent hits are asked for many at a time (checked on the server), and all
+/// restored.
+#[test]
+fn ready_actions_are_looked_up_at_once() {
+    let build: String = (0..24)
+        .map(|i| {
+            format!("task(name = \"t{i}\", outs = [\"t{i}.txt\"], cmd = \"echo {i} > t{i}.txt\")\n")
+        })
+        .collect();
+    let server = FakeServer::start(64 << 10);
+    let first = Ws::new().file("p/BUILD", &build);
+    let one = first.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert!(
+        one.stderr.contains("24 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    server.faults(Faults {
+        lookup_delay: Duration::from_millis(100),
+        ..Faults::default()
+    });
+    server.state.lock().unwrap().lookups_most = 0;
+    let second = Ws::new().file("p/BUILD", &build);
+    let two = second.run(&["build", "-j", "2", "--remote-cache", &server.url]);
+    assert!(
+        two.stdout.contains("0 ran, 24 cached"),
+        "{}\n{}",
+        two.stdout,
+        two.stderr
+    );
+    let most = server.state.lock().unwrap().lookups_most;
+    assert!(most >= 8, "at most {most} lookups at once");
 }

@@ -155,6 +155,38 @@ pub enum Apply {
 }
 
 impl Rebuilder {
+    /// Before the decisions of several ready nodes: asks the remote cache at once for each
+    /// whose decision would ask it (as `decide` does: reusable, keyable, not carried, no kept
+    /// failure, no local result). What it verifies goes to the local cache, where `decide`
+    /// then finds it; a key it does not hold is remembered, so `decide` does not ask again.
+    /// Nothing is decided here.
+    pub fn prefetch_remote(&self, nodes: &[(usize, &Action, KeyInputs)], carried: &Carried) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for (node, action, inputs) in nodes {
+            if carried.get(*node).is_some()
+                || carried.failed.contains_key(node)
+                || !action.kind.reusable()
+            {
+                continue;
+            }
+            let Ok(key) = self.key(action, inputs.sources, inputs.deps, inputs.tools) else {
+                continue;
+            };
+            let digest = key.digest();
+            if inputs.prefetched.contains_key(&digest) || !matches!(self.lookup(&digest), Ok(None))
+            {
+                continue;
+            }
+            wanted.push((digest, action.outs.clone()));
+        }
+        if wanted.len() > 1 {
+            remote.fetch_many(wanted, &self.cache);
+        }
+    }
+
     /// The reuse decision for node `node` (`action`), whose dependencies are done.
     pub fn decide(
         &self,

@@ -64,6 +64,12 @@ pub enum RemoteError {
     },
     #[error("the remote cache at {url} does not hold blob {digest}")]
     Missing { url: String, digest: String },
+    #[error("the remote cache at {url} refused {call}: {why}")]
+    Refused {
+        url: String,
+        call: &'static str,
+        why: String,
+    },
     #[error("the remote cache at {url} has no entry for {call}")]
     NotFound { url: String, call: &'static str },
     #[error("the local cache: {0}")]
@@ -441,6 +447,13 @@ pub(crate) fn call_error(url: &str, call: &'static str, status: &tonic::Status) 
                      large transfer)",
                     CALL_TIMEOUT.as_secs()
                 ),
+            };
+        }
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            return RemoteError::Refused {
+                url: url.to_owned(),
+                call,
+                why: format!("{:?}: {}", status.code(), status.message()),
             };
         }
         tonic::Code::NotFound => {

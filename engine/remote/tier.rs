@@ -24,6 +24,9 @@ use super::{Remote, RemoteError};
 /// their size takes.)
 const SLOW: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Lookups made at the same time (`fetch_many`).
+pub const LOOKUPS_AT_ONCE: usize = 16;
+
 /// Results uploaded at the same time.
 pub const UPLOADS_AT_ONCE: usize = 4;
 
@@ -46,7 +49,10 @@ struct Shared {
     upload: bool,
     /// The remote failed once: not asked again this build.
     down: AtomicBool,
-    /// The server takes no updates: said once.
+    /// Keys `fetch_many` asked for and got no usable result: not asked again.
+    missing: Mutex<std::collections::HashSet<Digest>>,
+    /// The server takes no updates (its capabilities say so, or it refused one): no more
+    /// uploads, said once; reads go on.
     read_only_said: AtomicBool,
     uploaded: AtomicUsize,
     permits: tokio::sync::Semaphore,
@@ -71,6 +77,45 @@ impl Shared {
             }
         });
         connected.await.as_ref()
+    }
+
+    /// What a lookup of `key` came to: a verified result, stored in the local action cache;
+    /// or nothing, with a warning when the result was refused or the server failed or was
+    /// slower than [`SLOW`] (then not asked again).
+    fn settle(
+        &self,
+        key: &Digest,
+        answer: Result<Option<ActionResult>, Refusal>,
+        took: std::time::Duration,
+        cache: &Cache,
+    ) -> Option<ActionResult> {
+        if took > SLOW && !self.down.swap(true, Ordering::SeqCst) {
+            (self.warn)(&format!(
+                "the remote cache took {:.1} s to answer one lookup; the rest of this build \
+                 does not use it",
+                took.as_secs_f64()
+            ));
+        }
+        match answer {
+            Ok(Some(result)) => match cache.put_action(key, &result) {
+                Ok(()) => Some(result),
+                Err(e) => {
+                    (self.warn)(&format!(
+                        "cannot store the remote result for key {key}: {e}"
+                    ));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(Refusal::Remote(e)) => {
+                self.failed(&e);
+                None
+            }
+            Err(Refusal::Bad(why)) => {
+                (self.warn)(&format!("refused the remote result for key {key}: {why}"));
+                None
+            }
+        }
     }
 
     fn failed(&self, e: &RemoteError) {
@@ -102,6 +147,7 @@ impl RemoteTier {
                 remote: tokio::sync::OnceCell::new(),
                 upload,
                 down: AtomicBool::new(false),
+                missing: Mutex::new(std::collections::HashSet::new()),
                 read_only_said: AtomicBool::new(false),
                 uploaded: AtomicUsize::new(0),
                 permits: tokio::sync::Semaphore::new(UPLOADS_AT_ONCE),
@@ -123,6 +169,25 @@ impl RemoteTier {
     /// Whether this build writes to the remote cache.
     pub fn uploads(&self) -> bool {
         self.shared.upload
+    }
+
+    /// Runs `f` on the tier's own runtime, given up when SIGINT, SIGTERM or SIGHUP arrives
+    /// meanwhile (`None`; the runner sees the same signal and stops the build): a lookup or a
+    /// large read never holds Ctrl-C back. The remote is not asked again after that.
+    fn call_or_stop<T: Send>(&self, f: impl Future<Output = T> + Send) -> Option<T> {
+        let stopped = self.call(async {
+            let Some(mut stop) = crate::interrupts::Interrupts::register() else {
+                return Some(f.await);
+            };
+            tokio::select! {
+                answer = f => Some(answer),
+                _ = stop.recv() => None,
+            }
+        });
+        if stopped.is_none() {
+            self.shared.down.store(true, Ordering::SeqCst);
+        }
+        stopped
     }
 
     /// Runs `f` on the tier's own runtime, from async code (the runner) or not.
@@ -147,50 +212,65 @@ impl RemoteTier {
     /// or the remote down.
     pub fn fetch(&self, key: &Digest, declared: &[String], cache: &Cache) -> Option<ActionResult> {
         let shared = &self.shared;
-        if shared.down.load(Ordering::SeqCst) {
+        if shared.down.load(Ordering::SeqCst)
+            || shared.missing.lock().expect("missing").contains(key)
+        {
             return None;
         }
-        let (answer, took) = self.call(async {
+        let (answer, took) = self.call_or_stop(async {
             let mut took = std::time::Duration::ZERO;
             let answer = match shared.remote().await {
                 Some(remote) => fetch_remote(remote, key, declared, cache, &mut took).await,
                 None => Ok(None),
             };
             (answer, took)
+        })?;
+        shared.settle(key, answer, took, cache)
+    }
+
+    /// Asks for several results at once (at most [`LOOKUPS_AT_ONCE`] at a time), each as
+    /// [`RemoteTier::fetch`] would: what is verified goes to the local cache, keys the server
+    /// does not hold are remembered. Returns when all are answered.
+    pub fn fetch_many(&self, wanted: Vec<(Digest, Vec<String>)>, cache: &Arc<Cache>) {
+        let shared = &self.shared;
+        if shared.down.load(Ordering::SeqCst) {
+            return;
+        }
+        self.call_or_stop(async {
+            let permits = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE));
+            let mut lookups = tokio::task::JoinSet::new();
+            for (key, declared) in wanted {
+                let (shared, cache, permits) =
+                    (self.shared.clone(), cache.clone(), permits.clone());
+                lookups.spawn(async move {
+                    let Ok(_permit) = permits.acquire().await else {
+                        return;
+                    };
+                    let Some(remote) = shared.remote().await else {
+                        return;
+                    };
+                    if shared.down.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut took = std::time::Duration::ZERO;
+                    let answer = fetch_remote(remote, &key, &declared, &cache, &mut took).await;
+                    // A miss or a refusal (warned once, here) is not asked about again.
+                    if shared.settle(&key, answer, took, &cache).is_none() {
+                        shared.missing.lock().expect("missing").insert(key);
+                    }
+                });
+            }
+            while lookups.join_next().await.is_some() {}
         });
-        if took > SLOW && !shared.down.swap(true, Ordering::SeqCst) {
-            (shared.warn)(&format!(
-                "the remote cache took {:.1} s to answer one lookup; the rest of this build \
-                 does not use it",
-                took.as_secs_f64()
-            ));
-        }
-        match answer {
-            Ok(Some(result)) => match cache.put_action(key, &result) {
-                Ok(()) => Some(result),
-                Err(e) => {
-                    (shared.warn)(&format!(
-                        "cannot store the remote result for key {key}: {e}"
-                    ));
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(Refusal::Remote(e)) => {
-                shared.failed(&e);
-                None
-            }
-            Err(Refusal::Bad(why)) => {
-                (shared.warn)(&format!("refused the remote result for key {key}: {why}"));
-                None
-            }
-        }
     }
 
     /// A successful run stored locally under `key`: its upload starts now, in the background.
     pub fn queue(&self, key: Digest, cache: &Arc<Cache>) {
         let shared = &self.shared;
-        if !shared.upload || shared.down.load(Ordering::SeqCst) {
+        if !shared.upload
+            || shared.down.load(Ordering::SeqCst)
+            || shared.read_only_said.load(Ordering::SeqCst)
+        {
             return;
         }
         let (shared, cache) = (self.shared.clone(), cache.clone());
@@ -220,6 +300,12 @@ impl RemoteTier {
             match upload_one(remote, &key, &result, &cache).await {
                 Ok(()) => {
                     shared.uploaded.fetch_add(1, Ordering::SeqCst);
+                }
+                // A write refused (a token that may only read): no more uploads, reads go on.
+                Err(e @ RemoteError::Refused { .. }) => {
+                    if !shared.read_only_said.swap(true, Ordering::SeqCst) {
+                        (shared.warn)(&format!("{e}: nothing more is uploaded"));
+                    }
                 }
                 Err(e) => shared.failed(&e),
             }

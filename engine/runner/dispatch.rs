@@ -13,6 +13,7 @@ use super::Drive;
 impl<E: Executor> Drive<'_, E> {
     /// Starts ready nodes while fewer than the in-flight limit are running.
     pub(super) async fn dispatch_ready(&mut self, reporter: &mut Reporter) {
+        self.prefetch_remote();
         while self.in_flight < self.in_flight_limit {
             let Some(i) = self.sched.pop_ready() else {
                 break;
@@ -21,14 +22,49 @@ impl<E: Executor> Drive<'_, E> {
         }
     }
 
-    async fn dispatch(&mut self, i: usize, reporter: &mut Reporter) {
-        let runner = self.runner;
-        let action = &runner.plan.nodes[i];
-        let deps: Vec<StagedOutput> = action
+    /// The outputs of node `i`'s direct dependencies, all done.
+    fn deps_of(&self, i: usize) -> Vec<StagedOutput> {
+        self.runner.plan.nodes[i]
             .deps
             .iter()
             .flat_map(|&d| self.outputs[d].clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// With a remote cache: asks it at once for every ready node whose decision would ask it
+    /// (`Rebuilder::prefetch_remote`), rather than one after the other as each is dispatched.
+    fn prefetch_remote(&mut self) {
+        let runner = self.runner;
+        if runner.rebuilder.remote.is_none() {
+            return;
+        }
+        let ready = self.sched.ready_nodes();
+        if ready.len() < 2 {
+            return;
+        }
+        let deps: Vec<Vec<StagedOutput>> = ready.iter().map(|&i| self.deps_of(i)).collect();
+        let nodes: Vec<_> = ready
+            .iter()
+            .zip(&deps)
+            .map(|(&i, deps)| {
+                let inputs = KeyInputs {
+                    sources: &self.resolved.sources,
+                    deps,
+                    tools: &self.resolved.tools,
+                    prefetched: &self.prefetched,
+                };
+                (i, &runner.plan.nodes[i], inputs)
+            })
             .collect();
+        runner
+            .rebuilder
+            .prefetch_remote(&nodes, &self.resolved.carried);
+    }
+
+    async fn dispatch(&mut self, i: usize, reporter: &mut Reporter) {
+        let runner = self.runner;
+        let action = &runner.plan.nodes[i];
+        let deps = self.deps_of(i);
         if !action.kind.runs() {
             // A service forwards nothing: it is started for its dependents (`services.rs`).
             let forwarded = if action.kind == crate::plan::ActionKind::Service {
