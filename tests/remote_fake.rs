@@ -1115,3 +1115,36 @@ fn ready_actions_are_looked_up_at_once() {
     let most = server.state.lock().unwrap().lookups_most;
     assert!(most >= 8, "at most {most} lookups at once");
 }
+
+/// Ctrl-C while the remote cache is slow to answer a lookup ends the build at once (exit 130),
+/// not when the lookup's time is up.
+#[test]
+fn ctrl_c_during_a_slow_lookup_ends_the_build_at_once() {
+    let (_first, server) = uploaded();
+    server.faults(Faults {
+        lookup_delay: Duration::from_secs(8),
+        ..Faults::default()
+    });
+    let second = checkout();
+    let mut child = std::process::Command::new(crate::support::flow_bin())
+        .current_dir(second.path())
+        .args(["--color", "never", "build", "--remote-cache", &server.url])
+        .env_remove("FLOW_CACHE_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the server has been asked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.state.lock().unwrap().lookups_now == 0 {
+        assert!(std::time::Instant::now() < deadline, "no lookup came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(130));
+    assert!(took < Duration::from_secs(4), "Ctrl-C took {took:?}");
+}
