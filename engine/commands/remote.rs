@@ -57,7 +57,13 @@ pub fn run(command: &RemoteCommand) -> Result<i32, Error> {
                 RemoteError::BadUrl { .. }
                 | RemoteError::TokenInPlainText { .. }
                 | RemoteError::BadToken
-                | RemoteError::CaFile { .. } => None,
+                | RemoteError::CaFile { .. }
+                | RemoteError::NoDigestFunction { .. } => None,
+                RemoteError::Refused { .. } => Some(
+                    "the server wants a token that allows this: set it in the variable \
+                     --token-env names (FLOW_REMOTE_TOKEN by default)"
+                        .into(),
+                ),
                 _ => Some("check the address, and that a REAPI v2 cache server runs there".into()),
             },
         })?;

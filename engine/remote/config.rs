@@ -107,11 +107,62 @@ pub fn choose(
 }
 
 /// Whether a build uploads to the remote cache when neither the flag nor `[remote] upload`
-/// says: in CI (`CI` set, as every CI service sets it), not for a pull request (GitHub's
-/// `GITHUB_EVENT_NAME`), whose code is not trusted to write what others restore.
+/// says: in CI (`CI` set, as every CI service sets it, to anything but a false value), not for
+/// a pull or merge request, whose code is not trusted to write what others restore.
 fn default_upload() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-    let pull_request =
-        std::env::var("GITHUB_EVENT_NAME").is_ok_and(|e| e.starts_with("pull_request"));
-    ci && !pull_request
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let falsy = |v: &str| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        )
+    };
+    let ci = var("CI").is_some_and(|v| !falsy(&v));
+    ci && !pull_request(&var)
+}
+
+/// Whether the CI service says this build is for a pull (merge) request: GitHub Actions,
+/// GitLab, Buildkite, Jenkins, CircleCI, Travis CI, Azure Pipelines.
+fn pull_request(var: &dyn Fn(&str) -> Option<String>) -> bool {
+    var("GITHUB_EVENT_NAME").is_some_and(|e| e.starts_with("pull_request"))
+        || var("CI_MERGE_REQUEST_IID").is_some()
+        || var("BUILDKITE_PULL_REQUEST").is_some_and(|v| v != "false")
+        || var("CHANGE_ID").is_some()
+        || var("CIRCLE_PULL_REQUEST").is_some()
+        || var("TRAVIS_PULL_REQUEST").is_some_and(|v| v != "false")
+        || var("SYSTEM_PULLREQUEST_PULLREQUESTID").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_requests_of_each_ci_service_are_seen() {
+        let with = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            pull_request(&move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        assert!(with(&[("GITHUB_EVENT_NAME", "pull_request_target")]));
+        assert!(!with(&[("GITHUB_EVENT_NAME", "push")]));
+        assert!(with(&[("CI_MERGE_REQUEST_IID", "7")]));
+        assert!(with(&[("BUILDKITE_PULL_REQUEST", "12")]));
+        assert!(!with(&[("BUILDKITE_PULL_REQUEST", "false")]));
+        assert!(with(&[("CHANGE_ID", "3")]));
+        assert!(with(&[(
+            "CIRCLE_PULL_REQUEST",
+            "https://github.com/o/r/pull/1"
+        )]));
+        assert!(!with(&[("TRAVIS_PULL_REQUEST", "false")]));
+        assert!(with(&[("SYSTEM_PULLREQUEST_PULLREQUESTID", "9")]));
+        assert!(!with(&[]));
+    }
 }
