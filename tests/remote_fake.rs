@@ -1089,6 +1089,8 @@ fn ready_actions_are_looked_up_at_once() {
     let first = Ws::new().file("p/BUILD", &build);
     let one = first.run(&[
         "build",
+        "-j",
+        "2",
         "--remote-cache",
         &server.url,
         "--remote-upload",
@@ -1099,6 +1101,13 @@ fn ready_actions_are_looked_up_at_once() {
         "{}",
         one.stderr
     );
+    // All misses, most of them left waiting for a slot: each asked for once, no more.
+    let asked = server
+        .calls()
+        .iter()
+        .filter(|c| **c == "GetActionResult")
+        .count();
+    assert_eq!(asked, 24);
     server.faults(Faults {
         lookup_delay: Duration::from_millis(100),
         ..Faults::default()

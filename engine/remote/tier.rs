@@ -240,6 +240,9 @@ impl RemoteTier {
             let permits = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_AT_ONCE));
             let mut lookups = tokio::task::JoinSet::new();
             for (key, declared) in wanted {
+                if shared.missing.lock().expect("missing").contains(&key) {
+                    continue;
+                }
                 let (shared, cache, permits) =
                     (self.shared.clone(), cache.clone(), permits.clone());
                 lookups.spawn(async move {

@@ -38,9 +38,18 @@ impl<E: Executor> Drive<'_, E> {
         if runner.rebuilder.remote.is_none() {
             return;
         }
-        let ready = self.sched.ready_nodes();
+        // Each node once: a node left ready (all slots taken) is not keyed again each turn.
+        let ready: Vec<usize> = self
+            .sched
+            .ready_nodes()
+            .into_iter()
+            .filter(|&i| !self.remote_asked[i])
+            .collect();
         if ready.len() < 2 {
             return;
+        }
+        for &i in &ready {
+            self.remote_asked[i] = true;
         }
         let deps: Vec<Vec<StagedOutput>> = ready.iter().map(|&i| self.deps_of(i)).collect();
         let nodes: Vec<_> = ready

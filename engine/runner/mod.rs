@@ -128,6 +128,8 @@ struct Drive<'a, E: Executor> {
     history: HistoryBatch,
     /// Results of last build's keys, read in bulk (empty when only a few actions are keyed).
     prefetched: HashMap<Digest, ActionResult>,
+    /// Nodes already asked of the remote cache with others ready at once (`prefetch_remote`).
+    remote_asked: Vec<bool>,
     cancels: HashMap<usize, CancelHandle>,
     /// `jobs` slots bound the commands running at once; up to twice as many actions are in
     /// flight, so that the next sandbox is staged while commands run (see `Slots`).
@@ -282,6 +284,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             summary: Summary::default(),
             history,
             prefetched,
+            remote_asked: vec![false; n],
             cancels: HashMap::new(),
             tails: HashMap::new(),
             slots: Slots::new(jobs),
