@@ -41,6 +41,8 @@ struct Faults {
     trickle_reads: bool,
     /// Every write is refused (PERMISSION_DENIED), as with a token that may only read.
     refuse_writes: bool,
+    /// GetActionResult sends the small files and logs asked for inline.
+    inline: bool,
 }
 
 #[derive(Default)]
@@ -159,6 +161,21 @@ impl ActionCache for Fake {
         if let (Some(path), Some(first)) = (&faults.rename_output, result.output_files.first_mut())
         {
             first.path = path.clone();
+        }
+        if faults.inline {
+            let small = |d: &Option<re::Digest>| {
+                let d = d.as_ref()?;
+                let data = self.read(&d.hash, &faults)?;
+                (data.len() < 64 << 10).then_some(data)
+            };
+            for f in &mut result.output_files {
+                if r.inline_output_files.contains(&f.path) {
+                    f.contents = small(&f.digest).unwrap_or_default();
+                }
+            }
+            if r.inline_stdout {
+                result.stdout_raw = small(&result.stdout_digest).unwrap_or_default();
+            }
         }
         Ok(Response::new(result))
     }
@@ -1156,4 +1173,43 @@ fn ctrl_c_during_a_slow_lookup_ends_the_build_at_once() {
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(130));
     assert!(took < Duration::from_secs(4), "Ctrl-C took {took:?}");
+}
+
+/// Small files and logs a server sends inline with a result are used (no read of their own)
+/// and verified like any blob: flipped bytes inline are refused.
+#[test]
+fn blobs_sent_inline_are_used_and_verified() {
+    let (first, server) = uploaded();
+    server.faults(Faults {
+        inline: true,
+        ..Faults::default()
+    });
+    let before = server.calls().len();
+    let second = checkout();
+    let run = second.run(&["build", "--remote-cache", &server.url]);
+    assert!(
+        run.stdout.contains("0 ran, 2 cached"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    same_outputs(&first, &second);
+    let log = second.run(&["log", "//p:a"]);
+    assert!(log.stdout.contains("made a"), "{}", log.stdout);
+    // //p:a's small file and log came inline: only big.bin was read (through ByteStream).
+    let calls = server.calls()[before..].to_vec();
+    assert!(calls.contains(&"ByteStream.Read"), "{calls:?}");
+    server.faults(Faults {
+        inline: true,
+        corrupt_reads: true,
+        ..Faults::default()
+    });
+    let third = checkout();
+    let run = third.run(&["build", "--remote-cache", &server.url]);
+    assert!(
+        run.stderr.contains("refused the remote result"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("[RAN] //p:a ("), "{}", run.stdout);
 }

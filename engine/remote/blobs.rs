@@ -148,10 +148,13 @@ impl Remote {
 
     /// Reads the blobs `wanted` into the local CAS, each verified (module docs): their local
     /// digests, in order. A blob the server does not hold is [`RemoteError::Missing`].
+    /// `inline`: blobs the server already sent (in an `ActionResult`), by hash and size: each
+    /// is verified like a blob read.
     pub async fn fetch_blobs(
         &self,
         cache: &Cache,
         wanted: &[re::Digest],
+        inline: &HashMap<(String, i64), Vec<u8>>,
     ) -> Result<Vec<Digest>, RemoteError> {
         let limit = self.batch_limit();
         let mut got: HashMap<(String, i64), Digest> = HashMap::new();
@@ -160,6 +163,11 @@ impl Remote {
         let mut unique = BTreeSet::new();
         for d in wanted {
             if !unique.insert((d.hash.clone(), d.size_bytes)) {
+                continue;
+            }
+            if let Some(data) = inline.get(&(d.hash.clone(), d.size_bytes)) {
+                let local_digest = self.verified_into(cache, d, data)?;
+                got.insert((d.hash.clone(), d.size_bytes), local_digest);
                 continue;
             }
             let size = u64::try_from(d.size_bytes).unwrap_or(u64::MAX);
@@ -205,6 +213,27 @@ impl Remote {
             got.insert((d.hash.clone(), d.size_bytes), local_digest);
         }
         Ok(())
+    }
+
+    /// Stores `data`, sent inline as the blob `d`, once it hashes to `d`.
+    fn verified_into(
+        &self,
+        cache: &Cache,
+        d: &re::Digest,
+        data: &[u8],
+    ) -> Result<Digest, RemoteError> {
+        let got = self.function().digest(data);
+        if got != *d {
+            return Err(RemoteError::Corrupt {
+                url: self.url.clone(),
+                digest: format!("{}/{}", d.hash, d.size_bytes),
+                size: data.len(),
+                actual: got.hash,
+            });
+        }
+        let local_digest = cache.cas().put_bytes(data).map_err(local)?;
+        self.map_received(cache, d, local_digest);
+        Ok(local_digest)
     }
 
     /// A verified blob received from a SHA-256 server: its SHA-256 is known from now on.

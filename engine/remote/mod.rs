@@ -16,7 +16,9 @@
 //!
 //! Time: connecting may take 5 s, a call 10 s ([`CALL_TIMEOUT`]), a transfer more the larger it
 //! is; a call the server turns away for a moment (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
-//! `ABORTED`) is tried again, [`ATTEMPTS`] times in all, 100 ms then 400 ms apart.
+//! `ABORTED`) is tried again, [`ATTEMPTS`] times in all, about 100, 300 and 900 ms apart
+//! (jittered). At most [`CALLS_AT_ONCE`] calls are made at a time, one fewer each time the
+//! server says it is busy (`RESOURCE_EXHAUSTED`).
 
 pub mod blobs;
 pub mod bytestream;
@@ -26,6 +28,7 @@ pub mod tier;
 pub mod tree;
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
@@ -139,6 +142,9 @@ pub struct Remote {
     pub(crate) url: String,
     pub(crate) instance: String,
     pub(crate) channel: Channel,
+    /// The calls made at the same time (`retrying`), and how many are allowed now.
+    calls: std::sync::Arc<tokio::sync::Semaphore>,
+    calls_allowed: std::sync::atomic::AtomicUsize,
     /// `Bearer TOKEN`, marked sensitive (never printed).
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     pub capabilities: Capabilities,
@@ -331,6 +337,8 @@ impl Remote {
             instance: target.instance.clone(),
             channel,
             authorization,
+            calls: std::sync::Arc::new(tokio::sync::Semaphore::new(CALLS_AT_ONCE)),
+            calls_allowed: std::sync::atomic::AtomicUsize::new(CALLS_AT_ONCE),
             capabilities,
         })
     }
@@ -375,21 +383,55 @@ impl Remote {
         let mut wait = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            match f().await {
+            let slot = self
+                .calls
+                .acquire()
+                .await
+                .expect("the call limit is never closed");
+            let answer = f().await;
+            drop(slot);
+            match answer {
                 Ok(t) => return Ok(t),
                 Err(s) if attempt < ATTEMPTS && transient(&s) => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
+                    if s.code() == tonic::Code::ResourceExhausted {
+                        self.fewer_calls();
+                    }
+                    // Jittered, so that calls turned away together do not come back together.
+                    tokio::time::sleep(wait.mul_f64(0.5 + fastrand::f64())).await;
+                    wait *= 3;
                     attempt += 1;
                 }
                 Err(s) => return Err(call_error(&self.url, call, &s)),
             }
         }
     }
+
+    /// The server said it is busy (`RESOURCE_EXHAUSTED`: BuildGrid answers so beyond its
+    /// worker threads, 10 on 2 cores): one call fewer at a time from now on, down to one.
+    fn fewer_calls(&self) {
+        let now = self.calls_allowed.load(Ordering::SeqCst);
+        if now > 1
+            && self
+                .calls_allowed
+                .compare_exchange(now, now - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let calls = self.calls.clone();
+            // The slot is given back by a call still running when none is free now.
+            tokio::spawn(async move {
+                if let Ok(slot) = calls.acquire_owned().await {
+                    slot.forget();
+                }
+            });
+        }
+    }
 }
 
 /// Calls made in all when the server turns one away for a moment.
-pub const ATTEMPTS: u32 = 3;
+pub const ATTEMPTS: u32 = 4;
+
+/// Calls made to a server at the same time, at first (fewer once it says it is busy).
+pub const CALLS_AT_ONCE: usize = 8;
 
 /// Whether a failed call may succeed if made again soon.
 fn transient(s: &tonic::Status) -> bool {

@@ -15,7 +15,7 @@
 //! blobs are in the local CAS and the result goes to the local action cache, and the rebuilder
 //! restores it like a local hit. Anything else is a miss, with a warning.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
@@ -81,11 +81,19 @@ pub(crate) async fn fetch_remote(
     let asked = std::time::Instant::now();
     let function = remote.function();
     let (action, _) = action_of(function, key);
+    // Small files and logs may come inline with the result (a server that does not inline
+    // sends digests only): one call instead of two.
     let request = re::GetActionResultRequest {
         instance_name: remote.instance.clone(),
         action_digest: Some(action),
         digest_function: function.value() as i32,
-        ..Default::default()
+        inline_stdout: true,
+        inline_stderr: true,
+        inline_output_files: declared
+            .iter()
+            .filter(|d| !d.ends_with('/'))
+            .cloned()
+            .collect(),
     };
     let answer = remote
         .retrying("GetActionResult", || {
@@ -119,7 +127,10 @@ pub(crate) async fn fetch_remote(
     }
     wanted.extend(result.stdout_digest.clone());
     wanted.extend(result.stderr_digest.clone());
-    let mut fetched = remote.fetch_blobs(cache, &wanted).await?.into_iter();
+    let mut fetched = remote
+        .fetch_blobs(cache, &wanted, &inlined(&result))
+        .await?
+        .into_iter();
     let mut next = || fetched.next().expect("one local digest per blob asked for");
     let mut outputs = Vec::new();
     for f in &result.output_files {
@@ -165,6 +176,25 @@ pub(crate) async fn fetch_remote(
     }))
 }
 
+/// The blobs a result carries inline (an output file's `contents`, `stdout_raw`,
+/// `stderr_raw`), by the hash and size they claim: verified where they are used.
+fn inlined(result: &re::ActionResult) -> HashMap<(String, i64), Vec<u8>> {
+    let mut inline = HashMap::new();
+    let mut add = |d: &Option<re::Digest>, data: &[u8]| {
+        if let Some(d) = d {
+            if !data.is_empty() || d.size_bytes == 0 {
+                inline.insert((d.hash.clone(), d.size_bytes), data.to_vec());
+            }
+        }
+    };
+    for f in &result.output_files {
+        add(&f.digest, &f.contents);
+    }
+    add(&result.stdout_digest, &result.stdout_raw);
+    add(&result.stderr_digest, &result.stderr_raw);
+    inline
+}
+
 /// The entries of the output directory `dir` of a remote result: its `Tree` read (verified)
 /// and checked (`tree.rs`).
 async fn read_tree(
@@ -179,7 +209,9 @@ async fn read_tree(
             dir.path, digest.size_bytes
         )));
     }
-    let local_digest = remote.fetch_blobs(cache, &[digest]).await?[0];
+    let local_digest = remote
+        .fetch_blobs(cache, &[digest], &HashMap::new())
+        .await?[0];
     let bytes = cache.cas().read_verified(&local_digest).map_err(local)?;
     let bad = |e: String| Refusal::Bad(format!("the tree of `{}`: {e}", dir.path));
     let tree = re::Tree::decode(bytes.as_slice()).map_err(|e| bad(e.to_string()))?;
