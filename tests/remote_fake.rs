@@ -43,6 +43,9 @@ struct Faults {
     refuse_writes: bool,
     /// GetActionResult sends the small files and logs asked for inline.
     inline: bool,
+    /// GetActionResult answers RESOURCE_EXHAUSTED beyond this many at once (as BuildGrid does
+    /// beyond its worker threads).
+    busy_over: Option<usize>,
 }
 
 #[derive(Default)]
@@ -140,6 +143,9 @@ impl ActionCache for Fake {
         let faults = self.note("GetActionResult", r.digest_function);
         {
             let mut s = self.state.lock().unwrap();
+            if faults.busy_over.is_some_and(|most| s.lookups_now >= most) {
+                return Err(Status::resource_exhausted("Concurrent RPC limit exceeded!"));
+            }
             s.lookups_now += 1;
             s.lookups_most = s.lookups_most.max(s.lookups_now);
         }
@@ -1212,4 +1218,43 @@ fn blobs_sent_inline_are_used_and_verified() {
         run.stderr
     );
     assert!(run.stdout.contains("[RAN] //p:a ("), "{}", run.stdout);
+}
+
+/// A server that turns away calls beyond 3 at once (RESOURCE_EXHAUSTED) is asked fewer at a
+/// time: every hit is still restored, without a warning.
+#[test]
+fn a_busy_server_is_asked_fewer_at_a_time() {
+    let build: String = (0..24)
+        .map(|i| {
+            format!("task(name = \"t{i}\", outs = [\"t{i}.txt\"], cmd = \"echo {i} > t{i}.txt\")\n")
+        })
+        .collect();
+    let server = FakeServer::start(64 << 10);
+    let first = Ws::new().file("p/BUILD", &build);
+    let one = first.run(&[
+        "build",
+        "--remote-cache",
+        &server.url,
+        "--remote-upload",
+        "true",
+    ]);
+    assert!(
+        one.stderr.contains("24 result(s) uploaded"),
+        "{}",
+        one.stderr
+    );
+    server.faults(Faults {
+        lookup_delay: Duration::from_millis(50),
+        busy_over: Some(3),
+        ..Faults::default()
+    });
+    let second = Ws::new().file("p/BUILD", &build);
+    let two = second.run(&["build", "--remote-cache", &server.url]);
+    assert!(
+        two.stdout.contains("0 ran, 24 cached"),
+        "{}\n{}",
+        two.stdout,
+        two.stderr
+    );
+    assert!(!two.stderr.contains("warning"), "{}", two.stderr);
 }
