@@ -1099,15 +1099,17 @@ fn a_refused_write_stops_uploads_and_reads_go_on() {
 }
 
 /// The actions ready at once are looked up at once, not one after the other: with 100 ms a
-/// lookup, 24 independent hits are asked for many at a time (checked on the server), and all
-/// restored.
+/// lookup, the 24 dependents of one root, ready together once the root is restored, are asked
+/// for many at a time (checked on the server), and all restored.
 #[test]
 fn ready_actions_are_looked_up_at_once() {
-    let build: String = (0..24)
-        .map(|i| {
-            format!("task(name = \"t{i}\", outs = [\"t{i}.txt\"], cmd = \"echo {i} > t{i}.txt\")\n")
-        })
-        .collect();
+    let build: String = std::iter::once(
+        "task(name = \"r\", outs = [\"r.txt\"], cmd = \"echo r > r.txt\")\n".to_owned(),
+    )
+    .chain((0..24).map(|i| {
+        format!("task(name = \"t{i}\", deps = [\":r\"], outs = [\"t{i}.txt\"], cmd = \"echo {i} > t{i}.txt\")\n")
+    }))
+    .collect();
     let server = FakeServer::start(64 << 10);
     let first = Ws::new().file("p/BUILD", &build);
     let one = first.run(&[
@@ -1120,7 +1122,7 @@ fn ready_actions_are_looked_up_at_once() {
         "true",
     ]);
     assert!(
-        one.stderr.contains("24 result(s) uploaded"),
+        one.stderr.contains("25 result(s) uploaded"),
         "{}",
         one.stderr
     );
@@ -1130,7 +1132,7 @@ fn ready_actions_are_looked_up_at_once() {
         .iter()
         .filter(|c| **c == "GetActionResult")
         .count();
-    assert_eq!(asked, 24);
+    assert_eq!(asked, 25);
     server.faults(Faults {
         lookup_delay: Duration::from_millis(100),
         ..Faults::default()
@@ -1139,7 +1141,7 @@ fn ready_actions_are_looked_up_at_once() {
     let second = Ws::new().file("p/BUILD", &build);
     let two = second.run(&["build", "-j", "2", "--remote-cache", &server.url]);
     assert!(
-        two.stdout.contains("0 ran, 24 cached"),
+        two.stdout.contains("0 ran, 25 cached"),
         "{}\n{}",
         two.stdout,
         two.stderr
@@ -1257,4 +1259,28 @@ fn a_busy_server_is_asked_fewer_at_a_time() {
         two.stderr
     );
     assert!(!two.stderr.contains("warning"), "{}", two.stderr);
+}
+
+/// Lookups that never come back: the first to run out of time turns the remote off, and the
+/// lookups still out are given up with it (not each waited for in turn).
+#[test]
+fn lookups_that_never_come_back_cost_one_time_limit() {
+    let build: String = (0..24)
+        .map(|i| {
+            format!("task(name = \"t{i}\", outs = [\"t{i}.txt\"], cmd = \"echo {i} > t{i}.txt\")\n")
+        })
+        .collect();
+    let server = FakeServer::start(64 << 10);
+    server.faults(Faults {
+        lookup_delay: Duration::from_secs(120),
+        ..Faults::default()
+    });
+    let ws = Ws::new().file("p/BUILD", &build);
+    let started = std::time::Instant::now();
+    let run = ws.run(&["build", "--remote-cache", &server.url]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("24 ran"), "{}", run.stdout);
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+    assert!(took < Duration::from_secs(18), "the build took {took:?}");
 }

@@ -121,7 +121,7 @@ impl Remote {
         loop {
             let next = tokio::time::timeout(CALL_TIMEOUT, stream.message())
                 .await
-                .map_err(|_| RemoteError::Unreachable {
+                .map_err(|_| RemoteError::Stalled {
                     url: self.url.clone(),
                     why: format!(
                         "it stopped sending blob {}/{} for {} s",
@@ -142,7 +142,7 @@ impl Remote {
             let took = started.elapsed();
             let floor = took.saturating_sub(CALL_TIMEOUT).as_secs_f64() * MIN_RATE as f64;
             if ((writer.size() + piece.data.len() as u64) as f64) < floor {
-                return Err(RemoteError::Unreachable {
+                return Err(RemoteError::Stalled {
                     url: self.url.clone(),
                     why: format!(
                         "it sent {} of the {} bytes of blob {} in {:.0} s (less than 1 MiB/s)",
@@ -213,7 +213,7 @@ impl Remote {
         let mut client = ByteStreamClient::new(self.channel.clone());
         let write = client.write(request);
         tokio::pin!(write);
-        let stalled = |what: &str| RemoteError::Unreachable {
+        let stalled = |what: &str| RemoteError::Stalled {
             url: self.url.clone(),
             why: format!(
                 "it {what} blob {}/{} for {} s",

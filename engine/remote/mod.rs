@@ -16,8 +16,8 @@
 //!
 //! Time: connecting may take 5 s, a call 10 s ([`CALL_TIMEOUT`]), a transfer more the larger it
 //! is; a call the server turns away for a moment (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
-//! `ABORTED`) is tried again, [`ATTEMPTS`] times in all, about 100, 300 and 900 ms apart
-//! (jittered). At most [`CALLS_AT_ONCE`] calls are made at a time, one fewer each time the
+//! `ABORTED`) is tried again, [`ATTEMPTS`] times in all ([`BUSY_ATTEMPTS`] for a busy one),
+//! about 100, 300, 900 ms and then 1 s apart (jittered). At most [`CALLS_AT_ONCE`] calls are made at a time, one fewer each time the
 //! server says it is busy (`RESOURCE_EXHAUSTED`).
 
 pub mod blobs;
@@ -73,6 +73,8 @@ pub enum RemoteError {
         call: &'static str,
         why: String,
     },
+    #[error("the remote cache at {url} stalled: {why}")]
+    Stalled { url: String, why: String },
     #[error("the remote cache at {url} has no entry for {call}")]
     NotFound { url: String, call: &'static str },
     #[error("the local cache: {0}")]
@@ -392,13 +394,13 @@ impl Remote {
             drop(slot);
             match answer {
                 Ok(t) => return Ok(t),
-                Err(s) if attempt < ATTEMPTS && transient(&s) => {
+                Err(s) if attempt < attempts(&s) && transient(&s) => {
                     if s.code() == tonic::Code::ResourceExhausted {
                         self.fewer_calls();
                     }
                     // Jittered, so that calls turned away together do not come back together.
                     tokio::time::sleep(wait.mul_f64(0.5 + fastrand::f64())).await;
-                    wait *= 3;
+                    wait = (wait * 3).min(Duration::from_secs(1));
                     attempt += 1;
                 }
                 Err(s) => return Err(call_error(&self.url, call, &s)),
@@ -429,6 +431,17 @@ impl Remote {
 
 /// Calls made in all when the server turns one away for a moment.
 pub const ATTEMPTS: u32 = 4;
+
+/// Calls made in all when the server says it is busy: more, since it is asked fewer at a time
+/// from then on.
+pub const BUSY_ATTEMPTS: u32 = 8;
+
+fn attempts(s: &tonic::Status) -> u32 {
+    match s.code() {
+        tonic::Code::ResourceExhausted => BUSY_ATTEMPTS,
+        _ => ATTEMPTS,
+    }
+}
 
 /// Calls made to a server at the same time, at first (fewer once it says it is busy).
 pub const CALLS_AT_ONCE: usize = 8;

@@ -30,6 +30,13 @@ pub const LOOKUPS_AT_ONCE: usize = 16;
 /// Results uploaded at the same time.
 pub const UPLOADS_AT_ONCE: usize = 4;
 
+/// What became of a build's uploads.
+pub struct Uploads {
+    pub uploaded: usize,
+    /// Given up because the server failed meanwhile.
+    pub abandoned: usize,
+}
+
 /// The remote cache of a build.
 pub struct RemoteTier {
     shared: Arc<Shared>,
@@ -263,7 +270,12 @@ impl RemoteTier {
                     }
                 });
             }
-            while lookups.join_next().await.is_some() {}
+            while lookups.join_next().await.is_some() {
+                // The server failed: the lookups still out are not waited for.
+                if shared.down.load(Ordering::SeqCst) {
+                    lookups.abort_all();
+                }
+            }
         });
     }
 
@@ -321,7 +333,8 @@ impl RemoteTier {
     /// the uploads still running are abandoned rather than waited for. The uploads stay listed
     /// until they end, so that [`RemoteTier::abandon_uploads`] finds them if this wait is
     /// given up (Ctrl-C).
-    pub async fn finish_uploads(&self) -> usize {
+    pub async fn finish_uploads(&self) -> Uploads {
+        let mut abandoned = 0;
         loop {
             {
                 let mut uploads = self.uploads.lock().expect("uploads");
@@ -330,6 +343,7 @@ impl RemoteTier {
                     break;
                 }
                 if self.shared.down.load(Ordering::SeqCst) {
+                    abandoned = uploads.len();
                     for u in uploads.drain(..) {
                         u.abort();
                     }
@@ -338,7 +352,10 @@ impl RemoteTier {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        self.shared.uploaded.swap(0, Ordering::SeqCst)
+        Uploads {
+            uploaded: self.shared.uploaded.swap(0, Ordering::SeqCst),
+            abandoned,
+        }
     }
 
     /// Abandons the uploads not yet finished (Ctrl-C): what a server got is whole blobs and

@@ -13,8 +13,9 @@ use super::Drive;
 impl<E: Executor> Drive<'_, E> {
     /// Starts ready nodes while fewer than the in-flight limit are running.
     pub(super) async fn dispatch_ready(&mut self, reporter: &mut Reporter) {
-        self.prefetch_remote();
         while self.in_flight < self.in_flight_limit {
+            // Before each: a node dispatched as a hit may have made many ready at once.
+            self.prefetch_remote();
             let Some(i) = self.sched.pop_ready() else {
                 break;
             };

@@ -341,11 +341,22 @@ impl<'a, E: Executor> Drive<'a, E> {
             },
         };
         match uploaded {
-            Some(0) => {}
-            Some(n) => eprintln!(
-                "flow: remote cache: {n} result(s) uploaded ({:.2}s after the last action)",
-                waited.elapsed().as_secs_f64()
-            ),
+            Some(done) => {
+                let after = waited.elapsed().as_secs_f64();
+                if done.uploaded > 0 {
+                    eprintln!(
+                        "flow: remote cache: {} result(s) uploaded ({after:.2}s after the last \
+                         action)",
+                        done.uploaded
+                    );
+                }
+                if done.abandoned > 0 {
+                    eprintln!(
+                        "flow: remote cache: {} upload(s) abandoned (the server failed)",
+                        done.abandoned
+                    );
+                }
+            }
             None => match remote.abandon_uploads() {
                 0 => {}
                 n => eprintln!("flow: remote cache: {n} upload(s) abandoned (interrupted)"),
