@@ -267,14 +267,6 @@ def start_trc(cli, work, env, logs):
 # checks
 # ---------------------------------------------------------------------------------------------
 
-def read(path):
-    try:
-        with open(path, errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
 def flow_summary(text):
     m = None
     for m in R.FLOW_SUMMARY.finditer(text):
@@ -478,7 +470,7 @@ def main():
             os.sync()
             lp = os.path.join(logs, "%s-machine-a.log" % tool)
             s = R.run_timed(warm_argv[tool], d, env, lp, a.timeout)
-            text = read(lp)
+            text = R.read(lp)
             if s.rc != 0:
                 sys.exit("bench/remote.py: machine A's %s build failed (exit %d):\n%s" % (
                     tool, s.rc, R.tail(lp)))
@@ -535,7 +527,7 @@ def main():
                 cpu0 = {sv.name: sv.cpu() for sv in servers}
                 s = R.run_timed(run_argv, d, env, lp, a.timeout)
                 server_cpu = {sv.name: sv.cpu() - cpu0[sv.name] for sv in servers}
-                text = read(lp)
+                text = R.read(lp)
                 problems = []
                 if s.rc != 0 or s.timed_out:
                     problems.append("exit %d%s" % (s.rc, " (timed out)" if s.timed_out else ""))

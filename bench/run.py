@@ -49,6 +49,15 @@ FLOW_SUMMARY = re.compile(
     r"(\d+) failed, (\d+) skipped, (\d+) flaky", re.M)
 
 
+
+def read(path):
+    """The text of `path`; empty when it cannot be read."""
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
 def log(msg):
     print(msg, flush=True)
 

@@ -85,14 +85,6 @@ TURBO_CACHED = re.compile(r"Cached:\s+(\d+) cached, (\d+) total")
 FLOW_ACTIONS = re.compile(r"\((\d+) actions?\)")
 
 
-def read(path):
-    try:
-        with open(path, errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
 def sel_flow_affected(text):
     labels = [ln.strip() for ln in text.splitlines() if ln.startswith("//")]
     return len(labels), "%d target(s): %s" % (len(labels), ", ".join(labels[:4]) +
@@ -346,7 +338,7 @@ def main():
         if c.prepare:
             c.prepare()
         s = R.run_timed(c.argv, c.cwd, env, path, a.timeout)
-        text = read(path)
+        text = R.read(path)
         count, what = c.selection(text)
         if s.rc != 0 or s.timed_out:
             c.failures.append("%s run %s: exit %d%s\n%s" % (c.label, tag, s.rc,
