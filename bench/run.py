@@ -778,6 +778,25 @@ def cell_ratio(fx, px):
     return "**%.2f** [%.2f – %.2f]" % (ratio, min(pairs), max(pairs))
 
 
+def write_section(path, section, md):
+    """Writes `md` (which starts with the heading `section`) into the file at `path`, replacing
+    the section of that heading up to the next `## ` heading, else appended."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = ""
+    start = text.find(section)
+    if start < 0:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + md
+    else:
+        nxt = text.find("\n## ", start + len(section))
+        text = text[:start] + md + (text[nxt + 1:] if nxt >= 0 else "")
+        text = text.replace(md + "## ", md + "\n## ")
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
 def report(ctx, machine, versions, unavailable, results, started, finished):
     L = []
     w = L.append

@@ -400,7 +400,7 @@ def main():
                 floor, graph, leaf, closure, exp_tasks, warm, checks, failures, turbo_why, profile)
     print(md)
     if a.out:
-        write_section(a.out, md)
+        R.write_section(a.out, SECTION, md)
         log("wrote the section into %s" % a.out)
     if a.json:
         with open(a.json, "w") as fh:
@@ -501,23 +501,6 @@ def report(a, cmds, machine, versions, repo_commit, load_start, load_end, starte
         out.extend(profile)
         w("```")
     return "\n".join(out) + "\n"
-
-
-def write_section(path, md):
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        text = ""
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + md
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + md + (text[nxt + 1:] if nxt >= 0 else "")
-        text = text.replace(md + "## ", md + "\n## ")
-    with open(path, "w") as fh:
-        fh.write(text)
 
 
 if __name__ == "__main__":
