@@ -111,6 +111,12 @@ pub enum Command {
         /// when GITHUB_ACTIONS=true)
         #[arg(long, value_name = "FILE")]
         summary: Option<PathBuf>,
+        /// Which outputs are written under flow-out/: all (the default); targets: those of
+        /// the targets the patterns name; needed: only what is read there (reports, gate
+        /// tables, directory outputs, inputs of unsandboxed actions and effects). The others
+        /// stay in the cache; `flow build` writes them later without running anything
+        #[arg(long, value_name = "WHAT", default_value = "all")]
+        materialize: crate::rebuilder::Materialize,
     },
     /// Build, then rebuild exactly what each save affects, cancelling stale work (Ctrl-C stops)
     Watch {
@@ -368,6 +374,7 @@ impl Cli {
             summary,
             remote_cache,
             remote_upload,
+            materialize,
             ..
         } = &self.command
         else {
@@ -411,6 +418,7 @@ impl Cli {
                     (s, _) => s.clone(),
                 },
                 since: since.as_deref(),
+                materialize: *materialize,
             },
         )
     }

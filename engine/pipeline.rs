@@ -46,6 +46,9 @@ pub struct Request<'a> {
     /// `--since REF`, resolved to a commit: only the selected targets affected since it
     /// (`affected.rs`).
     pub since: Option<&'a str>,
+    /// `--materialize`: a build that leaves outputs in the cache neither reads nor writes the
+    /// build record (which vouches for every output under `flow-out/`).
+    pub materialize: crate::rebuilder::Materialize,
 }
 
 /// How a build starts.
@@ -121,9 +124,10 @@ impl Session {
         // Under `--since`, what is selected depends on every file of the workspace, not only on
         // what the plan reads: the build record, which stamps the plan's inputs, cannot vouch
         // for it. Such a build always analyses, and leaves no record.
+        let all = req.materialize == crate::rebuilder::Materialize::All;
         let record = match req.since {
-            Some(_) => None,
-            None => Record::load(&record_path, &request, &config),
+            None if all => Record::load(&record_path, &request, &config),
+            _ => None,
         };
         let opened = record.and_then(|r| {
             let changes = r.check(&self.ws.root)?;
@@ -246,7 +250,7 @@ impl Session {
             touched_at_ms: self.clock.now_ms(),
             basis: analyzed
                 .inputs
-                .filter(|_| req.since.is_none())
+                .filter(|_| req.since.is_none() && all)
                 .map(|analysis| Basis::Analysis {
                     analysis,
                     tool_stamps,

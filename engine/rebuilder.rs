@@ -15,15 +15,22 @@
 //!    run's marker beside an output (`failed.rs`) makes it not materialized, and is removed
 //!    after the output is restored.
 //! 4. Miss: the runner executes the action; `store` then checks every declared output exists,
-//!    stores the outputs and both log streams in the CAS, and only then records the result. A run
-//!    killed at any point leaves either nothing or a complete entry. Failures are not cached.
-//!    Outputs are then materialized under `flow-out/<package>/`.
+//!    stores the outputs and both log streams in the CAS, and only then records the result (held,
+//!    and written with others: `pending.rs`). A run killed at any point leaves either nothing or
+//!    a complete entry. Failures are not cached. Outputs are then materialized under
+//!    `flow-out/<package>/`, unless this build leaves them in the cache (`lazy.rs`).
+//! 5. Before several ready hits are decided one by one, `restore_ahead` restores their outputs
+//!    at once on every core; `decide` then finds them in place.
 //!
 //! Early cutoff needs no code: a dependency that re-runs and produces identical bytes gives its
 //! dependents identical keys.
 
+mod lazy;
+mod pending;
 mod reuse;
 
+pub use lazy::{kept_in_cache, Materialize};
+pub use pending::Pending;
 pub use reuse::{Apply, Carried, Decision, KeyInputs, LastResult};
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +74,20 @@ pub struct Rebuilder {
     pub workspace_root: PathBuf,
     /// The remote cache, asked after a local miss (`remote/tier.rs`); None without one.
     pub remote: Option<Arc<crate::remote::tier::RemoteTier>>,
+    /// Results stored by runs and not yet written to the database (`pending.rs`).
+    pub pending: Pending,
+    /// The actions whose outputs stay in the cache, not written under `flow-out/`
+    /// (`flow build --materialize`, `lazy.rs`); empty: every output is written.
+    pub kept_in_cache: std::collections::HashSet<flow_rules::Label>,
+    /// Nodes whose outputs `restore_ahead` restored and `decide` has not yet reported.
+    pub restored_ahead: std::sync::Mutex<std::collections::HashSet<usize>>,
+}
+
+/// What is held is written when the rebuilder goes (an interrupted build included).
+impl Drop for Rebuilder {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 impl Rebuilder {
@@ -156,6 +177,11 @@ impl Rebuilder {
         Ok(self.out_root.join(join_path(package, out)))
     }
 
+    /// Whether this build writes `action`'s outputs under `flow-out/` (`lazy.rs`).
+    pub fn writes(&self, action: &Action) -> bool {
+        !self.kept_in_cache.contains(&action.label)
+    }
+
     /// Whether every output of `result` is in `flow-out/` exactly as flow last wrote it
     /// (judged by file state, without reading).
     pub fn is_materialized(&self, action: &Action, result: &ActionResult) -> bool {
@@ -229,6 +255,9 @@ impl Rebuilder {
     /// following a symlink.
     pub fn restore(&self, action: &Action, result: &ActionResult) -> Result<(), CacheError> {
         check_declared(action, result)?;
+        if !self.writes(action) {
+            return self.leave_in_cache(action, result, true);
+        }
         let cas = self.cache.cas();
         for o in &result.outputs {
             self.out_path(&action.package, &o.path)?;
@@ -261,6 +290,25 @@ impl Rebuilder {
             // After the output, so that a failed run's bytes are never left unmarked.
             remove_if_there(&crate::failed::failed_marker(&path))?;
         }
+        Ok(())
+    }
+
+    /// For an action whose outputs stay in the cache (`lazy.rs`): checks that each file
+    /// output's blob is sound when `verify` (a damaged one is a miss, as for a restore: its
+    /// dependents must never be staged from it), then removes from `flow-out/` what is there
+    /// of its outputs, which is not the current version (the caller knows it is not in place).
+    fn leave_in_cache(
+        &self,
+        action: &Action,
+        result: &ActionResult,
+        verify: bool,
+    ) -> Result<(), CacheError> {
+        for o in result.outputs.iter().filter(|_| verify) {
+            if let OutputKind::File { digest, .. } = &o.kind {
+                self.cache.cas().read_verified(digest)?;
+            }
+        }
+        crate::stale::clear_outputs(&self.out_root, &action.package, &action.outs);
         Ok(())
     }
 
@@ -419,15 +467,35 @@ impl Rebuilder {
             stderr,
             duration_ms: exec.duration.as_millis() as u64,
         };
-        self.cache
-            .put_action(key, &result)
-            .map_err(StoreError::Cache)?;
-        self.restore(action, &result).map_err(StoreError::Cache)?;
+        self.record(key, &result).map_err(StoreError::Cache)?;
+        match self.writes(action) {
+            true => self.restore(action, &result),
+            // Its blobs were verified as they were stored.
+            false => self.leave_in_cache(action, &result, false),
+        }
+        .map_err(StoreError::Cache)?;
         // Shared only what may be reused (`task(cache = False)` runs every time: never).
         if let (Some(remote), true) = (&self.remote, action.kind.reusable()) {
             remote.queue(*key, &self.cache);
         }
         Ok(result)
+    }
+}
+
+impl Rebuilder {
+    /// Records `result` under `key` in the action cache: held and written with others
+    /// (`pending.rs`), or at once when a remote cache may upload it (the upload reads it back).
+    fn record(&self, key: &Digest, result: &ActionResult) -> Result<(), CacheError> {
+        if self.remote.is_some() {
+            return self.cache.put_action(key, result);
+        }
+        self.cache
+            .put_actions(&self.pending.push(*key, result.clone()))
+    }
+
+    /// Writes every result still held (one transaction).
+    pub fn flush(&self) -> Result<(), CacheError> {
+        self.cache.put_actions(&self.pending.take())
     }
 }
 

@@ -275,6 +275,16 @@ impl Session {
 
     /// The rebuilder over the session's cache and output root.
     pub fn rebuilder(&mut self, hasher: Arc<FileHasher>) -> Result<Arc<Rebuilder>, Error> {
+        self.rebuilder_keeping(hasher, Default::default())
+    }
+
+    /// [`Session::rebuilder`], leaving the outputs of the actions `kept_in_cache` in the cache
+    /// (`flow build --materialize`).
+    pub fn rebuilder_keeping(
+        &mut self,
+        hasher: Arc<FileHasher>,
+        kept_in_cache: std::collections::HashSet<flow_rules::Label>,
+    ) -> Result<Arc<Rebuilder>, Error> {
         if self.upload_without_cache {
             return Err(Error::Usage {
                 message: "--remote-upload: no remote cache to upload to".into(),
@@ -299,6 +309,9 @@ impl Session {
             out_root: self.out_root.clone(),
             workspace_root: self.ws.root.clone(),
             remote: self.remote_tier.clone().flatten(),
+            pending: Default::default(),
+            kept_in_cache,
+            restored_ahead: Default::default(),
         }))
     }
 

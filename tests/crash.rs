@@ -265,6 +265,14 @@ fn crash_mid_materialize() {
     verify_fix_repairs("mid-materialize");
 }
 
+/// Half way through writing an output under `flow-out/` (written in place when nothing was
+/// there: the half-written file has no file state, so the next build writes it again).
+#[test]
+fn crash_mid_output() {
+    next_build_repairs("mid-output");
+    verify_fix_repairs("mid-output");
+}
+
 /// Regression: a crash after a directory output was replaced but before its `.NAME.flow-tree`
 /// marker was rewritten left the old marker (and its trusted file state) beside the new tree;
 /// reverting the edit then made the next build take the new tree for the old one and keep it.

@@ -23,6 +23,7 @@ mod junit;
 mod layout;
 mod ledger;
 mod listing;
+mod materialize;
 mod metrics;
 mod orphans;
 mod prelude;

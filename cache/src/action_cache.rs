@@ -130,14 +130,29 @@ impl Cache {
 
     /// Stores (or replaces) the result of `key`; created and last used now.
     pub fn put_action(&self, key: &Digest, result: &ActionResult) -> Result<(), CacheError> {
-        let outputs = serde_json::to_string(&result.outputs).expect("outputs always serialize");
+        self.put_actions(&[(*key, result.clone())])
+    }
+
+    /// Stores (or replaces) each `(key, result)`, all in one transaction: a run killed before
+    /// the commit leaves none of them, never a part of one.
+    pub fn put_actions(&self, results: &[(Digest, ActionResult)]) -> Result<(), CacheError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = results
+            .iter()
+            .map(|(_, r)| serde_json::to_string(&r.outputs).expect("outputs always serialize"))
+            .collect();
         let now = now_ms();
         self.write("put action", |tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO action_results (key, exit_code, outputs, stdout, stderr, \
-                 duration_ms, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            )
-            .and_then(|mut stmt| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO action_results (key, exit_code, outputs, stdout, \
+                     stderr, duration_ms, created_at, last_used_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                )
+                .map_err(sql_err("put action"))?;
+            for ((key, result), outputs) in results.iter().zip(&rows) {
                 stmt.execute(rusqlite::params![
                     key,
                     result.exit_code,
@@ -147,8 +162,8 @@ impl Cache {
                     result.duration_ms as i64,
                     now,
                 ])
-            })
-            .map_err(sql_err("put action"))?;
+                .map_err(sql_err("put action"))?;
+            }
             crate::failpoint("before-commit");
             Ok(())
         })

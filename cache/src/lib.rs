@@ -16,7 +16,7 @@
 //! 1. hash inputs, skipping files whose [`FileState`] is unchanged; save new states;
 //! 2. compute action keys; look them all up at once ([`Cache::get_actions`]);
 //! 3. restore hits ([`Cas::materialize_file`], [`Cas::materialize_tree`]), run misses and store
-//!    their outputs ([`Cas::put_file`], [`Cas::put_tree`]) and result ([`Cache::put_action`]);
+//!    their outputs ([`Cas::put_file`], [`Cas::put_tree`]) and results ([`Cache::put_actions`], many in one transaction);
 //! 4. record the history ([`Cache::record_runs`]) and mark the hits as used
 //!    ([`Cache::touch_actions`]); now and then [`Cache::gc`].
 //!

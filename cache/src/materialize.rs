@@ -6,10 +6,13 @@
 //!    `Corrupt`, and it is moved out of the way);
 //! 2. copy at most that many bytes into a new temp file `.flow-tmp-<unique>` beside the
 //!    destination (`O_EXCL`: never through an existing file or symlink), hashing while copying,
-//!    and set the mode (0644, or 0755 for executables) explicitly, whatever the umask;
-//! 3. if fewer bytes came or the hash differs: remove the temp file and the blob, `Corrupt` (the destination was
-//!    never touched); else rename the temp file over the destination (a symlink there is
-//!    replaced, never followed).
+//!    with the mode (0644, or 0755 for executables) whatever the umask (set again only when the
+//!    umask cut it); when nothing is at the destination, the destination itself is that new
+//!    file (`O_EXCL` too: a restore into an emptied `flow-out/` creates one inode per file and
+//!    renames nothing);
+//! 3. if fewer bytes came or the hash differs: remove the new file and the blob, `Corrupt` (an
+//!    existing destination was never touched); else rename the temp file over the destination
+//!    (a symlink there is replaced, never followed).
 //!
 //! The copy is verified every time because the destination is what actions and users read:
 //! a flipped bit in the store must never reach them silently.
@@ -60,6 +63,16 @@ impl Cas {
     ) -> Result<(), CacheError> {
         let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        // Nothing there (a restore after `rm -rf flow-out`, a first build): written in place,
+        // one inode and no rename; what a kill leaves half-written carries no file state, so
+        // the next build writes it again. Anything there is replaced through a temp file.
+        if fs::symlink_metadata(dest).is_err() {
+            match self.copy_verified(d, size, dest, output_mode(executable)) {
+                Err(CacheError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists => {}
+                done => return done,
+            }
+        }
         let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
         self.copy_verified(d, size, &tmp, output_mode(executable))?;
         replace_with(&tmp, dest)
@@ -99,7 +112,15 @@ impl Cas {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).map_err(io_err("write", to))?;
+                // A kill half way through a file (the crash tests stop here).
+                let (head, tail) = buf[..n].split_at(n / 2);
+                out.write_all(head).map_err(io_err("write", to))?;
+                crate::failpoint("mid-output");
+                out.write_all(tail).map_err(io_err("write", to))?;
+            }
+            // The mode asked for at creation is cut by the umask; set it only then.
+            if mode & umask() == 0 {
+                return Ok(());
             }
             out.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(io_err("chmod", to))
@@ -168,6 +189,22 @@ pub(crate) fn real_dirs(root: &Path, rel: &str, replace: bool) -> Result<(), Cac
         }
     }
     Ok(())
+}
+
+/// This process's umask, read once from `/proc/self/status` (the `umask` call sets it as it
+/// reads it, which another thread could see); all bits set when it cannot be read, so that
+/// every mode is then set explicitly.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 /// `dest`'s parent directory ("." for a bare name) and file name.

@@ -248,6 +248,9 @@ fn bench_keys(runs: usize, w: &Workload) {
         out_root: flow::session::out_root(&w.root),
         workspace_root: w.root.clone(),
         remote: None,
+        pending: Default::default(),
+        kept_in_cache: Default::default(),
+        restored_ahead: Default::default(),
     };
     let tools = HashMap::new();
     // Each dependency's outputs as the runner would pass them (staged path + digest).
@@ -437,6 +440,9 @@ fn bench_runner(runs: usize, w: &Workload) {
                 out_root: out_root.to_path_buf(),
                 workspace_root: w.root.clone(),
                 remote: None,
+                pending: Default::default(),
+                kept_in_cache: Default::default(),
+                restored_ahead: Default::default(),
             }),
             executor: Arc::new(exec.clone()),
             options: BuildOptions {

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::pipeline::{Ready, Request, Start};
 use crate::plan::Plan;
 use crate::profile::Profile;
+use crate::rebuilder::{kept_in_cache, Materialize};
 use crate::record::{self, Basis, Capture};
 use crate::reporter::{Reporter, Summary};
 use crate::reports::{Context, Reports, Wanted};
@@ -43,6 +44,8 @@ pub struct BuildArgs<'a> {
     pub shard: Option<crate::shard::Shard>,
     /// `--since REF`.
     pub since: Option<&'a str>,
+    /// `--materialize`: which outputs are written under `flow-out/`.
+    pub materialize: Materialize,
 }
 
 impl<'a> BuildArgs<'a> {
@@ -57,6 +60,7 @@ impl<'a> BuildArgs<'a> {
             emergency: None,
             shard: None,
             since: None,
+            materialize: Materialize::All,
         }
     }
 }
@@ -97,6 +101,7 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         command: "build",
         shard: args.shard.clone(),
         since: since.as_deref(),
+        materialize: args.materialize,
     };
     let prepared = match session.prepare(request)? {
         Start::NoOp(labels) => {
@@ -144,7 +149,10 @@ pub fn run(start: &Path, args: BuildArgs) -> Result<i32, Error> {
         effects,
         groups: Some(session.groups()),
         plan: ready.plan.clone(),
-        rebuilder: session.rebuilder(ready.hasher.clone())?,
+        rebuilder: session.rebuilder_keeping(
+            ready.hasher.clone(),
+            kept_in_cache(&ready.plan, args.materialize),
+        )?,
         executor: session.executor(),
         options: session.build_options(true),
     };

@@ -59,6 +59,7 @@ pub fn run(start: &Path, patterns: &[String], cache_flag: Option<&Path>) -> Resu
         command: "explain",
         shard: None,
         since: None,
+        materialize: Default::default(),
     };
     let verdicts: Vec<(Label, Verdict)> = match session.prepare(request)? {
         Start::NoOp(labels) => labels

@@ -52,6 +52,7 @@ pub fn run(
         command: "rollback",
         shard: None,
         since: None,
+        materialize: Default::default(),
     };
     let prepared = match session.prepare(request)? {
         Start::Plan(prepared) => prepared,

@@ -187,6 +187,44 @@ impl Rebuilder {
         }
     }
 
+    /// Before the decisions of several ready nodes: restores at once, on every core, the
+    /// outputs of each whose decision would restore them (as `decide` does: reusable, not
+    /// carried, no kept failure, a result already read in bulk, written under `flow-out/`, not
+    /// in place there). `decide` then finds them in place and still decides; it reports
+    /// those restored here as restored. One that fails here is restored again by `decide`,
+    /// which says why it cannot be. Nothing is decided here.
+    pub fn restore_ahead(&self, nodes: &[(usize, &Action, KeyInputs)], carried: &Carried) {
+        use rayon::prelude::*;
+        let wanted: Vec<(usize, &Action, &ActionResult)> = nodes
+            .iter()
+            .filter(|(node, action, _)| {
+                carried.get(*node).is_none()
+                    && !carried.failed.contains_key(node)
+                    && action.kind.reusable()
+                    && self.writes(action)
+            })
+            .filter_map(|(node, action, inputs)| {
+                let key = self
+                    .key(action, inputs.sources, inputs.deps, inputs.tools)
+                    .ok()?;
+                let result = inputs.prefetched.get(&key.digest())?;
+                (!self.is_materialized(action, result)).then_some((*node, *action, result))
+            })
+            .collect();
+        if wanted.len() < 2 {
+            return;
+        }
+        let restored: Vec<usize> = wanted
+            .par_iter()
+            .filter(|(_, action, result)| self.restore(action, result).is_ok())
+            .map(|(node, _, _)| *node)
+            .collect();
+        self.restored_ahead
+            .lock()
+            .expect("restored-ahead lock poisoned")
+            .extend(restored);
+    }
+
     /// The reuse decision for node `node` (`action`), whose dependencies are done.
     pub fn decide(
         &self,
@@ -227,8 +265,15 @@ impl Rebuilder {
         let label = &action.label;
         match looked_up {
             Ok(Some(result)) => {
-                let restored = !self.is_materialized(action, &result);
-                if restored && apply == Apply::Restore {
+                let in_place = self.is_materialized(action, &result);
+                let ahead = self
+                    .restored_ahead
+                    .lock()
+                    .expect("restored-ahead lock poisoned")
+                    .remove(&node);
+                // Left in the cache (`--materialize`): nothing restored, an old copy cleared.
+                let restored = (!in_place || ahead) && self.writes(action);
+                if !in_place && apply == Apply::Restore {
                     if let Err(e) = self.restore(action, &result) {
                         let why = format!(
                             "the cached result of `{label}` cannot be restored ({e}); running it again"

@@ -3,7 +3,8 @@
 //! or gather the task's secrets and hand it to a worker.
 
 use crate::executor::{Cancel, Executor};
-use crate::rebuilder::{staged, Apply, Decision, KeyInputs, StagedOutput};
+use crate::plan::Action;
+use crate::rebuilder::{staged, Apply, Carried, Decision, KeyInputs, StagedOutput};
 use crate::reporter::Reporter;
 
 use super::history::RunRow;
@@ -16,6 +17,7 @@ impl<E: Executor> Drive<'_, E> {
         while self.in_flight < self.in_flight_limit {
             // Before each: a node dispatched as a hit may have made many ready at once.
             self.prefetch_remote();
+            self.restore_ahead();
             let Some(i) = self.sched.pop_ready() else {
                 break;
             };
@@ -32,26 +34,41 @@ impl<E: Executor> Drive<'_, E> {
             .collect()
     }
 
+    /// Restores at once, on every core, the cached outputs of the ready nodes whose decision
+    /// would restore them one after the other (`Rebuilder::restore_ahead`). Each node once.
+    fn restore_ahead(&mut self) {
+        if self.prefetched.is_empty() {
+            return;
+        }
+        let ready = newly_ready(self.sched.ready_nodes(), &mut self.restore_asked);
+        self.with_inputs(&ready, |rebuilder, nodes, carried| {
+            rebuilder.restore_ahead(nodes, carried)
+        });
+    }
+
     /// With a remote cache: asks it at once for every ready node whose decision would ask it
     /// (`Rebuilder::prefetch_remote`), rather than one after the other as each is dispatched.
+    /// Each node once: a node left ready (all slots taken) is not keyed again each turn.
     fn prefetch_remote(&mut self) {
+        if self.runner.rebuilder.remote.is_none() {
+            return;
+        }
+        let ready = newly_ready(self.sched.ready_nodes(), &mut self.remote_asked);
+        self.with_inputs(&ready, |rebuilder, nodes, carried| {
+            rebuilder.prefetch_remote(nodes, carried)
+        });
+    }
+
+    /// Calls `f` with each of `ready`, its action and what its key is computed from.
+    fn with_inputs(
+        &self,
+        ready: &[usize],
+        f: impl FnOnce(&crate::rebuilder::Rebuilder, &[(usize, &Action, KeyInputs)], &Carried),
+    ) {
+        if ready.is_empty() {
+            return;
+        }
         let runner = self.runner;
-        if runner.rebuilder.remote.is_none() {
-            return;
-        }
-        // Each node once: a node left ready (all slots taken) is not keyed again each turn.
-        let ready: Vec<usize> = self
-            .sched
-            .ready_nodes()
-            .into_iter()
-            .filter(|&i| !self.remote_asked[i])
-            .collect();
-        if ready.len() < 2 {
-            return;
-        }
-        for &i in &ready {
-            self.remote_asked[i] = true;
-        }
         let deps: Vec<Vec<StagedOutput>> = ready.iter().map(|&i| self.deps_of(i)).collect();
         let nodes: Vec<_> = ready
             .iter()
@@ -66,9 +83,7 @@ impl<E: Executor> Drive<'_, E> {
                 (i, &runner.plan.nodes[i], inputs)
             })
             .collect();
-        runner
-            .rebuilder
-            .prefetch_remote(&nodes, &self.resolved.carried);
+        f(&runner.rebuilder, &nodes, &self.resolved.carried);
     }
 
     async fn dispatch(&mut self, i: usize, reporter: &mut Reporter) {
@@ -248,4 +263,17 @@ impl<E: Executor> Drive<'_, E> {
         };
         tokio::spawn(job.run());
     }
+}
+
+/// The nodes of `ready` not yet marked in `asked`, now marked; none unless there are two or
+/// more (one node is as well served by its own decision).
+fn newly_ready(ready: Vec<usize>, asked: &mut [bool]) -> Vec<usize> {
+    let new: Vec<usize> = ready.into_iter().filter(|&i| !asked[i]).collect();
+    if new.len() < 2 {
+        return Vec::new();
+    }
+    for &i in &new {
+        asked[i] = true;
+    }
+    new
 }

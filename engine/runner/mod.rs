@@ -130,6 +130,8 @@ struct Drive<'a, E: Executor> {
     prefetched: HashMap<Digest, ActionResult>,
     /// Nodes already asked of the remote cache with others ready at once (`prefetch_remote`).
     remote_asked: Vec<bool>,
+    /// Nodes already looked at by `restore_ahead`.
+    restore_asked: Vec<bool>,
     cancels: HashMap<usize, CancelHandle>,
     /// `jobs` slots bound the commands running at once; up to twice as many actions are in
     /// flight, so that the next sandbox is staged while commands run (see `Slots`).
@@ -285,6 +287,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             history,
             prefetched,
             remote_asked: vec![false; n],
+            restore_asked: vec![false; n],
             cancels: HashMap::new(),
             tails: HashMap::new(),
             slots: Slots::new(jobs),
@@ -375,6 +378,11 @@ impl<'a, E: Executor> Drive<'a, E> {
             .filter(|&i| self.sched.state(i) == NodeState::NotStarted)
             .count();
         let rebuilder = &self.runner.rebuilder;
+        if let Err(e) = rebuilder.flush() {
+            reporter.warn(&format!(
+                "cannot record the results of this build's runs: {e}"
+            ));
+        }
         let mut history = self.history;
         history.collect_cases(plan, &rebuilder.out_root);
         history.save(

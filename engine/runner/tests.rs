@@ -61,6 +61,9 @@ async fn build(
         out_root: f.root.join("flow-out"),
         workspace_root: f.root.clone(),
         remote: None,
+        pending: Default::default(),
+        kept_in_cache: Default::default(),
+        restored_ahead: Default::default(),
     });
     let runner = Runner {
         effects: None,

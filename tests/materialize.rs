@@ -1,0 +1,197 @@
+//! `flow build --materialize`: which outputs a build writes under `flow-out/` (issue 21). The
+//! others stay in the cache, dependents are staged from it, `flow-out/` never keeps an old
+//! version of one, and a later `flow build` writes them without running anything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::support::{files_under, summary_counts, Run, Ws};
+
+/// `a` feeds the sandboxed `b`; `c` feeds the unsandboxed `u`; `j` writes JUnit XML; `t` a
+/// directory; `top` depends on everything through a group.
+fn workspace() -> Ws {
+    Ws::new().file("p/a.in", "alpha\n").file(
+        "p/BUILD",
+        r#"
+task(name = "a", srcs = ["a.in"], outs = ["a.txt"], cmd = "tr a-z A-Z < a.in > a.txt")
+task(name = "b", deps = [":a"], outs = ["b.txt"], cmd = "cat $(location :a) $(location :a) > b.txt")
+task(name = "c", outs = ["c.txt"], cmd = "echo c > c.txt")
+task(name = "u", deps = [":c"], outs = ["u.txt"], sandbox = False,
+     cmd = "cat $(location :c) > u.txt")
+task(name = "j", outs = ["junit.xml"],
+     cmd = "echo '<testsuite name=\"s\" tests=\"1\"><testcase name=\"x\"/></testsuite>' > junit.xml")
+task(name = "t", outs = ["site/"], cmd = "mkdir -p site && echo page > site/index.html")
+group(name = "all", deps = [":b", ":u", ":j", ":t"])
+task(name = "top", deps = [":all"], outs = ["top.txt"], cmd = "ls > top.txt")
+"#,
+    )
+}
+
+/// Every file under `dir`, relative, with its bytes.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+/// The outputs under `flow-out/p/` (no marker files), sorted.
+fn written(ws: &Ws) -> Vec<String> {
+    tree(&ws.path().join("flow-out/p"))
+        .into_keys()
+        .filter(|k| !k.rsplit('/').next().unwrap_or(k).starts_with('.'))
+        .collect()
+}
+
+/// The labels of the `decision` events of `--events FILE` that say `how`, sorted.
+fn decided(events: &Path, how: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(events).unwrap();
+    let mut labels: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "decision" && e["decision"] == how)
+        .map(|e| e["label"].as_str().unwrap().to_owned())
+        .collect();
+    labels.sort();
+    labels
+}
+
+#[track_caller]
+fn ok(run: Run) -> Run {
+    assert_eq!(run.code, 0, "flow failed:\n{}\n{}", run.stdout, run.stderr);
+    run
+}
+
+/// The whole `flow-out/` of a clean default build of [`workspace`].
+fn clean_tree() -> BTreeMap<String, Vec<u8>> {
+    let ws = workspace();
+    ok(ws.run(&["build"]));
+    tree(&ws.path().join("flow-out"))
+}
+
+#[test]
+fn needed_writes_only_what_is_read_in_place_and_a_later_build_writes_the_rest_without_running() {
+    let ws = workspace();
+    let run = ok(ws.run(&["build", "--materialize", "needed"]));
+    assert_eq!(
+        summary_counts(&run),
+        "flow: ok: 7 ran, 0 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+    // c.txt: read in place by the unsandboxed u; junit.xml: a report; site/: a directory.
+    // a.txt, b.txt, u.txt and top.txt stay in the cache.
+    assert_eq!(
+        written(&ws),
+        ["c.txt", "junit.xml", "site/index.html"],
+        "{}",
+        run.stdout
+    );
+    // Staged from the cache: b saw a's output.
+    let events = ws.path().join("events.jsonl");
+    let again = ok(ws.run(&["build", "--events", events.to_str().unwrap()]));
+    assert_eq!(
+        summary_counts(&again),
+        "flow: ok: 0 ran, 7 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+    assert_eq!(
+        decided(&events, "restored"),
+        ["//p:a", "//p:b", "//p:top", "//p:u"],
+        "only what was left in the cache is written: {}",
+        again.stdout
+    );
+    assert_eq!(tree(&ws.path().join("flow-out")), clean_tree());
+    // And back: a lazy build with everything in place writes and removes nothing.
+    let before = tree(&ws.path().join("flow-out"));
+    ok(ws.run(&["build", "--materialize", "needed"]));
+    assert_eq!(tree(&ws.path().join("flow-out")), before);
+}
+
+#[test]
+fn targets_writes_the_named_targets_outputs_and_what_is_read_in_place() {
+    let ws = workspace();
+    ok(ws.run(&["build", "--materialize", "targets", "//p:b", "//p:u"]));
+    assert_eq!(written(&ws), ["b.txt", "c.txt", "u.txt"]);
+    assert_eq!(
+        std::fs::read(ws.path().join("flow-out/p/b.txt")).unwrap(),
+        b"ALPHA\nALPHA\n"
+    );
+}
+
+#[test]
+fn an_old_version_never_stays_where_the_new_one_is_left_in_the_cache() {
+    let ws = workspace();
+    ok(ws.run(&["build"]));
+    assert_eq!(
+        std::fs::read(ws.path().join("flow-out/p/a.txt")).unwrap(),
+        b"ALPHA\n"
+    );
+    ws.write("p/a.in", b"beta\n");
+    let run = ok(ws.run(&["build", "--materialize", "needed"]));
+    assert_eq!(
+        run.tagged("RAN"),
+        ["//p:a", "//p:b", "//p:top"],
+        "{}",
+        run.stdout
+    );
+    for gone in ["a.txt", "b.txt", "top.txt"] {
+        assert!(
+            !ws.path().join("flow-out/p").join(gone).exists(),
+            "the old {gone} is still under flow-out/"
+        );
+    }
+    // Outputs whose current version is in place stay (u, top did not change).
+    assert!(ws.path().join("flow-out/p/u.txt").exists());
+    ok(ws.run(&["build"]));
+    assert_eq!(
+        std::fs::read(ws.path().join("flow-out/p/b.txt")).unwrap(),
+        b"BETA\nBETA\n"
+    );
+}
+
+#[test]
+fn a_damaged_blob_of_an_output_left_in_the_cache_is_a_miss_never_a_dependents_input() {
+    let ws = workspace();
+    ok(ws.run(&["build", "--materialize", "needed"]));
+    // a's output lives only in the cache: damage its blob (same size, other bytes).
+    let blob = files_under(&ws.path().join(".flow/cas"))
+        .into_iter()
+        .find(|p| std::fs::read(p).unwrap() == b"ALPHA\n")
+        .expect("the blob of a.txt");
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, b"EVIL!\n").unwrap();
+    // a is cached but not under flow-out/: its blob is checked, refused, and a runs again;
+    // b, whose key holds the digest of a's output, is cached and staged from sound bytes.
+    let run = ok(ws.run(&["build", "--materialize", "needed"]));
+    assert!(
+        run.stderr.contains("cannot be restored") || run.stdout.contains("cannot be restored"),
+        "one warning for the damaged blob:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(run.tagged("RAN"), ["//p:a"], "{}", run.stdout);
+    ok(ws.run(&["build"]));
+    assert_eq!(
+        std::fs::read(ws.path().join("flow-out/p/b.txt")).unwrap(),
+        b"ALPHA\nALPHA\n"
+    );
+    assert_eq!(tree(&ws.path().join("flow-out")), clean_tree());
+}
+
+#[test]
+fn a_lazy_build_keeps_no_build_record_and_a_hand_edit_is_still_repaired() {
+    let ws = workspace();
+    ok(ws.run(&["build"]));
+    // A hand edit of an output the lazy build does not write: removed, not left as it is.
+    ws.write("flow-out/p/b.txt", b"hand edit\n");
+    ok(ws.run(&["build", "--materialize", "needed"]));
+    assert!(!ws.path().join("flow-out/p/b.txt").exists());
+    // The default build's record still answers correctly: b.txt is written again.
+    let run = ok(ws.run(&["build"]));
+    assert_eq!(run.tagged("RAN"), Vec::<String>::new(), "{}", run.stdout);
+    assert_eq!(tree(&ws.path().join("flow-out")), clean_tree());
+}
