@@ -195,3 +195,58 @@ fn a_lazy_build_keeps_no_build_record_and_a_hand_edit_is_still_repaired() {
     assert_eq!(run.tagged("RAN"), Vec::<String>::new(), "{}", run.stdout);
     assert_eq!(tree(&ws.path().join("flow-out")), clean_tree());
 }
+
+/// Twenty independent tasks, and one that depends on all of them.
+fn wide() -> Ws {
+    let mut build = String::new();
+    for i in 0..20 {
+        build.push_str(&format!(
+            "task(name = \"t{i:02}\", outs = [\"o{i:02}.txt\"], cmd = \"echo {i} > $(OUTS)\")\n"
+        ));
+    }
+    let deps: Vec<String> = (0..20).map(|i| format!("\":t{i:02}\"")).collect();
+    build.push_str(&format!(
+        "task(name = \"sum\", deps = [{}], outs = [\"sum.txt\"], cmd = \"cat $(SRCS) > $(OUTS); cat o*.txt | wc -l >> $(OUTS)\")\n",
+        deps.join(", ")
+    ));
+    Ws::new().file("w/BUILD", &build)
+}
+
+/// The hits ready at once are restored together (issue 21): each is still decided, reported
+/// restored, and a damaged blob among them is a miss with one warning, as alone.
+#[test]
+fn hits_ready_at_once_are_restored_together_and_a_damaged_one_runs_again() {
+    let ws = wide();
+    ok(ws.run(&["build"]));
+    let out = ws.path().join("flow-out");
+    let before = tree(&out);
+    std::fs::remove_dir_all(&out).unwrap();
+    let events = ws.path().join("events.jsonl");
+    let run = ok(ws.run(&["build", "--events", events.to_str().unwrap()]));
+    assert_eq!(
+        summary_counts(&run),
+        "flow: ok: 0 ran, 21 cached, 0 failed, 0 skipped, 0 flaky"
+    );
+    assert_eq!(decided(&events, "restored").len(), 21);
+    assert_eq!(tree(&out), before);
+    // One blob of the twenty damaged: that task runs again, the others are restored.
+    let blob = files_under(&ws.path().join(".flow/cas"))
+        .into_iter()
+        .find(|p| std::fs::read(p).unwrap() == b"7\n")
+        .expect("the blob of o07.txt");
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, b"8\n").unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    let run = ok(ws.run(&["build"]));
+    assert_eq!(run.tagged("RAN"), ["//w:t07"], "{}", run.stdout);
+    let warnings = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        warnings.matches("cannot be restored").count(),
+        1,
+        "one warning:\n{warnings}"
+    );
+    assert_eq!(tree(&out), before);
+}
