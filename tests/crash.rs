@@ -265,8 +265,7 @@ fn crash_mid_materialize() {
     verify_fix_repairs("mid-materialize");
 }
 
-/// Half way through writing an output under `flow-out/` (written in place when nothing was
-/// there: the half-written file has no file state, so the next build writes it again).
+/// Half way through writing the temp file of an output restored into `flow-out/`.
 #[test]
 fn crash_mid_output() {
     next_build_repairs("mid-output");

@@ -21,8 +21,8 @@ task(name = "u", deps = [":c"], outs = ["u.txt"], sandbox = False,
 task(name = "j", outs = ["junit.xml"],
      cmd = "echo '<testsuite name=\"s\" tests=\"1\"><testcase name=\"x\"/></testsuite>' > junit.xml")
 task(name = "t", outs = ["site/"], cmd = "mkdir -p site && echo page > site/index.html")
-group(name = "all", deps = [":b", ":u", ":j", ":t"])
-task(name = "top", deps = [":all"], outs = ["top.txt"], cmd = "ls > top.txt")
+group(name = "bundle", deps = [":b", ":u", ":j", ":t"])
+task(name = "top", deps = [":bundle"], outs = ["top.txt"], cmd = "ls > top.txt")
 "#,
     )
 }
@@ -116,6 +116,13 @@ fn targets_writes_the_named_targets_outputs_and_what_is_read_in_place() {
     assert_eq!(
         std::fs::read(ws.path().join("flow-out/p/b.txt")).unwrap(),
         b"ALPHA\nALPHA\n"
+    );
+    // A named group: the outputs of what it groups (found by an outside test).
+    let ws = workspace();
+    ok(ws.run(&["build", "--materialize", "targets", "//p:bundle"]));
+    assert_eq!(
+        written(&ws),
+        ["b.txt", "c.txt", "junit.xml", "site/index.html", "u.txt"]
     );
 }
 
@@ -249,4 +256,99 @@ fn hits_ready_at_once_are_restored_together_and_a_damaged_one_runs_again() {
         "one warning:\n{warnings}"
     );
     assert_eq!(tree(&out), before);
+}
+
+/// Eight outputs of 16 MiB each (restored in a few tenths of a second), all cached.
+fn big() -> Ws {
+    let mut build = String::new();
+    for i in 0..8 {
+        build.push_str(&format!(
+            "task(name = \"b{i}\", outs = [\"b{i}.bin\"], \
+             cmd = \"{{ echo {i}; head -c 16777216 /dev/zero; }} > $(OUTS)\")\n"
+        ));
+    }
+    let ws = Ws::new().file("big/BUILD", &build);
+    ok(ws.run(&["build", "-q"]));
+    ws
+}
+
+/// Starts `flow build -q` in `ws` after `rm -rf flow-out`, and returns it once the restore
+/// has begun (a file under `flow-out/big/`).
+fn restore_started(ws: &Ws) -> Option<std::process::Child> {
+    let out = ws.path().join("flow-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let child = std::process::Command::new(crate::support::flow_bin())
+        .current_dir(ws.path())
+        .args(["--color", "never", "build", "-q"])
+        .env_remove("FLOW_CACHE_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let began = std::time::Instant::now();
+    while began.elapsed() < std::time::Duration::from_secs(10) {
+        let any = std::fs::read_dir(out.join("big")).is_ok_and(|mut d| d.next().is_some());
+        if any {
+            return Some(child);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
+}
+
+/// Regression (outside test of issue 21): a build that only restores never looked at Ctrl-C
+/// or SIGTERM until the last hit, and then exited 0 as if nothing had happened.
+#[test]
+fn ctrl_c_during_a_restore_stops_the_build_with_130() {
+    let ws = big();
+    let mut codes = Vec::new();
+    for signal in ["-INT", "-TERM", "-INT"] {
+        let Some(mut child) = restore_started(&ws) else {
+            panic!("the restore never began");
+        };
+        std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        codes.push(child.wait().unwrap().code());
+        // What was interrupted is repaired by the next build, without running anything.
+        let run = ok(ws.run(&["build", "-q"]));
+        assert!(summary_counts(&run).contains(" 0 ran,"), "{}", run.stdout);
+    }
+    // A restore can finish before the signal lands: at least one of three is interrupted
+    // (before the fix, none ever was), and none says ok while interrupted.
+    assert!(codes.contains(&Some(130)), "exit codes {codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(0) | Some(130))),
+        "{codes:?}"
+    );
+}
+
+/// Regression (outside test of issue 21): a file restored in place into an emptied
+/// `flow-out/` could be written by someone else while flow wrote it; its state, taken after,
+/// then vouched for bytes flow never wrote, and every later build kept them.
+#[test]
+fn an_output_written_by_someone_else_during_its_restore_is_repaired_by_the_next_build() {
+    let ws = big();
+    let want: Vec<Vec<u8>> = (0..8)
+        .map(|i| std::fs::read(ws.path().join(format!("flow-out/big/b{i}.bin"))).unwrap())
+        .collect();
+    for _ in 0..3 {
+        let Some(mut child) = restore_started(&ws) else {
+            panic!("the restore never began");
+        };
+        for i in 0..8 {
+            let _ = std::fs::write(ws.path().join(format!("flow-out/big/b{i}.bin")), b"hack\n");
+        }
+        child.wait().unwrap();
+        ok(ws.run(&["build", "-q"]));
+        for (i, want) in want.iter().enumerate() {
+            let got = std::fs::read(ws.path().join(format!("flow-out/big/b{i}.bin"))).unwrap();
+            assert!(
+                got == *want,
+                "b{i}.bin is not the cached output ({} bytes)",
+                got.len()
+            );
+        }
+    }
 }

@@ -11,8 +11,8 @@
 //! - `mid-blob` (`cas.rs`, `write_new`): a blob's temp file is half written, not yet renamed;
 //! - `before-commit` (`action_cache.rs`, `put_actions`): the result rows of a batch are
 //!   inserted in a transaction that is not committed;
-//! - `mid-output` (`materialize.rs`, `copy_verified`): half of a file restored into `flow-out/`
-//!   is written (in place when nothing was there, else a temp file beside it);
+//! - `mid-output` (`materialize.rs`, `copy_verified`): half of the temp file of a file restored
+//!   into `flow-out/` is written;
 //! - `mid-materialize` (`engine/rebuilder.rs`, `restore`): an output was written into
 //!   `flow-out/`, the next one (or its recorded state) was not.
 //!

@@ -7,12 +7,10 @@
 //! 2. copy at most that many bytes into a new temp file `.flow-tmp-<unique>` beside the
 //!    destination (`O_EXCL`: never through an existing file or symlink), hashing while copying,
 //!    with the mode (0644, or 0755 for executables) whatever the umask (set again only when the
-//!    umask cut it); when nothing is at the destination, the destination itself is that new
-//!    file (`O_EXCL` too: a restore into an emptied `flow-out/` creates one inode per file and
-//!    renames nothing);
-//! 3. if fewer bytes came or the hash differs: remove the new file and the blob, `Corrupt` (an
-//!    existing destination was never touched); else rename the temp file over the destination
-//!    (a symlink there is replaced, never followed).
+//!    umask cut it);
+//! 3. if fewer bytes came or the hash differs: remove the temp file and the blob, `Corrupt` (the
+//!    destination was never touched); else rename the temp file over the destination (a symlink
+//!    there is replaced, never followed).
 //!
 //! The copy is verified every time because the destination is what actions and users read:
 //! a flipped bit in the store must never reach them silently.
@@ -63,16 +61,10 @@ impl Cas {
     ) -> Result<(), CacheError> {
         let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
-        // Nothing there (a restore after `rm -rf flow-out`, a first build): written in place,
-        // one inode and no rename; what a kill leaves half-written carries no file state, so
-        // the next build writes it again. Anything there is replaced through a temp file.
-        if fs::symlink_metadata(dest).is_err() {
-            match self.copy_verified(d, size, dest, output_mode(executable)) {
-                Err(CacheError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::AlreadyExists => {}
-                done => return done,
-            }
-        }
+        // Always through a temp file, also where nothing is: a file written in place can be
+        // written by someone else at once (`echo x > flow-out/...` while it is restored), and
+        // its state, taken after, would then vouch for bytes flow never wrote (found by an
+        // outside test; the rename saved was worth ~1% of a restore).
         let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
         self.copy_verified(d, size, &tmp, output_mode(executable))?;
         replace_with(&tmp, dest)

@@ -1,7 +1,8 @@
 //! Which outputs a build writes under `flow-out/` (`flow build --materialize`).
 //!
 //! `all` (the default) writes every output. `targets` writes the outputs of the targets the
-//! patterns name, and `needed` only what must be there (below); both leave every other output
+//! patterns name (a named group's are those of what it groups), and `needed` only what must be
+//! there (below); both leave every other output
 //! in the cache, where dependents are staged from (the blob is verified first, as it is when
 //! a copy under `flow-out/` was edited by hand), the way Bazel's "build without the bytes"
 //! leaves intermediate outputs on the remote cache. A CI build that needs only the verdicts of
@@ -13,8 +14,9 @@
 //!   `sandbox = False` task reads its inputs there; deploys, monitors, notifications and
 //!   services are given them from there), looked through groups;
 //! - every directory output (a dependent's sandbox binds it from there);
-//! - every output of a gate, and every JUnit (`.xml`) or SARIF (`.sarif`) output: the reports
-//!   (`--junit`, the summary, annotations, `flow report`) read them there.
+//! - every output of a gate, and of an action with a JUnit (`.xml`) or SARIF (`.sarif`)
+//!   output: the reports (`--junit`, the summary, annotations, `flow report`) read them there
+//!   (an action's outputs are written or left together).
 //!
 //! Never left behind: an output that is not written is removed from `flow-out/` unless it is
 //! there already as the current result wrote it (`Rebuilder::restore`), so `flow-out/` holds
@@ -43,11 +45,28 @@ pub fn kept_in_cache(plan: &Plan, mode: Materialize) -> HashSet<Label> {
     if mode == Materialize::All {
         return HashSet::new();
     }
+    let named = match mode {
+        Materialize::Targets => named_targets(plan),
+        _ => HashSet::new(),
+    };
     plan.actions()
-        .filter(|&i| !(mode == Materialize::Targets && plan.requested.contains(&i)))
+        .filter(|&i| !named.contains(&i))
         .filter(|&i| !must_be_written(plan, i))
         .map(|i| plan.nodes[i].label.clone())
         .collect()
+}
+
+/// The nodes the patterns name, and through a named group (whose outputs are its
+/// dependencies') the nodes it groups.
+fn named_targets(plan: &Plan) -> HashSet<usize> {
+    let mut named = HashSet::new();
+    let mut stack: Vec<usize> = plan.requested.iter().copied().collect();
+    while let Some(i) = stack.pop() {
+        if named.insert(i) && plan.nodes[i].kind == ActionKind::Group {
+            stack.extend(plan.nodes[i].deps.iter().copied());
+        }
+    }
+    named
 }
 
 /// Whether something reads node `i`'s outputs in place under `flow-out/` (module docs).

@@ -193,7 +193,13 @@ impl Rebuilder {
     /// in place there). `decide` then finds them in place and still decides; it reports
     /// those restored here as restored. One that fails here is restored again by `decide`,
     /// which says why it cannot be. Nothing is decided here.
-    pub fn restore_ahead(&self, nodes: &[(usize, &Action, KeyInputs)], carried: &Carried) {
+    /// Once `stop` is set (a stopping signal), nothing more is restored.
+    pub fn restore_ahead(
+        &self,
+        nodes: &[(usize, &Action, KeyInputs)],
+        carried: &Carried,
+        stop: &std::sync::atomic::AtomicBool,
+    ) {
         use rayon::prelude::*;
         let wanted: Vec<(usize, &Action, &ActionResult)> = nodes
             .iter()
@@ -216,7 +222,10 @@ impl Rebuilder {
         }
         let restored: Vec<usize> = wanted
             .par_iter()
-            .filter(|(_, action, result)| self.restore(action, result).is_ok())
+            .filter(|(_, action, result)| {
+                !stop.load(std::sync::atomic::Ordering::SeqCst)
+                    && self.restore(action, result).is_ok()
+            })
             .map(|(node, _, _)| *node)
             .collect();
         self.restored_ahead

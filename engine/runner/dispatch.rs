@@ -15,6 +15,13 @@ impl<E: Executor> Drive<'_, E> {
     /// Starts ready nodes while fewer than the in-flight limit are running.
     pub(super) async fn dispatch_ready(&mut self, reporter: &mut Reporter) {
         while self.in_flight < self.in_flight_limit {
+            // A run of hits never waits: a stopping signal is looked for between them.
+            if self.signalled.load(std::sync::atomic::Ordering::SeqCst) {
+                if !self.summary.interrupted {
+                    self.interrupt();
+                }
+                break;
+            }
             // Before each: a node dispatched as a hit may have made many ready at once.
             self.prefetch_remote();
             self.restore_ahead();
@@ -41,8 +48,9 @@ impl<E: Executor> Drive<'_, E> {
             return;
         }
         let ready = newly_ready(self.sched.ready_nodes(), &mut self.restore_asked);
+        let signalled = self.signalled.clone();
         self.with_inputs(&ready, |rebuilder, nodes, carried| {
-            rebuilder.restore_ahead(nodes, carried)
+            rebuilder.restore_ahead(nodes, carried, &signalled)
         });
     }
 

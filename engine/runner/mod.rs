@@ -132,6 +132,10 @@ struct Drive<'a, E: Executor> {
     remote_asked: Vec<bool>,
     /// Nodes already looked at by `restore_ahead`.
     restore_asked: Vec<bool>,
+    /// Set by a watcher of its own when a stopping signal arrives: hits are decided (and
+    /// restored) without the loop waiting on anything, so the loop's own signal stream would
+    /// be seen only after the last of them (`dispatch_ready` and `restore_ahead` look here).
+    signalled: Arc<std::sync::atomic::AtomicBool>,
     cancels: HashMap<usize, CancelHandle>,
     /// `jobs` slots bound the commands running at once; up to twice as many actions are in
     /// flight, so that the next sandbox is staged while commands run (see `Slots`).
@@ -185,6 +189,13 @@ impl<E: Executor> Runner<E> {
             *sigint = Interrupts::register();
         }
         let mut drive = Drive::new(self, resolved, reporter, tx, started_tx);
+        let watcher = Interrupts::register().map(|mut signals| {
+            let signalled = drive.signalled.clone();
+            tokio::spawn(async move {
+                signals.recv().await;
+                signalled.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        });
         loop {
             drive.dispatch_ready(reporter).await;
             if drive.sched.is_stopped() {
@@ -217,6 +228,9 @@ impl<E: Executor> Runner<E> {
                 }
                 Some(c) = rx.recv() => drive.complete(c, reporter),
             }
+        }
+        if let Some(w) = watcher {
+            w.abort();
         }
         drive.services.stop_all().await;
         if !drive.summary.interrupted && !drive.summary.superseded {
@@ -288,6 +302,7 @@ impl<'a, E: Executor> Drive<'a, E> {
             prefetched,
             remote_asked: vec![false; n],
             restore_asked: vec![false; n],
+            signalled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             cancels: HashMap::new(),
             tails: HashMap::new(),
             slots: Slots::new(jobs),
