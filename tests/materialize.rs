@@ -277,7 +277,7 @@ fn big() -> Ws {
 fn restore_started(ws: &Ws) -> Option<std::process::Child> {
     let out = ws.path().join("flow-out");
     let _ = std::fs::remove_dir_all(&out);
-    let child = std::process::Command::new(crate::support::flow_bin())
+    let mut child = std::process::Command::new(crate::support::flow_bin())
         .current_dir(ws.path())
         .args(["--color", "never", "build", "-q"])
         .env_remove("FLOW_CACHE_DIR")
@@ -293,6 +293,8 @@ fn restore_started(ws: &Ws) -> Option<std::process::Child> {
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     None
 }
 
