@@ -34,6 +34,8 @@ pub struct Scheduler {
     dependents: Vec<Vec<usize>>,
     priority: Vec<u64>,
     ready: BinaryHeap<(u64, Reverse<usize>)>,
+    /// The nodes made ready since the last `take_fresh`, in that order.
+    fresh: Vec<usize>,
     running: usize,
     stopped: bool,
 }
@@ -67,6 +69,7 @@ impl Scheduler {
             dependents,
             priority,
             ready: BinaryHeap::new(),
+            fresh: Vec::new(),
             running: 0,
             stopped: false,
         };
@@ -81,6 +84,17 @@ impl Scheduler {
     fn make_ready(&mut self, i: usize) {
         self.state[i] = NodeState::Ready;
         self.ready.push((self.priority[i], Reverse(i)));
+        self.fresh.push(i);
+    }
+
+    /// The nodes made ready since the last call (some may have been taken since; none once
+    /// stopped): what the runner looks ahead at, each node once, without going over the whole
+    /// queue at every step (which made a build of 2,000 carried actions 7 ms slower).
+    pub fn take_fresh(&mut self) -> Vec<usize> {
+        match self.stopped {
+            true => Vec::new(),
+            false => std::mem::take(&mut self.fresh),
+        }
     }
 
     /// The nodes ready now, not yet taken (none once stopped).

@@ -128,10 +128,12 @@ struct Drive<'a, E: Executor> {
     history: HistoryBatch,
     /// Results of last build's keys, read in bulk (empty when only a few actions are keyed).
     prefetched: HashMap<Digest, ActionResult>,
-    /// Nodes already asked of the remote cache with others ready at once (`prefetch_remote`).
-    remote_asked: Vec<bool>,
-    /// Nodes already looked at by `restore_ahead`.
-    restore_asked: Vec<bool>,
+    /// Nodes made ready and not yet looked ahead at (`prefetch_remote`, `restore_ahead`): kept
+    /// while fewer than two are ready, so that a lone one joins the next ones.
+    fresh: Vec<usize>,
+    /// A hit had its outputs restored: from now on the restores of the hits ready at once are
+    /// looked ahead for (`restore_ahead`).
+    restoring: bool,
     /// Set by a watcher of its own when a stopping signal arrives: hits are decided (and
     /// restored) without the loop waiting on anything, so the loop's own signal stream would
     /// be seen only after the last of them (`dispatch_ready` and `restore_ahead` look here).
@@ -300,8 +302,8 @@ impl<'a, E: Executor> Drive<'a, E> {
             summary: Summary::default(),
             history,
             prefetched,
-            remote_asked: vec![false; n],
-            restore_asked: vec![false; n],
+            fresh: Vec::new(),
+            restoring: false,
             signalled: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             cancels: HashMap::new(),
             tails: HashMap::new(),
