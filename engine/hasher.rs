@@ -113,23 +113,47 @@ impl FileHasher {
     /// output), so the next build trusts it without reading it.
     pub fn record(&self, path: &Path, digest: Digest) {
         if let Ok(meta) = std::fs::metadata(path) {
-            let state = FileState {
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-                ctime_ns: ctime_ns(&meta),
-                ino: meta.ino(),
-                digest,
-                recorded_at_ns: now_ns(),
-            };
-            let path = path.to_string_lossy().into_owned();
-            self.written
-                .lock()
-                .expect("hasher lock poisoned")
-                .insert(path.clone(), state.clone());
-            self.changed
-                .lock()
-                .expect("hasher lock poisoned")
-                .push((path, state));
+            self.record_state(path, digest, &meta);
+        }
+    }
+
+    /// Records `meta` as the state of `path`, holding `digest`.
+    fn record_state(&self, path: &Path, digest: Digest, meta: &std::fs::Metadata) {
+        let state = FileState {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ctime_ns: ctime_ns(meta),
+            ino: meta.ino(),
+            digest,
+            recorded_at_ns: now_ns(),
+        };
+        let path = path.to_string_lossy().into_owned();
+        self.written
+            .lock()
+            .expect("hasher lock poisoned")
+            .insert(path.clone(), state.clone());
+        self.changed
+            .lock()
+            .expect("hasher lock poisoned")
+            .push((path, state));
+    }
+
+    /// [`record`](Self::record) for a file flow just wrote through a temp file and renamed to
+    /// `path`: recorded only if `path` is still that file as flow left it (`written`, its
+    /// metadata before the rename; the rename changes only its ctime). A write by someone else
+    /// between the rename and this `stat` (found by an outside test hammering `flow-out/` during
+    /// restores) would otherwise be recorded as flow's own, and trusted by every later build.
+    pub fn record_written(&self, path: &Path, digest: Digest, written: &std::fs::Metadata) {
+        let Ok(now) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        let same = now.is_file()
+            && now.ino() == written.ino()
+            && now.dev() == written.dev()
+            && now.len() == written.len()
+            && mtime_ns(&now) == mtime_ns(written);
+        if same {
+            self.record_state(path, digest, &now);
         }
     }
 
@@ -217,6 +241,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<Digest> {
 mod tests {
     use super::*;
     use flow_rules::snapshot::CTIME_WINDOW_NS;
+    use std::io::Write;
 
     #[test]
     fn trusted_states_are_not_read_and_racy_ones_are() {
@@ -246,6 +271,35 @@ mod tests {
         let fourth = h4.digest(&p).unwrap();
         assert!(fourth.read);
         assert_eq!(fourth.digest, Digest::of(b"two"));
+    }
+
+    /// Issue 21, outside test: a file flow renamed into place and someone else wrote before
+    /// flow's `stat` is not recorded (so never trusted); one left alone is.
+    #[test]
+    fn a_file_written_by_someone_else_after_its_rename_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, dest) = (dir.path().join("t"), dir.path().join("out.bin"));
+        let h = FileHasher::new(HashMap::new());
+        std::fs::write(&tmp, b"flow's bytes").unwrap();
+        let written = std::fs::metadata(&tmp).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+        let d = Digest::of(b"flow's bytes");
+        h.record_written(&dest, d, &written);
+        assert_eq!(h.trusted_output(&dest), Some(d));
+        // Again, with a write (here an append) between the rename and the record.
+        std::fs::write(&tmp, b"flow's bytes").unwrap();
+        let written = std::fs::metadata(&tmp).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&dest)
+            .unwrap()
+            .write_all(b"XXXX")
+            .unwrap();
+        let h = FileHasher::new(HashMap::new());
+        h.record_written(&dest, d, &written);
+        assert_eq!(h.trusted_output(&dest), None);
+        assert!(h.take_changed().is_empty());
     }
 
     /// Issue 15, item 5: an overwrite in place that keeps the size and sets the mtime back

@@ -270,9 +270,11 @@ impl Rebuilder {
                     executable,
                 } => {
                     // A directory (or symlink) at `path` is replaced, never followed.
-                    cas.materialize_file(digest, *size, *executable, &path)?;
+                    let written = cas.materialize_file(digest, *size, *executable, &path)?;
                     flow_cache::failpoint("mid-materialize");
-                    self.hasher.record(&path, *digest);
+                    // Not recorded if written by someone else since the rename: then the next
+                    // build finds it not in place and restores it again.
+                    self.hasher.record_written(&path, *digest, &written);
                 }
                 OutputKind::Tree { digest, .. } => {
                     // The marker goes first: a crash between the swap and the new marker must

@@ -51,14 +51,16 @@ impl Cas {
     /// Copies the blob (recorded as `size` bytes) to `dest` (mode 0755 if `executable`, else
     /// 0644) through a temp file in `dest`'s directory and a rename, verifying size and digest
     /// while copying: on `Corrupt`, `dest` is untouched. Creates `dest`'s parent directories;
-    /// replaces a directory at `dest`.
+    /// replaces a directory at `dest`. Returns the file's metadata as flow left it, taken before
+    /// the rename: a caller that records the state of `dest` compares it first, so that a write
+    /// by someone else between the rename and its `stat` is never taken for flow's own.
     pub fn materialize_file(
         &self,
         d: &Digest,
         size: u64,
         executable: bool,
         dest: &Path,
-    ) -> Result<(), CacheError> {
+    ) -> Result<fs::Metadata, CacheError> {
         let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         // Always through a temp file, also where nothing is: a file written in place can be
@@ -66,8 +68,9 @@ impl Cas {
         // its state, taken after, would then vouch for bytes flow never wrote (found by an
         // outside test; the rename saved was worth ~1% of a restore).
         let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
-        self.copy_verified(d, size, &tmp, output_mode(executable))?;
-        replace_with(&tmp, dest)
+        let written = self.copy_verified(d, size, &tmp, output_mode(executable))?;
+        replace_with(&tmp, dest)?;
+        Ok(written)
     }
 
     /// Writes the blob, recorded as `size` bytes, to the new file `to` with `mode`, hashing
@@ -80,7 +83,7 @@ impl Cas {
         size: u64,
         to: &Path,
         mode: u32,
-    ) -> Result<(), CacheError> {
+    ) -> Result<fs::Metadata, CacheError> {
         let blob = self.path_of(d);
         let (src, meta) = self.open_blob(d)?;
         if meta.len() != size {
@@ -97,7 +100,7 @@ impl Cas {
         // more than copying it.
         let mut buf = vec![0u8; (size as usize).clamp(4 << 10, 256 << 10)];
         let mut src = src.take(size);
-        let copied = (|| -> Result<(), CacheError> {
+        let copied = (|| -> Result<fs::Metadata, CacheError> {
             loop {
                 let n = src.read(&mut buf).map_err(io_err("read", &blob))?;
                 if n == 0 {
@@ -111,17 +114,17 @@ impl Cas {
                 out.write_all(tail).map_err(io_err("write", to))?;
             }
             // The mode asked for at creation is cut by the umask; set it only then.
-            if mode & umask() == 0 {
-                return Ok(());
+            if mode & umask() != 0 {
+                out.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", to))?;
             }
-            out.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(io_err("chmod", to))
+            out.metadata().map_err(io_err("stat", to))
         })();
         drop(out);
         let sound = hasher.count() == size && Digest::from_hasher(&hasher) == *d;
         let result = match copied {
-            Ok(()) if sound => return Ok(()),
-            Ok(()) => Err(self.corrupt(d)),
+            Ok(written) if sound => return Ok(written),
+            Ok(_) => Err(self.corrupt(d)),
             Err(e) => Err(e),
         };
         let _ = fs::remove_file(to);

@@ -171,7 +171,9 @@ impl Cas {
                     digest,
                     size,
                     executable,
-                } => self.copy_verified(digest, *size, &path, output_mode(*executable)),
+                } => self
+                    .copy_verified(digest, *size, &path, output_mode(*executable))
+                    .map(|_| ()),
                 TreeEntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path)
                     .map_err(io_err("create symlink", &path)),
                 TreeEntryKind::Dir => Ok(()),

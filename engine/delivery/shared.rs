@@ -209,9 +209,9 @@ impl Effects {
             .join(Path::new(&artifact.name).file_name().unwrap_or_default());
         let cas = self.cache.cas();
         let restored = match artifact.kind {
-            ArtifactKind::File => {
-                cas.materialize_file(&digest, artifact.size, artifact.executable, &dest)
-            }
+            ArtifactKind::File => cas
+                .materialize_file(&digest, artifact.size, artifact.executable, &dest)
+                .map(|_| ()),
             ArtifactKind::Tree => cas.materialize_tree(&digest, &dest),
         };
         restored.map_err(|e| {
