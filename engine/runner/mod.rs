@@ -466,7 +466,6 @@ async fn next_control(control: &mut Option<mpsc::UnboundedReceiver<Control>>) ->
     }
 }
 
-/// Resolves on SIGINT; never when there is no signal stream.
 /// Whether a stopping signal is waiting in `sigint`, without waiting for one.
 async fn signal_pending(sigint: &mut Option<Interrupts>) -> bool {
     tokio::select! {
@@ -476,6 +475,7 @@ async fn signal_pending(sigint: &mut Option<Interrupts>) -> bool {
     }
 }
 
+/// Resolves on SIGINT; never when there is no signal stream.
 pub async fn interrupted(sigint: &mut Option<Interrupts>) {
     match sigint {
         Some(s) => {
