@@ -52,13 +52,7 @@ fn blobs(cache: &Path) -> usize {
 
 /// Relative path → contents of every file under `dir`.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    files_under(dir)
-        .into_iter()
-        .map(|p| {
-            let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            (rel, std::fs::read(&p).unwrap())
-        })
-        .collect()
+    crate::support::file_tree(dir)
 }
 
 fn read(ws: &Ws, rel: &str) -> String {

@@ -29,13 +29,21 @@ task(name = "top", deps = [":bundle"], outs = ["top.txt"], cmd = "ls > top.txt")
 
 /// Every file under `dir`, relative, with its bytes.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    files_under(dir)
+    crate::support::file_tree(dir)
+}
+
+/// Replaces the bytes of the blob in `ws`'s cache that holds `content` with `with` (a
+/// damaged blob: its name no longer says what it holds).
+fn damage_blob(ws: &Ws, content: &[u8], with: &[u8]) {
+    let blob = files_under(&ws.path().join(".flow/cas"))
         .into_iter()
-        .map(|p| {
-            let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            (rel, std::fs::read(&p).unwrap())
-        })
-        .collect()
+        .find(|p| std::fs::read(p).unwrap() == content)
+        .expect("the blob");
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, with).unwrap();
 }
 
 /// The outputs under `flow-out/p/` (no marker files), sorted.
@@ -162,15 +170,7 @@ fn a_damaged_blob_of_an_output_left_in_the_cache_is_a_miss_never_a_dependents_in
     let ws = workspace();
     ok(ws.run(&["build", "--materialize", "needed"]));
     // a's output lives only in the cache: damage its blob (same size, other bytes).
-    let blob = files_under(&ws.path().join(".flow/cas"))
-        .into_iter()
-        .find(|p| std::fs::read(p).unwrap() == b"ALPHA\n")
-        .expect("the blob of a.txt");
-    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&blob, perms).unwrap();
-    std::fs::write(&blob, b"EVIL!\n").unwrap();
+    damage_blob(&ws, b"ALPHA\n", b"EVIL!\n");
     // a is cached but not under flow-out/: its blob is checked, refused, and a runs again;
     // b, whose key holds the digest of a's output, is cached and staged from sound bytes.
     let run = ok(ws.run(&["build", "--materialize", "needed"]));
@@ -237,15 +237,7 @@ fn hits_ready_at_once_are_restored_together_and_a_damaged_one_runs_again() {
     assert_eq!(decided(&events, "restored").len(), 21);
     assert_eq!(tree(&out), before);
     // One blob of the twenty damaged: that task runs again, the others are restored.
-    let blob = files_under(&ws.path().join(".flow/cas"))
-        .into_iter()
-        .find(|p| std::fs::read(p).unwrap() == b"7\n")
-        .expect("the blob of o07.txt");
-    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&blob, perms).unwrap();
-    std::fs::write(&blob, b"8\n").unwrap();
+    damage_blob(&ws, b"7\n", b"8\n");
     std::fs::remove_dir_all(&out).unwrap();
     let run = ok(ws.run(&["build"]));
     assert_eq!(run.tagged("RAN"), ["//w:t07"], "{}", run.stdout);
@@ -272,19 +264,24 @@ fn big() -> Ws {
     ws
 }
 
-/// Starts `flow build -q` in `ws` after `rm -rf flow-out`, and returns it once the restore
-/// has begun (a file under `flow-out/big/`).
-fn restore_started(ws: &Ws) -> Option<std::process::Child> {
-    let out = ws.path().join("flow-out");
-    let _ = std::fs::remove_dir_all(&out);
-    let mut child = std::process::Command::new(crate::support::flow_bin())
+/// `flow build -q` in `ws`, started, its output discarded.
+fn quiet_build(ws: &Ws) -> std::process::Child {
+    std::process::Command::new(crate::support::flow_bin())
         .current_dir(ws.path())
         .args(["--color", "never", "build", "-q"])
         .env_remove("FLOW_CACHE_DIR")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Starts `flow build -q` in `ws` after `rm -rf flow-out`, and returns it once the restore
+/// has begun (a file under `flow-out/big/`).
+fn restore_started(ws: &Ws) -> Option<std::process::Child> {
+    let out = ws.path().join("flow-out");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut child = quiet_build(ws);
     let began = std::time::Instant::now();
     while began.elapsed() < std::time::Duration::from_secs(10) {
         let any = std::fs::read_dir(out.join("big")).is_ok_and(|mut d| d.next().is_some());
@@ -328,14 +325,7 @@ fn ctrl_c_during_a_restore_stops_the_build_with_130() {
     // the build must not go on to say ok (it did: the signal waited unseen).
     for signal in ["-TERM", "-INT"] {
         let _ = std::fs::remove_dir_all(ws.path().join("flow-out"));
-        let mut child = std::process::Command::new(crate::support::flow_bin())
-            .current_dir(ws.path())
-            .args(["--color", "never", "build", "-q"])
-            .env_remove("FLOW_CACHE_DIR")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = quiet_build(&ws);
         std::thread::sleep(std::time::Duration::from_millis(8));
         std::process::Command::new("kill")
             .args([signal, &child.id().to_string()])

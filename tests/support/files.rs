@@ -1,5 +1,6 @@
 //! Walking the files a test left behind.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Every file below `dir`, recursively and sorted; symlinks are listed, not followed. Empty if
@@ -21,6 +22,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Every file below `dir` ([`files_under`]), by its path relative to `dir`, with its bytes.
+pub fn file_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
 }
 
 /// Waits until `path` exists (a marker a running action writes), or panics after a minute.

@@ -13,7 +13,7 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use files::{files_under, wait_for_file};
+pub use files::{file_tree, files_under, wait_for_file};
 pub use random::{env_number, seeded_rng, Rng};
 pub use screen::{Screen, EXIT_MARK};
 pub use status::{label_tags, status_line, summary, summary_counts, tagged, tags};
