@@ -32,6 +32,7 @@
 //! output changed in the instant between a cycle's carry-over and the event's arrival is caught
 //! one cycle later.
 
+mod analyzed;
 mod events;
 mod last;
 
@@ -60,6 +61,7 @@ use crate::reporter::Reporter;
 use crate::runner::{few_keyed, runtime_with_sigint, Control, Resolved, Runner};
 use crate::session::{Session, SessionArgs};
 use crate::stale::Declared;
+use analyzed::Analyzed;
 use last::LastCycle;
 
 use events::{link_targets, root_gitignore, touches, Batch};
@@ -71,45 +73,6 @@ pub struct WatchArgs<'a> {
     pub debounce: Duration,
     pub clear: bool,
     pub colors: bool,
-}
-
-/// The analysed state a cycle runs on.
-struct Analyzed {
-    plan: Arc<Plan>,
-    /// Workspace-relative source → nodes that read it.
-    readers: HashMap<String, Vec<usize>>,
-    /// The target of a source that is a symlink (inside the workspace) → the sources that lead
-    /// to it: an event on the target is a change of those sources.
-    linked_sources: HashMap<String, Vec<String>>,
-    /// The declared outputs of `sandbox = False` actions, workspace-relative (without a
-    /// trailing `/`): they are written in the real tree, and their events are flow's own.
-    in_tree_outputs: HashSet<String>,
-    sources: HashMap<String, Hashed>,
-    tools: HashMap<String, String>,
-    /// What the last analysis declares: the next cycle sweeps the outputs it does not declare
-    /// (under the lock).
-    declared: Option<Declared>,
-}
-
-impl Analyzed {
-    /// The nodes that read any of `paths` (directly).
-    fn readers_of<'a>(&'a self, paths: impl IntoIterator<Item = &'a String>) -> Vec<usize> {
-        paths
-            .into_iter()
-            .filter_map(|p| self.readers.get(p))
-            .flatten()
-            .copied()
-            .collect()
-    }
-
-    /// Labels of the nodes that read any of `paths`, and everything downstream of them.
-    fn affected(&self, paths: &BTreeSet<String>) -> BTreeSet<Label> {
-        let reached = self.plan.downstream(self.readers_of(paths));
-        (0..reached.len())
-            .filter(|&i| reached[i])
-            .map(|i| self.plan.nodes[i].label.clone())
-            .collect()
-    }
 }
 
 struct Watcher<'a> {
