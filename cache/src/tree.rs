@@ -118,15 +118,33 @@ impl Cas {
 
     /// Replaces `dest` with the tree `manifest`, or leaves it untouched on any error.
     pub fn materialize_tree(&self, manifest: &Digest, dest: &Path) -> Result<(), CacheError> {
+        self.materialize_tree_stamped(manifest, dest).map(|_| ())
+    }
+
+    /// [`Cas::materialize_tree`], returning the stamp of the tree as flow wrote it, taken before
+    /// it was renamed into place (a rename changes nothing the stamp covers): a caller that
+    /// stamps `dest` compares first, so that a write into the tree by someone else between the
+    /// rename and its own walk is never taken for flow's.
+    pub fn materialize_tree_stamped(
+        &self,
+        manifest: &Digest,
+        dest: &Path,
+    ) -> Result<crate::TreeStamp, CacheError> {
         let entries = self.tree_entries(manifest)?;
         let (parent, _) = split_dest(dest)?;
         fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         let tmp = parent.join(format!(".flow-tmp-{}", self.unique_name()));
         fs::create_dir(&tmp).map_err(io_err("create directory", &tmp))?;
-        if let Err(e) = self.fill(&tmp, &entries) {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+        let written = self
+            .fill(&tmp, &entries)
+            .and_then(|()| crate::TreeStamp::of(&tmp));
+        let written = match written {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         let old = parent.join(format!(".flow-old-{}", self.unique_name()));
         let had_old = match fs::rename(dest, &old) {
             Ok(()) => true,
@@ -146,7 +164,7 @@ impl Cas {
         if had_old {
             remove_any(&old);
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Writes validated `entries` below the fresh, private directory `root`.
